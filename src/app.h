@@ -1,0 +1,27 @@
+/*
+** app — the state of one loop: passed to every part, never global, so that a later
+** --workers N can run one app per thread.
+*/
+#ifndef LH_APP_H
+#define LH_APP_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "metrics.h"
+
+typedef struct lh_server_s lh_server_t;
+typedef struct lh_vm_s lh_vm_t;
+typedef struct lh_dispatch_s lh_dispatch_t;
+
+typedef struct lh_app_s {
+    uv_loop_t *loop;        /* borrowed */
+    const lh_config_t *cfg; /* borrowed */
+    lh_metrics_t metrics;
+    lh_server_t *server; /* owned; NULL outside serve */
+    lh_vm_t *vm;         /* the VM that takes new events */
+    uint64_t started_ns;
+    int stopping;
+} lh_app_t;
+
+#endif

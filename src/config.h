@@ -1,0 +1,60 @@
+/*
+** config — every option with its default, its LUAHOOK_<NAME> environment variable and
+** its validation. The command line wins over the environment.
+*/
+#ifndef LH_CONFIG_H
+#define LH_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+typedef enum {
+    LH_ACK_ACCEPT = 0, /* answer once the event is decoded and its handlers started */
+    LH_ACK_HANDLED,    /* answer after every handler finished */
+} lh_ack_t;
+
+typedef enum {
+    LH_CMD_SERVE = 0,
+    LH_CMD_CHECK,
+    LH_CMD_HELP,
+    LH_CMD_VERSION,
+} lh_command_t;
+
+typedef struct lh_config_s {
+    lh_command_t command;
+    char *listen_host; /* owned */
+    int listen_port;
+    char *token;       /* owned; NULL: no authentication */
+    char *auth_header; /* owned; lower-case */
+    uint64_t max_body;
+    uint64_t max_header;
+    uint64_t max_connections;
+    uint64_t max_pending; /* handler runs in flight before new events get 503 */
+    double idle_timeout;
+    double read_timeout;
+    double shutdown_timeout;
+    lh_ack_t ack;
+    lh_level_t log_level;
+    lh_log_format_t log_format;
+    char **paths; /* owned; scripts or folders, in command-line order */
+    size_t npaths;
+} lh_config_t;
+
+/**
+ * Fills `cfg` from the environment, then argv. Returns 0, or -1 after writing a message
+ * naming the option and the problem into `err`. `lh_config_dispose` is safe either way.
+ */
+int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+void lh_config_dispose(lh_config_t *cfg);
+
+/** "64m" → 67108864. Returns 0 or -1. */
+int lh_config_parse_size(const char *s, uint64_t *out);
+/** "1.5" → 1.5 seconds; must be > 0 and finite. Returns 0 or -1. */
+int lh_config_parse_seconds(const char *s, double *out);
+
+/** The full --help text. */
+const char *lh_config_usage(void);
+
+#endif

@@ -1,0 +1,136 @@
+#include "ingest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dispatch.h"
+#include "log.h"
+
+static const char json_type[] = "application/json";
+
+static int path_is(const lh_request_t *r, const char *p)
+{
+    size_t n = strlen(p);
+    return r->path_len == n && memcmp(r->path, p, n) == 0;
+}
+
+/* Constant time in the secret's content: every byte is compared whatever differs. */
+static int same_secret(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char diff = (unsigned char)(alen != blen);
+    for (size_t i = 0; i < blen; i++)
+        diff |= (unsigned char)((i < alen ? (unsigned char)a[i] : 0) ^ (unsigned char)b[i]);
+    return diff == 0;
+}
+
+int lh_ingest_token_ok(const char *v, size_t len, const char *token, int bare_ok)
+{
+    size_t tlen = strlen(token);
+    while (len > 0 && (*v == ' ' || *v == '\t'))
+        v++, len--;
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    if (len > 6 && strncasecmp(v, "Token ", 6) == 0)
+        return same_secret(v + 6, len - 6, token, tlen);
+    if (len > 7 && strncasecmp(v, "Bearer ", 7) == 0)
+        return same_secret(v + 7, len - 7, token, tlen);
+    return bare_ok && same_secret(v, len, token, tlen);
+}
+
+static void rejected(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, int status,
+                     lh_reject_t reason)
+{
+    app->metrics.rejected[reason]++;
+    if (lh_log_enabled(LH_WARN)) {
+        char st[8];
+        snprintf(st, sizeof(st), "%d", status);
+        lh_field_t f[] = {
+            LH_FIELD_NUM("status", st),
+            LH_FIELD("reason", lh_metrics_reject_name(reason)),
+            LH_FIELD("remote", c->remote),
+            LH_FIELD("method", r->method_name),
+            LH_FIELDN("path", r->path, r->path_len),
+        };
+        lh_log_fields(LH_WARN, "rejected", f, 5);
+    }
+}
+
+static void answer_json(lh_conn_t *c, int status, const char *extra, const char *body)
+{
+    lh_conn_respond(c, status, extra, json_type, body, strlen(body));
+}
+
+static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
+{
+    lh_app_t *app = data;
+    const lh_config_t *cfg = app->cfg;
+    int is_health = path_is(r, "/healthz"), is_metrics = path_is(r, "/metrics");
+
+    if (is_health || is_metrics) {
+        if (r->method != HTTP_GET) {
+            rejected(app, c, r, 405, LH_REJECT_METHOD);
+            answer_json(c, 405, "Allow: GET\r\n",
+                        "{\"ok\":false,\"error\":\"method not allowed: use GET\"}");
+            return 1;
+        }
+        if (is_health) {
+            answer_json(c, 200, NULL, app->stopping ? "{\"ok\":true,\"stopping\":true}"
+                                                    : "{\"ok\":true}");
+            return 1;
+        }
+        size_t len = 0;
+        char *text = lh_metrics_render(&app->metrics, &len);
+        if (text == NULL) {
+            answer_json(c, 500, NULL, "{\"ok\":false,\"error\":\"out of memory\"}");
+            return 1;
+        }
+        lh_conn_respond(c, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", text, len);
+        free(text);
+        return 1;
+    }
+    if (r->method != HTTP_POST) {
+        rejected(app, c, r, 405, LH_REJECT_METHOD);
+        answer_json(c, 405, "Allow: POST\r\n",
+                    "{\"ok\":false,\"error\":\"method not allowed: events are POSTed\"}");
+        return 1;
+    }
+    if (cfg->token != NULL) {
+        const lh_header_t *h = NULL;
+        for (size_t i = 0; i < r->nheaders && h == NULL; i++)
+            if (strcmp(r->headers[i].name, cfg->auth_header) == 0)
+                h = &r->headers[i];
+        int bare_ok = strcmp(cfg->auth_header, "authorization") != 0;
+        if (h == NULL || !lh_ingest_token_ok(h->value, h->value_len, cfg->token, bare_ok)) {
+            char body[160];
+            rejected(app, c, r, 401, LH_REJECT_UNAUTHORIZED);
+            snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"%s secret in the %s header\"}",
+                     h == NULL ? "missing" : "wrong", cfg->auth_header);
+            answer_json(c, 401, NULL, body);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void reply_to_conn(void *data, int status, const char *extra, const char *body, size_t len)
+{
+    lh_conn_t *c = data;
+    if (lh_conn_is_open(c))
+        lh_conn_respond(c, status, extra, json_type, body, len);
+    lh_conn_unref(c);
+}
+
+static void on_request(void *data, lh_conn_t *c, lh_request_t *r)
+{
+    lh_app_t *app = data;
+    lh_conn_ref(c); /* the answer may come after the connection closed */
+    lh_dispatch_event(app, r, c->remote, reply_to_conn, c);
+}
+
+lh_server_handler_t lh_ingest_handler(lh_app_t *app)
+{
+    lh_server_handler_t h = {on_head, on_request, app};
+    return h;
+}

@@ -1,0 +1,185 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/time.h>
+
+static lh_level_t log_level = LH_INFO;
+static lh_log_format_t log_format = LH_LOG_TEXT;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void lh_log_setup(lh_level_t level, lh_log_format_t format)
+{
+    log_level = level;
+    log_format = format;
+}
+
+int lh_log_enabled(lh_level_t level)
+{
+    return level >= log_level;
+}
+
+const char *lh_log_level_name(lh_level_t level)
+{
+    return level_names[level];
+}
+
+int lh_log_parse_level(const char *s, lh_level_t *out)
+{
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, level_names[i]) == 0) {
+            *out = (lh_level_t)i;
+            return 0;
+        }
+    }
+    if (strcmp(s, "warning") == 0) {
+        *out = LH_WARN;
+        return 0;
+    }
+    return -1;
+}
+
+/* A line is assembled in a fixed buffer and written with one write(2), so lines from
+** different parts never interleave; a line that does not fit is cut, never split. */
+typedef struct {
+    char buf[8192];
+    size_t len;
+} line_t;
+
+static void put(line_t *l, const char *s, size_t n)
+{
+    size_t room = sizeof(l->buf) - 2 - l->len; /* keep room for "\n" */
+    if (n > room)
+        n = room;
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
+static void putc_(line_t *l, char c)
+{
+    put(l, &c, 1);
+}
+
+static void put_json_string(line_t *l, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    putc_(l, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            putc_(l, '\\');
+            putc_(l, (char)c);
+        } else if (c == '\n') {
+            put(l, "\\n", 2);
+        } else if (c == '\t') {
+            put(l, "\\t", 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            put(l, u, 6);
+        } else {
+            putc_(l, (char)c);
+        }
+    }
+    putc_(l, '"');
+}
+
+/* Text values are bare when they can be, quoted (JSON-style escapes) when they hold
+** spaces, quotes, '=' or control characters, so a line always splits back into fields. */
+static void put_text_value(line_t *l, const char *s, size_t n)
+{
+    int quote = n == 0;
+    for (size_t i = 0; i < n && !quote; i++) {
+        unsigned char c = (unsigned char)s[i];
+        quote = c <= ' ' || c == '"' || c == '=' || c == 0x7f;
+    }
+    if (quote)
+        put_json_string(l, s, n);
+    else
+        put(l, s, n);
+}
+
+static void put_time(line_t *l)
+{
+    struct timeval tv;
+    struct tm tm;
+    char ts[40];
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    n += (size_t)snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+    if (log_format == LH_LOG_JSON)
+        put_json_string(l, ts, n);
+    else
+        put(l, ts, n);
+}
+
+void lh_log_fields(lh_level_t level, const char *msg, const lh_field_t *fields, size_t n)
+{
+    if (!lh_log_enabled(level))
+        return;
+    line_t l;
+    l.len = 0;
+    const char *lname = level_names[level];
+    if (log_format == LH_LOG_JSON) {
+        put(&l, "{\"ts\":", 6);
+        put_time(&l);
+        put(&l, ",\"level\":\"", 10);
+        put(&l, lname, strlen(lname));
+        put(&l, "\",\"msg\":", 8);
+        put_json_string(&l, msg, strlen(msg));
+        for (size_t i = 0; i < n; i++) {
+            const lh_field_t *f = &fields[i];
+            size_t vlen = f->len == (size_t)-1 ? strlen(f->val) : f->len;
+            putc_(&l, ',');
+            put_json_string(&l, f->key, strlen(f->key));
+            putc_(&l, ':');
+            if (f->number)
+                put(&l, f->val, vlen);
+            else
+                put_json_string(&l, f->val, vlen);
+        }
+        /* a cut line must still parse: close it whatever happened above */
+        if (l.len >= sizeof(l.buf) - 2)
+            l.len = sizeof(l.buf) - 4, put(&l, "\"}", 2);
+        else
+            putc_(&l, '}');
+    } else {
+        put_time(&l);
+        putc_(&l, ' ');
+        put(&l, lname, strlen(lname));
+        putc_(&l, ' ');
+        put(&l, msg, strlen(msg));
+        for (size_t i = 0; i < n; i++) {
+            const lh_field_t *f = &fields[i];
+            size_t vlen = f->len == (size_t)-1 ? strlen(f->val) : f->len;
+            putc_(&l, ' ');
+            put(&l, f->key, strlen(f->key));
+            putc_(&l, '=');
+            put_text_value(&l, f->val, vlen);
+        }
+    }
+    l.buf[l.len++] = '\n';
+    ssize_t off = 0;
+    while ((size_t)off < l.len) {
+        ssize_t w = write(STDERR_FILENO, l.buf + off, l.len - (size_t)off);
+        if (w <= 0)
+            break;
+        off += w;
+    }
+}
+
+void lh_log_printf(lh_level_t level, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    if (!lh_log_enabled(level))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    lh_log_fields(level, msg, NULL, 0);
+}

@@ -1,0 +1,52 @@
+/*
+** log — the one sink every part writes to (C side and Lua's log.*).
+** A line is a level, a message and key/value fields; text or JSON per --log-format.
+** The sink is process-wide, like Redis's serverLog: a log line never depends on loop state.
+*/
+#ifndef LH_LOG_H
+#define LH_LOG_H
+
+#include <stddef.h>
+
+typedef enum {
+    LH_DEBUG = 0,
+    LH_INFO,
+    LH_WARN,
+    LH_ERROR,
+} lh_level_t;
+
+typedef enum {
+    LH_LOG_TEXT = 0,
+    LH_LOG_JSON,
+} lh_log_format_t;
+
+/* A field value is a string or a raw JSON number; `number` fields are written unquoted. */
+typedef struct {
+    const char *key;
+    const char *val; /* borrowed for the duration of the call */
+    size_t len;      /* (size_t)-1: NUL-terminated */
+    int number;      /* 1: val is a number literal */
+} lh_field_t;
+
+void lh_log_setup(lh_level_t level, lh_log_format_t format);
+int lh_log_enabled(lh_level_t level);
+int lh_log_parse_level(const char *s, lh_level_t *out);
+const char *lh_log_level_name(lh_level_t level);
+
+/** Writes one line with `n` fields if `level` is enabled. */
+void lh_log_fields(lh_level_t level, const char *msg, const lh_field_t *fields, size_t n);
+
+/** printf-style message without fields; formats only when the level is enabled. */
+void lh_log_printf(lh_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define LH_FIELD(k, v) ((lh_field_t){(k), (v), (size_t)-1, 0})
+#define LH_FIELDN(k, v, n) ((lh_field_t){(k), (v), (n), 0})
+#define LH_FIELD_NUM(k, v) ((lh_field_t){(k), (v), (size_t)-1, 1})
+
+#define LH_LOG(level, ...)                                                                         \
+    do {                                                                                           \
+        if (lh_log_enabled(level))                                                                 \
+            lh_log_printf(level, __VA_ARGS__);                                                     \
+    } while (0)
+
+#endif

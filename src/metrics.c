@@ -1,0 +1,206 @@
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double bucket_bounds[LH_METRICS_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
+                                                         0.1,    0.25,  0.5,    1,     5,    30};
+
+static const char *const reject_names[LH_REJECT_COUNT_] = {
+    "invalid_json",      "not_object", "no_action", "unauthorized", "too_large",
+    "headers_too_large", "method",     "timeout",   "overload",     "bad_request"};
+
+static char other_name[] = "_other";
+
+static const char *const outcome_names[LH_OUTCOME_COUNT_] = {"ok", "error", "timeout", "memory"};
+
+void lh_metrics_init(lh_metrics_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->actions[LH_METRICS_MAX_ACTIONS].name = other_name;
+    m->actions[LH_METRICS_MAX_ACTIONS].nlen = 6;
+}
+
+void lh_metrics_dispose(lh_metrics_t *m)
+{
+    for (size_t i = 0; i < m->nactions; i++)
+        free(m->actions[i].name);
+    memset(m, 0, sizeof(*m));
+}
+
+const char *lh_metrics_reject_name(lh_reject_t r)
+{
+    return reject_names[r];
+}
+
+const char *lh_metrics_outcome_name(lh_outcome_t o)
+{
+    return outcome_names[o];
+}
+
+lh_action_stats_t *lh_metrics_action(lh_metrics_t *m, const char *action, size_t len)
+{
+    /* a linear scan: a handful of Label Studio actions, the busiest found first */
+    for (size_t i = 0; i < m->nactions; i++) {
+        lh_action_stats_t *a = &m->actions[i];
+        if (a->nlen == len && memcmp(a->name, action, len) == 0)
+            return a;
+    }
+    if (m->nactions < LH_METRICS_MAX_ACTIONS && len <= 64 && memchr(action, '\0', len) == NULL) {
+        lh_action_stats_t *a = &m->actions[m->nactions];
+        if ((a->name = strndup(action, len)) != NULL) {
+            a->nlen = len;
+            m->nactions++;
+            return a;
+        }
+    }
+    return &m->actions[LH_METRICS_MAX_ACTIONS];
+}
+
+void lh_metrics_handler_done(lh_action_stats_t *a, lh_outcome_t outcome, double seconds)
+{
+    a->runs[outcome]++;
+    a->duration_sum += seconds;
+    a->duration_count++;
+    for (int i = 0; i < LH_METRICS_BUCKETS; i++) {
+        if (seconds <= bucket_bounds[i]) {
+            a->buckets[i]++;
+            break;
+        }
+    }
+}
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int failed;
+} out_t;
+
+static void outf(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void outf(out_t *o, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        if (o->failed)
+            return;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->failed = 1;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t ncap = o->cap * 2 + (size_t)n;
+        char *np = realloc(o->p, ncap);
+        if (np == NULL) {
+            o->failed = 1;
+            return;
+        }
+        o->p = np, o->cap = ncap;
+    }
+}
+
+/* Action names come from the network: escape them as Prometheus label values. */
+static const char *label(const char *s, char *buf, size_t len)
+{
+    size_t j = 0;
+    for (; *s && j + 3 < len; s++) {
+        if (*s == '"' || *s == '\\')
+            buf[j++] = '\\', buf[j++] = *s;
+        else if (*s == '\n')
+            buf[j++] = '\\', buf[j++] = 'n';
+        else
+            buf[j++] = *s;
+    }
+    buf[j] = '\0';
+    return buf;
+}
+
+static int action_used(const lh_action_stats_t *a)
+{
+    return a->received != 0 || a->duration_count != 0;
+}
+
+char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
+{
+    out_t o = {malloc(4096), 0, 4096, 0};
+    char lb[160];
+    size_t n = m->nactions;
+    if (o.p == NULL)
+        return NULL;
+
+    outf(&o, "# HELP luahook_events_received_total Events accepted, by action.\n"
+             "# TYPE luahook_events_received_total counter\n");
+    for (size_t i = 0; i <= LH_METRICS_MAX_ACTIONS; i++) {
+        const lh_action_stats_t *a = &m->actions[i];
+        if ((i < n || i == LH_METRICS_MAX_ACTIONS) && action_used(a))
+            outf(&o, "luahook_events_received_total{action=\"%s\"} %llu\n",
+                 label(a->name, lb, sizeof(lb)), (unsigned long long)a->received);
+    }
+    outf(&o, "# HELP luahook_events_rejected_total Requests refused, by reason.\n"
+             "# TYPE luahook_events_rejected_total counter\n");
+    for (int r = 0; r < LH_REJECT_COUNT_; r++)
+        outf(&o, "luahook_events_rejected_total{reason=\"%s\"} %llu\n", reject_names[r],
+             (unsigned long long)m->rejected[r]);
+    outf(&o, "# HELP luahook_handler_runs_total Handler runs, by action and outcome.\n"
+             "# TYPE luahook_handler_runs_total counter\n");
+    for (size_t i = 0; i <= LH_METRICS_MAX_ACTIONS; i++) {
+        const lh_action_stats_t *a = &m->actions[i];
+        if (!((i < n || i == LH_METRICS_MAX_ACTIONS) && action_used(a)))
+            continue;
+        label(a->name, lb, sizeof(lb));
+        for (int k = 0; k < LH_OUTCOME_COUNT_; k++)
+            outf(&o, "luahook_handler_runs_total{action=\"%s\",outcome=\"%s\"} %llu\n", lb,
+                 outcome_names[k], (unsigned long long)a->runs[k]);
+    }
+    outf(&o, "# HELP luahook_handler_duration_seconds Handler run time (wall clock), by action.\n"
+             "# TYPE luahook_handler_duration_seconds histogram\n");
+    for (size_t i = 0; i <= LH_METRICS_MAX_ACTIONS; i++) {
+        const lh_action_stats_t *a = &m->actions[i];
+        if (!((i < n || i == LH_METRICS_MAX_ACTIONS) && a->duration_count != 0))
+            continue;
+        label(a->name, lb, sizeof(lb));
+        uint64_t cum = 0;
+        for (int b = 0; b < LH_METRICS_BUCKETS; b++) {
+            cum += a->buckets[b];
+            outf(&o, "luahook_handler_duration_seconds_bucket{action=\"%s\",le=\"%g\"} %llu\n", lb,
+                 bucket_bounds[b], (unsigned long long)cum);
+        }
+        outf(&o, "luahook_handler_duration_seconds_bucket{action=\"%s\",le=\"+Inf\"} %llu\n", lb,
+             (unsigned long long)a->duration_count);
+        outf(&o, "luahook_handler_duration_seconds_sum{action=\"%s\"} %.9g\n", lb,
+             a->duration_sum);
+        outf(&o, "luahook_handler_duration_seconds_count{action=\"%s\"} %llu\n", lb,
+             (unsigned long long)a->duration_count);
+    }
+    outf(&o,
+         "# HELP luahook_connections_open Client connections open now.\n"
+         "# TYPE luahook_connections_open gauge\n"
+         "luahook_connections_open %lld\n"
+         "# HELP luahook_connections_total Client connections accepted.\n"
+         "# TYPE luahook_connections_total counter\n"
+         "luahook_connections_total %llu\n"
+         "# HELP luahook_vm_generation Generation of the Lua VM serving new events.\n"
+         "# TYPE luahook_vm_generation gauge\n"
+         "luahook_vm_generation %llu\n"
+         "# HELP luahook_reloads_total Script reloads, by result.\n"
+         "# TYPE luahook_reloads_total counter\n"
+         "luahook_reloads_total{result=\"ok\"} %llu\n"
+         "luahook_reloads_total{result=\"failed\"} %llu\n",
+         (long long)m->connections_open, (unsigned long long)m->connections_total,
+         (unsigned long long)m->vm_generation, (unsigned long long)m->reloads_ok,
+         (unsigned long long)m->reloads_failed);
+    if (o.failed) {
+        free(o.p);
+        return NULL;
+    }
+    *len = o.len;
+    return o.p;
+}

@@ -1,0 +1,71 @@
+/*
+** metrics — counters for /metrics in Prometheus text format.
+** Per-action series are bounded: actions come from the network, so after
+** LH_METRICS_MAX_ACTIONS distinct names the rest share the label "_other".
+*/
+#ifndef LH_METRICS_H
+#define LH_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LH_METRICS_MAX_ACTIONS 64
+#define LH_METRICS_BUCKETS 12
+
+typedef enum {
+    LH_OUTCOME_OK = 0,
+    LH_OUTCOME_ERROR,
+    LH_OUTCOME_TIMEOUT,
+    LH_OUTCOME_MEMORY,
+    LH_OUTCOME_COUNT_
+} lh_outcome_t;
+
+typedef enum {
+    LH_REJECT_INVALID_JSON = 0,
+    LH_REJECT_NOT_OBJECT,
+    LH_REJECT_NO_ACTION,
+    LH_REJECT_UNAUTHORIZED,
+    LH_REJECT_TOO_LARGE,
+    LH_REJECT_HEADERS_TOO_LARGE,
+    LH_REJECT_METHOD,
+    LH_REJECT_TIMEOUT,
+    LH_REJECT_OVERLOAD,
+    LH_REJECT_BAD_REQUEST,
+    LH_REJECT_COUNT_
+} lh_reject_t;
+
+typedef struct lh_action_stats_s {
+    char *name; /* owned */
+    size_t nlen;
+    uint64_t received;
+    uint64_t runs[LH_OUTCOME_COUNT_];
+    uint64_t buckets[LH_METRICS_BUCKETS]; /* cumulative at render time, not here */
+    double duration_sum;
+    uint64_t duration_count;
+} lh_action_stats_t;
+
+typedef struct lh_metrics_s {
+    lh_action_stats_t actions[LH_METRICS_MAX_ACTIONS + 1]; /* last: "_other" */
+    size_t nactions;
+    uint64_t rejected[LH_REJECT_COUNT_];
+    int64_t connections_open;
+    uint64_t connections_total;
+    uint64_t vm_generation;
+    uint64_t reloads_ok;
+    uint64_t reloads_failed;
+} lh_metrics_t;
+
+void lh_metrics_init(lh_metrics_t *m);
+void lh_metrics_dispose(lh_metrics_t *m);
+
+/** The stats of `action`, created on first use; never NULL (falls back to "_other"). */
+lh_action_stats_t *lh_metrics_action(lh_metrics_t *m, const char *action, size_t len);
+
+void lh_metrics_handler_done(lh_action_stats_t *a, lh_outcome_t outcome, double seconds);
+const char *lh_metrics_reject_name(lh_reject_t r);
+const char *lh_metrics_outcome_name(lh_outcome_t o);
+
+/** Renders every series; returns a malloc'd NUL-terminated text (caller frees) or NULL. */
+char *lh_metrics_render(const lh_metrics_t *m, size_t *len);
+
+#endif

@@ -1,0 +1,114 @@
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static void on_connection(uv_stream_t *l, int status)
+{
+    lh_server_t *s = l->data;
+    if (status < 0) {
+        LH_LOG(LH_WARN, "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    lh_conn_t *c = lh_conn_new(s);
+    if (c == NULL) {
+        /* take the socket off the backlog anyway, or the loop spins on it */
+        uv_tcp_t *t = malloc(sizeof(*t));
+        LH_LOG(LH_ERROR, "out of memory accepting a connection");
+        if (t == NULL)
+            return;
+        uv_tcp_init(s->app->loop, t);
+        uv_accept(l, (uv_stream_t *)t);
+        uv_close((uv_handle_t *)t, (uv_close_cb)free);
+        return;
+    }
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        lh_conn_close(c);
+        return;
+    }
+    if (s->nconns > s->app->cfg->max_connections || s->app->stopping) {
+        static const char body[] =
+            "{\"ok\":false,\"error\":\"too many connections, retry later\"}";
+        s->app->metrics.rejected[LH_REJECT_OVERLOAD]++;
+        LH_LOG(LH_WARN, "connection refused: %zu connections open (--max-connections %llu)",
+               s->nconns - 1, (unsigned long long)s->app->cfg->max_connections);
+        lh_conn_respond_close(c, 503, "Retry-After: 1\r\n", "application/json", body,
+                              sizeof(body) - 1);
+        return;
+    }
+    if (lh_conn_start(c) != 0)
+        lh_conn_close(c);
+}
+
+int lh_server_start(lh_server_t *s, lh_app_t *app, const lh_server_handler_t *h)
+{
+    const lh_config_t *cfg = app->cfg;
+    struct sockaddr_storage addr;
+    int r;
+
+    memset(s, 0, sizeof(*s));
+    s->app = app;
+    s->handler = *h;
+    if (strchr(cfg->listen_host, ':') != NULL)
+        r = uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&addr);
+    else
+        r = uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&addr);
+    if (r != 0) {
+        LH_LOG(LH_ERROR, "cannot listen on %s:%d: not an IP address", cfg->listen_host,
+               cfg->listen_port);
+        return r;
+    }
+    if ((r = uv_tcp_init(app->loop, &s->listener)) != 0)
+        return r;
+    s->listener.data = s;
+    if ((r = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) != 0 ||
+        (r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection)) != 0) {
+        LH_LOG(LH_ERROR, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+               uv_strerror(r));
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        return r;
+    }
+    s->listening = 1;
+
+    char ip[INET6_ADDRSTRLEN], address[INET6_ADDRSTRLEN + 16];
+    int len = sizeof(addr);
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&addr, &len);
+    if (addr.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&addr, ip, sizeof(ip));
+        snprintf(address, sizeof(address), "[%s]:%d", ip,
+                 ntohs(((struct sockaddr_in6 *)&addr)->sin6_port));
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&addr, ip, sizeof(ip));
+        snprintf(address, sizeof(address), "%s:%d", ip,
+                 ntohs(((struct sockaddr_in *)&addr)->sin_port));
+    }
+    lh_field_t f[] = {LH_FIELD("address", address)};
+    lh_log_fields(LH_INFO, "listening", f, 1);
+    return 0;
+}
+
+void lh_server_stop(lh_server_t *s, void (*drained)(lh_server_t *s))
+{
+    if (s->listening) {
+        s->listening = 0;
+        uv_close((uv_handle_t *)&s->listener, NULL);
+    }
+    s->on_drained = drained;
+    lh_conn_t *c = s->conns;
+    while (c != NULL) {
+        lh_conn_t *next = c->next; /* close may unlink c, never before its close callback */
+        lh_conn_shutdown(c);
+        c = next;
+    }
+    if (s->nconns == 0 && drained != NULL)
+        drained(s);
+}
+
+void lh_server_close_all(lh_server_t *s)
+{
+    for (lh_conn_t *c = s->conns; c != NULL; c = c->next)
+        lh_conn_close(c);
+}

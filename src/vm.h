@@ -1,0 +1,63 @@
+/*
+** vm — one Lua state generation: the stdlib, every script in its own _ENV, the handler
+** registry and its routes, and the count of live handler runs. Knows Lua, not sockets.
+*/
+#ifndef LH_VM_H
+#define LH_VM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+#include "app.h"
+
+typedef struct lh_handler_s {
+    int fn_ref;    /* registry ref to the function */
+    char *script;  /* owned: the script's path as loaded */
+    int line;      /* where the function was defined */
+    char *label;   /* owned: "script:line" */
+} lh_handler_t;
+
+typedef struct lh_route_s {
+    int *handlers; /* owned: handler indexes, the action's own first, then "*" ones */
+    size_t n;
+} lh_route_t;
+
+struct lh_vm_s {
+    lua_State *L;  /* owned */
+    lh_app_t *app; /* borrowed */
+    uint64_t generation;
+    int tasks;     /* live handler runs */
+    int loading;   /* on() is allowed while scripts load */
+    lh_handler_t *handlers; /* owned */
+    size_t nhandlers, handlers_cap;
+    lh_route_t *routes;     /* owned; routes[0] is the "*"-only route of unknown actions */
+    size_t nroutes;
+    int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */
+    int pending_ref; /* registry ref while loading: action -> {handler index...} */
+    size_t mem_used;
+    /* the handler run now executing, for log.* to attach: borrowed, NULL outside one */
+    const char *cur_id, *cur_action, *cur_script;
+};
+
+/** Creates a VM with the stdlib. NULL (and a message in err) on failure. */
+lh_vm_t *lh_vm_new(lh_app_t *app, uint64_t generation, char *err, size_t errlen);
+
+/** A problem found while loading: "file:line: message". */
+typedef void (*lh_vm_report_cb)(void *data, const char *problem);
+
+/**
+ * Loads every path (a script, or a folder whose *.lua load in name order), each in its own
+ * _ENV, then seals the routes. Every problem goes to `report`; loading goes on with the
+ * next script so that all problems are shown at once. Returns the number of problems.
+ */
+int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb report,
+               void *data);
+
+/** The route for the action string at the top of vm->L (not popped). Never NULL. */
+const lh_route_t *lh_vm_route(lh_vm_t *vm);
+
+void lh_vm_free(lh_vm_t *vm);
+
+#endif
