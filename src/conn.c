@@ -11,6 +11,8 @@
 
 enum { T_NONE = 0, T_IDLE, T_HEAD, T_BODY };
 
+#define WRITE_QUEUE_MAX (1024 * 1024)
+
 typedef struct {
     uv_write_t req;
     lh_conn_t *conn;
@@ -178,6 +180,11 @@ static void on_write(uv_write_t *req, int status)
     lh_conn_t *c = w->conn;
     free(w);
     c->writes_pending--;
+    if (c->throttled && !c->closing && c->tcp.write_queue_size <= WRITE_QUEUE_MAX / 2) {
+        c->throttled = 0;
+        if (!c->busy && !c->close_after_write)
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
     if (status < 0 && !c->closing) {
         lh_conn_close(c);
     } else if (c->close_after_write && c->writes_pending == 0 && !c->busy) {
@@ -245,7 +252,7 @@ static void conn_resume(lh_conn_t *c)
         conn_feed(c, buf + off, len - off);
         free(buf);
     }
-    if (!c->busy && !c->closing && !c->close_after_write)
+    if (!c->busy && !c->closing && !c->close_after_write && !c->throttled)
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
@@ -665,6 +672,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         if (c->timer_state == T_BODY)
             timer_set(c, T_BODY, cfg_of(c)->read_timeout);
         conn_feed(c, buf->base, (size_t)nread);
+        /* a client that pipelines without reading its answers waits for them to drain */
+        if (!c->closing && c->tcp.write_queue_size > WRITE_QUEUE_MAX) {
+            c->throttled = 1;
+            uv_read_stop(stream);
+        }
         return;
     }
     if (nread == 0)

@@ -51,6 +51,7 @@ struct lh_conn_s {
     int in_request; /* bytes of a request have arrived, not all of it */
     int skip_body;  /* the answer was given on the head */
     int discarding; /* reading a body nobody will see */
+    int throttled;  /* reading stopped until the answers drain */
     int in_parse_flag; /* inside llhttp_execute: answers must not re-enter it */
     int hstate;        /* 0 between headers, 1 in a name, 2 in a value */
     int error_status;  /* why a parser callback stopped: 413, 431, 500 */

@@ -123,16 +123,19 @@ static const char *label(const char *s, char *buf, size_t len)
     return buf;
 }
 
-static int action_used(const lh_action_stats_t *a)
+/* Named actions always show; "_other" once something fell into it. */
+static int shown(const lh_metrics_t *m, size_t i)
 {
-    return a->received != 0 || a->duration_count != 0;
+    const lh_action_stats_t *a = &m->actions[i];
+    if (i < m->nactions)
+        return 1;
+    return i == LH_METRICS_MAX_ACTIONS && (a->received != 0 || a->duration_count != 0);
 }
 
 char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
 {
     out_t o = {malloc(4096), 0, 4096, 0};
     char lb[160];
-    size_t n = m->nactions;
     if (o.p == NULL)
         return NULL;
 
@@ -140,7 +143,7 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
              "# TYPE luahook_events_received_total counter\n");
     for (size_t i = 0; i <= LH_METRICS_MAX_ACTIONS; i++) {
         const lh_action_stats_t *a = &m->actions[i];
-        if ((i < n || i == LH_METRICS_MAX_ACTIONS) && action_used(a))
+        if (shown(m, i))
             outf(&o, "luahook_events_received_total{action=\"%s\"} %llu\n",
                  label(a->name, lb, sizeof(lb)), (unsigned long long)a->received);
     }
@@ -153,7 +156,7 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
              "# TYPE luahook_handler_runs_total counter\n");
     for (size_t i = 0; i <= LH_METRICS_MAX_ACTIONS; i++) {
         const lh_action_stats_t *a = &m->actions[i];
-        if (!((i < n || i == LH_METRICS_MAX_ACTIONS) && action_used(a)))
+        if (!shown(m, i))
             continue;
         label(a->name, lb, sizeof(lb));
         for (int k = 0; k < LH_OUTCOME_COUNT_; k++)
@@ -164,7 +167,7 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
              "# TYPE luahook_handler_duration_seconds histogram\n");
     for (size_t i = 0; i <= LH_METRICS_MAX_ACTIONS; i++) {
         const lh_action_stats_t *a = &m->actions[i];
-        if (!((i < n || i == LH_METRICS_MAX_ACTIONS) && a->duration_count != 0))
+        if (!shown(m, i) || a->duration_count == 0)
             continue;
         label(a->name, lb, sizeof(lb));
         uint64_t cum = 0;

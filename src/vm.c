@@ -284,6 +284,10 @@ static int seal_routes(lh_vm_t *vm)
             lh_route_t *rt = &vm->routes[vm->nroutes];
             if (build_route(L, rt, lua_gettop(L), star, nstar) != 0)
                 goto done;
+            size_t alen;
+            const char *action = lua_tolstring(L, -2, &alen);
+            /* named actions show in /metrics from the start, at zero */
+            lh_metrics_action(&vm->app->metrics, action, alen);
             lua_pushvalue(L, -2);                       /* k list k */
             lua_pushinteger(L, (lua_Integer)vm->nroutes++);
             lua_rawset(L, routes);                      /* k list */
