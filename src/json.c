@@ -1,0 +1,1173 @@
+/* json.c - JSON text -> Lua value (single-pass recursive descent) and Lua value -> JSON text.
+ *
+ * The decoder runs on attacker-controlled bytes: it never reads outside [s, s + len) (the text is
+ * not NUL-terminated), recursion is bounded by LH_JSON_MAX_DEPTH, and on any syntax error it
+ * restores the Lua stack and reports the position. Speed comes from building every array and
+ * object on the Lua stack first and creating the table at the close with its exact size (no
+ * rehashing), from scanning string bodies 8 bytes at a time, and from a small per-call cache of
+ * object keys (repeated keys skip Lua's string hashing). No state outlives a call. */
+#include "json.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Values of one array/object collected on the Lua stack before they are moved into the table. */
+#define CHUNK 1024
+/* Stack slots a value may need besides its parent's pending values (key, value, scratch). */
+#define SLACK 8
+/* Unescaped strings up to this size are built on the C stack, longer ones in a userdata. */
+#define SCRATCH 2048
+/* Recently seen object keys, kept as Lua strings on the stack: pushing one again is a compare and
+ * a lua_pushvalue instead of hashing and interning it. Power of two. */
+#define KEYCACHE 128
+#define KEYMAX 40
+
+#if defined(__GNUC__)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define LIKELY(x) (x)
+#define UNLIKELY(x) (x)
+#endif
+
+void lh_json_pushnull(lua_State *L)
+{
+    lua_pushlightuserdata(L, NULL);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Decoder
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    lua_State *L;
+    const char *end;        /* one past the last byte */
+    const char *errpos;     /* where the error is */
+    int depth;              /* open arrays/objects */
+    int kbase;              /* stack slot of key cache entry 0 */
+    struct {
+        const char *s;      /* the key's bytes in the text (unescaped keys only) */
+        uint32_t len;       /* 0: empty entry */
+        uint32_t live;      /* its Lua string is in the stack slot (only from the 2nd sighting) */
+    } keys[KEYCACHE];
+    char msg[160];          /* what is wrong (without the position) */
+    char scratch[SCRATCH];  /* unescaped string bodies */
+} Decoder;
+
+static const char *fail(Decoder *d, const char *pos, const char *fmt, ...)
+{
+    va_list ap;
+
+    d->errpos = pos;
+    va_start(ap, fmt);
+    vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
+/* "expected X" at pos, saying so when the text simply stopped there. */
+static const char *expected(Decoder *d, const char *pos, const char *what)
+{
+    if (pos >= d->end)
+        return fail(d, d->end, "unexpected end of input, expected %s", what);
+    return fail(d, pos, "expected %s", what);
+}
+
+/* Describes the byte at pos for messages: 'x' if printable, else its hex value. */
+static const char *describe(const char *pos, char *buf, size_t len)
+{
+    unsigned char c = (unsigned char)*pos;
+
+    if (c > 0x20 && c < 0x7f)
+        snprintf(buf, len, "character '%c'", c);
+    else
+        snprintf(buf, len, "byte 0x%02X", c);
+    return buf;
+}
+
+static inline const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+static const char *parse_value(Decoder *d, const char *p);
+
+/* --- strings --- */
+
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Nonzero iff one of the 8 bytes is '"', '\\' or < 0x20; the lowest set bit marks the first.
+ * (The zero-byte trick can flag bytes above a true hit because of the borrow, never below.) */
+static inline uint64_t special_bytes(uint64_t v)
+{
+    uint64_t q = v ^ (ONES * '"');
+    uint64_t b = v ^ (ONES * '\\');
+
+    return (((q - ONES) & ~q) | ((b - ONES) & ~b) | ((v - ONES * 0x20) & ~v)) & HIGHS;
+}
+
+static inline int is_special(unsigned char c)
+{
+    return c == '"' || c == '\\' || c < 0x20;
+}
+
+/* First byte in [p, end) that is '"', '\\' or a control character, or end. */
+static inline const char *scan_string(const char *p, const char *end)
+{
+    while (end - p >= 8) {
+        uint64_t v;
+        uint64_t m;
+
+        memcpy(&v, p, 8);
+        m = special_bytes(v);
+        if (m) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return p + (__builtin_ctzll(m) >> 3);
+#else
+            break;
+#endif
+        }
+        p += 8;
+    }
+    while (p < end && !is_special((unsigned char)*p))
+        p++;
+    return p;
+}
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* The 4 hex digits at p (which has at least 4 bytes), or -1. */
+static long hex4(const char *p)
+{
+    long v = 0;
+
+    for (int i = 0; i < 4; i++) {
+        int h = hexval((unsigned char)p[i]);
+
+        if (h < 0)
+            return -1;
+        v = v << 4 | h;
+    }
+    return v;
+}
+
+static char *put_utf8(char *o, unsigned long cp)
+{
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xC0 | cp >> 6);
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xE0 | cp >> 12);
+        *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *o++ = (char)(0xF0 | cp >> 18);
+        *o++ = (char)(0x80 | (cp >> 12 & 0x3F));
+        *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return o;
+}
+
+/* Slow path of parse_string: the body [p, close) contains escapes; q is the first backslash.
+ * Every escape decodes to no more bytes than it occupies, so close - p bytes of output suffice
+ * (a \uXXXX escape is 6 bytes for at most 3 of UTF-8, a surrogate pair 12 for 4). */
+static const char *parse_escaped(Decoder *d, const char *p, const char *q, const char *close)
+{
+    lua_State *L = d->L;
+    size_t cap = (size_t)(close - p);
+    char *buf = d->scratch;
+    char *o;
+    int boxed = cap > sizeof d->scratch;
+
+    if (boxed)
+        buf = lua_newuserdatauv(L, cap, 0);  /* box */
+    memcpy(buf, p, (size_t)(q - p));
+    o = buf + (q - p);
+    while (q < close) {
+        unsigned char c = (unsigned char)*q;
+
+        if (c == '\\') {
+            const char *esc = q;
+            long cp;
+
+            q++;  /* q < close: the body cannot end in a lone backslash */
+            switch (*q++) {
+            case '"':  *o++ = '"';  break;
+            case '\\': *o++ = '\\'; break;
+            case '/':  *o++ = '/';  break;
+            case 'b':  *o++ = '\b'; break;
+            case 'f':  *o++ = '\f'; break;
+            case 'n':  *o++ = '\n'; break;
+            case 'r':  *o++ = '\r'; break;
+            case 't':  *o++ = '\t'; break;
+            case 'u':
+                if (close - q < 4 || (cp = hex4(q)) < 0)
+                    return fail(d, esc, "invalid \\u escape in string: expected 4 hex digits");
+                q += 4;
+                /* A lone surrogate is an error rather than U+FFFD: valid senders (e.g. Python's
+                 * json.dumps of a str) never produce one, so it means a corrupt body, and silently
+                 * substituting would change the data. */
+                if (cp >= 0xDC00 && cp <= 0xDFFF)
+                    return fail(d, esc, "lone UTF-16 low surrogate \\u%04lX in string", cp);
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    long lo;
+
+                    if (close - q < 6 || q[0] != '\\' || q[1] != 'u' || (lo = hex4(q + 2)) < 0
+                        || lo < 0xDC00 || lo > 0xDFFF)
+                        return fail(d, esc, "lone UTF-16 high surrogate \\u%04lX in string "
+                                    "(not followed by a \\uDC00-\\uDFFF escape)", cp);
+                    q += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                }
+                o = put_utf8(o, (unsigned long)cp);
+                break;
+            default:
+                if (q[-1] > 0x20 && q[-1] < 0x7f)
+                    return fail(d, esc, "invalid escape '\\%c' in string", q[-1]);
+                return fail(d, esc, "invalid escape in string: backslash followed by byte 0x%02X",
+                            (unsigned char)q[-1]);
+            }
+        } else if (c < 0x20) {
+            return fail(d, q, "control character 0x%02X in string must be escaped", c);
+        } else {
+            const char *r = scan_string(q, close);
+
+            memcpy(o, q, (size_t)(r - q));
+            o += r - q;
+            q = r;
+        }
+    }
+    lua_pushlstring(L, buf, (size_t)(o - buf));  /* [box] s */
+    if (boxed)
+        lua_remove(L, -2);  /* s */
+    return close + 1;
+}
+
+/* Pushes the string whose body starts at p (just after the opening quote). */
+static const char *parse_string(Decoder *d, const char *p)
+{
+    const char *end = d->end;
+    const char *q = scan_string(p, end);
+    const char *close;
+
+    if (LIKELY(q < end && *q == '"')) {
+        lua_pushlstring(d->L, p, (size_t)(q - p));  /* s */
+        return q + 1;
+    }
+    if (q == end)
+        return fail(d, end, "unexpected end of input inside a string");
+    if (*q != '\\')
+        return fail(d, q, "control character 0x%02X in string must be escaped", (unsigned char)*q);
+    /* Find the closing quote first: it bounds the output and every read below. */
+    close = q;
+    for (;;) {
+        close = scan_string(close, end);
+        if (close == end)
+            return fail(d, end, "unexpected end of input inside a string");
+        if (*close == '"')
+            break;
+        if (*close == '\\') {
+            if (end - close < 2)
+                return fail(d, end, "unexpected end of input inside a string");
+            close += 2;
+        } else {
+            close++;  /* a control character: reported by parse_escaped in order */
+        }
+    }
+    return parse_escaped(d, p, q, close);
+}
+
+/* Pushes an object key: like parse_string, through the key cache. */
+static const char *parse_key(Decoder *d, const char *p)
+{
+    const char *q = scan_string(p, d->end);
+    size_t len = (size_t)(q - p);
+    unsigned h;
+
+    if (UNLIKELY(q == d->end || *q != '"' || len > KEYMAX || len == 0))
+        return parse_string(d, p);
+    h = ((unsigned)len * 31u + (unsigned char)p[0] * 7u + (unsigned char)p[len - 1] * 131u
+         + (unsigned char)p[len >> 1]) & (KEYCACHE - 1);
+    if (d->keys[h].len == len && memcmp(d->keys[h].s, p, len) == 0) {
+        if (LIKELY(d->keys[h].live)) {
+            lua_pushvalue(d->L, d->kbase + (int)h);  /* k */
+        } else {
+            lua_pushlstring(d->L, p, len);  /* k */
+            lua_pushvalue(d->L, -1);  /* k k */
+            lua_replace(d->L, d->kbase + (int)h);  /* k */
+            d->keys[h].live = 1;
+        }
+    } else {
+        /* Most keys of a small document are seen once: caching costs only on a repeat. */
+        lua_pushlstring(d->L, p, len);  /* k */
+        d->keys[h].s = p;
+        d->keys[h].len = (uint32_t)len;
+        d->keys[h].live = 0;
+    }
+    return q + 1;
+}
+
+/* --- numbers --- */
+
+static const double pow10_exact[] = {
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+static inline int is_digit(const char *p, const char *end)
+{
+    return p < end && (unsigned)(*p - '0') < 10;
+}
+
+/* Significant digits kept for strtod; 768 decide the rounding of any double, the rest is
+ * summarised by a sticky nonzero digit. */
+#define MAXDIG 780
+
+/* Correctly rounded conversion of the validated literal [s, e) for the cases the fast path cannot
+ * do exactly. The literal is rewritten as DIGITSeEXP, without a decimal point, so strtod does not
+ * depend on the locale's LC_NUMERIC, and its length stays bounded whatever the input. */
+static double slow_number(const char *s, const char *e)
+{
+    char buf[MAXDIG + 32];
+    char *o = buf;
+    const char *p = s;
+    long long exp10 = 0;
+    int nd = 0;
+    int sticky = 0;
+
+    if (*p == '-')
+        *o++ = *p++;
+    for (; p < e && *p >= '0' && *p <= '9'; p++) {
+        if (nd == 0 && *p == '0')
+            continue;
+        if (nd < MAXDIG) {
+            *o++ = *p;
+            nd++;
+        } else {
+            exp10++;
+            sticky |= *p != '0';
+        }
+    }
+    if (p < e && *p == '.') {
+        for (p++; p < e && *p >= '0' && *p <= '9'; p++) {
+            if (nd == 0 && *p == '0') {
+                exp10--;
+            } else if (nd < MAXDIG) {
+                *o++ = *p;
+                nd++;
+                exp10--;
+            } else {
+                sticky |= *p != '0';
+            }
+        }
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        long long ev = 0;
+        int eneg = 0;
+
+        p++;
+        if (*p == '+' || *p == '-')
+            eneg = *p++ == '-';
+        for (; p < e; p++) {
+            if (ev < 1000000000)
+                ev = ev * 10 + (*p - '0');
+        }
+        exp10 += eneg ? -ev : ev;
+    }
+    if (nd == 0)
+        *o++ = '0';
+    if (sticky) {
+        *o++ = '1';
+        exp10--;
+    }
+    /* With at most MAXDIG + 1 digits, anything beyond this is 0 or inf anyway. */
+    if (exp10 > 100000)
+        exp10 = 100000;
+    if (exp10 < -100000)
+        exp10 = -100000;
+    snprintf(o, sizeof buf - (size_t)(o - buf), "e%lld", exp10);
+    return strtod(buf, NULL);
+}
+
+static const char *parse_number(Decoder *d, const char *p)
+{
+    const char *s = p;
+    const char *end = d->end;
+    uint64_t m = 0;    /* up to 19 significant digits */
+    int sig = 0;       /* significant digits in m */
+    int e10 = 0;       /* value = m * 10^e10 (before the exponent part) */
+    int lost = 0;      /* digits that did not fit in m */
+    int isfloat = 0;
+    int neg = 0;
+
+    if (*p == '-') {
+        neg = 1;
+        p++;
+        if (end - p >= 8 && memcmp(p, "Infinity", 8) == 0)
+            return fail(d, s, "-Infinity is not valid JSON");
+    }
+    if (!is_digit(p, end))
+        return expected(d, p, "a digit after '-'");
+    if (*p == '0') {
+        p++;
+        if (is_digit(p, end))
+            return fail(d, s, "invalid number: leading zeros are not allowed");
+    } else {
+        do {
+            if (sig < 19) {
+                m = m * 10 + (unsigned)(*p - '0');
+                sig++;
+            } else {
+                lost = 1;  /* e10 is unused then */
+            }
+            p++;
+        } while (is_digit(p, end));
+    }
+    if (p < end && *p == '.') {
+        isfloat = 1;
+        p++;
+        if (!is_digit(p, end))
+            return expected(d, p, "a digit after '.' in number");
+        do {
+            if (sig < 19) {
+                m = m * 10 + (unsigned)(*p - '0');
+                sig += m != 0;  /* leading zeros of 0.000123 are not significant */
+                if (e10 > -1000)
+                    e10--;
+                else
+                    lost = 1;  /* absurdly many leading zeros: leave it to slow_number */
+            } else {
+                lost = 1;
+            }
+            p++;
+        } while (is_digit(p, end));
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        int eneg = 0;
+        int ev = 0;
+
+        isfloat = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            eneg = *p++ == '-';
+        if (!is_digit(p, end))
+            return expected(d, p, "a digit in the exponent of number");
+        do {
+            if (ev < 100000)
+                ev = ev * 10 + (*p - '0');  /* only the fast path's range matters here */
+            p++;
+        } while (is_digit(p, end));
+        e10 += eneg ? -ev : ev;
+    }
+    if (!isfloat && !lost) {
+        if (!neg && m <= (uint64_t)INT64_MAX) {
+            lua_pushinteger(d->L, (lua_Integer)m);
+            return p;
+        }
+        if (neg && m <= (uint64_t)INT64_MAX + 1) {
+            lua_pushinteger(d->L, m == (uint64_t)INT64_MAX + 1 ? LUA_MININTEGER : -(lua_Integer)m);
+            return p;
+        }
+        /* 19 digits beyond int64: uint64 -> double is correctly rounded */
+        lua_pushnumber(d->L, neg ? -(double)m : (double)m);
+        return p;
+    }
+#if FLT_EVAL_METHOD == 0
+    /* Exact: m and 10^|e10| are exactly representable, so one IEEE operation rounds correctly. */
+    if (!lost && m <= (1ULL << 53) && e10 >= -22 && e10 <= 22) {
+        double x = (double)m;
+
+        x = e10 < 0 ? x / pow10_exact[-e10] : x * pow10_exact[e10];
+        lua_pushnumber(d->L, neg ? -x : x);
+        return p;
+    }
+#endif
+    lua_pushnumber(d->L, slow_number(s, p));
+    return p;
+}
+
+/* --- literals, arrays, objects --- */
+
+static const char *parse_literal(Decoder *d, const char *p, const char *word, size_t n)
+{
+    const char *end = d->end;
+    size_t i = 0;
+
+    while (i < n && p + i < end && p[i] == word[i])
+        i++;
+    if (i < n) {
+        if (p + i >= end)
+            return fail(d, end, "unexpected end of input inside the literal '%s'", word);
+        return fail(d, p, "invalid literal, expected '%s'", word);
+    }
+    return p + n;
+}
+
+/* Room for more pending values on the Lua stack: CHUNK normally, 1 if the stack is nearly at its
+ * limit (values then go into the table one by one), 0 if not even that. */
+static int reserve(lua_State *L, int per_value)
+{
+    if (lua_checkstack(L, CHUNK * per_value + SLACK))
+        return CHUNK;
+    if (lua_checkstack(L, per_value + SLACK))
+        return 1;
+    return 0;
+}
+
+/* Moves the n values above the table slot tbl into the table as elements first+1..first+n. */
+static void flush_array(lua_State *L, int tbl, int n, lua_Integer first, int *created)
+{
+    if (!*created) {
+        lua_createtable(L, n, 0);  /* t? v1..vn t */
+        lua_replace(L, tbl);  /* t v1..vn */
+        *created = 1;
+        for (int i = n; i > 0; i--)
+            lua_rawseti(L, tbl, first + i);  /* t v1..vi-1 */
+    } else {
+        /* In order, so that a growing table keeps its elements in the array part. */
+        for (int i = 1; i <= n; i++) {
+            lua_pushvalue(L, tbl + i);  /* t v1..vn vi */
+            lua_rawseti(L, tbl, first + i);  /* t v1..vn */
+        }
+        lua_settop(L, tbl);  /* t */
+    }
+}
+
+/* Moves the n key/value pairs above the table slot tbl into the table, in order (last wins). */
+static void flush_object(lua_State *L, int tbl, int n, int *created)
+{
+    if (!*created) {
+        lua_createtable(L, 0, n);  /* t? k1 v1..kn vn t */
+        lua_replace(L, tbl);  /* t k1 v1..kn vn */
+        *created = 1;
+    }
+    for (int i = 0; i < n; i++) {
+        lua_pushvalue(L, tbl + 1 + 2 * i);  /* t k1 v1..kn vn ki */
+        lua_pushvalue(L, tbl + 2 + 2 * i);  /* t k1 v1..kn vn ki vi */
+        lua_rawset(L, tbl);  /* t k1 v1..kn vn */
+    }
+    lua_settop(L, tbl);  /* t */
+}
+
+static const char *parse_array(Decoder *d, const char *p)
+{
+    lua_State *L = d->L;
+    const char *end = d->end;
+    lua_Integer stored = 0;  /* elements already in the table */
+    int pending = 0;         /* elements on the stack above the table slot */
+    int created = 0;
+    int room;
+    int tbl;
+
+    if (++d->depth > LH_JSON_MAX_DEPTH)
+        return fail(d, p, "nesting deeper than %d levels", LH_JSON_MAX_DEPTH);
+    room = reserve(L, 1);
+    if (room == 0)
+        return fail(d, p, "nesting too deep for the Lua stack");
+    lua_pushnil(L);  /* t? (the table is created at the close, with its size) */
+    tbl = lua_gettop(L);
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == ']') {
+        lua_createtable(L, 0, 0);  /* t? t */
+        lua_replace(L, tbl);  /* t */
+        d->depth--;
+        return p + 1;
+    }
+    for (;;) {
+        if (pending == room) {
+            flush_array(L, tbl, pending, stored, &created);  /* t */
+            stored += pending;
+            pending = 0;
+            room = reserve(L, 1);
+            if (room == 0)
+                return fail(d, p, "nesting too deep for the Lua stack");
+        }
+        p = parse_value(d, p);  /* t v1..vn v */
+        if (p == NULL)
+            return NULL;
+        pending++;
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            if (p < end && *p == ']')
+                return fail(d, p, "trailing comma before ']'");
+            continue;
+        }
+        if (p < end && *p == ']')
+            break;
+        return expected(d, p, "',' or ']' after array element");
+    }
+    flush_array(L, tbl, pending, stored, &created);  /* t */
+    d->depth--;
+    return p + 1;
+}
+
+static const char *parse_object(Decoder *d, const char *p)
+{
+    lua_State *L = d->L;
+    const char *end = d->end;
+    int pending = 0;  /* key/value pairs on the stack above the table slot */
+    int created = 0;
+    int room;
+    int tbl;
+
+    if (++d->depth > LH_JSON_MAX_DEPTH)
+        return fail(d, p, "nesting deeper than %d levels", LH_JSON_MAX_DEPTH);
+    room = reserve(L, 2);
+    if (room == 0)
+        return fail(d, p, "nesting too deep for the Lua stack");
+    lua_pushnil(L);  /* t? (the table is created at the close, with its size) */
+    tbl = lua_gettop(L);
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}') {
+        lua_createtable(L, 0, 0);  /* t? t */
+        lua_replace(L, tbl);  /* t */
+        d->depth--;
+        return p + 1;
+    }
+    for (;;) {
+        if (p >= end || *p != '"') {
+            if (p < end && *p == '}')
+                return fail(d, p, "trailing comma before '}'");
+            return expected(d, p, "a string key for object member");
+        }
+        if (pending == room) {
+            flush_object(L, tbl, pending, &created);  /* t */
+            pending = 0;
+            room = reserve(L, 2);
+            if (room == 0)
+                return fail(d, p, "nesting too deep for the Lua stack");
+        }
+        p = parse_key(d, p + 1);  /* t k1 v1..kn vn k */
+        if (p == NULL)
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':')
+            return expected(d, p, "':' after object key");
+        p = skip_ws(p + 1, end);
+        p = parse_value(d, p);  /* t k1 v1..kn vn k v */
+        if (p == NULL)
+            return NULL;
+        pending++;
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == '}')
+            break;
+        return expected(d, p, "',' or '}' after object member");
+    }
+    flush_object(L, tbl, pending, &created);  /* t */
+    d->depth--;
+    return p + 1;
+}
+
+/* Parses the value at p (whitespace already skipped) and pushes it. */
+static const char *parse_value(Decoder *d, const char *p)
+{
+    char what[32];
+
+    if (p >= d->end)
+        return expected(d, p, "a JSON value");
+    switch (*p) {
+    case '"':
+        return parse_string(d, p + 1);
+    case '{':
+        return parse_object(d, p);
+    case '[':
+        return parse_array(d, p);
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        return parse_number(d, p);
+    case 't':
+        p = parse_literal(d, p, "true", 4);
+        if (p)
+            lua_pushboolean(d->L, 1);
+        return p;
+    case 'f':
+        p = parse_literal(d, p, "false", 5);
+        if (p)
+            lua_pushboolean(d->L, 0);
+        return p;
+    case 'n':
+        p = parse_literal(d, p, "null", 4);
+        if (p)
+            lua_pushlightuserdata(d->L, NULL);
+        return p;
+    case 'N':
+        if (d->end - p >= 3 && memcmp(p, "NaN", 3) == 0)
+            return fail(d, p, "NaN is not valid JSON");
+        break;
+    case 'I':
+        if (d->end - p >= 8 && memcmp(p, "Infinity", 8) == 0)
+            return fail(d, p, "Infinity is not valid JSON");
+        break;
+    case '\'':
+        return fail(d, p, "single-quoted strings are not valid JSON");
+    case '/':
+        return fail(d, p, "comments are not valid JSON");
+    }
+    return fail(d, p, "unexpected %s, expected a JSON value", describe(p, what, sizeof what));
+}
+
+int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
+{
+    Decoder d;
+    int base = lua_gettop(L);
+    const char *p;
+
+    if (len == 0 || skip_ws(s, s + len) == s + len) {
+        if (errlen > 0)
+            snprintf(err, errlen, "invalid JSON: empty input");
+        return -1;
+    }
+    d.L = L;
+    d.end = s + len;
+    d.errpos = s;
+    d.depth = 0;
+    d.msg[0] = '\0';
+    if (!lua_checkstack(L, KEYCACHE + SLACK))
+        luaL_error(L, "json: not enough Lua stack");
+    p = skip_ws(s, d.end);
+    if (*p == '{' || *p == '[') {
+        /* Key cache slots below everything else, so they never move. */
+        memset(d.keys, 0, sizeof d.keys);
+        lua_settop(L, base + KEYCACHE);  /* cache.. (nils) */
+        d.kbase = base + 1;
+    } else {
+        d.kbase = 0;  /* a scalar document has no keys: the cache stays unused */
+    }
+    p = parse_value(&d, p);
+    if (p != NULL) {
+        p = skip_ws(p, d.end);
+        if (p != d.end)
+            p = fail(&d, p, "unexpected data after the JSON value");
+    }
+    if (p == NULL) {
+        size_t line = 1;
+        size_t col = 1;
+
+        lua_settop(L, base);
+        /* The column counts characters (UTF-8 continuation bytes do not start one). */
+        for (const char *q = s; q < d.errpos; q++) {
+            if (*q == '\n') {
+                line++;
+                col = 1;
+            } else if (((unsigned char)*q & 0xC0) != 0x80) {
+                col++;
+            }
+        }
+        if (errlen > 0)
+            snprintf(err, errlen, "invalid JSON at line %zu, column %zu (byte %zu): %s", line, col,
+                     (size_t)(d.errpos - s), d.msg);
+        return -1;
+    }
+    if (d.kbase != 0) {
+        lua_replace(L, base + 1);  /* v cache.. */
+        lua_settop(L, base + 1);  /* v */
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Encoder
+ * ------------------------------------------------------------------------------------------- */
+
+/* One step of the path to the value being encoded; the chain lives in the recursion's frames. */
+typedef struct PathSeg {
+    const struct PathSeg *up;
+    const char *key;    /* string key, or NULL for an array index */
+    size_t klen;
+    lua_Integer index;
+} PathSeg;
+
+typedef struct {
+    lua_State *L;
+    char *buf;
+    size_t len;
+    size_t cap;
+    int box;              /* stack slot for the userdata holding buf once it outgrows init */
+    int depth;
+    const PathSeg *path;  /* deepest step, NULL at the top level */
+    char init[1024];
+} Encoder;
+
+/* The output grows in a userdata just above the caller's buffer: luaL_Buffer operations need the
+ * stack at the buffer's level, which table traversal (lua_next) does not allow. */
+static void grow(Encoder *e, size_t need)
+{
+    lua_State *L = e->L;
+    size_t cap = e->cap;
+    char *nb;
+
+    while (cap - e->len < need) {
+        if (cap > ((size_t)-1) / 4)
+            luaL_error(L, "json.encode: output too large");
+        cap *= 2;
+    }
+    nb = lua_newuserdatauv(L, cap, 0);  /* enc box .. nbox */
+    memcpy(nb, e->buf, e->len);
+    lua_replace(L, e->box);  /* enc nbox .. */
+    e->buf = nb;
+    e->cap = cap;
+}
+
+static inline char *reserve_out(Encoder *e, size_t n)
+{
+    if (UNLIKELY(e->cap - e->len < n))
+        grow(e, n);
+    return e->buf + e->len;
+}
+
+static inline void put(Encoder *e, const char *s, size_t n)
+{
+    memcpy(reserve_out(e, n), s, n);
+    e->len += n;
+}
+
+static inline void putc_(Encoder *e, char c)
+{
+    *reserve_out(e, 1) = c;
+    e->len++;
+}
+
+static int is_ident(const char *s, size_t n)
+{
+    if (n == 0 || (s[0] >= '0' && s[0] <= '9'))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (!(c == '_' || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
+            return 0;
+    }
+    return 1;
+}
+
+/* One path segment: .key, ["odd key"] or [index]. */
+static size_t format_seg(const PathSeg *sg, char *out, size_t outlen)
+{
+    int n;
+
+    if (sg->key == NULL) {
+        n = snprintf(out, outlen, "[%lld]", (long long)sg->index);
+    } else if (is_ident(sg->key, sg->klen) && sg->klen <= 40) {
+        n = snprintf(out, outlen, ".%.*s", (int)sg->klen, sg->key);
+    } else {
+        char k[48];
+        size_t m = sg->klen < 40 ? sg->klen : 40;
+
+        for (size_t i = 0; i < m; i++) {
+            unsigned char c = (unsigned char)sg->key[i];
+
+            k[i] = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
+        }
+        k[m] = '\0';
+        n = snprintf(out, outlen, "[\"%s%s\"]", k, sg->klen > m ? "..." : "");
+    }
+    return n < 0 ? 0 : (size_t)n < outlen ? (size_t)n : outlen - 1;
+}
+
+/* Raises "json.encode: <problem> at <path>"; deep paths keep their last segments. */
+static void encode_error(Encoder *e, const char *fmt, ...)
+{
+    const PathSeg *segs[64];
+    char problem[160];
+    char path[256];
+    char seg[64];
+    size_t total = 0;
+    size_t n = 0;
+    int nsegs = 0;
+    const PathSeg *sg = e->path;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(problem, sizeof problem, fmt, ap);
+    va_end(ap);
+    if (sg == NULL)
+        luaL_error(e->L, "json.encode: %s", problem);
+    for (; sg != NULL && nsegs < 64; sg = sg->up) {
+        size_t len = format_seg(sg, seg, sizeof seg);
+
+        if (total + len > 200)
+            break;
+        total += len;
+        segs[nsegs++] = sg;
+    }
+    if (sg != NULL)
+        n += (size_t)snprintf(path, sizeof path, "...");
+    while (nsegs > 0)
+        n += format_seg(segs[--nsegs], path + n, sizeof path - n);
+    luaL_error(e->L, "json.encode: %s at %s", problem, path);
+}
+
+static void encode_value(Encoder *e, int idx);
+
+static void encode_string(Encoder *e, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *o = reserve_out(e, n * 6 + 2);  /* worst case: every byte as \u00XX */
+    const char *end = s + n;
+
+    *o++ = '"';
+    while (s < end) {
+        unsigned char c = (unsigned char)*s++;
+
+        if (LIKELY(c >= 0x20 && c != '"' && c != '\\')) {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"':  *o++ = '"';  break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b';  break;
+        case '\f': *o++ = 'f';  break;
+        case '\n': *o++ = 'n';  break;
+        case '\r': *o++ = 'r';  break;
+        case '\t': *o++ = 't';  break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o++ = '"';
+    e->len = (size_t)(o - e->buf);
+}
+
+static void encode_integer(Encoder *e, lua_Integer v)
+{
+    char tmp[24];
+    char *t = tmp + sizeof tmp;
+    /* Through unsigned: -mininteger does not exist as a lua_Integer. */
+    lua_Unsigned u = v < 0 ? 0 - (lua_Unsigned)v : (lua_Unsigned)v;
+
+    do {
+        *--t = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--t = '-';
+    put(e, t, (size_t)(tmp + sizeof tmp - t));
+}
+
+static void encode_float(Encoder *e, double x)
+{
+    char tmp[40];
+    char out[48];
+    size_t n = 0;
+    int dot = 0;
+
+    if (isnan(x))
+        encode_error(e, "cannot encode NaN");
+    if (isinf(x))
+        encode_error(e, "cannot encode %s", x > 0 ? "inf" : "-inf");
+    /* Shortest of 15..17 significant digits that reads back as the same double. The round-trip
+     * test uses the current locale on both sides, so it is consistent. */
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, x);
+        if (prec == 17 || strtod(tmp, NULL) == x)
+            break;
+    }
+    /* Whatever the locale's decimal point is (maybe several bytes), JSON wants '.'. */
+    for (const char *t = tmp; *t; t++) {
+        char c = *t;
+
+        if ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == 'e') {
+            out[n++] = c;
+            dot |= c == 'e';
+        } else if (!dot) {
+            out[n++] = '.';
+            dot = 1;
+        }
+    }
+    /* Keep it a float on the way back: 2.0, not 2. */
+    if (!dot) {
+        out[n++] = '.';
+        out[n++] = '0';
+    }
+    put(e, out, n);
+}
+
+static const char *key_kind(lua_State *L, int idx, char *buf, size_t len)
+{
+    int t = lua_type(L, idx);
+
+    if (t == LUA_TNUMBER && lua_isinteger(L, idx))
+        snprintf(buf, len, "integer key %lld", (long long)lua_tointeger(L, idx));
+    else if (t == LUA_TNUMBER)
+        snprintf(buf, len, "float key %.17g", lua_tonumber(L, idx));
+    else
+        snprintf(buf, len, "a %s key", lua_typename(L, t));
+    return buf;
+}
+
+static void encode_table(Encoder *e, int idx)
+{
+    lua_State *L = e->L;
+    char kind[64];
+
+    if (e->depth >= LH_JSON_MAX_DEPTH)
+        encode_error(e, "cannot encode: nesting deeper than %d levels (a cycle?)",
+                     LH_JSON_MAX_DEPTH);
+    luaL_checkstack(L, 4, "json.encode");
+    lua_pushnil(L);  /* nil */
+    if (!lua_next(L, idx)) {
+        /* An empty table is an object: nothing tells an empty array apart (lua-cjson agrees). */
+        put(e, "{}", 2);
+        return;
+    }
+    /* k v */
+    if (lua_type(L, -2) == LUA_TSTRING) {
+        PathSeg sg = {e->path, NULL, 0, 0};
+
+        putc_(e, '{');
+        do {
+            int top = lua_gettop(L);
+
+            if (lua_type(L, -2) != LUA_TSTRING)
+                encode_error(e, "cannot encode a table mixing string keys and %s",
+                             key_kind(L, -2, kind, sizeof kind));
+            sg.key = lua_tolstring(L, -2, &sg.klen);
+            encode_string(e, sg.key, sg.klen);
+            putc_(e, ':');
+            e->depth++;
+            e->path = &sg;
+            encode_value(e, top);
+            e->path = sg.up;
+            e->depth--;
+            putc_(e, ',');
+            lua_pop(L, 1);  /* k */
+        } while (lua_next(L, idx));
+        e->buf[e->len - 1] = '}';  /* replaces the last ',' */
+        return;
+    }
+    /* Not a string key: the table must be a sequence 1..n. */
+    lua_pop(L, 2);
+    {
+        lua_Integer n = 0;
+        lua_Integer max = 0;
+        PathSeg sg = {e->path, NULL, 0, 0};
+
+        lua_pushnil(L);  /* nil */
+        while (lua_next(L, idx)) {  /* k v */
+            lua_Integer k = lua_isinteger(L, -2) ? lua_tointeger(L, -2) : 0;
+
+            if (lua_type(L, -2) == LUA_TSTRING)
+                encode_error(e, "cannot encode a table mixing integer keys and string keys");
+            if (k < 1)
+                encode_error(e, "cannot encode a table with %s (arrays need keys 1..n)",
+                             key_kind(L, -2, kind, sizeof kind));
+            n++;
+            if (k > max)
+                max = k;
+            lua_pop(L, 1);  /* k */
+        }
+        if (max != n)
+            encode_error(e, "cannot encode a sparse array (%lld elements, largest key %lld)",
+                         (long long)n, (long long)max);
+        putc_(e, '[');
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, i);  /* v */
+            sg.index = i;
+            e->depth++;
+            e->path = &sg;
+            encode_value(e, lua_gettop(L));
+            e->path = sg.up;
+            e->depth--;
+            putc_(e, ',');
+            lua_pop(L, 1);
+        }
+        e->buf[e->len - 1] = ']';
+    }
+}
+
+static void encode_value(Encoder *e, int idx)
+{
+    lua_State *L = e->L;
+
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        put(e, "null", 4);
+        break;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx))
+            put(e, "true", 4);
+        else
+            put(e, "false", 5);
+        break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            encode_integer(e, lua_tointeger(L, idx));
+        else
+            encode_float(e, lua_tonumber(L, idx));
+        break;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+
+        encode_string(e, s, n);
+        break;
+    }
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL) {
+            put(e, "null", 4);
+            break;
+        }
+        encode_error(e, "cannot encode a light userdata");
+        break;
+    case LUA_TTABLE:
+        encode_table(e, idx);
+        break;
+    default:
+        encode_error(e, "cannot encode a %s", luaL_typename(L, idx));
+    }
+}
+
+void lh_json_encode(lua_State *L, int idx, luaL_Buffer *b)
+{
+    Encoder e;
+
+    e.L = L;
+    e.buf = e.init;
+    e.len = 0;
+    e.cap = sizeof e.init;
+    e.depth = 0;
+    e.path = NULL;
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 4, "json.encode");
+    lua_pushnil(L);  /* box? (a userdata once the output outgrows e.init) */
+    e.box = lua_gettop(L);
+    encode_value(&e, idx);
+    if (e.buf == e.init) {
+        lua_pop(L, 1);  /* (back at the buffer's level) */
+        luaL_addlstring(b, e.buf, e.len);
+    } else {
+        lua_pushlstring(L, e.buf, e.len);  /* box s */
+        lua_remove(L, -2);  /* s */
+        luaL_addvalue(b);
+    }
+}

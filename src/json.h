@@ -1,0 +1,37 @@
+/* json.h - JSON <-> Lua values: a strict, fast decoder and an encoder. */
+#ifndef LH_JSON_H
+#define LH_JSON_H
+
+#include <stddef.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+
+/* Deepest nesting of arrays/objects accepted by the decoder and produced by the encoder. */
+#define LH_JSON_MAX_DEPTH 1000
+
+/** Decodes the JSON text s[0..len) and pushes the value onto L. Returns 0 on success.
+ *  On malformed input returns -1, pushes nothing, and writes a precise NUL-terminated message into
+ *  err (at most errlen bytes) naming what is wrong and where, e.g.
+ *  "invalid JSON at line 1, column 17 (byte 16): expected ',' or '}' after object member"
+ *  or "invalid JSON at line 3, column 1 (byte 40): unexpected data after the JSON value".
+ *  Empty input (or only whitespace): "invalid JSON: empty input".
+ *  May raise a Lua error only on memory exhaustion: call it under lua_pcall if you must survive
+ *  that. s need not be NUL-terminated; it is never read outside [s, s + len), and must stay
+ *  valid during the call (a Lua string must stay anchored, e.g. on the stack). */
+int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
+
+/** Encodes the value at index idx into b (a luaL_Buffer that the caller has initialised with
+ *  luaL_buffinit on L). Raises a Lua error (luaL_error) naming the path and problem on
+ *  unencodable values (functions, userdata other than json.null, NaN/inf, cycles/too deep,
+ *  mixed/sparse tables), e.g. "json.encode: cannot encode a function at .tasks[2].f". */
+void lh_json_encode(lua_State *L, int idx, luaL_Buffer *b);
+
+/** Pushes json.null (a NULL light userdata, the same value as cjson.null, so the two compare
+ *  equal). */
+void lh_json_pushnull(lua_State *L);
+
+/** The Lua module `json` (in lib_json.c): returns the table {encode, decode, null}. */
+int luaopen_lh_json(lua_State *L);
+
+#endif

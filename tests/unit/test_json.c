@@ -1,0 +1,1033 @@
+/* test_json.c - unit tests for the JSON decoder/encoder (src/json.c) and the `json` module. */
+#include <locale.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "../../src/json.h"
+#include "test.h"
+
+static lua_State *new_state(void)
+{
+    lua_State *L = luaL_newstate();
+
+    luaL_openlibs(L);
+    luaL_requiref(L, "json", luaopen_lh_json, 1);  /* json */
+    lua_pop(L, 1);
+    return L;
+}
+
+/* Runs a Lua chunk; a failed assert() in it fails the current test. */
+#define CHECK_LUA(L, code)                                                                 \
+    do {                                                                                   \
+        if (luaL_dostring((L), (code)) != LUA_OK) {                                        \
+            TEST_FAILED_("Lua: %s", lua_tostring((L), -1));                                \
+            lua_pop((L), 1);                                                               \
+        }                                                                                  \
+    } while (0)
+
+/* Decodes text[0..len) from an exactly sized heap copy (so ASan sees any over-read); returns 0 or
+ * -1 like lh_json_decode and checks the stack grew by exactly one value or not at all. */
+static int decode_n(lua_State *L, const char *text, size_t len, char *err, size_t errlen)
+{
+    char *copy = malloc(len ? len : 1);
+    int top = lua_gettop(L);
+    int rc;
+
+    memcpy(copy, text, len);
+    rc = lh_json_decode(L, copy, len, err, errlen);
+    free(copy);
+    CHECK_EQ_INT(lua_gettop(L), top + (rc == 0));
+    return rc;
+}
+
+static int decode(lua_State *L, const char *text)
+{
+    char err[256];
+    int rc = decode_n(L, text, strlen(text), err, sizeof err);
+
+    if (rc != 0)
+        fprintf(stderr, "unexpected decode error for %s: %s\n", text, err);
+    return rc;
+}
+
+/* The error message for text, which must be rejected ("" if it was accepted). */
+static const char *decode_error(lua_State *L, const char *text)
+{
+    static char err[256];
+
+    if (decode_n(L, text, strlen(text), err, sizeof err) == 0) {
+        lua_pop(L, 1);
+        return "";
+    }
+    return err;
+}
+
+/* Encodes the value at the top (popping it) and returns the text in buf. */
+static const char *encode_top(lua_State *L, char *buf, size_t len)
+{
+    luaL_Buffer b;
+    int top = lua_gettop(L);
+    size_t n;
+    const char *s;
+
+    luaL_buffinit(L, &b);  /* v [buf] */
+    lh_json_encode(L, top, &b);
+    luaL_pushresult(&b);  /* v s */
+    CHECK_EQ_INT(lua_gettop(L), top + 1);
+    s = lua_tolstring(L, -1, &n);
+    snprintf(buf, len, "%s", s);
+    lua_pop(L, 2);
+    return buf;
+}
+
+/* --- decoding: numbers --- */
+
+static void check_int(lua_State *L, const char *text, lua_Integer want)
+{
+    if (decode(L, text) != 0) {
+        TEST_FAILED_("rejected %s", text);
+        return;
+    }
+    if (!lua_isinteger(L, -1))
+        TEST_FAILED_("%s: not an integer", text);
+    else if (lua_tointeger(L, -1) != want)
+        TEST_FAILED_("%s: got %lld", text, (long long)lua_tointeger(L, -1));
+    lua_pop(L, 1);
+}
+
+static void check_float(lua_State *L, const char *text, double want)
+{
+    double got;
+
+    if (decode(L, text) != 0) {
+        TEST_FAILED_("rejected %s", text);
+        return;
+    }
+    got = lua_tonumber(L, -1);
+    if (lua_type(L, -1) != LUA_TNUMBER || lua_isinteger(L, -1))
+        TEST_FAILED_("%s: not a float", text);
+    else if (memcmp(&got, &want, sizeof got) != 0)
+        TEST_FAILED_("%s: got %.17g, want %.17g", text, got, want);
+    lua_pop(L, 1);
+}
+
+static void test_integers(void)
+{
+    lua_State *L = new_state();
+
+    check_int(L, "21", 21);
+    check_int(L, "0", 0);
+    check_int(L, "-0", 0);
+    check_int(L, "-1", -1);
+    check_int(L, "-6248493474747979863", -6248493474747979863LL);
+    check_int(L, "9007199254740993", 9007199254740993LL);
+    check_int(L, "9007199254740992", 9007199254740992LL);
+    check_int(L, "-9007199254740993", -9007199254740993LL);
+    check_int(L, "9223372036854775807", INT64_MAX);
+    check_int(L, "-9223372036854775808", INT64_MIN);
+    check_int(L, "1000000000000000000", 1000000000000000000LL);
+    check_int(L, " \t\r\n42 \n", 42);
+    /* Outside int64: the closest double. */
+    check_float(L, "9223372036854775808", 9223372036854775808.0);
+    check_float(L, "-9223372036854775809", -9223372036854775808.0);
+    check_float(L, "18446744073709551615", 18446744073709551616.0);
+    check_float(L, "99999999999999999999", 1e20);
+    check_float(L, "123456789012345678901234567890", 1.2345678901234568e29);
+    check_float(L, "-123456789012345678901234567890", -1.2345678901234568e29);
+    lua_close(L);
+}
+
+static void test_floats(void)
+{
+    lua_State *L = new_state();
+
+    check_float(L, "1.0", 1.0);
+    check_float(L, "1.5", 1.5);
+    check_float(L, "-1.5", -1.5);
+    check_float(L, "2.5e-3", 2.5e-3);
+    check_float(L, "1e308", 1e308);
+    check_float(L, "1E2", 100.0);
+    check_float(L, "1e+2", 100.0);
+    check_float(L, "0e0", 0.0);
+    check_float(L, "-0.0", -0.0);
+    check_float(L, "0.1", 0.1);
+    check_float(L, "0.30000000000000004", 0.30000000000000004);
+    check_float(L, "33.52777777777778", 33.52777777777778);
+    check_float(L, "25.185185185185187", 25.185185185185187);
+    check_float(L, "2.2250738585072014e-308", 2.2250738585072014e-308);
+    check_float(L, "4.9406564584124654e-324", 4.9406564584124654e-324);
+    check_float(L, "1.7976931348623157e308", 1.7976931348623157e308);
+    check_float(L, "1e-400", 0.0);
+    check_float(L, "-1e-400", -0.0);
+    check_float(L, "1e400", HUGE_VAL);  /* overflow: inf, like strtod (documented) */
+    check_float(L, "0.000000000000000000000000000001", 1e-30);
+    check_float(L, "123456789012345678901234567890.5e-10", 12345678901234567890.12345);
+    check_float(L, "9007199254740993.0", 9007199254740992.0);  /* ties to even */
+    check_float(L, "1e22", 1e22);
+    check_float(L, "1e23", 1e23);
+    /* Halfway case that needs every digit: 2^-1075 * (2k+1) style boundary. */
+    check_float(L, "2.4703282292062328e-324", 4.9406564584124654e-324);
+    check_float(L, "2.4703282292062327e-324", 0.0);
+    {
+        /* 1 + 2^-53 exactly (halfway between 1 and the next double) rounds to even (1.0), but
+         * one more nonzero digit far down must round up: tests the sticky digit. */
+        char buf[1200];
+        strcpy(buf, "1.00000000000000011102230246251565404236316680908203125");
+        check_float(L, buf, 1.0);
+        strcpy(buf, "1.00000000000000011102230246251565404236316680908203125");
+        memset(buf + strlen(buf), '0', 900);
+        strcpy(buf + 55 + 900, "1");
+        check_float(L, buf, 1.0000000000000002);
+    }
+    lua_close(L);
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+static uint64_t rng(void)
+{
+    /* xorshift64*: deterministic */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1DULL;
+}
+
+/* Random doubles printed with %.17g (and shorter forms) must decode to the same bits. */
+static void test_float_roundtrip_random(void)
+{
+    lua_State *L = new_state();
+    int bad = 0;
+
+    for (int i = 0; i < 20000 && bad < 5; i++) {
+        uint64_t bits = rng();
+        double x;
+        char text[64];
+
+        memcpy(&x, &bits, sizeof x);
+        if (!isfinite(x))
+            continue;
+        if (i % 2)
+            x = (double)(bits % 100000000) / 1000.0;  /* short decimals like 1234.567 */
+        snprintf(text, sizeof text, "%.*g", 15 + i % 3, x);
+        if (strchr(text, '.') == NULL && strchr(text, 'e') == NULL)
+            strcat(text, ".0");
+        if (decode(L, text) != 0) {
+            bad++;
+            continue;
+        }
+        double got = lua_tonumber(L, -1);
+        double want = strtod(text, NULL);
+
+        if (memcmp(&got, &want, sizeof got) != 0) {
+            TEST_FAILED_("%s: got %.17g want %.17g", text, got, want);
+            bad++;
+        }
+        lua_pop(L, 1);
+    }
+    lua_close(L);
+}
+
+/* Decoding and encoding must not depend on LC_NUMERIC (skipped if no comma locale exists). */
+static void test_locale_independence(void)
+{
+    const char *names[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "ru_RU.UTF-8", NULL};
+    const char *got = NULL;
+    char buf[128];
+
+    for (int i = 0; names[i] && got == NULL; i++)
+        got = setlocale(LC_NUMERIC, names[i]);
+    if (got == NULL) {
+        printf("     (no comma-decimal locale installed: locale test skipped)\n");
+        return;
+    }
+    {
+        lua_State *L = new_state();
+
+        check_float(L, "1.5", 1.5);
+        check_float(L, "25.185185185185187", 25.185185185185187);
+        check_float(L, "123456789012345678901234567890.5", 123456789012345678901234567890.5);
+        lua_pushnumber(L, 1.5);
+        CHECK_STR(encode_top(L, buf, sizeof buf), "1.5");
+        lua_pushnumber(L, 25.185185185185187);
+        CHECK_STR(encode_top(L, buf, sizeof buf), "25.185185185185187");
+        lua_close(L);
+    }
+    setlocale(LC_NUMERIC, "C");
+}
+
+/* --- decoding: strings, literals, structure --- */
+
+static void check_string(lua_State *L, const char *text, const char *want, size_t wantlen)
+{
+    size_t n;
+    const char *s;
+
+    if (decode(L, text) != 0) {
+        TEST_FAILED_("rejected %s", text);
+        return;
+    }
+    s = lua_tolstring(L, -1, &n);
+    if (lua_type(L, -1) != LUA_TSTRING || n != wantlen || memcmp(s, want, n) != 0)
+        TEST_FAILED_("%s: wrong string", text);
+    lua_pop(L, 1);
+}
+
+#define CHECK_STRING(L, text, want) check_string(L, text, want, sizeof(want) - 1)
+
+static void test_strings(void)
+{
+    lua_State *L = new_state();
+
+    CHECK_STRING(L, "\"\"", "");
+    CHECK_STRING(L, "\"abc\"", "abc");
+    CHECK_STRING(L, "\"a\\\"b\\\\c\\/d\"", "a\"b\\c/d");
+    CHECK_STRING(L, "\"\\b\\f\\n\\r\\t\"", "\b\f\n\r\t");
+    CHECK_STRING(L, "\"\\u0041\\u00e9\\u00E9\"", "A\xc3\xa9\xc3\xa9");
+    CHECK_STRING(L, "\"\\u20ac\"", "\xe2\x82\xac");
+    CHECK_STRING(L, "\"\\ud83d\\ude1e\"", "\xf0\x9f\x98\x9e");
+    CHECK_STRING(L, "\"x\\uD83D\\uDE1Ey\"", "x\xf0\x9f\x98\x9ey");
+    CHECK_STRING(L, "\"\\u0000\"", "\0");
+    CHECK_STRING(L, "\"a\\u0000b\"", "a\0b");
+    CHECK_STRING(L, "\"\\uffff\"", "\xef\xbf\xbf");
+    CHECK_STRING(L, "\"\\u07ff\\u0800\"", "\xdf\xbf\xe0\xa0\x80");
+    /* Raw UTF-8 (and any byte >= 0x80) passes through; DEL is not a control character. */
+    CHECK_STRING(L, "\"caf\xc3\xa9 \xf0\x9f\x98\x9e\"", "caf\xc3\xa9 \xf0\x9f\x98\x9e");
+    CHECK_STRING(L, "\"\xff\xfe\x80\x7f\"", "\xff\xfe\x80\x7f");
+    /* Special characters at every offset of the 8-byte scan. */
+    for (int i = 0; i < 20; i++) {
+        char text[64];
+        char want[64];
+
+        memset(want, 'a', sizeof want);
+        snprintf(text, sizeof text, "\"%.*s\\naaaaa\"", i, want);
+        want[i] = '\n';
+        check_string(L, text, want, (size_t)i + 6);
+        snprintf(text, sizeof text, "\"%.*s\"", i, "aaaaaaaaaaaaaaaaaaaaaaaa");
+        check_string(L, text, "aaaaaaaaaaaaaaaaaaaaaaaa", (size_t)i);
+        snprintf(text, sizeof text, "\"%.*s\x1f\"", i, "aaaaaaaaaaaaaaaaaaaaaaaa");
+        CHECK(strstr(decode_error(L, text), "control character 0x1F") != NULL);
+    }
+    {
+        /* Long strings: plain, and escaped beyond the on-stack scratch buffer. */
+        size_t n = 100000;
+        char *text = malloc(n * 2 + 3);
+        char *want = malloc(n * 2);
+        size_t len;
+
+        text[0] = '"';
+        for (size_t i = 0; i < n; i++)
+            text[1 + i] = want[i] = (char)('a' + i % 26);
+        text[n + 1] = '"';
+        text[n + 2] = '\0';
+        check_string(L, text, want, n);
+        len = 1;
+        for (size_t i = 0; i < n / 2; i++) {
+            text[len++] = '\\';
+            text[len++] = i % 2 ? 't' : '"';
+            want[i] = i % 2 ? '\t' : '"';
+        }
+        text[len++] = '"';
+        text[len] = '\0';
+        check_string(L, text, want, n / 2);
+        free(text);
+        free(want);
+    }
+    lua_close(L);
+}
+
+static void test_literals(void)
+{
+    lua_State *L = new_state();
+
+    CHECK(decode(L, "true") == 0 && lua_isboolean(L, -1) && lua_toboolean(L, -1));
+    lua_pop(L, 1);
+    CHECK(decode(L, "false") == 0 && lua_isboolean(L, -1) && !lua_toboolean(L, -1));
+    lua_pop(L, 1);
+    CHECK(decode(L, " null ") == 0 && lua_islightuserdata(L, -1) && !lua_touserdata(L, -1));
+    lua_pop(L, 1);
+    lh_json_pushnull(L);
+    CHECK(lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == NULL);
+    lua_pop(L, 1);
+    CHECK_EQ_INT(lua_gettop(L), 0);
+    lua_close(L);
+}
+
+static void test_structures(void)
+{
+    lua_State *L = new_state();
+
+    CHECK_LUA(L, "local t = json.decode('[]'); assert(type(t) == 'table' and next(t) == nil)");
+    CHECK_LUA(L, "local t = json.decode('{}'); assert(type(t) == 'table' and next(t) == nil)");
+    CHECK_LUA(L, "local t = json.decode(' [ 1 , \"a\" , true , null , [ ] , { } ] ')\n"
+                 "assert(#t == 6 and t[1] == 1 and t[2] == 'a' and t[3] == true)\n"
+                 "assert(t[4] == json.null and type(t[5]) == 'table' and type(t[6]) == 'table')");
+    CHECK_LUA(L, "local t = json.decode('{\"a\": {\"b\": [1, {\"c\": null}]}, \"d\": -2.5}')\n"
+                 "assert(t.a.b[1] == 1 and t.a.b[2].c == json.null and t.d == -2.5)");
+    /* Duplicate keys: the last one wins, in small and in huge (chunked) objects. */
+    CHECK_LUA(L, "local t = json.decode('{\"a\": 1, \"b\": 2, \"a\": 3}')\n"
+                 "assert(t.a == 3 and t.b == 2)");
+    CHECK_LUA(L, "local p = {}\n"
+                 "for i = 1, 10000 do p[#p + 1] = ('\"k%d\": %d'):format(i % 3000, i) end\n"
+                 "local t = json.decode('{' .. table.concat(p, ',') .. '}')\n"
+                 "local n = 0 for k, v in pairs(t) do n = n + 1 end\n"
+                 "assert(n == 3000, n)\n"
+                 "for i = 7001, 10000 do assert(t['k' .. i % 3000] == i) end");
+    /* Big arrays: more elements than one stack chunk. */
+    CHECK_LUA(L, "local p = {} for i = 1, 100000 do p[i] = tostring(i) end\n"
+                 "local t = json.decode('[' .. table.concat(p, ',') .. ']')\n"
+                 "assert(#t == 100000)\n"
+                 "for i = 1, 100000 do assert(t[i] == i and math.type(t[i]) == 'integer') end");
+    CHECK_LUA(L, "local p = {}\n"
+                 "for i = 1, 20000 do p[i] = '[' .. i .. ', {\"x\": [' .. i .. ']}]' end\n"
+                 "local t = json.decode('[' .. table.concat(p, ',') .. ']')\n"
+                 "assert(#t == 20000 and t[20000][1] == 20000 and t[777][2].x[1] == 777)");
+    CHECK_LUA(L, "local t = json.decode('{\"tasks\": [{\"id\": 1}, {\"id\": 2}], \"\": 5}')\n"
+                 "assert(t.tasks[2].id == 2 and t[''] == 5 and #t.tasks == 2)");
+    lua_close(L);
+}
+
+static void test_depth(void)
+{
+    lua_State *L = new_state();
+    char *text = malloc(300002);
+    char err[256];
+
+    /* 1000 levels are fine, 1001 are not. */
+    for (int i = 0; i < 1000; i++) {
+        text[i] = '[';
+        text[1000 + i] = ']';
+    }
+    CHECK(decode_n(L, text, 2000, err, sizeof err) == 0);
+    lua_pop(L, 1);
+    for (int i = 0; i < 1001; i++)
+        text[i] = '[';
+    CHECK(decode_n(L, text, 1001, err, sizeof err) == -1);
+    CHECK_STR(err, "invalid JSON at line 1, column 1001 (byte 1000): nesting deeper than 1000 "
+                   "levels");
+    /* Deep objects, and absurd depth that must not touch the C stack limits. */
+    for (int i = 0; i < 300000; i += 5)
+        memcpy(text + i, "{\"k\":", 5);
+    CHECK(decode_n(L, text, 300000, err, sizeof err) == -1);
+    CHECK(strstr(err, "nesting deeper than 1000 levels") != NULL);
+    memset(text, '[', 300000);
+    CHECK(decode_n(L, text, 300000, err, sizeof err) == -1);
+    CHECK(strstr(err, "nesting deeper than 1000 levels") != NULL);
+    /* Nested objects at depth 1000 with values pending at every level. */
+    {
+        size_t n = 0;
+
+        for (int i = 0; i < 499; i++)
+            n += (size_t)sprintf(text + n, "{\"a\":1,\"b\":[1,2,");
+        n += (size_t)sprintf(text + n, "{\"z\":[]}");
+        for (int i = 0; i < 499; i++)
+            n += (size_t)sprintf(text + n, "]}");
+        CHECK(decode_n(L, text, n, err, sizeof err) == 0);
+        lua_pop(L, 1);
+    }
+    free(text);
+    lua_close(L);
+}
+
+/* --- decoding: errors --- */
+
+static void test_errors(void)
+{
+    lua_State *L = new_state();
+
+    CHECK_STR(decode_error(L, ""), "invalid JSON: empty input");
+    CHECK_STR(decode_error(L, " \r\n\t "), "invalid JSON: empty input");
+    CHECK_STR(decode_error(L, "{\"action\": \"x\" 5}"),
+              "invalid JSON at line 1, column 16 (byte 15): expected ',' or '}' after object "
+              "member");
+    CHECK_STR(decode_error(L, "{\"action\": \"xy\" 5}"),
+              "invalid JSON at line 1, column 17 (byte 16): expected ',' or '}' after object "
+              "member");
+    CHECK_STR(decode_error(L, "{\n  \"a\": [1, 2, 3],\n  \"b\": {\"c\": true}\n}\n"
+                              "\n\n  x"),
+              "invalid JSON at line 7, column 3 (byte 45): unexpected data after the JSON value");
+    CHECK_STR(decode_error(L, "{\"a\": 1}\n\n{\"b\": 2}"),
+              "invalid JSON at line 3, column 1 (byte 10): unexpected data after the JSON value");
+    CHECK_STR(decode_error(L, "{\"a\": 1"),
+              "invalid JSON at line 1, column 8 (byte 7): unexpected end of input, expected ',' "
+              "or '}' after object member");
+    CHECK_STR(decode_error(L, "[1, 2"),
+              "invalid JSON at line 1, column 6 (byte 5): unexpected end of input, expected ',' "
+              "or ']' after array element");
+    CHECK_STR(decode_error(L, "[1 2]"),
+              "invalid JSON at line 1, column 4 (byte 3): expected ',' or ']' after array element");
+    CHECK_STR(decode_error(L, "[1,]"),
+              "invalid JSON at line 1, column 4 (byte 3): trailing comma before ']'");
+    CHECK_STR(decode_error(L, "{\"a\":1,}"),
+              "invalid JSON at line 1, column 8 (byte 7): trailing comma before '}'");
+    CHECK_STR(decode_error(L, "{\"a\" 1}"),
+              "invalid JSON at line 1, column 6 (byte 5): expected ':' after object key");
+    CHECK_STR(decode_error(L, "{a: 1}"),
+              "invalid JSON at line 1, column 2 (byte 1): expected a string key for object member");
+    CHECK_STR(decode_error(L, "{'a': 1}"),
+              "invalid JSON at line 1, column 2 (byte 1): expected a string key for object member");
+    CHECK_STR(decode_error(L, "['a']"),
+              "invalid JSON at line 1, column 2 (byte 1): single-quoted strings are not valid "
+              "JSON");
+    CHECK_STR(decode_error(L, "[1, // c\n 2]"),
+              "invalid JSON at line 1, column 5 (byte 4): comments are not valid JSON");
+    CHECK_STR(decode_error(L, "/* c */ 1"),
+              "invalid JSON at line 1, column 1 (byte 0): comments are not valid JSON");
+    CHECK_STR(decode_error(L, "[NaN]"),
+              "invalid JSON at line 1, column 2 (byte 1): NaN is not valid JSON");
+    CHECK_STR(decode_error(L, "Infinity"),
+              "invalid JSON at line 1, column 1 (byte 0): Infinity is not valid JSON");
+    CHECK_STR(decode_error(L, "-Infinity"),
+              "invalid JSON at line 1, column 1 (byte 0): -Infinity is not valid JSON");
+    CHECK_STR(decode_error(L, "01"),
+              "invalid JSON at line 1, column 1 (byte 0): invalid number: leading zeros are not "
+              "allowed");
+    CHECK_STR(decode_error(L, "-01"),
+              "invalid JSON at line 1, column 1 (byte 0): invalid number: leading zeros are not "
+              "allowed");
+    CHECK_STR(decode_error(L, "1."),
+              "invalid JSON at line 1, column 3 (byte 2): unexpected end of input, expected a "
+              "digit after '.' in number");
+    CHECK_STR(decode_error(L, "1.e5"),
+              "invalid JSON at line 1, column 3 (byte 2): expected a digit after '.' in number");
+    CHECK_STR(decode_error(L, "1e+"),
+              "invalid JSON at line 1, column 4 (byte 3): unexpected end of input, expected a "
+              "digit in the exponent of number");
+    CHECK_STR(decode_error(L, "-"),
+              "invalid JSON at line 1, column 2 (byte 1): unexpected end of input, expected a "
+              "digit after '-'");
+    CHECK_STR(decode_error(L, "--1"),
+              "invalid JSON at line 1, column 2 (byte 1): expected a digit after '-'");
+    CHECK_STR(decode_error(L, "+1"),
+              "invalid JSON at line 1, column 1 (byte 0): unexpected character '+', expected a "
+              "JSON value");
+    CHECK_STR(decode_error(L, ".5"),
+              "invalid JSON at line 1, column 1 (byte 0): unexpected character '.', expected a "
+              "JSON value");
+    CHECK_STR(decode_error(L, "0x10"),
+              "invalid JSON at line 1, column 2 (byte 1): unexpected data after the JSON value");
+    CHECK_STR(decode_error(L, "tru"),
+              "invalid JSON at line 1, column 4 (byte 3): unexpected end of input inside the "
+              "literal 'true'");
+    CHECK_STR(decode_error(L, "[trUe]"),
+              "invalid JSON at line 1, column 2 (byte 1): invalid literal, expected 'true'");
+    CHECK_STR(decode_error(L, "nul"),
+              "invalid JSON at line 1, column 4 (byte 3): unexpected end of input inside the "
+              "literal 'null'");
+    CHECK_STR(decode_error(L, "None"),
+              "invalid JSON at line 1, column 1 (byte 0): unexpected character 'N', expected a "
+              "JSON value");
+    CHECK_STR(decode_error(L, "\"abc"),
+              "invalid JSON at line 1, column 5 (byte 4): unexpected end of input inside a string");
+    CHECK_STR(decode_error(L, "\"abc\\"),
+              "invalid JSON at line 1, column 6 (byte 5): unexpected end of input inside a string");
+    CHECK_STR(decode_error(L, "\"a\tb\""),
+              "invalid JSON at line 1, column 3 (byte 2): control character 0x09 in string must "
+              "be escaped");
+    CHECK_STR(decode_error(L, "[\"a\\nb\nc\"]"),
+              "invalid JSON at line 1, column 7 (byte 6): control character 0x0A in string must "
+              "be escaped");
+    CHECK_STR(decode_error(L, "\"a\\x\""),
+              "invalid JSON at line 1, column 3 (byte 2): invalid escape '\\x' in string");
+    CHECK_STR(decode_error(L, "\"a\\\x01\""),
+              "invalid JSON at line 1, column 3 (byte 2): invalid escape in string: backslash "
+              "followed by byte 0x01");
+    CHECK_STR(decode_error(L, "\"\\u12\""),
+              "invalid JSON at line 1, column 2 (byte 1): invalid \\u escape in string: expected "
+              "4 hex digits");
+    CHECK_STR(decode_error(L, "\"\\u12G4\""),
+              "invalid JSON at line 1, column 2 (byte 1): invalid \\u escape in string: expected "
+              "4 hex digits");
+    CHECK_STR(decode_error(L, "\"ab\\ud83d\""),
+              "invalid JSON at line 1, column 4 (byte 3): lone UTF-16 high surrogate \\uD83D in "
+              "string (not followed by a \\uDC00-\\uDFFF escape)");
+    CHECK_STR(decode_error(L, "\"\\ud83d\\u0041\""),
+              "invalid JSON at line 1, column 2 (byte 1): lone UTF-16 high surrogate \\uD83D in "
+              "string (not followed by a \\uDC00-\\uDFFF escape)");
+    CHECK_STR(decode_error(L, "\"\\ud83dx\\ude1e\""),
+              "invalid JSON at line 1, column 2 (byte 1): lone UTF-16 high surrogate \\uD83D in "
+              "string (not followed by a \\uDC00-\\uDFFF escape)");
+    CHECK_STR(decode_error(L, "\"\\ude1e\""),
+              "invalid JSON at line 1, column 2 (byte 1): lone UTF-16 low surrogate \\uDE1E in "
+              "string");
+    CHECK_STR(decode_error(L, "\"\\ud83d\\ud83d\""),
+              "invalid JSON at line 1, column 2 (byte 1): lone UTF-16 high surrogate \\uD83D in "
+              "string (not followed by a \\uDC00-\\uDFFF escape)");
+    CHECK_STR(decode_error(L, "[1]]"),
+              "invalid JSON at line 1, column 4 (byte 3): unexpected data after the JSON value");
+    CHECK_STR(decode_error(L, "]"),
+              "invalid JSON at line 1, column 1 (byte 0): unexpected character ']', expected a "
+              "JSON value");
+    CHECK_STR(decode_error(L, "[\x01]"),
+              "invalid JSON at line 1, column 2 (byte 1): unexpected byte 0x01, expected a JSON "
+              "value");
+    CHECK_STR(decode_error(L, "\xef\xbb\xbf{}"),
+              "invalid JSON at line 1, column 1 (byte 0): unexpected byte 0xEF, expected a JSON "
+              "value");
+    CHECK_STR(decode_error(L, "{\"a\":"),
+              "invalid JSON at line 1, column 6 (byte 5): unexpected end of input, expected a "
+              "JSON value");
+    /* Columns count characters, bytes count bytes. */
+    CHECK_STR(decode_error(L, "{\"\xc3\xa9t\xc3\xa9\": x}"),
+              "invalid JSON at line 1, column 9 (byte 10): unexpected character 'x', expected a "
+              "JSON value");
+    CHECK_STR(decode_error(L, "[1,\r\n 2,\r\n x]"),
+              "invalid JSON at line 3, column 2 (byte 11): unexpected character 'x', expected a "
+              "JSON value");
+    CHECK_EQ_INT(lua_gettop(L), 0);
+    lua_close(L);
+}
+
+static void test_error_buffer(void)
+{
+    lua_State *L = new_state();
+    char err[16];
+    char big[256];
+
+    memset(err, 'X', sizeof err);
+    CHECK(lh_json_decode(L, "[1,", 3, err, sizeof err) == -1);
+    CHECK_STR(err, "invalid JSON at");
+    CHECK(lh_json_decode(L, "[1,", 3, err, 0) == -1);  /* writes nothing */
+    CHECK_STR(err, "invalid JSON at");
+    CHECK(lh_json_decode(L, "", 0, NULL, 0) == -1);
+    CHECK(lh_json_decode(L, NULL, 0, err, sizeof err) == -1);
+    /* The buffer is not NUL-terminated: only len bytes count. */
+    CHECK(lh_json_decode(L, "12345", 2, err, sizeof err) == 0);
+    CHECK(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 12);
+    lua_pop(L, 1);
+    CHECK(lh_json_decode(L, "[1]xyz", 3, err, sizeof err) == 0);
+    lua_pop(L, 1);
+    CHECK(lh_json_decode(L, "\"ab\"", 3, err, sizeof err) == -1);
+    /* NUL bytes are data, not terminators. */
+    CHECK(lh_json_decode(L, "[1,\0]", 5, big, sizeof big) == -1);
+    CHECK(strstr(big, "(byte 3): unexpected byte 0x00, expected a JSON value") != NULL);
+    CHECK(lh_json_decode(L, "\"a\0b\"", 5, big, sizeof big) == -1);
+    CHECK(strstr(big, "(byte 2): control character 0x00 in string must be escaped") != NULL);
+    CHECK(lh_json_decode(L, "1 \0", 3, big, sizeof big) == -1);
+    CHECK(strstr(big, "(byte 2): unexpected data after the JSON value") != NULL);
+    CHECK_EQ_INT(lua_gettop(L), 0);
+    lua_close(L);
+}
+
+/* --- robustness: truncation and mutation --- */
+
+static const char sample[] =
+    "{\"action\": \"ANNOTATION_CREATED\", \"annotation\": {\"id\": 2745, \"result\": [{\"value\":"
+    " {\"x\": 21.34375, \"y\": 33.52777777777778, \"rotation\": 0, \"labels\": [\"Car\"]},"
+    " \"id\": \"b4Xq9LmZ2e\", \"meta\": {}, \"tags\": []}], \"was_cancelled\": false,"
+    " \"ground_truth\": true, \"lead_time\": -41.927e-1, \"import_id\": null,"
+    " \"big\": -6248493474747979863, \"huge\": 123456789012345678901234567890,"
+    " \"text\": \"caf\\u00e9 \\ud83d\\ude1e \\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t \xc3\xa9\"},"
+    " \"task\": {\"id\": 18342, \"data\": {\"image\": \"s3://bucket/a.jpg\"}}}";
+
+static void test_truncation(void)
+{
+    lua_State *L = new_state();
+    size_t n = strlen(sample);
+    char err[256];
+
+    CHECK(decode_n(L, sample, n, err, sizeof err) == 0);
+    lua_pop(L, 1);
+    for (size_t i = 0; i < n; i++) {
+        int rc = decode_n(L, sample, i, err, sizeof err);
+
+        if (rc == 0) {
+            TEST_FAILED_("prefix of %zu bytes accepted", i);
+            lua_pop(L, 1);
+        } else if (strncmp(err, "invalid JSON", 12) != 0) {
+            TEST_FAILED_("prefix of %zu bytes: odd message %s", i, err);
+        }
+    }
+    CHECK_EQ_INT(lua_gettop(L), 0);
+    lua_close(L);
+}
+
+static void test_mutations(void)
+{
+    static const char alphabet[] = "{}[]\":,\\ \t\n0123456789-+.eEtrufalsn\x01\x7f\x80\xff";
+    lua_State *L = new_state();
+    size_t n = strlen(sample);
+    char *buf = malloc(n + 8);
+    char err[256];
+    int ok = 0;
+
+    for (int iter = 0; iter < 5000; iter++) {
+        size_t len = n;
+        int edits = 1 + (int)(rng() % 4);
+
+        memcpy(buf, sample, n);
+        for (int k = 0; k < edits; k++) {
+            size_t at = (size_t)(rng() % len);
+            char c = rng() % 2 ? alphabet[rng() % (sizeof alphabet - 1)] : (char)rng();
+
+            switch (rng() % 3) {
+            case 0:  /* replace */
+                buf[at] = c;
+                break;
+            case 1:  /* insert */
+                memmove(buf + at + 1, buf + at, len - at);
+                buf[at] = c;
+                len++;
+                break;
+            default:  /* delete */
+                memmove(buf + at, buf + at + 1, len - at - 1);
+                len--;
+            }
+        }
+        if (decode_n(L, buf, len, err, sizeof err) == 0) {
+            ok++;
+            lua_pop(L, 1);
+        } else if (strncmp(err, "invalid JSON", 12) != 0) {
+            TEST_FAILED_("odd message %s", err);
+        }
+        /* And every truncation of some mutants. */
+        if (iter % 50 == 0) {
+            for (size_t i = 0; i < len; i++) {
+                if (decode_n(L, buf, i, err, sizeof err) == 0)
+                    lua_pop(L, 1);
+            }
+        }
+    }
+    CHECK(ok > 0);  /* some mutations keep it valid (e.g. inside strings) */
+    CHECK_EQ_INT(lua_gettop(L), 0);
+    free(buf);
+    lua_close(L);
+}
+
+/* Allocation failures raise a Lua error (only that), leaving nothing to leak. */
+static long alloc_budget;
+
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (alloc_budget-- <= 0)
+        return NULL;
+    return realloc(ptr, nsize);
+}
+
+static int pdecode(lua_State *L)
+{
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    char err[256];
+
+    return lh_json_decode(L, s, len, err, sizeof err) == 0;
+}
+
+static void test_out_of_memory(void)
+{
+    int raised = 0;
+
+    for (long budget = 0; budget < 400; budget += 3) {
+        lua_State *L;
+
+        alloc_budget = 1000000;
+        L = lua_newstate(limited_alloc, NULL);
+        lua_pushcfunction(L, pdecode);  /* f */
+        lua_pushstring(L, sample);  /* f s */
+        alloc_budget = budget;
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {  /* err | ok */
+            CHECK(lua_type(L, -1) == LUA_TSTRING || lua_isnil(L, -1));
+            raised++;
+        }
+        alloc_budget = 1000000;
+        lua_close(L);
+    }
+    CHECK(raised > 0);
+}
+
+/* --- encoding --- */
+
+static void test_encode_scalars(void)
+{
+    lua_State *L = new_state();
+    char buf[256];
+
+    lua_pushinteger(L, 21);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "21");
+    lua_pushinteger(L, 9007199254740993LL);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "9007199254740993");
+    lua_pushinteger(L, LUA_MININTEGER);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "-9223372036854775808");
+    lua_pushinteger(L, LUA_MAXINTEGER);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "9223372036854775807");
+    lua_pushinteger(L, 0);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "0");
+    lua_pushnumber(L, 2.0);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "2.0");
+    lua_pushnumber(L, -0.0);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "-0.0");
+    lua_pushnumber(L, 0.1);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "0.1");
+    lua_pushnumber(L, 1.5);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "1.5");
+    lua_pushnumber(L, 0.1 + 0.2);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "0.30000000000000004");
+    lua_pushnumber(L, 1.0 / 3);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "0.3333333333333333");
+    lua_pushnumber(L, 1e300);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "1e+300");
+    lua_pushnumber(L, 1e21);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "1e+21");
+    lua_pushnumber(L, 123456789012345678.0);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "1.2345678901234568e+17");
+    lua_pushnumber(L, 5e-324);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "4.94065645841247e-324");  /* 15 digits suffice */
+    lua_pushboolean(L, 1);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "true");
+    lua_pushboolean(L, 0);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "false");
+    lh_json_pushnull(L);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "null");
+    lua_pushnil(L);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "null");
+    lua_pushstring(L, "a\"b\\c/d\b\f\n\r\t\x01\x1f\x7f caf\xc3\xa9");
+    CHECK_STR(encode_top(L, buf, sizeof buf),
+              "\"a\\\"b\\\\c/d\\b\\f\\n\\r\\t\\u0001\\u001f\x7f caf\xc3\xa9\"");
+    lua_pushlstring(L, "a\0b", 3);
+    CHECK_STR(encode_top(L, buf, sizeof buf), "\"a\\u0000b\"");
+    CHECK_EQ_INT(lua_gettop(L), 0);
+    lua_close(L);
+}
+
+static void test_encode_tables(void)
+{
+    lua_State *L = new_state();
+
+    CHECK_LUA(L, "assert(json.encode({}) == '{}')");
+    CHECK_LUA(L, "assert(json.encode({1, 2, 3}) == '[1,2,3]')");
+    CHECK_LUA(L, "assert(json.encode({'a', {}, {true}, json.null}) == '[\"a\",{},[true],null]')");
+    CHECK_LUA(L, "assert(json.encode({a = 1}) == '{\"a\":1}')");
+    CHECK_LUA(L, "assert(json.encode({[\"x y\"] = {b = {1.5}}}) == '{\"x y\":{\"b\":[1.5]}}')");
+    CHECK_LUA(L, "local s = json.encode({a = 1, b = 'x', c = {1, 2}})\n"
+                 "local t = json.decode(s)\n"
+                 "assert(t.a == 1 and t.b == 'x' and t.c[2] == 2)\n"
+                 "assert(#s == #'{\"a\":1,\"b\":\"x\",\"c\":[1,2]}')");
+    /* Output larger than the initial buffer. */
+    CHECK_LUA(L, "local t = {} for i = 1, 50000 do t[i] = {id = i, s = ('x'):rep(i % 50)} end\n"
+                 "local s = json.encode(t)\n"
+                 "local u = json.decode(s)\n"
+                 "assert(#u == 50000 and u[49999].id == 49999 and #u[49999].s == 49999 % 50)");
+    CHECK_LUA(L, "local big = ('\\0\"\\\\'):rep(100000)\n"
+                 "assert(json.decode(json.encode(big)) == big)");
+    lua_close(L);
+}
+
+/* lh_json_encode appends to a buffer that may already hold data and go on afterwards. */
+static void test_encode_buffer(void)
+{
+    lua_State *L = new_state();
+    luaL_Buffer b;
+    size_t n;
+    const char *s;
+
+    CHECK_LUA(L, "small = {a = {1, 2}} big = {} for i = 1, 3000 do big[i] = 'item' .. i end");
+    for (int round = 0; round < 4; round++) {
+        int top;
+
+        lua_getglobal(L, round % 2 ? "big" : "small");  /* v */
+        top = lua_gettop(L);
+        luaL_buffinit(L, &b);  /* v [buf] */
+        if (round >= 2) {
+            for (int i = 0; i < 1000; i++)
+                luaL_addstring(&b, "0123456789");  /* the buffer has its own box now */
+        }
+        luaL_addstring(&b, "x=");
+        lh_json_encode(L, -1 - (lua_gettop(L) - top), &b);  /* a relative index */
+        luaL_addstring(&b, ";");
+        luaL_pushresult(&b);  /* v s */
+        CHECK_EQ_INT(lua_gettop(L), top + 1);
+        s = lua_tolstring(L, -1, &n);
+        if (round >= 2) {
+            CHECK(n > 10000 && memcmp(s, "0123456789", 10) == 0);
+            s += 10000;
+            n -= 10000;
+        }
+        CHECK(n > 4 && memcmp(s, "x=", 2) == 0 && s[n - 1] == ';');
+        if (round % 2 == 0)
+            CHECK_STR(s, "x={\"a\":[1,2]};");
+        else
+            CHECK(n > 20000 && memcmp(s, "x=[\"item1\",\"item2\",", 19) == 0);
+        lua_pop(L, 2);
+    }
+    CHECK_EQ_INT(lua_gettop(L), 0);
+    lua_close(L);
+}
+
+#define CHECK_ENCODE_ERROR(L, expr, msg)                                                   \
+    CHECK_LUA(L, "local ok, e = pcall(json.encode, " expr ")\n"                            \
+                 "assert(not ok, 'accepted')\n"                                             \
+                 "assert(e == " msg ", e)")
+
+static void test_encode_errors(void)
+{
+    lua_State *L = new_state();
+
+    CHECK_ENCODE_ERROR(L, "print", "'json.encode: cannot encode a function'");
+    CHECK_ENCODE_ERROR(L, "{tasks = {1, {f = print}}}",
+                       "'json.encode: cannot encode a function at .tasks[2].f'");
+    CHECK_ENCODE_ERROR(L, "{['odd key'] = {coroutine.create(print)}}",
+                       "'json.encode: cannot encode a thread at [\"odd key\"][1]'");
+    CHECK_ENCODE_ERROR(L, "{x = io.stdout}", "'json.encode: cannot encode a userdata at .x'");
+    CHECK_ENCODE_ERROR(L, "{x = 0/0}", "'json.encode: cannot encode NaN at .x'");
+    CHECK_ENCODE_ERROR(L, "{1, 1/0}", "'json.encode: cannot encode inf at [2]'");
+    CHECK_ENCODE_ERROR(L, "-math.huge", "'json.encode: cannot encode -inf'");
+    CHECK_ENCODE_ERROR(L, "{1, 2, x = 3}",
+                       "'json.encode: cannot encode a table mixing integer keys and string keys'");
+    CHECK_ENCODE_ERROR(L, "{a = {[1] = 1, [3] = 3}}",
+                       "'json.encode: cannot encode a sparse array (2 elements, largest key 3) "
+                       "at .a'");
+    CHECK_ENCODE_ERROR(L, "{[0] = 'z'}",
+                       "'json.encode: cannot encode a table with integer key 0 (arrays need keys "
+                       "1..n)'");
+    CHECK_ENCODE_ERROR(L, "{[1.5] = 'z'}",
+                       "'json.encode: cannot encode a table with float key 1.5 (arrays need keys "
+                       "1..n)'");
+    CHECK_ENCODE_ERROR(L, "{[true] = 'z'}",
+                       "'json.encode: cannot encode a table with a boolean key (arrays need keys "
+                       "1..n)'");
+    CHECK_LUA(L, "local t = {} t.self = t\n"
+                 "local ok, e = pcall(json.encode, t)\n"
+                 "assert(not ok and e:find('nesting deeper than 1000 levels (a cycle?) at ...', 1,"
+                 " true) and e:find('.self.self$'), e)\n"
+                 "assert(#e < 400, #e)");
+    /* Mixed keys where the string key comes first in traversal order. */
+    CHECK_LUA(L, "local t = {x = 1} t[2] = 5\n"
+                 "local ok, e = pcall(json.encode, {t})\n"
+                 "assert(not ok and (e:find('mixing string keys and integer key 2 at [1]', 1, true)"
+                 " or e:find('mixing integer keys and string keys at [1]', 1, true)), e)");
+    /* 1000 levels encode, 1001 do not. */
+    CHECK_LUA(L, "local t = {} local c = t for i = 1, 999 do c[1] = {} c = c[1] end\n"
+                 "assert(#json.encode(t) == 2000 - 1 + 1)\n"
+                 "c[1] = {}\n"
+                 "assert(not pcall(json.encode, t))");
+    lua_close(L);
+}
+
+/* --- the Lua module and round trips --- */
+
+static void test_module(void)
+{
+    lua_State *L = new_state();
+
+    CHECK_LUA(L, "assert(json.decode('null') == json.null)\n"
+                 "assert(type(json.null) == 'userdata')\n"
+                 "local v, e = json.decode('{\"a\": 1 \"b\": 2}')\n"
+                 "assert(v == nil and e == \"invalid JSON at line 1, column 9 (byte 8): "
+                 "expected ',' or '}' after object member\", e)\n"
+                 "local v, e = json.decode('')\n"
+                 "assert(v == nil and e == 'invalid JSON: empty input')\n"
+                 "assert(not pcall(json.decode, {}))\n"
+                 "assert(not pcall(json.decode))\n"
+                 "assert(not pcall(json.encode))\n"
+                 "assert(select('#', json.decode('[1]')) == 1)\n"
+                 "assert(math.type(json.decode('21')) == 'integer')\n"
+                 "assert(math.type(json.decode('1.0')) == 'float')");
+    /* cjson.null is the same value, when lua-cjson is installed. */
+    CHECK_LUA(L, "local ok, cjson = pcall(require, 'cjson')\n"
+                 "if ok then\n"
+                 "  assert(cjson.null == json.null and json.decode('null') == cjson.null)\n"
+                 "  assert(json.encode({cjson.null}) == '[null]')\n"
+                 "  assert(cjson.decode(json.encode({a = {1, 2.5, 'x'}})).a[3] == 'x')\n"
+                 "else print('     (lua-cjson not found: cjson.null check skipped)') end");
+    lua_close(L);
+}
+
+static void test_roundtrip(void)
+{
+    lua_State *L = new_state();
+
+    CHECK_LUA(L, "local p53 = math.tointeger(2^53)\n"
+                 "for _, v in ipairs({0, -1, 1, p53 - 1, p53, p53 + 1, -p53 - 1, -p53 + 1,\n"
+                 "    math.maxinteger, math.mininteger, math.maxinteger - 1, 21}) do\n"
+                 "  local s = json.encode(v)\n"
+                 "  local w = json.decode(s)\n"
+                 "  assert(math.type(w) == 'integer' and w == v, s)\n"
+                 "  assert(s == string.format('%d', v), s)\n"
+                 "end\n"
+                 "for _, v in ipairs({0.0, -0.0, 1.0, 2.0, 0.1, 1/3, 1e308, 5e-324, -2.5e-3,\n"
+                 "    2^53, 2^63, 123456.789}) do\n"
+                 "  local w = json.decode(json.encode(v))\n"
+                 "  assert(math.type(w) == 'float' and w == v and 1/w == 1/v, json.encode(v))\n"
+                 "end\n"
+                 "local doc = {action = 'TASKS_CREATED',\n"
+                 "  tasks = {{id = 1, data = {image = 's3://x'},"
+                 "  meta = {}, comment_authors = {'a', 'b'}, last = json.null, ok = false,\n"
+                 "  text = 'caf\\u{e9} \\u{1F61E} \\\"q\\\" \\\\ / \\b\\f\\n\\r\\t \\0'}},\n"
+                 "  project = {id = 42, x = 21.34375}}\n"
+                 "local function same(a, b)\n"
+                 "  if type(a) ~= type(b) then return false end\n"
+                 "  if type(a) ~= 'table' then return a == b and math.type(a) == math.type(b) end\n"
+                 "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
+                 "  for k in pairs(b) do if a[k] == nil then return false end end\n"
+                 "  return true\n"
+                 "end\n"
+                 "local s = json.encode(doc)\n"
+                 "assert(same(json.decode(s), doc), s)\n"
+                 "assert(#json.encode(json.decode(s)) == #s)  -- key order may differ\n"
+                 "assert(json.decode('\"\\\\ud83d\\\\ude1e\"') == '\\u{1F61E}')\n"
+                 "assert(json.encode('\\u{1F61E}') == '\"\\u{1F61E}\"')");
+    lua_close(L);
+}
+
+/* A real Label Studio body: integers stay integers, the 64-bit hash stays exact, and it
+** survives a round trip. */
+static void test_payload(void)
+{
+    lua_State *L = new_state();
+
+    CHECK_LUA(L, "local f = assert(io.open('" LH_FIXTURES "/labelstudio/ANNOTATION_CREATED.json', 'rb'))\n"
+                 "local s = f:read('a') f:close()\n"
+                 "local t = assert(json.decode(s))\n"
+                 "assert(t.action == 'ANNOTATION_CREATED')\n"
+                 "assert(math.type(t.annotation.id) == 'integer')\n"
+                 "local h = s:match('\"label_config_hash\": (%-?%d+)')\n"
+                 "assert(h and tostring(t.project.label_config_hash) == h, h)\n"
+                 "assert(t.annotation.draft_created_at == json.null)\n"
+                 "local function same(a, b)\n"
+                 "  if type(a) ~= type(b) then return false end\n"
+                 "  if type(a) ~= 'table' then return a == b and math.type(a) == math.type(b) end\n"
+                 "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
+                 "  for k in pairs(b) do if a[k] == nil then return false end end\n"
+                 "  return true\n"
+                 "end\n"
+                 "assert(same(json.decode(json.encode(t)), t))");
+    lua_close(L);
+}
+
+int main(void)
+{
+    setlocale(LC_ALL, "C");
+    RUN_TEST(test_integers);
+    RUN_TEST(test_floats);
+    RUN_TEST(test_float_roundtrip_random);
+    RUN_TEST(test_locale_independence);
+    RUN_TEST(test_strings);
+    RUN_TEST(test_literals);
+    RUN_TEST(test_structures);
+    RUN_TEST(test_depth);
+    RUN_TEST(test_errors);
+    RUN_TEST(test_error_buffer);
+    RUN_TEST(test_truncation);
+    RUN_TEST(test_mutations);
+    RUN_TEST(test_out_of_memory);
+    RUN_TEST(test_encode_scalars);
+    RUN_TEST(test_encode_tables);
+    RUN_TEST(test_encode_buffer);
+    RUN_TEST(test_encode_errors);
+    RUN_TEST(test_module);
+    RUN_TEST(test_roundtrip);
+    RUN_TEST(test_payload);
+    return TEST_SUMMARY();
+}
