@@ -239,7 +239,8 @@ static int build_route(lua_State *L, lh_route_t *rt, int list, const int *star, 
         rt->handlers[rt->n++] = (int)lua_tointeger(L, -1);
         lua_pop(L, 1);
     }
-    memcpy(rt->handlers + rt->n, star, nstar * sizeof(int));
+    if (nstar > 0)
+        memcpy(rt->handlers + rt->n, star, nstar * sizeof(int));
     rt->n += nstar;
     return 0;
 }
