@@ -9,7 +9,10 @@
 #include "log.h"
 #include "server.h"
 
-enum { T_NONE = 0, T_IDLE, T_HEAD, T_BODY };
+enum { T_NONE = 0, T_IDLE, T_HEAD, T_BODY, T_LINGER };
+
+/* How long a refused client may go on sending before the connection is dropped. */
+#define LINGER_MS 2000
 
 #define WRITE_QUEUE_MAX (1024 * 1024)
 
@@ -139,19 +142,24 @@ static void reject_log(lh_conn_t *c, int status, lh_reject_t reason)
     if (lh_log_enabled(LH_WARN)) {
         char st[8];
         snprintf(st, sizeof(st), "%d", status);
+        /* the path as far as it arrived: the url starts the head buffer */
+        size_t plen = 0;
+        while (plen < c->url_len && plen < c->head_len && c->head[plen] != '?')
+            plen++;
         lh_field_t f[] = {
             LH_FIELD_NUM("status", st),
             LH_FIELD("reason", lh_metrics_reject_name(reason)),
             LH_FIELD("remote", c->remote),
+            LH_FIELDN("path", plen ? c->head : "", plen),
         };
-        lh_log_fields(LH_WARN, "rejected", f, 3);
+        lh_log_fields(LH_WARN, "rejected", f, 4);
     }
 }
 
 static void on_timer(uv_timer_t *t)
 {
     lh_conn_t *c = t->data;
-    if (c->timer_state == T_IDLE) {
+    if (c->timer_state == T_IDLE || c->timer_state == T_LINGER || c->linger) {
         lh_conn_close(c);
         return;
     }
@@ -163,13 +171,40 @@ static void on_timer(uv_timer_t *t)
 
 static void timer_set(lh_conn_t *c, int state, double seconds)
 {
-    if (c->closing)
+    if (c->closing || c->lingering)
         return;
     c->timer_state = state;
     if (state == T_NONE)
         uv_timer_stop(&c->timer);
     else
         uv_timer_start(&c->timer, on_timer, (uint64_t)(seconds * 1000 + 0.5), 0);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    lh_conn_t *c = req->data;
+    if (status < 0 && !c->closing)
+        lh_conn_close(c);
+    lh_conn_unref(c);
+}
+
+/* A refused client may still be sending: closing with unread data would reset the
+** connection and could destroy the answer before it is read. Send FIN instead, drop
+** what arrives until the client closes, or LINGER_MS passes (like nginx's lingering
+** close). */
+static void start_linger(lh_conn_t *c)
+{
+    c->lingering = 1;
+    c->timer_state = T_LINGER;
+    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+    c->shutdown.data = c;
+    lh_conn_ref(c);
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        lh_conn_unref(c);
+        lh_conn_close(c);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
 /* ------------------------------------------------------------------ writing */
@@ -188,7 +223,10 @@ static void on_write(uv_write_t *req, int status)
     if (status < 0 && !c->closing) {
         lh_conn_close(c);
     } else if (c->close_after_write && c->writes_pending == 0 && !c->busy) {
-        lh_conn_close(c);
+        if (c->linger && !c->lingering)
+            start_linger(c);
+        else if (!c->linger)
+            lh_conn_close(c);
     } else if (c->writes_pending == 0 && !c->busy && !c->closing && !c->in_request &&
                c->timer_state == T_NONE) {
         timer_set(c, T_IDLE, cfg_of(c)->idle_timeout);
@@ -271,6 +309,7 @@ void lh_conn_respond_close(lh_conn_t *c, int status, const char *extra, const ch
 {
     respond(c, status, extra, ctype, body, len, 1);
     c->busy = 0;
+    c->linger = 1;
     if (!c->closing)
         uv_read_stop((uv_stream_t *)&c->tcp);
 }
@@ -668,6 +707,11 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     lh_conn_t *c = stream->data;
+    if (c->lingering) {
+        if (nread < 0)
+            lh_conn_close(c);
+        return;
+    }
     if (nread > 0) {
         if (c->timer_state == T_BODY)
             timer_set(c, T_BODY, cfg_of(c)->read_timeout);

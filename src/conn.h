@@ -41,6 +41,7 @@ typedef struct lh_request_s {
 struct lh_conn_s {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_shutdown_t shutdown;
     llhttp_t parser;
     lh_server_t *server; /* borrowed */
     lh_conn_t *prev, *next;
@@ -52,6 +53,8 @@ struct lh_conn_s {
     int skip_body;  /* the answer was given on the head */
     int discarding; /* reading a body nobody will see */
     int throttled;  /* reading stopped until the answers drain */
+    int linger;     /* after the last answer: FIN, then read and drop until EOF or timeout */
+    int lingering;
     int in_parse_flag; /* inside llhttp_execute: answers must not re-enter it */
     int hstate;        /* 0 between headers, 1 in a name, 2 in a value */
     int error_status;  /* why a parser callback stopped: 413, 431, 500 */

@@ -38,6 +38,9 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 
 static void finish(lh_main_t *m)
 {
+    /* closing the watchers restores the default action: a late signal must not kill us */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     lh_log_fields(LH_INFO, "stopped", NULL, 0);
     uv_walk(m->app.loop, close_walk_cb, NULL);
 }
@@ -80,10 +83,7 @@ static void on_signal(uv_signal_t *s, int signum)
 static int serve(lh_main_t *m)
 {
     lh_server_handler_t h = lh_ingest_handler(&m->app);
-    int r = lh_server_start(&m->server, &m->app, &h);
-    if (r != 0)
-        return 2;
-    m->app.server = &m->server;
+    /* signals first: "listening" may be followed by a SIGTERM at once */
     uv_signal_init(m->app.loop, &m->sigint);
     uv_signal_init(m->app.loop, &m->sigterm);
     uv_timer_init(m->app.loop, &m->shutdown_timer);
@@ -91,6 +91,9 @@ static int serve(lh_main_t *m)
     m->sigint.data = m->sigterm.data = m->shutdown_timer.data = m->drain_poll.data = m;
     uv_signal_start(&m->sigint, on_signal, SIGINT);
     uv_signal_start(&m->sigterm, on_signal, SIGTERM);
+    if (lh_server_start(&m->server, &m->app, &h) != 0)
+        return 2;
+    m->app.server = &m->server;
     uv_run(m->app.loop, UV_RUN_DEFAULT);
     return 0;
 }

@@ -81,8 +81,8 @@ int lh_task_spawn(lh_vm_t *vm, int handler, int nargs, lh_task_done_cb done, voi
     t->co = lua_newthread(L);                          /* ... args co */
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);        /* ... args */
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, vm->handlers[handler].fn_ref);
-    for (int i = nargs; i > 0; i--)
-        lua_pushvalue(L, -i);
+    for (int i = 0; i < nargs; i++)
+        lua_pushvalue(L, -nargs); /* each push shifts the next argument to -nargs */
     lua_xmove(L, t->co, nargs);                        /* co: fn args */
     vm->tasks++;
     lh_task_resume(t, nargs);
