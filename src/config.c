@@ -31,6 +31,8 @@ enum {
     O_IDLE_TIMEOUT,
     O_READ_TIMEOUT,
     O_SHUTDOWN_TIMEOUT,
+    O_HANDLER_TIMEOUT,
+    O_MEMORY_LIMIT,
     O_ACK,
     O_LOG_LEVEL,
     O_LOG_FORMAT,
@@ -48,6 +50,8 @@ static const opt_t options[O_COUNT_] = {
     [O_IDLE_TIMEOUT] = {"idle-timeout", OPT_SECONDS, "60", NULL},
     [O_READ_TIMEOUT] = {"read-timeout", OPT_SECONDS, "10", NULL},
     [O_SHUTDOWN_TIMEOUT] = {"shutdown-timeout", OPT_SECONDS, "10", NULL},
+    [O_HANDLER_TIMEOUT] = {"handler-timeout", OPT_SECONDS, "30", NULL},
+    [O_MEMORY_LIMIT] = {"memory-limit", OPT_SIZE, "1g", NULL},
     [O_ACK] = {"ack", OPT_CHOICE, "accept", ack_choices},
     [O_LOG_LEVEL] = {"log-level", OPT_CHOICE, "info", level_choices},
     [O_LOG_FORMAT] = {"log-format", OPT_CHOICE, "text", format_choices},
@@ -72,6 +76,8 @@ static const char usage_text[] =
     "  --idle-timeout SECONDS   close a keep-alive connection idle this long (60)\n"
     "  --read-timeout SECONDS   time to send the headers, and between body reads (10); 408\n"
     "  --shutdown-timeout SECONDS  on SIGTERM/SIGINT, wait this long for handlers (10)\n"
+    "  --handler-timeout SECONDS   stop a handler run after this long, waiting or computing (30)\n"
+    "  --memory-limit SIZE      Lua heap of all handlers together (1g; 0: none)\n"
     "  --ack accept|handled     answer when the event is accepted (default), or after\n"
     "                           every handler finished (500 listing failures)\n"
     "  --log-level debug|info|warn|error   (info)\n"
@@ -182,7 +188,8 @@ static int apply(lh_config_t *cfg, int id, const char *v, const char *from, char
 
     switch (o->kind) {
     case OPT_SIZE:
-        if (lh_config_parse_size(v, &n) != 0 || n == 0)
+        /* only the memory limit may be 0: none */
+        if (lh_config_parse_size(v, &n) != 0 || (n == 0 && id != O_MEMORY_LIMIT))
             why = "expected a size in bytes, or a number with k, m or g (e.g. 32m)";
         break;
     case OPT_COUNT:
@@ -252,6 +259,14 @@ static int apply(lh_config_t *cfg, int id, const char *v, const char *from, char
             break;
         case O_SHUTDOWN_TIMEOUT:
             cfg->shutdown_timeout = secs;
+            break;
+        case O_HANDLER_TIMEOUT:
+            cfg->handler_timeout = secs;
+            break;
+        case O_MEMORY_LIMIT:
+            if (n != 0 && n < 1024 * 1024)
+                why = "must be 0 (no limit) or at least 1m";
+            cfg->memory_limit = n;
             break;
         case O_ACK:
             cfg->ack = (lh_ack_t)ci;

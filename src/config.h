@@ -35,6 +35,8 @@ typedef struct lh_config_s {
     double idle_timeout;
     double read_timeout;
     double shutdown_timeout;
+    double handler_timeout; /* wall clock per handler run */
+    uint64_t memory_limit;  /* Lua heap per VM; 0: none */
     lh_ack_t ack;
     lh_level_t log_level;
     lh_log_format_t log_format;

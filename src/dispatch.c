@@ -155,7 +155,6 @@ static void event_ended(event_t *e)
 static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
     event_t *e = t->data;
-    const lh_handler_t *h = &t->vm->handlers[t->handler];
     double secs = (double)(uv_hrtime() - t->start_ns) / 1e9;
 
     lh_metrics_handler_done(e->stats, outcome, secs);
@@ -163,11 +162,11 @@ static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, co
         e->nfailed++;
         if (lh_log_enabled(LH_ERROR)) {
             char line[16];
-            snprintf(line, sizeof(line), "%d", h->line);
+            snprintf(line, sizeof(line), "%d", t->line);
             lh_field_t f[] = {
                 LH_FIELD("id", e->id),
                 LH_FIELD("action", e->action),
-                LH_FIELD("script", h->script),
+                LH_FIELD("script", t->script),
                 LH_FIELD_NUM("line", line),
                 LH_FIELD("outcome", lh_metrics_outcome_name(outcome)),
                 LH_FIELD("error", err),
@@ -177,7 +176,7 @@ static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, co
         }
         if (e->reply != NULL) { /* --ack handled: the answer lists the failures */
             failures_put(e, e->nfailed > 1 ? ",{\"handler\":\"" : "{\"handler\":\"", 0);
-            failures_put(e, h->label, 1);
+            failures_put(e, t->label, 1);
             failures_put(e, "\",\"error\":\"", 0);
             failures_put(e, err, 1);
             failures_put(e, "\"}", 0);
@@ -249,12 +248,16 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
     err[0] = '\0';
     lua_pushcfunction(L, decode_body);
     lua_pushlightuserdata(L, &args);
+    int saved_limit = vm->limit_on;
+    vm->limit_on = 1; /* a body too big for --memory-limit is refused, not a crash */
     int st = lua_pcall(L, 1, 1, 0);                            /* ev | errobj */
+    vm->limit_on = saved_limit;
     if (st != LUA_OK) {
         lua_settop(L, top);
         lua_gc(L, LUA_GCCOLLECT);
         reply_error(app, req, remote, reply, data, 503, LH_REJECT_OVERLOAD,
-                    "not enough memory to decode the body", "Retry-After: 1\r\n");
+                    "not enough memory to decode the body (--memory-limit)",
+                    "Retry-After: 1\r\n");
         return;
     }
     if (args.rc != 0) {
@@ -332,10 +335,12 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         lua_pop(L, 1);                                         /* ev */
         push_ctx(L, e, req, remote);                           /* ev ctx */
         for (size_t k = 0; k < route->n; k++) {
-            if (lh_task_spawn(vm, route->handlers[k], 2, on_task_done, e, e->id, e->action) != 0) {
+            const lh_handler_t *h = &vm->handlers[route->handlers[k]];
+            if (lh_task_spawn(vm, h->fn_ref, h->label, h->script, h->line, 2, on_task_done, e,
+                              e->id, e->action) != 0) {
                 /* counted as a failed run, so no handler goes missing silently */
-                lh_task_t fake = {.vm = vm, .handler = route->handlers[k], .data = e,
-                                  .start_ns = uv_hrtime()};
+                lh_task_t fake = {.vm = vm, .label = h->label, .script = h->script,
+                                  .line = h->line, .data = e, .start_ns = uv_hrtime()};
                 on_task_done(&fake, LH_OUTCOME_MEMORY, "could not start the handler", NULL);
             }
         }

@@ -10,6 +10,7 @@
 
 #include "lib.h"
 #include "log.h"
+#include "task.h"
 
 #define LOG_MAX_FIELDS 32
 
@@ -32,9 +33,10 @@ static int log_at(lua_State *L, lh_level_t level)
         snprintf(where, sizeof(where), "%s:%d", ar.short_src, ar.currentline);
         f[n++] = LH_FIELD("script", where);
     }
-    if (vm->cur_id != NULL) {
-        f[n++] = LH_FIELD("action", vm->cur_action);
-        f[n++] = LH_FIELD("id", vm->cur_id);
+    const lh_task_t *t = vm->cur_task;
+    if (t != NULL && t->id != NULL) {
+        f[n++] = LH_FIELD("action", t->action);
+        f[n++] = LH_FIELD("id", t->id);
     }
     int base = lua_gettop(L);
     if (lua_istable(L, 2)) {

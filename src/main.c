@@ -11,6 +11,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "server.h"
+#include "task.h"
 #include "vm.h"
 
 typedef struct {
@@ -56,8 +57,10 @@ static void on_drain_poll(uv_timer_t *t)
 static void on_shutdown_deadline(uv_timer_t *t)
 {
     lh_main_t *m = t->data;
-    if (m->app.vm->tasks > 0)
-        LH_LOG(LH_WARN, "shutdown deadline: %d handler runs abandoned", m->app.vm->tasks);
+    if (m->app.vm->tasks > 0) {
+        LH_LOG(LH_WARN, "shutdown deadline: stopping %d handler runs", m->app.vm->tasks);
+        lh_task_cancel_all(m->app.vm);
+    }
     lh_server_close_all(&m->server);
     finish(m);
 }

@@ -1,10 +1,31 @@
 #include "task.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
-#include <uv.h>
+
+#include "log.h"
+
+/* Lua instructions between two deadline checks of a running handler: rare enough to cost
+** nothing measurable, often enough to stop a tight loop within microseconds. */
+#define HOOK_COUNT 10000
+
+static lh_vm_t *vm_of_state(lua_State *L)
+{
+    return *(lh_vm_t **)lua_getextraspace(L); /* every thread inherits the main one's */
+}
+
+static double timeout_seconds(const lh_task_t *t)
+{
+    return t->vm->app->cfg->handler_timeout;
+}
+
+static void timer_free_cb(uv_handle_t *h)
+{
+    free(h);
+}
 
 /* `done` runs while the coroutine is still anchored: `err` may live on its stack. */
 static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
@@ -13,10 +34,86 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
     int ref = t->co_ref;
     lua_State *L = vm->L;
     vm->tasks--;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        vm->task_list = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    if (t->timer != NULL) {
+        uv_close((uv_handle_t *)t->timer, timer_free_cb);
+        t->timer = NULL;
+    }
     t->co_ref = LUA_NOREF;
     t->done(t, outcome, err, tb);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     free(t);
+}
+
+/* Lua's count hook: a handler computing past its deadline is stopped where it is. It
+** yields out of the handler's coroutine — through any pcall, which cannot catch that —
+** and the resume sees `timed_out`. Where yielding is impossible (inside a C call such as
+** a table.sort comparator) it raises, and the hook, now firing every few instructions,
+** tries again once the C call is left. */
+static void deadline_hook(lua_State *L, lua_Debug *ar)
+{
+    lh_vm_t *vm = vm_of_state(L);
+    lh_task_t *t = vm->cur_task;
+    (void)ar;
+    if (t == NULL || t->deadline_ns == 0 || uv_hrtime() < t->deadline_ns)
+        return;
+    t->timed_out = 1;
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 16);
+    if (lua_isyieldable(L))
+        lua_yield(L, 0);
+    else
+        luaL_error(L, "handler timed out (--handler-timeout)");
+}
+
+/* Stops a task that is not running: cancels its wait, closes the coroutine (its
+** to-be-closed variables run) and reports `outcome`. */
+static void task_abort(lh_task_t *t, lh_outcome_t outcome, const char *msg)
+{
+    lua_State *L = t->vm->L;
+    int top = lua_gettop(L);
+    if (t->pending != NULL) {
+        lh_pending_t *p = t->pending;
+        t->pending = NULL;
+        p->cancel(p);
+    }
+    luaL_traceback(L, t->co, NULL, 0); /* where it was waiting */
+    lua_resetthread(t->co);
+    task_finish(t, outcome, msg, lua_tostring(L, -1));
+    lua_settop(L, top);
+}
+
+static void on_deadline_now(lh_task_t *t)
+{
+    char msg[128];
+    t->timed_out = 1;
+    snprintf(msg, sizeof(msg), "handler timed out after %g s (--handler-timeout)",
+             timeout_seconds(t));
+    task_abort(t, LH_OUTCOME_TIMEOUT, msg);
+}
+
+static void on_deadline(uv_timer_t *timer)
+{
+    on_deadline_now(timer->data);
+}
+
+static void wait_deadline(lh_task_t *t)
+{
+    if (t->deadline_ns == 0)
+        return;
+    if (t->timer == NULL) {
+        if ((t->timer = malloc(sizeof(*t->timer))) == NULL)
+            return; /* the wait goes on without a deadline rather than failing */
+        uv_timer_init(t->vm->app->loop, t->timer);
+        t->timer->data = t;
+    }
+    uint64_t now = uv_hrtime();
+    uint64_t ms = t->deadline_ns > now ? (t->deadline_ns - now + 999999) / 1000000 : 0;
+    uv_timer_start(t->timer, on_deadline, ms, 0);
 }
 
 void lh_task_resume(lh_task_t *t, int nargs)
@@ -24,16 +121,24 @@ void lh_task_resume(lh_task_t *t, int nargs)
     lh_vm_t *vm = t->vm;
     lua_State *L = vm->L;
     int nres;
-    const char *saved_id = vm->cur_id, *saved_action = vm->cur_action;
+    lh_task_t *saved = vm->cur_task;
+    int saved_limit = vm->limit_on;
 
-    vm->cur_id = t->id;
-    vm->cur_action = t->action;
+    if (t->timer != NULL)
+        uv_timer_stop(t->timer);
+    vm->cur_task = t;
+    vm->limit_on = 1;
     int status = lua_resume(t->co, L, nargs, &nres);
-    vm->cur_id = saved_id;
-    vm->cur_action = saved_action;
+    vm->cur_task = saved;
+    vm->limit_on = saved_limit;
 
     if (status == LUA_YIELD && t->pending != NULL) {
         lua_pop(t->co, nres); /* the pending operation owns the wake-up */
+        wait_deadline(t);
+        return;
+    }
+    if (t->timed_out) { /* stopped by the hook, or an error raised on its way out */
+        on_deadline_now(t);
         return;
     }
     if (status == LUA_OK) {
@@ -46,22 +151,38 @@ void lh_task_resume(lh_task_t *t, int nargs)
                                "luahook's own I/O (http, sleep)");
     }
     int top = lua_gettop(L);
+    lh_outcome_t outcome = LH_OUTCOME_ERROR;
+    char buf[160];
     lua_xmove(t->co, L, 1); /* the error object, to inspect it on a live thread */
     const char *msg = lua_tostring(L, -1);
-    if (status == LUA_ERRMEM)
-        msg = "not enough memory";
-    else if (msg == NULL && luaL_callmeta(L, -1, "__tostring") && lua_isstring(L, -1))
+    if (status == LUA_ERRMEM) {
+        outcome = LH_OUTCOME_MEMORY;
+        if (vm->mem_limit != 0) {
+            snprintf(buf, sizeof(buf), "not enough memory: the VM's heap reached --memory-limit "
+                                       "(%zu bytes)", vm->mem_limit);
+            msg = buf;
+        } else {
+            msg = "not enough memory";
+        }
+    } else if (msg == NULL && luaL_callmeta(L, -1, "__tostring") && lua_isstring(L, -1)) {
         msg = lua_tostring(L, -1);
-    else if (msg == NULL)
+    } else if (msg == NULL) {
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, top + 1));
+    }
     luaL_traceback(L, t->co, NULL, 0); /* the coroutine's stack, where it failed */
-    task_finish(t, status == LUA_ERRMEM ? LH_OUTCOME_MEMORY : LH_OUTCOME_ERROR, msg,
-                lua_tostring(L, -1));
+    task_finish(t, outcome, msg, lua_tostring(L, -1));
     lua_settop(L, top);
 }
 
-int lh_task_spawn(lh_vm_t *vm, int handler, int nargs, lh_task_done_cb done, void *data,
-                  const char *id, const char *action)
+lh_task_t *lh_task_current(lua_State *L)
+{
+    lh_task_t *t = vm_of_state(L)->cur_task;
+    return t != NULL && t->co == L ? t : NULL;
+}
+
+int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script, int line,
+                  int nargs, lh_task_done_cb done, void *data, const char *id,
+                  const char *action)
 {
     lua_State *L = vm->L;
     lh_task_t *t = calloc(1, sizeof(*t));
@@ -72,19 +193,36 @@ int lh_task_spawn(lh_vm_t *vm, int handler, int nargs, lh_task_done_cb done, voi
         return -1;
     }
     t->vm = vm;
-    t->handler = handler;
+    t->label = label;
+    t->script = script;
+    t->line = line;
     t->done = done;
     t->data = data;
     t->id = id;
     t->action = action;
     t->start_ns = uv_hrtime();
+    double timeout = vm->app->cfg->handler_timeout;
+    if (timeout > 0)
+        t->deadline_ns = t->start_ns + (uint64_t)(timeout * 1e9);
     t->co = lua_newthread(L);                          /* ... args co */
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);        /* ... args */
-    lua_rawgeti(t->co, LUA_REGISTRYINDEX, vm->handlers[handler].fn_ref);
+    if (t->deadline_ns != 0)
+        lua_sethook(t->co, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, fn_ref);
     for (int i = 0; i < nargs; i++)
         lua_pushvalue(L, -nargs); /* each push shifts the next argument to -nargs */
     lua_xmove(L, t->co, nargs);                        /* co: fn args */
     vm->tasks++;
+    t->next = vm->task_list;
+    if (t->next)
+        t->next->prev = t;
+    vm->task_list = t;
     lh_task_resume(t, nargs);
     return 0;
+}
+
+void lh_task_cancel_all(lh_vm_t *vm)
+{
+    while (vm->task_list != NULL)
+        task_abort(vm->task_list, LH_OUTCOME_TIMEOUT, "stopped: the server shut down");
 }

@@ -1,7 +1,7 @@
 /*
-** task — one handler run in its own coroutine: anchor, resume, finish.
-** A yielding stdlib call records what it waits for in `pending`; its completion resumes
-** the task with lh_task_resume.
+** task — one run of a Lua function (a handler, or a timer callback) in its own coroutine:
+** anchor, resume, deadline, cancel, finish. A yielding stdlib call records what it waits
+** for in `pending`; its completion resumes the task with lh_task_resume.
 */
 #ifndef LH_TASK_H
 #define LH_TASK_H
@@ -9,11 +9,19 @@
 #include <stdint.h>
 
 #include <lua.h>
+#include <uv.h>
 
 #include "metrics.h"
 #include "vm.h"
 
 typedef struct lh_task_s lh_task_t;
+typedef struct lh_pending_s lh_pending_t;
+
+/** What a waiting task waits for. `cancel` stops it and frees it; its completion never
+ *  runs after that. */
+struct lh_pending_s {
+    void (*cancel)(lh_pending_t *p);
+};
 
 /** Runs once per task, when it ends. `err` and `traceback` are NULL on success and
  *  borrowed (valid during the call) otherwise. The task is freed after the call. */
@@ -21,26 +29,42 @@ typedef void (*lh_task_done_cb)(lh_task_t *t, lh_outcome_t outcome, const char *
                                 const char *traceback);
 
 struct lh_task_s {
-    lh_vm_t *vm;        /* borrowed; vm->tasks counts this task */
-    int handler;        /* index into vm->handlers */
-    lua_State *co;      /* the coroutine; anchored by co_ref */
-    int co_ref;         /* registry ref; LUA_NOREF once finished */
+    lh_vm_t *vm;          /* borrowed; vm->tasks counts this task */
+    lua_State *co;        /* the coroutine; anchored by co_ref */
+    int co_ref;           /* registry ref; LUA_NOREF once finished */
+    const char *label;    /* borrowed, lives as long as the VM: "script:line" */
+    const char *script;   /* borrowed, same */
+    int line;
     uint64_t start_ns;
-    void *pending;      /* the operation it waits for, NULL while running */
+    uint64_t deadline_ns; /* 0: none */
+    lh_pending_t *pending; /* what it waits for; NULL while running */
+    uv_timer_t *timer;    /* owned: the deadline while waiting; NULL until the first wait */
+    int timed_out;
     lh_task_done_cb done;
-    void *data;         /* for `done` */
-    const char *id, *action; /* borrowed from `data`'s owner, for log.* */
+    void *data;           /* for `done` */
+    const char *id, *action; /* borrowed from `data`'s owner, for log.*; may be NULL */
+    lh_task_t *prev, *next;  /* vm->task_list */
 };
 
 /**
- * Starts handler `handler` of `vm` with the `nargs` values at the top of vm->L as its
- * arguments (they stay there). `done` runs exactly once — possibly before this returns.
- * Returns 0, or -1 if the task could not be created (then `done` never runs).
+ * Runs the function in registry ref `fn_ref` of `vm` with the `nargs` values at the top of
+ * vm->L as its arguments (they stay there). `done` runs exactly once — possibly before
+ * this returns. Returns 0, or -1 if the task could not be created (`done` never runs).
  */
-int lh_task_spawn(lh_vm_t *vm, int handler, int nargs, lh_task_done_cb done, void *data,
-                  const char *id, const char *action);
+int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script, int line,
+                  int nargs, lh_task_done_cb done, void *data, const char *id,
+                  const char *action);
 
-/** Resumes a task whose pending operation completed, with `nargs` values pushed on t->co. */
+/** Resumes a task whose pending operation completed (and cleared t->pending), with
+ *  `nargs` values pushed on t->co. */
 void lh_task_resume(lh_task_t *t, int nargs);
+
+/** The task running now on `L` (the handler's coroutine itself), or NULL: at load time,
+ *  in a coroutine the handler made, or outside Lua. Yielding stdlib calls need one. */
+lh_task_t *lh_task_current(lua_State *L);
+
+/** Stops every task of `vm` now (shutdown): cancels what they wait for, finishes them
+ *  with outcome timeout. */
+void lh_task_cancel_all(lh_vm_t *vm);
 
 #endif

@@ -25,10 +25,23 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         vm->mem_used -= osize;
         return NULL;
     }
+    /* the cap applies to what handlers do; the host's own bookkeeping may pass it */
+    if (nsize > osize && vm->limit_on && vm->mem_limit != 0 &&
+        vm->mem_used + (nsize - osize) > vm->mem_limit)
+        return NULL;
     void *p = realloc(ptr, nsize);
     if (p != NULL)
         vm->mem_used += nsize - osize;
     return p;
+}
+
+/* An error outside any protected call: a bug in luahook, not in a script. */
+static int at_panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    lh_log_printf(LH_ERROR, "Lua panic (unprotected error): %s", msg ? msg : "?");
+    abort();
+    return 0;
 }
 
 static lh_vm_t *vm_of(lua_State *L)
@@ -375,8 +388,11 @@ lh_vm_t *lh_vm_new(lh_app_t *app, uint64_t generation, char *err, size_t errlen)
     vm->generation = generation;
     vm->routes_ref = LUA_NOREF;
     vm->pending_ref = LUA_NOREF;
+    vm->mem_limit = (size_t)app->cfg->memory_limit;
     if ((vm->L = lua_newstate(vm_alloc, vm)) == NULL)
         goto fail;
+    *(lh_vm_t **)lua_getextraspace(vm->L) = vm; /* copied into every thread */
+    lua_atpanic(vm->L, at_panic);
     lua_pushcfunction(vm->L, open_libs);
     lua_pushlightuserdata(vm->L, vm);
     if (lua_pcall(vm->L, 1, 0, 0) != LUA_OK) {

@@ -37,8 +37,10 @@ struct lh_vm_s {
     int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */
     int pending_ref; /* registry ref while loading: action -> {handler index...} */
     size_t mem_used;
-    /* the handler run now executing, for log.* to attach: borrowed, NULL outside one */
-    const char *cur_id, *cur_action, *cur_script;
+    size_t mem_limit;  /* 0: none */
+    int limit_on;      /* the limit applies while Lua code of a task runs */
+    struct lh_task_s *cur_task;  /* the task running now; NULL outside one */
+    struct lh_task_s *task_list; /* every live task */
 };
 
 /** Creates a VM with the stdlib. NULL (and a message in err) on failure. */
