@@ -13,6 +13,7 @@
 typedef struct lh_server_s lh_server_t;
 typedef struct lh_vm_s lh_vm_t;
 typedef struct lh_dispatch_s lh_dispatch_t;
+typedef struct lh_http_s lh_http_t;
 
 typedef struct lh_app_s {
     uv_loop_t *loop;        /* borrowed */
@@ -20,6 +21,7 @@ typedef struct lh_app_s {
     lh_metrics_t metrics;
     lh_server_t *server; /* owned; NULL outside serve */
     lh_vm_t *vm;         /* the VM that takes new events */
+    lh_http_t *http;     /* owned; outbound HTTP; NULL where there is no loop to run it */
     uint64_t started_ns;
     int stopping;
 } lh_app_t;

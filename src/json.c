@@ -738,7 +738,7 @@ int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
 
     if (len == 0 || skip_ws(s, s + len) == s + len) {
         if (errlen > 0)
-            snprintf(err, errlen, "invalid JSON: empty input");
+            snprintf(err, errlen, "invalid JSON at line 1, column 1 (byte 0): empty input");
         return -1;
     }
     d.L = L;

@@ -10,7 +10,15 @@
 #include "vm.h"
 
 int luaopen_lh_json(lua_State *L);
-/** log.debug/info/warn/error; upvalue 1 is the lh_vm_t (light userdata). */
-int luaopen_lh_log(lua_State *L);
+/* Modules below take the lh_vm_t as upvalue 1 (light userdata). */
+int luaopen_lh_log(lua_State *L);   /* log.debug/info/warn/error */
+int luaopen_lh_http(lua_State *L);  /* http.request/get/post/put/patch/delete */
+int luaopen_lh_timer(lua_State *L); /* timer.after/every */
+int luaopen_lh_sleep(lua_State *L); /* pushes the sleep function */
+int luaopen_lh_env(lua_State *L);   /* pushes the env function */
+
+typedef struct lh_timer_s lh_timer_t;
+/** Stops every timer of `vm` (retire, shutdown); running callbacks finish. */
+void lh_timer_stop_all(lh_vm_t *vm);
 
 #endif

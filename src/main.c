@@ -8,7 +8,9 @@
 
 #include "app.h"
 #include "config.h"
+#include "http_client.h"
 #include "ingest.h"
+#include "lib.h"
 #include "log.h"
 #include "server.h"
 #include "task.h"
@@ -21,6 +23,7 @@ typedef struct {
     uv_timer_t shutdown_timer;
     uv_timer_t drain_poll;
     int signals;
+    int finished;
 } lh_main_t;
 
 static void report_problem(void *data, const char *problem)
@@ -37,13 +40,31 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Stops what is left; the loop ends once the last handle closed. */
 static void finish(lh_main_t *m)
 {
+    if (m->finished)
+        return;
+    m->finished = 1;
     /* closing the watchers restores the default action: a late signal must not kill us */
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
+    lh_timer_stop_all(m->app.vm);
+    lh_task_cancel_all(m->app.vm);
+    lh_http_free(m->app.http);
+    m->app.http = NULL;
+    lh_server_close_all(&m->server);
+    close_handle((uv_handle_t *)&m->sigint);
+    close_handle((uv_handle_t *)&m->sigterm);
+    close_handle((uv_handle_t *)&m->shutdown_timer);
+    close_handle((uv_handle_t *)&m->drain_poll);
     lh_log_fields(LH_INFO, "stopped", NULL, 0);
-    uv_walk(m->app.loop, close_walk_cb, NULL);
 }
 
 /* Poll while stopping: done once no connection is open and no handler runs. */
@@ -78,6 +99,7 @@ static void on_signal(uv_signal_t *s, int signum)
     lh_log_fields(LH_INFO, "stopping", f, 1);
     m->app.stopping = 1;
     lh_server_stop(&m->server, NULL);
+    lh_timer_stop_all(m->app.vm); /* no new work: running callbacks may finish */
     uv_timer_start(&m->shutdown_timer, on_shutdown_deadline,
                    (uint64_t)(m->app.cfg->shutdown_timeout * 1000), 0);
     uv_timer_start(&m->drain_poll, on_drain_poll, 0, 20);
@@ -133,6 +155,12 @@ int main(int argc, char **argv)
     m.app.loop = &loop;
     m.app.cfg = &cfg;
     lh_metrics_init(&m.app.metrics);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
+        (cfg.command == LH_CMD_SERVE && (m.app.http = lh_http_new(&loop)) == NULL)) {
+        fprintf(stderr, "luahook: cannot start libcurl\n");
+        rc = 2;
+        goto done;
+    }
 
     int problems = 0;
     m.app.vm = lh_vm_new(&m.app, 1, err, sizeof(err));
@@ -157,10 +185,20 @@ int main(int argc, char **argv)
     }
     rc = serve(&m);
 done:
-    lh_vm_free(m.app.vm);
+    /* what still waits (timers, handler runs, requests) stops before the loop closes */
+    if (m.app.vm != NULL) {
+        lh_timer_stop_all(m.app.vm);
+        lh_task_cancel_all(m.app.vm);
+    }
+    lh_http_free(m.app.http);
+    m.app.http = NULL;
     uv_walk(&loop, close_walk_cb, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
+    lh_vm_free(m.app.vm);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        LH_LOG(LH_WARN, "the loop closed with handles still open");
+    curl_global_cleanup();
     lh_metrics_dispose(&m.app.metrics);
     lh_config_dispose(&cfg);
     return rc;

@@ -12,6 +12,7 @@
 
 #include "lib.h"
 #include "log.h"
+#include "task.h"
 
 #define VM_KEY "luahook.vm"
 
@@ -361,13 +362,28 @@ static int open_libs(lua_State *L)
     /* the stdlib as globals, and through require() under the same names */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* loaded */
     luaL_requiref(L, "json", luaopen_lh_json, 1);
-    lua_pop(L, 1);
-    lua_pushlightuserdata(L, vm);
-    lua_pushcclosure(L, luaopen_lh_log, 1);
-    lua_call(L, 0, 1);                                      /* loaded log */
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "log");
-    lua_setglobal(L, "log");                                /* loaded */
+    lua_pop(L, 2);
+    /* modules that need their VM get it as upvalue 1 */
+    static const struct {
+        const char *name;
+        lua_CFunction open;
+        int module; /* also require()-able */
+    } mods[] = {
+        {"log", luaopen_lh_log, 1},     {"http", luaopen_lh_http, 1},
+        {"timer", luaopen_lh_timer, 1}, {"sleep", luaopen_lh_sleep, 0},
+        {"env", luaopen_lh_env, 0},
+    };
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* loaded */
+    for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {
+        lua_pushlightuserdata(L, vm);
+        lua_pushcclosure(L, mods[i].open, 1);
+        lua_call(L, 0, 1);                                  /* loaded mod */
+        if (mods[i].module) {
+            lua_pushvalue(L, -1);
+            lua_setfield(L, -3, mods[i].name);
+        }
+        lua_setglobal(L, mods[i].name);                     /* loaded */
+    }
     lua_pop(L, 1);
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, lib_on, 1);
@@ -413,8 +429,11 @@ void lh_vm_free(lh_vm_t *vm)
 {
     if (vm == NULL)
         return;
-    if (vm->L != NULL)
+    if (vm->L != NULL) {
+        lh_timer_stop_all(vm);
+        lh_task_cancel_all(vm);
         lua_close(vm->L);
+    }
     for (size_t i = 0; i < vm->nhandlers; i++) {
         free(vm->handlers[i].script);
         free(vm->handlers[i].label);

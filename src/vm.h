@@ -41,6 +41,7 @@ struct lh_vm_s {
     int limit_on;      /* the limit applies while Lua code of a task runs */
     struct lh_task_s *cur_task;  /* the task running now; NULL outside one */
     struct lh_task_s *task_list; /* every live task */
+    struct lh_timer_s *timers;   /* every active timer */
 };
 
 /** Creates a VM with the stdlib. NULL (and a message in err) on failure. */

@@ -441,8 +441,8 @@ static void test_errors(void)
 {
     lua_State *L = new_state();
 
-    CHECK_STR(decode_error(L, ""), "invalid JSON: empty input");
-    CHECK_STR(decode_error(L, " \r\n\t "), "invalid JSON: empty input");
+    CHECK_STR(decode_error(L, ""), "invalid JSON at line 1, column 1 (byte 0): empty input");
+    CHECK_STR(decode_error(L, " \r\n\t "), "invalid JSON at line 1, column 1 (byte 0): empty input");
     CHECK_STR(decode_error(L, "{\"action\": \"x\" 5}"),
               "invalid JSON at line 1, column 16 (byte 15): expected ',' or '}' after object "
               "member");
@@ -927,7 +927,7 @@ static void test_module(void)
                  "assert(v == nil and e == \"invalid JSON at line 1, column 9 (byte 8): "
                  "expected ',' or '}' after object member\", e)\n"
                  "local v, e = json.decode('')\n"
-                 "assert(v == nil and e == 'invalid JSON: empty input')\n"
+                 "assert(v == nil and e == 'invalid JSON at line 1, column 1 (byte 0): empty input')\n"
                  "assert(not pcall(json.decode, {}))\n"
                  "assert(not pcall(json.decode))\n"
                  "assert(not pcall(json.encode))\n"

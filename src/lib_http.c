@@ -1,0 +1,497 @@
+/*
+** http.request{...} and http.get/post/put/patch/delete(url [, opts]): outbound HTTP that
+** reads top to bottom in a handler while the loop never blocks (OpenResty's cosockets).
+** The handler's coroutine yields while the request is in flight.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <lauxlib.h>
+
+#include "http_client.h"
+#include "json.h"
+#include "lib.h"
+#include "task.h"
+
+#define RES_MT "luahook.http.response"
+#define DEFAULT_MAX_SIZE (16u * 1024 * 1024)
+
+typedef struct {
+    lh_pending_t base; /* first: the task sees a lh_pending_t */
+    lh_http_req_t *req;
+    lh_task_t *task;
+    double timeout;
+    char what[300]; /* "METHOD url-without-query", for error messages */
+} http_op_t;
+
+static lh_vm_t *vm_of(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* Values of opts that must have a type, or be absent. */
+static int opt_field(lua_State *L, int opts, const char *name, int type)
+{
+    int t = lua_getfield(L, opts, name);
+    if (t != LUA_TNIL && t != type)
+        luaL_error(L, "http: option '%s' must be a %s, not %s", name, lua_typename(L, type),
+                   luaL_typename(L, -1));
+    return t != LUA_TNIL;
+}
+
+static double opt_seconds(lua_State *L, int opts, const char *name, double def)
+{
+    double v = def;
+    if (opt_field(L, opts, name, LUA_TNUMBER)) {
+        v = lua_tonumber(L, -1);
+        if (!(v > 0) || !isfinite(v))
+            luaL_error(L, "http: option '%s' must be a positive number of seconds", name);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static int opt_bool(lua_State *L, int opts, const char *name)
+{
+    int v = 0;
+    if (opt_field(L, opts, name, LUA_TBOOLEAN))
+        v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int cmp_strings(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* url .. "?" .. sorted, escaped query pairs; pushes the full url. */
+static void push_url(lua_State *L, CURL *easy, int opts, const char *url)
+/* easy may be NULL: escaping needs no handle */
+{
+    luaL_Buffer b;
+    const char *keys[256];
+    size_t n = 0;
+    if (!opt_field(L, opts, "query", LUA_TTABLE)) {
+        lua_pop(L, 1);
+        lua_pushstring(L, url);
+        return;
+    }
+    int q = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, q) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "http: query keys must be strings");
+        if (n == sizeof(keys) / sizeof(keys[0]))
+            luaL_error(L, "http: too many query parameters");
+        keys[n++] = lua_tostring(L, -2); /* the key stays alive in the query table */
+        lua_pop(L, 1);
+    }
+    qsort(keys, n, sizeof(keys[0]), cmp_strings);
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, url);
+    for (size_t i = 0; i < n; i++) {
+        lua_getfield(L, q, keys[i]);
+        int t = lua_type(L, -1);
+        if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
+            luaL_error(L, "http: query value '%s' must be a string, number or boolean", keys[i]);
+        const char *v = t == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false")
+                                          : lua_tostring(L, -1);
+        char *ek = curl_easy_escape(easy, keys[i], 0);
+        char *ev = curl_easy_escape(easy, v, 0);
+        lua_pop(L, 1);
+        if (ek == NULL || ev == NULL) {
+            curl_free(ek);
+            curl_free(ev);
+            luaL_error(L, "not enough memory");
+        }
+        luaL_addchar(&b, i == 0 && strchr(url, '?') == NULL ? '?' : '&');
+        luaL_addstring(&b, ek);
+        luaL_addchar(&b, '=');
+        luaL_addstring(&b, ev);
+        curl_free(ek);
+        curl_free(ev);
+    }
+    luaL_pushresult(&b); /* query url */
+    lua_remove(L, q);
+}
+
+static int add_header(lh_http_req_t *req, const char *line)
+{
+    struct curl_slist *l = curl_slist_append(req->headers, line);
+    if (l == NULL)
+        return -1;
+    req->headers = l;
+    return 0;
+}
+
+static void op_cancel(lh_pending_t *p)
+{
+    http_op_t *op = (http_op_t *)p;
+    lh_http_req_free(op->req);
+    free(op);
+}
+
+/* The response table: status, headers (lower-case names, repeats joined), body. */
+static void push_response(lua_State *co, lh_http_req_t *req)
+{
+    lua_createtable(co, 0, 3);
+    lua_pushinteger(co, req->status);
+    lua_setfield(co, -2, "status");
+    lua_pushlstring(co, req->resp ? req->resp : "", req->resp_len);
+    lua_setfield(co, -2, "body");
+    lua_newtable(co);
+    const char *p = req->resp_head ? req->resp_head : "";
+    const char *end = p + req->head_len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *next = eol ? eol + 1 : end;
+        const char *colon = memchr(p, ':', (size_t)(next - p));
+        if (colon != NULL && !(next - p >= 5 && memcmp(p, "HTTP/", 5) == 0)) {
+            luaL_Buffer b;
+            const char *v = colon + 1, *ve = eol ? eol : end;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            luaL_buffinit(co, &b);
+            for (const char *k = p; k < colon; k++)
+                luaL_addchar(&b, (char)((*k >= 'A' && *k <= 'Z') ? *k + 32 : *k));
+            luaL_pushresult(&b);                             /* res hdrs name */
+            lua_pushvalue(co, -1);
+            if (lua_rawget(co, -3) == LUA_TSTRING) {          /* res hdrs name old */
+                lua_pushliteral(co, ", ");
+                lua_pushlstring(co, v, (size_t)(ve - v));
+                lua_concat(co, 3);
+            } else {
+                lua_pop(co, 1);
+                lua_pushlstring(co, v, (size_t)(ve - v));
+            }
+            lua_rawset(co, -3);                              /* res hdrs */
+        }
+        p = next;
+    }
+    lua_setfield(co, -2, "headers");
+    luaL_setmetatable(co, RES_MT);
+}
+
+static void push_failure(lua_State *co, const http_op_t *op)
+{
+    const lh_http_req_t *req = op->req;
+    const char *why;
+    char buf[64];
+    switch (req->result) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        why = "could not resolve the host";
+        break;
+    case CURLE_COULDNT_CONNECT:
+        why = "connection failed (refused or unreachable)";
+        break;
+    case CURLE_OPERATION_TIMEDOUT:
+        snprintf(buf, sizeof(buf), "timed out after %g s", op->timeout);
+        why = buf;
+        break;
+    case CURLE_PEER_FAILED_VERIFICATION:
+        why = "TLS certificate verification failed";
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+        why = "TLS handshake failed";
+        break;
+    case CURLE_SSL_CACERT_BADFILE:
+        why = "cannot read the TLS CA file";
+        break;
+    case CURLE_WRITE_ERROR:
+        if (req->too_large) {
+            snprintf(buf, sizeof(buf), "response larger than max_size (%zu bytes)",
+                     req->max_size);
+            why = buf;
+            break;
+        }
+        /* fall through */
+    default:
+        why = curl_easy_strerror(req->result);
+        break;
+    }
+    lua_pushnil(co);
+    if (req->errbuf[0] != '\0' && !req->too_large)
+        lua_pushfstring(co, "%s: %s (%s)", op->what, why, req->errbuf);
+    else
+        lua_pushfstring(co, "%s: %s", op->what, why);
+}
+
+static void on_done(lh_http_req_t *req)
+{
+    http_op_t *op = req->data;
+    lh_task_t *t = op->task;
+    t->pending = NULL;
+    if (req->result == CURLE_OK) {
+        push_response(t->co, req);
+        lh_http_req_free(req);
+        free(op);
+        lh_task_resume(t, 1);
+    } else {
+        push_failure(t->co, op);
+        lh_http_req_free(req);
+        free(op);
+        lh_task_resume(t, 2);
+    }
+}
+
+/* Checks opts.headers: string names, string or number values. Raises on misuse. */
+static int check_headers(lua_State *L, int opts, int *has_ctype)
+{
+    if (!opt_field(L, opts, "headers", LUA_TTABLE)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    int hi = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, hi) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "http: header names must be strings");
+        if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "http: header '%s' must be a string or a number",
+                       lua_tostring(L, -2));
+        const char *k = lua_tostring(L, -2);
+        if (strcspn(k, ":\r\n") != strlen(k) || strpbrk(lua_tostring(L, -1), "\r\n") != NULL)
+            luaL_error(L, "http: header '%s' holds a forbidden character", k);
+        if (strcasecmp(k, "content-type") == 0)
+            *has_ctype = 1;
+        lua_pop(L, 1);
+    }
+    return hi; /* the headers table stays at hi */
+}
+
+/* http.request(opts) */
+static int http_request(lua_State *L)
+{
+    lh_vm_t *vm = vm_of(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lh_task_t *t = lh_task_current(L);
+    if (t == NULL || !lua_isyieldable(L))
+        return luaL_error(L, "http: only inside a handler or a timer callback, in its own "
+                             "coroutine (the call waits without blocking the server)");
+    lh_http_t *h = vm->app->http;
+    if (h == NULL)
+        return luaL_error(L, "http: not available in this mode");
+
+    /* 1. everything that may raise, while nothing is owned */
+    if (lua_getfield(L, 1, "url") != LUA_TSTRING)                    /* 2: url */
+        return luaL_error(L, "http: option 'url' must be a string, not %s",
+                          luaL_typename(L, -1));
+    const char *url = lua_tostring(L, 2);
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return luaL_error(L, "http: url must start with http:// or https:// (got '%s')", url);
+    int has_body = opt_field(L, 1, "body", LUA_TSTRING);              /* 3: body */
+    int has_json = lua_getfield(L, 1, "json") != LUA_TNIL;            /* 4: json */
+    if (has_body && has_json)
+        return luaL_error(L, "http: give 'body' or 'json', not both");
+    if (has_json) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        lh_json_encode(L, 4, &b);
+        luaL_pushresult(&b);
+        lua_replace(L, 3);                                            /* 3: the body */
+        has_body = 1;
+    }
+    const char *method = has_body ? "POST" : "GET";
+    if (opt_field(L, 1, "method", LUA_TSTRING))                       /* 5: method */
+        method = lua_tostring(L, 5);
+    for (const char *m = method; *m; m++)
+        if (!((*m >= 'A' && *m <= 'Z') || *m == '-'))
+            return luaL_error(L, "http: method '%s' must be upper-case letters", method);
+    double timeout = opt_seconds(L, 1, "timeout", 30);
+    double connect_timeout = opt_seconds(L, 1, "connect_timeout", 10);
+    lua_Integer max_size = DEFAULT_MAX_SIZE;
+    if (opt_field(L, 1, "max_size", LUA_TNUMBER)) {
+        max_size = lua_tointeger(L, -1);
+        if (max_size <= 0)
+            return luaL_error(L, "http: option 'max_size' must be a positive integer");
+    }
+    lua_pop(L, 1);
+    int insecure = opt_bool(L, 1, "insecure");
+    int follow = opt_bool(L, 1, "follow");
+    const char *ca_file = NULL;
+    if (opt_field(L, 1, "ca_file", LUA_TSTRING))                      /* 6: ca_file */
+        ca_file = lua_tostring(L, 6);
+    int has_ctype = 0;
+    int headers = check_headers(L, 1, &has_ctype);                    /* 7: headers? */
+    if (headers == 0)
+        lua_pushnil(L);
+    headers = 7;
+    push_url(L, NULL, 1, url);                                        /* 8: full url */
+
+    /* 2. C resources; from here on only C failures, handled without raising */
+    http_op_t *op = calloc(1, sizeof(*op));
+    lh_http_req_t *req = op ? lh_http_req_new(h, (size_t)max_size) : NULL;
+    if (req == NULL) {
+        free(op);
+        return luaL_error(L, "not enough memory");
+    }
+    op->base.cancel = op_cancel;
+    op->req = req;
+    op->task = t;
+    op->timeout = timeout;
+    size_t ulen = strcspn(url, "?#"); /* a query may carry secrets: never in messages */
+    snprintf(op->what, sizeof(op->what), "%s %.*s%s", method, (int)(ulen > 240 ? 240 : ulen),
+             url, ulen > 240 ? "..." : "");
+
+    CURL *e = req->easy;
+    int failed = 0;
+    failed |= curl_easy_setopt(e, CURLOPT_URL, lua_tostring(L, 8)) != CURLE_OK;
+    if (strcmp(method, "GET") == 0 && !has_body)
+        failed |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+    else if (strcmp(method, "HEAD") == 0)
+        failed |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L) != CURLE_OK;
+    else if (strcmp(method, "POST") != 0)
+        failed |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
+    if (has_body) {
+        size_t blen;
+        const char *body = lua_tolstring(L, 3, &blen);
+        failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen) != CURLE_OK;
+        failed |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK;
+        if (has_json && !has_ctype)
+            failed |= add_header(req, "Content-Type: application/json");
+        /* curl's Expect: 100-continue costs a round trip, or a second with some servers */
+        failed |= add_header(req, "Expect:");
+    }
+    if (lua_istable(L, headers)) {
+        lua_pushnil(L);
+        while (lua_next(L, headers) != 0) {
+            const char *v = lua_tostring(L, -1); /* numbers turn into strings in place */
+            char line[8192];
+            int n = snprintf(line, sizeof(line), "%s: %s", lua_tostring(L, -2), v);
+            if (n < 0 || (size_t)n >= sizeof(line))
+                failed = 1;
+            else if (*v == '\0') /* curl sends "Name;" for an empty value */
+                line[n - 1] = ';', failed |= add_header(req, line);
+            else
+                failed |= add_header(req, line);
+            lua_pop(L, 1);
+        }
+    }
+    if (req->headers != NULL)
+        failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000)) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                               (long)(connect_timeout * 1000)) != CURLE_OK;
+    if (insecure) {
+        failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;
+        failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK;
+    }
+    if (ca_file != NULL)
+        failed |= curl_easy_setopt(e, CURLOPT_CAINFO, ca_file) != CURLE_OK;
+    if (follow) {
+        failed |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK;
+        failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L) != CURLE_OK;
+    }
+    if (failed || lh_http_req_start(req, on_done, op) != 0) {
+        lua_pushfstring(L, "http: cannot set up the request %s", op->what);
+        lh_http_req_free(req);
+        free(op);
+        return lua_error(L);
+    }
+    t->pending = &op->base;
+    return lua_yield(L, 0);
+}
+
+/* http.get(url [, opts]) and friends: opts plus url and method, through http.request. */
+static int call_with_method(lua_State *L, const char *method)
+{
+    luaL_checkstring(L, 1);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    lua_newtable(L);                                  /* url opts req */
+    if (lua_istable(L, 2)) {
+        lua_pushnil(L);
+        while (lua_next(L, 2) != 0) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, 3);
+        }
+    }
+    lua_pushvalue(L, 1);
+    lua_setfield(L, 3, "url");
+    lua_pushstring(L, method);
+    lua_setfield(L, 3, "method");
+    lua_replace(L, 1);                                /* req opts */
+    lua_settop(L, 1);
+    return http_request(L);
+}
+
+static int http_get(lua_State *L)
+{
+    return call_with_method(L, "GET");
+}
+
+static int http_post(lua_State *L)
+{
+    return call_with_method(L, "POST");
+}
+
+static int http_put(lua_State *L)
+{
+    return call_with_method(L, "PUT");
+}
+
+static int http_patch(lua_State *L)
+{
+    return call_with_method(L, "PATCH");
+}
+
+static int http_delete(lua_State *L)
+{
+    return call_with_method(L, "DELETE");
+}
+
+/* res:json() -> value, or nil, err */
+static int res_json(lua_State *L)
+{
+    char err[256];
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "body");
+    size_t len;
+    const char *body = lua_tolstring(L, -1, &len);
+    if (body == NULL)
+        return luaL_error(L, "res:json(): the response has no body");
+    if (lh_json_decode(L, body, len, err, sizeof(err)) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    return 1;
+}
+
+static const luaL_Reg res_meth[] = {
+    {"json", res_json},
+    {NULL, NULL},
+};
+
+static const luaL_Reg http_funcs[] = {
+    {"request", http_request},
+    {"get", http_get},
+    {"post", http_post},
+    {"put", http_put},
+    {"patch", http_patch},
+    {"delete", http_delete},
+    {NULL, NULL},
+};
+
+int luaopen_lh_http(lua_State *L)
+{
+    luaL_newmetatable(L, RES_MT);                 /* mt */
+    luaL_newlibtable(L, res_meth);
+    luaL_setfuncs(L, res_meth, 0);                /* mt methods */
+    lua_setfield(L, -2, "__index");               /* mt */
+    lua_pop(L, 1);
+    luaL_newlibtable(L, http_funcs);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    luaL_setfuncs(L, http_funcs, 1);
+    return 1;
+}

@@ -1,0 +1,299 @@
+/*
+** sleep(s), timer.after(s, fn), timer.every(s, fn) -> handle with :stop().
+** A timer callback runs as a task of its own (its own coroutine, the handler timeout,
+** http and sleep allowed); an error in it is logged, never fatal. A VM's timers stop
+** when the VM is retired or the server stops.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "lib.h"
+#include "log.h"
+#include "task.h"
+
+#define TIMER_MT "luahook.timer"
+
+/* ------------------------------------------------------------------ sleep */
+
+typedef struct {
+    lh_pending_t base; /* first */
+    uv_timer_t timer;
+    lh_task_t *task;
+} sleep_op_t;
+
+static void sleep_close_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void sleep_cancel(lh_pending_t *p)
+{
+    sleep_op_t *op = (sleep_op_t *)p;
+    uv_close((uv_handle_t *)&op->timer, sleep_close_cb);
+}
+
+static void on_sleep_done(uv_timer_t *timer)
+{
+    sleep_op_t *op = timer->data;
+    lh_task_t *t = op->task;
+    t->pending = NULL;
+    uv_close((uv_handle_t *)&op->timer, sleep_close_cb);
+    lh_task_resume(t, 0);
+}
+
+static double check_seconds(lua_State *L, int arg)
+{
+    double s = luaL_checknumber(L, arg);
+    if (!(s >= 0) || !isfinite(s) || s > 1e7)
+        luaL_argerror(L, arg, "seconds must be a number from 0 to 1e7");
+    return s;
+}
+
+static int lib_sleep(lua_State *L)
+{
+    lh_vm_t *vm = lua_touserdata(L, lua_upvalueindex(1));
+    double s = check_seconds(L, 1);
+    lh_task_t *t = lh_task_current(L);
+    if (t == NULL || !lua_isyieldable(L))
+        return luaL_error(L, "sleep: only inside a handler or a timer callback, in its own "
+                             "coroutine (it waits without blocking the server)");
+    sleep_op_t *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return luaL_error(L, "not enough memory");
+    op->base.cancel = sleep_cancel;
+    op->task = t;
+    uv_timer_init(vm->app->loop, &op->timer);
+    op->timer.data = op;
+    uv_timer_start(&op->timer, on_sleep_done, (uint64_t)(s * 1000 + 0.5), 0);
+    t->pending = &op->base;
+    return lua_yield(L, 0);
+}
+
+/* ------------------------------------------------------------------ timers */
+
+struct lh_timer_s {
+    uv_timer_t handle;
+    lh_vm_t *vm;
+    int fn_ref;     /* registry ref to the callback */
+    int self_ref;   /* registry ref to the userdata while active: a timer nobody keeps runs */
+    int repeat;
+    int running;    /* callback tasks not ended */
+    int stopped;
+    int closed;     /* the handle's close callback ran */
+    char label[160];   /* "timer script:line", for logs */
+    char script[128];
+    int line;
+    lh_timer_t *prev, *next; /* vm->timers */
+};
+
+static void timer_maybe_free(lh_timer_t *tm)
+{
+    if (tm->closed && tm->running == 0)
+        free(tm);
+}
+
+static void timer_close_cb(uv_handle_t *h)
+{
+    lh_timer_t *tm = h->data;
+    tm->closed = 1;
+    timer_maybe_free(tm);
+}
+
+/* Stops for good: the handle closes, the refs go, memory follows the last callback run. */
+static void timer_stop(lh_timer_t *tm)
+{
+    lh_vm_t *vm = tm->vm;
+    if (tm->stopped)
+        return;
+    tm->stopped = 1;
+    uv_close((uv_handle_t *)&tm->handle, timer_close_cb);
+    if (tm->prev)
+        tm->prev->next = tm->next;
+    else
+        vm->timers = tm->next;
+    if (tm->next)
+        tm->next->prev = tm->prev;
+    /* the handle's userdata outlives tm: leave it pointing at nothing */
+    lua_rawgeti(vm->L, LUA_REGISTRYINDEX, tm->self_ref);
+    lh_timer_t **ud = lua_touserdata(vm->L, -1);
+    if (ud != NULL)
+        *ud = NULL;
+    lua_pop(vm->L, 1);
+    luaL_unref(vm->L, LUA_REGISTRYINDEX, tm->fn_ref);
+    luaL_unref(vm->L, LUA_REGISTRYINDEX, tm->self_ref);
+    tm->fn_ref = tm->self_ref = LUA_NOREF;
+}
+
+static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err,
+                             const char *tb)
+{
+    lh_timer_t *tm = t->data;
+    tm->running--;
+    if (outcome != LH_OUTCOME_OK && lh_log_enabled(LH_ERROR)) {
+        char line[16];
+        snprintf(line, sizeof(line), "%d", tm->line);
+        lh_field_t f[] = {
+            LH_FIELD("script", tm->script),
+            LH_FIELD_NUM("line", line),
+            LH_FIELD("outcome", lh_metrics_outcome_name(outcome)),
+            LH_FIELD("error", err),
+            LH_FIELD("traceback", tb ? tb : ""),
+        };
+        lh_log_fields(LH_ERROR, "timer failed", f, 5);
+    }
+    timer_maybe_free(tm);
+}
+
+static void on_timer(uv_timer_t *handle)
+{
+    lh_timer_t *tm = handle->data;
+    lh_vm_t *vm = tm->vm;
+    lua_State *L = vm->L;
+    if (tm->running > 0 && tm->repeat) {
+        LH_LOG(LH_DEBUG, "%s: still running, tick skipped", tm->label);
+        return;
+    }
+    int fn_ref = tm->fn_ref;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tm->self_ref); /* handle */
+    if (!tm->repeat) {
+        /* once: the callback keeps what it needs; the timer itself is done */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+        fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        timer_stop(tm);
+    }
+    tm->running++;
+    if (lh_task_spawn(vm, fn_ref, tm->label, tm->script, tm->line, 1, on_callback_done, tm, NULL,
+                      NULL) != 0) {
+        tm->running--;
+        LH_LOG(LH_ERROR, "%s: could not start the callback (out of memory)", tm->label);
+    }
+    if (!tm->repeat)
+        luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);
+    lua_pop(L, 1);
+    timer_maybe_free(tm);
+}
+
+static lh_timer_t **check_timer(lua_State *L)
+{
+    return luaL_checkudata(L, 1, TIMER_MT);
+}
+
+static int start_timer(lua_State *L, int repeat)
+{
+    lh_vm_t *vm = lua_touserdata(L, lua_upvalueindex(1));
+    double s = check_seconds(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (repeat && s < 0.001)
+        return luaL_argerror(L, 1, "timer.every needs at least 0.001 seconds");
+    /* the userdata first, empty: an allocation error cannot leak the timer */
+    lh_timer_t **ud = lua_newuserdatauv(L, sizeof(*ud), 0);  /* s fn ud */
+    *ud = NULL;
+    luaL_setmetatable(L, TIMER_MT);
+    lh_timer_t *tm = calloc(1, sizeof(*tm));
+    if (tm == NULL)
+        return luaL_error(L, "not enough memory");
+    lua_Debug ar;
+    lua_pushvalue(L, 2);
+    lua_getinfo(L, ">S", &ar);
+    const char *script = ar.source[0] == '@' ? ar.source + 1 : ar.short_src;
+    snprintf(tm->script, sizeof(tm->script), "%s", script);
+    tm->line = ar.linedefined;
+    snprintf(tm->label, sizeof(tm->label), "timer %s:%d", tm->script, tm->line);
+    tm->vm = vm;
+    tm->repeat = repeat;
+    lua_pushvalue(L, 2);
+    tm->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 3);
+    tm->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    *ud = tm;
+    uv_timer_init(vm->app->loop, &tm->handle);
+    tm->handle.data = tm;
+    uint64_t ms = (uint64_t)(s * 1000 + 0.5);
+    uv_timer_start(&tm->handle, on_timer, ms, repeat ? (ms ? ms : 1) : 0);
+    tm->next = vm->timers;
+    if (tm->next)
+        tm->next->prev = tm;
+    vm->timers = tm;
+    return 1;
+}
+
+static int timer_after(lua_State *L)
+{
+    return start_timer(L, 0);
+}
+
+static int timer_every(lua_State *L)
+{
+    return start_timer(L, 1);
+}
+
+/* handle:stop() — idempotent; a callback already running finishes. */
+static int t_stop(lua_State *L)
+{
+    lh_timer_t **ud = check_timer(L);
+    if (*ud != NULL)
+        timer_stop(*ud); /* clears *ud */
+    return 0;
+}
+
+static int t_active(lua_State *L)
+{
+    lh_timer_t **ud = check_timer(L);
+    lua_pushboolean(L, *ud != NULL);
+    return 1;
+}
+
+static int t_tostring(lua_State *L)
+{
+    lh_timer_t **ud = check_timer(L);
+    if (*ud == NULL)
+        lua_pushliteral(L, "timer (stopped)");
+    else
+        lua_pushfstring(L, "%s", (*ud)->label);
+    return 1;
+}
+
+void lh_timer_stop_all(lh_vm_t *vm)
+{
+    while (vm->timers != NULL)
+        timer_stop(vm->timers);
+}
+
+static const luaL_Reg timer_meth[] = {
+    {"stop", t_stop},
+    {"active", t_active},
+    {NULL, NULL},
+};
+
+static const luaL_Reg timer_funcs[] = {
+    {"after", timer_after},
+    {"every", timer_every},
+    {NULL, NULL},
+};
+
+int luaopen_lh_timer(lua_State *L)
+{
+    luaL_newmetatable(L, TIMER_MT);               /* mt */
+    lua_pushcfunction(L, t_tostring);
+    lua_setfield(L, -2, "__tostring");
+    luaL_newlibtable(L, timer_meth);
+    luaL_setfuncs(L, timer_meth, 0);              /* mt methods */
+    lua_setfield(L, -2, "__index");               /* mt */
+    lua_pop(L, 1);
+    luaL_newlibtable(L, timer_funcs);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    luaL_setfuncs(L, timer_funcs, 1);
+    return 1;
+}
+
+/* sleep is a global of its own; it needs the VM as upvalue 1 */
+int luaopen_lh_sleep(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, lib_sleep, 1);
+    return 1;
+}
