@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OPT_STRING, OPT_SIZE, OPT_SECONDS, OPT_COUNT, OPT_CHOICE } opt_kind_t;
+typedef enum { OPT_STRING, OPT_SIZE, OPT_SECONDS, OPT_COUNT, OPT_CHOICE, OPT_FLAG } opt_kind_t;
 
 typedef struct {
     const char *name; /* --name; env LUAHOOK_NAME with '-' as '_' */
@@ -34,6 +34,7 @@ enum {
     O_HANDLER_TIMEOUT,
     O_MEMORY_LIMIT,
     O_ACK,
+    O_WATCH,
     O_LOG_LEVEL,
     O_LOG_FORMAT,
     O_COUNT_
@@ -53,6 +54,7 @@ static const opt_t options[O_COUNT_] = {
     [O_HANDLER_TIMEOUT] = {"handler-timeout", OPT_SECONDS, "30", NULL},
     [O_MEMORY_LIMIT] = {"memory-limit", OPT_SIZE, "1g", NULL},
     [O_ACK] = {"ack", OPT_CHOICE, "accept", ack_choices},
+    [O_WATCH] = {"watch", OPT_FLAG, NULL, NULL},
     [O_LOG_LEVEL] = {"log-level", OPT_CHOICE, "info", level_choices},
     [O_LOG_FORMAT] = {"log-format", OPT_CHOICE, "text", format_choices},
 };
@@ -78,10 +80,14 @@ static const char usage_text[] =
     "  --shutdown-timeout SECONDS  on SIGTERM/SIGINT, wait this long for handlers (10)\n"
     "  --handler-timeout SECONDS   stop a handler run after this long, waiting or computing (30)\n"
     "  --memory-limit SIZE      Lua heap of all handlers together (1g; 0: none)\n"
+    "  --watch                  reload when a loaded script changes (as on SIGHUP)\n"
     "  --ack accept|handled     answer when the event is accepted (default), or after\n"
     "                           every handler finished (500 listing failures)\n"
     "  --log-level debug|info|warn|error   (info)\n"
     "  --log-format text|json   (text)\n"
+    "\n"
+    "SIGHUP reloads the scripts: a complete new set is loaded beside the running one and\n"
+    "takes over only if it loads without a problem; running handlers finish on the old.\n"
     "\n"
     "SIZE is bytes or a number with k, m or g (KiB, MiB, GiB). SECONDS may be fractional.\n"
     "Exit codes: 0 ok, 1 scripts failed, 2 usage or configuration error.\n";
@@ -209,6 +215,14 @@ static int apply(lh_config_t *cfg, int id, const char *v, const char *from, char
             why = buf;
         }
         break;
+    case OPT_FLAG:
+        if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0)
+            n = 1;
+        else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0)
+            n = 0;
+        else
+            why = "expected 1, true, yes, 0, false or no";
+        break;
     case OPT_STRING:
         break;
     }
@@ -270,6 +284,9 @@ static int apply(lh_config_t *cfg, int id, const char *v, const char *from, char
             break;
         case O_ACK:
             cfg->ack = (lh_ack_t)ci;
+            break;
+        case O_WATCH:
+            cfg->watch = (int)n;
             break;
         case O_LOG_LEVEL:
             cfg->log_level = (lh_level_t)ci;
@@ -377,6 +394,8 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         const char *v;
         if (eq != NULL) {
             v = eq + 1;
+        } else if (options[id].kind == OPT_FLAG) {
+            v = "1";
         } else if (i + 1 < argc) {
             v = argv[++i];
         } else {

@@ -38,6 +38,7 @@ typedef struct lh_config_s {
     double handler_timeout; /* wall clock per handler run */
     uint64_t memory_limit;  /* Lua heap per VM; 0: none */
     lh_ack_t ack;
+    int watch; /* reload when a loaded file changes */
     lh_level_t log_level;
     lh_log_format_t log_format;
     char **paths; /* owned; scripts or folders, in command-line order */

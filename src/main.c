@@ -11,6 +11,7 @@
 #include "http_client.h"
 #include "ingest.h"
 #include "lib.h"
+#include "reload.h"
 #include "log.h"
 #include "server.h"
 #include "task.h"
@@ -22,6 +23,7 @@ typedef struct {
     uv_signal_t sigint, sigterm;
     uv_timer_t shutdown_timer;
     uv_timer_t drain_poll;
+    lh_reload_t *reload;
     int signals;
     int finished;
 } lh_main_t;
@@ -57,6 +59,8 @@ static void finish(lh_main_t *m)
     signal(SIGTERM, SIG_IGN);
     lh_timer_stop_all(m->app.vm);
     lh_task_cancel_all(m->app.vm);
+    lh_reload_free(m->reload); /* replaced VMs: their waits cancelled, then freed */
+    m->reload = NULL;
     lh_http_free(m->app.http);
     m->app.http = NULL;
     lh_server_close_all(&m->server);
@@ -71,17 +75,16 @@ static void finish(lh_main_t *m)
 static void on_drain_poll(uv_timer_t *t)
 {
     lh_main_t *m = t->data;
-    if (m->server.nconns == 0 && m->app.vm->tasks == 0)
+    if (m->server.nconns == 0 && lh_reload_tasks(m->reload) == 0)
         finish(m);
 }
 
 static void on_shutdown_deadline(uv_timer_t *t)
 {
     lh_main_t *m = t->data;
-    if (m->app.vm->tasks > 0) {
-        LH_LOG(LH_WARN, "shutdown deadline: stopping %d handler runs", m->app.vm->tasks);
-        lh_task_cancel_all(m->app.vm);
-    }
+    int left = lh_reload_tasks(m->reload);
+    if (left > 0) /* finish() stops them, on every VM */
+        LH_LOG(LH_WARN, "shutdown deadline: stopping %d handler runs", left);
     lh_server_close_all(&m->server);
     finish(m);
 }
@@ -116,8 +119,13 @@ static int serve(lh_main_t *m)
     m->sigint.data = m->sigterm.data = m->shutdown_timer.data = m->drain_poll.data = m;
     uv_signal_start(&m->sigint, on_signal, SIGINT);
     uv_signal_start(&m->sigterm, on_signal, SIGTERM);
-    if (lh_server_start(&m->server, &m->app, &h) != 0)
+    if ((m->reload = lh_reload_new(&m->app, m->app.cfg->watch)) == NULL)
         return 2;
+    if (lh_server_start(&m->server, &m->app, &h) != 0) {
+        lh_reload_free(m->reload);
+        m->reload = NULL;
+        return 2;
+    }
     m->app.server = &m->server;
     uv_run(m->app.loop, UV_RUN_DEFAULT);
     return 0;

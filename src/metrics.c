@@ -196,10 +196,13 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
          "# HELP luahook_reloads_total Script reloads, by result.\n"
          "# TYPE luahook_reloads_total counter\n"
          "luahook_reloads_total{result=\"ok\"} %llu\n"
-         "luahook_reloads_total{result=\"failed\"} %llu\n",
+         "luahook_reloads_total{result=\"failed\"} %llu\n"
+         "# HELP luahook_reload_duration_seconds How long the last reload took.\n"
+         "# TYPE luahook_reload_duration_seconds gauge\n"
+         "luahook_reload_duration_seconds %.6f\n",
          (long long)m->connections_open, (unsigned long long)m->connections_total,
          (unsigned long long)m->vm_generation, (unsigned long long)m->reloads_ok,
-         (unsigned long long)m->reloads_failed);
+         (unsigned long long)m->reloads_failed, m->reload_seconds);
     if (o.failed) {
         free(o.p);
         return NULL;

@@ -53,6 +53,7 @@ typedef struct lh_metrics_s {
     uint64_t vm_generation;
     uint64_t reloads_ok;
     uint64_t reloads_failed;
+    double reload_seconds; /* how long the last reload took */
 } lh_metrics_t;
 
 void lh_metrics_init(lh_metrics_t *m);

@@ -42,6 +42,7 @@ struct lh_vm_s {
     struct lh_task_s *cur_task;  /* the task running now; NULL outside one */
     struct lh_task_s *task_list; /* every live task */
     struct lh_timer_s *timers;   /* every active timer */
+    lh_vm_t *next_retired;       /* reload's list of replaced VMs still draining */
 };
 
 /** Creates a VM with the stdlib. NULL (and a message in err) on failure. */

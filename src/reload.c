@@ -1,0 +1,266 @@
+#include "reload.h"
+
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lib.h"
+#include "log.h"
+#include "task.h"
+#include "vm.h"
+
+/* Editors save in bursts (write, rename, chmod): changes closer than this are one. */
+#define DEBOUNCE_MS 100
+#define MAX_PROBLEMS_LOGGED 50
+
+typedef struct watch_s {
+    uv_fs_event_t handle;
+    struct lh_reload_s *r;
+    char *name; /* owned; the file watched in this folder, NULL: any *.lua */
+} watch_t;
+
+struct lh_reload_s {
+    lh_app_t *app;
+    uv_signal_t sighup;
+    uv_timer_t soon;     /* runs the requested reload from the loop */
+    uv_timer_t debounce; /* --watch */
+    uv_check_t reaper;   /* frees replaced VMs once drained */
+    int pending;
+    const char *why; /* static: what asked for the pending reload */
+    watch_t **watches;
+    size_t nwatches;
+    lh_vm_t *retired; /* replaced VMs with handler runs left, through vm->next_retired */
+    int closing;
+};
+
+typedef struct {
+    int count;
+} problems_t;
+
+static void report_problem(void *data, const char *problem)
+{
+    problems_t *p = data;
+    if (++p->count <= MAX_PROBLEMS_LOGGED) {
+        lh_field_t f[] = {LH_FIELD("problem", problem)};
+        lh_log_fields(LH_ERROR, "reload problem", f, 1);
+    }
+}
+
+static void on_reap(uv_check_t *c)
+{
+    lh_reload_t *r = c->data;
+    lh_vm_t **pp = &r->retired;
+    while (*pp != NULL) {
+        lh_vm_t *vm = *pp;
+        if (vm->tasks == 0) {
+            *pp = vm->next_retired;
+            char gen[24];
+            snprintf(gen, sizeof(gen), "%llu", (unsigned long long)vm->generation);
+            lh_field_t f[] = {LH_FIELD_NUM("generation", gen)};
+            lh_log_fields(LH_DEBUG, "vm closed", f, 1);
+            lh_vm_free(vm);
+        } else {
+            pp = &vm->next_retired;
+        }
+    }
+    if (r->retired == NULL)
+        uv_check_stop(&r->reaper);
+}
+
+/* The old VM takes no new events: its timers stop now, its running handlers finish, and
+** the reaper frees it after its last one (never from inside one of its own calls). */
+static void retire(lh_reload_t *r, lh_vm_t *vm)
+{
+    lh_timer_stop_all(vm);
+    vm->next_retired = r->retired;
+    r->retired = vm;
+    uv_check_start(&r->reaper, on_reap);
+}
+
+static void do_reload(lh_reload_t *r, const char *why)
+{
+    lh_app_t *app = r->app;
+    uint64_t t0 = uv_hrtime();
+    uint64_t gen = app->vm->generation + 1;
+    char err[256], g[24], ms[32], n[16];
+    problems_t problems = {0};
+
+    lh_vm_t *vm = lh_vm_new(app, gen, err, sizeof(err));
+    if (vm == NULL)
+        report_problem(&problems, err);
+    else
+        lh_vm_load(vm, app->cfg->paths, app->cfg->npaths, report_problem, &problems);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    app->metrics.reload_seconds = secs;
+    snprintf(ms, sizeof(ms), "%.3f", secs * 1000);
+    if (problems.count > 0) {
+        lh_vm_free(vm);
+        app->metrics.reloads_failed++;
+        snprintf(g, sizeof(g), "%llu", (unsigned long long)app->vm->generation);
+        snprintf(n, sizeof(n), "%d", problems.count);
+        lh_field_t f[] = {LH_FIELD("reason", why), LH_FIELD_NUM("problems", n),
+                          LH_FIELD_NUM("generation", g), LH_FIELD_NUM("duration_ms", ms)};
+        lh_log_fields(LH_ERROR, "reload failed, the running scripts stay", f, 4);
+        return;
+    }
+    lh_vm_t *old = app->vm;
+    app->vm = vm;
+    app->metrics.vm_generation = gen;
+    app->metrics.reloads_ok++;
+    retire(r, old);
+    snprintf(g, sizeof(g), "%llu", (unsigned long long)gen);
+    snprintf(n, sizeof(n), "%zu", vm->nhandlers);
+    lh_field_t f[] = {LH_FIELD("reason", why), LH_FIELD_NUM("generation", g),
+                      LH_FIELD_NUM("handlers", n), LH_FIELD_NUM("duration_ms", ms)};
+    lh_log_fields(LH_INFO, "reloaded", f, 4);
+}
+
+static void on_soon(uv_timer_t *t)
+{
+    lh_reload_t *r = t->data;
+    /* requests that arrive while this runs (signals queue in libuv) schedule one more */
+    r->pending = 0;
+    if (!r->app->stopping)
+        do_reload(r, r->why);
+}
+
+void lh_reload_request(lh_reload_t *r, const char *why)
+{
+    /* why: a string literal, kept until the reload runs */
+    if (r->closing || r->app->stopping)
+        return;
+    LH_LOG(LH_INFO, "reload requested (%s)", why);
+    if (r->pending)
+        return;
+    r->pending = 1;
+    r->why = why;
+    uv_timer_start(&r->soon, on_soon, 0, 0);
+}
+
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    (void)signum;
+    lh_reload_request(s->data, "SIGHUP");
+}
+
+static void on_debounced(uv_timer_t *t)
+{
+    lh_reload_request(t->data, "a watched file changed");
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    watch_t *w = h->data;
+    (void)events;
+    if (status < 0)
+        return;
+    if (filename != NULL) {
+        size_t len = strlen(filename);
+        if (w->name != NULL ? strcmp(filename, w->name) != 0
+                            : (len < 5 || strcmp(filename + len - 4, ".lua") != 0))
+            return;
+    }
+    uv_timer_start(&w->r->debounce, on_debounced, DEBOUNCE_MS, 0);
+}
+
+static void watch_close_cb(uv_handle_t *h)
+{
+    watch_t *w = h->data;
+    free(w->name);
+    free(w);
+}
+
+/* A file is watched through its folder, so an editor that saves by renaming a new file
+** over the old one is still seen. */
+static int add_watch(lh_reload_t *r, const char *path)
+{
+    struct stat st;
+    char *copy = strdup(path), *dir;
+    watch_t *w = calloc(1, sizeof(*w));
+    watch_t **ws = realloc(r->watches, (r->nwatches + 1) * sizeof(*ws));
+    if (copy == NULL || w == NULL || ws == NULL) {
+        free(copy);
+        free(w);
+        if (ws != NULL)
+            r->watches = ws;
+        return -1;
+    }
+    r->watches = ws;
+    w->r = r;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        dir = copy;
+    } else {
+        w->name = strdup(basename(copy));
+        free(copy);
+        if ((copy = strdup(path)) == NULL || w->name == NULL) {
+            free(copy);
+            free(w->name);
+            free(w);
+            return -1;
+        }
+        dir = dirname(copy);
+    }
+    uv_fs_event_init(r->app->loop, &w->handle);
+    w->handle.data = w;
+    int rc = uv_fs_event_start(&w->handle, on_fs_event, dir, 0);
+    if (rc != 0)
+        LH_LOG(LH_WARN, "--watch: cannot watch %s: %s", dir, uv_strerror(rc));
+    free(copy);
+    r->watches[r->nwatches++] = w;
+    return 0;
+}
+
+lh_reload_t *lh_reload_new(lh_app_t *app, int watch)
+{
+    lh_reload_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->app = app;
+    uv_signal_init(app->loop, &r->sighup);
+    uv_timer_init(app->loop, &r->soon);
+    uv_timer_init(app->loop, &r->debounce);
+    uv_check_init(app->loop, &r->reaper);
+    r->sighup.data = r->soon.data = r->debounce.data = r->reaper.data = r;
+    uv_signal_start(&r->sighup, on_sighup, SIGHUP);
+    /* the reaper must not keep the loop alive by itself */
+    uv_unref((uv_handle_t *)&r->reaper);
+    for (size_t i = 0; watch && i < app->cfg->npaths; i++)
+        add_watch(r, app->cfg->paths[i]);
+    return r;
+}
+
+int lh_reload_tasks(const lh_reload_t *r)
+{
+    int n = r->app->vm->tasks;
+    for (const lh_vm_t *vm = r->retired; vm != NULL; vm = vm->next_retired)
+        n += vm->tasks;
+    return n;
+}
+
+static void reload_close_cb(uv_handle_t *h)
+{
+    lh_reload_t *r = h->data;
+    if (--r->closing == 0)
+        free(r);
+}
+
+void lh_reload_free(lh_reload_t *r)
+{
+    if (r == NULL)
+        return;
+    while (r->retired != NULL) {
+        lh_vm_t *vm = r->retired;
+        r->retired = vm->next_retired;
+        lh_vm_free(vm); /* cancels what its handlers wait on */
+    }
+    for (size_t i = 0; i < r->nwatches; i++)
+        uv_close((uv_handle_t *)&r->watches[i]->handle, watch_close_cb);
+    free(r->watches);
+    r->closing = 4;
+    uv_close((uv_handle_t *)&r->sighup, reload_close_cb);
+    uv_close((uv_handle_t *)&r->soon, reload_close_cb);
+    uv_close((uv_handle_t *)&r->debounce, reload_close_cb);
+    uv_close((uv_handle_t *)&r->reaper, reload_close_cb);
+}
