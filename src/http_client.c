@@ -154,27 +154,37 @@ void lh_http_free(lh_http_t *h)
     uv_close((uv_handle_t *)&h->timer, http_close_cb);
 }
 
+/* Appends n bytes to a growing, NUL-terminated buffer. Returns 0, or -1 when out of
+** memory or when it would pass `limit`. */
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n,
+                      size_t limit)
+{
+    if (*len + n > limit)
+        return -1;
+    if (*len + n + 1 > *cap) {
+        size_t ncap = *cap ? *cap : 4096;
+        while (ncap < *len + n + 1)
+            ncap *= 2;
+        char *nb = realloc(*buf, ncap);
+        if (nb == NULL)
+            return -1;
+        *buf = nb, *cap = ncap;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *userp)
 {
     lh_http_req_t *req = userp;
     size_t len = size * n;
-    if (req->resp_len + len > req->max_size) {
+    if (req->resp_len + len > req->max_size)
         req->too_large = 1;
-        return 0; /* curl stops with CURLE_WRITE_ERROR */
-    }
-    if (req->resp_len + len + 1 > req->resp_cap) {
-        size_t cap = req->resp_cap ? req->resp_cap : 16384;
-        while (cap < req->resp_len + len + 1)
-            cap *= 2;
-        char *np = realloc(req->resp, cap);
-        if (np == NULL)
-            return 0;
-        req->resp = np, req->resp_cap = cap;
-    }
-    memcpy(req->resp + req->resp_len, p, len);
-    req->resp_len += len;
-    req->resp[req->resp_len] = '\0';
-    return len;
+    /* a short count makes curl stop with CURLE_WRITE_ERROR */
+    return buf_append(&req->resp, &req->resp_len, &req->resp_cap, p, len, req->max_size) ? 0
+                                                                                         : len;
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *userp)
@@ -183,21 +193,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp)
     size_t len = size * n;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
         req->head_len = 0; /* a new response (after 100 Continue or a redirect) */
-    if (req->head_len + len + 1 > req->head_cap) {
-        size_t cap = req->head_cap ? req->head_cap : 1024;
-        while (cap < req->head_len + len + 1)
-            cap *= 2;
-        if (cap > 1024 * 1024)
-            return 0; /* headers have no business being this large */
-        char *np = realloc(req->resp_head, cap);
-        if (np == NULL)
-            return 0;
-        req->resp_head = np, req->head_cap = cap;
-    }
-    memcpy(req->resp_head + req->head_len, p, len);
-    req->head_len += len;
-    req->resp_head[req->head_len] = '\0';
-    return len;
+    /* headers have no business being larger than 1 MiB */
+    return buf_append(&req->resp_head, &req->head_len, &req->head_cap, p, len, 1024 * 1024)
+               ? 0
+               : len;
 }
 
 lh_http_req_t *lh_http_req_new(lh_http_t *h, size_t max_size)
