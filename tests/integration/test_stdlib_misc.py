@@ -1,0 +1,549 @@
+"""The rest of the handler-script library: json (int64 edge cases, errors), log (json and text
+formats, fields, script/action/id, level filter), env, sleep (non-blocking, load time) and
+timers (after, every, :stop(), no overlap, errors in callbacks, http and sleep inside)."""
+
+import json
+import re
+import sys
+import threading
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+import upstream as u  # noqa: E402
+
+PRELUDE = r'''
+local function show(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  if math.type(v) == "integer" then return string.format("%d", v) end
+  return tostring(v)
+end
+
+local function eq(got, want, what)
+  if got ~= want or math.type(got) ~= math.type(want) then
+    error((what or "value") .. ": expected " .. show(want) .. " (" .. tostring(math.type(want) or type(want)) ..
+          "), got " .. show(got) .. " (" .. tostring(math.type(got) or type(got)) .. ")", 2)
+  end
+end
+
+local function append(name, line)
+  local f = assert(io.open(os.getenv("OUT") .. "/" .. name, "a"))
+  f:write(line, "\n")
+  f:close()
+end
+'''
+
+
+def output(res):
+    return res.stdout.decode("utf-8", "replace") + res.stderr.decode("utf-8", "replace")
+
+
+def post_ok(test, srv, action, timeout=30.0 * h.SLOW, **fields):
+    r = h.post_event(srv.port, {"action": action, **fields}, timeout=timeout)
+    if r.status != 200:
+        test.fail("%s answered %d: %s" % (action, r.status, r.body.decode("utf-8", "replace")))
+    return r.json()
+
+
+# ---------------------------------------------------------------------------------------------
+# json
+# ---------------------------------------------------------------------------------------------
+
+INTS = [0, -1, 2 ** 53 - 1, 2 ** 53 + 1, 2 ** 63 - 1, -(2 ** 63)]
+
+JSON_SCRIPT = PRELUDE + r'''
+local CASES = { 0, -1, 9007199254740991, 9007199254740993, math.maxinteger, math.mininteger }
+local TEXT = { "0", "-1", "9007199254740991", "9007199254740993", "9223372036854775807",
+               "-9223372036854775808" }
+
+on("INT64", function(ev, ctx)
+  for i, v in ipairs(CASES) do
+    local s = json.encode(v)
+    eq(s, TEXT[i], "json.encode(" .. TEXT[i] .. ")")
+    eq(json.decode(s), v, "json.decode(" .. TEXT[i] .. ")")
+    eq(json.encode({ v }), "[" .. TEXT[i] .. "]", "json.encode({" .. TEXT[i] .. "})")
+    eq(json.encode({ k = v }), '{"k":' .. TEXT[i] .. '}', "json.encode({k=" .. TEXT[i] .. "})")
+    local t = json.decode('{"a":[' .. TEXT[i] .. ']}')
+    eq(t.a[1], v, "nested decode of " .. TEXT[i])
+    eq(json.decode(json.encode({ x = v })).x, v, "round trip of " .. TEXT[i])
+    -- the same numbers as they came in the event
+    eq(ev.ints[i], v, "ev.ints[" .. i .. "]")
+    eq(json.encode(ev.ints[i]), TEXT[i], "json.encode(ev.ints[" .. i .. "])")
+  end
+  eq(json.encode(21), "21", "json.encode(21)")
+  eq(json.encode(9007199254740993), "9007199254740993", "json.encode(2^53+1)")
+  eq(json.encode({}), "{}", "json.encode({})")
+  eq(json.encode(ev.ints), "[" .. table.concat(TEXT, ",") .. "]", "json.encode(ev.ints)")
+  append("ints.json", json.encode({ ints = CASES }))
+end)
+
+on("BAD_JSON", function(ev, ctx)
+  for _, bad in ipairs(ev.empty and { "", "   " } or
+                       { '{"a": ', '[1, 2', '{"a" 1}', 'tru', '[1] x', '{"a":01}' }) do
+    local v, err = json.decode(bad)
+    eq(v, nil, "json.decode(" .. show(bad) .. ")")
+    assert(type(err) == "string", "no error message for " .. show(bad))
+    assert(err:find("line", 1, true) and err:find("column", 1, true),
+           "error without line and column for " .. show(bad) .. ": " .. err)
+  end
+  if ev.empty then return end
+  local _, err = json.decode('{\n  "a": 1,\n  "b": ?\n}')
+  assert(err and err:match("line%D-3"), "error on line 3 reported as: " .. tostring(err))
+end)
+'''
+
+
+class Json(unittest.TestCase):
+    def test_int64_edges_and_errors(self):
+        with h.TempDir() as tmp:
+            s = tmp.script("j.lua", JSON_SCRIPT)
+            with h.Server(s, "--ack", "handled", env={"OUT": tmp.path}) as srv:
+                post_ok(self, srv, "INT64", ints=INTS)
+                post_ok(self, srv, "BAD_JSON")
+            back = json.loads(tmp.read("ints.json"))
+            self.assertEqual(back, {"ints": INTS})
+            self.assertTrue(all(isinstance(x, int) for x in back["ints"]), back)
+
+    def test_empty_input_error_has_line_and_column(self):
+        with h.TempDir() as tmp:
+            s = tmp.script("j.lua", JSON_SCRIPT)
+            with h.Server(s, "--ack", "handled", env={"OUT": tmp.path}) as srv:
+                post_ok(self, srv, "BAD_JSON", empty=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# log
+# ---------------------------------------------------------------------------------------------
+
+LOG_SCRIPT = '''\
+-- line 1
+log.info("loaded", { phase = "load" })
+on("LOG", function(ev, ctx)
+  log.debug("dbg line", { n = 1 })
+  log.info("info line", { n = 42, f = 1.5, b = true, no = false, s = "two words", neg = -7, big = math.maxinteger })
+  log.warn("warn line")
+  log.error("error line", { why = "testing" })
+end)
+'''
+LINE_LOADED, LINE_DEBUG, LINE_INFO, LINE_WARN, LINE_ERROR = 2, 4, 5, 6, 7
+
+
+class Log(unittest.TestCase):
+    def setUp(self):
+        self.tmp = h.TempDir()
+        self.script = self.tmp.script("log.lua", LOG_SCRIPT)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def where(self, line):
+        return "%s:%d" % (self.script, line)
+
+    def test_json_format(self):
+        with h.Server(self.script, "--ack", "handled") as srv:
+            event_id = post_ok(self, srv, "LOG")["id"]
+            info = srv.wait_log(lambda e: e.get("msg") == "info line", what="'info line'")
+            self.assertEqual(info.get("level"), "info", info)
+            self.assertEqual(info.get("script"), self.where(LINE_INFO), info)
+            self.assertEqual(info.get("action"), "LOG", info)
+            self.assertEqual(info.get("id"), event_id, info)
+            self.assertIsInstance(info.get("ts"), str, info)
+            for k, v in (("n", 42), ("f", 1.5), ("b", True), ("no", False), ("s", "two words"),
+                         ("neg", -7), ("big", 2 ** 63 - 1)):
+                self.assertIn(k, info, info)
+                self.assertEqual(info[k], v, "%s in %r" % (k, info))
+                self.assertIs(type(info[k]), type(v), "%s in %r" % (k, info))
+            warn = srv.wait_log(lambda e: e.get("msg") == "warn line")
+            self.assertEqual((warn.get("level"), warn.get("script"), warn.get("id")),
+                             ("warn", self.where(LINE_WARN), event_id), warn)
+            err = srv.wait_log(lambda e: e.get("msg") == "error line")
+            self.assertEqual((err.get("level"), err.get("script"), err.get("why")),
+                             ("error", self.where(LINE_ERROR), "testing"), err)
+            loaded = srv.find_logs(msg="loaded")
+            self.assertEqual(len(loaded), 1, srv.stderr_text())
+            self.assertEqual(loaded[0].get("script"), self.where(LINE_LOADED), loaded)
+            self.assertEqual(loaded[0].get("phase"), "load", loaded)
+            self.assertNotIn("action", loaded[0], "load-time line has an action")
+            self.assertNotIn("id", loaded[0], "load-time line has an id")
+            srv.wait_log(lambda e: e.get("msg") == "event" and e.get("id") == event_id)
+            self.assertEqual(srv.find_logs(msg="dbg line"), [], "debug line at --log-level info")
+
+    def test_json_debug_level(self):
+        with h.Server(self.script, "--ack", "handled", "--log-level", "debug") as srv:
+            event_id = post_ok(self, srv, "LOG")["id"]
+            dbg = srv.wait_log(lambda e: e.get("msg") == "dbg line", what="'dbg line'")
+            self.assertEqual((dbg.get("level"), dbg.get("script"), dbg.get("id"), dbg.get("n")),
+                             ("debug", self.where(LINE_DEBUG), event_id, 1), dbg)
+
+    def test_json_warn_level_filters_info(self):
+        port = h.free_port()
+        with h.Server(self.script, "--ack", "handled", "--log-level", "warn",
+                      listen="127.0.0.1:%d" % port, poll=True) as srv:
+            post_ok(self, srv, "LOG")
+            srv.wait_log(lambda e: e.get("msg") == "error line")
+            msgs = [e.get("msg") for e in srv.logs()]
+            self.assertIn("warn line", msgs)
+            for gone in ("loaded", "info line", "dbg line"):
+                self.assertNotIn(gone, msgs, "%r logged at --log-level warn" % gone)
+
+    def text_line(self, srv, msg):
+        pat = re.compile(r"^\S+ (debug|info|warn|error) " + re.escape(msg) + r"( |$)")
+        lines = [l for l in srv.raw_lines() if pat.match(l)]
+        return lines
+
+    def wait_text(self, srv, msg):
+        return h.wait_until(lambda: self.text_line(srv, msg), what="text line %r" % msg)[0]
+
+    def assert_field(self, line, key, value):
+        self.assertRegex(line, r"(^| )" + re.escape(key + "=" + value) + r"( |$)")
+
+    def test_text_format(self):
+        port = h.free_port()
+        with h.Server(self.script, "--ack", "handled", "--log-level", "debug",
+                      log_format="text", listen="127.0.0.1:%d" % port) as srv:
+            event_id = post_ok(self, srv, "LOG")["id"]
+            info = self.wait_text(srv, "info line")
+            for line in srv.raw_lines():
+                if "info line" in line:
+                    with self.assertRaises(ValueError, msg="text line is JSON: %s" % line):
+                        json.loads(line)
+            self.assertRegex(info, r"^\S+ info info line ")
+            self.assert_field(info, "script", self.where(LINE_INFO))
+            self.assert_field(info, "action", "LOG")
+            self.assert_field(info, "id", event_id)
+            for k, v in (("n", "42"), ("f", "1.5"), ("b", "true"), ("no", "false"),
+                         ("s", '"two words"'), ("neg", "-7"), ("big", str(2 ** 63 - 1))):
+                self.assert_field(info, k, v)
+            dbg = self.wait_text(srv, "dbg line")
+            self.assertRegex(dbg, r"^\S+ debug dbg line ")
+            self.assert_field(dbg, "n", "1")
+            warn = self.wait_text(srv, "warn line")
+            self.assertRegex(warn, r"^\S+ warn warn line ")
+            self.assert_field(warn, "script", self.where(LINE_WARN))
+            err = self.wait_text(srv, "error line")
+            self.assertRegex(err, r"^\S+ error error line ")
+            self.assert_field(err, "why", "testing")
+            loaded = self.wait_text(srv, "loaded")
+            self.assert_field(loaded, "script", self.where(LINE_LOADED))
+            self.assertNotIn(" action=", loaded)
+            self.assertNotIn(" id=", loaded)
+
+    def test_text_format_info_level(self):
+        port = h.free_port()
+        with h.Server(self.script, "--ack", "handled", log_format="text",
+                      listen="127.0.0.1:%d" % port) as srv:
+            post_ok(self, srv, "LOG")
+            self.wait_text(srv, "error line")
+            self.assertEqual(self.text_line(srv, "dbg line"), [],
+                             "debug line at --log-level info (text)")
+            self.assertTrue(self.text_line(srv, "info line"))
+
+
+# ---------------------------------------------------------------------------------------------
+# env
+# ---------------------------------------------------------------------------------------------
+
+ENV_SCRIPT = PRELUDE + r'''
+local AT_LOAD = env("LH_SET")
+on("ENV", function(ev, ctx)
+  eq(AT_LOAD, "value one", "env at load time")
+  eq(env("LH_SET"), "value one", "env(set)")
+  eq(env("LH_SET", "dflt"), "value one", "env(set, default)")
+  eq(env("LH_EMPTY"), "", "env(set to empty)")
+  eq(env("LH_UNSET_A", "dflt"), "dflt", "env(unset, default)")
+  eq(env("LH_UNSET_A", false), false, "env(unset, false)")
+  eq(env("LH_UNSET_A", 0), 0, "env(unset, 0)")
+  eq(select("#", env("LH_UNSET_A", false)), 1, "number of results")
+  local ok, err = pcall(env, "LH_UNSET_NAME")
+  eq(ok, false, "env(unset) raised")
+  err = tostring(err)
+  assert(err:find("LH_UNSET_NAME", 1, true), "message does not name the variable: " .. err)
+  assert(err:find("not set", 1, true), "message does not say 'not set': " .. err)
+end)
+on("ENV_RAISE", function(ev, ctx) env("LH_MISSING_VAR") end)
+'''
+
+
+class Env(unittest.TestCase):
+    def test_env(self):
+        with h.TempDir() as tmp:
+            s = tmp.script("e.lua", ENV_SCRIPT)
+            with h.Server(s, "--ack", "handled",
+                          env={"LH_SET": "value one", "LH_EMPTY": "", "OUT": tmp.path}) as srv:
+                post_ok(self, srv, "ENV")
+                r = h.post_event(srv.port, {"action": "ENV_RAISE"})
+                self.assertEqual(r.status, 500, r)
+                err = r.json()["failed"][0]["error"]
+                self.assertIn("LH_MISSING_VAR", err)
+                self.assertIn("not set", err)
+
+    def test_env_missing_at_load_time(self):
+        with h.TempDir() as tmp:
+            s = tmp.script("e.lua", 'local X = env("LH_NOT_THERE")\non("A", function() end)\n')
+            res = h.run_luahook("check", s)
+            self.assertEqual(res.returncode, 1, output(res))
+            self.assertIn("LH_NOT_THERE", output(res))
+            self.assertIn("not set", output(res))
+            res = h.run_luahook("check", s, env={"LH_NOT_THERE": "x"})
+            self.assertEqual(res.returncode, 0, output(res))
+
+
+# ---------------------------------------------------------------------------------------------
+# sleep
+# ---------------------------------------------------------------------------------------------
+
+SLEEP_SCRIPT = r'''
+on("SLEEP", function(ev, ctx) sleep(ev.s) end)
+on("NOP", function(ev, ctx) end)
+'''
+
+
+class Sleep(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = h.TempDir()
+        s = cls.tmp.script("s.lua", SLEEP_SCRIPT)
+        cls.srv = h.Server(s, "--ack", "handled").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.srv.stop(check=True)
+        finally:
+            cls.tmp.cleanup()
+
+    def test_sleep_waits(self):
+        for s in (0.3, 0.05, 0):
+            with self.subTest(s=s):
+                t0 = time.monotonic()
+                post_ok(self, self.srv, "SLEEP", s=s)
+                dt = time.monotonic() - t0
+                self.assertGreaterEqual(dt, s * 0.95, "sleep(%s) took %.3f s" % (s, dt))
+                self.assertLess(dt, s + 0.5 * h.SLOW, "sleep(%s) took %.3f s" % (s, dt))
+
+    def test_sleep_does_not_block_the_loop(self):
+        results = []
+
+        def one():
+            t0 = time.monotonic()
+            r = h.post_event(self.srv.port, {"action": "SLEEP", "s": 1.0}, timeout=30 * h.SLOW)
+            results.append((r.status, time.monotonic() - t0))
+
+        threads = [threading.Thread(target=one, daemon=True) for _ in range(3)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        for _ in range(3):
+            a = time.monotonic()
+            self.assertEqual(h.request(self.srv.port, "GET", "/healthz").status, 200)
+            self.assertLess(time.monotonic() - a, 0.5, "/healthz blocked by a sleeping handler")
+        a = time.monotonic()
+        post_ok(self, self.srv, "NOP")
+        self.assertLess(time.monotonic() - a, 0.5 * h.SLOW, "an event waited for sleeping handlers")
+        for t in threads:
+            t.join(30 * h.SLOW)
+        total = time.monotonic() - t0
+        self.assertEqual([s for s, _ in results], [200, 200, 200], results)
+        self.assertLess(total, 1.0 + 0.6 * h.SLOW, "3 x sleep(1) in parallel took %.2f s" % total)
+
+    def test_many_sleepers_default_ack(self):
+        with h.TempDir() as tmp:
+            s = tmp.script("s.lua", SLEEP_SCRIPT)
+            with h.Server(s) as srv:
+                t0 = time.monotonic()
+                with h.Conn(srv.port) as c:
+                    for _ in range(100):
+                        self.assertEqual(c.request("POST", "/", b'{"action":"SLEEP","s":1}').status,
+                                         200)
+
+                def ok():
+                    return h.get_metrics(srv.port).get("luahook_handler_runs_total",
+                                                       action="SLEEP", outcome="ok") >= 100
+
+                h.wait_until(ok, timeout=1.0 + 3.0 * h.SLOW, interval=0.05,
+                             what="100 x sleep(1) to finish")
+                self.assertLess(time.monotonic() - t0, 1.0 + 3.0 * h.SLOW)
+
+    def test_sleep_at_load_time_is_refused(self):
+        with h.TempDir() as tmp:
+            s = tmp.script("s.lua", '-- top level\nsleep(0.01)\non("A", function() end)\n')
+            res = h.run_luahook("check", s)
+            self.assertEqual(res.returncode, 1, output(res))
+            self.assertIn("inside a handler", output(res))
+            res = h.run_luahook("serve", "--listen", "127.0.0.1:0", s, timeout=15 * h.SLOW)
+            self.assertEqual(res.returncode, 1, output(res))
+            self.assertIn("inside a handler", output(res))
+
+
+# ---------------------------------------------------------------------------------------------
+# timers
+# ---------------------------------------------------------------------------------------------
+
+TIMER_SCRIPT = PRELUDE + r'''
+local UP = env("UP")
+
+-- after: fires once
+timer.after(0.2, function() append("after.txt", "fired") end)
+
+-- every: five ticks, then stops itself
+local n = 0
+local every
+every = timer.every(0.1, function()
+  n = n + 1
+  append("every.txt", tostring(n))
+  if n == 5 then every:stop() end
+end)
+
+-- every whose callback raises: logged, the next ticks still come (stopped after 4)
+local e = 0
+local failing
+failing = timer.every(0.1, function()
+  e = e + 1
+  append("err.txt", tostring(e))
+  if e >= 4 then failing:stop() end
+  error("tick boom " .. e)
+end)
+
+-- after whose callback raises
+timer.after(0.1, function() error("after boom") end)
+
+-- every that runs longer than its period: ticks must not overlap
+local ov = 0
+local overlap
+overlap = timer.every(0.1, function()
+  ov = ov + 1
+  local k = ov
+  if k >= 3 then overlap:stop() end
+  append("overlap.txt", "start " .. k)
+  sleep(0.35)
+  append("overlap.txt", "end " .. k)
+end)
+
+-- http and sleep inside a timer callback
+timer.after(0.1, function()
+  local res, err = http.get(UP .. "/echo?tag=timer")
+  append("http.txt", res and tostring(res.status) or ("error " .. tostring(err)))
+  sleep(0.1)
+  append("http.txt", "after sleep")
+end)
+
+-- a timer that never stops: must not keep the server from exiting on SIGTERM
+timer.every(0.5, function() end)
+
+-- timers made inside handlers
+local from_handler
+on("START_EVERY", function(ev, ctx)
+  local id = ctx.id
+  from_handler = timer.every(0.05, function() append("hevery.txt", id) end)
+end)
+on("STOP_EVERY", function(ev, ctx) from_handler:stop() end)
+on("AFTER_IN_HANDLER", function(ev, ctx)
+  local id = ctx.id
+  timer.after(0.1, function() append("hafter.txt", id) end)
+end)
+on("PING", function(ev, ctx) end)
+'''
+
+
+class Timers(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = h.TempDir()
+        cls.up = u.Upstream().start()
+        cls.script = cls.tmp.script("timers.lua", TIMER_SCRIPT)
+        try:
+            cls.srv = h.Server(cls.script, "--ack", "handled",
+                               env={"OUT": cls.tmp.path, "UP": cls.up.base}).start()
+        except BaseException:
+            cls.up.stop()
+            cls.tmp.cleanup()
+            raise
+        cls.started = time.monotonic()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.srv.stop(check=True)      # exit 0 despite a timer that never stops
+        finally:
+            cls.up.stop()
+            cls.tmp.cleanup()
+
+    def lines(self, name):
+        return self.tmp.read_lines(name)
+
+    def settle(self, seconds):
+        """Waits until `seconds` have passed since the server started."""
+        left = self.started + seconds - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+
+    def test_after_fires_once(self):
+        h.wait_until(lambda: self.lines("after.txt"), what="timer.after to fire")
+        self.settle(1.0)
+        self.assertEqual(self.lines("after.txt"), ["fired"])
+
+    def test_every_repeats_and_stops(self):
+        h.wait_until(lambda: len(self.lines("every.txt")) >= 5, timeout=3.0 * h.SLOW,
+                     what="five ticks of timer.every")
+        time.sleep(0.4)
+        self.assertEqual(self.lines("every.txt"), ["1", "2", "3", "4", "5"],
+                         "ticks after :stop()")
+
+    def test_error_in_callback_is_logged_and_ticks_go_on(self):
+        h.wait_until(lambda: len(self.lines("err.txt")) >= 4, timeout=3.0 * h.SLOW,
+                     what="4 ticks of the failing timer")
+        lines = [self.srv.wait_log(lambda e, k=k: e.get("msg") == "timer failed" and
+                                   "tick boom %d" % k in str(e.get("error")),
+                                   what="'timer failed' for tick %d" % k) for k in (1, 2, 3, 4)]
+        for line in lines:
+            self.assertEqual(line.get("level"), "error", line)
+            self.assertTrue(str(line.get("script", "")).startswith(self.script), line)
+            self.assertIsInstance(line.get("traceback"), str, line)
+        after = self.srv.wait_log(lambda e: e.get("msg") == "timer failed" and
+                                  "after boom" in str(e.get("error")),
+                                  what="'timer failed' for timer.after")
+        self.assertEqual(after.get("level"), "error", after)
+        time.sleep(0.3)
+        self.assertEqual(self.lines("err.txt"), ["1", "2", "3", "4"])
+        self.assertTrue(self.srv.alive())
+        self.assertEqual(h.request(self.srv.port, "GET", "/healthz").status, 200)
+        post_ok(self, self.srv, "PING")
+
+    def test_every_does_not_overlap(self):
+        h.wait_until(lambda: "end 3" in self.lines("overlap.txt"), timeout=5.0 * h.SLOW,
+                     what="three runs of the slow timer")
+        time.sleep(0.4)
+        lines = self.lines("overlap.txt")
+        want = []
+        for k in (1, 2, 3):
+            want += ["start %d" % k, "end %d" % k]
+        self.assertEqual(lines, want, "runs of a slow timer.every overlapped or went on")
+
+    def test_http_and_sleep_in_callback(self):
+        h.wait_until(lambda: len(self.lines("http.txt")) >= 2, timeout=5.0 * h.SLOW,
+                     what="the timer's http call")
+        self.assertEqual(self.lines("http.txt"), ["200", "after sleep"])
+        self.assertEqual(len(self.up.find("timer")), 1)
+
+    def test_timers_made_in_handlers(self):
+        event_id = post_ok(self, self.srv, "START_EVERY")["id"]
+        h.wait_until(lambda: len(self.lines("hevery.txt")) >= 3, timeout=3.0 * h.SLOW,
+                     what="ticks of a timer made in a handler")
+        post_ok(self, self.srv, "STOP_EVERY")
+        n = len(self.lines("hevery.txt"))
+        time.sleep(0.4)
+        got = self.lines("hevery.txt")
+        self.assertLessEqual(len(got), n + 1, "ticks went on after :stop()")
+        self.assertEqual(set(got), {event_id})
+
+        event_id = post_ok(self, self.srv, "AFTER_IN_HANDLER")["id"]
+        h.wait_until(lambda: self.lines("hafter.txt"), timeout=3.0 * h.SLOW,
+                     what="timer.after made in a handler")
+        time.sleep(0.3)
+        self.assertEqual(self.lines("hafter.txt"), [event_id])
+
+
+if __name__ == "__main__":
+    h.main()
