@@ -23,6 +23,7 @@ typedef struct lh_app_s {
     lh_vm_t *vm;         /* the VM that takes new events */
     lh_http_t *http;     /* owned; outbound HTTP; NULL where there is no loop to run it */
     uint64_t started_ns;
+    int tasks; /* handler runs alive on every VM, the serving one and replaced ones */
     int stopping;
 } lh_app_t;
 

@@ -297,9 +297,9 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         return;
     }
     const lh_route_t *route = lh_vm_route(vm);                 /* ev action */
-    if (route->n > 0 && (uint64_t)vm->tasks + route->n > app->cfg->max_pending) {
+    if (route->n > 0 && (uint64_t)app->tasks + route->n > app->cfg->max_pending) {
         snprintf(err, sizeof(err), "too many handler runs in flight (%d, --max-pending %llu)",
-                 vm->tasks, (unsigned long long)app->cfg->max_pending);
+                 app->tasks, (unsigned long long)app->cfg->max_pending);
         lua_settop(L, top);
         reply_error(app, req, remote, reply, data, 503, LH_REJECT_OVERLOAD, err, "Retry-After: 1\r\n");
         return;

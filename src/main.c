@@ -75,14 +75,14 @@ static void finish(lh_main_t *m)
 static void on_drain_poll(uv_timer_t *t)
 {
     lh_main_t *m = t->data;
-    if (m->server.nconns == 0 && lh_reload_tasks(m->reload) == 0)
+    if (m->server.nconns == 0 && m->app.tasks == 0)
         finish(m);
 }
 
 static void on_shutdown_deadline(uv_timer_t *t)
 {
     lh_main_t *m = t->data;
-    int left = lh_reload_tasks(m->reload);
+    int left = m->app.tasks;
     if (left > 0) /* finish() stops them, on every VM */
         LH_LOG(LH_WARN, "shutdown deadline: stopping %d handler runs", left);
     lh_server_close_all(&m->server);

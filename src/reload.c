@@ -26,7 +26,7 @@ struct lh_reload_s {
     uv_signal_t sighup;
     uv_timer_t soon;     /* runs the requested reload from the loop */
     uv_timer_t debounce; /* --watch */
-    uv_check_t reaper;   /* frees replaced VMs once drained */
+    uv_idle_t reaper;    /* frees replaced VMs once drained; runs only when one is */
     int pending;
     const char *why; /* static: what asked for the pending reload */
     watch_t **watches;
@@ -48,7 +48,16 @@ static void report_problem(void *data, const char *problem)
     }
 }
 
-static void on_reap(uv_check_t *c)
+static void close_vm(lh_vm_t *vm)
+{
+    char gen[24];
+    snprintf(gen, sizeof(gen), "%llu", (unsigned long long)vm->generation);
+    lh_field_t f[] = {LH_FIELD_NUM("generation", gen)};
+    lh_log_fields(LH_DEBUG, "vm closed", f, 1);
+    lh_vm_free(vm);
+}
+
+static void on_reap(uv_idle_t *c)
 {
     lh_reload_t *r = c->data;
     lh_vm_t **pp = &r->retired;
@@ -56,17 +65,20 @@ static void on_reap(uv_check_t *c)
         lh_vm_t *vm = *pp;
         if (vm->tasks == 0) {
             *pp = vm->next_retired;
-            char gen[24];
-            snprintf(gen, sizeof(gen), "%llu", (unsigned long long)vm->generation);
-            lh_field_t f[] = {LH_FIELD_NUM("generation", gen)};
-            lh_log_fields(LH_DEBUG, "vm closed", f, 1);
-            lh_vm_free(vm);
+            close_vm(vm);
         } else {
             pp = &vm->next_retired;
         }
     }
-    if (r->retired == NULL)
-        uv_check_stop(&r->reaper);
+    uv_idle_stop(&r->reaper);
+}
+
+/* The last handler run of a replaced VM ended: free it from the loop, never from inside
+** that run's own call stack. */
+static void on_vm_drained(lh_vm_t *vm)
+{
+    lh_reload_t *r = vm->drained_data;
+    uv_idle_start(&r->reaper, on_reap);
 }
 
 /* The old VM takes no new events: its timers stop now, its running handlers finish, and
@@ -74,9 +86,14 @@ static void on_reap(uv_check_t *c)
 static void retire(lh_reload_t *r, lh_vm_t *vm)
 {
     lh_timer_stop_all(vm);
+    if (vm->tasks == 0) { /* nothing of it runs now: free at once */
+        close_vm(vm);
+        return;
+    }
+    vm->on_drained = on_vm_drained;
+    vm->drained_data = r;
     vm->next_retired = r->retired;
     r->retired = vm;
-    uv_check_start(&r->reaper, on_reap);
 }
 
 static void do_reload(lh_reload_t *r, const char *why)
@@ -221,22 +238,12 @@ lh_reload_t *lh_reload_new(lh_app_t *app, int watch)
     uv_signal_init(app->loop, &r->sighup);
     uv_timer_init(app->loop, &r->soon);
     uv_timer_init(app->loop, &r->debounce);
-    uv_check_init(app->loop, &r->reaper);
+    uv_idle_init(app->loop, &r->reaper);
     r->sighup.data = r->soon.data = r->debounce.data = r->reaper.data = r;
     uv_signal_start(&r->sighup, on_sighup, SIGHUP);
-    /* the reaper must not keep the loop alive by itself */
-    uv_unref((uv_handle_t *)&r->reaper);
     for (size_t i = 0; watch && i < app->cfg->npaths; i++)
         add_watch(r, app->cfg->paths[i]);
     return r;
-}
-
-int lh_reload_tasks(const lh_reload_t *r)
-{
-    int n = r->app->vm->tasks;
-    for (const lh_vm_t *vm = r->retired; vm != NULL; vm = vm->next_retired)
-        n += vm->tasks;
-    return n;
 }
 
 static void reload_close_cb(uv_handle_t *h)

@@ -17,9 +17,6 @@ lh_reload_t *lh_reload_new(lh_app_t *app, int watch);
  *  while it runs, give one more reload at most. */
 void lh_reload_request(lh_reload_t *r, const char *why);
 
-/** Handler runs on every VM, the serving one and the replaced ones still draining. */
-int lh_reload_tasks(const lh_reload_t *r);
-
 /** Stops watching; stops and frees the replaced VMs (their waiting handlers are cancelled).
  *  Call before closing the loop. NULL does nothing. */
 void lh_reload_free(lh_reload_t *r);

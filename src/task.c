@@ -48,6 +48,9 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
     t->done(t, outcome, err, tb);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     free(t);
+    vm->app->tasks--;
+    if (vm->tasks == 0 && vm->on_drained != NULL)
+        vm->on_drained(vm);
 }
 
 /* Lua's count hook: a handler computing past its deadline is stopped where it is. It
@@ -213,6 +216,7 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script
         lua_pushvalue(L, -nargs); /* each push shifts the next argument to -nargs */
     lua_xmove(L, t->co, nargs);                        /* co: fn args */
     vm->tasks++;
+    vm->app->tasks++;
     t->next = vm->task_list;
     if (t->next)
         t->next->prev = t;

@@ -43,6 +43,9 @@ struct lh_vm_s {
     struct lh_task_s *task_list; /* every live task */
     struct lh_timer_s *timers;   /* every active timer */
     lh_vm_t *next_retired;       /* reload's list of replaced VMs still draining */
+    /* a replaced VM's last task ended (set by reload; runs outside any Lua call of it) */
+    void (*on_drained)(lh_vm_t *vm);
+    void *drained_data;
 };
 
 /** Creates a VM with the stdlib. NULL (and a message in err) on failure. */

@@ -9,6 +9,7 @@ running); SIGHUPs during a reload (one more reload, no more); 1000 reloads and R
 folder of 50 scripts; generation numbers, reload counters and duration in /metrics and log."""
 
 import collections
+import datetime
 import http.server
 import json
 import os
@@ -91,6 +92,12 @@ def vm_rss_kb(pid):
     raise AssertionError("no VmRSS in /proc/%d/status" % pid)
 
 
+def log_time(line):
+    """The wall-clock time of a JSON log line ("2026-11-26T17:52:28.593Z")."""
+    return datetime.datetime.strptime(line["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
 def logs_from(srv, start):
     """The JSON log lines from index `start` on."""
     out = []
@@ -141,7 +148,7 @@ class Basics(unittest.TestCase):
                 line, start = reload_and_wait(srv)
                 self.assertEqual(line.get("msg"), OK, line)
                 srv.wait_log(lambda e: e.get("msg") == "vm closed" and e.get("generation") == 1,
-                             start=start, timeout=2.0 * h.SLOW,
+                             start=start, timeout=1.0 * h.SLOW,
                              what="'vm closed' generation 1 on an idle server (no request "
                                   "sent after the SIGHUP)")
                 self.assertEqual(count_msg(srv, "vm closed", generation=2), 0,
@@ -155,6 +162,8 @@ class Basics(unittest.TestCase):
 LOAD_SCRIPT = RECORD + r'''
 local VERSION = "%s"
 on("LOAD", function(ev, ctx)
+  -- some events wait a little, so that every swap finds handlers running on the old VM
+  if ev.wait > 0 then sleep(ev.wait) end
   record(VERSION .. " " .. ctx.id)
 end)
 '''
@@ -189,8 +198,10 @@ class UnderLoad(unittest.TestCase):
                     try:
                         with h.Conn(srv.port) as c:
                             while not stop.is_set():
+                                wait = 0.01 if len(ids) % 2 else 0
                                 ids.append(check(name, c.request(
-                                    "POST", "/", {"action": "LOAD", "client": name})))
+                                    "POST", "/", {"action": "LOAD", "client": name,
+                                                  "wait": wait})))
                     except Exception as e:  # noqa: BLE001 - every failure is reported
                         with lock:
                             errors.append((name, "after %d requests: %r" % (len(ids), e)))
@@ -202,8 +213,9 @@ class UnderLoad(unittest.TestCase):
                     ids = []
                     try:
                         while not stop.is_set():
+                            wait = 0.02 if len(ids) % 2 else 0
                             ids.append(check(name, h.post_event(
-                                srv.port, {"action": "LOAD", "client": name})))
+                                srv.port, {"action": "LOAD", "client": name, "wait": wait})))
                     except Exception as e:  # noqa: BLE001
                         with lock:
                             errors.append((name, "after %d requests: %r" % (len(ids), e)))
@@ -236,8 +248,11 @@ class UnderLoad(unittest.TestCase):
                 # every accepted event must be handled: wait for the file to catch up
                 def lines():
                     return tmp.read_lines("out.txt")
-                h.wait_until(lambda: len(lines()) >= len(accepted), timeout=10 * h.SLOW,
-                             what="%d handled events in the file" % len(accepted))
+                try:
+                    h.wait_until(lambda: len(lines()) >= len(accepted), timeout=5 * h.SLOW,
+                                 interval=0.05)
+                except AssertionError:
+                    pass    # the comparison below says which ones are missing
                 # let the last reload run, and any duplicate arrive
                 time.sleep(0.3 * h.SLOW)
                 ok1, failed1, gen1 = reload_counts(srv)
@@ -259,8 +274,8 @@ class UnderLoad(unittest.TestCase):
                 "versions %r" % (duration, sent, ok1 - ok0, failed1 - failed0, len(accepted),
                                  dict(counts), dict(versions)))
             self.assertEqual(twice, [], "events handled more than once (%d)" % len(twice))
-            self.assertEqual(missing, set(), "accepted events never handled (%d of %d)"
-                             % (len(missing), len(acc)))
+            self.assertEqual(missing, set(), "accepted events never handled (%d of %d, e.g. %r)"
+                             % (len(missing), len(acc), sorted(missing)[:5]))
             self.assertEqual(extra, set(), "handled events that were never answered 200")
             self.assertGreater(versions["A"], 0, versions)
             self.assertGreater(versions["B"], 0, versions)
@@ -526,6 +541,7 @@ class Draining(unittest.TestCase):
 
 TICKER = RECORD + r'''
 timer.every(0.05, function() record("%s") end)
+on("HOLD", function(ev, ctx) sleep(ev.s) end)
 '''
 
 
@@ -538,6 +554,12 @@ class Timers(unittest.TestCase):
                 def ticks():
                     return tmp.read_lines("ticks.txt")
                 h.wait_until(lambda: ticks().count("A") >= 3, what="3 A ticks")
+                # a handler sleeping on A keeps the old VM open after the swap: its timers
+                # must stop anyway (not only when the VM is closed)
+                hold = 1.0 + 0.2 * h.SLOW
+                r = h.post_event(srv.port, {"action": "HOLD", "s": hold})
+                self.assertEqual(r.status, 200, r)
+                t_hold = time.monotonic()
                 write_atomic(path, TICKER % "B")
                 line, _ = reload_and_wait(srv)
                 self.assertEqual(line.get("msg"), OK, line)
@@ -550,6 +572,9 @@ class Timers(unittest.TestCase):
                 first_b = t.index("B")
                 self.assertLessEqual(t[first_b:].count("A"), 1,
                                      "A ticks after the new timer started: %r" % t[first_b:])
+                self.assertLess(time.monotonic() - t_hold, hold,
+                                "the HOLD handler ended before the checks (the old VM may "
+                                "have been closed, which proves less)")
 
                 # a failed reload: the serving timer goes on, the rejected VM's never runs
                 write_atomic(path, TICKER % "C" + 'error("boom")\n')
@@ -596,9 +621,14 @@ class Coalescing(unittest.TestCase):
                                  "1 SIGHUP + a burst of 10 during its reload")
                 self.assertEqual(reload_counts(srv), (2.0, 0.0, 3.0), "(ok, failed, generation)")
 
-    def test_burst_of_sighups_between_reloads(self):
+    def test_burst_of_sighups(self):
+        # 20 SIGHUPs back to back, while no reload runs. Each reload computes for 50 ms so
+        # that the burst (well under 1 ms) cannot straddle two whole reloads: the first
+        # SIGHUP's reload, plus at most one more for those that arrived while it ran.
+        busy = 0.05 * h.SLOW
         with h.TempDir() as tmp:
-            s = tmp.script("a.lua", 'on("X", function() end)\n')
+            s = tmp.script("a.lua", 'local t0 = os.clock()\nwhile os.clock() - t0 < %.3f do end\n'
+                           'on("X", function() end)\n' % busy)
             with h.Server(s) as srv:
                 for _ in range(20):
                     hup(srv)
@@ -632,7 +662,13 @@ class ManyReloads(unittest.TestCase):
         total = 200 if h.SANITIZED else 1000
         with h.TempDir() as tmp:
             s = tmp.script("rss.lua", RSS_SCRIPT)
-            with h.Server(s, env={"OUT": tmp.join("out.txt")}) as srv:
+            env = {"OUT": tmp.join("out.txt")}
+            if h.SANITIZED:
+                # ASan keeps freed memory in a quarantine (256 MB by default): RSS would
+                # measure the quarantine filling, not luahook. Leaks still fail the exit code.
+                env["ASAN_OPTIONS"] = ":".join(
+                    x for x in (os.environ.get("ASAN_OPTIONS", ""), "quarantine_size_mb=0") if x)
+            with h.Server(s, env=env) as srv:
                 pid = srv.proc.pid
                 rss = {}
                 t0 = time.monotonic()
@@ -668,7 +704,7 @@ local VERSION = "%s"
 on("V", function(ev, ctx) error("version " .. VERSION, 0) end)
 '''
 
-QUIET = 0.6  # seconds without a further reload (the debounce is 0.1 s)
+QUIET = 0.4 + 0.2 * h.SLOW  # seconds without a further reload (the debounce is 0.1 s)
 
 
 class Watch(unittest.TestCase):
@@ -686,7 +722,7 @@ class Watch(unittest.TestCase):
     def wait_reloads(self, srv, n, what):
         h.wait_until(lambda: count_msg(srv, OK) + count_msg(srv, FAILED) >= n,
                      timeout=3.0 * h.SLOW, what=what)
-        time.sleep(QUIET * h.SLOW)
+        time.sleep(QUIET)
         self.assertEqual(count_msg(srv, OK) + count_msg(srv, FAILED), n,
                          "reloads after " + what)
 
@@ -698,12 +734,17 @@ class Watch(unittest.TestCase):
                 self.assertEqual(self.version(srv), "A")
 
                 # a plain rewrite in place (truncate + write)
+                t_write = time.time()
                 with open(path, "w") as f:
                     f.write(WATCHED % "B")
                 self.wait_reloads(srv, 1, "a plain write")
                 line = srv.find_logs(msg=OK)[-1]
                 self.assertEqual(line.get("reason"), WATCH_REASON, line)
                 self.assertEqual(line.get("generation"), 2, line)
+                # the debounce: no reload sooner than 100 ms after the change (log ts in ms)
+                self.assertGreaterEqual(log_time(line), t_write + 0.100 - 0.002,
+                                        "reloaded %.3f s after the write"
+                                        % (log_time(line) - t_write))
                 self.assertEqual(self.version(srv), "B")
 
                 # an editor's save: write a temp file, chmod, rename over the script
@@ -758,7 +799,7 @@ class Watch(unittest.TestCase):
             with h.Server(path, "--ack", "handled") as srv:
                 with open(path, "w") as f:
                     f.write(WATCHED % "B")
-                time.sleep(QUIET * h.SLOW)
+                time.sleep(QUIET)
                 self.assertEqual(count_msg(srv, OK), 0, "reloaded without --watch")
                 self.assertEqual(self.version(srv), "A")
 
