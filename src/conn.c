@@ -9,7 +9,7 @@
 #include "log.h"
 #include "server.h"
 
-enum { T_NONE = 0, T_IDLE, T_HEAD, T_BODY, T_LINGER };
+enum { T_NONE = 0, T_IDLE, T_HEAD, T_BODY, T_LINGER, T_WRITE };
 
 /* How long a refused client may go on sending before the connection is dropped. */
 #define LINGER_MS 2000
@@ -25,6 +25,7 @@ typedef struct {
 
 static const llhttp_settings_t *parser_settings(void);
 static void conn_feed(lh_conn_t *c, const char *data, size_t len);
+static void conn_resume(lh_conn_t *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 
@@ -159,7 +160,10 @@ static void reject_log(lh_conn_t *c, int status, lh_reject_t reason)
 static void on_timer(uv_timer_t *t)
 {
     lh_conn_t *c = t->data;
-    if (c->timer_state == T_IDLE || c->timer_state == T_LINGER || c->linger) {
+    /* idle, lingering, a client that does not read its answers, or one whose request
+    ** was already answered: nothing more to say */
+    if (c->timer_state == T_IDLE || c->timer_state == T_LINGER || c->timer_state == T_WRITE ||
+        c->linger || c->skip_body) {
         lh_conn_close(c);
         return;
     }
@@ -217,8 +221,8 @@ static void on_write(uv_write_t *req, int status)
     c->writes_pending--;
     if (c->throttled && !c->closing && c->tcp.write_queue_size <= WRITE_QUEUE_MAX / 2) {
         c->throttled = 0;
-        if (!c->busy && !c->close_after_write)
-            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (!c->busy)
+            conn_resume(c);
     }
     if (status < 0 && !c->closing) {
         lh_conn_close(c);
@@ -228,8 +232,10 @@ static void on_write(uv_write_t *req, int status)
         else if (!c->linger)
             lh_conn_close(c);
     } else if (c->writes_pending == 0 && !c->busy && !c->closing && !c->in_request &&
-               c->timer_state == T_NONE) {
+               (c->timer_state == T_NONE || c->timer_state == T_WRITE)) {
         timer_set(c, T_IDLE, cfg_of(c)->idle_timeout);
+    } else if (c->writes_pending > 0 && c->timer_state == T_WRITE) {
+        timer_set(c, T_WRITE, cfg_of(c)->idle_timeout); /* progress: restart */
     }
     lh_conn_unref(c);
 }
@@ -240,6 +246,9 @@ static void write_raw(lh_conn_t *c, wreq_t *w)
     w->conn = c;
     lh_conn_ref(c);
     c->writes_pending++;
+    /* a client that never reads its answers must not hold them forever */
+    if (c->timer_state == T_NONE || c->timer_state == T_IDLE)
+        timer_set(c, T_WRITE, cfg_of(c)->idle_timeout);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
         c->writes_pending--;
         free(w);
@@ -269,6 +278,8 @@ static void respond(lh_conn_t *c, int status, const char *extra, const char *cty
         lh_conn_close(c);
         return;
     }
+    if (c->req.method == HTTP_HEAD)
+        len = 0; /* HEAD: the headers say what a GET would get, no body follows */
     memcpy(w->data, head, (size_t)hn);
     if (len)
         memcpy(w->data + hn, body, len);
@@ -324,7 +335,8 @@ void lh_conn_shutdown(lh_conn_t *c)
 
 /* ------------------------------------------------------------------ request assembly */
 
-static int head_append(lh_conn_t *c, const char *at, size_t len, int lower)
+/* Makes room for len more bytes (and a NUL) in the head buffer; may move it. */
+static int head_reserve(lh_conn_t *c, size_t len)
 {
     if (c->head_len + len + 1 > cfg_of(c)->max_header) {
         c->error_status = 431;
@@ -341,6 +353,14 @@ static int head_append(lh_conn_t *c, const char *at, size_t len, int lower)
         }
         c->head = p, c->head_cap = cap;
     }
+    return 0;
+}
+
+/* `at` must not point into the head buffer itself (a reserve may move it). */
+static int head_append(lh_conn_t *c, const char *at, size_t len, int lower)
+{
+    if (head_reserve(c, len) != 0)
+        return -1;
     char *dst = c->head + c->head_len;
     if (lower) {
         for (size_t i = 0; i < len; i++)
@@ -374,6 +394,14 @@ static int cb_message_begin(llhttp_t *p)
     c->hstate = 0;
     c->body_len = 0;
     c->skip_body = c->discarding = 0;
+    /* the last request was answered: a big body buffer is not kept for the next one */
+    if (c->body_cap > 1024 * 1024) {
+        free(c->body);
+        c->body = NULL;
+        c->body_cap = 0;
+    }
+    c->in_body = 0;
+    c->req.method = -1; /* until the head says: answers to a broken head carry a body */
     c->error_status = 0;
     timer_set(c, T_HEAD, cfg_of(c)->read_timeout);
     return 0;
@@ -394,6 +422,8 @@ static int cb_url_complete(llhttp_t *p)
 static int cb_header_field(llhttp_t *p, const char *at, size_t len)
 {
     lh_conn_t *c = conn_of(p);
+    if (c->in_body)
+        return 0; /* chunked trailers: the request's pointers must stay valid */
     if (c->hstate != 1) {
         if (c->nhdr == c->hdr_cap) {
             size_t cap = c->hdr_cap ? c->hdr_cap * 2 : 16;
@@ -416,6 +446,8 @@ static int cb_header_field(llhttp_t *p, const char *at, size_t len)
 static int cb_header_field_complete(llhttp_t *p)
 {
     lh_conn_t *c = conn_of(p);
+    if (c->in_body)
+        return 0; /* chunked trailers: the request's pointers must stay valid */
     c->hdr[c->nhdr - 1].name_len = c->head_len - c->hdr[c->nhdr - 1].name_off;
     return head_terminate(c);
 }
@@ -423,6 +455,8 @@ static int cb_header_field_complete(llhttp_t *p)
 static int cb_header_value(llhttp_t *p, const char *at, size_t len)
 {
     lh_conn_t *c = conn_of(p);
+    if (c->in_body)
+        return 0; /* chunked trailers: the request's pointers must stay valid */
     if (c->hstate != 2) {
         c->hdr[c->nhdr - 1].value_off = c->head_len;
         c->hstate = 2;
@@ -433,6 +467,8 @@ static int cb_header_value(llhttp_t *p, const char *at, size_t len)
 static int cb_header_value_complete(llhttp_t *p)
 {
     lh_conn_t *c = conn_of(p);
+    if (c->in_body)
+        return 0; /* chunked trailers: the request's pointers must stay valid */
     if (c->hstate != 2) /* an empty value has no data callback */
         c->hdr[c->nhdr - 1].value_off = c->head_len;
     c->hdr[c->nhdr - 1].value_len = c->head_len - c->hdr[c->nhdr - 1].value_off;
@@ -459,7 +495,11 @@ static int cb_headers_complete(llhttp_t *p)
     while (plen < c->url_len && c->head[plen] != '?' && c->head[plen] != '#')
         plen++;
     size_t path_off = c->head_len;
-    if (head_append(c, c->head, plen, 0) != 0 || head_terminate(c) != 0)
+    if (head_reserve(c, plen) != 0)
+        return -1;
+    memcpy(c->head + c->head_len, c->head, plen); /* after the reserve: it may move head */
+    c->head_len += plen;
+    if (head_terminate(c) != 0)
         return -1;
 
     if (c->nhdr > 0) {
@@ -493,6 +533,7 @@ static int cb_headers_complete(llhttp_t *p)
     r->received_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 
     int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
+    c->in_body = 1;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_body) {
         c->error_status = 413;
         return -1;
@@ -501,6 +542,8 @@ static int cb_headers_complete(llhttp_t *p)
     if (h->on_head(h->data, c, r)) {
         c->skip_body = 1;
         c->discarding = 1;
+        if (has_body)
+            timer_set(c, T_BODY, cfg->read_timeout);
         /* a client waiting for 100-continue will not send the body: do not wait for it */
         if (has_body && find_header(c, "expect") != NULL)
             c->close_after_write = 1;
@@ -559,6 +602,20 @@ static int cb_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* A request was answered at once: go on parsing, unless the answers pile up unread
+** (pipelined requests answered on their head would otherwise grow without bound). */
+static int after_answer(lh_conn_t *c)
+{
+    if (c->tcp.write_queue_size > WRITE_QUEUE_MAX) {
+        c->throttled = 1;
+        timer_set(c, T_WRITE, cfg_of(c)->idle_timeout);
+        return HPE_PAUSED;
+    }
+    /* idle from now on, or waiting for the client to take its answers */
+    timer_set(c, c->writes_pending == 0 ? T_IDLE : T_WRITE, cfg_of(c)->idle_timeout);
+    return 0;
+}
+
 static int cb_message_complete(llhttp_t *p)
 {
     lh_conn_t *c = conn_of(p);
@@ -568,9 +625,7 @@ static int cb_message_complete(llhttp_t *p)
         c->skip_body = c->discarding = 0;
         if (c->close_after_write || c->closing)
             return HPE_PAUSED;
-        if (c->writes_pending == 0)
-            timer_set(c, T_IDLE, cfg_of(c)->idle_timeout);
-        return 0;
+        return after_answer(c);
     }
     if (c->body == NULL) {
         if ((c->body = malloc(64)) == NULL) {
@@ -585,17 +640,9 @@ static int cb_message_complete(llhttp_t *p)
     c->busy = 1;
     lh_server_handler_t *h = &c->server->handler;
     h->on_request(h->data, c, &c->req);
-    /* a big body buffer is not kept for the next, likely small, request */
-    if (!c->busy && c->body_cap > 1024 * 1024) {
-        free(c->body);
-        c->body = NULL;
-        c->body_cap = 0;
-    }
     if (c->busy || c->close_after_write || c->closing)
         return HPE_PAUSED;
-    if (c->writes_pending == 0)
-        timer_set(c, T_IDLE, cfg_of(c)->idle_timeout);
-    return 0;
+    return after_answer(c);
 }
 
 static const llhttp_settings_t *parser_settings(void)
@@ -663,6 +710,13 @@ static void conn_feed(lh_conn_t *c, const char *data, size_t len)
     c->in_parse_flag = 0;
     if (err == HPE_OK || c->closing)
         return;
+    if (err == HPE_PAUSED_UPGRADE) { /* answered as plain HTTP; nothing follows on it */
+        c->close_after_write = 1;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (c->writes_pending == 0 && !c->busy)
+            lh_conn_close(c);
+        return;
+    }
     if (err == HPE_PAUSED) {
         if (c->close_after_write) { /* nothing more will be read */
             uv_read_stop((uv_stream_t *)&c->tcp);
@@ -672,7 +726,7 @@ static void conn_feed(lh_conn_t *c, const char *data, size_t len)
         }
         const char *pos = llhttp_get_error_pos(&c->parser);
         size_t used = pos ? (size_t)(pos - data) : len;
-        if (!c->busy) { /* answered while paused, e.g. in a nested resume */
+        if (!c->busy && !c->throttled) { /* answered while paused, e.g. in a nested resume */
             llhttp_resume(&c->parser);
             conn_feed(c, data + used, len - used);
             return;

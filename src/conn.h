@@ -51,6 +51,7 @@ struct lh_conn_s {
     int busy;       /* a request is complete and not answered yet */
     int in_request; /* bytes of a request have arrived, not all of it */
     int skip_body;  /* the answer was given on the head */
+    int in_body;    /* past the head: trailers must not touch the request */
     int discarding; /* reading a body nobody will see */
     int throttled;  /* reading stopped until the answers drain */
     int linger;     /* after the last answer: FIN, then read and drop until EOF or timeout */

@@ -39,6 +39,7 @@ static int log_at(lua_State *L, lh_level_t level)
         f[n++] = LH_FIELD("id", t->id);
     }
     int base = lua_gettop(L);
+    luaL_checkstack(L, 2 * LOG_MAX_FIELDS + 8, "log: too many fields");
     if (lua_istable(L, 2)) {
         lua_pushnil(L);
         while (n < LOG_MAX_FIELDS + 3 && lua_next(L, 2) != 0) { /* ... k v */

@@ -189,13 +189,25 @@ static int start_timer(lua_State *L, int repeat)
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (repeat && s < 0.001)
         return luaL_argerror(L, 1, "timer.every needs at least 0.001 seconds");
+    if (vm->closing) /* a finalizer while the VM closes: nothing would run it */
+        return luaL_error(L, "timer: the VM is closing");
     /* the userdata first, empty: an allocation error cannot leak the timer */
     lh_timer_t **ud = lua_newuserdatauv(L, sizeof(*ud), 0);  /* s fn ud */
     *ud = NULL;
     luaL_setmetatable(L, TIMER_MT);
+    /* the refs (which may raise) before the C allocation (which must not leak) */
+    lua_pushvalue(L, 2);
+    int fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 3);
+    int self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lh_timer_t *tm = calloc(1, sizeof(*tm));
-    if (tm == NULL)
+    if (tm == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, self_ref);
         return luaL_error(L, "not enough memory");
+    }
+    tm->fn_ref = fn_ref;
+    tm->self_ref = self_ref;
     lua_Debug ar;
     lua_pushvalue(L, 2);
     lua_getinfo(L, ">S", &ar);
@@ -205,10 +217,6 @@ static int start_timer(lua_State *L, int repeat)
     snprintf(tm->label, sizeof(tm->label), "timer %s:%d", tm->script, tm->line);
     tm->vm = vm;
     tm->repeat = repeat;
-    lua_pushvalue(L, 2);
-    tm->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushvalue(L, 3);
-    tm->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     *ud = tm;
     uv_timer_init(vm->app->loop, &tm->handle);
     tm->handle.data = tm;

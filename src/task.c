@@ -85,7 +85,15 @@ static void task_abort(lh_task_t *t, lh_outcome_t outcome, const char *msg)
         p->cancel(p);
     }
     luaL_traceback(L, t->co, NULL, 0); /* where it was waiting */
+    /* its __close handlers run now: under the same guard, with a second of grace */
+    lh_task_t *saved = t->vm->cur_task;
+    int saved_limit = t->vm->limit_on;
+    t->vm->cur_task = t;
+    t->vm->limit_on = 1;
+    t->deadline_ns = uv_hrtime() + 1000000000u;
     lua_resetthread(t->co);
+    t->vm->cur_task = saved;
+    t->vm->limit_on = saved_limit;
     task_finish(t, outcome, msg, lua_tostring(L, -1));
     lua_settop(L, top);
 }
@@ -117,6 +125,27 @@ static void wait_deadline(lh_task_t *t)
     uint64_t now = uv_hrtime();
     uint64_t ms = t->deadline_ns > now ? (t->deadline_ns - now + 999999) / 1000000 : 0;
     uv_timer_start(t->timer, on_deadline, ms, 0);
+}
+
+static int tostring_protected(lua_State *L)
+{
+    luaL_tolstring(L, 1, NULL);
+    return 1;
+}
+
+/* The text of a non-string error object: its __tostring, run protected (it is script
+** code too), else its type. Pushes the text. */
+static const char *error_text(lua_State *L, int idx)
+{
+    if (luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushcfunction(L, tostring_protected);
+        lua_pushvalue(L, idx);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING)
+            return lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
 }
 
 void lh_task_resume(lh_task_t *t, int nargs)
@@ -167,10 +196,8 @@ void lh_task_resume(lh_task_t *t, int nargs)
         } else {
             msg = "not enough memory";
         }
-    } else if (msg == NULL && luaL_callmeta(L, -1, "__tostring") && lua_isstring(L, -1)) {
-        msg = lua_tostring(L, -1);
     } else if (msg == NULL) {
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, top + 1));
+        msg = error_text(L, top + 1);
     }
     luaL_traceback(L, t->co, NULL, 0); /* the coroutine's stack, where it failed */
     task_finish(t, outcome, msg, lua_tostring(L, -1));

@@ -432,6 +432,7 @@ void lh_vm_free(lh_vm_t *vm)
     if (vm->L != NULL) {
         lh_timer_stop_all(vm);
         lh_task_cancel_all(vm);
+        vm->closing = 1;
         lua_close(vm->L);
     }
     for (size_t i = 0; i < vm->nhandlers; i++) {

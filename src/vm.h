@@ -30,6 +30,7 @@ struct lh_vm_s {
     uint64_t generation;
     int tasks;     /* live handler runs */
     int loading;   /* on() is allowed while scripts load */
+    int closing;   /* lua_close runs: finalizers may not start timers */
     lh_handler_t *handlers; /* owned */
     size_t nhandlers, handlers_cap;
     lh_route_t *routes;     /* owned; routes[0] is the "*"-only route of unknown actions */
