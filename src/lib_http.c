@@ -241,29 +241,42 @@ static void on_done(lh_http_req_t *req)
     }
 }
 
-/* Checks opts.headers: string names, string or number values. Raises on misuse. */
-static int check_headers(lua_State *L, int opts, int *has_ctype)
+/* Checks opts.headers (string names; string or number values) and pushes them as a list
+** of ready "Name: value" lines, so that nothing allocated by Lua is needed once C
+** resources are held. Raises on misuse. */
+static void push_header_lines(lua_State *L, int opts, int *has_ctype)
 {
-    if (!opt_field(L, opts, "headers", LUA_TTABLE)) {
+    lua_newtable(L);                                    /* lines */
+    int lines = lua_gettop(L);
+    if (!opt_field(L, opts, "headers", LUA_TTABLE)) {   /* lines hdrs? */
         lua_pop(L, 1);
-        return 0;
+        return;
     }
     int hi = lua_gettop(L);
+    lua_Integer n = 0;
     lua_pushnil(L);
-    while (lua_next(L, hi) != 0) {
+    while (lua_next(L, hi) != 0) {                      /* lines hdrs k v */
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "http: header names must be strings");
         if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
             luaL_error(L, "http: header '%s' must be a string or a number",
                        lua_tostring(L, -2));
         const char *k = lua_tostring(L, -2);
-        if (strcspn(k, ":\r\n") != strlen(k) || strpbrk(lua_tostring(L, -1), "\r\n") != NULL)
+        lua_pushvalue(L, -1);
+        const char *v = lua_tostring(L, -1);            /* lines hdrs k v vs */
+        if (k[0] == '\0' || strcspn(k, ":\r\n ") != strlen(k) || strpbrk(v, "\r\n") != NULL)
             luaL_error(L, "http: header '%s' holds a forbidden character", k);
         if (strcasecmp(k, "content-type") == 0)
             *has_ctype = 1;
-        lua_pop(L, 1);
+        /* curl sends "Name;" as a header with an empty value */
+        if (*v == '\0')
+            lua_pushfstring(L, "%s;", k);
+        else
+            lua_pushfstring(L, "%s: %s", k, v);         /* lines hdrs k v vs line */
+        lua_rawseti(L, lines, ++n);
+        lua_pop(L, 2);                                  /* lines hdrs k */
     }
-    return hi; /* the headers table stays at hi */
+    lua_pop(L, 1);                                      /* lines */
 }
 
 /* http.request(opts) */
@@ -320,10 +333,8 @@ static int http_request(lua_State *L)
     if (opt_field(L, 1, "ca_file", LUA_TSTRING))                      /* 6: ca_file */
         ca_file = lua_tostring(L, 6);
     int has_ctype = 0;
-    int headers = check_headers(L, 1, &has_ctype);                    /* 7: headers? */
-    if (headers == 0)
-        lua_pushnil(L);
-    headers = 7;
+    push_header_lines(L, 1, &has_ctype);                              /* 7: header lines */
+    int headers = 7;
     push_url(L, NULL, 1, url);                                        /* 8: full url */
 
     /* 2. C resources; from here on only C failures, handled without raising */
@@ -360,20 +371,10 @@ static int http_request(lua_State *L)
         /* curl's Expect: 100-continue costs a round trip, or a second with some servers */
         failed |= add_header(req, "Expect:");
     }
-    if (lua_istable(L, headers)) {
-        lua_pushnil(L);
-        while (lua_next(L, headers) != 0) {
-            const char *v = lua_tostring(L, -1); /* numbers turn into strings in place */
-            char line[8192];
-            int n = snprintf(line, sizeof(line), "%s: %s", lua_tostring(L, -2), v);
-            if (n < 0 || (size_t)n >= sizeof(line))
-                failed = 1;
-            else if (*v == '\0') /* curl sends "Name;" for an empty value */
-                line[n - 1] = ';', failed |= add_header(req, line);
-            else
-                failed |= add_header(req, line);
-            lua_pop(L, 1);
-        }
+    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, headers); i <= n; i++) {
+        lua_rawgeti(L, headers, i); /* a string: no allocation */
+        failed |= add_header(req, lua_tostring(L, -1));
+        lua_pop(L, 1);
     }
     if (req->headers != NULL)
         failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers) != CURLE_OK;
@@ -391,10 +392,11 @@ static int http_request(lua_State *L)
         failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L) != CURLE_OK;
     }
     if (failed || lh_http_req_start(req, on_done, op) != 0) {
-        lua_pushfstring(L, "http: cannot set up the request %s", op->what);
+        char msg[sizeof(op->what) + 48];
+        snprintf(msg, sizeof(msg), "http: cannot set up the request %s", op->what);
         lh_http_req_free(req);
         free(op);
-        return lua_error(L);
+        return luaL_error(L, "%s", msg);
     }
     t->pending = &op->base;
     return lua_yield(L, 0);
