@@ -42,18 +42,30 @@ static lh_metrics_t *metrics_of(lh_conn_t *c)
 static const char *status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
     }
 }
 
@@ -468,7 +480,7 @@ static int cb_header_value_complete(llhttp_t *p)
 {
     lh_conn_t *c = conn_of(p);
     if (c->in_body)
-        return 0; /* chunked trailers: the request's pointers must stay valid */
+        return 0;       /* chunked trailers: the request's pointers must stay valid */
     if (c->hstate != 2) /* an empty value has no data callback */
         c->hdr[c->nhdr - 1].value_off = c->head_len;
     c->hdr[c->nhdr - 1].value_len = c->head_len - c->hdr[c->nhdr - 1].value_off;
@@ -560,8 +572,8 @@ static int cb_headers_complete(llhttp_t *p)
         c->body = b, c->body_cap = p->content_length + 1;
     }
     const lh_header_t *expect = find_header(c, "expect");
-    if (expect != NULL && expect->value_len == 12 && strncasecmp(expect->value, "100-continue", 12) == 0 &&
-        has_body) {
+    if (expect != NULL && expect->value_len == 12 &&
+        strncasecmp(expect->value, "100-continue", 12) == 0 && has_body) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         wreq_t *w = malloc(sizeof(*w) + sizeof(cont) - 1);
         if (w == NULL) {

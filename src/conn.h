@@ -23,11 +23,11 @@ typedef struct {
 /* A complete request. Everything is borrowed from the connection: valid until the
 ** answer to this request is given (lh_conn_respond), or the connection closes. */
 typedef struct lh_request_s {
-    int method;             /* llhttp_method_t */
+    int method; /* llhttp_method_t */
     const char *method_name;
-    const char *path;       /* without the query; NUL-terminated */
+    const char *path; /* without the query; NUL-terminated */
     size_t path_len;
-    const char *url;        /* as sent */
+    const char *url; /* as sent */
     size_t url_len;
     lh_header_t *headers;
     size_t nheaders;
@@ -45,8 +45,8 @@ struct lh_conn_s {
     llhttp_t parser;
     lh_server_t *server; /* borrowed */
     lh_conn_t *prev, *next;
-    int refs;       /* lh_conn_ref holders + 1 while open */
-    int closing;    /* uv_close called, or will be after the last write */
+    int refs;    /* lh_conn_ref holders + 1 while open */
+    int closing; /* uv_close called, or will be after the last write */
     int close_after_write;
     int busy;       /* a request is complete and not answered yet */
     int in_request; /* bytes of a request have arrived, not all of it */
@@ -63,12 +63,12 @@ struct lh_conn_s {
     int timer_state;
     int handles_closed;
     /* request assembly */
-    char *head;       /* owned: url, then header names and values, NUL-separated */
+    char *head; /* owned: url, then header names and values, NUL-separated */
     size_t head_len, head_cap;
     size_t url_off, url_len;
     struct {
         size_t name_off, name_len, value_off, value_len;
-    } *hdr;          /* owned */
+    } * hdr; /* owned */
     size_t nhdr, hdr_cap;
     int last_was_value;
     lh_header_t *headers; /* owned; built at head completion */
@@ -76,7 +76,7 @@ struct lh_conn_s {
     size_t body_len, body_cap;
     lh_request_t req;
     /* bytes read past a request while it was being answered */
-    char *pending;        /* owned */
+    char *pending; /* owned */
     size_t pending_len, pending_off;
     char remote[64];
 };
@@ -92,8 +92,8 @@ lh_conn_t *lh_conn_new(lh_server_t *s);
  * NULL), a body of `len` bytes (copied) with `content_type`. Pipelined requests behind
  * it are parsed after this. A no-op on a closed connection.
  */
-void lh_conn_respond(lh_conn_t *c, int status, const char *extra_headers,
-                     const char *content_type, const char *body, size_t len);
+void lh_conn_respond(lh_conn_t *c, int status, const char *extra_headers, const char *content_type,
+                     const char *body, size_t len);
 
 /** As lh_conn_respond, and closes the connection once the answer is written. */
 void lh_conn_respond_close(lh_conn_t *c, int status, const char *extra_headers,

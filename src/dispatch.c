@@ -65,10 +65,8 @@ static void reply_error(lh_app_t *app, const lh_request_t *req, const char *remo
         char st[8];
         snprintf(st, sizeof(st), "%d", status);
         lh_field_t f[] = {
-            LH_FIELD_NUM("status", st),
-            LH_FIELD("reason", lh_metrics_reject_name(reason)),
-            LH_FIELD("remote", remote),
-            LH_FIELDN("path", req->path, req->path_len),
+            LH_FIELD_NUM("status", st), LH_FIELD("reason", lh_metrics_reject_name(reason)),
+            LH_FIELD("remote", remote), LH_FIELDN("path", req->path, req->path_len),
             LH_FIELD("error", msg),
         };
         lh_log_fields(LH_WARN, "rejected", f, 5);
@@ -119,7 +117,9 @@ static void event_ended(event_t *e)
             LH_FIELD("id", e->id),
             LH_FIELD("action", e->action),
             LH_FIELD_NUM("handlers", n),
-            LH_FIELD("outcome", e->nhandlers == 0 ? "none" : e->nfailed ? "error" : "ok"),
+            LH_FIELD("outcome", e->nhandlers == 0 ? "none"
+                                : e->nfailed      ? "error"
+                                                  : "ok"),
             LH_FIELD_NUM("duration_ms", d),
         };
         lh_log_fields(level, "event", f, 5);
@@ -139,10 +139,9 @@ static void event_ended(event_t *e)
                 static const char oom[] = "{\"ok\":false,\"error\":\"out of memory\"}";
                 e->reply(e->reply_data, 500, NULL, oom, sizeof(oom) - 1);
             } else {
-                len = snprintf(body, cap,
-                               "{\"ok\":false,\"id\":\"%s\",\"handlers\":%d,\"failed\":[%.*s]}",
-                               e->id, e->nhandlers, (int)e->failures_len,
-                               e->failures ? e->failures : "");
+                len = snprintf(
+                    body, cap, "{\"ok\":false,\"id\":\"%s\",\"handlers\":%d,\"failed\":[%.*s]}",
+                    e->id, e->nhandlers, (int)e->failures_len, e->failures ? e->failures : "");
                 e->reply(e->reply_data, 500, NULL, body, (size_t)len);
                 free(body);
             }
@@ -203,7 +202,7 @@ static void next_id(lh_app_t *app, char *out, size_t len)
 /* ctx: what the handler knows of the delivery. One table per event, shared by its handlers. */
 static void push_ctx(lua_State *L, const event_t *e, const lh_request_t *req, const char *remote)
 {
-    lua_createtable(L, 0, 7);                                  /* ctx */
+    lua_createtable(L, 0, 7); /* ctx */
     lua_pushstring(L, e->id);
     lua_setfield(L, -2, "id");
     lua_pushstring(L, e->action);
@@ -216,24 +215,24 @@ static void push_ctx(lua_State *L, const event_t *e, const lh_request_t *req, co
     lua_setfield(L, -2, "received_at");
     lua_pushlstring(L, req->body, req->body_len);
     lua_setfield(L, -2, "body");
-    lua_createtable(L, 0, (int)req->nheaders);                 /* ctx headers */
+    lua_createtable(L, 0, (int)req->nheaders); /* ctx headers */
     for (size_t i = 0; i < req->nheaders; i++) {
         const lh_header_t *h = &req->headers[i];
-        lua_pushlstring(L, h->name, h->name_len);              /* ctx headers k */
+        lua_pushlstring(L, h->name, h->name_len); /* ctx headers k */
         /* a repeated header keeps every value, joined as HTTP allows */
-        if (lua_rawget(L, -2) == LUA_TSTRING) {                /* ctx headers old */
+        if (lua_rawget(L, -2) == LUA_TSTRING) { /* ctx headers old */
             lua_pushliteral(L, ", ");
             lua_pushlstring(L, h->value, h->value_len);
-            lua_concat(L, 3);                                  /* ctx headers joined */
+            lua_concat(L, 3); /* ctx headers joined */
         } else {
             lua_pop(L, 1);
-            lua_pushlstring(L, h->value, h->value_len);        /* ctx headers v */
+            lua_pushlstring(L, h->value, h->value_len); /* ctx headers v */
         }
         lua_pushlstring(L, h->name, h->name_len);
-        lua_insert(L, -2);                                     /* ctx headers k v */
-        lua_rawset(L, -3);                                     /* ctx headers */
+        lua_insert(L, -2); /* ctx headers k v */
+        lua_rawset(L, -3); /* ctx headers */
     }
-    lua_setfield(L, -2, "headers");                            /* ctx */
+    lua_setfield(L, -2, "headers"); /* ctx */
 }
 
 void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remote,
@@ -249,15 +248,14 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
     lua_pushcfunction(L, decode_body);
     lua_pushlightuserdata(L, &args);
     int saved_limit = vm->limit_on;
-    vm->limit_on = 1; /* a body too big for --memory-limit is refused, not a crash */
-    int st = lua_pcall(L, 1, 1, 0);                            /* ev | errobj */
+    vm->limit_on = 1;               /* a body too big for --memory-limit is refused, not a crash */
+    int st = lua_pcall(L, 1, 1, 0); /* ev | errobj */
     vm->limit_on = saved_limit;
     if (st != LUA_OK) {
         lua_settop(L, top);
         lua_gc(L, LUA_GCCOLLECT);
         reply_error(app, req, remote, reply, data, 503, LH_REJECT_OVERLOAD,
-                    "not enough memory to decode the body (--memory-limit)",
-                    "Retry-After: 1\r\n");
+                    "not enough memory to decode the body (--memory-limit)", "Retry-After: 1\r\n");
         return;
     }
     if (args.rc != 0) {
@@ -274,21 +272,23 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         const char *what = lua_istable(L, -1) ? "an array" : luaL_typename(L, -1);
         if (lua_touserdata(L, -1) == NULL && lua_type(L, -1) == LUA_TLIGHTUSERDATA)
             what = "null";
-        snprintf(err, sizeof(err), "the body is not a JSON object (it is %s%s): an event is "
-                                   "an object with a string \"action\"",
+        snprintf(err, sizeof(err),
+                 "the body is not a JSON object (it is %s%s): an event is "
+                 "an object with a string \"action\"",
                  what, lua_istable(L, -1) ? "" : " value");
         lua_settop(L, top);
         reply_error(app, req, remote, reply, data, 400, LH_REJECT_NOT_OBJECT, err, NULL);
         return;
     }
     int ev = lua_gettop(L);
-    int at = lua_getfield(L, ev, "action");                    /* ev action */
+    int at = lua_getfield(L, ev, "action"); /* ev action */
     size_t alen;
     const char *action = lua_tolstring(L, -1, &alen);
     if (at != LUA_TSTRING) {
         if (at == LUA_TNIL)
-            snprintf(err, sizeof(err), "the event has no \"action\": an event is an object "
-                                       "with a string \"action\"");
+            snprintf(err, sizeof(err),
+                     "the event has no \"action\": an event is an object "
+                     "with a string \"action\"");
         else
             snprintf(err, sizeof(err), "\"action\" must be a string, not %s",
                      at == LUA_TLIGHTUSERDATA ? "null" : lua_typename(L, at));
@@ -296,12 +296,13 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         reply_error(app, req, remote, reply, data, 400, LH_REJECT_NO_ACTION, err, NULL);
         return;
     }
-    const lh_route_t *route = lh_vm_route(vm);                 /* ev action */
+    const lh_route_t *route = lh_vm_route(vm); /* ev action */
     if (route->n > 0 && (uint64_t)app->tasks + route->n > app->cfg->max_pending) {
         snprintf(err, sizeof(err), "too many handler runs in flight (%d, --max-pending %llu)",
                  app->tasks, (unsigned long long)app->cfg->max_pending);
         lua_settop(L, top);
-        reply_error(app, req, remote, reply, data, 503, LH_REJECT_OVERLOAD, err, "Retry-After: 1\r\n");
+        reply_error(app, req, remote, reply, data, 503, LH_REJECT_OVERLOAD, err,
+                    "Retry-After: 1\r\n");
         return;
     }
     event_t *e = calloc(1, sizeof(*e));
@@ -326,21 +327,25 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
     if (app->cfg->ack == LH_ACK_ACCEPT || route->n == 0) {
         /* answered before any handler runs: neither their I/O nor their CPU delays it */
         char buf[96];
-        int len = snprintf(buf, sizeof(buf), "{\"ok\":true,\"id\":\"%s\",\"handlers\":%d}",
-                           e->id, e->nhandlers);
+        int len = snprintf(buf, sizeof(buf), "{\"ok\":true,\"id\":\"%s\",\"handlers\":%d}", e->id,
+                           e->nhandlers);
         reply(data, 200, NULL, buf, (size_t)len);
         e->reply = NULL;
     }
     if (route->n > 0) {
-        lua_pop(L, 1);                                         /* ev */
-        push_ctx(L, e, req, remote);                           /* ev ctx */
+        lua_pop(L, 1);               /* ev */
+        push_ctx(L, e, req, remote); /* ev ctx */
         for (size_t k = 0; k < route->n; k++) {
             const lh_handler_t *h = &vm->handlers[route->handlers[k]];
             if (lh_task_spawn(vm, h->fn_ref, h->label, h->script, h->line, 2, on_task_done, e,
                               e->id, e->action) != 0) {
                 /* counted as a failed run, so no handler goes missing silently */
-                lh_task_t fake = {.vm = vm, .label = h->label, .script = h->script,
-                                  .line = h->line, .data = e, .start_ns = uv_hrtime()};
+                lh_task_t fake = {.vm = vm,
+                                  .label = h->label,
+                                  .script = h->script,
+                                  .line = h->line,
+                                  .data = e,
+                                  .start_ns = uv_hrtime()};
                 on_task_done(&fake, LH_OUTCOME_MEMORY, "could not start the handler", NULL);
             }
         }

@@ -13,8 +13,8 @@
 #include "conn.h"
 
 /** The answer to an event: runs exactly once, now or later. `body` is borrowed. */
-typedef void (*lh_reply_cb)(void *data, int status, const char *extra_headers,
-                            const char *body, size_t len);
+typedef void (*lh_reply_cb)(void *data, int status, const char *extra_headers, const char *body,
+                            size_t len);
 
 /**
  * Decodes `req`'s body, checks it is an event, and runs its handlers on app->vm.

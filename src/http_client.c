@@ -156,8 +156,7 @@ void lh_http_free(lh_http_t *h)
 
 /* Appends n bytes to a growing, NUL-terminated buffer. Returns 0, or -1 when out of
 ** memory or when it would pass `limit`. */
-static int buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n,
-                      size_t limit)
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n, size_t limit)
 {
     if (*len + n > limit)
         return -1;
@@ -183,8 +182,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *userp)
     if (req->resp_len + len > req->max_size)
         req->too_large = 1;
     /* a short count makes curl stop with CURLE_WRITE_ERROR */
-    return buf_append(&req->resp, &req->resp_len, &req->resp_cap, p, len, req->max_size) ? 0
-                                                                                         : len;
+    return buf_append(&req->resp, &req->resp_len, &req->resp_cap, p, len, req->max_size) ? 0 : len;
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *userp)
@@ -194,9 +192,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp)
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
         req->head_len = 0; /* a new response (after 100 Continue or a redirect) */
     /* headers have no business being larger than 1 MiB */
-    return buf_append(&req->resp_head, &req->head_len, &req->head_cap, p, len, 1024 * 1024)
-               ? 0
-               : len;
+    return buf_append(&req->resp_head, &req->head_len, &req->head_cap, p, len, 1024 * 1024) ? 0
+                                                                                            : len;
 }
 
 lh_http_req_t *lh_http_req_new(lh_http_t *h, size_t max_size)

@@ -23,18 +23,18 @@ struct lh_http_req_s {
     struct curl_slist *headers; /* owned; NULL or the request headers */
     char *body;                 /* owned; the request body (may be NULL) */
     size_t body_len;
-    size_t max_size;            /* largest response body accepted */
+    size_t max_size; /* largest response body accepted */
     /* the outcome */
     CURLcode result;
     long status;
-    int too_large;          /* the body passed max_size */
-    char *resp;             /* owned; the response body, NUL-terminated */
+    int too_large; /* the body passed max_size */
+    char *resp;    /* owned; the response body, NUL-terminated */
     size_t resp_len, resp_cap;
-    char *resp_head;        /* owned; header lines of the final response, CRLF-separated */
+    char *resp_head; /* owned; header lines of the final response, CRLF-separated */
     size_t head_len, head_cap;
     char errbuf[CURL_ERROR_SIZE];
     lh_http_done_cb done;
-    void *data;             /* for `done` */
+    void *data; /* for `done` */
     int started;
     lh_http_req_t *prev, *next; /* in flight */
 };

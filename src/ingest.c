@@ -76,8 +76,8 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
             return 1;
         }
         if (is_health) {
-            answer_json(c, 200, NULL, app->stopping ? "{\"ok\":true,\"stopping\":true}"
-                                                    : "{\"ok\":true}");
+            answer_json(c, 200, NULL,
+                        app->stopping ? "{\"ok\":true,\"stopping\":true}" : "{\"ok\":true}");
             return 1;
         }
         size_t len = 0;

@@ -25,13 +25,13 @@
 /* Recently seen object keys, kept as Lua strings on the stack: pushing one again is a compare and
  * a lua_pushvalue instead of hashing and interning it. Power of two. */
 #define KEYCACHE 128
-#define KEYMAX 40
+#define KEYMAX   40
 
 #if defined(__GNUC__)
-#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define LIKELY(x)   __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
-#define LIKELY(x) (x)
+#define LIKELY(x)   (x)
 #define UNLIKELY(x) (x)
 #endif
 
@@ -46,17 +46,17 @@ void lh_json_pushnull(lua_State *L)
 
 typedef struct {
     lua_State *L;
-    const char *end;        /* one past the last byte */
-    const char *errpos;     /* where the error is */
-    int depth;              /* open arrays/objects */
-    int kbase;              /* stack slot of key cache entry 0 */
+    const char *end;    /* one past the last byte */
+    const char *errpos; /* where the error is */
+    int depth;          /* open arrays/objects */
+    int kbase;          /* stack slot of key cache entry 0 */
     struct {
-        const char *s;      /* the key's bytes in the text (unescaped keys only) */
-        uint32_t len;       /* 0: empty entry */
-        uint32_t live;      /* its Lua string is in the stack slot (only from the 2nd sighting) */
+        const char *s; /* the key's bytes in the text (unescaped keys only) */
+        uint32_t len;  /* 0: empty entry */
+        uint32_t live; /* its Lua string is in the stack slot (only from the 2nd sighting) */
     } keys[KEYCACHE];
-    char msg[160];          /* what is wrong (without the position) */
-    char scratch[SCRATCH];  /* unescaped string bodies */
+    char msg[160];         /* what is wrong (without the position) */
+    char scratch[SCRATCH]; /* unescaped string bodies */
 } Decoder;
 
 static const char *fail(Decoder *d, const char *pos, const char *fmt, ...)
@@ -101,7 +101,7 @@ static const char *parse_value(Decoder *d, const char *p);
 
 /* --- strings --- */
 
-#define ONES 0x0101010101010101ULL
+#define ONES  0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
 /* Nonzero iff one of the 8 bytes is '"', '\\' or < 0x20; the lowest set bit marks the first.
@@ -199,7 +199,7 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
     int boxed = cap > sizeof d->scratch;
 
     if (boxed)
-        buf = lua_newuserdatauv(L, cap, 0);  /* box */
+        buf = lua_newuserdatauv(L, cap, 0); /* box */
     memcpy(buf, p, (size_t)(q - p));
     o = buf + (q - p);
     while (q < close) {
@@ -209,16 +209,32 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
             const char *esc = q;
             long cp;
 
-            q++;  /* q < close: the body cannot end in a lone backslash */
+            q++; /* q < close: the body cannot end in a lone backslash */
             switch (*q++) {
-            case '"':  *o++ = '"';  break;
-            case '\\': *o++ = '\\'; break;
-            case '/':  *o++ = '/';  break;
-            case 'b':  *o++ = '\b'; break;
-            case 'f':  *o++ = '\f'; break;
-            case 'n':  *o++ = '\n'; break;
-            case 'r':  *o++ = '\r'; break;
-            case 't':  *o++ = '\t'; break;
+            case '"':
+                *o++ = '"';
+                break;
+            case '\\':
+                *o++ = '\\';
+                break;
+            case '/':
+                *o++ = '/';
+                break;
+            case 'b':
+                *o++ = '\b';
+                break;
+            case 'f':
+                *o++ = '\f';
+                break;
+            case 'n':
+                *o++ = '\n';
+                break;
+            case 'r':
+                *o++ = '\r';
+                break;
+            case 't':
+                *o++ = '\t';
+                break;
             case 'u':
                 if (close - q < 4 || (cp = hex4(q)) < 0)
                     return fail(d, esc, "invalid \\u escape in string: expected 4 hex digits");
@@ -231,10 +247,12 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
                     long lo;
 
-                    if (close - q < 6 || q[0] != '\\' || q[1] != 'u' || (lo = hex4(q + 2)) < 0
-                        || lo < 0xDC00 || lo > 0xDFFF)
-                        return fail(d, esc, "lone UTF-16 high surrogate \\u%04lX in string "
-                                    "(not followed by a \\uDC00-\\uDFFF escape)", cp);
+                    if (close - q < 6 || q[0] != '\\' || q[1] != 'u' || (lo = hex4(q + 2)) < 0 ||
+                        lo < 0xDC00 || lo > 0xDFFF)
+                        return fail(d, esc,
+                                    "lone UTF-16 high surrogate \\u%04lX in string "
+                                    "(not followed by a \\uDC00-\\uDFFF escape)",
+                                    cp);
                     q += 6;
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }
@@ -256,9 +274,9 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
             q = r;
         }
     }
-    lua_pushlstring(L, buf, (size_t)(o - buf));  /* [box] s */
+    lua_pushlstring(L, buf, (size_t)(o - buf)); /* [box] s */
     if (boxed)
-        lua_remove(L, -2);  /* s */
+        lua_remove(L, -2); /* s */
     return close + 1;
 }
 
@@ -270,7 +288,7 @@ static const char *parse_string(Decoder *d, const char *p)
     const char *close;
 
     if (LIKELY(q < end && *q == '"')) {
-        lua_pushlstring(d->L, p, (size_t)(q - p));  /* s */
+        lua_pushlstring(d->L, p, (size_t)(q - p)); /* s */
         return q + 1;
     }
     if (q == end)
@@ -290,7 +308,7 @@ static const char *parse_string(Decoder *d, const char *p)
                 return fail(d, end, "unexpected end of input inside a string");
             close += 2;
         } else {
-            close++;  /* a control character: reported by parse_escaped in order */
+            close++; /* a control character: reported by parse_escaped in order */
         }
     }
     return parse_escaped(d, p, q, close);
@@ -305,20 +323,21 @@ static const char *parse_key(Decoder *d, const char *p)
 
     if (UNLIKELY(q == d->end || *q != '"' || len > KEYMAX || len == 0))
         return parse_string(d, p);
-    h = ((unsigned)len * 31u + (unsigned char)p[0] * 7u + (unsigned char)p[len - 1] * 131u
-         + (unsigned char)p[len >> 1]) & (KEYCACHE - 1);
+    h = ((unsigned)len * 31u + (unsigned char)p[0] * 7u + (unsigned char)p[len - 1] * 131u +
+         (unsigned char)p[len >> 1]) &
+        (KEYCACHE - 1);
     if (d->keys[h].len == len && memcmp(d->keys[h].s, p, len) == 0) {
         if (LIKELY(d->keys[h].live)) {
-            lua_pushvalue(d->L, d->kbase + (int)h);  /* k */
+            lua_pushvalue(d->L, d->kbase + (int)h); /* k */
         } else {
-            lua_pushlstring(d->L, p, len);  /* k */
-            lua_pushvalue(d->L, -1);  /* k k */
-            lua_replace(d->L, d->kbase + (int)h);  /* k */
+            lua_pushlstring(d->L, p, len);        /* k */
+            lua_pushvalue(d->L, -1);              /* k k */
+            lua_replace(d->L, d->kbase + (int)h); /* k */
             d->keys[h].live = 1;
         }
     } else {
         /* Most keys of a small document are seen once: caching costs only on a repeat. */
-        lua_pushlstring(d->L, p, len);  /* k */
+        lua_pushlstring(d->L, p, len); /* k */
         d->keys[h].s = p;
         d->keys[h].len = (uint32_t)len;
         d->keys[h].live = 0;
@@ -329,7 +348,7 @@ static const char *parse_key(Decoder *d, const char *p)
 /* --- numbers --- */
 
 static const double pow10_exact[] = {
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
 
@@ -412,10 +431,10 @@ static const char *parse_number(Decoder *d, const char *p)
 {
     const char *s = p;
     const char *end = d->end;
-    uint64_t m = 0;    /* up to 19 significant digits */
-    int sig = 0;       /* significant digits in m */
-    int e10 = 0;       /* value = m * 10^e10 (before the exponent part) */
-    int lost = 0;      /* digits that did not fit in m */
+    uint64_t m = 0; /* up to 19 significant digits */
+    int sig = 0;    /* significant digits in m */
+    int e10 = 0;    /* value = m * 10^e10 (before the exponent part) */
+    int lost = 0;   /* digits that did not fit in m */
     int isfloat = 0;
     int neg = 0;
 
@@ -437,7 +456,7 @@ static const char *parse_number(Decoder *d, const char *p)
                 m = m * 10 + (unsigned)(*p - '0');
                 sig++;
             } else {
-                lost = 1;  /* e10 is unused then */
+                lost = 1; /* e10 is unused then */
             }
             p++;
         } while (is_digit(p, end));
@@ -450,11 +469,11 @@ static const char *parse_number(Decoder *d, const char *p)
         do {
             if (sig < 19) {
                 m = m * 10 + (unsigned)(*p - '0');
-                sig += m != 0;  /* leading zeros of 0.000123 are not significant */
+                sig += m != 0; /* leading zeros of 0.000123 are not significant */
                 if (e10 > -1000)
                     e10--;
                 else
-                    lost = 1;  /* absurdly many leading zeros: leave it to slow_number */
+                    lost = 1; /* absurdly many leading zeros: leave it to slow_number */
             } else {
                 lost = 1;
             }
@@ -473,7 +492,7 @@ static const char *parse_number(Decoder *d, const char *p)
             return expected(d, p, "a digit in the exponent of number");
         do {
             if (ev < 100000)
-                ev = ev * 10 + (*p - '0');  /* only the fast path's range matters here */
+                ev = ev * 10 + (*p - '0'); /* only the fast path's range matters here */
             p++;
         } while (is_digit(p, end));
         e10 += eneg ? -ev : ev;
@@ -537,18 +556,18 @@ static int reserve(lua_State *L, int per_value)
 static void flush_array(lua_State *L, int tbl, int n, lua_Integer first, int *created)
 {
     if (!*created) {
-        lua_createtable(L, n, 0);  /* t? v1..vn t */
-        lua_replace(L, tbl);  /* t v1..vn */
+        lua_createtable(L, n, 0); /* t? v1..vn t */
+        lua_replace(L, tbl);      /* t v1..vn */
         *created = 1;
         for (int i = n; i > 0; i--)
-            lua_rawseti(L, tbl, first + i);  /* t v1..vi-1 */
+            lua_rawseti(L, tbl, first + i); /* t v1..vi-1 */
     } else {
         /* In order, so that a growing table keeps its elements in the array part. */
         for (int i = 1; i <= n; i++) {
-            lua_pushvalue(L, tbl + i);  /* t v1..vn vi */
-            lua_rawseti(L, tbl, first + i);  /* t v1..vn */
+            lua_pushvalue(L, tbl + i);      /* t v1..vn vi */
+            lua_rawseti(L, tbl, first + i); /* t v1..vn */
         }
-        lua_settop(L, tbl);  /* t */
+        lua_settop(L, tbl); /* t */
     }
 }
 
@@ -556,24 +575,24 @@ static void flush_array(lua_State *L, int tbl, int n, lua_Integer first, int *cr
 static void flush_object(lua_State *L, int tbl, int n, int *created)
 {
     if (!*created) {
-        lua_createtable(L, 0, n);  /* t? k1 v1..kn vn t */
-        lua_replace(L, tbl);  /* t k1 v1..kn vn */
+        lua_createtable(L, 0, n); /* t? k1 v1..kn vn t */
+        lua_replace(L, tbl);      /* t k1 v1..kn vn */
         *created = 1;
     }
     for (int i = 0; i < n; i++) {
-        lua_pushvalue(L, tbl + 1 + 2 * i);  /* t k1 v1..kn vn ki */
-        lua_pushvalue(L, tbl + 2 + 2 * i);  /* t k1 v1..kn vn ki vi */
-        lua_rawset(L, tbl);  /* t k1 v1..kn vn */
+        lua_pushvalue(L, tbl + 1 + 2 * i); /* t k1 v1..kn vn ki */
+        lua_pushvalue(L, tbl + 2 + 2 * i); /* t k1 v1..kn vn ki vi */
+        lua_rawset(L, tbl);                /* t k1 v1..kn vn */
     }
-    lua_settop(L, tbl);  /* t */
+    lua_settop(L, tbl); /* t */
 }
 
 static const char *parse_array(Decoder *d, const char *p)
 {
     lua_State *L = d->L;
     const char *end = d->end;
-    lua_Integer stored = 0;  /* elements already in the table */
-    int pending = 0;         /* elements on the stack above the table slot */
+    lua_Integer stored = 0; /* elements already in the table */
+    int pending = 0;        /* elements on the stack above the table slot */
     int created = 0;
     int room;
     int tbl;
@@ -583,25 +602,25 @@ static const char *parse_array(Decoder *d, const char *p)
     room = reserve(L, 1);
     if (room == 0)
         return fail(d, p, "nesting too deep for the Lua stack");
-    lua_pushnil(L);  /* t? (the table is created at the close, with its size) */
+    lua_pushnil(L); /* t? (the table is created at the close, with its size) */
     tbl = lua_gettop(L);
     p = skip_ws(p + 1, end);
     if (p < end && *p == ']') {
-        lua_createtable(L, 0, 0);  /* t? t */
-        lua_replace(L, tbl);  /* t */
+        lua_createtable(L, 0, 0); /* t? t */
+        lua_replace(L, tbl);      /* t */
         d->depth--;
         return p + 1;
     }
     for (;;) {
         if (pending == room) {
-            flush_array(L, tbl, pending, stored, &created);  /* t */
+            flush_array(L, tbl, pending, stored, &created); /* t */
             stored += pending;
             pending = 0;
             room = reserve(L, 1);
             if (room == 0)
                 return fail(d, p, "nesting too deep for the Lua stack");
         }
-        p = parse_value(d, p);  /* t v1..vn v */
+        p = parse_value(d, p); /* t v1..vn v */
         if (p == NULL)
             return NULL;
         pending++;
@@ -616,7 +635,7 @@ static const char *parse_array(Decoder *d, const char *p)
             break;
         return expected(d, p, "',' or ']' after array element");
     }
-    flush_array(L, tbl, pending, stored, &created);  /* t */
+    flush_array(L, tbl, pending, stored, &created); /* t */
     d->depth--;
     return p + 1;
 }
@@ -625,7 +644,7 @@ static const char *parse_object(Decoder *d, const char *p)
 {
     lua_State *L = d->L;
     const char *end = d->end;
-    int pending = 0;  /* key/value pairs on the stack above the table slot */
+    int pending = 0; /* key/value pairs on the stack above the table slot */
     int created = 0;
     int room;
     int tbl;
@@ -635,12 +654,12 @@ static const char *parse_object(Decoder *d, const char *p)
     room = reserve(L, 2);
     if (room == 0)
         return fail(d, p, "nesting too deep for the Lua stack");
-    lua_pushnil(L);  /* t? (the table is created at the close, with its size) */
+    lua_pushnil(L); /* t? (the table is created at the close, with its size) */
     tbl = lua_gettop(L);
     p = skip_ws(p + 1, end);
     if (p < end && *p == '}') {
-        lua_createtable(L, 0, 0);  /* t? t */
-        lua_replace(L, tbl);  /* t */
+        lua_createtable(L, 0, 0); /* t? t */
+        lua_replace(L, tbl);      /* t */
         d->depth--;
         return p + 1;
     }
@@ -651,20 +670,20 @@ static const char *parse_object(Decoder *d, const char *p)
             return expected(d, p, "a string key for object member");
         }
         if (pending == room) {
-            flush_object(L, tbl, pending, &created);  /* t */
+            flush_object(L, tbl, pending, &created); /* t */
             pending = 0;
             room = reserve(L, 2);
             if (room == 0)
                 return fail(d, p, "nesting too deep for the Lua stack");
         }
-        p = parse_key(d, p + 1);  /* t k1 v1..kn vn k */
+        p = parse_key(d, p + 1); /* t k1 v1..kn vn k */
         if (p == NULL)
             return NULL;
         p = skip_ws(p, end);
         if (p >= end || *p != ':')
             return expected(d, p, "':' after object key");
         p = skip_ws(p + 1, end);
-        p = parse_value(d, p);  /* t k1 v1..kn vn k v */
+        p = parse_value(d, p); /* t k1 v1..kn vn k v */
         if (p == NULL)
             return NULL;
         pending++;
@@ -677,7 +696,7 @@ static const char *parse_object(Decoder *d, const char *p)
             break;
         return expected(d, p, "',' or '}' after object member");
     }
-    flush_object(L, tbl, pending, &created);  /* t */
+    flush_object(L, tbl, pending, &created); /* t */
     d->depth--;
     return p + 1;
 }
@@ -696,8 +715,17 @@ static const char *parse_value(Decoder *d, const char *p)
         return parse_object(d, p);
     case '[':
         return parse_array(d, p);
-    case '-': case '0': case '1': case '2': case '3': case '4':
-    case '5': case '6': case '7': case '8': case '9':
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
         return parse_number(d, p);
     case 't':
         p = parse_literal(d, p, "true", 4);
@@ -752,10 +780,10 @@ int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
     if (*p == '{' || *p == '[') {
         /* Key cache slots below everything else, so they never move. */
         memset(d.keys, 0, sizeof d.keys);
-        lua_settop(L, base + KEYCACHE);  /* cache.. (nils) */
+        lua_settop(L, base + KEYCACHE); /* cache.. (nils) */
         d.kbase = base + 1;
     } else {
-        d.kbase = 0;  /* a scalar document has no keys: the cache stays unused */
+        d.kbase = 0; /* a scalar document has no keys: the cache stays unused */
     }
     p = parse_value(&d, p);
     if (p != NULL) {
@@ -783,7 +811,7 @@ int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
         return -1;
     }
     if (d.kbase != 0) {
-        lua_replace(L, base + 1);  /* v cache.. */
+        lua_replace(L, base + 1); /* v cache.. */
         lua_settop(L, base + 1);  /* v */
     }
     return 0;
@@ -796,7 +824,7 @@ int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
 /* One step of the path to the value being encoded; the chain lives in the recursion's frames. */
 typedef struct PathSeg {
     const struct PathSeg *up;
-    const char *key;    /* string key, or NULL for an array index */
+    const char *key; /* string key, or NULL for an array index */
     size_t klen;
     lua_Integer index;
 } PathSeg;
@@ -806,9 +834,9 @@ typedef struct {
     char *buf;
     size_t len;
     size_t cap;
-    int box;              /* stack slot for the userdata holding buf once it outgrows init */
+    int box; /* stack slot for the userdata holding buf once it outgrows init */
     int depth;
-    const PathSeg *path;  /* deepest step, NULL at the top level */
+    const PathSeg *path; /* deepest step, NULL at the top level */
     char init[1024];
 } Encoder;
 
@@ -825,9 +853,9 @@ static void grow(Encoder *e, size_t need)
             luaL_error(L, "json.encode: output too large");
         cap *= 2;
     }
-    nb = lua_newuserdatauv(L, cap, 0);  /* enc box .. nbox */
+    nb = lua_newuserdatauv(L, cap, 0); /* enc box .. nbox */
     memcpy(nb, e->buf, e->len);
-    lua_replace(L, e->box);  /* enc nbox .. */
+    lua_replace(L, e->box); /* enc nbox .. */
     e->buf = nb;
     e->cap = cap;
 }
@@ -926,7 +954,7 @@ static void encode_value(Encoder *e, int idx);
 static void encode_string(Encoder *e, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    char *o = reserve_out(e, n * 6 + 2);  /* worst case: every byte as \u00XX */
+    char *o = reserve_out(e, n * 6 + 2); /* worst case: every byte as \u00XX */
     const char *end = s + n;
 
     *o++ = '"';
@@ -939,13 +967,27 @@ static void encode_string(Encoder *e, const char *s, size_t n)
         }
         *o++ = '\\';
         switch (c) {
-        case '"':  *o++ = '"';  break;
-        case '\\': *o++ = '\\'; break;
-        case '\b': *o++ = 'b';  break;
-        case '\f': *o++ = 'f';  break;
-        case '\n': *o++ = 'n';  break;
-        case '\r': *o++ = 'r';  break;
-        case '\t': *o++ = 't';  break;
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
         default:
             *o++ = 'u';
             *o++ = '0';
@@ -1034,7 +1076,7 @@ static void encode_table(Encoder *e, int idx)
         encode_error(e, "cannot encode: nesting deeper than %d levels (a cycle?)",
                      LH_JSON_MAX_DEPTH);
     luaL_checkstack(L, 4, "json.encode");
-    lua_pushnil(L);  /* nil */
+    lua_pushnil(L); /* nil */
     if (!lua_next(L, idx)) {
         /* An empty table is an object: nothing tells an empty array apart (lua-cjson agrees). */
         put(e, "{}", 2);
@@ -1060,9 +1102,9 @@ static void encode_table(Encoder *e, int idx)
             e->path = sg.up;
             e->depth--;
             putc_(e, ',');
-            lua_pop(L, 1);  /* k */
+            lua_pop(L, 1); /* k */
         } while (lua_next(L, idx));
-        e->buf[e->len - 1] = '}';  /* replaces the last ',' */
+        e->buf[e->len - 1] = '}'; /* replaces the last ',' */
         return;
     }
     /* Not a string key: the table must be a sequence 1..n. */
@@ -1072,8 +1114,8 @@ static void encode_table(Encoder *e, int idx)
         lua_Integer max = 0;
         PathSeg sg = {e->path, NULL, 0, 0};
 
-        lua_pushnil(L);  /* nil */
-        while (lua_next(L, idx)) {  /* k v */
+        lua_pushnil(L);            /* nil */
+        while (lua_next(L, idx)) { /* k v */
             lua_Integer k = lua_isinteger(L, -2) ? lua_tointeger(L, -2) : 0;
 
             if (lua_type(L, -2) == LUA_TSTRING)
@@ -1084,14 +1126,14 @@ static void encode_table(Encoder *e, int idx)
             n++;
             if (k > max)
                 max = k;
-            lua_pop(L, 1);  /* k */
+            lua_pop(L, 1); /* k */
         }
         if (max != n)
             encode_error(e, "cannot encode a sparse array (%lld elements, largest key %lld)",
                          (long long)n, (long long)max);
         putc_(e, '[');
         for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, idx, i);  /* v */
+            lua_rawgeti(L, idx, i); /* v */
             sg.index = i;
             e->depth++;
             e->path = &sg;
@@ -1159,15 +1201,15 @@ void lh_json_encode(lua_State *L, int idx, luaL_Buffer *b)
     e.path = NULL;
     idx = lua_absindex(L, idx);
     luaL_checkstack(L, 4, "json.encode");
-    lua_pushnil(L);  /* box? (a userdata once the output outgrows e.init) */
+    lua_pushnil(L); /* box? (a userdata once the output outgrows e.init) */
     e.box = lua_gettop(L);
     encode_value(&e, idx);
     if (e.buf == e.init) {
-        lua_pop(L, 1);  /* (back at the buffer's level) */
+        lua_pop(L, 1); /* (back at the buffer's level) */
         luaL_addlstring(b, e.buf, e.len);
     } else {
-        lua_pushlstring(L, e.buf, e.len);  /* box s */
-        lua_remove(L, -2);  /* s */
+        lua_pushlstring(L, e.buf, e.len); /* box s */
+        lua_remove(L, -2);                /* s */
         luaL_addvalue(b);
     }
 }

@@ -16,7 +16,7 @@
 #include "lib.h"
 #include "task.h"
 
-#define RES_MT "luahook.http.response"
+#define RES_MT           "luahook.http.response"
 #define DEFAULT_MAX_SIZE (16u * 1024 * 1024)
 
 typedef struct {
@@ -98,8 +98,8 @@ static void push_url(lua_State *L, CURL *easy, int opts, const char *url)
         int t = lua_type(L, -1);
         if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
             luaL_error(L, "http: query value '%s' must be a string, number or boolean", keys[i]);
-        const char *v = t == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false")
-                                          : lua_tostring(L, -1);
+        const char *v =
+            t == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false") : lua_tostring(L, -1);
         char *ek = curl_easy_escape(easy, keys[i], 0);
         char *ev = curl_easy_escape(easy, v, 0);
         lua_pop(L, 1);
@@ -160,9 +160,9 @@ static void push_response(lua_State *co, lh_http_req_t *req)
             luaL_buffinit(co, &b);
             for (const char *k = p; k < colon; k++)
                 luaL_addchar(&b, (char)((*k >= 'A' && *k <= 'Z') ? *k + 32 : *k));
-            luaL_pushresult(&b);                             /* res hdrs name */
+            luaL_pushresult(&b); /* res hdrs name */
             lua_pushvalue(co, -1);
-            if (lua_rawget(co, -3) == LUA_TSTRING) {          /* res hdrs name old */
+            if (lua_rawget(co, -3) == LUA_TSTRING) { /* res hdrs name old */
                 lua_pushliteral(co, ", ");
                 lua_pushlstring(co, v, (size_t)(ve - v));
                 lua_concat(co, 3);
@@ -170,7 +170,7 @@ static void push_response(lua_State *co, lh_http_req_t *req)
                 lua_pop(co, 1);
                 lua_pushlstring(co, v, (size_t)(ve - v));
             }
-            lua_rawset(co, -3);                              /* res hdrs */
+            lua_rawset(co, -3); /* res hdrs */
         }
         p = next;
     }
@@ -206,8 +206,7 @@ static void push_failure(lua_State *co, const http_op_t *op)
         break;
     case CURLE_WRITE_ERROR:
         if (req->too_large) {
-            snprintf(buf, sizeof(buf), "response larger than max_size (%zu bytes)",
-                     req->max_size);
+            snprintf(buf, sizeof(buf), "response larger than max_size (%zu bytes)", req->max_size);
             why = buf;
             break;
         }
@@ -246,24 +245,23 @@ static void on_done(lh_http_req_t *req)
 ** resources are held. Raises on misuse. */
 static void push_header_lines(lua_State *L, int opts, int *has_ctype)
 {
-    lua_newtable(L);                                    /* lines */
+    lua_newtable(L); /* lines */
     int lines = lua_gettop(L);
-    if (!opt_field(L, opts, "headers", LUA_TTABLE)) {   /* lines hdrs? */
+    if (!opt_field(L, opts, "headers", LUA_TTABLE)) { /* lines hdrs? */
         lua_pop(L, 1);
         return;
     }
     int hi = lua_gettop(L);
     lua_Integer n = 0;
     lua_pushnil(L);
-    while (lua_next(L, hi) != 0) {                      /* lines hdrs k v */
+    while (lua_next(L, hi) != 0) { /* lines hdrs k v */
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "http: header names must be strings");
         if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "http: header '%s' must be a string or a number",
-                       lua_tostring(L, -2));
+            luaL_error(L, "http: header '%s' must be a string or a number", lua_tostring(L, -2));
         const char *k = lua_tostring(L, -2);
         lua_pushvalue(L, -1);
-        const char *v = lua_tostring(L, -1);            /* lines hdrs k v vs */
+        const char *v = lua_tostring(L, -1); /* lines hdrs k v vs */
         if (k[0] == '\0' || strcspn(k, ":\r\n ") != strlen(k) || strpbrk(v, "\r\n") != NULL)
             luaL_error(L, "http: header '%s' holds a forbidden character", k);
         if (strcasecmp(k, "content-type") == 0)
@@ -272,11 +270,11 @@ static void push_header_lines(lua_State *L, int opts, int *has_ctype)
         if (*v == '\0')
             lua_pushfstring(L, "%s;", k);
         else
-            lua_pushfstring(L, "%s: %s", k, v);         /* lines hdrs k v vs line */
+            lua_pushfstring(L, "%s: %s", k, v); /* lines hdrs k v vs line */
         lua_rawseti(L, lines, ++n);
-        lua_pop(L, 2);                                  /* lines hdrs k */
+        lua_pop(L, 2); /* lines hdrs k */
     }
-    lua_pop(L, 1);                                      /* lines */
+    lua_pop(L, 1); /* lines */
 }
 
 /* http.request(opts) */
@@ -294,14 +292,13 @@ static int http_request(lua_State *L)
         return luaL_error(L, "http: not available in this mode");
 
     /* 1. everything that may raise, while nothing is owned */
-    if (lua_getfield(L, 1, "url") != LUA_TSTRING)                    /* 2: url */
-        return luaL_error(L, "http: option 'url' must be a string, not %s",
-                          luaL_typename(L, -1));
+    if (lua_getfield(L, 1, "url") != LUA_TSTRING) /* 2: url */
+        return luaL_error(L, "http: option 'url' must be a string, not %s", luaL_typename(L, -1));
     const char *url = lua_tostring(L, 2);
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return luaL_error(L, "http: url must start with http:// or https:// (got '%s')", url);
-    int has_body = opt_field(L, 1, "body", LUA_TSTRING);              /* 3: body */
-    int has_json = lua_getfield(L, 1, "json") != LUA_TNIL;            /* 4: json */
+    int has_body = opt_field(L, 1, "body", LUA_TSTRING);   /* 3: body */
+    int has_json = lua_getfield(L, 1, "json") != LUA_TNIL; /* 4: json */
     if (has_body && has_json)
         return luaL_error(L, "http: give 'body' or 'json', not both");
     if (has_json) {
@@ -309,11 +306,11 @@ static int http_request(lua_State *L)
         luaL_buffinit(L, &b);
         lh_json_encode(L, 4, &b);
         luaL_pushresult(&b);
-        lua_replace(L, 3);                                            /* 3: the body */
+        lua_replace(L, 3); /* 3: the body */
         has_body = 1;
     }
     const char *method = has_body ? "POST" : "GET";
-    if (opt_field(L, 1, "method", LUA_TSTRING))                       /* 5: method */
+    if (opt_field(L, 1, "method", LUA_TSTRING)) /* 5: method */
         method = lua_tostring(L, 5);
     for (const char *m = method; *m; m++)
         if (!((*m >= 'A' && *m <= 'Z') || *m == '-'))
@@ -330,12 +327,12 @@ static int http_request(lua_State *L)
     int insecure = opt_bool(L, 1, "insecure");
     int follow = opt_bool(L, 1, "follow");
     const char *ca_file = NULL;
-    if (opt_field(L, 1, "ca_file", LUA_TSTRING))                      /* 6: ca_file */
+    if (opt_field(L, 1, "ca_file", LUA_TSTRING)) /* 6: ca_file */
         ca_file = lua_tostring(L, 6);
     int has_ctype = 0;
-    push_header_lines(L, 1, &has_ctype);                              /* 7: header lines */
+    push_header_lines(L, 1, &has_ctype); /* 7: header lines */
     int headers = 7;
-    push_url(L, NULL, 1, url);                                        /* 8: full url */
+    push_url(L, NULL, 1, url); /* 8: full url */
 
     /* 2. C resources; from here on only C failures, handled without raising */
     http_op_t *op = calloc(1, sizeof(*op));
@@ -349,8 +346,8 @@ static int http_request(lua_State *L)
     op->task = t;
     op->timeout = timeout;
     size_t ulen = strcspn(url, "?#"); /* a query may carry secrets: never in messages */
-    snprintf(op->what, sizeof(op->what), "%s %.*s%s", method, (int)(ulen > 240 ? 240 : ulen),
-             url, ulen > 240 ? "..." : "");
+    snprintf(op->what, sizeof(op->what), "%s %.*s%s", method, (int)(ulen > 240 ? 240 : ulen), url,
+             ulen > 240 ? "..." : "");
 
     CURL *e = req->easy;
     int failed = 0;
@@ -379,8 +376,8 @@ static int http_request(lua_State *L)
     if (req->headers != NULL)
         failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers) != CURLE_OK;
     failed |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000)) != CURLE_OK;
-    failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                               (long)(connect_timeout * 1000)) != CURLE_OK;
+    failed |=
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000)) != CURLE_OK;
     if (insecure) {
         failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;
         failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK;
@@ -409,7 +406,7 @@ static int call_with_method(lua_State *L, const char *method)
     if (!lua_isnoneornil(L, 2))
         luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
-    lua_newtable(L);                                  /* url opts req */
+    lua_newtable(L); /* url opts req */
     if (lua_istable(L, 2)) {
         lua_pushnil(L);
         while (lua_next(L, 2) != 0) {
@@ -422,7 +419,7 @@ static int call_with_method(lua_State *L, const char *method)
     lua_setfield(L, 3, "url");
     lua_pushstring(L, method);
     lua_setfield(L, 3, "method");
-    lua_replace(L, 1);                                /* req opts */
+    lua_replace(L, 1); /* req opts */
     lua_settop(L, 1);
     return http_request(L);
 }
@@ -476,21 +473,16 @@ static const luaL_Reg res_meth[] = {
 };
 
 static const luaL_Reg http_funcs[] = {
-    {"request", http_request},
-    {"get", http_get},
-    {"post", http_post},
-    {"put", http_put},
-    {"patch", http_patch},
-    {"delete", http_delete},
-    {NULL, NULL},
+    {"request", http_request}, {"get", http_get},       {"post", http_post}, {"put", http_put},
+    {"patch", http_patch},     {"delete", http_delete}, {NULL, NULL},
 };
 
 int luaopen_lh_http(lua_State *L)
 {
-    luaL_newmetatable(L, RES_MT);                 /* mt */
+    luaL_newmetatable(L, RES_MT); /* mt */
     luaL_newlibtable(L, res_meth);
-    luaL_setfuncs(L, res_meth, 0);                /* mt methods */
-    lua_setfield(L, -2, "__index");               /* mt */
+    luaL_setfuncs(L, res_meth, 0);  /* mt methods */
+    lua_setfield(L, -2, "__index"); /* mt */
     lua_pop(L, 1);
     luaL_newlibtable(L, http_funcs);
     lua_pushvalue(L, lua_upvalueindex(1));

@@ -10,9 +10,9 @@ static int json_decode(lua_State *L)
     const char *s = luaL_checklstring(L, 1, &len);
     char err[256];
 
-    if (lh_json_decode(L, s, len, err, sizeof err) != 0) {  /* s [v] */
-        luaL_pushfail(L);  /* s nil */
-        lua_pushstring(L, err);  /* s nil err */
+    if (lh_json_decode(L, s, len, err, sizeof err) != 0) { /* s [v] */
+        luaL_pushfail(L);                                  /* s nil */
+        lua_pushstring(L, err);                            /* s nil err */
         return 2;
     }
     return 1;
@@ -24,10 +24,10 @@ static int json_encode(lua_State *L)
     luaL_Buffer b;
 
     luaL_checkany(L, 1);
-    lua_settop(L, 1);  /* v */
-    luaL_buffinit(L, &b);  /* v [buf] */
+    lua_settop(L, 1);     /* v */
+    luaL_buffinit(L, &b); /* v [buf] */
     lh_json_encode(L, 1, &b);
-    luaL_pushresult(&b);  /* v s */
+    luaL_pushresult(&b); /* v s */
     return 1;
 }
 
@@ -39,8 +39,8 @@ int luaopen_lh_json(lua_State *L)
         {NULL, NULL},
     };
 
-    luaL_newlib(L, funcs);  /* M */
-    lh_json_pushnull(L);  /* M null */
-    lua_setfield(L, -2, "null");  /* M */
+    luaL_newlib(L, funcs);       /* M */
+    lh_json_pushnull(L);         /* M null */
+    lua_setfield(L, -2, "null"); /* M */
     return 1;
 }

@@ -47,17 +47,16 @@ static int log_at(lua_State *L, lh_level_t level)
                 lua_pop(L, 1);
                 continue;
             }
-            int number = lua_type(L, -1) == LUA_TBOOLEAN ||
-                         lua_isinteger(L, -1) ||
+            int number = lua_type(L, -1) == LUA_TBOOLEAN || lua_isinteger(L, -1) ||
                          (lua_type(L, -1) == LUA_TNUMBER && isfinite(lua_tonumber(L, -1)));
-            lua_pushvalue(L, -2);                          /* ... k v k */
+            lua_pushvalue(L, -2); /* ... k v k */
             const char *k = lua_tostring(L, -1);
             size_t vlen;
-            const char *v = luaL_tolstring(L, -2, &vlen);  /* ... k v k vs */
+            const char *v = luaL_tolstring(L, -2, &vlen); /* ... k v k vs */
             /* keep k and vs alive on the stack until the line is written */
             lua_insert(L, base + 1);
-            lua_insert(L, base + 1);                       /* k vs ... k v */
-            lua_pop(L, 1);                                 /* ... k */
+            lua_insert(L, base + 1); /* k vs ... k v */
+            lua_pop(L, 1);           /* ... k */
             f[n++] = (lh_field_t){k, v, vlen, number};
         }
     }
@@ -87,11 +86,8 @@ static int log_error(lua_State *L)
 }
 
 static const luaL_Reg log_funcs[] = {
-    {"debug", log_debug},
-    {"info", log_info},
-    {"warn", log_warn},
-    {"error", log_error},
-    {NULL, NULL},
+    {"debug", log_debug}, {"info", log_info}, {"warn", log_warn},
+    {"error", log_error}, {NULL, NULL},
 };
 
 int luaopen_lh_log(lua_State *L)

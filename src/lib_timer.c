@@ -78,13 +78,13 @@ static int lib_sleep(lua_State *L)
 struct lh_timer_s {
     uv_timer_t handle;
     lh_vm_t *vm;
-    int fn_ref;     /* registry ref to the callback */
-    int self_ref;   /* registry ref to the userdata while active: a timer nobody keeps runs */
+    int fn_ref;   /* registry ref to the callback */
+    int self_ref; /* registry ref to the userdata while active: a timer nobody keeps runs */
     int repeat;
-    int running;    /* callback tasks not ended */
+    int running; /* callback tasks not ended */
     int stopped;
-    int closed;     /* the handle's close callback ran */
-    char label[160];   /* "timer script:line", for logs */
+    int closed;      /* the handle's close callback ran */
+    char label[160]; /* "timer script:line", for logs */
     char script[128];
     int line;
     lh_timer_t *prev, *next; /* vm->timers */
@@ -128,8 +128,7 @@ static void timer_stop(lh_timer_t *tm)
     tm->fn_ref = tm->self_ref = LUA_NOREF;
 }
 
-static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err,
-                             const char *tb)
+static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
     lh_timer_t *tm = t->data;
     tm->running--;
@@ -192,7 +191,7 @@ static int start_timer(lua_State *L, int repeat)
     if (vm->closing) /* a finalizer while the VM closes: nothing would run it */
         return luaL_error(L, "timer: the VM is closing");
     /* the userdata first, empty: an allocation error cannot leak the timer */
-    lh_timer_t **ud = lua_newuserdatauv(L, sizeof(*ud), 0);  /* s fn ud */
+    lh_timer_t **ud = lua_newuserdatauv(L, sizeof(*ud), 0); /* s fn ud */
     *ud = NULL;
     luaL_setmetatable(L, TIMER_MT);
     /* the refs (which may raise) before the C allocation (which must not leak) */
@@ -285,12 +284,12 @@ static const luaL_Reg timer_funcs[] = {
 
 int luaopen_lh_timer(lua_State *L)
 {
-    luaL_newmetatable(L, TIMER_MT);               /* mt */
+    luaL_newmetatable(L, TIMER_MT); /* mt */
     lua_pushcfunction(L, t_tostring);
     lua_setfield(L, -2, "__tostring");
     luaL_newlibtable(L, timer_meth);
-    luaL_setfuncs(L, timer_meth, 0);              /* mt methods */
-    lua_setfield(L, -2, "__index");               /* mt */
+    luaL_setfuncs(L, timer_meth, 0); /* mt methods */
+    lua_setfield(L, -2, "__index");  /* mt */
     lua_pop(L, 1);
     luaL_newlibtable(L, timer_funcs);
     lua_pushvalue(L, lua_upvalueindex(1));

@@ -39,7 +39,7 @@ void lh_log_fields(lh_level_t level, const char *msg, const lh_field_t *fields, 
 /** printf-style message without fields; formats only when the level is enabled. */
 void lh_log_printf(lh_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define LH_FIELD(k, v) ((lh_field_t){(k), (v), (size_t)-1, 0})
+#define LH_FIELD(k, v)     ((lh_field_t){(k), (v), (size_t)-1, 0})
 #define LH_FIELDN(k, v, n) ((lh_field_t){(k), (v), (n), 0})
 #define LH_FIELD_NUM(k, v) ((lh_field_t){(k), (v), (size_t)-1, 1})
 

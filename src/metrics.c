@@ -178,8 +178,7 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
         }
         outf(&o, "luahook_handler_duration_seconds_bucket{action=\"%s\",le=\"+Inf\"} %llu\n", lb,
              (unsigned long long)a->duration_count);
-        outf(&o, "luahook_handler_duration_seconds_sum{action=\"%s\"} %.9g\n", lb,
-             a->duration_sum);
+        outf(&o, "luahook_handler_duration_seconds_sum{action=\"%s\"} %.9g\n", lb, a->duration_sum);
         outf(&o, "luahook_handler_duration_seconds_count{action=\"%s\"} %llu\n", lb,
              (unsigned long long)a->duration_count);
     }

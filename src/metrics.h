@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define LH_METRICS_MAX_ACTIONS 64
-#define LH_METRICS_BUCKETS 12
+#define LH_METRICS_BUCKETS     12
 
 typedef enum {
     LH_OUTCOME_OK = 0,

@@ -12,7 +12,7 @@
 #include "vm.h"
 
 /* Editors save in bursts (write, rename, chmod): changes closer than this are one. */
-#define DEBOUNCE_MS 100
+#define DEBOUNCE_MS         100
 #define MAX_PROBLEMS_LOGGED 50
 
 typedef struct watch_s {

@@ -30,8 +30,7 @@ static void on_connection(uv_stream_t *l, int status)
         return;
     }
     if (s->nconns > s->app->cfg->max_connections || s->app->stopping) {
-        static const char body[] =
-            "{\"ok\":false,\"error\":\"too many connections, retry later\"}";
+        static const char body[] = "{\"ok\":false,\"error\":\"too many connections, retry later\"}";
         s->app->metrics.rejected[LH_REJECT_OVERLOAD]++;
         LH_LOG(LH_WARN, "connection refused: %zu connections open (--max-connections %llu)",
                s->nconns - 1, (unsigned long long)s->app->cfg->max_connections);

@@ -190,8 +190,10 @@ void lh_task_resume(lh_task_t *t, int nargs)
     if (status == LUA_ERRMEM) {
         outcome = LH_OUTCOME_MEMORY;
         if (vm->mem_limit != 0) {
-            snprintf(buf, sizeof(buf), "not enough memory: the VM's heap reached --memory-limit "
-                                       "(%zu bytes)", vm->mem_limit);
+            snprintf(buf, sizeof(buf),
+                     "not enough memory: the VM's heap reached --memory-limit "
+                     "(%zu bytes)",
+                     vm->mem_limit);
             msg = buf;
         } else {
             msg = "not enough memory";
@@ -211,8 +213,7 @@ lh_task_t *lh_task_current(lua_State *L)
 }
 
 int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script, int line,
-                  int nargs, lh_task_done_cb done, void *data, const char *id,
-                  const char *action)
+                  int nargs, lh_task_done_cb done, void *data, const char *id, const char *action)
 {
     lua_State *L = vm->L;
     lh_task_t *t = calloc(1, sizeof(*t));
@@ -234,14 +235,14 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script
     double timeout = vm->app->cfg->handler_timeout;
     if (timeout > 0)
         t->deadline_ns = t->start_ns + (uint64_t)(timeout * 1e9);
-    t->co = lua_newthread(L);                          /* ... args co */
-    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);        /* ... args */
+    t->co = lua_newthread(L);                   /* ... args co */
+    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* ... args */
     if (t->deadline_ns != 0)
         lua_sethook(t->co, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, fn_ref);
     for (int i = 0; i < nargs; i++)
         lua_pushvalue(L, -nargs); /* each push shifts the next argument to -nargs */
-    lua_xmove(L, t->co, nargs);                        /* co: fn args */
+    lua_xmove(L, t->co, nargs);   /* co: fn args */
     vm->tasks++;
     vm->app->tasks++;
     t->next = vm->task_list;

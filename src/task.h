@@ -29,19 +29,19 @@ typedef void (*lh_task_done_cb)(lh_task_t *t, lh_outcome_t outcome, const char *
                                 const char *traceback);
 
 struct lh_task_s {
-    lh_vm_t *vm;          /* borrowed; vm->tasks counts this task */
-    lua_State *co;        /* the coroutine; anchored by co_ref */
-    int co_ref;           /* registry ref; LUA_NOREF once finished */
-    const char *label;    /* borrowed, lives as long as the VM: "script:line" */
-    const char *script;   /* borrowed, same */
+    lh_vm_t *vm;        /* borrowed; vm->tasks counts this task */
+    lua_State *co;      /* the coroutine; anchored by co_ref */
+    int co_ref;         /* registry ref; LUA_NOREF once finished */
+    const char *label;  /* borrowed, lives as long as the VM: "script:line" */
+    const char *script; /* borrowed, same */
     int line;
     uint64_t start_ns;
-    uint64_t deadline_ns; /* 0: none */
+    uint64_t deadline_ns;  /* 0: none */
     lh_pending_t *pending; /* what it waits for; NULL while running */
-    uv_timer_t *timer;    /* owned: the deadline while waiting; NULL until the first wait */
+    uv_timer_t *timer;     /* owned: the deadline while waiting; NULL until the first wait */
     int timed_out;
     lh_task_done_cb done;
-    void *data;           /* for `done` */
+    void *data;              /* for `done` */
     const char *id, *action; /* borrowed from `data`'s owner, for log.*; may be NULL */
     lh_task_t *prev, *next;  /* vm->task_list */
 };
@@ -52,8 +52,7 @@ struct lh_task_s {
  * this returns. Returns 0, or -1 if the task could not be created (`done` never runs).
  */
 int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script, int line,
-                  int nargs, lh_task_done_cb done, void *data, const char *id,
-                  const char *action);
+                  int nargs, lh_task_done_cb done, void *data, const char *id, const char *action);
 
 /** Resumes a task whose pending operation completed (and cleared t->pending), with
  *  `nargs` values pushed on t->co. */

@@ -58,10 +58,10 @@ static int add_route(lua_State *L, lh_vm_t *vm, int action_idx, int handler)
     lua_pushvalue(L, action_idx);                       /* pending action */
     if (lua_rawget(L, -2) != LUA_TTABLE) {              /* pending list? */
         lua_pop(L, 1);
-        lua_newtable(L);                                /* pending list */
+        lua_newtable(L); /* pending list */
         lua_pushvalue(L, action_idx);
-        lua_pushvalue(L, -2);                           /* pending list action list */
-        lua_rawset(L, -4);                              /* pending list */
+        lua_pushvalue(L, -2); /* pending list action list */
+        lua_rawset(L, -4);    /* pending list */
     }
     lua_pushinteger(L, handler);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
@@ -173,15 +173,15 @@ static int load_file(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void
         return 1;
     }
     /* the script's own globals, falling back to the shared ones */
-    lua_newtable(L);                                       /* fn env */
-    lua_newtable(L);                                       /* fn env mt */
-    lua_pushglobaltable(L);                                /* fn env mt _G */
-    lua_setfield(L, -2, "__index");                        /* fn env mt */
-    lua_setmetatable(L, -2);                               /* fn env */
-    if (lua_setupvalue(L, -2, 1) == NULL)                  /* fn */
+    lua_newtable(L);                      /* fn env */
+    lua_newtable(L);                      /* fn env mt */
+    lua_pushglobaltable(L);               /* fn env mt _G */
+    lua_setfield(L, -2, "__index");       /* fn env mt */
+    lua_setmetatable(L, -2);              /* fn env */
+    if (lua_setupvalue(L, -2, 1) == NULL) /* fn */
         lua_pop(L, 1);
-    lua_pushcfunction(L, msghandler);                      /* fn mh */
-    lua_insert(L, -2);                                     /* mh fn */
+    lua_pushcfunction(L, msghandler); /* fn mh */
+    lua_insert(L, -2);                /* mh fn */
     if (lua_pcall(L, 0, 0, top + 1) != LUA_OK) {
         report(data, lua_tostring(L, -1));
         problems = 1;
@@ -294,7 +294,7 @@ static int seal_routes(lh_vm_t *vm)
     lua_newtable(L);
     int routes = lua_gettop(L);
     lua_pushnil(L);
-    while (lua_next(L, pending) != 0) {                 /* k list */
+    while (lua_next(L, pending) != 0) { /* k list */
         if (!(lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "*") == 0)) {
             lh_route_t *rt = &vm->routes[vm->nroutes];
             if (build_route(L, rt, lua_gettop(L), star, nstar) != 0)
@@ -303,11 +303,11 @@ static int seal_routes(lh_vm_t *vm)
             const char *action = lua_tolstring(L, -2, &alen);
             /* named actions show in /metrics from the start, at zero */
             lh_metrics_action(&vm->app->metrics, action, alen);
-            lua_pushvalue(L, -2);                       /* k list k */
+            lua_pushvalue(L, -2); /* k list k */
             lua_pushinteger(L, (lua_Integer)vm->nroutes++);
-            lua_rawset(L, routes);                      /* k list */
+            lua_rawset(L, routes); /* k list */
         }
-        lua_pop(L, 1);                                  /* k */
+        lua_pop(L, 1); /* k */
     }
     lua_pushvalue(L, routes);
     vm->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -320,8 +320,7 @@ done:
     return rc;
 }
 
-int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb report,
-               void *data)
+int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb report, void *data)
 {
     int problems = 0;
     vm->loading = 1;
@@ -377,12 +376,12 @@ static int open_libs(lua_State *L)
     for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {
         lua_pushlightuserdata(L, vm);
         lua_pushcclosure(L, mods[i].open, 1);
-        lua_call(L, 0, 1);                                  /* loaded mod */
+        lua_call(L, 0, 1); /* loaded mod */
         if (mods[i].module) {
             lua_pushvalue(L, -1);
             lua_setfield(L, -3, mods[i].name);
         }
-        lua_setglobal(L, mods[i].name);                     /* loaded */
+        lua_setglobal(L, mods[i].name); /* loaded */
     }
     lua_pop(L, 1);
     lua_pushlightuserdata(L, vm);

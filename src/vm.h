@@ -13,10 +13,10 @@
 #include "app.h"
 
 typedef struct lh_handler_s {
-    int fn_ref;    /* registry ref to the function */
-    char *script;  /* owned: the script's path as loaded */
-    int line;      /* where the function was defined */
-    char *label;   /* owned: "script:line" */
+    int fn_ref;   /* registry ref to the function */
+    char *script; /* owned: the script's path as loaded */
+    int line;     /* where the function was defined */
+    char *label;  /* owned: "script:line" */
 } lh_handler_t;
 
 typedef struct lh_route_s {
@@ -28,18 +28,18 @@ struct lh_vm_s {
     lua_State *L;  /* owned */
     lh_app_t *app; /* borrowed */
     uint64_t generation;
-    int tasks;     /* live handler runs */
-    int loading;   /* on() is allowed while scripts load */
-    int closing;   /* lua_close runs: finalizers may not start timers */
+    int tasks;              /* live handler runs */
+    int loading;            /* on() is allowed while scripts load */
+    int closing;            /* lua_close runs: finalizers may not start timers */
     lh_handler_t *handlers; /* owned */
     size_t nhandlers, handlers_cap;
-    lh_route_t *routes;     /* owned; routes[0] is the "*"-only route of unknown actions */
+    lh_route_t *routes; /* owned; routes[0] is the "*"-only route of unknown actions */
     size_t nroutes;
     int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */
     int pending_ref; /* registry ref while loading: action -> {handler index...} */
     size_t mem_used;
-    size_t mem_limit;  /* 0: none */
-    int limit_on;      /* the limit applies while Lua code of a task runs */
+    size_t mem_limit;            /* 0: none */
+    int limit_on;                /* the limit applies while Lua code of a task runs */
     struct lh_task_s *cur_task;  /* the task running now; NULL outside one */
     struct lh_task_s *task_list; /* every live task */
     struct lh_timer_s *timers;   /* every active timer */
@@ -60,8 +60,7 @@ typedef void (*lh_vm_report_cb)(void *data, const char *problem);
  * _ENV, then seals the routes. Every problem goes to `report`; loading goes on with the
  * next script so that all problems are shown at once. Returns the number of problems.
  */
-int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb report,
-               void *data);
+int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb report, void *data);
 
 /** The route for the action string at the top of vm->L (not popped). Never NULL. */
 const lh_route_t *lh_vm_route(lh_vm_t *vm);

@@ -1,7 +1,7 @@
 /* bench_decode.c - lh_json_decode vs lua-cjson's cjson.decode on one file.
  * Usage: bench_decode FILE.json [N]   (N decodes with each; default 1000) */
 #ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L  /* clock_gettime */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #endif
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,25 +68,25 @@ static int same(lua_State *L, int a, int b, int depth)
         return lua_compare(L, a, b, LUA_OPEQ);
     if (depth > 1100 || lua_rawlen(L, a) != lua_rawlen(L, b))
         return 0;
-    lua_pushnil(L);  /* k */
+    lua_pushnil(L);           /* k */
     while (lua_next(L, a)) {  /* k va */
-        lua_pushvalue(L, -2);  /* k va k */
-        lua_rawget(L, b);  /* k va vb */
+        lua_pushvalue(L, -2); /* k va k */
+        lua_rawget(L, b);     /* k va vb */
         if (!same(L, -2, -1, depth + 1)) {
             lua_pop(L, 3);
             return 0;
         }
-        lua_pop(L, 2);  /* k */
+        lua_pop(L, 2); /* k */
     }
-    lua_pushnil(L);  /* k */
+    lua_pushnil(L);           /* k */
     while (lua_next(L, b)) {  /* k vb */
-        lua_pushvalue(L, -2);  /* k vb k */
-        lua_rawget(L, a);  /* k vb va */
+        lua_pushvalue(L, -2); /* k vb k */
+        lua_rawget(L, a);     /* k vb va */
         if (lua_isnil(L, -1)) {
             lua_pop(L, 3);
             return 0;
         }
-        lua_pop(L, 2);  /* k */
+        lua_pop(L, 2); /* k */
     }
     return 1;
 }
@@ -115,23 +115,23 @@ int main(int argc, char **argv)
     }
     L = luaL_newstate();
     luaL_openlibs(L);
-    luaL_requiref(L, "cjson", luaopen_cjson, 0);  /* cjson */
-    lua_getfield(L, -1, "decode");  /* cjson decode */
-    lua_pushlstring(L, text, len);  /* cjson decode text */
+    luaL_requiref(L, "cjson", luaopen_cjson, 0); /* cjson */
+    lua_getfield(L, -1, "decode");               /* cjson decode */
+    lua_pushlstring(L, text, len);               /* cjson decode text */
 
     /* Both must accept the file and agree on its value. */
-    if (lh_json_decode(L, text, len, err, sizeof err) != 0) {  /* .. text v */
+    if (lh_json_decode(L, text, len, err, sizeof err) != 0) { /* .. text v */
         fprintf(stderr, "lh_json_decode: %s\n", err);
         return 1;
     }
-    lua_pushvalue(L, 2);  /* .. text v decode */
-    lua_pushvalue(L, 3);  /* .. text v decode text */
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {  /* .. text v v2 */
+    lua_pushvalue(L, 2);                   /* .. text v decode */
+    lua_pushvalue(L, 3);                   /* .. text v decode text */
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) { /* .. text v v2 */
         fprintf(stderr, "cjson.decode: %s\n", lua_tostring(L, -1));
         return 1;
     }
     printf("%s: %zu bytes, results %s\n", argv[1], len, same(L, -2, -1, 0) ? "agree" : "DIFFER");
-    lua_pop(L, 2);  /* cjson decode text */
+    lua_pop(L, 2); /* cjson decode text */
 
     /* Warm up, then time; a full collection before each run, the incremental collector during. */
     for (long i = 0; i < n / 10 + 1; i++) {
@@ -145,16 +145,16 @@ int main(int argc, char **argv)
     lua_gc(L, LUA_GCCOLLECT);
     t0 = now_us();
     for (long i = 0; i < n; i++) {
-        lh_json_decode(L, text, len, err, sizeof err);  /* .. v */
+        lh_json_decode(L, text, len, err, sizeof err); /* .. v */
         lua_pop(L, 1);
     }
     ours = (now_us() - t0) / (double)n;
     lua_gc(L, LUA_GCCOLLECT);
     t0 = now_us();
     for (long i = 0; i < n; i++) {
-        lua_pushvalue(L, 2);  /* .. decode */
-        lua_pushvalue(L, 3);  /* .. decode text */
-        lua_call(L, 1, 1);  /* .. v */
+        lua_pushvalue(L, 2); /* .. decode */
+        lua_pushvalue(L, 3); /* .. decode text */
+        lua_call(L, 1, 1);   /* .. v */
         lua_pop(L, 1);
     }
     theirs = (now_us() - t0) / (double)n;

@@ -59,8 +59,9 @@ static void test_options(void)
 {
     lh_config_t cfg;
     char err[256];
-    char *argv[] = {"luahook", "check", "--listen", "[::1]:0", "--max-body=1k", "--ack",
-                    "handled", "--auth-header", "X-Token", "a.lua", "--", "--b.lua", NULL};
+    char *argv[] = {
+        "luahook",       "check",   "--listen", "[::1]:0", "--max-body=1k", "--ack", "handled",
+        "--auth-header", "X-Token", "a.lua",    "--",      "--b.lua",       NULL};
     CHECK(parse(&cfg, err, 12, argv) == 0);
     CHECK(cfg.command == LH_CMD_CHECK);
     CHECK_STR(cfg.listen_host, "::1");

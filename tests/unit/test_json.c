@@ -17,18 +17,18 @@ static lua_State *new_state(void)
     lua_State *L = luaL_newstate();
 
     luaL_openlibs(L);
-    luaL_requiref(L, "json", luaopen_lh_json, 1);  /* json */
+    luaL_requiref(L, "json", luaopen_lh_json, 1); /* json */
     lua_pop(L, 1);
     return L;
 }
 
 /* Runs a Lua chunk; a failed assert() in it fails the current test. */
-#define CHECK_LUA(L, code)                                                                 \
-    do {                                                                                   \
-        if (luaL_dostring((L), (code)) != LUA_OK) {                                        \
-            TEST_FAILED_("Lua: %s", lua_tostring((L), -1));                                \
-            lua_pop((L), 1);                                                               \
-        }                                                                                  \
+#define CHECK_LUA(L, code)                                                                         \
+    do {                                                                                           \
+        if (luaL_dostring((L), (code)) != LUA_OK) {                                                \
+            TEST_FAILED_("Lua: %s", lua_tostring((L), -1));                                        \
+            lua_pop((L), 1);                                                                       \
+        }                                                                                          \
     } while (0)
 
 /* Decodes text[0..len) from an exactly sized heap copy (so ASan sees any over-read); returns 0 or
@@ -76,9 +76,9 @@ static const char *encode_top(lua_State *L, char *buf, size_t len)
     size_t n;
     const char *s;
 
-    luaL_buffinit(L, &b);  /* v [buf] */
+    luaL_buffinit(L, &b); /* v [buf] */
     lh_json_encode(L, top, &b);
-    luaL_pushresult(&b);  /* v s */
+    luaL_pushresult(&b); /* v s */
     CHECK_EQ_INT(lua_gettop(L), top + 1);
     s = lua_tolstring(L, -1, &n);
     snprintf(buf, len, "%s", s);
@@ -165,10 +165,10 @@ static void test_floats(void)
     check_float(L, "1.7976931348623157e308", 1.7976931348623157e308);
     check_float(L, "1e-400", 0.0);
     check_float(L, "-1e-400", -0.0);
-    check_float(L, "1e400", HUGE_VAL);  /* overflow: inf, like strtod (documented) */
+    check_float(L, "1e400", HUGE_VAL); /* overflow: inf, like strtod (documented) */
     check_float(L, "0.000000000000000000000000000001", 1e-30);
     check_float(L, "123456789012345678901234567890.5e-10", 12345678901234567890.12345);
-    check_float(L, "9007199254740993.0", 9007199254740992.0);  /* ties to even */
+    check_float(L, "9007199254740993.0", 9007199254740992.0); /* ties to even */
     check_float(L, "1e22", 1e22);
     check_float(L, "1e23", 1e23);
     /* Halfway case that needs every digit: 2^-1075 * (2k+1) style boundary. */
@@ -214,7 +214,7 @@ static void test_float_roundtrip_random(void)
         if (!isfinite(x))
             continue;
         if (i % 2)
-            x = (double)(bits % 100000000) / 1000.0;  /* short decimals like 1234.567 */
+            x = (double)(bits % 100000000) / 1000.0; /* short decimals like 1234.567 */
         snprintf(text, sizeof text, "%.*g", 15 + i % 3, x);
         if (strchr(text, '.') == NULL && strchr(text, 'e') == NULL)
             strcat(text, ".0");
@@ -442,7 +442,8 @@ static void test_errors(void)
     lua_State *L = new_state();
 
     CHECK_STR(decode_error(L, ""), "invalid JSON at line 1, column 1 (byte 0): empty input");
-    CHECK_STR(decode_error(L, " \r\n\t "), "invalid JSON at line 1, column 1 (byte 0): empty input");
+    CHECK_STR(decode_error(L, " \r\n\t "),
+              "invalid JSON at line 1, column 1 (byte 0): empty input");
     CHECK_STR(decode_error(L, "{\"action\": \"x\" 5}"),
               "invalid JSON at line 1, column 16 (byte 15): expected ',' or '}' after object "
               "member");
@@ -593,7 +594,7 @@ static void test_error_buffer(void)
     memset(err, 'X', sizeof err);
     CHECK(lh_json_decode(L, "[1,", 3, err, sizeof err) == -1);
     CHECK_STR(err, "invalid JSON at");
-    CHECK(lh_json_decode(L, "[1,", 3, err, 0) == -1);  /* writes nothing */
+    CHECK(lh_json_decode(L, "[1,", 3, err, 0) == -1); /* writes nothing */
     CHECK_STR(err, "invalid JSON at");
     CHECK(lh_json_decode(L, "", 0, NULL, 0) == -1);
     CHECK(lh_json_decode(L, NULL, 0, err, sizeof err) == -1);
@@ -667,15 +668,15 @@ static void test_mutations(void)
             char c = rng() % 2 ? alphabet[rng() % (sizeof alphabet - 1)] : (char)rng();
 
             switch (rng() % 3) {
-            case 0:  /* replace */
+            case 0: /* replace */
                 buf[at] = c;
                 break;
-            case 1:  /* insert */
+            case 1: /* insert */
                 memmove(buf + at + 1, buf + at, len - at);
                 buf[at] = c;
                 len++;
                 break;
-            default:  /* delete */
+            default: /* delete */
                 memmove(buf + at, buf + at + 1, len - at - 1);
                 len--;
             }
@@ -694,7 +695,7 @@ static void test_mutations(void)
             }
         }
     }
-    CHECK(ok > 0);  /* some mutations keep it valid (e.g. inside strings) */
+    CHECK(ok > 0); /* some mutations keep it valid (e.g. inside strings) */
     CHECK_EQ_INT(lua_gettop(L), 0);
     free(buf);
     lua_close(L);
@@ -734,10 +735,10 @@ static void test_out_of_memory(void)
 
         alloc_budget = 1000000;
         L = lua_newstate(limited_alloc, NULL);
-        lua_pushcfunction(L, pdecode);  /* f */
-        lua_pushstring(L, sample);  /* f s */
+        lua_pushcfunction(L, pdecode); /* f */
+        lua_pushstring(L, sample);     /* f s */
         alloc_budget = budget;
-        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {  /* err | ok */
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK) { /* err | ok */
             CHECK(lua_type(L, -1) == LUA_TSTRING || lua_isnil(L, -1));
             raised++;
         }
@@ -783,7 +784,7 @@ static void test_encode_scalars(void)
     lua_pushnumber(L, 123456789012345678.0);
     CHECK_STR(encode_top(L, buf, sizeof buf), "1.2345678901234568e+17");
     lua_pushnumber(L, 5e-324);
-    CHECK_STR(encode_top(L, buf, sizeof buf), "4.94065645841247e-324");  /* 15 digits suffice */
+    CHECK_STR(encode_top(L, buf, sizeof buf), "4.94065645841247e-324"); /* 15 digits suffice */
     lua_pushboolean(L, 1);
     CHECK_STR(encode_top(L, buf, sizeof buf), "true");
     lua_pushboolean(L, 0);
@@ -836,17 +837,17 @@ static void test_encode_buffer(void)
     for (int round = 0; round < 4; round++) {
         int top;
 
-        lua_getglobal(L, round % 2 ? "big" : "small");  /* v */
+        lua_getglobal(L, round % 2 ? "big" : "small"); /* v */
         top = lua_gettop(L);
-        luaL_buffinit(L, &b);  /* v [buf] */
+        luaL_buffinit(L, &b); /* v [buf] */
         if (round >= 2) {
             for (int i = 0; i < 1000; i++)
-                luaL_addstring(&b, "0123456789");  /* the buffer has its own box now */
+                luaL_addstring(&b, "0123456789"); /* the buffer has its own box now */
         }
         luaL_addstring(&b, "x=");
-        lh_json_encode(L, -1 - (lua_gettop(L) - top), &b);  /* a relative index */
+        lh_json_encode(L, -1 - (lua_gettop(L) - top), &b); /* a relative index */
         luaL_addstring(&b, ";");
-        luaL_pushresult(&b);  /* v s */
+        luaL_pushresult(&b); /* v s */
         CHECK_EQ_INT(lua_gettop(L), top + 1);
         s = lua_tolstring(L, -1, &n);
         if (round >= 2) {
@@ -865,9 +866,9 @@ static void test_encode_buffer(void)
     lua_close(L);
 }
 
-#define CHECK_ENCODE_ERROR(L, expr, msg)                                                   \
-    CHECK_LUA(L, "local ok, e = pcall(json.encode, " expr ")\n"                            \
-                 "assert(not ok, 'accepted')\n"                                             \
+#define CHECK_ENCODE_ERROR(L, expr, msg)                                                           \
+    CHECK_LUA(L, "local ok, e = pcall(json.encode, " expr ")\n"                                    \
+                 "assert(not ok, 'accepted')\n"                                                    \
                  "assert(e == " msg ", e)")
 
 static void test_encode_errors(void)
@@ -921,19 +922,20 @@ static void test_module(void)
 {
     lua_State *L = new_state();
 
-    CHECK_LUA(L, "assert(json.decode('null') == json.null)\n"
-                 "assert(type(json.null) == 'userdata')\n"
-                 "local v, e = json.decode('{\"a\": 1 \"b\": 2}')\n"
-                 "assert(v == nil and e == \"invalid JSON at line 1, column 9 (byte 8): "
-                 "expected ',' or '}' after object member\", e)\n"
-                 "local v, e = json.decode('')\n"
-                 "assert(v == nil and e == 'invalid JSON at line 1, column 1 (byte 0): empty input')\n"
-                 "assert(not pcall(json.decode, {}))\n"
-                 "assert(not pcall(json.decode))\n"
-                 "assert(not pcall(json.encode))\n"
-                 "assert(select('#', json.decode('[1]')) == 1)\n"
-                 "assert(math.type(json.decode('21')) == 'integer')\n"
-                 "assert(math.type(json.decode('1.0')) == 'float')");
+    CHECK_LUA(L,
+              "assert(json.decode('null') == json.null)\n"
+              "assert(type(json.null) == 'userdata')\n"
+              "local v, e = json.decode('{\"a\": 1 \"b\": 2}')\n"
+              "assert(v == nil and e == \"invalid JSON at line 1, column 9 (byte 8): "
+              "expected ',' or '}' after object member\", e)\n"
+              "local v, e = json.decode('')\n"
+              "assert(v == nil and e == 'invalid JSON at line 1, column 1 (byte 0): empty input')\n"
+              "assert(not pcall(json.decode, {}))\n"
+              "assert(not pcall(json.decode))\n"
+              "assert(not pcall(json.encode))\n"
+              "assert(select('#', json.decode('[1]')) == 1)\n"
+              "assert(math.type(json.decode('21')) == 'integer')\n"
+              "assert(math.type(json.decode('1.0')) == 'float')");
     /* cjson.null is the same value, when lua-cjson is installed. */
     CHECK_LUA(L, "local ok, cjson = pcall(require, 'cjson')\n"
                  "if ok then\n"
@@ -987,7 +989,8 @@ static void test_payload(void)
 {
     lua_State *L = new_state();
 
-    CHECK_LUA(L, "local f = assert(io.open('" LH_FIXTURES "/labelstudio/ANNOTATION_CREATED.json', 'rb'))\n"
+    CHECK_LUA(L, "local f = assert(io.open('" LH_FIXTURES
+                 "/labelstudio/ANNOTATION_CREATED.json', 'rb'))\n"
                  "local s = f:read('a') f:close()\n"
                  "local t = assert(json.decode(s))\n"
                  "assert(t.action == 'ANNOTATION_CREATED')\n"
