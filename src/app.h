@@ -25,6 +25,10 @@ typedef struct lh_app_s {
     uint64_t started_ns;
     int tasks; /* handler runs alive on every VM, the serving one and replaced ones */
     int stopping;
+    /* fire: told of every handler run that ends (NULL when serving) */
+    void (*on_handler_done)(void *data, const char *label, lh_outcome_t outcome,
+                            const char *err, double seconds);
+    void *observer_data;
 } lh_app_t;
 
 #endif

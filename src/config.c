@@ -14,6 +14,7 @@ typedef struct {
     opt_kind_t kind;
     const char *def;
     const char *const *choices; /* OPT_CHOICE */
+    int fire_only;              /* an option of `fire`, with no environment variable */
 } opt_t;
 
 static const char *const ack_choices[] = {"accept", "handled", NULL};
@@ -37,6 +38,8 @@ enum {
     O_WATCH,
     O_LOG_LEVEL,
     O_LOG_FORMAT,
+    O_SAMPLE,
+    O_ACTION,
     O_COUNT_
 };
 
@@ -57,11 +60,19 @@ static const opt_t options[O_COUNT_] = {
     [O_WATCH] = {"watch", OPT_FLAG, NULL, NULL},
     [O_LOG_LEVEL] = {"log-level", OPT_CHOICE, "info", level_choices},
     [O_LOG_FORMAT] = {"log-format", OPT_CHOICE, "text", format_choices},
+    [O_SAMPLE] = {"sample", OPT_STRING, NULL, NULL, 1},
+    [O_ACTION] = {"action", OPT_STRING, NULL, NULL, 1},
 };
 
 static const char usage_text[] =
     "usage: luahook [serve] [OPTIONS] PATH...    serve webhooks with the handlers in PATH\n"
     "       luahook check PATH...                load every script, report problems, exit 0/1\n"
+    "       luahook fire [OPTIONS] PATH... EVENT.json|-\n"
+    "       luahook fire [OPTIONS] --sample ACTION PATH...\n"
+    "                                            run the handlers on one event, no server;\n"
+    "                                            exit 1 if one failed\n"
+    "       luahook test [TESTFILE|DIR...]       run *_test.lua files (default: .), HTTP\n"
+    "                                            mocked; 'N passed, N failed'; exit 1 on failure\n"
     "       luahook --version | --help\n"
     "\n"
     "PATH is a Lua script, or a folder whose *.lua files load in name order.\n"
@@ -85,6 +96,10 @@ static const char usage_text[] =
     "                           every handler finished (500 listing failures)\n"
     "  --log-level debug|info|warn|error   (info)\n"
     "  --log-format text|json   (text)\n"
+    "\n"
+    "fire options: --sample ACTION (a built-in sample body of that Label Studio action),\n"
+    "  --action X (override the event's action); serve's options apply too (--ack is\n"
+    "  always 'handled', --handler-timeout and --memory-limit hold).\n"
     "\n"
     "SIGHUP reloads the scripts: a complete new set is loaded beside the running one and\n"
     "takes over only if it loads without a problem; running handlers finish on the old.\n"
@@ -294,6 +309,15 @@ static int apply(lh_config_t *cfg, int id, const char *v, const char *from, char
         case O_LOG_FORMAT:
             cfg->log_format = (lh_log_format_t)ci;
             break;
+        case O_SAMPLE:
+        case O_ACTION:
+            if (*v == '\0') {
+                why = "expected an action name";
+                break;
+            }
+            free(id == O_SAMPLE ? cfg->sample : cfg->fire_action);
+            *(id == O_SAMPLE ? &cfg->sample : &cfg->fire_action) = strdup(v);
+            break;
         }
     }
     if (why != NULL) {
@@ -337,6 +361,8 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
     }
     for (int id = 0; id < O_COUNT_; id++) {
         char name[64];
+        if (options[id].fire_only)
+            continue;
         env_name(&options[id], name, sizeof(name));
         const char *v = getenv(name);
         if (v != NULL && *v != '\0') {
@@ -352,6 +378,10 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             cfg->command = LH_CMD_SERVE, i++;
         else if (strcmp(argv[i], "check") == 0)
             cfg->command = LH_CMD_CHECK, i++;
+        else if (strcmp(argv[i], "fire") == 0)
+            cfg->command = LH_CMD_FIRE, i++;
+        else if (strcmp(argv[i], "test") == 0)
+            cfg->command = LH_CMD_TEST, i++;
     }
     int only_paths = 0;
     for (; i < argc; i++) {
@@ -402,8 +432,31 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             snprintf(err, errlen, "option --%s needs a value", options[id].name);
             return -1;
         }
+        if (options[id].fire_only && cfg->command != LH_CMD_FIRE) {
+            snprintf(err, errlen, "option --%s belongs to 'luahook fire'", options[id].name);
+            return -1;
+        }
         if (apply(cfg, id, v, "option", err, errlen) != 0)
             return -1;
+    }
+    if (cfg->command == LH_CMD_TEST) {
+        if (cfg->npaths == 0 && add_path(cfg, ".") != 0) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    if (cfg->command == LH_CMD_FIRE && cfg->sample == NULL && cfg->npaths > 0) {
+        /* the event is the last argument: a .json file, or - for stdin */
+        const char *last = cfg->paths[cfg->npaths - 1];
+        size_t n = strlen(last);
+        if (strcmp(last, "-") == 0 || (n > 5 && strcmp(last + n - 5, ".json") == 0)) {
+            cfg->event_path = cfg->paths[--cfg->npaths];
+        } else {
+            snprintf(err, errlen, "fire: give the event as the last argument (a .json file, "
+                                  "or - for stdin), or --sample ACTION");
+            return -1;
+        }
     }
     if (cfg->npaths == 0) {
         snprintf(err, errlen, "no script given: name a .lua file or a folder of them");
@@ -420,5 +473,8 @@ void lh_config_dispose(lh_config_t *cfg)
     for (size_t i = 0; i < cfg->npaths; i++)
         free(cfg->paths[i]);
     free(cfg->paths);
+    free(cfg->event_path);
+    free(cfg->sample);
+    free(cfg->fire_action);
     memset(cfg, 0, sizeof(*cfg));
 }

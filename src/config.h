@@ -18,6 +18,8 @@ typedef enum {
 typedef enum {
     LH_CMD_SERVE = 0,
     LH_CMD_CHECK,
+    LH_CMD_FIRE,
+    LH_CMD_TEST,
     LH_CMD_HELP,
     LH_CMD_VERSION,
 } lh_command_t;
@@ -41,8 +43,12 @@ typedef struct lh_config_s {
     int watch; /* reload when a loaded file changes */
     lh_level_t log_level;
     lh_log_format_t log_format;
-    char **paths; /* owned; scripts or folders, in command-line order */
+    char **paths; /* owned; scripts or folders (test: test files or folders), in order */
     size_t npaths;
+    /* fire */
+    char *event_path;  /* owned; a .json file or "-"; NULL with --sample */
+    char *sample;      /* owned; --sample ACTION */
+    char *fire_action; /* owned; --action X */
 } lh_config_t;
 
 /**

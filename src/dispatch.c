@@ -157,6 +157,8 @@ static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, co
     double secs = (double)(uv_hrtime() - t->start_ns) / 1e9;
 
     lh_metrics_handler_done(e->stats, outcome, secs);
+    if (e->app->on_handler_done != NULL)
+        e->app->on_handler_done(e->app->observer_data, t->label, outcome, err, secs);
     if (outcome != LH_OUTCOME_OK) {
         e->nfailed++;
         if (lh_log_enabled(LH_ERROR)) {

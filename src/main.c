@@ -8,6 +8,7 @@
 
 #include "app.h"
 #include "config.h"
+#include "fire.h"
 #include "http_client.h"
 #include "ingest.h"
 #include "lib.h"
@@ -15,6 +16,7 @@
 #include "log.h"
 #include "server.h"
 #include "task.h"
+#include "testing.h"
 #include "vm.h"
 
 typedef struct {
@@ -156,6 +158,13 @@ int main(int argc, char **argv)
         lh_config_dispose(&cfg);
         return 0;
     }
+    if (cfg.command == LH_CMD_TEST) {
+        rc = lh_testing_run(&cfg);
+        lh_config_dispose(&cfg);
+        return rc;
+    }
+    if (cfg.command == LH_CMD_FIRE)
+        cfg.ack = LH_ACK_HANDLED; /* fire reports every handler's outcome */
     lh_log_setup(cfg.log_level, cfg.log_format);
 
     uv_loop_t loop;
@@ -164,7 +173,7 @@ int main(int argc, char **argv)
     m.app.cfg = &cfg;
     lh_metrics_init(&m.app.metrics);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
-        (cfg.command == LH_CMD_SERVE && (m.app.http = lh_http_new(&loop)) == NULL)) {
+        (cfg.command != LH_CMD_CHECK && (m.app.http = lh_http_new(&loop)) == NULL)) {
         fprintf(stderr, "luahook: cannot start libcurl\n");
         rc = 2;
         goto done;
@@ -191,7 +200,7 @@ int main(int argc, char **argv)
         rc = 0;
         goto done;
     }
-    rc = serve(&m);
+    rc = cfg.command == LH_CMD_FIRE ? lh_fire_run(&m.app) : serve(&m);
 done:
     /* what still waits (timers, handler runs, requests) stops before the loop closes */
     if (m.app.vm != NULL) {
