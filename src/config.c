@@ -107,9 +107,54 @@ static const char usage_text[] =
     "SIZE is bytes or a number with k, m or g (KiB, MiB, GiB). SECONDS may be fractional.\n"
     "Exit codes: 0 ok, 1 scripts failed, 2 usage or configuration error.\n";
 
-const char *lh_config_usage(void)
+static const char check_usage[] =
+    "usage: luahook check PATH...\n"
+    "\n"
+    "Loads every script as serve would and prints one 'file:line: message' per problem.\n"
+    "Exit codes: 0 every script loads, 1 a problem was found, 2 usage error.\n";
+
+static const char fire_usage[] =
+    "usage: luahook fire [OPTIONS] PATH... EVENT.json|-\n"
+    "       luahook fire [OPTIONS] --sample ACTION PATH...\n"
+    "\n"
+    "Runs the handlers in PATH on one event, with the VM and standard library of serve\n"
+    "(http is real), and prints one line per handler: 'ok   script:line  (ms)' or\n"
+    "'FAIL script:line  error', then 'N passed, N failed'. Log lines go to stderr.\n"
+    "\n"
+    "  EVENT.json | -           the event body, from a file or from stdin\n"
+    "  --sample ACTION          a built-in sample body of that Label Studio action\n"
+    "  --action X               replace the event's action by X\n"
+    "  serve's options apply too: --handler-timeout, --memory-limit, --log-level,\n"
+    "  --log-format.\n"
+    "\n"
+    "Exit codes: 0 every handler succeeded, 1 one failed (or the event was refused, or a\n"
+    "script did not load), 2 the event could not be read or usage error.\n";
+
+static const char test_usage[] =
+    "usage: luahook test [TESTFILE|DIR...]\n"
+    "\n"
+    "Runs *_test.lua files (a DIR is searched recursively; default: the current folder),\n"
+    "each in a fresh Lua VM where http is answered by mocks and sleep and timers run on a\n"
+    "virtual clock. Prints one line per test ('ok   file: name' or 'FAIL file: name' with\n"
+    "the failing file:line and an expected/actual diff), then 'N passed, N failed'.\n"
+    "In a test file: handlers(path...), test(name, fn), fire(event [, opts]),\n"
+    "sample(action [, overrides]), eq, neq, ok, nok, match, fails, near, mock.http,\n"
+    "mock.calls, mock.env, clock.now, clock.advance, logs. See README.md, Testing handlers.\n"
+    "\n"
+    "Exit codes: 0 every test passed, 1 a test failed, 2 no test file found.\n";
+
+const char *lh_config_usage(lh_command_t command)
 {
-    return usage_text;
+    switch (command) {
+    case LH_CMD_CHECK:
+        return check_usage;
+    case LH_CMD_FIRE:
+        return fire_usage;
+    case LH_CMD_TEST:
+        return test_usage;
+    default:
+        return usage_text;
+    }
 }
 
 int lh_config_parse_size(const char *s, uint64_t *out)
@@ -398,6 +443,7 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             continue;
         }
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            cfg->help_for = cfg->command;
             cfg->command = LH_CMD_HELP;
             return 0;
         }

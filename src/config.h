@@ -26,6 +26,7 @@ typedef enum {
 
 typedef struct lh_config_s {
     lh_command_t command;
+    lh_command_t help_for; /* with LH_CMD_HELP: the command asked about */
     char *listen_host; /* owned */
     int listen_port;
     char *token;       /* owned; NULL: no authentication */
@@ -63,7 +64,7 @@ int lh_config_parse_size(const char *s, uint64_t *out);
 /** "1.5" → 1.5 seconds; must be > 0 and finite. Returns 0 or -1. */
 int lh_config_parse_seconds(const char *s, double *out);
 
-/** The full --help text. */
-const char *lh_config_usage(void);
+/** The --help text: the whole of it for LH_CMD_SERVE, else the command's own. */
+const char *lh_config_usage(lh_command_t command);
 
 #endif

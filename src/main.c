@@ -147,7 +147,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (cfg.command == LH_CMD_HELP) {
-        fputs(lh_config_usage(), stdout);
+        fputs(lh_config_usage(cfg.help_for), stdout);
         lh_config_dispose(&cfg);
         return 0;
     }
