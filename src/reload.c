@@ -176,7 +176,8 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
     if (filename != NULL) {
         size_t len = strlen(filename);
         if (w->name != NULL ? strcmp(filename, w->name) != 0
-                            : (len < 5 || strcmp(filename + len - 4, ".lua") != 0))
+                            : (len < 5 || strcmp(filename + len - 4, ".lua") != 0 ||
+                               (len >= 9 && strcmp(filename + len - 9, "_test.lua") == 0)))
             return;
     }
     uv_timer_start(&w->r->debounce, on_debounced, DEBOUNCE_MS, 0);

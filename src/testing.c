@@ -78,6 +78,29 @@ static int collect(list_t *out, const char *dir)
     return 0;
 }
 
+/* __luahook.listdir(dir) -> names (unsorted, without . and ..), or nil, err */
+static int listdir(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    lua_Integer n = 0;
+    if (d == NULL) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", dir, strerror(errno));
+        return 2;
+    }
+    lua_newtable(L);
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        lua_pushstring(L, e->d_name);
+        lua_rawseti(L, -2, ++n);
+    }
+    closedir(d);
+    return 1;
+}
+
 static uint64_t file_deadline;
 
 static void deadline_hook(lua_State *L, lua_Debug *ar)
@@ -125,6 +148,8 @@ static void run_file(const char *path, int *passed, int *failed)
         lua_rawset(L, -3);
     }
     lua_setfield(L, -2, "samples");
+    lua_pushcfunction(L, listdir);
+    lua_setfield(L, -2, "listdir");
     lua_setglobal(L, "__luahook");
 
     lua_pushcfunction(L, traceback);

@@ -211,7 +211,9 @@ static int load_dir(lh_vm_t *vm, const char *dir, lh_vm_report_cb report, void *
     }
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
-        if (len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0 || e->d_name[0] == '.')
+        /* test files (luahook test) sit beside the handlers they test: not handlers */
+        if (len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0 || e->d_name[0] == '.' ||
+            (len >= 9 && strcmp(e->d_name + len - 9, "_test.lua") == 0))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;

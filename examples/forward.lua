@@ -1,0 +1,41 @@
+-- forward.lua: pass every event on to another service, byte for byte.
+--
+-- POSTs the raw body (ctx.body, not the decoded table: no key reordering, no number
+-- rewriting, Label Studio's \uXXXX escapes kept) to FORWARD_URL, with the original
+-- Content-Type and the delivery id in X-Luahook-Delivery, so the receiver can match its
+-- logs with luahook's and drop a delivery it has already seen.
+--
+-- A network error (no connection, timeout) is retried once, one second later; an HTTP
+-- answer is never retried. Either failure raises, so it is logged and counted. A retry
+-- after a timeout may deliver twice: the receiver should be idempotent (Label Studio
+-- itself can send one event twice).
+--
+-- Try it: FORWARD_URL=http://127.0.0.1:8000/hook luahook fire examples/forward.lua --sample TASKS_CREATED
+
+local function post(url, ctx)
+  return http.post(url, {
+    body = ctx.body,
+    headers = {
+      ["Content-Type"] = ctx.headers["content-type"] or "application/json",
+      ["X-Luahook-Delivery"] = ctx.id,
+    },
+    timeout = 10,
+  })
+end
+
+on("*", function(ev, ctx)
+  local url = env("FORWARD_URL")
+
+  local res, err = post(url, ctx)
+  if not res then
+    log.warn("forward failed, retrying in 1 s", { error = err })
+    sleep(1)
+    res, err = post(url, ctx)
+    if not res then
+      error("forward failed twice: " .. err, 0)
+    end
+  end
+  if res.status < 200 or res.status > 299 then
+    error(("forward answered HTTP %d"):format(res.status), 0)
+  end
+end)

@@ -1,0 +1,218 @@
+"""`luahook test`: the harness's own suite (tests/lua) passes, and deliberately failing test
+files (tests/fixtures/testing) are reported exactly: one line per test, FAIL with the test
+file's file:line, the expected/actual diff with a nested path, logs of a failing test,
+`(load)` for a file that cannot load, the summed last line, exit codes, a fresh VM per file."""
+
+import os
+import sys
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+
+# Paths as given on the command line (relative to the repository, where the runs happen).
+FIX = "tests/fixtures/testing"
+FAILING = FIX + "/failing_test.lua"
+LOAD_SYNTAX = FIX + "/load_syntax_test.lua"
+LOAD_HANDLERS = FIX + "/load_handlers_test.lua"
+VM_DIR = FIX + "/vm"
+
+FAILING_OUTPUT = """\
+ok   {f}: this one passes
+FAIL {f}: a nested difference
+    {f}:10: values differ at .tasks[2].data.text
+      expected: "c"
+      actual:   "b"
+FAIL {f}: an integer is not a float
+    {f}:14: the count: values differ at .count
+      expected: 3.0
+      actual:   3
+FAIL {f}: a plain error
+    {f}:19: attempt to index a nil value (local 't')
+      traceback:
+        {f}:19
+FAIL {f}: logs are shown for a failing test
+    {f}:24: on purpose: expected a truthy value
+      actual:   false
+    logs:
+      info annotation seen id=77 task=101
+      warn no model configured
+FAIL {f}: a handler error fails only through an assertion
+    {f}:29: the string does not match the pattern
+      pattern:  "^nothing$"
+      actual:   "{fix}/handlers/logger.lua:6: cannot handle this"
+ok   {f}: also passes
+2 passed, 5 failed
+""".format(f=FAILING, fix=FIX)
+
+LOAD_SYNTAX_OUTPUT = """\
+FAIL {f}: (load)
+    {f}:2: unexpected symbol near '='
+0 passed, 1 failed
+""".format(f=LOAD_SYNTAX)
+
+LOAD_HANDLERS_OUTPUT = """\
+FAIL {f}: (load)
+    {fix}/handlers/raises_at_load.lua:2: refusing to load
+      traceback:
+        {f}:2
+0 passed, 1 failed
+""".format(f=LOAD_HANDLERS, fix=FIX)
+
+
+def run_test(*paths, cwd=h.REPO):
+    return h.run_luahook("test", *paths, cwd=cwd)
+
+
+def out(res):
+    return res.stdout.decode("utf-8", "replace")
+
+
+def both(res):
+    return out(res) + res.stderr.decode("utf-8", "replace")
+
+
+class OwnSuite(unittest.TestCase):
+    def test_tests_lua_all_pass(self):
+        res = run_test("tests/lua")
+        self.assertEqual(res.returncode, 0, both(res))
+        lines = out(res).splitlines()
+        self.assertRegex(lines[-1], r"^\d+ passed, 0 failed$")
+        passed = int(lines[-1].split()[0])
+        self.assertGreaterEqual(passed, 50, both(res))
+        self.assertEqual(len(lines), passed + 1, both(res))
+        for line in lines[:-1]:
+            self.assertRegex(line, r"^ok   tests/lua/[a-z_]+_test\.lua: \S", both(res))
+        # files in name order, every file of the folder
+        files = []
+        for line in lines[:-1]:
+            name = line[5:].split(":", 1)[0]
+            if name not in files:
+                files.append(name)
+        self.assertEqual(files, sorted(files))
+        self.assertEqual(set(files), {"tests/lua/" + n for n in os.listdir(
+            os.path.join(h.REPO, "tests", "lua")) if n.endswith("_test.lua")})
+
+    def test_run_from_inside_the_folder(self):
+        # paths of handlers() and fire() are relative to the test file, not to the cwd
+        res = run_test(cwd=os.path.join(h.REPO, "tests", "lua"))
+        self.assertEqual(res.returncode, 0, both(res))
+        self.assertRegex(out(res).splitlines()[-1], r"^\d+ passed, 0 failed$")
+        self.assertIn("ok   api_test.lua: ", out(res))
+
+
+class FailureReports(unittest.TestCase):
+    def test_failing_file_exact_output(self):
+        res = run_test(FAILING)
+        self.assertEqual(res.returncode, 1, both(res))
+        self.assertEqual(out(res), FAILING_OUTPUT)
+
+    def test_file_that_does_not_compile_is_one_load_failure(self):
+        res = run_test(LOAD_SYNTAX)
+        self.assertEqual(res.returncode, 1, both(res))
+        self.assertEqual(out(res), LOAD_SYNTAX_OUTPUT)
+        self.assertNotIn("never runs", out(res))
+
+    def test_handler_script_raising_at_load_is_one_load_failure(self):
+        res = run_test(LOAD_HANDLERS)
+        self.assertEqual(res.returncode, 1, both(res))
+        self.assertEqual(out(res), LOAD_HANDLERS_OUTPUT)
+
+    def test_totals_are_summed_over_files(self):
+        res = run_test(LOAD_SYNTAX, FAILING, VM_DIR, LOAD_HANDLERS)
+        self.assertEqual(res.returncode, 1, both(res))
+        lines = out(res).splitlines()
+        self.assertEqual(lines[-1], "5 passed, 7 failed")
+        self.assertEqual(sum(1 for l in lines if l.startswith("ok   ")), 5)
+        self.assertEqual(sum(1 for l in lines if l.startswith("FAIL ")), 7)
+        # every other line is indented detail under a FAIL line
+        for l in lines[:-1]:
+            self.assertRegex(l, r"^(ok   |FAIL |    )")
+
+    def test_fresh_vm_per_file(self):
+        res = run_test(VM_DIR)
+        self.assertEqual(res.returncode, 0, both(res))
+        self.assertEqual(out(res), (
+            "ok   {d}/a_test.lua: a global set in one test\n"
+            "ok   {d}/a_test.lua: is visible in the next test of the same file\n"
+            "ok   {d}/b_test.lua: nothing of a_test.lua is visible here\n"
+            "3 passed, 0 failed\n").format(d=VM_DIR))
+
+    def test_absolute_paths(self):
+        path = os.path.join(h.REPO, FAILING)
+        res = run_test(path, cwd="/")
+        self.assertEqual(res.returncode, 1, both(res))
+        lines = out(res).splitlines()
+        self.assertEqual(lines[-1], "2 passed, 5 failed")
+        self.assertIn("    %s:10: values differ at .tasks[2].data.text" % path, lines)
+        self.assertIn("      actual:   \"%s/handlers/logger.lua:6: cannot handle this\""
+                      % os.path.join(h.REPO, FIX), lines)
+
+
+class Generated(unittest.TestCase):
+    """Small test files written on the fly, for what the fixtures do not show."""
+
+    def setUp(self):
+        self.tmp = h.TempDir()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_all_passing_exits_0(self):
+        self.tmp.script("h.lua", """\
+            on("A", function(ev) log.info("got", { n = ev.n }) end)
+            """)
+        self.tmp.script("one_test.lua", """\
+            handlers("h.lua")
+            test("first", function()
+              fire({ action = "A", n = 1 })
+              eq(logs()[1].fields.n, 1)
+            end)
+            """)
+        res = run_test(cwd=self.tmp.path)
+        self.assertEqual(res.returncode, 0, both(res))
+        self.assertEqual(out(res), "ok   one_test.lua: first\n1 passed, 0 failed\n")
+
+    def test_error_at_top_level_of_the_test_file(self):
+        self.tmp.script("top_test.lua", """\
+            test("registered", function() end)
+            error("top level says no")
+            """)
+        res = run_test("top_test.lua", cwd=self.tmp.path)
+        self.assertEqual(res.returncode, 1, both(res))
+        self.assertEqual(out(res), "FAIL top_test.lua: (load)\n"
+                                   "    top_test.lua:2: top level says no\n"
+                                   "      traceback:\n"
+                                   "        top_test.lua:2\n"
+                                   "0 passed, 1 failed\n")
+
+    def test_long_values_are_truncated(self):
+        self.tmp.script("long_test.lua", """\
+            test("long", function()
+              eq({ s = string.rep("x", 1000) }, { s = "y" })
+            end)
+            """)
+        res = run_test("long_test.lua", cwd=self.tmp.path)
+        self.assertEqual(res.returncode, 1, both(res))
+        lines = out(res).splitlines()
+        self.assertEqual(lines[1], "    long_test.lua:2: values differ at .s")
+        self.assertEqual(lines[2], '      expected: "y"')
+        self.assertTrue(lines[3].startswith('      actual:   "xxxx'), lines[3])
+        self.assertTrue(lines[3].endswith("... (1002 bytes)"), lines[3])
+        self.assertLess(len(lines[3]), 260)
+
+    def test_tables_render_compactly_with_sorted_keys(self):
+        self.tmp.script("tbl_test.lua", """\
+            test("tables", function()
+              eq({ b = { 1, 2.5, "x" }, a = json.null, ["k y"] = true }, 7)
+            end)
+            """)
+        res = run_test("tbl_test.lua", cwd=self.tmp.path)
+        lines = out(res).splitlines()
+        self.assertEqual(lines[1], "    tbl_test.lua:2: values differ")
+        self.assertEqual(lines[2], "      expected: 7")
+        self.assertEqual(lines[3], '      actual:   {a = json.null, b = {1, 2.5, "x"}, ["k y"] = true}')
+
+
+if __name__ == "__main__":
+    h.main()

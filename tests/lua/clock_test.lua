@@ -1,0 +1,143 @@
+-- The virtual clock: sleep in handlers, timers, the handler timeout, clock.advance.
+handlers("handlers/clock/sleepy.lua", "handlers/clock/timers.lua")
+
+local T0 = 1700000000.0
+
+local function msgs(level)
+  local out = {}
+  for _, r in ipairs(logs(level)) do out[#out + 1] = r.msg end
+  return out
+end
+
+test("the clock starts at 1700000000.0 in every test", function()
+  eq(clock.now(), T0)
+  clock.advance(12.5)
+  eq(clock.now(), T0 + 12.5)
+end)
+
+test("...and was reset for this one", function()
+  eq(clock.now(), T0)
+end)
+
+test("fire waits for sleeping handlers; time moves only as far as needed", function()
+  local r = fire({ action = "SLEEP", a = 5, b = 3 })
+  ok(r.ok)
+  eq(r.handlers, 2)
+  -- both started at once; b woke first, a later; results stay in registration order
+  eq(msgs(), { "a start", "b start", "b woke", "a woke" })
+  eq(logs()[1].fields.at, T0)
+  eq(clock.now(), T0 + 5)
+  match(r[1].handler, "sleepy%.lua:1$")
+  match(r[2].handler, "sleepy%.lua:7$")
+end)
+
+test("a handler waiting past 30 s times out; the others are not held up", function()
+  local r = fire({ action = "HANG" })
+  nok(r.ok)
+  eq(r[1], { handler = r[1].handler, ok = false, error = "handler timed out after 30 s" })
+  eq(r[2].ok, true)
+  eq(clock.now(), T0 + 30)
+  -- the load-time timer ticked at +10 and +20 while fire waited
+  eq(msgs(), { "second handler ran", "tick", "tick" })
+end)
+
+test("sleep works only in the handler's own coroutine", function()
+  local r = fire({ action = "NESTED_SLEEP" })
+  match(r[1].error, "sleep: only inside a handler or a timer callback, in its own coroutine")
+  r = fire({ action = "BAD_SLEEP" })
+  match(r[1].error, "seconds must be a number from 0 to 1e7")
+end)
+
+test("a timer started at load time ticks with the virtual clock", function()
+  clock.advance(9.999)
+  eq(#logs(), 0)
+  clock.advance(0.001)
+  eq(#logs(), 1)
+  clock.advance(20)
+  eq(msgs(), { "tick", "tick", "tick" })
+  eq(logs()[1].fields.active, true)
+end)
+
+test("load-time timers are armed again in every test; script state stays", function()
+  fire({ action = "TICKS" })
+  local before = logs()[1].fields.n
+  ok(before >= 3, "ticks counted in the earlier test")
+  eq(logs()[1].fields.active, true)
+  clock.advance(10)
+  eq(logs()[2].fields.n, before + 1)
+end)
+
+test("a stopped load-time timer does not tick", function()
+  fire({ action = "STOP_TICKS" })
+  fire({ action = "TICKS" })
+  eq(logs()[1].fields.active, false)
+  clock.advance(100)
+  eq(#logs("info"), 1)
+end)
+
+test("...and ticks again in the next test", function()
+  clock.advance(10)
+  eq(msgs(), { "tick" })
+end)
+
+test("timer.after fires once, with its handle", function()
+  fire({ action = "AFTER", s = 2 })
+  eq(logs()[1].fields.active, true)
+  match(logs()[1].fields.text, "^timer .*timers%.lua:%d+$")
+  clock.advance(1.5)
+  eq(#logs(), 1)
+  clock.advance(0.5)
+  eq(logs()[2].msg, "after fired")
+  eq(logs()[2].fields, { same = true, active = false })
+  clock.advance(100)
+  eq(msgs(), { "armed", "after fired", "tick", "tick", "tick", "tick", "tick", "tick", "tick",
+               "tick", "tick", "tick" })
+end)
+
+test("a stopped timer never fires", function()
+  fire({ action = "CANCEL", s = 1 })
+  eq(logs()[1].fields, { active = false, text = "timer (stopped)" })
+  clock.advance(5)
+  eq(msgs(), { "cancelled" })
+end)
+
+test("a timer callback's error is a log record, not an error", function()
+  fire({ action = "BAD_TIMER" })
+  clock.advance(1)
+  local e = logs("error")
+  eq(#e, 1)
+  eq(e[1].msg, "timer failed")
+  match(e[1].fields.error, "timers%.lua:%d+: boom in a timer$")
+  eq(e[1].fields.outcome, "error")
+end)
+
+test("timer callbacks may sleep", function()
+  fire({ action = "SLEEPY_TIMER" })
+  clock.advance(2.5)
+  eq(#logs(), 0)
+  clock.advance(0.5)
+  eq(msgs(), { "timer callback done" })
+end)
+
+test("timer.every never overlaps itself", function()
+  fire({ action = "SLOW_EVERY" })
+  clock.advance(5) -- ticks at +1 (runs until +3.5), +2 and +3 skipped, +4 runs
+  eq(#logs("info"), 2)
+  eq(logs()[2].fields.n, 2)
+end)
+
+test("timers made in a test are dropped at its end", function()
+  clock.advance(60)
+  local slow = 0
+  for _, r in ipairs(logs()) do if r.msg == "slow run" then slow = slow + 1 end end
+  eq(slow, 0)
+end)
+
+test("timer argument checks", function()
+  fire({ action = "TIMER_ARGS" })
+  local m = logs()[1].fields.msgs
+  match(m[1], "timer.every needs at least 0.001 seconds")
+  match(m[2], "seconds must be a number from 0 to 1e7")
+  match(m[3], "bad argument #2 to 'after' %(function expected, got string%)")
+  match(m[4], "bad argument #1 to 'after' %(number expected, got string%)")
+end)

@@ -1,0 +1,1 @@
+on("ORDER", function() log.info("b1") end)

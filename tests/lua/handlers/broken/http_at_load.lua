@@ -1,0 +1,1 @@
+http.get("http://x.test/")

@@ -1,0 +1,1 @@
+on({ "A", 7 }, function() end)

@@ -1,0 +1,1 @@
+on(42, function() end)

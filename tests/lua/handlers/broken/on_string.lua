@@ -1,0 +1,1 @@
+on("A", "not a function")

@@ -1,0 +1,2 @@
+-- fine
+error("refusing to load")

@@ -1,0 +1,4 @@
+-- fine
+on("A", function(ev, ctx)
+  local x = = 1
+end)
