@@ -29,6 +29,7 @@ typedef struct lh_app_s {
     void (*on_handler_done)(void *data, const char *label, lh_outcome_t outcome,
                             const char *err, double seconds);
     void *observer_data;
+    const char *action_override; /* fire --action: replaces each event's action */
 } lh_app_t;
 
 #endif

@@ -283,6 +283,10 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         return;
     }
     int ev = lua_gettop(L);
+    if (app->action_override != NULL) { /* fire --action: the body's bytes stay as sent */
+        lua_pushstring(L, app->action_override);
+        lua_setfield(L, ev, "action");
+    }
     int at = lua_getfield(L, ev, "action"); /* ev action */
     size_t alen;
     const char *action = lua_tolstring(L, -1, &alen);

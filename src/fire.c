@@ -11,11 +11,14 @@
 #include "conn.h"
 #include "dispatch.h"
 #include "embedded.h"
-#include "json.h"
+#include "lib.h"
 #include "vm.h"
 
 typedef struct {
     uv_loop_t *loop;
+    lh_app_t *app;
+    uv_timer_t linger;
+    uint64_t linger_until;
     int status; /* 0 until answered */
     int failed, ran;
     char error[512];
@@ -82,40 +85,6 @@ static char *load_event(const lh_config_t *cfg, size_t *len)
     return body;
 }
 
-typedef struct {
-    const char *body;
-    size_t len;
-    const char *action;
-    char *out;
-    size_t out_len;
-    char err[256];
-} override_t;
-
-/* --action X: the event with another action, through the exact decoder and encoder. */
-static int override_action(lua_State *L)
-{
-    override_t *o = lua_touserdata(L, 1);
-    luaL_Buffer b;
-    if (lh_json_decode(L, o->body, o->len, o->err, sizeof(o->err)) != 0)
-        return 0;
-    if (!lua_istable(L, -1)) {
-        snprintf(o->err, sizeof(o->err), "the event is not a JSON object");
-        return 0;
-    }
-    lua_pushstring(L, o->action);
-    lua_setfield(L, -2, "action");
-    luaL_buffinit(L, &b);
-    lh_json_encode(L, lua_gettop(L) - 1, &b);
-    luaL_pushresult(&b);
-    size_t n;
-    const char *s = lua_tolstring(L, -1, &n);
-    if ((o->out = malloc(n + 1)) != NULL) {
-        memcpy(o->out, s, n + 1);
-        o->out_len = n;
-    }
-    return 0;
-}
-
 static void on_handler(void *data, const char *label, lh_outcome_t outcome, const char *err,
                        double secs)
 {
@@ -133,42 +102,39 @@ static void on_handler(void *data, const char *label, lh_outcome_t outcome, cons
     fflush(stdout);
 }
 
+/* After the answer: timers that handlers (or scripts at load) armed once still run, up
+** to --handler-timeout; `every` timers never end, so they are not waited for. */
+static void on_linger(uv_timer_t *t)
+{
+    fire_state_t *st = t->data;
+    if ((st->app->tasks == 0 && lh_timer_pending_once(st->app->vm) == 0) ||
+        uv_hrtime() > st->linger_until)
+        uv_stop(st->loop);
+}
+
 static void on_reply(void *data, int status, const char *extra, const char *body, size_t len)
 {
     fire_state_t *st = data;
     (void)extra;
     st->status = status;
-    if (status != 200 && status != 500)
+    if (status != 200 && status != 500) {
         snprintf(st->error, sizeof(st->error), "%.*s", (int)len, body);
-    uv_stop(st->loop);
+        uv_stop(st->loop);
+        return;
+    }
+    st->linger_until = uv_hrtime() + (uint64_t)(st->app->cfg->handler_timeout * 1e9);
+    uv_timer_start(&st->linger, on_linger, 0, 10);
 }
 
 int lh_fire_run(lh_app_t *app)
 {
     const lh_config_t *cfg = app->cfg;
-    fire_state_t st = {.loop = app->loop};
+    fire_state_t st = {.loop = app->loop, .app = app};
     size_t len = 0;
     char *body = load_event(cfg, &len);
     if (body == NULL)
         return 2;
-    if (cfg->fire_action != NULL) {
-        override_t o = {.body = body, .len = len, .action = cfg->fire_action};
-        lua_State *L = app->vm->L;
-        int top = lua_gettop(L);
-        lua_pushcfunction(L, override_action);
-        lua_pushlightuserdata(L, &o);
-        if (lua_pcall(L, 1, 0, 0) != LUA_OK || o.out == NULL) {
-            fprintf(stderr, "luahook fire: cannot set the action: %s\n",
-                    o.err[0] ? o.err : lua_tostring(L, -1));
-            lua_settop(L, top);
-            free(body);
-            return 1;
-        }
-        lua_settop(L, top);
-        free(body);
-        body = o.out;
-        len = o.out_len;
-    }
+    app->action_override = cfg->fire_action;
 
     lh_header_t headers[] = {
         {"content-type", "application/json", 12, 16},
@@ -192,9 +158,13 @@ int lh_fire_run(lh_app_t *app)
     };
     app->on_handler_done = on_handler;
     app->observer_data = &st;
+    uv_timer_init(app->loop, &st.linger);
+    st.linger.data = &st;
     lh_dispatch_event(app, &req, "fire", on_reply, &st);
-    if (st.status == 0)
-        uv_run(app->loop, UV_RUN_DEFAULT); /* until on_reply stops it */
+    uv_run(app->loop, UV_RUN_DEFAULT); /* until on_linger (or a refusal) stops it */
+    uv_close((uv_handle_t *)&st.linger, NULL);
+    uv_run(app->loop, UV_RUN_NOWAIT);
+    app->on_handler_done = NULL;
     free(body);
     if (st.status != 200 && st.status != 500) {
         fprintf(stderr, "luahook fire: the event was refused (%d): %s\n", st.status, st.error);

@@ -18,6 +18,8 @@ int luaopen_lh_sleep(lua_State *L); /* pushes the sleep function */
 int luaopen_lh_env(lua_State *L);   /* pushes the env function */
 
 typedef struct lh_timer_s lh_timer_t;
+/** One-shot timers of `vm` not fired yet (fire waits for them). */
+int lh_timer_pending_once(const lh_vm_t *vm);
 /** Stops every timer of `vm` (retire, shutdown); running callbacks finish. */
 void lh_timer_stop_all(lh_vm_t *vm);
 

@@ -131,7 +131,11 @@ static void timer_stop(lh_timer_t *tm)
 static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
     lh_timer_t *tm = t->data;
+    lh_app_t *app = tm->vm->app;
     tm->running--;
+    if (app->on_handler_done != NULL)
+        app->on_handler_done(app->observer_data, tm->label, outcome, err,
+                             (double)(uv_hrtime() - t->start_ns) / 1e9);
     if (outcome != LH_OUTCOME_OK && lh_log_enabled(LH_ERROR)) {
         char line[16];
         snprintf(line, sizeof(line), "%d", tm->line);
@@ -262,6 +266,14 @@ static int t_tostring(lua_State *L)
     else
         lua_pushfstring(L, "%s", (*ud)->label);
     return 1;
+}
+
+int lh_timer_pending_once(const lh_vm_t *vm)
+{
+    int n = 0;
+    for (const lh_timer_t *tm = vm->timers; tm != NULL; tm = tm->next)
+        n += !tm->repeat;
+    return n;
 }
 
 void lh_timer_stop_all(lh_vm_t *vm)

@@ -49,14 +49,19 @@ static int is_test_file(const char *name)
     return n > 9 && strcmp(name + n - 9, "_test.lua") == 0;
 }
 
-/* Test files under `dir`, recursively, each folder's entries in name order. */
+/* Test files under `dir`, recursively, each folder's entries in name order. Symlinked
+** folders are not followed (a link to a parent would loop). -1 after printing why a
+** folder could not be read. */
 static int collect(list_t *out, const char *dir)
 {
     DIR *d = opendir(dir);
     list_t names = {0};
     struct dirent *e;
-    if (d == NULL)
+    int rc = 0;
+    if (d == NULL) {
+        fprintf(stderr, "luahook test: %s: %s\n", dir, strerror(errno));
         return -1;
+    }
     while ((e = readdir(d)) != NULL)
         if (e->d_name[0] != '.' && list_add(&names, e->d_name) != 0)
             break;
@@ -68,14 +73,16 @@ static int collect(list_t *out, const char *dir)
         struct stat st;
         snprintf(path, sizeof(path), "%s/%s", strcmp(dir, ".") == 0 ? "." : dir, names.v[i]);
         const char *shown = strncmp(path, "./", 2) == 0 ? path + 2 : path;
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            collect(out, path);
-        else if (is_test_file(names.v[i]))
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            if (collect(out, path) != 0)
+                rc = -1;
+        } else if (is_test_file(names.v[i])) {
             list_add(out, shown);
+        }
         free(names.v[i]);
     }
     free(names.v);
-    return 0;
+    return rc;
 }
 
 /* __luahook.listdir(dir) -> names (unsorted, without . and ..), or nil, err */
@@ -101,13 +108,44 @@ static int listdir(lua_State *L)
     return 1;
 }
 
+/* The count hook of every state and coroutine of a test file: the file's own deadline,
+** and the CPU deadline the harness arms around each handler run. A handler past it is
+** yielded out (through any pcall), as the server's task hook does. */
 static uint64_t file_deadline;
+static uint64_t run_deadline; /* 0: disarmed */
+static int run_tripped;
 
 static void deadline_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    if (uv_hrtime() > file_deadline)
+    uint64_t now = uv_hrtime();
+    if (now > file_deadline)
         luaL_error(L, "the test file ran longer than %d s", (int)(FILE_DEADLINE_NS / 1000000000));
+    if (run_deadline == 0 || now < run_deadline)
+        return;
+    run_tripped = 1;
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 16);
+    if (lua_isyieldable(L))
+        lua_yield(L, 0);
+    luaL_error(L, "handler timed out (--handler-timeout)");
+}
+
+/* __luahook.arm(seconds): a CPU deadline for the Lua code that runs next */
+static int harness_arm(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    run_tripped = 0;
+    run_deadline = uv_hrtime() + (uint64_t)(s > 0 ? s * 1e9 : 0) + 1;
+    return 0;
+}
+
+/* __luahook.disarm() -> whether the deadline passed since arm() */
+static int harness_disarm(lua_State *L)
+{
+    run_deadline = 0;
+    lua_pushboolean(L, run_tripped);
+    run_tripped = 0;
+    return 1;
 }
 
 static int traceback(lua_State *L)
@@ -118,7 +156,7 @@ static int traceback(lua_State *L)
 }
 
 /* Runs one file in a fresh state; adds to *passed and *failed. */
-static void run_file(const char *path, int *passed, int *failed)
+static void run_file(const char *path, double handler_timeout, int *passed, int *failed)
 {
     const lh_embedded_t *h = lh_embedded_find(HARNESS);
     lua_State *L = luaL_newstate();
@@ -130,7 +168,8 @@ static void run_file(const char *path, int *passed, int *failed)
         return;
     }
     file_deadline = uv_hrtime() + FILE_DEADLINE_NS;
-    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 100000);
+    run_deadline = 0;
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 10000);
     luaL_openlibs(L);
     luaL_requiref(L, "json", luaopen_lh_json, 1);
     lua_pop(L, 1);
@@ -150,6 +189,12 @@ static void run_file(const char *path, int *passed, int *failed)
     lua_setfield(L, -2, "samples");
     lua_pushcfunction(L, listdir);
     lua_setfield(L, -2, "listdir");
+    lua_pushcfunction(L, harness_arm);
+    lua_setfield(L, -2, "arm");
+    lua_pushcfunction(L, harness_disarm);
+    lua_setfield(L, -2, "disarm");
+    lua_pushnumber(L, handler_timeout);
+    lua_setfield(L, -2, "handler_timeout");
     lua_setglobal(L, "__luahook");
 
     lua_pushcfunction(L, traceback);
@@ -184,7 +229,8 @@ int lh_testing_run(const lh_config_t *cfg)
             fprintf(stderr, "luahook test: %s: %s\n", p, strerror(errno));
             rc = 2;
         } else if (S_ISDIR(st.st_mode)) {
-            collect(&files, p);
+            if (collect(&files, p) != 0)
+                rc = 2;
         } else {
             list_add(&files, p);
         }
@@ -194,12 +240,13 @@ int lh_testing_run(const lh_config_t *cfg)
         rc = 2;
     }
     for (size_t i = 0; i < files.n; i++) {
-        run_file(files.v[i], &passed, &failed);
+        run_file(files.v[i], cfg->handler_timeout, &passed, &failed);
         free(files.v[i]);
     }
     free(files.v);
     if (rc != 0 && files.n == 0)
         return rc;
     printf("%d passed, %d failed\n", passed, failed);
-    return failed > 0 || rc != 0 ? 1 : 0;
+    /* a path that could not be read is a usage problem even when other tests ran */
+    return rc != 0 ? rc : failed > 0 ? 1 : 0;
 }

@@ -8,8 +8,8 @@
 #include "config.h"
 
 /** Runs every test file under cfg->paths; prints a line per test and, last,
- *  "N passed, N failed". Returns the exit code: 0 all passed, 1 otherwise, 2 no test
- *  file found or a path cannot be read. */
+ *  "N passed, N failed". Returns the exit code: 0 all passed, 1 a test failed, 2 no test
+ *  file found or a path (or a folder under it) cannot be read. */
 int lh_testing_run(const lh_config_t *cfg);
 
 #endif

@@ -37,6 +37,19 @@ on("A", function(ev) error("second broke on " .. ev.n) end)
 on("B", function(ev) sleep(0.05) end)
 """
 
+TIMERS = r"""
+timer.after(0, function() log.info("startup timer ran") end)
+timer.every(30, function() end) -- never ends: not waited for
+on("T", function(ev, ctx)
+  timer.after(0.1, function() log.info("later timer ran") end)
+  timer.after(0.05, function() error("timer broke") end)
+end)
+on("BODY", function(ev, ctx)
+  local f = assert(io.open(env("OUT"), "w"))
+  f:write(ctx.body) f:close()
+end)
+"""
+
 HTTP = r"""
 on("CALL", function(ev)
   local res, err = http.post(env("UPSTREAM") .. "/x", { json = { id = ev.id } })
@@ -75,6 +88,7 @@ class Fire(unittest.TestCase):
         cls.record = cls.tmp.script("record.lua", RECORD)
         cls.failing = cls.tmp.script("failing.lua", FAILING)
         cls.http = cls.tmp.script("http.lua", HTTP)
+        cls.timers = cls.tmp.script("timers.lua", TIMERS)
 
     @classmethod
     def tearDownClass(cls):
@@ -134,6 +148,22 @@ class Fire(unittest.TestCase):
         r = self.fire(self.failing, "-", input=b'{"action":"B"}')
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(r.stdout.startswith("ok   " + self.failing + ":4"), r.stdout)
+
+    def test_waits_for_one_shot_timers(self):
+        r = self.fire(self.timers, "-", input=b'{"action":"T"}')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)  # the failing timer counts
+        self.assertIn("startup timer ran", r.stderr)
+        self.assertIn("later timer ran", r.stderr)
+        self.assertIn("FAIL timer %s:6  %s:6: timer broke" % (self.timers, self.timers),
+                      r.stdout)
+        self.assertEqual(r.stdout.splitlines()[-1], "3 passed, 1 failed")
+
+    def test_action_override_keeps_the_body_bytes(self):
+        body = b'{"action": "X", "l": [], "s": "\\u00e9", "f": 1.0}'
+        r = self.fire("--action", "BODY", self.timers, "-", input=body)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(self.out, "rb") as f:
+            self.assertEqual(f.read(), body)
 
     def test_no_handler(self):
         r = self.fire(self.failing, "-", input=b'{"action":"NOBODY"}')
