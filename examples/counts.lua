@@ -62,6 +62,14 @@ on("ANNOTATION_CREATED", function(ev, ctx)
   counted()
 end)
 
+-- A skip of an existing annotation arrives as an update with was_cancelled = true.
+on("ANNOTATION_UPDATED", function(ev, ctx)
+  local a = ev.annotation
+  if type(a) ~= "table" or not a.was_cancelled then return end
+  bump(project_of(ev, a), "skipped", 1)
+  counted()
+end)
+
 -- "Create annotations from predictions" in the data manager: the key is `annotation`,
 -- singular, but it holds a list.
 on("ANNOTATIONS_CREATED", function(ev, ctx)

@@ -23,16 +23,22 @@ local function post(url, ctx)
   })
 end
 
+local function cause(err)
+  return err:match("^%u+ %S+: (.*)$") or err
+end
+
 on("*", function(ev, ctx)
   local url = env("FORWARD_URL")
 
   local res, err = post(url, ctx)
   if not res then
-    log.warn("forward failed, retrying in 1 s", { error = err })
+    -- err reads "POST <url>: cause"; the URL may hold a secret in its path, so only the
+    -- cause is logged
+    log.warn("forward failed, retrying in 1 s", { error = cause(err) })
     sleep(1)
     res, err = post(url, ctx)
     if not res then
-      error("forward failed twice: " .. err, 0)
+      error("forward failed twice: " .. cause(err), 0)
     end
   end
   if res.status < 200 or res.status > 299 then

@@ -15,7 +15,7 @@
 -- "Task 101" or, with LABEL_STUDIO_URL, a Slack link to the task in the data manager.
 local function task_ref(project_id, task_id)
   local base = env("LABEL_STUDIO_URL", nil)
-  if base and project_id then
+  if base and math.type(project_id) == "integer" and math.type(task_id) == "integer" then
     return ("<%s/projects/%d/data?task=%d|task %d>"):format((base:gsub("/+$", "")), project_id,
                                                             task_id, task_id)
   end
@@ -26,7 +26,10 @@ local function message(ev)
   local a = ev.annotation
   -- ev.project is the full project; its title may be null (json.null, not nil).
   local project = type(ev.project) == "table" and ev.project or {}
-  local title = type(project.title) == "string" and project.title or ("project " .. a.project)
+  -- very old annotations have no project (json.null): never concatenate it blindly
+  local title = type(project.title) == "string" and project.title
+                or (math.type(a.project) == "integer" and ("project " .. a.project))
+                or "a project"
   local who = math.type(a.completed_by) == "integer" and ("user " .. a.completed_by)
               or "a deleted user"
   local task = task_ref(project.id or a.project, a.task)

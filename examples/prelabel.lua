@@ -93,6 +93,9 @@ on("TASKS_CREATED", function(ev, ctx)
     return
   end
   local project = type(ev.project) == "table" and ev.project.id or tasks[1].project
+  if math.type(project) ~= "integer" then
+    error("TASKS_CREATED without a project id: cannot store predictions", 0)
+  end
 
   local batches, failed, stored = 0, {}, 0
   for first = 1, #tasks, BATCH do

@@ -86,6 +86,11 @@ int lh_server_start(lh_server_t *s, lh_app_t *app, const lh_server_handler_t *h)
     }
     lh_field_t f[] = {LH_FIELD("address", address)};
     lh_log_fields(LH_INFO, "listening", f, 1);
+    /* Label Studio's only authentication is the shared secret */
+    int loopback = strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0;
+    if (cfg->token == NULL && !loopback)
+        LH_LOG(LH_WARN, "listening on %s without --token: anyone who reaches this port can "
+               "post events", address);
     return 0;
 }
 
