@@ -73,7 +73,7 @@ static const char usage_text[] =
     "                                            exit 1 if one failed\n"
     "       luahook test [TESTFILE|DIR...]       run *_test.lua files (default: .), HTTP\n"
     "                                            mocked; 'N passed, N failed'; exit 1 on failure\n"
-    "       luahook --version | --help\n"
+    "       luahook --version | --help | COMMAND --help\n"
     "\n"
     "PATH is a Lua script, or a folder whose *.lua files load in name order.\n"
     "\n"
