@@ -66,7 +66,9 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
     if (t == NULL || t->deadline_ns == 0 || uv_hrtime() < t->deadline_ns)
         return;
     t->timed_out = 1;
-    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 16);
+    /* from now on also at every line: a loop that re-enters a C call (pcall(table.sort,
+    ** t, busy_cmp)) gets back to a yieldable line at once */
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT | LUA_MASKLINE, 16);
     if (lua_isyieldable(L))
         lua_yield(L, 0);
     else

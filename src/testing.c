@@ -124,10 +124,13 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
     if (run_deadline == 0 || now < run_deadline)
         return;
     run_tripped = 1;
-    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 16);
+    /* from now on also at every line: a loop that re-enters a C call (pcall(table.sort,
+    ** t, busy_cmp)) gets back to a yieldable line at once */
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT | LUA_MASKLINE, 16);
     if (lua_isyieldable(L))
-        lua_yield(L, 0);
-    luaL_error(L, "handler timed out (--handler-timeout)");
+        lua_yield(L, 0); /* takes effect when the hook returns */
+    else
+        luaL_error(L, "handler timed out (--handler-timeout)");
 }
 
 /* __luahook.arm(seconds): a CPU deadline for the Lua code that runs next */

@@ -14,11 +14,20 @@ sleep, timer, env and the standard library), each script in its own environment,
 that in test mode nothing touches the network and time is virtual:
 
 - `http` is answered by the mocks of the running test (never the network);
-- `sleep`, mock delays, http timeouts, timers and the 30 s handler timeout use a virtual
+- `sleep`, mock delays, http timeouts, timers, os.time() and os.date(fmt) use a virtual
   clock that starts at 1700000000.0 in every test and moves only when every handler is
   waiting (fire) or when the test calls clock.advance;
+- the handler timeout (--handler-timeout, __luahook.handler_timeout) bounds a run's
+  virtual waiting plus its real computing; a busy loop is stopped by the C count hook
+  (__luahook.arm/disarm), which no pcall can catch;
 - `log.*` records are captured (see logs()), not printed;
-- `env` reads the mock.env overrides of the running test, then the real environment.
+- `env` reads the mock.env overrides of the running test, then the real environment;
+- require("http"/"log"/"timer") gives these test-mode modules, require("json") the real one;
+- misuse raises "file:line: message" at the script's line, like the server's luaL_error.
+
+A handler or timer callback that fails makes the fire or clock.advance that ran it fail
+the test, unless that call was given { allow_failure = true }. handlers() works only at
+the top level of a test file, and a file that declares no test fails.
 
 Between the tests of one file, the handler scripts' own module-level state persists (a
 counter in a script keeps counting); mocks, recorded calls, logs, env overrides, the
@@ -29,8 +38,18 @@ if the scripts had just loaded. Each test FILE gets a fresh Lua state.
 
 local json = json
 local START = 1700000000.0
-local HANDLER_TIMEOUT = 30
-local CPU_LIMIT = 30 -- seconds of CPU for one resume of a computing handler (a busy loop)
+local host = type(__luahook) == "table" and __luahook or {}
+-- --handler-timeout / LUAHOOK_HANDLER_TIMEOUT (0: no limit), as the server applies it
+local HANDLER_TIMEOUT = tonumber(host.handler_timeout) or 30
+local TIMEOUT_MSG = string.format("handler timed out after %g s (--handler-timeout)",
+                                  HANDLER_TIMEOUT)
+-- The CPU guard: a C count hook on every coroutine. arm(s) sets a deadline of s seconds of
+-- real time for the Lua code that runs next; past it, the hook yields the running
+-- coroutine (resume returns true and no value) or raises where it cannot yield, again and
+-- again, so no pcall can keep a busy loop alive. disarm() tells whether it tripped.
+local cpu_arm = host.arm or function() end
+local cpu_disarm = host.disarm or function() return false end
+local HARNESS_SRC = debug.getinfo(1, "S").source
 
 local unpack = table.unpack
 local fmt = string.format
@@ -186,7 +205,8 @@ local tasks_by_co = setmetatable({}, { __mode = "k" })
 local WAIT = {} -- what a task yields while it waits on the virtual clock
 
 local function new_state()
-  return { now = START, queue = {}, seq = 0, mocks = {}, calls = {}, logs = {}, env = {} }
+  return { now = START, queue = {}, seq = 0, mocks = {}, calls = {}, logs = {}, env = {},
+           timer_failures = {} }
 end
 
 -- The queue: entries { at, seq, fn }, kept sorted by (at, seq).
@@ -235,19 +255,49 @@ local function fn_where(fn)
 end
 
 local finish
+local in_task = 0 -- > 0 while a task's coroutine runs (fire and clock.advance refuse then)
 
+-- Closes a task's coroutine (its to-be-closed variables run), under the CPU guard with a
+-- second of grace, as the server does.
+local function close_co(co)
+  if coroutine.status(co) ~= "suspended" then return end
+  cpu_arm(1)
+  pcall(coroutine.close, co)
+  cpu_disarm()
+end
+
+local function time_out(t)
+  if t.done then return end
+  close_co(t.co)
+  finish(t, false, TIMEOUT_MSG)
+end
+
+-- Resumes a task's coroutine with the CPU guard armed for what is left of its budget: the
+-- handler timeout minus the virtual time it has waited and the real time it has computed.
 local function step(t, ...)
   if t.done then return end
-  t.cpu_deadline = os.clock() + CPU_LIMIT
-  local res = table.pack(coroutine.resume(t.co, ...))
+  local guarded = HANDLER_TIMEOUT > 0
+  if guarded then
+    local left = HANDLER_TIMEOUT - (S.now - t.started) - t.cpu
+    if left < 0.001 then return time_out(t) end
+    cpu_arm(left)
+  end
+  local c0 = os.clock()
+  in_task = in_task + 1
+  local rok, r1 = coroutine.resume(t.co, ...)
+  in_task = in_task - 1
+  local tripped = guarded and cpu_disarm()
+  t.cpu = t.cpu + (os.clock() - c0)
   if t.done then return end -- killed meanwhile
-  if not res[1] then
-    finish(t, false, errmsg(res[2]))
+  if tripped then
+    time_out(t)
+  elseif not rok then
+    finish(t, false, errmsg(r1))
   elseif coroutine.status(t.co) == "dead" then
     finish(t, true)
-  elseif res[2] ~= WAIT then
+  elseif r1 ~= WAIT then
+    close_co(t.co)
     finish(t, false, "a handler may not yield by itself (use sleep or http, which wait)")
-    pcall(coroutine.close, t.co)
   end
 end
 
@@ -262,22 +312,36 @@ function finish(t, ok, err)
 end
 
 local function spawn(label, fn, args, on_done)
-  local t = { label = label, done = false, on_done = on_done, state = S }
+  local t = { label = label, done = false, on_done = on_done, state = S, started = S.now,
+              cpu = 0 }
   t.co = coroutine.create(fn)
   tasks_by_co[t.co] = t
-  debug.sethook(t.co, function()
-    if not t.done and os.clock() > t.cpu_deadline then
-      error(fmt("handler timed out after %d s", HANDLER_TIMEOUT), 0)
-    end
-  end, "", 10000)
-  t.timeout_entry = schedule(S.now + HANDLER_TIMEOUT, function()
-    if t.done then return end
-    t.timeout_entry = nil
-    pcall(coroutine.close, t.co)
-    finish(t, false, fmt("handler timed out after %d s", HANDLER_TIMEOUT))
-  end)
+  if HANDLER_TIMEOUT > 0 then
+    -- the virtual part of the budget: waiting on sleep, http or mock delays
+    t.timeout_entry = schedule(S.now + HANDLER_TIMEOUT, function()
+      t.timeout_entry = nil
+      time_out(t)
+    end)
+  end
   step(t, unpack(args, 1, args.n or #args))
   return t
+end
+
+-- Raises `msg` as the server's C functions do (luaL_error, luaL_argerror): prefixed with
+-- "file:line: " of the code that called the API, the first frame outside this harness
+-- (nothing when that caller is a C function such as pcall, as with luaL_where).
+local function raise(msg)
+  for level = 2, 100 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if info.source ~= HARNESS_SRC then
+      if info.what ~= "C" and info.currentline > 0 then
+        msg = info.short_src .. ":" .. info.currentline .. ": " .. msg
+      end
+      break
+    end
+  end
+  error(msg, 0)
 end
 
 -- The task whose own coroutine is running, or raises `what`.
@@ -285,9 +349,9 @@ local function current_task(what)
   local co = coroutine.running()
   local t = tasks_by_co[co]
   if t == nil or t.done or t.state ~= S or not coroutine.isyieldable() then
-    error(what .. ": only inside a handler or a timer callback, in its own coroutine " ..
+    raise(what .. ": only inside a handler or a timer callback, in its own coroutine " ..
           (what == "http" and "(the call waits without blocking the server)"
-                           or "(it waits without blocking the server)"), 0)
+                           or "(it waits without blocking the server)"))
   end
   return t
 end
@@ -309,23 +373,23 @@ local loading = false
 
 local function check_action(a, what)
   if type(a) ~= "string" then
-    error(fmt("on: %s must be a string, got %s", what, type(a)), 3)
+    raise(fmt("on: %s must be a string, got %s", what, type(a)))
   end
-  if a == "" then error(fmt("on: %s must not be empty", what), 3) end
+  if a == "" then raise(fmt("on: %s must not be empty", what)) end
 end
 
 local function on(action, fn)
   if not loading then
-    error("on: handlers can only be registered while scripts load", 2)
+    raise("on: handlers can only be registered while scripts load")
   end
   local ta = type(action)
   if ta ~= "string" and ta ~= "table" then
-    error(fmt("bad argument #1 to 'on' (action name or list of names expected, got %s)",
-              action == nil and "no value" or ta), 2)
+    raise(fmt("bad argument #1 to 'on' (action name or list of names expected, got %s)",
+              action == nil and "no value" or ta))
   end
   if type(fn) ~= "function" then
-    error(fmt("bad argument #2 to 'on' (function expected, got %s)",
-              fn == nil and "no value" or type(fn)), 2)
+    raise(fmt("bad argument #2 to 'on' (function expected, got %s)",
+              fn == nil and "no value" or type(fn)))
   end
   local actions
   if ta == "string" then
@@ -333,7 +397,7 @@ local function on(action, fn)
     actions = { action }
   else
     local n = #action
-    if n == 0 then error("bad argument #1 to 'on' (the list of actions is empty)", 2) end
+    if n == 0 then raise("bad argument #1 to 'on' (the list of actions is empty)") end
     actions = {}
     for i = 1, n do
       check_action(action[i], "each action in the list")
@@ -355,11 +419,11 @@ for _, level in ipairs({ "debug", "info", "warn", "error" }) do
   log[level] = function(msg, fields)
     if type(msg) == "number" then msg = tostring(msg) end
     if type(msg) ~= "string" then
-      error(fmt("bad argument #1 to '%s' (string expected, got %s)", level,
-                msg == nil and "no value" or type(msg)), 0)
+      raise(fmt("bad argument #1 to '%s' (string expected, got %s)", level,
+                msg == nil and "no value" or type(msg)))
     end
     if fields ~= nil and type(fields) ~= "table" then
-      error(fmt("bad argument #2 to '%s' (table expected, got %s)", level, type(fields)), 0)
+      raise(fmt("bad argument #2 to '%s' (table expected, got %s)", level, type(fields)))
     end
     S.logs[#S.logs + 1] = { level = level, msg = msg, fields = fields }
   end
@@ -374,13 +438,13 @@ local function check_seconds(v, n, fname)
   if type(v) ~= "number" then
     local cv = type(v) == "string" and tonumber(v)
     if not cv then
-      error(fmt("bad argument #%d to '%s' (number expected, got %s)", n, fname,
-                v == nil and "no value" or type(v)), 0)
+      raise(fmt("bad argument #%d to '%s' (number expected, got %s)", n, fname,
+                v == nil and "no value" or type(v)))
     end
     v = cv
   end
   if not (v >= 0) or v > 1e7 then
-    error(fmt("bad argument #%d to '%s' (seconds must be a number from 0 to 1e7)", n, fname), 0)
+    raise(fmt("bad argument #%d to '%s' (seconds must be a number from 0 to 1e7)", n, fname))
   end
   return v
 end
@@ -411,11 +475,13 @@ local function tick(h)
   end
   h.task = spawn(h.label, h.fn, { h, n = 1 }, function(t)
     if not t.ok then
-      local timeout = t.err == fmt("handler timed out after %d s", HANDLER_TIMEOUT)
+      local timeout = t.err == TIMEOUT_MSG
       add_log("error", "timer failed", {
         script = h.script, line = h.line, outcome = timeout and "timeout" or "error",
         error = t.err,
       })
+      -- the fire or clock.advance running now fails, unless it allows failures
+      t.state.timer_failures[#t.state.timer_failures + 1] = { label = h.label, error = t.err }
     end
   end)
 end
@@ -425,14 +491,14 @@ function arm(h, at)
 end
 
 function timer_methods.stop(h)
-  if getmetatable(h) ~= timer_mt then error("bad argument #1 to 'stop' (timer expected)", 0) end
+  if getmetatable(h) ~= timer_mt then raise("bad argument #1 to 'stop' (timer expected)") end
   h.running_ = false
   cancel(h.entry)
   h.entry = nil
 end
 
 function timer_methods.active(h)
-  if getmetatable(h) ~= timer_mt then error("bad argument #1 to 'active' (timer expected)", 0) end
+  if getmetatable(h) ~= timer_mt then raise("bad argument #1 to 'active' (timer expected)") end
   return h.running_
 end
 
@@ -440,11 +506,11 @@ local function start_timer(s, fn, every)
   local fname = every and "every" or "after"
   s = check_seconds(s, 1, fname)
   if type(fn) ~= "function" then
-    error(fmt("bad argument #2 to '%s' (function expected, got %s)", fname,
-              fn == nil and "no value" or type(fn)), 0)
+    raise(fmt("bad argument #2 to '%s' (function expected, got %s)", fname,
+              fn == nil and "no value" or type(fn)))
   end
   if every and s < 0.001 then
-    error("bad argument #1 to 'every' (timer.every needs at least 0.001 seconds)", 0)
+    raise("bad argument #1 to 'every' (timer.every needs at least 0.001 seconds)")
   end
   local src, line = fn_where(fn)
   local h = setmetatable({
@@ -469,15 +535,15 @@ local timer = {
 local function env(name, ...)
   if type(name) == "number" then name = tostring(name) end
   if type(name) ~= "string" then
-    error(fmt("bad argument #1 to 'env' (string expected, got %s)",
-              name == nil and "no value" or type(name)), 0)
+    raise(fmt("bad argument #1 to 'env' (string expected, got %s)",
+              name == nil and "no value" or type(name)))
   end
   local o = S.env[name]
   local v
   if o then v = o.value else v = os.getenv(name) end
   if v ~= nil then return v end
   if select("#", ...) >= 1 then return (...) end
-  error(fmt("env: %s is not set (and no default was given)", name), 2) -- the caller's line, as in C
+  raise(fmt("env: %s is not set (and no default was given)", name)) -- the caller's line, as in C
 end
 
 -- http
@@ -493,7 +559,7 @@ end
 local function opt(opts, name, want)
   local v = opts[name]
   if v ~= nil and type(v) ~= want then
-    error(fmt("http: option '%s' must be a %s, not %s", name, want, type_name(v)), 0)
+    raise(fmt("http: option '%s' must be a %s, not %s", name, want, type_name(v)))
   end
   return v
 end
@@ -502,7 +568,7 @@ local function opt_seconds(opts, name, default)
   local v = opt(opts, name, "number")
   if v == nil then return default end
   if not (v > 0) or v == math.huge then
-    error(fmt("http: option '%s' must be a positive number of seconds", name), 0)
+    raise(fmt("http: option '%s' must be a positive number of seconds", name))
   end
   return v
 end
@@ -526,9 +592,9 @@ local res_mt = { __index = res_methods }
 
 function res_methods.json(res)
   if type(res) ~= "table" then
-    error("bad argument #1 to 'json' (table expected, got " .. type_name(res) .. ")", 0)
+    raise("bad argument #1 to 'json' (table expected, got " .. type_name(res) .. ")")
   end
-  if type(res.body) ~= "string" then error("res:json(): the response has no body", 0) end
+  if type(res.body) ~= "string" then raise("res:json(): the response has no body") end
   local ok, v, err = pcall(json.decode, res.body)
   if not ok then return nil, errmsg(v) end
   return v, err
@@ -538,31 +604,31 @@ local check_response -- defined with mock.http
 
 local function http_request(opts)
   if type(opts) ~= "table" then
-    error(fmt("bad argument #1 to 'request' (table expected, got %s)",
-              opts == nil and "no value" or type(opts)), 0)
+    raise(fmt("bad argument #1 to 'request' (table expected, got %s)",
+              opts == nil and "no value" or type(opts)))
   end
   local t = current_task("http")
   local url = opts.url
   if type(url) ~= "string" then
-    error(fmt("http: option 'url' must be a string, not %s", type_name(url)), 0)
+    raise(fmt("http: option 'url' must be a string, not %s", type_name(url)))
   end
   if url:sub(1, 7) ~= "http://" and url:sub(1, 8) ~= "https://" then
-    error(fmt("http: url must start with http:// or https:// (got '%s')", url), 0)
+    raise(fmt("http: url must start with http:// or https:// (got '%s')", url))
   end
   local body = opt(opts, "body", "string")
   local has_json = opts.json ~= nil
-  if body ~= nil and has_json then error("http: give 'body' or 'json', not both", 0) end
+  if body ~= nil and has_json then raise("http: give 'body' or 'json', not both") end
   if has_json then body = json.encode(opts.json) end
   local method = body ~= nil and "POST" or "GET"
   if opt(opts, "method", "string") then method = opts.method end
   if not method:match("^[A-Z%-]*$") then
-    error(fmt("http: method '%s' must be upper-case letters", method), 0)
+    raise(fmt("http: method '%s' must be upper-case letters", method))
   end
   local timeout = opt_seconds(opts, "timeout", 30)
   opt_seconds(opts, "connect_timeout", 10)
   local max_size = opt(opts, "max_size", "number")
   if max_size ~= nil and (math.tointeger(max_size) or 0) <= 0 then
-    error("http: option 'max_size' must be a positive integer", 0)
+    raise("http: option 'max_size' must be a positive integer")
   end
   opt(opts, "insecure", "boolean")
   opt(opts, "follow", "boolean")
@@ -571,13 +637,13 @@ local function http_request(opts)
   local hs = opt(opts, "headers", "table")
   if hs then
     for k, v in next, hs do
-      if type(k) ~= "string" then error("http: header names must be strings", 0) end
+      if type(k) ~= "string" then raise("http: header names must be strings") end
       if type(v) ~= "string" and type(v) ~= "number" then
-        error(fmt("http: header '%s' must be a string or a number", k), 0)
+        raise(fmt("http: header '%s' must be a string or a number", k))
       end
       v = tostring(v)
       if k == "" or k:find("[:\r\n ]") or v:find("[\r\n]") then
-        error(fmt("http: header '%s' holds a forbidden character", k), 0)
+        raise(fmt("http: header '%s' holds a forbidden character", k))
       end
       local lk = k:lower()
       if lk == "content-type" then has_ctype = true end
@@ -590,15 +656,15 @@ local function http_request(opts)
   if q then
     local keys = {}
     for k in next, q do
-      if type(k) ~= "string" then error("http: query keys must be strings", 0) end
+      if type(k) ~= "string" then raise("http: query keys must be strings") end
       keys[#keys + 1] = k
     end
-    if #keys > 256 then error("http: too many query parameters", 0) end
+    if #keys > 256 then raise("http: too many query parameters") end
     table.sort(keys)
     for i, k in ipairs(keys) do
       local v = q[k]
       if type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean" then
-        error(fmt("http: query value '%s' must be a string, number or boolean", k), 0)
+        raise(fmt("http: query value '%s' must be a string, number or boolean", k))
       end
       full = full .. ((i == 1 and not url:find("?", 1, true)) and "?" or "&") ..
              escape(k) .. "=" .. escape(tostring(v))
@@ -628,6 +694,8 @@ local function http_request(opts)
     r = check_response(r(call), "the function's response")
   end
   local delay = r.delay or 0
+  -- The server's message adds curl's own words: "GET url: timed out after 2.5 s (Operation
+  -- timed out after 2500 milliseconds ...)"; tests should match() error texts, not eq().
   if delay > timeout then
     wait_until(t, S.now + timeout)
     return nil, fmt("%s: timed out after %s s", what, fmt("%g", timeout))
@@ -652,11 +720,11 @@ local function with_method(method)
   return function(url, opts)
     if type(url) == "number" then url = tostring(url) end
     if type(url) ~= "string" then
-      error(fmt("bad argument #1 to '%s' (string expected, got %s)", name,
-                url == nil and "no value" or type(url)), 0)
+      raise(fmt("bad argument #1 to '%s' (string expected, got %s)", name,
+                url == nil and "no value" or type(url)))
     end
     if opts ~= nil and type(opts) ~= "table" then
-      error(fmt("bad argument #2 to '%s' (table expected, got %s)", name, type(opts)), 0)
+      raise(fmt("bad argument #2 to '%s' (table expected, got %s)", name, type(opts)))
     end
     local req = {}
     for k, v in next, opts or {} do req[k] = v end
@@ -675,11 +743,32 @@ local http = {
   delete = with_method("DELETE"),
 }
 
+-- os for handler scripts: the real one, but os.time() and os.date(fmt) without a time
+-- read the virtual clock (the test file's own os stays real).
+local real_time, real_date = os.time, os.date
+local handler_os = {}
+for k, v in next, os do handler_os[k] = v end
+function handler_os.time(t)
+  if t == nil then return math.floor(S.now) end
+  return real_time(t)
+end
+function handler_os.date(f, t)
+  if t == nil then return real_date(f, math.floor(S.now)) end
+  return real_date(f, t)
+end
+
 -- The globals every handler script sees through its own environment.
 local shared = setmetatable({
   on = on, log = log, json = json, http = http, sleep = sleep, timer = timer, env = env,
+  os = handler_os,
 }, { __index = _G })
 shared._G = shared
+
+-- As under the server, the modules are require()-able under their names too.
+package.loaded.http = http
+package.loaded.log = log
+package.loaded.timer = timer
+package.loaded.json = json
 
 -- ----------------------------------------------------------------------------------------
 -- Assertions
@@ -704,9 +793,9 @@ local function test_where(level)
   return nil
 end
 
-local function fail(msg, user_msg, details)
+local function fail(msg, user_msg, details, level)
   if user_msg ~= nil then msg = tostring(user_msg) .. ": " .. msg end
-  error(setmetatable({ msg = msg, details = details or {}, where = test_where(3) },
+  error(setmetatable({ msg = msg, details = details or {}, where = test_where(level or 3) },
                      failure_mt), 0)
 end
 
@@ -855,7 +944,13 @@ local function load_script(path)
   if not okr then error(errmsg(e), 0) end
 end
 
+local running_test = false
+
 local function handlers(...)
+  if running_test then
+    -- in a test it would register the handlers again for every later test
+    error("handlers: call it at the top level of the test file", 2)
+  end
   local n = select("#", ...)
   if n == 0 then error("handlers: give at least one script or folder", 2) end
   for i = 1, n do
@@ -872,18 +967,37 @@ local function handlers(...)
   end
 end
 
+-- sample.REMOVE: an override that deletes the key.
+local REMOVE = setmetatable({}, { __tostring = function() return "sample.REMOVE" end,
+                                  __name = "sample.REMOVE" })
+
+-- A copy of an override value, without the REMOVE keys.
+local function override_copy(v)
+  if type(v) ~= "table" or is_null(v) or getmetatable(v) ~= nil then return v end
+  local c = {}
+  for k, x in next, v do
+    if not rawequal(x, REMOVE) then c[k] = override_copy(x) end
+  end
+  return c
+end
+
+-- Objects merge deeply; a sequence (an empty table too) replaces the value it overrides,
+-- so { tasks = { { id = 5 } } } gives exactly one task; REMOVE deletes the key.
 local function deep_merge(base, over)
   for k, v in next, over do
-    if type(v) == "table" and not is_null(v) and type(base[k]) == "table" then
+    if rawequal(v, REMOVE) then
+      base[k] = nil
+    elseif type(v) == "table" and not is_null(v) and getmetatable(v) == nil
+           and seq_len(v) == nil and type(base[k]) == "table" and not is_null(base[k]) then
       deep_merge(base[k], v)
     else
-      base[k] = v
+      base[k] = override_copy(v)
     end
   end
   return base
 end
 
-local function sample(action, overrides)
+local function sample_of(action, overrides)
   if type(action) ~= "string" then
     error("sample: the action must be a string, not " .. type_name(action), 2)
   end
@@ -908,6 +1022,10 @@ local function sample(action, overrides)
   return v
 end
 
+local sample = setmetatable({ REMOVE = REMOVE }, {
+  __call = function(_, action, overrides) return sample_of(action, overrides) end,
+})
+
 local delivery = 0
 
 local function read_file(p)
@@ -918,7 +1036,35 @@ local function read_file(p)
   return s
 end
 
+-- Fails the calling fire or clock.advance, at the test file's line, with every handler
+-- and timer that failed.
+local function fail_runs(failed, what)
+  local lines = {}
+  for _, f in ipairs(failed) do
+    lines[#lines + 1] = fmt("%s %s failed: %s", f.kind, f.label, f.error)
+  end
+  local first = table.remove(lines, 1)
+  lines[#lines + 1] = fmt("(%s(..., { allow_failure = true }) expects failures)", what)
+  fail(first, nil, lines, 4)
+end
+
+local function new_timer_failures(from)
+  local out = {}
+  for i = from, #S.timer_failures do
+    local f = S.timer_failures[i]
+    out[#out + 1] = { kind = "timer", label = f.label:gsub("^timer ", ""), error = f.error }
+  end
+  return out
+end
+
+local function not_in_task(what)
+  if in_task > 0 then
+    error(what .. ": not while a handler or a timer runs (call it from the test itself)", 3)
+  end
+end
+
 local function fire(event, opts)
+  not_in_task("fire")
   local body
   if type(event) == "table" then
     local okr, s = pcall(json.encode, event)
@@ -969,6 +1115,8 @@ local function fire(event, opts)
   if action ~= "*" then
     for _, h in ipairs(F.routes["*"] or {}) do list[#list + 1] = h end
   end
+  local allow_failure = opts.allow_failure == true
+  local timer_failures_from = #S.timer_failures + 1
   local results = { ok = true, handlers = #list, id = id }
   local pending = #list
   local tasks = {}
@@ -985,6 +1133,16 @@ local function fire(event, opts)
     local e = next_entry()
     if not e then error("fire: internal error: handlers wait on nothing", 2) end
     run_entry(e)
+  end
+  if not allow_failure then
+    local failed = {}
+    for _, r in ipairs(results) do
+      if not r.ok then
+        failed[#failed + 1] = { kind = "handler", label = r.handler, error = r.error }
+      end
+    end
+    for _, f in ipairs(new_timer_failures(timer_failures_from)) do failed[#failed + 1] = f end
+    if #failed > 0 then fail_runs(failed, "fire") end
   end
   return results
 end
@@ -1069,10 +1227,16 @@ function clock.now()
   return S.now
 end
 
-function clock.advance(s)
+function clock.advance(s, opts)
+  not_in_task("clock.advance")
   if type(s) ~= "number" or not (s >= 0) or s == math.huge then
     error("clock.advance: seconds must be a number >= 0", 2)
   end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("clock.advance: the options must be a table, not " .. type(opts), 2)
+  end
+  local allow_failure = opts ~= nil and opts.allow_failure == true
+  local from = #S.timer_failures + 1
   local target = S.now + s
   while true do
     local e = next_entry(target)
@@ -1080,6 +1244,10 @@ function clock.advance(s)
     run_entry(e)
   end
   S.now = target
+  if not allow_failure then
+    local failed = new_timer_failures(from)
+    if #failed > 0 then fail_runs(failed, "clock.advance") end
+  end
 end
 
 local LEVELS = { debug = true, info = true, warn = true, error = true }
@@ -1098,8 +1266,6 @@ end
 -- ----------------------------------------------------------------------------------------
 -- Running a file
 -- ----------------------------------------------------------------------------------------
-
-local running_test = false
 
 local function test(name, fn)
   if running_test then error("test: tests are registered at the top level of the test file", 2) end
@@ -1154,8 +1320,9 @@ end
 local function report(name, err, with_logs)
   out("FAIL ", F.path, ": ", name, "\n")
   if getmetatable(err) == failure_mt then
-    out("    ", tostring(err), "\n")
-    for _, d in ipairs(err.details) do out("      ", d, "\n") end
+    -- a multi-line message or detail (a handler's error) stays indented
+    out("    ", (tostring(err):gsub("\n", "\n      ")), "\n")
+    for _, d in ipairs(err.details) do out("      ", (tostring(d):gsub("\n", "\n        ")), "\n") end
   else
     local msg = err.msg
     if not msg:match("^[^\n]-:%d+: ") and err.frames[1] then msg = err.frames[1] .. ": " .. msg end
@@ -1204,6 +1371,13 @@ function M.run(path)
   end
   if not okr then
     report("(load)", e, true)
+    io.stdout:flush()
+    return 0, 1
+  end
+
+  if #F.tests == 0 then
+    -- a mistyped file (tests(...), a test commented out) must not pass silently
+    out("FAIL ", path, ": (no tests)\n")
     io.stdout:flush()
     return 0, 1
   end

@@ -1,7 +1,11 @@
 """`luahook test`: the harness's own suite (tests/lua) passes, and deliberately failing test
 files (tests/fixtures/testing) are reported exactly: one line per test, FAIL with the test
 file's file:line, the expected/actual diff with a nested path, logs of a failing test,
-`(load)` for a file that cannot load, the summed last line, exit codes, a fresh VM per file."""
+`(load)` for a file that cannot load, `(no tests)` for a file without tests, the summed last
+line, exit codes, a fresh VM per file, and the handler timeout: virtual while a handler waits,
+real (a C count hook, through any pcall) while it computes."""
+
+import time
 
 import os
 import sys
@@ -37,12 +41,20 @@ FAIL {f}: logs are shown for a failing test
     logs:
       info annotation seen id=77 task=101
       warn no model configured
-FAIL {f}: a handler error fails only through an assertion
+FAIL {f}: an allowed handler error fails only through an assertion
     {f}:29: the string does not match the pattern
       pattern:  "^nothing$"
       actual:   "{fix}/handlers/logger.lua:6: cannot handle this"
+FAIL {f}: an unexpected handler error fails the test
+    {f}:33: handler {fix}/handlers/logger.lua:6 failed: {fix}/handlers/logger.lua:6: cannot handle that
+      (fire(..., {{ allow_failure = true }}) expects failures)
+FAIL {f}: an unexpected timer error fails the test
+    {f}:39: timer {fix}/handlers/logger.lua:9 failed: {fix}/handlers/logger.lua:9: the timer cannot cope
+      (clock.advance(..., {{ allow_failure = true }}) expects failures)
+    logs:
+      error timer failed error="{fix}/handlers/logger.lua:9: the timer cannot cope" line=9 outcome=error script={fix}/handlers/logger.lua
 ok   {f}: also passes
-2 passed, 5 failed
+2 passed, 7 failed
 """.format(f=FAILING, fix=FIX)
 
 LOAD_SYNTAX_OUTPUT = """\
@@ -122,9 +134,9 @@ class FailureReports(unittest.TestCase):
         res = run_test(LOAD_SYNTAX, FAILING, VM_DIR, LOAD_HANDLERS)
         self.assertEqual(res.returncode, 1, both(res))
         lines = out(res).splitlines()
-        self.assertEqual(lines[-1], "5 passed, 7 failed")
+        self.assertEqual(lines[-1], "5 passed, 9 failed")
         self.assertEqual(sum(1 for l in lines if l.startswith("ok   ")), 5)
-        self.assertEqual(sum(1 for l in lines if l.startswith("FAIL ")), 7)
+        self.assertEqual(sum(1 for l in lines if l.startswith("FAIL ")), 9)
         # every other line is indented detail under a FAIL line
         for l in lines[:-1]:
             self.assertRegex(l, r"^(ok   |FAIL |    )")
@@ -143,7 +155,7 @@ class FailureReports(unittest.TestCase):
         res = run_test(path, cwd="/")
         self.assertEqual(res.returncode, 1, both(res))
         lines = out(res).splitlines()
-        self.assertEqual(lines[-1], "2 passed, 5 failed")
+        self.assertEqual(lines[-1], "2 passed, 7 failed")
         self.assertIn("    %s:10: values differ at .tasks[2].data.text" % path, lines)
         self.assertIn("      actual:   \"%s/handlers/logger.lua:6: cannot handle this\""
                       % os.path.join(h.REPO, FIX), lines)
@@ -212,6 +224,103 @@ class Generated(unittest.TestCase):
         self.assertEqual(lines[1], "    tbl_test.lua:2: values differ")
         self.assertEqual(lines[2], "      expected: 7")
         self.assertEqual(lines[3], '      actual:   {a = json.null, b = {1, 2.5, "x"}, ["k y"] = true}')
+
+    def test_file_without_tests_fails(self):
+        self.tmp.script("h.lua", "on('A', function() end)\n")
+        self.tmp.script("empty_test.lua", """\
+            handlers("h.lua")
+            -- tset("a typo", function() end)
+            """)
+        self.tmp.script("fine_test.lua", 'test("fine", function() end)\n')
+        res = run_test(cwd=self.tmp.path)
+        self.assertEqual(res.returncode, 1, both(res))
+        self.assertEqual(out(res), "FAIL empty_test.lua: (no tests)\n"
+                                   "ok   fine_test.lua: fine\n"
+                                   "1 passed, 1 failed\n")
+
+
+class HandlerTimeout(unittest.TestCase):
+    """The --handler-timeout of `luahook test`: the virtual budget of a waiting handler, and
+    the real CPU budget of a computing one, which no pcall can catch."""
+
+    def setUp(self):
+        self.tmp = h.TempDir()
+        self.tmp.script("busy.lua", """\
+            on("SPIN", function()
+              while true do pcall(function() while true do end end) end
+            end)
+            on("SPIN_IN_C", function()
+              -- where it cannot yield (in a C call), the guard raises instead
+              table.sort({ 3, 2, 1 }, function(a, b) while true do end end)
+            end)
+            on("SPIN", function() log.info("the other handler ran") end)
+            on("WAIT", function() sleep(10) end)
+            on("TIMER_SPIN", function()
+              timer.after(1, function() while true do pcall(function() while true do end end) end end)
+            end)
+            on("QUICK", function() log.info("quick") end)
+            """)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def run_file(self, body, *args, env=None):
+        self.tmp.script("t_test.lua", 'handlers("busy.lua")\n' + body)
+        t0 = time.monotonic()
+        res = run_test(*args, "t_test.lua", cwd=self.tmp.path) if env is None else \
+            h.run_luahook("test", *args, "t_test.lua", cwd=self.tmp.path, env=env)
+        return res, time.monotonic() - t0
+
+    def test_a_loop_around_pcall_times_out(self):
+        res, took = self.run_file("""\
+            test("spin", function()
+              local r = fire({ action = "SPIN" }, { allow_failure = true })
+              eq(r[1].error, "handler timed out after 0.5 s (--handler-timeout)")
+              ok(r[2].ok)
+              eq(logs()[1].msg, "the other handler ran")
+            end)
+            test("where it cannot yield", function()
+              local r = fire({ action = "SPIN_IN_C" }, { allow_failure = true })
+              eq(r[1].error, "handler timed out after 0.5 s (--handler-timeout)")
+            end)
+            test("a timer callback", function()
+              fire({ action = "TIMER_SPIN" })
+              clock.advance(2, { allow_failure = true })
+              eq(logs("error")[1].fields.outcome, "timeout")
+              eq(logs("error")[1].fields.error, "handler timed out after 0.5 s (--handler-timeout)")
+            end)
+            test("later handlers run normally", function()
+              ok(fire({ action = "QUICK" }).ok)
+              eq(#logs(), 1)
+            end)
+            """, "--handler-timeout", "0.5")
+        self.assertEqual(res.returncode, 0, both(res))
+        self.assertEqual(out(res).splitlines()[-1], "4 passed, 0 failed")
+        self.assertLess(took, 10 * h.SLOW)
+
+    def test_unexpected_timeout_fails_the_test(self):
+        res, _ = self.run_file("""\
+            test("spin", function()
+              fire({ action = "SPIN" })
+            end)
+            """, env={"LUAHOOK_HANDLER_TIMEOUT": "0.3"})
+        self.assertEqual(res.returncode, 1, both(res))
+        lines = out(res).splitlines()
+        self.assertEqual(lines[0], "FAIL t_test.lua: spin")
+        self.assertEqual(lines[1], "    t_test.lua:3: handler busy.lua:1 failed: "
+                                   "handler timed out after 0.3 s (--handler-timeout)")
+
+    def test_the_virtual_budget_is_the_handler_timeout(self):
+        res, took = self.run_file("""\
+            test("wait", function()
+              local t0 = clock.now()
+              local r = fire({ action = "WAIT" }, { allow_failure = true })
+              eq(r[1].error, "handler timed out after 4 s (--handler-timeout)")
+              eq(clock.now() - t0, 4.0)
+            end)
+            """, "--handler-timeout", "4")
+        self.assertEqual(res.returncode, 0, both(res))
+        self.assertLess(took, 3 * h.SLOW, "virtual seconds take no real time")
 
 
 if __name__ == "__main__":
