@@ -14,6 +14,15 @@
 
 #define LOG_MAX_FIELDS 32
 
+static int reserved(const char *k)
+{
+    static const char *const names[] = {"ts", "level", "msg", "script", "action", "id"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(k, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static int log_at(lua_State *L, lh_level_t level)
 {
     lh_vm_t *vm = lua_touserdata(L, lua_upvalueindex(1));
@@ -49,7 +58,11 @@ static int log_at(lua_State *L, lh_level_t level)
             }
             int number = lua_type(L, -1) == LUA_TBOOLEAN || lua_isinteger(L, -1) ||
                          (lua_type(L, -1) == LUA_TNUMBER && isfinite(lua_tonumber(L, -1)));
-            lua_pushvalue(L, -2); /* ... k v k */
+            /* a field never shadows luahook's own: "id" is written as "_id" */
+            if (reserved(lua_tostring(L, -2)))
+                lua_pushfstring(L, "_%s", lua_tostring(L, -2)); /* ... k v _k */
+            else
+                lua_pushvalue(L, -2); /* ... k v k */
             const char *k = lua_tostring(L, -1);
             size_t vlen;
             const char *v = luaL_tolstring(L, -2, &vlen); /* ... k v k vs */

@@ -25,6 +25,9 @@ on("LOGMANY", function(ev, ctx)
   for i = 1, 40 do fields["k" .. i] = i end
   log.info("many fields", fields)
 end)
+on("LOGRESERVED", function(ev, ctx)
+  log.info("reserved fields", { id = 5, msg = "mine", level = "x", other = true })
+end)
 on("TOSTRING_RAISES", function()
   error(setmetatable({}, { __tostring = function() error("nested") end }))
 end)
@@ -180,6 +183,17 @@ class Robustness(unittest.TestCase):
         for k in kept:
             self.assertEqual(line[k], int(k[1:]))
         self.healthy()
+
+    def test_log_fields_never_shadow_luahooks_own(self):
+        r = h.post_event(self.port, {"action": "LOGRESERVED"})
+        self.assertEqual(r.status, 200)
+        line = self.srv.wait_log(lambda e: e.get("msg") == "reserved fields")
+        self.assertEqual(line["id"], r.json()["id"])  # the delivery id stays
+        self.assertEqual(line["level"], "info")
+        self.assertEqual(line["_id"], 5)
+        self.assertEqual(line["_msg"], "mine")
+        self.assertEqual(line["_level"], "x")
+        self.assertIs(line["other"], True)
 
     def test_error_object_whose_tostring_raises(self):
         r = h.post_event(self.port, {"action": "TOSTRING_RAISES"})
