@@ -237,6 +237,42 @@ static void push_ctx(lua_State *L, const event_t *e, const lh_request_t *req, co
     lua_setfield(L, -2, "headers"); /* ctx */
 }
 
+static void start_failed(lh_vm_t *vm, event_t *e, int handler)
+{
+    const lh_handler_t *h = &vm->handlers[handler];
+    lh_task_t fake = {.vm = vm,
+                      .label = h->label,
+                      .script = h->script,
+                      .line = h->line,
+                      .data = e,
+                      .start_ns = uv_hrtime()};
+    on_task_done(&fake, LH_OUTCOME_MEMORY, "could not start the handler: not enough memory", NULL);
+}
+
+typedef struct {
+    lh_vm_t *vm;
+    event_t *e;
+    const lh_route_t *route;
+    const lh_request_t *req;
+    const char *remote;
+    size_t started; /* handler runs started so far */
+} start_t;
+
+/* Under lua_pcall: building ctx and the coroutines allocates on the host's side, and a
+** real out-of-memory there must fail the runs, not abort the server. Stack: a ev. */
+static int start_handlers(lua_State *L)
+{
+    start_t *a = lua_touserdata(L, 1);
+    push_ctx(L, a->e, a->req, a->remote); /* a ev ctx */
+    for (; a->started < a->route->n; a->started++) {
+        const lh_handler_t *h = &a->vm->handlers[a->route->handlers[a->started]];
+        if (lh_task_spawn(a->vm, h->fn_ref, h->label, h->script, h->line, 2, on_task_done, a->e,
+                          a->e->id, a->e->action) != 0)
+            start_failed(a->vm, a->e, a->route->handlers[a->started]);
+    }
+    return 0;
+}
+
 void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remote,
                        lh_reply_cb reply, void *data)
 {
@@ -339,21 +375,17 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         e->reply = NULL;
     }
     if (route->n > 0) {
-        lua_pop(L, 1);               /* ev */
-        push_ctx(L, e, req, remote); /* ev ctx */
-        for (size_t k = 0; k < route->n; k++) {
-            const lh_handler_t *h = &vm->handlers[route->handlers[k]];
-            if (lh_task_spawn(vm, h->fn_ref, h->label, h->script, h->line, 2, on_task_done, e,
-                              e->id, e->action) != 0) {
-                /* counted as a failed run, so no handler goes missing silently */
-                lh_task_t fake = {.vm = vm,
-                                  .label = h->label,
-                                  .script = h->script,
-                                  .line = h->line,
-                                  .data = e,
-                                  .start_ns = uv_hrtime()};
-                on_task_done(&fake, LH_OUTCOME_MEMORY, "could not start the handler", NULL);
-            }
+        start_t a = {vm, e, route, req, remote, 0};
+        lua_pop(L, 1); /* ev */
+        lua_pushcfunction(L, start_handlers);
+        lua_insert(L, -2); /* start ev */
+        lua_pushlightuserdata(L, &a);
+        lua_insert(L, -2); /* start a ev */
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+            /* out of memory building ctx or a coroutine: the runs not started fail, so
+            ** no handler goes missing silently */
+            for (; a.started < route->n; a.started++)
+                start_failed(vm, e, route->handlers[a.started]);
         }
     }
     lua_settop(L, top);

@@ -218,11 +218,14 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script
                   int nargs, lh_task_done_cb done, void *data, const char *id, const char *action)
 {
     lua_State *L = vm->L;
-    lh_task_t *t = calloc(1, sizeof(*t));
-    if (t == NULL)
+    if (!lua_checkstack(L, nargs + 2))
         return -1;
-    if (!lua_checkstack(L, nargs + 2)) {
-        free(t);
+    /* the coroutine first: if Lua cannot allocate it, it raises with nothing of ours held */
+    lua_State *co = lua_newthread(L);            /* ... args co */
+    int co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* ... args */
+    lh_task_t *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
         return -1;
     }
     t->vm = vm;
@@ -237,8 +240,8 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script
     double timeout = vm->app->cfg->handler_timeout;
     if (timeout > 0)
         t->deadline_ns = t->start_ns + (uint64_t)(timeout * 1e9);
-    t->co = lua_newthread(L);                   /* ... args co */
-    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* ... args */
+    t->co = co;
+    t->co_ref = co_ref;
     if (t->deadline_ns != 0)
         lua_sethook(t->co, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, fn_ref);
