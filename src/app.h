@@ -12,7 +12,6 @@
 
 typedef struct lh_server_s lh_server_t;
 typedef struct lh_vm_s lh_vm_t;
-typedef struct lh_dispatch_s lh_dispatch_t;
 typedef struct lh_http_s lh_http_t;
 
 typedef struct lh_app_s {
@@ -22,12 +21,13 @@ typedef struct lh_app_s {
     lh_server_t *server; /* owned; NULL outside serve */
     lh_vm_t *vm;         /* the VM that takes new events */
     lh_http_t *http;     /* owned; outbound HTTP; NULL where there is no loop to run it */
-    uint64_t started_ns;
+    uint32_t id_prefix;  /* delivery ids: random per process, then a counter */
+    uint64_t id_counter;
     int tasks; /* handler runs alive on every VM, the serving one and replaced ones */
     int stopping;
     /* fire: told of every handler run that ends (NULL when serving) */
-    void (*on_handler_done)(void *data, const char *label, lh_outcome_t outcome,
-                            const char *err, double seconds);
+    void (*on_handler_done)(void *data, const char *label, lh_outcome_t outcome, const char *err,
+                            double seconds);
     void *observer_data;
     const char *action_override; /* fire --action: replaces each event's action */
 } lh_app_t;

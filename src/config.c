@@ -499,8 +499,9 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         if (strcmp(last, "-") == 0 || (n > 5 && strcmp(last + n - 5, ".json") == 0)) {
             cfg->event_path = cfg->paths[--cfg->npaths];
         } else {
-            snprintf(err, errlen, "fire: give the event as the last argument (a .json file, "
-                                  "or - for stdin), or --sample ACTION");
+            snprintf(err, errlen,
+                     "fire: give the event as the last argument (a .json file, "
+                     "or - for stdin), or --sample ACTION");
             return -1;
         }
     }

@@ -27,7 +27,7 @@ typedef enum {
 typedef struct lh_config_s {
     lh_command_t command;
     lh_command_t help_for; /* with LH_CMD_HELP: the command asked about */
-    char *listen_host; /* owned */
+    char *listen_host;     /* owned */
     int listen_port;
     char *token;       /* owned; NULL: no authentication */
     char *auth_header; /* owned; lower-case */

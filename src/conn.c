@@ -782,11 +782,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         if (c->timer_state == T_BODY)
             timer_set(c, T_BODY, cfg_of(c)->read_timeout);
         conn_feed(c, buf->base, (size_t)nread);
-        /* a client that pipelines without reading its answers waits for them to drain */
-        if (!c->closing && c->tcp.write_queue_size > WRITE_QUEUE_MAX) {
-            c->throttled = 1;
-            uv_read_stop(stream);
-        }
         return;
     }
     if (nread == 0)

@@ -191,14 +191,13 @@ static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, co
 ** instances, ordered within one. */
 static void next_id(lh_app_t *app, char *out, size_t len)
 {
-    static _Thread_local uint32_t prefix;
-    static _Thread_local uint64_t counter;
-    if (prefix == 0) {
-        if (uv_random(NULL, NULL, &prefix, sizeof(prefix), 0, NULL) != 0 || prefix == 0)
-            prefix = (uint32_t)(uv_hrtime() ^ (uint64_t)uv_os_getpid()) | 1u;
+    if (app->id_prefix == 0) {
+        uint32_t r = 0;
+        if (uv_random(NULL, NULL, &r, sizeof(r), 0, NULL) != 0 || r == 0)
+            r = (uint32_t)(uv_hrtime() ^ (uint64_t)uv_os_getpid()) | 1u;
+        app->id_prefix = r;
     }
-    (void)app;
-    snprintf(out, len, "%08x%012llx", prefix, (unsigned long long)++counter);
+    snprintf(out, len, "%08x%012llx", app->id_prefix, (unsigned long long)++app->id_counter);
 }
 
 /* ctx: what the handler knows of the delivery. One table per event, shared by its handlers. */

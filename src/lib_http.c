@@ -69,8 +69,7 @@ static int cmp_strings(const void *a, const void *b)
 }
 
 /* url .. "?" .. sorted, escaped query pairs; pushes the full url. */
-static void push_url(lua_State *L, CURL *easy, int opts, const char *url)
-/* easy may be NULL: escaping needs no handle */
+static void push_url(lua_State *L, int opts, const char *url)
 {
     luaL_Buffer b;
     const char *keys[256];
@@ -100,8 +99,8 @@ static void push_url(lua_State *L, CURL *easy, int opts, const char *url)
             luaL_error(L, "http: query value '%s' must be a string, number or boolean", keys[i]);
         const char *v =
             t == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false") : lua_tostring(L, -1);
-        char *ek = curl_easy_escape(easy, keys[i], 0);
-        char *ev = curl_easy_escape(easy, v, 0);
+        char *ek = curl_easy_escape(NULL, keys[i], 0);
+        char *ev = curl_easy_escape(NULL, v, 0);
         lua_pop(L, 1);
         if (ek == NULL || ev == NULL) {
             curl_free(ek);
@@ -332,7 +331,7 @@ static int http_request(lua_State *L)
     int has_ctype = 0;
     push_header_lines(L, 1, &has_ctype); /* 7: header lines */
     int headers = 7;
-    push_url(L, NULL, 1, url); /* 8: full url */
+    push_url(L, 1, url); /* 8: full url */
 
     /* 2. C resources; from here on only C failures, handled without raising */
     http_op_t *op = calloc(1, sizeof(*op));

@@ -89,8 +89,10 @@ int lh_server_start(lh_server_t *s, lh_app_t *app, const lh_server_handler_t *h)
     /* Label Studio's only authentication is the shared secret */
     int loopback = strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0;
     if (cfg->token == NULL && !loopback)
-        LH_LOG(LH_WARN, "listening on %s without --token: anyone who reaches this port can "
-               "post events", address);
+        LH_LOG(LH_WARN,
+               "listening on %s without --token: anyone who reaches this port can "
+               "post events",
+               address);
     return 0;
 }
 

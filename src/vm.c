@@ -14,7 +14,6 @@
 #include "log.h"
 #include "task.h"
 
-#define VM_KEY "luahook.vm"
 
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -391,8 +390,6 @@ static int open_libs(lua_State *L)
     lua_setglobal(L, "on");
     lua_newtable(L);
     vm->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushlightuserdata(L, vm);
-    lua_setfield(L, LUA_REGISTRYINDEX, VM_KEY);
     return 0;
 }
 
