@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "json_escape.h"
+#include "list.h"
 #include "log.h"
 #include "server.h"
 
@@ -104,12 +106,7 @@ static void handle_close_cb(uv_handle_t *h)
     if (++c->handles_closed < 2)
         return;
     lh_server_t *s = c->server;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    LH_LIST_REMOVE(s->conns, c);
     s->nconns--;
     s->app->metrics.connections_open--;
     lh_conn_unref(c);
@@ -137,10 +134,7 @@ lh_conn_t *lh_conn_new(lh_server_t *s)
     uv_timer_init(s->app->loop, &c->timer);
     c->tcp.data = c;
     c->timer.data = c;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    LH_LIST_PUSH(s->conns, c);
     s->nconns++;
     s->app->metrics.connections_open++;
     s->app->metrics.connections_total++;
@@ -702,12 +696,13 @@ static void parse_failed(lh_conn_t *c, llhttp_errno_t err)
         status = 400;
         reject_log(c, 400, LH_REJECT_BAD_REQUEST);
         const char *why = llhttp_get_error_reason(&c->parser);
-        n = snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"malformed HTTP request: %s\"}",
-                     why ? why : llhttp_errno_name(err));
-        /* the reason is llhttp's own text: keep the JSON valid whatever it holds */
-        for (int i = 36; i < n - 2; i++)
-            if (body[i] == '"' || body[i] == '\\')
-                body[i] = '\'';
+        if (why == NULL)
+            why = llhttp_errno_name(err);
+        size_t j = (size_t)snprintf(body, sizeof(body),
+                                    "{\"ok\":false,\"error\":\"malformed HTTP request: ");
+        j += lh_json_escape(body + j, sizeof(body) - j - 3, why, strlen(why));
+        j += (size_t)snprintf(body + j, sizeof(body) - j, "\"}");
+        n = (int)j;
     }
     if (n < 0 || (size_t)n >= sizeof(body))
         n = (int)sizeof(body) - 1;

@@ -26,6 +26,8 @@ typedef struct {
     void *reply_data;
     char *failures; /* owned: JSON array members for --ack handled */
     size_t failures_len, failures_cap;
+    size_t failures_whole; /* failures_len after the last whole member */
+    int failures_broken;   /* an allocation failed: members after it are left out */
 } event_t;
 
 typedef struct {
@@ -53,13 +55,7 @@ static void reply_error(lh_app_t *app, const lh_request_t *req, const char *remo
     size_t j = 0;
     app->metrics.rejected[reason]++;
     j += (size_t)snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"");
-    for (const char *p = msg; *p && j + 8 < sizeof(body); p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"' || c == '\\')
-            body[j++] = '\\', body[j++] = (char)c;
-        else if (c >= 0x20)
-            body[j++] = (char)c;
-    }
+    j += lh_json_escape(body + j, sizeof(body) - j - 3, msg, strlen(msg));
     j += (size_t)snprintf(body + j, sizeof(body) - j, "\"}");
     if (lh_log_enabled(LH_WARN)) {
         char st[8];
@@ -77,24 +73,23 @@ static void reply_error(lh_app_t *app, const lh_request_t *req, const char *remo
 /* Appends to the --ack handled failure list; `escape` writes s as JSON string content. */
 static void failures_put(event_t *e, const char *s, int escape)
 {
-    size_t n = strlen(s);
-    if (e->failures_len + n * 6 + 1 > e->failures_cap) {
-        size_t cap = (e->failures_cap + n * 6 + 64) * 2;
+    size_t n = strlen(s), need = escape ? LH_JSON_ESCAPED_MAX(n) : n;
+    if (e->failures_broken)
+        return;
+    if (e->failures_len + need + 1 > e->failures_cap) {
+        size_t cap = (e->failures_cap + need + 64) * 2;
         char *p = realloc(e->failures, cap);
-        if (p == NULL)
-            return; /* the answer still says which handlers failed by count */
+        if (p == NULL) { /* the answer still says which handlers failed by count */
+            e->failures_broken = 1;
+            return;
+        }
         e->failures = p, e->failures_cap = cap;
     }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (escape && (c == '"' || c == '\\')) {
-            e->failures[e->failures_len++] = '\\';
-            e->failures[e->failures_len++] = (char)c;
-        } else if (escape && c < 0x20) {
-            e->failures_len += (size_t)snprintf(e->failures + e->failures_len, 7, "\\u%04x", c);
-        } else {
-            e->failures[e->failures_len++] = (char)c;
-        }
+    if (escape) {
+        e->failures_len += lh_json_escape(e->failures + e->failures_len, need, s, n);
+    } else {
+        memcpy(e->failures + e->failures_len, s, n);
+        e->failures_len += n;
     }
 }
 
@@ -133,7 +128,7 @@ static void event_ended(event_t *e)
                            e->nhandlers);
             e->reply(e->reply_data, 200, NULL, buf, (size_t)len);
         } else {
-            size_t cap = e->failures_len + 128;
+            size_t cap = e->failures_whole + 128;
             body = malloc(cap);
             if (body == NULL) {
                 static const char oom[] = "{\"ok\":false,\"error\":\"out of memory\"}";
@@ -141,7 +136,7 @@ static void event_ended(event_t *e)
             } else {
                 len = snprintf(
                     body, cap, "{\"ok\":false,\"id\":\"%s\",\"handlers\":%d,\"failed\":[%.*s]}",
-                    e->id, e->nhandlers, (int)e->failures_len, e->failures ? e->failures : "");
+                    e->id, e->nhandlers, (int)e->failures_whole, e->failures ? e->failures : "");
                 e->reply(e->reply_data, 500, NULL, body, (size_t)len);
                 free(body);
             }
@@ -181,6 +176,8 @@ static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, co
             failures_put(e, "\",\"error\":\"", 0);
             failures_put(e, err, 1);
             failures_put(e, "\"}", 0);
+            if (!e->failures_broken)
+                e->failures_whole = e->failures_len;
         }
     }
     if (--e->running == 0)

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "list.h"
 #include "log.h"
 
 struct lh_http_s {
@@ -33,13 +34,7 @@ static void check_done(lh_http_t *h)
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
         curl_multi_remove_handle(h->multi, easy);
         req->started = 0;
-        if (req->prev)
-            req->prev->next = req->next;
-        else
-            h->active = req->next;
-        if (req->next)
-            req->next->prev = req->prev;
-        req->prev = req->next = NULL;
+        LH_LIST_REMOVE(h->active, req);
         req->result = result;
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
         req->done(req);
@@ -230,10 +225,7 @@ int lh_http_req_start(lh_http_req_t *req, lh_http_done_cb done, void *data)
     if (curl_multi_add_handle(h->multi, req->easy) != CURLM_OK)
         return -1;
     req->started = 1;
-    req->next = h->active;
-    if (h->active)
-        h->active->prev = req;
-    h->active = req;
+    LH_LIST_PUSH(h->active, req);
     return 0;
 }
 
@@ -244,12 +236,7 @@ void lh_http_req_free(lh_http_req_t *req)
     if (req->started) {
         lh_http_t *h = req->http;
         curl_multi_remove_handle(h->multi, req->easy);
-        if (req->prev)
-            req->prev->next = req->next;
-        else
-            h->active = req->next;
-        if (req->next)
-            req->next->prev = req->prev;
+        LH_LIST_REMOVE(h->active, req);
     }
     curl_easy_cleanup(req->easy);
     curl_slist_free_all(req->headers);

@@ -951,51 +951,60 @@ static void encode_error(Encoder *e, const char *fmt, ...)
 
 static void encode_value(Encoder *e, int idx);
 
-static void encode_string(Encoder *e, const char *s, size_t n)
+size_t lh_json_escape(char *out, size_t cap, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    char *o = reserve_out(e, n * 6 + 2); /* worst case: every byte as \u00XX */
-    const char *end = s + n;
+    char *o = out, *end = out + cap;
+    size_t i = 0;
 
-    *o++ = '"';
-    while (s < end) {
-        unsigned char c = (unsigned char)*s++;
-
-        if (LIKELY(c >= 0x20 && c != '"' && c != '\\')) {
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (LIKELY(c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)) {
+            if (UNLIKELY(o == end))
+                break;
             *o++ = (char)c;
             continue;
         }
-        *o++ = '\\';
+        char esc = 0;
         switch (c) {
-        case '"':
-            *o++ = '"';
+        case '"': esc = '"'; break;
+        case '\\': esc = '\\'; break;
+        case '\b': esc = 'b'; break;
+        case '\f': esc = 'f'; break;
+        case '\n': esc = 'n'; break;
+        case '\r': esc = 'r'; break;
+        case '\t': esc = 't'; break;
+        }
+        if (UNLIKELY(end - o < (esc ? 2 : 6)))
             break;
-        case '\\':
-            *o++ = '\\';
-            break;
-        case '\b':
-            *o++ = 'b';
-            break;
-        case '\f':
-            *o++ = 'f';
-            break;
-        case '\n':
-            *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = 'r';
-            break;
-        case '\t':
-            *o++ = 't';
-            break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
+        *o++ = '\\';
+        if (esc) {
+            *o++ = esc;
+        } else {
+            *o++ = 'u', *o++ = '0', *o++ = '0';
+            *o++ = hex[c >> 4], *o++ = hex[c & 15];
         }
     }
+    if (i < n) { /* cut: drop a UTF-8 sequence that did not fit whole */
+        size_t k = 0;
+        while (k < 3 && o - k > out && ((unsigned char)o[-1 - (ptrdiff_t)k] & 0xC0) == 0x80)
+            k++;
+        if (o - k > out) {
+            unsigned char lead = (unsigned char)o[-1 - (ptrdiff_t)k];
+            size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+            if (want > k + 1)
+                o -= k + 1;
+        }
+    }
+    return (size_t)(o - out);
+}
+
+static void encode_string(Encoder *e, const char *s, size_t n)
+{
+    char *o = reserve_out(e, LH_JSON_ESCAPED_MAX(n) + 2);
+
+    *o++ = '"';
+    o += lh_json_escape(o, LH_JSON_ESCAPED_MAX(n), s, n);
     *o++ = '"';
     e->len = (size_t)(o - e->buf);
 }

@@ -7,6 +7,8 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "json_escape.h"
+
 /* Deepest nesting of arrays/objects accepted by the decoder and produced by the encoder. */
 #define LH_JSON_MAX_DEPTH 1000
 

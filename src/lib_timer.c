@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 
 #include "lib.h"
+#include "list.h"
 #include "log.h"
 #include "task.h"
 
@@ -111,12 +112,7 @@ static void timer_stop(lh_timer_t *tm)
         return;
     tm->stopped = 1;
     uv_close((uv_handle_t *)&tm->handle, timer_close_cb);
-    if (tm->prev)
-        tm->prev->next = tm->next;
-    else
-        vm->timers = tm->next;
-    if (tm->next)
-        tm->next->prev = tm->prev;
+    LH_LIST_REMOVE(vm->timers, tm);
     /* the handle's userdata outlives tm: leave it pointing at nothing */
     lua_rawgeti(vm->L, LUA_REGISTRYINDEX, tm->self_ref);
     lh_timer_t **ud = lua_touserdata(vm->L, -1);
@@ -225,10 +221,7 @@ static int start_timer(lua_State *L, int repeat)
     tm->handle.data = tm;
     uint64_t ms = (uint64_t)(s * 1000 + 0.5);
     uv_timer_start(&tm->handle, on_timer, ms, repeat ? (ms ? ms : 1) : 0);
-    tm->next = vm->timers;
-    if (tm->next)
-        tm->next->prev = tm;
-    vm->timers = tm;
+    LH_LIST_PUSH(vm->timers, tm);
     return 1;
 }
 

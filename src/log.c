@@ -7,6 +7,8 @@
 #include <unistd.h>
 #include <sys/time.h>
 
+#include "json_escape.h"
+
 static lh_level_t log_level = LH_INFO;
 static lh_log_format_t log_format = LH_LOG_TEXT;
 
@@ -66,23 +68,12 @@ static void putc_(line_t *l, char c)
 
 static void put_json_string(line_t *l, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     putc_(l, '"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            putc_(l, '\\');
-            putc_(l, (char)c);
-        } else if (c == '\n') {
-            put(l, "\\n", 2);
-        } else if (c == '\t') {
-            put(l, "\\t", 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            put(l, u, 6);
-        } else {
-            putc_(l, (char)c);
-        }
+    while (n > 0) { /* in slices, so any length streams through the line buffer */
+        char esc[LH_JSON_ESCAPED_MAX(256)];
+        size_t take = n < 256 ? n : 256;
+        put(l, esc, lh_json_escape(esc, sizeof esc, s, take));
+        s += take, n -= take;
     }
     putc_(l, '"');
 }

@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 
+#include "list.h"
 #include "log.h"
 
 /* Lua instructions between two deadline checks of a running handler: rare enough to cost
@@ -34,12 +35,7 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
     int ref = t->co_ref;
     lua_State *L = vm->L;
     vm->tasks--;
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        vm->task_list = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    LH_LIST_REMOVE(vm->task_list, t);
     if (t->timer != NULL) {
         uv_close((uv_handle_t *)t->timer, timer_free_cb);
         t->timer = NULL;
@@ -250,10 +246,7 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script
     lua_xmove(L, t->co, nargs);   /* co: fn args */
     vm->tasks++;
     vm->app->tasks++;
-    t->next = vm->task_list;
-    if (t->next)
-        t->next->prev = t;
-    vm->task_list = t;
+    LH_LIST_PUSH(vm->task_list, t);
     lh_task_resume(t, nargs);
     return 0;
 }

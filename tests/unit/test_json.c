@@ -795,7 +795,7 @@ static void test_encode_scalars(void)
     CHECK_STR(encode_top(L, buf, sizeof buf), "null");
     lua_pushstring(L, "a\"b\\c/d\b\f\n\r\t\x01\x1f\x7f caf\xc3\xa9");
     CHECK_STR(encode_top(L, buf, sizeof buf),
-              "\"a\\\"b\\\\c/d\\b\\f\\n\\r\\t\\u0001\\u001f\x7f caf\xc3\xa9\"");
+              "\"a\\\"b\\\\c/d\\b\\f\\n\\r\\t\\u0001\\u001f\\u007f caf\xc3\xa9\""); /* DEL too */
     lua_pushlstring(L, "a\0b", 3);
     CHECK_STR(encode_top(L, buf, sizeof buf), "\"a\\u0000b\"");
     CHECK_EQ_INT(lua_gettop(L), 0);
@@ -1009,6 +1009,36 @@ static void test_payload(void)
     lua_close(L);
 }
 
+/* lh_json_escape: the escapes, and cuts that never split an escape or a UTF-8 sequence. */
+static void test_escape(void)
+{
+    char out[64];
+    size_t n;
+
+    n = lh_json_escape(out, sizeof out, "a\"b\\c\n\t\x01\x7f\xc3\xa9", 11);
+    out[n] = 0;
+    CHECK_STR(out, "a\\\"b\\\\c\\n\\t\\u0001\\u007f\xc3\xa9");
+    n = lh_json_escape(out, sizeof out, "ab\0c", 4); /* NULs inside are escaped, not ends */
+    out[n] = 0;
+    CHECK_STR(out, "ab\\u0000c");
+    /* cap 4: "ab" then \u0001 (6 bytes) does not fit: cut before it */
+    n = lh_json_escape(out, 4, "ab\x01", 3);
+    CHECK_EQ_INT(n, 2);
+    /* cap 3: "a" then "\"" needs 2: fits; then 'b' does not */
+    n = lh_json_escape(out, 3, "a\"b", 3);
+    CHECK_EQ_INT(n, 3);
+    CHECK(memcmp(out, "a\\\"", 3) == 0);
+    /* a two-byte and a three-byte sequence cut in the middle are dropped whole */
+    n = lh_json_escape(out, 2, "a\xc3\xa9", 3);
+    CHECK_EQ_INT(n, 1);
+    n = lh_json_escape(out, 3, "a\xe2\x82\xac", 4);
+    CHECK_EQ_INT(n, 1);
+    n = lh_json_escape(out, 4, "a\xe2\x82\xac", 4);
+    CHECK_EQ_INT(n, 4);
+    n = lh_json_escape(out, 0, "abc", 3);
+    CHECK_EQ_INT(n, 0);
+}
+
 int main(void)
 {
     setlocale(LC_ALL, "C");
@@ -1025,6 +1055,7 @@ int main(void)
     RUN_TEST(test_truncation);
     RUN_TEST(test_mutations);
     RUN_TEST(test_out_of_memory);
+    RUN_TEST(test_escape);
     RUN_TEST(test_encode_scalars);
     RUN_TEST(test_encode_tables);
     RUN_TEST(test_encode_buffer);
