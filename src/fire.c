@@ -85,10 +85,10 @@ static char *load_event(const lh_config_t *cfg, size_t *len)
     return body;
 }
 
-static void on_handler(void *data, const char *label, lh_outcome_t outcome, const char *err,
+/* One handler run, or one timer callback run, ended: its line on stdout. */
+static void report_run(fire_state_t *st, const char *label, lh_outcome_t outcome, const char *err,
                        double secs)
 {
-    fire_state_t *st = data;
     st->ran++;
     if (outcome == LH_OUTCOME_OK) {
         printf("ok   %s  (%.1f ms)\n", label, secs * 1000);
@@ -100,6 +100,19 @@ static void on_handler(void *data, const char *label, lh_outcome_t outcome, cons
             printf("FAIL %s  [%s] %s\n", label, lh_metrics_outcome_name(outcome), err ? err : "");
     }
     fflush(stdout);
+}
+
+static void on_handler_done(void *data, const lh_event_t *e, const char *label,
+                            lh_outcome_t outcome, const char *err, double secs)
+{
+    (void)e;
+    report_run(data, label, outcome, err, secs);
+}
+
+static void on_timer_done(void *data, const char *label, lh_outcome_t outcome, const char *err,
+                          double secs)
+{
+    report_run(data, label, outcome, err, secs);
 }
 
 /* After the answer: timers that handlers (or scripts at load) armed once still run, up
@@ -134,7 +147,6 @@ int lh_fire_run(lh_app_t *app)
     char *body = load_event(cfg, &len);
     if (body == NULL)
         return 2;
-    app->action_override = cfg->fire_action;
 
     lh_header_t headers[] = {
         {"content-type", "application/json", 12, 16},
@@ -156,15 +168,25 @@ int lh_fire_run(lh_app_t *app)
         .received_ns = uv_hrtime(),
         .received_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6,
     };
-    app->on_handler_done = on_handler;
-    app->observer_data = &st;
+    lh_dispatch_observer_t observer = {.handler_done = on_handler_done, .data = &st};
+    lh_timer_observer_t timers = {.run_done = on_timer_done, .data = &st};
+    lh_dispatch_input_t in = {
+        .req = &req,
+        .remote = "fire",
+        .attempt = 1,
+        .action = cfg->fire_action,
+        .reply = on_reply,
+        .reply_data = &st,
+        .observer = &observer,
+    };
+    app->vm->timer_observer = &timers;
     uv_timer_init(app->loop, &st.linger);
     st.linger.data = &st;
-    lh_dispatch_event(app, &req, "fire", on_reply, &st);
+    lh_dispatch_submit(app, &in);
     uv_run(app->loop, UV_RUN_DEFAULT); /* until on_linger (or a refusal) stops it */
     uv_close((uv_handle_t *)&st.linger, NULL);
     uv_run(app->loop, UV_RUN_NOWAIT);
-    app->on_handler_done = NULL;
+    app->vm->timer_observer = NULL;
     free(body);
     if (st.status != 200 && st.status != 500) {
         fprintf(stderr, "luahook fire: the event was refused (%d): %s\n", st.status, st.error);

@@ -127,11 +127,11 @@ static void timer_stop(lh_timer_t *tm)
 static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
     lh_timer_t *tm = t->data;
-    lh_app_t *app = tm->vm->app;
+    const lh_timer_observer_t *obs = tm->vm->timer_observer;
     tm->running--;
-    if (app->on_handler_done != NULL)
-        app->on_handler_done(app->observer_data, tm->label, outcome, err,
-                             (double)(uv_hrtime() - t->start_ns) / 1e9);
+    if (obs != NULL && obs->run_done != NULL)
+        obs->run_done(obs->data, tm->label, outcome, err,
+                      (double)(uv_hrtime() - t->start_ns) / 1e9);
     if (outcome != LH_OUTCOME_OK && lh_log_enabled(LH_ERROR)) {
         char line[16];
         snprintf(line, sizeof(line), "%d", tm->line);
