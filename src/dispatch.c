@@ -430,20 +430,8 @@ static void handler_ended(lh_event_t *e, const char *label, const char *script, 
         e->observer->handler_done(e->observer->data, e, label, outcome, err, secs);
     if (outcome != LH_OUTCOME_OK) {
         e->nfailed++;
-        if (lh_log_enabled(LH_ERROR)) {
-            char ln[16];
-            snprintf(ln, sizeof(ln), "%d", line);
-            lh_field_t f[] = {
-                LH_FIELD("id", e->id),
-                LH_FIELD("action", e->action),
-                LH_FIELD("script", script),
-                LH_FIELD_NUM("line", ln),
-                LH_FIELD("outcome", lh_metrics_outcome_name(outcome)),
-                LH_FIELD("error", err),
-                LH_FIELD("traceback", tb ? tb : ""),
-            };
-            lh_log_fields(LH_ERROR, "handler failed", f, 7);
-        }
+        lh_log_run_failed("handler failed", e->id, e->action, script, line,
+                          lh_metrics_outcome_name(outcome), err, tb);
         if (e->reply != NULL) { /* --ack handled: the answer lists the failures */
             failures_put(e, e->nfailed > 1 ? ",{\"handler\":\"" : "{\"handler\":\"", 0);
             failures_put(e, label, 1);
