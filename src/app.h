@@ -27,6 +27,10 @@ struct lh_app_s {
     int tasks;    /* handler runs alive on every VM, the serving one and replaced ones */
     int admitted; /* handler runs of admitted events not started yet (dispatch) */
     int stopping;
+    /* runs when `tasks` drops to 0, inside the ending task's caller (defer real work);
+    ** NULL: nobody waits for that */
+    void (*on_tasks_drained)(lh_app_t *app);
+    void *drained_data; /* for on_tasks_drained */
 };
 
 #endif
