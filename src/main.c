@@ -156,7 +156,6 @@ static int serve(lh_main_t *m)
         m->reload = NULL;
         return 2;
     }
-    m->app.server = &m->server;
     uv_run(m->app.loop, UV_RUN_DEFAULT);
     return 0;
 fail: /* the handles initialised are closed by main's uv_walk */
