@@ -95,6 +95,9 @@ typedef void (*lh_dispatch_accept_cb)(void *data, lh_event_t *e, int status);
  * event is committed: today before this returns; with a journal, later, from the loop.
  * Until then the event must not run. Returns 0; a negative value means `cb` never runs
  * and `e` was refused and freed.
+ * For a journal that completes later: the event's tables live in the VM that decoded it,
+ * and reload frees a replaced VM once its task count is 0, so a waiting event must hold
+ * its VM; its runs are already reserved against --max-pending (app->admitted).
  */
 int lh_dispatch_accept(lh_event_t *e, lh_dispatch_accept_cb cb, void *data);
 
