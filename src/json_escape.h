@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 /** The worst-case size of n bytes escaped by lh_json_escape: every byte as \u00XX. */
-#define LH_JSON_ESCAPED_MAX(n) ((n) * 6)
+#define LH_JSON_ESCAPED_MAX(n) ((n)*6)
 
 /**
  * Writes s[0..n) as the content of a JSON string (no quotes) into out, which holds cap
