@@ -12,8 +12,16 @@
 #include "task.h"
 #include "vm.h"
 
-/* One accepted event, alive until its last handler ended and its answer was given. */
+typedef struct event_s event_t;
+
+/* One handler run of an event: the task's `data`. */
 typedef struct {
+    event_t *e;
+    size_t index; /* in run order */
+} run_t;
+
+/* One accepted event, alive until its last handler ended and its answer was given. */
+struct event_s {
     lh_app_t *app;
     lh_action_stats_t *stats; /* borrowed from app->metrics */
     char id[24];
@@ -28,7 +36,11 @@ typedef struct {
     size_t failures_len, failures_cap;
     size_t failures_whole; /* failures_len after the last whole member */
     int failures_broken;   /* an allocation failed: members after it are left out */
-} event_t;
+    run_t *runs;           /* owned: one per handler */
+    const lh_route_t *route; /* borrowed from the VM */
+    lh_run_cb observe;     /* NULL: nobody watches the runs */
+    void *observe_data;
+};
 
 typedef struct {
     const char *body;
@@ -97,6 +109,7 @@ static void event_free(event_t *e)
 {
     free(e->action);
     free(e->failures);
+    free(e->runs);
     free(e);
 }
 
@@ -148,10 +161,13 @@ static void event_ended(event_t *e)
 
 static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
-    event_t *e = t->data;
-    double secs = (double)(uv_hrtime() - t->start_ns) / 1e9;
+    run_t *run = t->data;
+    event_t *e = run->e;
+    double secs = lh_task_seconds(t);
 
     lh_metrics_handler_done(e->stats, outcome, secs);
+    if (e->observe != NULL)
+        e->observe(e->observe_data, e->id, run->index, t->label, outcome, err);
     if (e->app->on_handler_done != NULL)
         e->app->on_handler_done(e->app->observer_data, t->label, outcome, err, secs);
     if (outcome != LH_OUTCOME_OK) {
@@ -233,15 +249,15 @@ static void push_ctx(lua_State *L, const event_t *e, const lh_request_t *req, co
     lua_setfield(L, -2, "headers"); /* ctx */
 }
 
-static void start_failed(lh_vm_t *vm, event_t *e, int handler)
+static void start_failed(lh_vm_t *vm, event_t *e, size_t index)
 {
-    const lh_handler_t *h = &vm->handlers[handler];
+    const lh_handler_t *h = &vm->handlers[e->route->handlers[index]];
     lh_task_t fake = {.vm = vm,
                       .label = h->label,
                       .script = h->script,
                       .line = h->line,
-                      .data = e,
-                      .start_ns = uv_hrtime()};
+                      .data = &e->runs[index],
+                      .start_ns = lh_clock_now(vm->clock)};
     on_task_done(&fake, LH_OUTCOME_MEMORY, "could not start the handler: not enough memory", NULL);
 }
 
@@ -262,15 +278,22 @@ static int start_handlers(lua_State *L)
     push_ctx(L, a->e, a->req, a->remote); /* a ev ctx */
     for (; a->started < a->route->n; a->started++) {
         const lh_handler_t *h = &a->vm->handlers[a->route->handlers[a->started]];
-        if (lh_task_spawn(a->vm, h->fn_ref, h->label, h->script, h->line, 2, on_task_done, a->e,
-                          a->e->id, a->e->action) != 0)
-            start_failed(a->vm, a->e, a->route->handlers[a->started]);
+        if (lh_task_spawn(a->vm, h->fn_ref, h->label, h->script, h->line, 2, on_task_done,
+                          &a->e->runs[a->started], a->e->id, a->e->action) != 0)
+            start_failed(a->vm, a->e, a->started);
     }
     return 0;
 }
 
 void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remote,
                        lh_reply_cb reply, void *data)
+{
+    lh_dispatch_event_observed(app, req, remote, reply, data, NULL, NULL);
+}
+
+void lh_dispatch_event_observed(lh_app_t *app, const lh_request_t *req, const char *remote,
+                                lh_reply_cb reply, void *data, lh_run_cb observe,
+                                void *observe_data)
 {
     lh_vm_t *vm = app->vm;
     lua_State *L = vm->L;
@@ -344,7 +367,10 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         return;
     }
     event_t *e = calloc(1, sizeof(*e));
-    if (e == NULL || (e->action = malloc(alen + 1)) == NULL) {
+    if (e == NULL || (e->action = malloc(alen + 1)) == NULL ||
+        (e->runs = calloc(route->n + 1, sizeof(*e->runs))) == NULL) {
+        if (e != NULL)
+            free(e->action);
         free(e);
         lua_settop(L, top);
         reply_error(app, req, remote, reply, data, 503, LH_REJECT_OVERLOAD, "out of memory",
@@ -353,6 +379,11 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
     }
     memcpy(e->action, action, alen + 1);
     e->app = app;
+    e->route = route;
+    e->observe = observe;
+    e->observe_data = observe_data;
+    for (size_t r = 0; r < route->n; r++)
+        e->runs[r] = (run_t){e, r};
     e->stats = lh_metrics_action(&app->metrics, action, alen);
     e->stats->received++;
     e->nhandlers = (int)route->n;
@@ -381,7 +412,7 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
             /* out of memory building ctx or a coroutine: the runs not started fail, so
             ** no handler goes missing silently */
             for (; a.started < route->n; a.started++)
-                start_failed(vm, e, route->handlers[a.started]);
+                start_failed(vm, e, a.started);
         }
     }
     lua_settop(L, top);

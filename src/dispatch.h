@@ -24,4 +24,14 @@ typedef void (*lh_reply_cb)(void *data, int status, const char *extra_headers, c
 void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remote,
                        lh_reply_cb reply, void *data);
 
+/** One handler run of an event ended (luahook test's fire): `index` is its place in run
+ *  order, `err` NULL on success. The strings are borrowed for the call. */
+typedef void (*lh_run_cb)(void *data, const char *id, size_t index, const char *label,
+                          lh_outcome_t outcome, const char *err);
+
+/** As lh_dispatch_event, and `observe` is told of each handler run as it ends. */
+void lh_dispatch_event_observed(lh_app_t *app, const lh_request_t *req, const char *remote,
+                                lh_reply_cb reply, void *data, lh_run_cb observe,
+                                void *observe_data);
+
 #endif
