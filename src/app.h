@@ -24,9 +24,9 @@ typedef struct lh_app_s {
     lh_vm_t *vm;         /* the VM that takes new events */
     lh_http_t *http;     /* owned; outbound HTTP; NULL where there is no loop to run it */
     /* luahook test's own; NULL: the real ones (the loop's clock, `http`'s curl) */
-    lh_clock_t *clock;              /* borrowed */
-    lh_transport_t *transport;      /* borrowed */
-    uint32_t id_prefix;  /* delivery ids: random per process, then a counter */
+    lh_clock_t *clock;         /* borrowed */
+    lh_transport_t *transport; /* borrowed */
+    uint32_t id_prefix;        /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
     int tasks; /* handler runs alive on every VM, the serving one and replaced ones */
     int stopping;

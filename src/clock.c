@@ -180,8 +180,8 @@ static void virtual_timer_dispose(lh_clock_timer_t *t)
 }
 
 static const lh_clock_ops_t virtual_ops = {
-    virtual_now,         virtual_wall,         virtual_timer_init,
-    virtual_timer_start, virtual_timer_stop,   virtual_timer_dispose,
+    virtual_now,         virtual_wall,       virtual_timer_init,
+    virtual_timer_start, virtual_timer_stop, virtual_timer_dispose,
 };
 
 lh_clock_t *lh_clock_new_virtual(double wall)

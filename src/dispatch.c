@@ -34,11 +34,11 @@ struct event_s {
     void *reply_data;
     char *failures; /* owned: JSON array members for --ack handled */
     size_t failures_len, failures_cap;
-    size_t failures_whole; /* failures_len after the last whole member */
-    int failures_broken;   /* an allocation failed: members after it are left out */
-    run_t *runs;           /* owned: one per handler */
+    size_t failures_whole;   /* failures_len after the last whole member */
+    int failures_broken;     /* an allocation failed: members after it are left out */
+    run_t *runs;             /* owned: one per handler */
     const lh_route_t *route; /* borrowed from the VM */
-    lh_run_cb observe;     /* NULL: nobody watches the runs */
+    lh_run_cb observe;       /* NULL: nobody watches the runs */
     void *observe_data;
 };
 

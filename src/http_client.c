@@ -70,8 +70,8 @@ static void set_error(lh_http_req_t *req, CURLcode result, const curl_t *c)
         req->error = LH_HTTP_TLS_CA_FILE;
         break;
     default:
-        req->error = result == CURLE_WRITE_ERROR && c->too_large ? LH_HTTP_TOO_LARGE
-                                                                  : LH_HTTP_OTHER;
+        req->error =
+            result == CURLE_WRITE_ERROR && c->too_large ? LH_HTTP_TOO_LARGE : LH_HTTP_OTHER;
         req->cause = curl_easy_strerror(result);
         break;
     }
@@ -181,8 +181,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *userp)
     if (req->resp_len + len > req->max_size)
         c->too_large = 1;
     /* a short count makes curl stop with CURLE_WRITE_ERROR */
-    return lh_http_buf_append(&req->resp, &req->resp_len, &req->resp_cap, p, len,
-                              req->max_size)
+    return lh_http_buf_append(&req->resp, &req->resp_len, &req->resp_cap, p, len, req->max_size)
                ? 0
                : len;
 }
@@ -195,8 +194,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp)
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
         req->head_len = 0; /* a new response (after 100 Continue or a redirect) */
     /* headers have no business being larger than 1 MiB */
-    return lh_http_buf_append(&req->resp_head, &req->head_len, &req->head_cap, p, len,
-                              1024 * 1024)
+    return lh_http_buf_append(&req->resp_head, &req->head_len, &req->head_cap, p, len, 1024 * 1024)
                ? 0
                : len;
 }
@@ -252,8 +250,8 @@ static int setup(curl_t *c, const lh_http_req_t *req)
         free(line);
     }
     if (req->body != NULL) {
-        failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) !=
-                  CURLE_OK;
+        failed |=
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) != CURLE_OK;
         failed |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body) != CURLE_OK;
         if (req->json_body && !has_ctype)
             failed |= add_header(c, "Content-Type: application/json");
@@ -263,8 +261,8 @@ static int setup(curl_t *c, const lh_http_req_t *req)
     if (c->headers != NULL)
         failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
     failed |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(req->timeout * 1000)) != CURLE_OK;
-    failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                               (long)(req->connect_timeout * 1000)) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(req->connect_timeout * 1000)) !=
+              CURLE_OK;
     if (req->insecure) {
         failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;
         failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK;
@@ -382,8 +380,7 @@ void lh_http_req_free(lh_http_req_t *req)
     free(req);
 }
 
-int lh_http_buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n,
-                       size_t limit)
+int lh_http_buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n, size_t limit)
 {
     if (*len + n > limit)
         return -1;

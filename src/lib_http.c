@@ -173,16 +173,11 @@ static void push_response(lua_State *co, lh_http_req_t *req)
 }
 
 static const char *const kind_names[] = {
-    [LH_HTTP_OK] = "ok",
-    [LH_HTTP_RESOLVE] = "resolve",
-    [LH_HTTP_CONNECT] = "connect",
-    [LH_HTTP_TIMEOUT] = "timeout",
-    [LH_HTTP_TLS_VERIFY] = "tls",
-    [LH_HTTP_TLS_HANDSHAKE] = "tls",
-    [LH_HTTP_TLS_CA_FILE] = "tls",
-    [LH_HTTP_TOO_LARGE] = "too_large",
-    [LH_HTTP_OTHER] = "other",
-    [LH_HTTP_RAISE] = "other",
+    [LH_HTTP_OK] = "ok",           [LH_HTTP_RESOLVE] = "resolve",
+    [LH_HTTP_CONNECT] = "connect", [LH_HTTP_TIMEOUT] = "timeout",
+    [LH_HTTP_TLS_VERIFY] = "tls",  [LH_HTTP_TLS_HANDSHAKE] = "tls",
+    [LH_HTTP_TLS_CA_FILE] = "tls", [LH_HTTP_TOO_LARGE] = "too_large",
+    [LH_HTTP_OTHER] = "other",     [LH_HTTP_RAISE] = "other",
 };
 
 /* nil, "METHOD url: cause (the transport's detail)", kind — whichever transport failed. */
@@ -310,8 +305,7 @@ static int http_request(lua_State *L)
     if (t == NULL || !lua_isyieldable(L))
         return luaL_error(L, "http: only inside a handler or a timer callback, in its own "
                              "coroutine (the call waits without blocking the server)");
-    lh_transport_t *tp = vm->app->transport ? vm->app->transport
-                                            : lh_http_transport(vm->app->http);
+    lh_transport_t *tp = vm->app->transport ? vm->app->transport : lh_http_transport(vm->app->http);
     if (tp == NULL)
         return luaL_error(L, "http: not available in this mode");
 

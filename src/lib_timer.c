@@ -75,7 +75,7 @@ static int lib_sleep(lua_State *L)
 struct lh_timer_s {
     lh_clock_timer_t *handle; /* owned */
     lh_vm_t *vm;              /* borrowed */
-    int fn_ref;   /* registry ref to the callback */
+    int fn_ref;               /* registry ref to the callback */
     int self_ref; /* registry ref to the userdata while active: a timer nobody keeps runs */
     int repeat;
     uint64_t delay_ns;

@@ -115,8 +115,7 @@ static void wait_deadline(lh_task_t *t)
 {
     if (t->deadline_ns == 0)
         return;
-    if (t->timer == NULL &&
-        (t->timer = lh_clock_timer_new(t->vm->clock, on_deadline, t)) == NULL)
+    if (t->timer == NULL && (t->timer = lh_clock_timer_new(t->vm->clock, on_deadline, t)) == NULL)
         return; /* the wait goes on without a deadline rather than failing */
     uint64_t now = lh_clock_now(t->vm->clock);
     lh_clock_timer_start(t->timer, t->deadline_ns > now ? t->deadline_ns - now : 0, 0);

@@ -107,7 +107,7 @@ static int collect(list_t *out, const char *dir)
 typedef struct {
     lh_transport_t base; /* first: app.transport */
     lh_app_t app;
-    lh_config_t cfg; /* the command line's, answering --ack handled as fire does */
+    lh_config_t cfg;   /* the command line's, answering --ack handled as fire does */
     lh_clock_t *clock; /* owned */
     lh_vm_t *vm;       /* owned */
     int mock_ref;      /* registry ref: harness function(call) -> response */
@@ -186,7 +186,7 @@ static int ask_mock(lua_State *L)
     }
     lua_call(L, 1, 1); /* m r */
     luaL_checktype(L, 2, LUA_TTABLE);
-    lua_getfield(L, 2, "delay"); /* m r delay */
+    lua_getfield(L, 2, "delay");                         /* m r delay */
     if (lua_getfield(L, 2, "no_mock") == LUA_TBOOLEAN) { /* m r delay no_mock */
         req->error = LH_HTTP_OTHER;
         req->cause = "no mock matches this request";
@@ -219,8 +219,8 @@ static int ask_mock(lua_State *L)
     lua_getfield(L, 2, "body"); /* m r delay body */
     const char *body = lua_tolstring(L, -1, &blen);
     if (body != NULL && strcmp(req->method, "HEAD") != 0 &&
-        lh_http_buf_append(&req->resp, &req->resp_len, &req->resp_cap, body, blen,
-                           req->max_size) != 0) {
+        lh_http_buf_append(&req->resp, &req->resp_len, &req->resp_cap, body, blen, req->max_size) !=
+            0) {
         if (blen > req->max_size)
             req->error = LH_HTTP_TOO_LARGE;
         else
@@ -313,8 +313,8 @@ static void on_run_done(void *data, const char *label, lh_outcome_t outcome, con
     world_t *w = data;
     lua_State *L = w->vm->L;
     (void)seconds;
-    if (outcome == LH_OUTCOME_OK || strncmp(label, "timer ", 6) != 0 ||
-        w->timer_ref == LUA_NOREF || !lua_checkstack(L, 4))
+    if (outcome == LH_OUTCOME_OK || strncmp(label, "timer ", 6) != 0 || w->timer_ref == LUA_NOREF ||
+        !lua_checkstack(L, 4))
         return;
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->timer_ref);
@@ -355,8 +355,7 @@ static void fired_free(fired_t *f)
     free(f);
 }
 
-static void on_fire_answer(void *data, int status, const char *extra, const char *body,
-                           size_t len)
+static void on_fire_answer(void *data, int status, const char *extra, const char *body, size_t len)
 {
     fired_t *f = data;
     (void)extra;

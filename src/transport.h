@@ -48,7 +48,7 @@ struct lh_http_req_s {
     int json_body; /* body is json = v: Content-Type defaults to application/json */
     double timeout, connect_timeout;
     int insecure, follow;
-    char *ca_file; /* NULL: the system's */
+    char *ca_file;   /* NULL: the system's */
     size_t max_size; /* largest response body accepted */
     /* the outcome, set by the transport before `done` */
     lh_http_error_t error;
@@ -85,7 +85,6 @@ void lh_http_req_free(lh_http_req_t *req);
 
 /** Appends n bytes to a growing NUL-terminated buffer (the response body or head).
  *  Returns 0, or -1 when out of memory or when it would pass `limit`. */
-int lh_http_buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n,
-                       size_t limit);
+int lh_http_buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n, size_t limit);
 
 #endif

@@ -39,21 +39,21 @@ struct lh_vm_s {
     int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */
     int pending_ref; /* registry ref while loading: action -> {handler index...} */
     size_t mem_used;
-    size_t mem_limit;            /* 0: none */
-    int limit_on;                /* the limit applies while Lua code of a task runs */
-    struct lh_task_s *cur_task;  /* the task running now; NULL outside one */
-    struct lh_task_s *task_list; /* every live task */
-    struct lh_timer_s *timers;   /* every active timer */
+    size_t mem_limit;                 /* 0: none */
+    int limit_on;                     /* the limit applies while Lua code of a task runs */
+    struct lh_task_s *cur_task;       /* the task running now; NULL outside one */
+    struct lh_task_s *task_list;      /* every live task */
+    struct lh_timer_s *timers;        /* every active timer */
     struct lh_timer_s *parked_timers; /* luahook test: stopped ones started at load */
-    lh_clock_t *clock;           /* borrowed from app->clock, or owned (the loop's) */
-    lh_clock_t *own_clock;       /* owned: the loop's clock when the app gave none */
-    int log_ref;          /* registry ref: function(level, msg, fields) that takes the log.*
-                             records instead of the log (luahook test); LUA_NOREF: none */
-    int keep_load_timers; /* luahook test: timers started at load survive stop() to be
-                             armed again in the next test (lh_timer_reset) */
-    uint64_t stop_ns;     /* uv_hrtime() past which any Lua code raises stop_msg; 0: never */
-    const char *stop_msg; /* borrowed, static */
-    lh_vm_t *next_retired;       /* reload's list of replaced VMs still draining */
+    lh_clock_t *clock;                /* borrowed from app->clock, or owned (the loop's) */
+    lh_clock_t *own_clock;            /* owned: the loop's clock when the app gave none */
+    int log_ref;           /* registry ref: function(level, msg, fields) that takes the log.*
+                              records instead of the log (luahook test); LUA_NOREF: none */
+    int keep_load_timers;  /* luahook test: timers started at load survive stop() to be
+                              armed again in the next test (lh_timer_reset) */
+    uint64_t stop_ns;      /* uv_hrtime() past which any Lua code raises stop_msg; 0: never */
+    const char *stop_msg;  /* borrowed, static */
+    lh_vm_t *next_retired; /* reload's list of replaced VMs still draining */
     /* a replaced VM's last task ended (set by reload; runs outside any Lua call of it) */
     void (*on_drained)(lh_vm_t *vm);
     void *drained_data;
