@@ -81,9 +81,10 @@ class Parity(unittest.TestCase):
         self.assertTrue(runs, res.stdout.decode() + res.stderr.decode())
         return runs, logs
 
-    def check(self, event, setup=""):
-        """fire, then a generated test that expects exactly what fire said."""
-        runs, logs = self.fire(event)
+    def check(self, event, setup="", fired=None):
+        """fire (unless `fired` holds what it said), then a generated test that expects
+        exactly what fire said."""
+        runs, logs = fired or self.fire(event)
         lines = ['handlers("handlers.lua")', 'test("parity", function()', setup,
                  "  local r = fire(%s, { allow_failure = true })" % h.lua_string(json.dumps(event)),
                  "  eq(r.handlers, %d)" % len(runs)]
@@ -131,7 +132,7 @@ class Parity(unittest.TestCase):
         # the mock gives curl's words; luahook composes the rest, as for the real failure
         self.check({"action": "PARITY_HTTP"},
                    '  mock.env("PARITY_URL", %s)\n  mock.http("GET", ".", { error = %s, kind = "connect" })'
-                   % (h.lua_string(self.url), h.lua_string(m.group(2))))
+                   % (h.lua_string(self.url), h.lua_string(m.group(2))), fired=(runs, logs))
 
     def test_argument_error(self):
         runs, _ = self.check({"action": "PARITY_MISUSE"})
