@@ -3,68 +3,232 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OPT_STRING, OPT_SIZE, OPT_SECONDS, OPT_COUNT, OPT_CHOICE, OPT_FLAG } opt_kind_t;
+/*
+** Options are a table, as Fluent Bit's config_map: each row names the option, its
+** environment variable, where its value lives in lh_config_t (offsetof), the function
+** that parses and stores it, its default and its --help line. Applying a value is one
+** call through the row; nothing switches on which option it is.
+*/
 
-typedef struct {
-    const char *name; /* --name; env LUAHOOK_NAME with '-' as '_' */
-    opt_kind_t kind;
-    const char *def;
-    const char *const *choices; /* OPT_CHOICE */
-    int fire_only;              /* an option of `fire`, with no environment variable */
-} opt_t;
+typedef struct opt_s opt_t;
+
+/* Why a value is refused; NULL when it was stored. OOM: an allocation failed. */
+static const char OOM[] = "out of memory";
+
+/* Parses `v` and stores it at `field` (inside `cfg`). Returns NULL, OOM, or why `v` is
+** wrong; `buf` (`len` bytes) may hold the reason. */
+typedef const char *(*opt_set_fn)(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                                  char *buf, size_t len);
+
+struct opt_s {
+    const char *name;           /* --name */
+    const char *env;            /* LUAHOOK_NAME; NULL: none (fire's own options) */
+    size_t offset;              /* offsetof(lh_config_t, field) */
+    opt_set_fn set;             /* parses and stores */
+    const char *def;            /* applied before the environment; NULL: none */
+    uint64_t min;               /* set_size: the smallest value but 0 ... */
+    int zero_ok;                /* ... which means "none" where this is set */
+    const char *too_small;      /* set_size: why a value under min is refused */
+    const char *const *choices; /* set_choice: the names, in the enum's order */
+    const char *empty;          /* strings: why "" is refused */
+    int flag;                   /* takes no value on the command line */
+    int fire_only;              /* an option of luahook fire: env must be NULL */
+    int secret;                 /* never echoed in a message */
+    const char *help;           /* the --help line(s); NULL: described elsewhere */
+};
+
+static const char *set_string(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                              char *buf, size_t len)
+{
+    char **p = field, *copy;
+    (void)cfg, (void)buf, (void)len;
+    if (*v == '\0')
+        return o->empty;
+    if ((copy = strdup(v)) == NULL)
+        return OOM;
+    free(*p);
+    *p = copy;
+    return NULL;
+}
+
+/* A header name: compared with llhttp's lower-cased names. */
+static const char *set_header_name(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                                   char *buf, size_t len)
+{
+    const char *why = set_string(o, cfg, field, v, buf, len);
+    if (why == NULL)
+        for (char *p = *(char **)field; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+    return why;
+}
+
+static const char *set_listen(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                              char *buf, size_t len)
+{
+    static const char bad[] = "expected HOST:PORT (e.g. 127.0.0.1:9090 or [::1]:9090)";
+    char **host_field = field, *host;
+    const char *colon = strrchr(v, ':');
+    const char *h = v;
+    size_t hlen;
+    (void)o, (void)buf, (void)len;
+    if (colon == NULL || colon[1] == '\0')
+        return bad;
+    hlen = (size_t)(colon - v);
+    if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']') /* [::1]:9090 */
+        h++, hlen -= 2;
+    if (hlen == 0)
+        return bad;
+    char *endp;
+    errno = 0;
+    long port = strtol(colon + 1, &endp, 10);
+    if (errno != 0 || *endp != '\0' || port < 0 || port > 65535)
+        return bad;
+    if ((host = strndup(h, hlen)) == NULL)
+        return OOM;
+    free(*host_field);
+    *host_field = host;
+    cfg->listen_port = (int)port;
+    return NULL;
+}
+
+/* A SIZE of at least o->min; 0 only where o->zero_ok. */
+static const char *set_size(const opt_t *o, lh_config_t *cfg, void *field, const char *v, char *buf,
+                            size_t len)
+{
+    uint64_t n;
+    (void)cfg, (void)buf, (void)len;
+    if (lh_config_parse_size(v, &n) != 0 || (n == 0 && !o->zero_ok))
+        return "expected a size in bytes, or a number with k, m or g (e.g. 32m)";
+    if (n != 0 && n < o->min)
+        return o->too_small;
+    *(uint64_t *)field = n;
+    return NULL;
+}
+
+static const char *set_count(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                             char *buf, size_t len)
+{
+    uint64_t n;
+    (void)o, (void)cfg, (void)buf, (void)len;
+    if (lh_config_parse_size(v, &n) != 0 || n == 0 || n > 10000000)
+        return "expected a whole number from 1 to 10000000";
+    *(uint64_t *)field = n;
+    return NULL;
+}
+
+static const char *set_seconds(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                               char *buf, size_t len)
+{
+    (void)o, (void)cfg, (void)buf, (void)len;
+    if (lh_config_parse_seconds(v, field) != 0)
+        return "expected a positive number of seconds (e.g. 2.5)";
+    return NULL;
+}
+
+/* One of o->choices, stored as its index in an enum field. */
+static const char *set_choice(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                              char *buf, size_t len)
+{
+    size_t off;
+    (void)cfg;
+    for (int i = 0; o->choices[i] != NULL; i++) {
+        if (strcmp(o->choices[i], v) == 0) {
+            *(int *)field = i;
+            return NULL;
+        }
+    }
+    off = (size_t)snprintf(buf, len, "expected one of: ");
+    for (int i = 0; o->choices[i] != NULL && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "", o->choices[i]);
+    return buf;
+}
+
+static const char *set_flag(const opt_t *o, lh_config_t *cfg, void *field, const char *v, char *buf,
+                            size_t len)
+{
+    (void)o, (void)cfg, (void)buf, (void)len;
+    if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0)
+        *(int *)field = 1;
+    else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0)
+        *(int *)field = 0;
+    else
+        return "expected 1, true, yes, 0, false or no";
+    return NULL;
+}
+
+/* set_choice stores an int: the enums it fills must be ints */
+_Static_assert(sizeof(lh_ack_t) == sizeof(int), "lh_ack_t is an int");
+_Static_assert(sizeof(lh_level_t) == sizeof(int), "lh_level_t is an int");
+_Static_assert(sizeof(lh_log_format_t) == sizeof(int), "lh_log_format_t is an int");
 
 static const char *const ack_choices[] = {"accept", "handled", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_choices[] = {"text", "json", NULL};
 
-enum {
-    O_LISTEN,
-    O_TOKEN,
-    O_AUTH_HEADER,
-    O_MAX_BODY,
-    O_MAX_HEADER,
-    O_MAX_CONNECTIONS,
-    O_MAX_PENDING,
-    O_IDLE_TIMEOUT,
-    O_READ_TIMEOUT,
-    O_SHUTDOWN_TIMEOUT,
-    O_HANDLER_TIMEOUT,
-    O_MEMORY_LIMIT,
-    O_ACK,
-    O_WATCH,
-    O_LOG_LEVEL,
-    O_LOG_FORMAT,
-    O_SAMPLE,
-    O_ACTION,
-    O_COUNT_
+#define AT(field) offsetof(lh_config_t, field)
+
+/* In --help order. */
+static const opt_t options[] = {
+    {"listen", "LUAHOOK_LISTEN", AT(listen_host), set_listen, "127.0.0.1:9090",
+     .help = "  --listen HOST:PORT       address to listen on (127.0.0.1:9090; port 0 picks a "
+             "free one)\n"},
+    {"token", "LUAHOOK_TOKEN", AT(token), set_string, NULL, .secret = 1,
+     .empty = "the token must not be empty",
+     .help = "  --token SECRET           require 'Authorization: Token SECRET' or 'Bearer "
+             "SECRET'\n"},
+    {"auth-header", "LUAHOOK_AUTH_HEADER", AT(auth_header), set_header_name, "Authorization",
+     .empty = "expected a header name",
+     .help = "  --auth-header NAME       read the secret from this header instead "
+             "(Authorization)\n"},
+    {"max-body", "LUAHOOK_MAX_BODY", AT(max_body), set_size, "64m", .min = 1,
+     .help = "  --max-body SIZE          largest request body (64m); larger gets 413\n"},
+    {"max-header", "LUAHOOK_MAX_HEADER", AT(max_header), set_size, "32k", .min = 256,
+     .too_small = "must be at least 256 bytes",
+     .help = "  --max-header SIZE        largest request line + headers (32k); larger gets "
+             "431\n"},
+    {"max-connections", "LUAHOOK_MAX_CONNECTIONS", AT(max_connections), set_count, "1024",
+     .help = "  --max-connections N      open connections (1024); more get 503\n"},
+    {"max-pending", "LUAHOOK_MAX_PENDING", AT(max_pending), set_count, "10000",
+     .help = "  --max-pending N          handler runs in flight (10000); new events beyond get "
+             "503\n"},
+    {"idle-timeout", "LUAHOOK_IDLE_TIMEOUT", AT(idle_timeout), set_seconds, "60",
+     .help = "  --idle-timeout SECONDS   close a keep-alive connection idle this long (60)\n"},
+    {"read-timeout", "LUAHOOK_READ_TIMEOUT", AT(read_timeout), set_seconds, "10",
+     .help = "  --read-timeout SECONDS   time to send the headers, and between body reads (10); "
+             "408\n"},
+    {"shutdown-timeout", "LUAHOOK_SHUTDOWN_TIMEOUT", AT(shutdown_timeout), set_seconds, "10",
+     .help = "  --shutdown-timeout SECONDS  on SIGTERM/SIGINT, wait this long for handlers "
+             "(10)\n"},
+    {"handler-timeout", "LUAHOOK_HANDLER_TIMEOUT", AT(handler_timeout), set_seconds, "30",
+     .help = "  --handler-timeout SECONDS   stop a handler run after this long, waiting or "
+             "computing (30)\n"},
+    {"memory-limit", "LUAHOOK_MEMORY_LIMIT", AT(memory_limit), set_size, "1g", .min = 1024 * 1024,
+     .zero_ok = 1, .too_small = "must be 0 (no limit) or at least 1m",
+     .help = "  --memory-limit SIZE      Lua heap of all handlers together (1g; 0: none)\n"},
+    {"watch", "LUAHOOK_WATCH", AT(watch), set_flag, NULL, .flag = 1,
+     .help = "  --watch                  reload when a loaded script changes (as on SIGHUP)\n"},
+    {"ack", "LUAHOOK_ACK", AT(ack), set_choice, "accept", .choices = ack_choices,
+     .help = "  --ack accept|handled     answer when the event is accepted (default), or after\n"
+             "                           every handler finished (500 listing failures)\n"},
+    {"log-level", "LUAHOOK_LOG_LEVEL", AT(log_level), set_choice, "info", .choices = level_choices,
+     .help = "  --log-level debug|info|warn|error   (info)\n"},
+    {"log-format", "LUAHOOK_LOG_FORMAT", AT(log_format), set_choice, "text",
+     .choices = format_choices, .help = "  --log-format text|json   (text)\n"},
+    /* luahook fire's own: no environment variable, described in their own paragraph */
+    {"sample", NULL, AT(sample), set_string, NULL, .fire_only = 1,
+     .empty = "expected an action name"},
+    {"action", NULL, AT(fire_action), set_string, NULL, .fire_only = 1,
+     .empty = "expected an action name"},
 };
 
-static const opt_t options[O_COUNT_] = {
-    [O_LISTEN] = {"listen", OPT_STRING, "127.0.0.1:9090", NULL},
-    [O_TOKEN] = {"token", OPT_STRING, NULL, NULL},
-    [O_AUTH_HEADER] = {"auth-header", OPT_STRING, "Authorization", NULL},
-    [O_MAX_BODY] = {"max-body", OPT_SIZE, "64m", NULL},
-    [O_MAX_HEADER] = {"max-header", OPT_SIZE, "32k", NULL},
-    [O_MAX_CONNECTIONS] = {"max-connections", OPT_COUNT, "1024", NULL},
-    [O_MAX_PENDING] = {"max-pending", OPT_COUNT, "10000", NULL},
-    [O_IDLE_TIMEOUT] = {"idle-timeout", OPT_SECONDS, "60", NULL},
-    [O_READ_TIMEOUT] = {"read-timeout", OPT_SECONDS, "10", NULL},
-    [O_SHUTDOWN_TIMEOUT] = {"shutdown-timeout", OPT_SECONDS, "10", NULL},
-    [O_HANDLER_TIMEOUT] = {"handler-timeout", OPT_SECONDS, "30", NULL},
-    [O_MEMORY_LIMIT] = {"memory-limit", OPT_SIZE, "1g", NULL},
-    [O_ACK] = {"ack", OPT_CHOICE, "accept", ack_choices},
-    [O_WATCH] = {"watch", OPT_FLAG, NULL, NULL},
-    [O_LOG_LEVEL] = {"log-level", OPT_CHOICE, "info", level_choices},
-    [O_LOG_FORMAT] = {"log-format", OPT_CHOICE, "text", format_choices},
-    [O_SAMPLE] = {"sample", OPT_STRING, NULL, NULL, 1},
-    [O_ACTION] = {"action", OPT_STRING, NULL, NULL, 1},
-};
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
-static const char usage_text[] =
+static const char usage_head[] =
     "usage: luahook [serve] [OPTIONS] PATH...    serve webhooks with the handlers in PATH\n"
     "       luahook check PATH...                load every script, report problems, exit 0/1\n"
     "       luahook fire [OPTIONS] PATH... EVENT.json|-\n"
@@ -78,24 +242,9 @@ static const char usage_text[] =
     "PATH is a Lua script, or a folder whose *.lua files load in name order.\n"
     "\n"
     "Options (each also as the environment variable LUAHOOK_<NAME>, e.g. LUAHOOK_MAX_BODY;\n"
-    "the command line wins):\n"
-    "  --listen HOST:PORT       address to listen on (127.0.0.1:9090; port 0 picks a free one)\n"
-    "  --token SECRET           require 'Authorization: Token SECRET' or 'Bearer SECRET'\n"
-    "  --auth-header NAME       read the secret from this header instead (Authorization)\n"
-    "  --max-body SIZE          largest request body (64m); larger gets 413\n"
-    "  --max-header SIZE        largest request line + headers (32k); larger gets 431\n"
-    "  --max-connections N      open connections (1024); more get 503\n"
-    "  --max-pending N          handler runs in flight (10000); new events beyond get 503\n"
-    "  --idle-timeout SECONDS   close a keep-alive connection idle this long (60)\n"
-    "  --read-timeout SECONDS   time to send the headers, and between body reads (10); 408\n"
-    "  --shutdown-timeout SECONDS  on SIGTERM/SIGINT, wait this long for handlers (10)\n"
-    "  --handler-timeout SECONDS   stop a handler run after this long, waiting or computing (30)\n"
-    "  --memory-limit SIZE      Lua heap of all handlers together (1g; 0: none)\n"
-    "  --watch                  reload when a loaded script changes (as on SIGHUP)\n"
-    "  --ack accept|handled     answer when the event is accepted (default), or after\n"
-    "                           every handler finished (500 listing failures)\n"
-    "  --log-level debug|info|warn|error   (info)\n"
-    "  --log-format text|json   (text)\n"
+    "the command line wins):\n";
+
+static const char usage_tail[] =
     "\n"
     "fire options: --sample ACTION (a built-in sample body of that Label Studio action),\n"
     "  --action X (override the event's action); serve's options apply too (--ack is\n"
@@ -145,6 +294,8 @@ static const char test_usage[] =
 
 const char *lh_config_usage(lh_command_t command)
 {
+    /* the whole text: built once from the table, then never changed */
+    static char usage_text[4096];
     switch (command) {
     case LH_CMD_CHECK:
         return check_usage;
@@ -153,8 +304,18 @@ const char *lh_config_usage(lh_command_t command)
     case LH_CMD_TEST:
         return test_usage;
     default:
-        return usage_text;
+        break;
     }
+    if (usage_text[0] == '\0') {
+        size_t off = (size_t)snprintf(usage_text, sizeof(usage_text), "%s", usage_head);
+        for (size_t i = 0; i < NOPTIONS && off < sizeof(usage_text); i++)
+            if (options[i].help != NULL)
+                off += (size_t)snprintf(usage_text + off, sizeof(usage_text) - off, "%s",
+                                        options[i].help);
+        if (off < sizeof(usage_text))
+            snprintf(usage_text + off, sizeof(usage_text) - off, "%s", usage_tail);
+    }
+    return usage_text;
 }
 
 int lh_config_parse_size(const char *s, uint64_t *out)
@@ -203,184 +364,30 @@ int lh_config_parse_seconds(const char *s, double *out)
     return 0;
 }
 
-static int parse_listen(lh_config_t *cfg, const char *s)
-{
-    const char *colon = strrchr(s, ':');
-    const char *host = s;
-    size_t hlen;
-    if (colon == NULL || colon[1] == '\0')
-        return -1;
-    hlen = (size_t)(colon - s);
-    if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') /* [::1]:9090 */
-        host++, hlen -= 2;
-    if (hlen == 0)
-        return -1;
-    char *endp;
-    errno = 0;
-    long port = strtol(colon + 1, &endp, 10);
-    if (errno != 0 || *endp != '\0' || port < 0 || port > 65535)
-        return -1;
-    free(cfg->listen_host);
-    cfg->listen_host = strndup(host, hlen);
-    cfg->listen_port = (int)port;
-    return cfg->listen_host == NULL ? -1 : 0;
-}
-
-static int choice_index(const opt_t *o, const char *v)
-{
-    for (int i = 0; o->choices[i] != NULL; i++)
-        if (strcmp(o->choices[i], v) == 0)
-            return i;
-    return -1;
-}
-
-static void choices_text(const opt_t *o, char *buf, size_t len)
-{
-    size_t off = 0;
-    buf[0] = '\0';
-    for (int i = 0; o->choices[i] != NULL && off < len; i++)
-        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "", o->choices[i]);
-}
-
-/* Applies one value; `from` says where it came from, for the message. */
-static int apply(lh_config_t *cfg, int id, const char *v, const char *from, char *err,
+/* Applies one value through its row; `from` says where it came from, for the message. */
+static int apply(lh_config_t *cfg, const opt_t *o, const char *v, const char *from, char *err,
                  size_t errlen)
 {
-    const opt_t *o = &options[id];
-    uint64_t n = 0;
-    double secs = 0;
-    int ci = 0;
-    const char *why = NULL;
-
-    switch (o->kind) {
-    case OPT_SIZE:
-        /* only the memory limit may be 0: none */
-        if (lh_config_parse_size(v, &n) != 0 || (n == 0 && id != O_MEMORY_LIMIT))
-            why = "expected a size in bytes, or a number with k, m or g (e.g. 32m)";
-        break;
-    case OPT_COUNT:
-        if (lh_config_parse_size(v, &n) != 0 || n == 0 || n > 10000000)
-            why = "expected a whole number from 1 to 10000000";
-        break;
-    case OPT_SECONDS:
-        if (lh_config_parse_seconds(v, &secs) != 0)
-            why = "expected a positive number of seconds (e.g. 2.5)";
-        break;
-    case OPT_CHOICE:
-        if ((ci = choice_index(o, v)) < 0) {
-            static char buf[128];
-            char list[96];
-            choices_text(o, list, sizeof(list));
-            snprintf(buf, sizeof(buf), "expected one of: %s", list);
-            why = buf;
-        }
-        break;
-    case OPT_FLAG:
-        if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0)
-            n = 1;
-        else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0)
-            n = 0;
-        else
-            why = "expected 1, true, yes, 0, false or no";
-        break;
-    case OPT_STRING:
-        break;
-    }
-    if (why == NULL) {
-        switch (id) {
-        case O_LISTEN:
-            if (parse_listen(cfg, v) != 0)
-                why = "expected HOST:PORT (e.g. 127.0.0.1:9090 or [::1]:9090)";
-            break;
-        case O_TOKEN:
-            if (*v == '\0') {
-                why = "the token must not be empty";
-                break;
-            }
-            free(cfg->token);
-            cfg->token = strdup(v);
-            break;
-        case O_AUTH_HEADER: {
-            if (*v == '\0') {
-                why = "expected a header name";
-                break;
-            }
-            free(cfg->auth_header);
-            cfg->auth_header = strdup(v);
-            for (char *p = cfg->auth_header; p && *p; p++)
-                *p = (char)tolower((unsigned char)*p);
-            break;
-        }
-        case O_MAX_BODY:
-            cfg->max_body = n;
-            break;
-        case O_MAX_HEADER:
-            if (n < 256)
-                why = "must be at least 256 bytes";
-            cfg->max_header = n;
-            break;
-        case O_MAX_CONNECTIONS:
-            cfg->max_connections = n;
-            break;
-        case O_MAX_PENDING:
-            cfg->max_pending = n;
-            break;
-        case O_IDLE_TIMEOUT:
-            cfg->idle_timeout = secs;
-            break;
-        case O_READ_TIMEOUT:
-            cfg->read_timeout = secs;
-            break;
-        case O_SHUTDOWN_TIMEOUT:
-            cfg->shutdown_timeout = secs;
-            break;
-        case O_HANDLER_TIMEOUT:
-            cfg->handler_timeout = secs;
-            break;
-        case O_MEMORY_LIMIT:
-            if (n != 0 && n < 1024 * 1024)
-                why = "must be 0 (no limit) or at least 1m";
-            cfg->memory_limit = n;
-            break;
-        case O_ACK:
-            cfg->ack = (lh_ack_t)ci;
-            break;
-        case O_WATCH:
-            cfg->watch = (int)n;
-            break;
-        case O_LOG_LEVEL:
-            cfg->log_level = (lh_level_t)ci;
-            break;
-        case O_LOG_FORMAT:
-            cfg->log_format = (lh_log_format_t)ci;
-            break;
-        case O_SAMPLE:
-        case O_ACTION:
-            if (*v == '\0') {
-                why = "expected an action name";
-                break;
-            }
-            free(id == O_SAMPLE ? cfg->sample : cfg->fire_action);
-            *(id == O_SAMPLE ? &cfg->sample : &cfg->fire_action) = strdup(v);
-            break;
-        }
+    char buf[160];
+    const char *why = o->set(o, cfg, (char *)cfg + o->offset, v, buf, sizeof(buf));
+    if (why == OOM) {
+        snprintf(err, errlen, "%s --%s: out of memory", from, o->name);
+        return -1;
     }
     if (why != NULL) {
         /* never echo a secret back */
-        const char *shown = id == O_TOKEN ? "(hidden)" : v;
-        snprintf(err, errlen, "%s --%s '%s': %s", from, o->name, shown, why);
+        snprintf(err, errlen, "%s --%s '%s': %s", from, o->name, o->secret ? "(hidden)" : v, why);
         return -1;
     }
     return 0;
 }
 
-static int env_name(const opt_t *o, char *buf, size_t len)
+static const opt_t *find_option(const char *name, size_t len)
 {
-    int n = snprintf(buf, len, "LUAHOOK_");
-    for (const char *p = o->name; *p && (size_t)n + 1 < len; p++)
-        buf[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
-    buf[n] = '\0';
-    return n;
+    for (size_t k = 0; k < NOPTIONS; k++)
+        if (strlen(options[k].name) == len && strncmp(options[k].name, name, len) == 0)
+            return &options[k];
+    return NULL;
 }
 
 static int add_path(lh_config_t *cfg, const char *p)
@@ -400,19 +407,17 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
     char from[80];
     memset(cfg, 0, sizeof(*cfg));
 
-    for (int id = 0; id < O_COUNT_; id++) {
-        if (options[id].def != NULL && apply(cfg, id, options[id].def, "default", err, errlen))
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const opt_t *o = &options[k];
+        if (o->def != NULL && apply(cfg, o, o->def, "default", err, errlen) != 0)
             return -1;
     }
-    for (int id = 0; id < O_COUNT_; id++) {
-        char name[64];
-        if (options[id].fire_only)
-            continue;
-        env_name(&options[id], name, sizeof(name));
-        const char *v = getenv(name);
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const opt_t *o = &options[k];
+        const char *v = o->env != NULL ? getenv(o->env) : NULL;
         if (v != NULL && *v != '\0') {
-            snprintf(from, sizeof(from), "environment %s:", name);
-            if (apply(cfg, id, v, from, err, errlen) != 0)
+            snprintf(from, sizeof(from), "environment %s:", o->env);
+            if (apply(cfg, o, v, from, err, errlen) != 0)
                 return -1;
         }
     }
@@ -458,31 +463,27 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         const char *name = a + 2;
         const char *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-        int id = -1;
-        for (int k = 0; k < O_COUNT_; k++) {
-            if (strlen(options[k].name) == nlen && strncmp(options[k].name, name, nlen) == 0)
-                id = k;
-        }
-        if (id < 0) {
+        const opt_t *o = find_option(name, nlen);
+        if (o == NULL) {
             snprintf(err, errlen, "unknown option '--%.*s' (see luahook --help)", (int)nlen, name);
             return -1;
         }
         const char *v;
         if (eq != NULL) {
             v = eq + 1;
-        } else if (options[id].kind == OPT_FLAG) {
+        } else if (o->flag) {
             v = "1";
         } else if (i + 1 < argc) {
             v = argv[++i];
         } else {
-            snprintf(err, errlen, "option --%s needs a value", options[id].name);
+            snprintf(err, errlen, "option --%s needs a value", o->name);
             return -1;
         }
-        if (options[id].fire_only && cfg->command != LH_CMD_FIRE) {
-            snprintf(err, errlen, "option --%s belongs to 'luahook fire'", options[id].name);
+        if (o->fire_only && cfg->command != LH_CMD_FIRE) {
+            snprintf(err, errlen, "option --%s belongs to 'luahook fire'", o->name);
             return -1;
         }
-        if (apply(cfg, id, v, "option", err, errlen) != 0)
+        if (apply(cfg, o, v, "option", err, errlen) != 0)
             return -1;
     }
     if (cfg->command == LH_CMD_TEST) {

@@ -1,5 +1,6 @@
 #include "dispatch.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,218 +13,157 @@
 #include "task.h"
 #include "vm.h"
 
-typedef struct event_s event_t;
+typedef enum {
+    STAGE_DECODED = 0,
+    STAGE_ADMITTED,
+    STAGE_ACCEPTED, /* committed: it may run */
+    STAGE_RUNNING,
+} stage_t;
 
-/* One handler run of an event: the task's `data`. */
-typedef struct {
-    event_t *e;
-    size_t index; /* in run order */
-} run_t;
-
-/* One accepted event, alive until its last handler ended and its answer was given. */
-struct event_s {
+/* One event, from its decoding until its last handler ended and its answer was given. */
+struct lh_event_s {
     lh_app_t *app;
-    lh_action_stats_t *stats; /* borrowed from app->metrics */
-    char id[24];
-    char *action; /* owned */
+    lh_vm_t *vm;              /* borrowed: the VM whose tables ev and ctx are */
+    int ev_ref, ctx_ref;      /* registry refs in vm->L */
+    const lh_route_t *route;  /* borrowed from vm */
+    lh_action_stats_t *stats; /* borrowed from app->metrics; NULL before accept */
+    stage_t stage;
+    char id[24];  /* "" until accepted */
+    char *action; /* owned; NUL-terminated (and may hold NULs) */
+    size_t action_len;
+    char *path; /* owned: for the "rejected" log line */
+    char remote[64];
+    int reserved; /* runs counted in app->admitted for this event */
     int running;  /* handlers not ended yet */
     int nhandlers;
     int nfailed;
     uint64_t start_ns;
     lh_reply_cb reply; /* NULL once answered */
     void *reply_data;
-    char *failures; /* owned: JSON array members for --ack handled */
+    const lh_dispatch_observer_t *observer; /* borrowed; may be NULL */
+    char *failures;                         /* owned: JSON array members for --ack handled */
     size_t failures_len, failures_cap;
-    size_t failures_whole;   /* failures_len after the last whole member */
-    int failures_broken;     /* an allocation failed: members after it are left out */
-    run_t *runs;             /* owned: one per handler */
-    const lh_route_t *route; /* borrowed from the VM */
-    lh_run_cb observe;       /* NULL: nobody watches the runs */
-    void *observe_data;
+    size_t failures_whole; /* failures_len after the last whole member */
+    int failures_broken;   /* an allocation failed: members after it are left out */
 };
 
-typedef struct {
-    const char *body;
-    size_t len;
-    char *err;
-    size_t errlen;
-    int rc;
-} decode_args_t;
+/* ------------------------------------------------------------------ answers */
 
-/* Under lua_pcall: memory exhaustion while building the tables is an error, not a panic. */
-static int decode_body(lua_State *L)
+/*
+** The one place an answer body is written. With `error`, a refusal:
+** {"ok":false,"error":...}. Otherwise the event's outcome: {"ok":true,"id":..,"handlers":N}
+** when no handler failed, else 500 {"ok":false,"id":..,"handlers":N,"failed":[...]}.
+*/
+static void answer(lh_reply_cb reply, void *data, int status, const char *extra,
+                   const lh_event_t *e, const char *error)
 {
-    decode_args_t *a = lua_touserdata(L, 1);
-    lua_settop(L, 0);
-    a->rc = lh_json_decode(L, a->body, a->len, a->err, a->errlen);
-    return a->rc == 0 ? 1 : 0;
+    char buf[512];
+    size_t len;
+    if (reply == NULL)
+        return;
+    if (error != NULL) {
+        len = (size_t)snprintf(buf, sizeof(buf), "{\"ok\":false,\"error\":\"");
+        len += lh_json_escape(buf + len, sizeof(buf) - len - 3, error, strlen(error));
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "\"}");
+    } else if (e->nfailed == 0) {
+        len = (size_t)snprintf(buf, sizeof(buf), "{\"ok\":true,\"id\":\"%s\",\"handlers\":%d}",
+                               e->id, e->nhandlers);
+    } else {
+        size_t cap = e->failures_whole + 128;
+        char *body = malloc(cap);
+        if (body == NULL) {
+            static const char oom[] = "{\"ok\":false,\"error\":\"out of memory\"}";
+            reply(data, status, extra, oom, sizeof(oom) - 1);
+            return;
+        }
+        len = (size_t)snprintf(
+            body, cap, "{\"ok\":false,\"id\":\"%s\",\"handlers\":%d,\"failed\":[%.*s]}", e->id,
+            e->nhandlers, (int)e->failures_whole, e->failures ? e->failures : "");
+        reply(data, status, extra, body, len);
+        free(body);
+        return;
+    }
+    reply(data, status, extra, buf, len);
 }
 
-static void reply_error(lh_app_t *app, const lh_request_t *req, const char *remote,
-                        lh_reply_cb reply, void *data, int status, lh_reject_t reason,
-                        const char *msg, const char *extra)
+/* A refused request: counted, logged, answered. */
+static void refuse_request(lh_app_t *app, const char *path, size_t path_len, const char *remote,
+                           lh_reply_cb reply, void *data, int status, lh_reject_t reason,
+                           const char *msg)
 {
-    char body[512];
-    size_t j = 0;
     app->metrics.rejected[reason]++;
-    j += (size_t)snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"");
-    j += lh_json_escape(body + j, sizeof(body) - j - 3, msg, strlen(msg));
-    j += (size_t)snprintf(body + j, sizeof(body) - j, "\"}");
     if (lh_log_enabled(LH_WARN)) {
         char st[8];
         snprintf(st, sizeof(st), "%d", status);
         lh_field_t f[] = {
             LH_FIELD_NUM("status", st), LH_FIELD("reason", lh_metrics_reject_name(reason)),
-            LH_FIELD("remote", remote), LH_FIELDN("path", req->path, req->path_len),
+            LH_FIELD("remote", remote), LH_FIELDN("path", path, path_len),
             LH_FIELD("error", msg),
         };
         lh_log_fields(LH_WARN, "rejected", f, 5);
     }
-    reply(data, status, extra, body, j);
+    answer(reply, data, status, status == 503 ? "Retry-After: 1\r\n" : NULL, NULL, msg);
 }
 
-/* Appends to the --ack handled failure list; `escape` writes s as JSON string content. */
-static void failures_put(event_t *e, const char *s, int escape)
-{
-    size_t n = strlen(s), need = escape ? LH_JSON_ESCAPED_MAX(n) : n;
-    if (e->failures_broken)
-        return;
-    if (e->failures_len + need + 1 > e->failures_cap) {
-        size_t cap = (e->failures_cap + need + 64) * 2;
-        char *p = realloc(e->failures, cap);
-        if (p == NULL) { /* the answer still says which handlers failed by count */
-            e->failures_broken = 1;
-            return;
-        }
-        e->failures = p, e->failures_cap = cap;
-    }
-    if (escape) {
-        e->failures_len += lh_json_escape(e->failures + e->failures_len, need, s, n);
-    } else {
-        memcpy(e->failures + e->failures_len, s, n);
-        e->failures_len += n;
-    }
-}
+/* ------------------------------------------------------------------ the event */
 
-static void event_free(event_t *e)
+static void event_free(lh_event_t *e)
 {
+    lua_State *L = e->vm->L;
+    e->app->admitted -= e->reserved;
+    luaL_unref(L, LUA_REGISTRYINDEX, e->ev_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, e->ctx_ref);
     free(e->action);
+    free(e->path);
     free(e->failures);
-    free(e->runs);
     free(e);
 }
 
-static void event_ended(event_t *e)
+/* Refuses an event before it ran: answered, and gone. */
+static void refuse(lh_event_t *e, int status, lh_reject_t reason, const char *msg)
 {
-    double ms = (double)(uv_hrtime() - e->start_ns) / 1e6;
-    lh_level_t level = e->nhandlers ? LH_INFO : LH_DEBUG;
-    if (lh_log_enabled(level)) {
-        char n[16], d[32];
-        snprintf(n, sizeof(n), "%d", e->nhandlers);
-        snprintf(d, sizeof(d), "%.3f", ms);
-        lh_field_t f[] = {
-            LH_FIELD("id", e->id),
-            LH_FIELD("action", e->action),
-            LH_FIELD_NUM("handlers", n),
-            LH_FIELD("outcome", e->nhandlers == 0 ? "none"
-                                : e->nfailed      ? "error"
-                                                  : "ok"),
-            LH_FIELD_NUM("duration_ms", d),
-        };
-        lh_log_fields(level, "event", f, 5);
-    }
-    if (e->reply != NULL) {
-        char *body;
-        int len;
-        if (e->nfailed == 0) {
-            char buf[96];
-            len = snprintf(buf, sizeof(buf), "{\"ok\":true,\"id\":\"%s\",\"handlers\":%d}", e->id,
-                           e->nhandlers);
-            e->reply(e->reply_data, 200, NULL, buf, (size_t)len);
-        } else {
-            size_t cap = e->failures_whole + 128;
-            body = malloc(cap);
-            if (body == NULL) {
-                static const char oom[] = "{\"ok\":false,\"error\":\"out of memory\"}";
-                e->reply(e->reply_data, 500, NULL, oom, sizeof(oom) - 1);
-            } else {
-                len = snprintf(
-                    body, cap, "{\"ok\":false,\"id\":\"%s\",\"handlers\":%d,\"failed\":[%.*s]}",
-                    e->id, e->nhandlers, (int)e->failures_whole, e->failures ? e->failures : "");
-                e->reply(e->reply_data, 500, NULL, body, (size_t)len);
-                free(body);
-            }
-        }
-        e->reply = NULL;
-    }
+    assert(e->stage < STAGE_RUNNING);
+    refuse_request(e->app, e->path, strlen(e->path), e->remote, e->reply, e->reply_data, status,
+                   reason, msg);
+    e->reply = NULL;
     event_free(e);
 }
 
-static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
+const char *lh_dispatch_event_id(const lh_event_t *e)
 {
-    run_t *run = t->data;
-    event_t *e = run->e;
-    double secs = lh_task_seconds(t);
-
-    lh_metrics_handler_done(e->stats, outcome, secs);
-    if (e->observe != NULL)
-        e->observe(e->observe_data, e->id, run->index, t->label, outcome, err);
-    if (e->app->on_handler_done != NULL)
-        e->app->on_handler_done(e->app->observer_data, t->label, outcome, err, secs);
-    if (outcome != LH_OUTCOME_OK) {
-        e->nfailed++;
-        if (lh_log_enabled(LH_ERROR)) {
-            char line[16];
-            snprintf(line, sizeof(line), "%d", t->line);
-            lh_field_t f[] = {
-                LH_FIELD("id", e->id),
-                LH_FIELD("action", e->action),
-                LH_FIELD("script", t->script),
-                LH_FIELD_NUM("line", line),
-                LH_FIELD("outcome", lh_metrics_outcome_name(outcome)),
-                LH_FIELD("error", err),
-                LH_FIELD("traceback", tb ? tb : ""),
-            };
-            lh_log_fields(LH_ERROR, "handler failed", f, 7);
-        }
-        if (e->reply != NULL) { /* --ack handled: the answer lists the failures */
-            failures_put(e, e->nfailed > 1 ? ",{\"handler\":\"" : "{\"handler\":\"", 0);
-            failures_put(e, t->label, 1);
-            failures_put(e, "\",\"error\":\"", 0);
-            failures_put(e, err, 1);
-            failures_put(e, "\"}", 0);
-            if (!e->failures_broken)
-                e->failures_whole = e->failures_len;
-        }
-    }
-    if (--e->running == 0)
-        event_ended(e);
+    return e->id;
 }
 
-/* Delivery ids: a random per-process prefix and a counter — unique across restarts and
-** instances, ordered within one. */
-static void next_id(lh_app_t *app, char *out, size_t len)
+const char *lh_dispatch_event_action(const lh_event_t *e)
 {
-    if (app->id_prefix == 0) {
-        uint32_t r = 0;
-        if (uv_random(NULL, NULL, &r, sizeof(r), 0, NULL) != 0 || r == 0)
-            r = (uint32_t)(uv_hrtime() ^ (uint64_t)uv_os_getpid()) | 1u;
-        app->id_prefix = r;
-    }
-    snprintf(out, len, "%08x%012llx", app->id_prefix, (unsigned long long)++app->id_counter);
+    return e->action;
 }
 
-/* ctx: what the handler knows of the delivery. One table per event, shared by its handlers. */
-static void push_ctx(lua_State *L, const event_t *e, const lh_request_t *req, const char *remote)
+/* ------------------------------------------------------------------ step 1: decode */
+
+typedef struct {
+    lh_event_t *e;
+    const lh_dispatch_input_t *in;
+    int rc;             /* 0: an event; else the refusal below */
+    lh_reject_t reason; /* with status 400 */
+    char err[256];
+} decode_t;
+
+/* ctx: what the handler knows of the delivery. One table per event, shared by its
+** handlers; ctx.id is filled in when the event runs. */
+static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_t *in)
 {
-    lua_createtable(L, 0, 7); /* ctx */
-    lua_pushstring(L, e->id);
-    lua_setfield(L, -2, "id");
+    const lh_request_t *req = in->req;
+    lua_createtable(L, 0, 9); /* ctx */
+    lua_pushliteral(L, "");
+    lua_setfield(L, -2, "id"); /* the slot exists: filling it cannot fail */
     lua_pushstring(L, e->action);
     lua_setfield(L, -2, "action");
+    lua_pushinteger(L, in->attempt > 0 ? in->attempt : 1);
+    lua_setfield(L, -2, "attempt");
     lua_pushlstring(L, req->path, req->path_len);
     lua_setfield(L, -2, "path");
-    lua_pushstring(L, remote);
+    lua_pushstring(L, e->remote);
     lua_setfield(L, -2, "remote");
     lua_pushnumber(L, req->received_at);
     lua_setfield(L, -2, "received_at");
@@ -249,173 +189,353 @@ static void push_ctx(lua_State *L, const event_t *e, const lh_request_t *req, co
     lua_setfield(L, -2, "headers"); /* ctx */
 }
 
-static void start_failed(lh_vm_t *vm, event_t *e, size_t index)
+static const char *type_text(lh_json_type_t t)
 {
-    const lh_handler_t *h = &vm->handlers[e->route->handlers[index]];
-    lh_task_t fake = {.vm = vm,
-                      .label = h->label,
-                      .script = h->script,
-                      .line = h->line,
-                      .data = &e->runs[index],
-                      .start_ns = lh_clock_now(vm->clock)};
-    on_task_done(&fake, LH_OUTCOME_MEMORY, "could not start the handler: not enough memory", NULL);
+    switch (t) {
+    case LH_JSON_NULL:
+        return "null value";
+    case LH_JSON_BOOLEAN:
+        return "boolean value";
+    case LH_JSON_NUMBER:
+        return "number value";
+    case LH_JSON_STRING:
+        return "string value";
+    case LH_JSON_ARRAY:
+        return "an array";
+    case LH_JSON_OBJECT:
+        break;
+    }
+    return "an object";
+}
+
+/* Under lua_pcall: the body's tables, then ctx, are built with memory that may run out;
+** that must refuse the event, not abort the server. */
+static int decode_protected(lua_State *L)
+{
+    decode_t *d = lua_touserdata(L, 1);
+    lh_event_t *e = d->e;
+    const lh_dispatch_input_t *in = d->in;
+    lh_json_type_t type = LH_JSON_NULL;
+    lua_settop(L, 0);
+
+    int saved_limit = e->vm->limit_on;
+    e->vm->limit_on = 1; /* a body too big for --memory-limit is refused, not a crash */
+    int rc = lh_json_decode_typed(L, in->req->body, in->req->body_len, d->err, sizeof(d->err),
+                                  &type); /* ev */
+    e->vm->limit_on = saved_limit;
+    if (rc != 0) {
+        d->rc = -1, d->reason = LH_REJECT_INVALID_JSON;
+        return 0;
+    }
+    if (type != LH_JSON_OBJECT) {
+        snprintf(d->err, sizeof(d->err),
+                 "the body is not a JSON object (it is %s): an event is an object with a "
+                 "string \"action\"",
+                 type_text(type));
+        d->rc = -1, d->reason = LH_REJECT_NOT_OBJECT;
+        return 0;
+    }
+    if (in->action != NULL) { /* the body's bytes stay as sent */
+        lua_pushstring(L, in->action);
+        lua_setfield(L, 1, "action");
+    }
+    int at = lua_getfield(L, 1, "action"); /* ev action */
+    if (at != LUA_TSTRING) {
+        if (at == LUA_TNIL)
+            snprintf(d->err, sizeof(d->err),
+                     "the event has no \"action\": an event is an object with a string "
+                     "\"action\"");
+        else
+            snprintf(d->err, sizeof(d->err), "\"action\" must be a string, not %s",
+                     at == LUA_TLIGHTUSERDATA ? "null" : lua_typename(L, at));
+        d->rc = -1, d->reason = LH_REJECT_NO_ACTION;
+        return 0;
+    }
+    size_t alen;
+    const char *action = lua_tolstring(L, 2, &alen);
+    if ((e->action = malloc(alen + 1)) == NULL)
+        return luaL_error(L, "not enough memory");
+    memcpy(e->action, action, alen + 1);
+    e->action_len = alen;
+    e->route = lh_vm_route(e->vm); /* ev action */
+    lua_pop(L, 1);                 /* ev */
+    push_ctx(L, e, in);            /* ev ctx */
+    e->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    e->ev_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+lh_event_t *lh_dispatch_decode(lh_app_t *app, const lh_dispatch_input_t *in)
+{
+    const lh_request_t *req = in->req;
+    const char *remote = in->remote != NULL ? in->remote : "";
+    lh_event_t *e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->path = malloc(req->path_len + 1)) == NULL) {
+        free(e);
+        refuse_request(app, req->path, req->path_len, remote, in->reply, in->reply_data, 503,
+                       LH_REJECT_OVERLOAD, "out of memory");
+        return NULL;
+    }
+    memcpy(e->path, req->path, req->path_len);
+    e->path[req->path_len] = '\0';
+    snprintf(e->remote, sizeof(e->remote), "%s", remote);
+    e->app = app;
+    e->vm = app->vm;
+    e->ev_ref = e->ctx_ref = LUA_NOREF;
+    e->start_ns = req->received_ns;
+    e->reply = in->reply;
+    e->reply_data = in->reply_data;
+    e->observer = in->observer;
+    e->stage = STAGE_DECODED;
+
+    lua_State *L = e->vm->L;
+    int top = lua_gettop(L);
+    int saved_limit = e->vm->limit_on;
+    decode_t d = {.e = e, .in = in};
+    d.err[0] = '\0';
+    lua_pushcfunction(L, decode_protected);
+    lua_pushlightuserdata(L, &d);
+    int st = lua_pcall(L, 1, 0, 0);
+    e->vm->limit_on = saved_limit;
+    lua_settop(L, top);
+    if (st != LUA_OK) {
+        lua_gc(L, LUA_GCCOLLECT);
+        refuse(e, 503, LH_REJECT_OVERLOAD, "not enough memory to decode the body (--memory-limit)");
+        return NULL;
+    }
+    if (d.rc != 0) {
+        refuse(e, 400, d.reason, d.err);
+        return NULL;
+    }
+    e->nhandlers = (int)e->route->n;
+    return e;
+}
+
+/* ------------------------------------------------------------------ step 2: admit */
+
+int lh_dispatch_admit(lh_event_t *e)
+{
+    lh_app_t *app = e->app;
+    int n = e->nhandlers;
+    assert(e->stage == STAGE_DECODED);
+    if (n > 0 &&
+        (uint64_t)app->tasks + (uint64_t)app->admitted + (uint64_t)n > app->cfg->max_pending) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "too many handler runs in flight (%d, --max-pending %llu)",
+                 app->tasks + app->admitted, (unsigned long long)app->cfg->max_pending);
+        refuse(e, 503, LH_REJECT_OVERLOAD, msg);
+        return -1;
+    }
+    app->admitted += n;
+    e->reserved = n;
+    e->stage = STAGE_ADMITTED;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ step 3: accept */
+
+/* Delivery ids: a random per-process prefix and a counter — unique across restarts and
+** instances, ordered within one. */
+static void next_id(lh_app_t *app, char *out, size_t len)
+{
+    if (app->id_prefix == 0) {
+        uint32_t r = 0;
+        if (uv_random(NULL, NULL, &r, sizeof(r), 0, NULL) != 0 || r == 0)
+            r = (uint32_t)(uv_hrtime() ^ (uint64_t)uv_os_getpid()) | 1u;
+        app->id_prefix = r;
+    }
+    snprintf(out, len, "%08x%012llx", app->id_prefix, (unsigned long long)++app->id_counter);
+}
+
+/* The event is durable (today: at once). A journal's commit callback lands here. */
+static void accepted(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
+{
+    e->stage = STAGE_ACCEPTED;
+    if (e->app->cfg->ack == LH_ACK_ACCEPT || e->nhandlers == 0) {
+        /* answered before any handler runs: neither their I/O nor their CPU delays it */
+        answer(e->reply, e->reply_data, 200, NULL, e, NULL);
+        e->reply = NULL;
+    }
+    cb(data, e, 0);
+}
+
+int lh_dispatch_accept(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
+{
+    assert(e->stage == STAGE_ADMITTED);
+    next_id(e->app, e->id, sizeof(e->id));
+    e->stats = lh_metrics_action(&e->app->metrics, e->action, e->action_len);
+    e->stats->received++;
+    accepted(e, cb, data);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ step 4: run */
+
+/* Appends to the --ack handled failure list; `escape` writes s as JSON string content. */
+static void failures_put(lh_event_t *e, const char *s, int escape)
+{
+    size_t n = strlen(s), need = escape ? LH_JSON_ESCAPED_MAX(n) : n;
+    if (e->failures_broken)
+        return;
+    if (e->failures_len + need + 1 > e->failures_cap) {
+        size_t cap = (e->failures_cap + need + 64) * 2;
+        char *p = realloc(e->failures, cap);
+        if (p == NULL) { /* the answer still says which handlers failed by count */
+            e->failures_broken = 1;
+            return;
+        }
+        e->failures = p, e->failures_cap = cap;
+    }
+    if (escape) {
+        e->failures_len += lh_json_escape(e->failures + e->failures_len, need, s, n);
+    } else {
+        memcpy(e->failures + e->failures_len, s, n);
+        e->failures_len += n;
+    }
+}
+
+/* The last handler ended: the log line, the answer (--ack handled), the observer. */
+static void event_ended(lh_event_t *e)
+{
+    double ms = (double)(uv_hrtime() - e->start_ns) / 1e6;
+    lh_level_t level = e->nhandlers ? LH_INFO : LH_DEBUG;
+    if (lh_log_enabled(level)) {
+        char n[16], d[32];
+        snprintf(n, sizeof(n), "%d", e->nhandlers);
+        snprintf(d, sizeof(d), "%.3f", ms);
+        lh_field_t f[] = {
+            LH_FIELD("id", e->id),
+            LH_FIELD("action", e->action),
+            LH_FIELD_NUM("handlers", n),
+            LH_FIELD("outcome", e->nhandlers == 0 ? "none"
+                                : e->nfailed      ? "error"
+                                                  : "ok"),
+            LH_FIELD_NUM("duration_ms", d),
+        };
+        lh_log_fields(level, "event", f, 5);
+    }
+    answer(e->reply, e->reply_data, e->nfailed ? 500 : 200, NULL, e, NULL);
+    e->reply = NULL;
+    if (e->observer != NULL && e->observer->event_done != NULL)
+        e->observer->event_done(e->observer->data, e, e->nhandlers, e->nfailed);
+    event_free(e);
+}
+
+/* One handler run of `e` ended, whether it ran or could not start. */
+static void handler_ended(lh_event_t *e, const char *label, const char *script, int line,
+                          lh_outcome_t outcome, const char *err, const char *tb, double secs)
+{
+    lh_metrics_handler_done(e->stats, outcome, secs);
+    if (e->observer != NULL && e->observer->handler_done != NULL)
+        e->observer->handler_done(e->observer->data, e, label, outcome, err, secs);
+    if (outcome != LH_OUTCOME_OK) {
+        e->nfailed++;
+        lh_log_run_failed("handler failed", e->id, e->action, script, line,
+                          lh_metrics_outcome_name(outcome), err, tb);
+        if (e->reply != NULL) { /* --ack handled: the answer lists the failures */
+            failures_put(e, e->nfailed > 1 ? ",{\"handler\":\"" : "{\"handler\":\"", 0);
+            failures_put(e, label, 1);
+            failures_put(e, "\",\"error\":\"", 0);
+            failures_put(e, err, 1);
+            failures_put(e, "\"}", 0);
+            if (!e->failures_broken)
+                e->failures_whole = e->failures_len;
+        }
+    }
+    if (--e->running == 0)
+        event_ended(e);
+}
+
+static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
+{
+    handler_ended(t->data, t->label, t->script, t->line, outcome, err, tb, lh_task_seconds(t));
+}
+
+static void start_failed(lh_event_t *e, size_t i)
+{
+    const lh_handler_t *h = &e->vm->handlers[e->route->handlers[i]];
+    handler_ended(e, h->label, h->script, h->line, LH_OUTCOME_MEMORY,
+                  "could not start the handler: not enough memory", NULL, 0);
 }
 
 typedef struct {
-    lh_vm_t *vm;
-    event_t *e;
-    const lh_route_t *route;
-    const lh_request_t *req;
-    const char *remote;
+    lh_event_t *e;
     size_t started; /* handler runs started so far */
 } start_t;
 
-/* Under lua_pcall: building ctx and the coroutines allocates on the host's side, and a
-** real out-of-memory there must fail the runs, not abort the server. Stack: a ev. */
-static int start_handlers(lua_State *L)
+/* Under lua_pcall: the coroutines allocate on the host's side, and a real out-of-memory
+** there must fail the runs, not abort the server. */
+static int start_protected(lua_State *L)
 {
     start_t *a = lua_touserdata(L, 1);
-    push_ctx(L, a->e, a->req, a->remote); /* a ev ctx */
-    for (; a->started < a->route->n; a->started++) {
-        const lh_handler_t *h = &a->vm->handlers[a->route->handlers[a->started]];
-        if (lh_task_spawn(a->vm, h->fn_ref, h->label, h->script, h->line, 2, on_task_done,
-                          &a->e->runs[a->started], a->e->id, a->e->action) != 0)
-            start_failed(a->vm, a->e, a->started);
+    lh_event_t *e = a->e;
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ev_ref);  /* ev */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref); /* ev ctx */
+    lua_pushstring(L, e->id);
+    lua_setfield(L, 2, "id"); /* an existing slot: no allocation but the string's */
+    for (; a->started < e->route->n; a->started++) {
+        const lh_handler_t *h = &e->vm->handlers[e->route->handlers[a->started]];
+        if (lh_task_spawn(e->vm, h->fn_ref, h->label, h->script, h->line, 2, on_task_done, e, e->id,
+                          e->action) != 0)
+            start_failed(e, a->started);
     }
     return 0;
+}
+
+void lh_dispatch_run(lh_event_t *e)
+{
+    lh_app_t *app = e->app;
+    lua_State *L = e->vm->L;
+    int top = lua_gettop(L);
+    assert(e->stage == STAGE_ACCEPTED);
+    e->stage = STAGE_RUNNING;
+    /* the reservation becomes the runs themselves */
+    app->admitted -= e->reserved;
+    e->reserved = 0;
+    e->running = e->nhandlers + 1; /* +1: held while the tasks start */
+    if (e->nhandlers > 0) {
+        start_t a = {e, 0};
+        lua_pushcfunction(L, start_protected);
+        lua_pushlightuserdata(L, &a);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+            /* out of memory building a coroutine: the runs not started fail, so no
+            ** handler goes missing silently */
+            for (; a.started < e->route->n; a.started++)
+                start_failed(e, a.started);
+        }
+        lua_settop(L, top);
+    }
+    if (--e->running == 0)
+        event_ended(e);
+}
+
+/* ------------------------------------------------------------------ all steps */
+
+static void run_when_accepted(void *data, lh_event_t *e, int status)
+{
+    (void)data;
+    if (status == 0)
+        lh_dispatch_run(e);
+}
+
+void lh_dispatch_submit(lh_app_t *app, const lh_dispatch_input_t *in)
+{
+    lh_event_t *e = lh_dispatch_decode(app, in);
+    if (e == NULL || lh_dispatch_admit(e) != 0)
+        return;
+    lh_dispatch_accept(e, run_when_accepted, NULL);
 }
 
 void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remote,
                        lh_reply_cb reply, void *data)
 {
-    lh_dispatch_event_observed(app, req, remote, reply, data, NULL, NULL);
-}
-
-void lh_dispatch_event_observed(lh_app_t *app, const lh_request_t *req, const char *remote,
-                                lh_reply_cb reply, void *data, lh_run_cb observe,
-                                void *observe_data)
-{
-    lh_vm_t *vm = app->vm;
-    lua_State *L = vm->L;
-    int top = lua_gettop(L);
-    char err[256];
-    decode_args_t args = {req->body, req->body_len, err, sizeof(err), 0};
-
-    err[0] = '\0';
-    lua_pushcfunction(L, decode_body);
-    lua_pushlightuserdata(L, &args);
-    int saved_limit = vm->limit_on;
-    vm->limit_on = 1;               /* a body too big for --memory-limit is refused, not a crash */
-    int st = lua_pcall(L, 1, 1, 0); /* ev | errobj */
-    vm->limit_on = saved_limit;
-    if (st != LUA_OK) {
-        lua_settop(L, top);
-        lua_gc(L, LUA_GCCOLLECT);
-        reply_error(app, req, remote, reply, data, 503, LH_REJECT_OVERLOAD,
-                    "not enough memory to decode the body (--memory-limit)", "Retry-After: 1\r\n");
-        return;
-    }
-    if (args.rc != 0) {
-        lua_settop(L, top);
-        reply_error(app, req, remote, reply, data, 400, LH_REJECT_INVALID_JSON, err, NULL);
-        return;
-    }
-    /* an object, not an array: both decode to tables, so look at the text */
-    size_t i = 0;
-    while (i < req->body_len && (req->body[i] == ' ' || req->body[i] == '\t' ||
-                                 req->body[i] == '\r' || req->body[i] == '\n'))
-        i++;
-    if (!lua_istable(L, -1) || req->body[i] != '{') {
-        const char *what = lua_istable(L, -1) ? "an array" : luaL_typename(L, -1);
-        if (lua_touserdata(L, -1) == NULL && lua_type(L, -1) == LUA_TLIGHTUSERDATA)
-            what = "null";
-        snprintf(err, sizeof(err),
-                 "the body is not a JSON object (it is %s%s): an event is "
-                 "an object with a string \"action\"",
-                 what, lua_istable(L, -1) ? "" : " value");
-        lua_settop(L, top);
-        reply_error(app, req, remote, reply, data, 400, LH_REJECT_NOT_OBJECT, err, NULL);
-        return;
-    }
-    int ev = lua_gettop(L);
-    if (app->action_override != NULL) { /* fire --action: the body's bytes stay as sent */
-        lua_pushstring(L, app->action_override);
-        lua_setfield(L, ev, "action");
-    }
-    int at = lua_getfield(L, ev, "action"); /* ev action */
-    size_t alen;
-    const char *action = lua_tolstring(L, -1, &alen);
-    if (at != LUA_TSTRING) {
-        if (at == LUA_TNIL)
-            snprintf(err, sizeof(err),
-                     "the event has no \"action\": an event is an object "
-                     "with a string \"action\"");
-        else
-            snprintf(err, sizeof(err), "\"action\" must be a string, not %s",
-                     at == LUA_TLIGHTUSERDATA ? "null" : lua_typename(L, at));
-        lua_settop(L, top);
-        reply_error(app, req, remote, reply, data, 400, LH_REJECT_NO_ACTION, err, NULL);
-        return;
-    }
-    const lh_route_t *route = lh_vm_route(vm); /* ev action */
-    if (route->n > 0 && (uint64_t)app->tasks + route->n > app->cfg->max_pending) {
-        snprintf(err, sizeof(err), "too many handler runs in flight (%d, --max-pending %llu)",
-                 app->tasks, (unsigned long long)app->cfg->max_pending);
-        lua_settop(L, top);
-        reply_error(app, req, remote, reply, data, 503, LH_REJECT_OVERLOAD, err,
-                    "Retry-After: 1\r\n");
-        return;
-    }
-    event_t *e = calloc(1, sizeof(*e));
-    if (e == NULL || (e->action = malloc(alen + 1)) == NULL ||
-        (e->runs = calloc(route->n + 1, sizeof(*e->runs))) == NULL) {
-        if (e != NULL)
-            free(e->action);
-        free(e);
-        lua_settop(L, top);
-        reply_error(app, req, remote, reply, data, 503, LH_REJECT_OVERLOAD, "out of memory",
-                    "Retry-After: 1\r\n");
-        return;
-    }
-    memcpy(e->action, action, alen + 1);
-    e->app = app;
-    e->route = route;
-    e->observe = observe;
-    e->observe_data = observe_data;
-    for (size_t r = 0; r < route->n; r++)
-        e->runs[r] = (run_t){e, r};
-    e->stats = lh_metrics_action(&app->metrics, action, alen);
-    e->stats->received++;
-    e->nhandlers = (int)route->n;
-    e->running = e->nhandlers + 1; /* +1: held while the tasks start */
-    e->start_ns = req->received_ns;
-    next_id(app, e->id, sizeof(e->id));
-    e->reply = reply;
-    e->reply_data = data;
-
-    if (app->cfg->ack == LH_ACK_ACCEPT || route->n == 0) {
-        /* answered before any handler runs: neither their I/O nor their CPU delays it */
-        char buf[96];
-        int len = snprintf(buf, sizeof(buf), "{\"ok\":true,\"id\":\"%s\",\"handlers\":%d}", e->id,
-                           e->nhandlers);
-        reply(data, 200, NULL, buf, (size_t)len);
-        e->reply = NULL;
-    }
-    if (route->n > 0) {
-        start_t a = {vm, e, route, req, remote, 0};
-        lua_pop(L, 1); /* ev */
-        lua_pushcfunction(L, start_handlers);
-        lua_insert(L, -2); /* start ev */
-        lua_pushlightuserdata(L, &a);
-        lua_insert(L, -2); /* start a ev */
-        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-            /* out of memory building ctx or a coroutine: the runs not started fail, so
-            ** no handler goes missing silently */
-            for (; a.started < route->n; a.started++)
-                start_failed(vm, e, a.started);
-        }
-    }
-    lua_settop(L, top);
-    if (--e->running == 0)
-        event_ended(e);
+    lh_dispatch_input_t in = {
+        .req = req,
+        .remote = remote,
+        .attempt = 1,
+        .reply = reply,
+        .reply_data = data,
+    };
+    lh_dispatch_submit(app, &in);
 }

@@ -17,9 +17,8 @@
 typedef struct {
     uv_loop_t *loop;
     lh_app_t *app;
-    uv_timer_t linger;
-    uint64_t linger_until;
-    int status; /* 0 until answered */
+    uv_timer_t deadline; /* after the answer: how long one-shot timers are waited for */
+    int status;          /* 0 until answered */
     int failed, ran;
     char error[512];
 } fire_state_t;
@@ -85,10 +84,10 @@ static char *load_event(const lh_config_t *cfg, size_t *len)
     return body;
 }
 
-static void on_handler(void *data, const char *label, lh_outcome_t outcome, const char *err,
+/* One handler run, or one timer callback run, ended: its line on stdout. */
+static void report_run(fire_state_t *st, const char *label, lh_outcome_t outcome, const char *err,
                        double secs)
 {
-    fire_state_t *st = data;
     st->ran++;
     if (outcome == LH_OUTCOME_OK) {
         printf("ok   %s  (%.1f ms)\n", label, secs * 1000);
@@ -102,14 +101,38 @@ static void on_handler(void *data, const char *label, lh_outcome_t outcome, cons
     fflush(stdout);
 }
 
-/* After the answer: timers that handlers (or scripts at load) armed once still run, up
-** to --handler-timeout; `every` timers never end, so they are not waited for. */
-static void on_linger(uv_timer_t *t)
+static void on_handler_done(void *data, const lh_event_t *e, const char *label,
+                            lh_outcome_t outcome, const char *err, double secs)
+{
+    (void)e;
+    report_run(data, label, outcome, err, secs);
+}
+
+static void on_timer_done(void *data, const char *label, lh_outcome_t outcome, const char *err,
+                          double secs)
+{
+    report_run(data, label, outcome, err, secs);
+}
+
+/* Done once answered, no run is left and no one-shot timer waits: timers that handlers
+** (or scripts at load) armed once still run; `every` timers never end, so they are not
+** waited for. Checked when the answer comes and whenever the last run ends (a pending
+** timer changes only while a run or the load goes on). */
+static void check_done(fire_state_t *st)
+{
+    if (st->status != 0 && st->app->tasks == 0 && lh_timer_pending_once(st->app->vm) == 0)
+        uv_stop(st->loop);
+}
+
+static void on_tasks_drained(lh_app_t *app)
+{
+    check_done(app->drained_data);
+}
+
+static void on_deadline(uv_timer_t *t)
 {
     fire_state_t *st = t->data;
-    if ((st->app->tasks == 0 && lh_timer_pending_once(st->app->vm) == 0) ||
-        uv_hrtime() > st->linger_until)
-        uv_stop(st->loop);
+    uv_stop(st->loop); /* what still waits is stopped by main */
 }
 
 static void on_reply(void *data, int status, const char *extra, const char *body, size_t len)
@@ -122,8 +145,13 @@ static void on_reply(void *data, int status, const char *extra, const char *body
         uv_stop(st->loop);
         return;
     }
-    st->linger_until = uv_hrtime() + (uint64_t)(st->app->cfg->handler_timeout * 1e9);
-    uv_timer_start(&st->linger, on_linger, 0, 10);
+    int rc = uv_timer_start(&st->deadline, on_deadline,
+                            (uint64_t)(st->app->cfg->handler_timeout * 1000), 0);
+    if (rc != 0) { /* no deadline: do not wait without one */
+        uv_stop(st->loop);
+        return;
+    }
+    check_done(st);
 }
 
 int lh_fire_run(lh_app_t *app)
@@ -134,7 +162,6 @@ int lh_fire_run(lh_app_t *app)
     char *body = load_event(cfg, &len);
     if (body == NULL)
         return 2;
-    app->action_override = cfg->fire_action;
 
     lh_header_t headers[] = {
         {"content-type", "application/json", 12, 16},
@@ -156,15 +183,33 @@ int lh_fire_run(lh_app_t *app)
         .received_ns = uv_hrtime(),
         .received_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6,
     };
-    app->on_handler_done = on_handler;
-    app->observer_data = &st;
-    uv_timer_init(app->loop, &st.linger);
-    st.linger.data = &st;
-    lh_dispatch_event(app, &req, "fire", on_reply, &st);
-    uv_run(app->loop, UV_RUN_DEFAULT); /* until on_linger (or a refusal) stops it */
-    uv_close((uv_handle_t *)&st.linger, NULL);
+    lh_dispatch_observer_t observer = {.handler_done = on_handler_done, .data = &st};
+    lh_timer_observer_t timers = {.run_done = on_timer_done, .data = &st};
+    lh_dispatch_input_t in = {
+        .req = &req,
+        .remote = "fire",
+        .attempt = 1,
+        .action = cfg->fire_action,
+        .reply = on_reply,
+        .reply_data = &st,
+        .observer = &observer,
+    };
+    int rc = uv_timer_init(app->loop, &st.deadline);
+    if (rc != 0) {
+        fprintf(stderr, "luahook fire: cannot start a timer: %s\n", uv_strerror(rc));
+        free(body);
+        return 2;
+    }
+    st.deadline.data = &st;
+    app->vm->timer_observer = &timers;
+    app->on_tasks_drained = on_tasks_drained;
+    app->drained_data = &st;
+    lh_dispatch_submit(app, &in);
+    uv_run(app->loop, UV_RUN_DEFAULT); /* until check_done, the deadline or a refusal stops it */
+    app->on_tasks_drained = NULL;
+    app->vm->timer_observer = NULL;
+    uv_close((uv_handle_t *)&st.deadline, NULL);
     uv_run(app->loop, UV_RUN_NOWAIT);
-    app->on_handler_done = NULL;
     free(body);
     if (st.status != 200 && st.status != 500) {
         fprintf(stderr, "luahook fire: the event was refused (%d): %s\n", st.status, st.error);

@@ -760,6 +760,32 @@ static const char *parse_value(Decoder *d, const char *p)
 
 int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
 {
+    return lh_json_decode_typed(L, s, len, err, errlen, NULL);
+}
+
+/* The type of the value that starts at p, a valid document's first byte. */
+static lh_json_type_t top_type(const char *p)
+{
+    switch (*p) {
+    case '{':
+        return LH_JSON_OBJECT;
+    case '[':
+        return LH_JSON_ARRAY;
+    case '"':
+        return LH_JSON_STRING;
+    case 'n':
+        return LH_JSON_NULL;
+    case 't':
+    case 'f':
+        return LH_JSON_BOOLEAN;
+    default:
+        return LH_JSON_NUMBER;
+    }
+}
+
+int lh_json_decode_typed(lua_State *L, const char *s, size_t len, char *err, size_t errlen,
+                         lh_json_type_t *type)
+{
     Decoder d;
     int base = lua_gettop(L);
     const char *p;
@@ -814,6 +840,8 @@ int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
         lua_replace(L, base + 1); /* v cache.. */
         lua_settop(L, base + 1);  /* v */
     }
+    if (type != NULL)
+        *type = top_type(skip_ws(s, d.end));
     return 0;
 }
 

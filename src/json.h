@@ -23,6 +23,22 @@
  *  valid during the call (a Lua string must stay anchored, e.g. on the stack). */
 int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
 
+/* The type of a decoded document's top-level value: an object and an array both become
+** tables, null a light userdata, so the Lua value alone cannot tell every case apart. */
+typedef enum {
+    LH_JSON_NULL = 0,
+    LH_JSON_BOOLEAN,
+    LH_JSON_NUMBER,
+    LH_JSON_STRING,
+    LH_JSON_ARRAY,
+    LH_JSON_OBJECT,
+} lh_json_type_t;
+
+/** As lh_json_decode; on success also stores the top-level value's type in *type (when
+ *  `type` is not NULL). */
+int lh_json_decode_typed(lua_State *L, const char *s, size_t len, char *err, size_t errlen,
+                         lh_json_type_t *type);
+
 /** Encodes the value at index idx into b (a luaL_Buffer that the caller has initialised with
  *  luaL_buffinit on L). Raises a Lua error (luaL_error) naming the path and problem on
  *  unencodable values (functions, userdata other than json.null, NaN/inf, cycles/too deep,

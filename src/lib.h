@@ -7,6 +7,7 @@
 
 #include <lua.h>
 
+#include "metrics.h"
 #include "vm.h"
 
 int luaopen_lh_json(lua_State *L);
@@ -18,6 +19,14 @@ int luaopen_lh_sleep(lua_State *L); /* pushes the sleep function */
 int luaopen_lh_env(lua_State *L);   /* pushes the env function */
 
 typedef struct lh_timer_s lh_timer_t;
+
+/** Told of every timer callback run of a VM that ends (fire prints them as it prints
+ *  handlers). `err` is NULL on success, else borrowed for the call. */
+typedef struct lh_timer_observer_s {
+    void (*run_done)(void *data, const char *label, lh_outcome_t outcome, const char *err,
+                     double seconds);
+    void *data;
+} lh_timer_observer_t;
 /** One-shot timers of `vm` not fired yet (fire waits for them). */
 int lh_timer_pending_once(const lh_vm_t *vm);
 /** Stops every timer of `vm` for good (retire, shutdown); running callbacks finish. */

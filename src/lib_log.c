@@ -33,7 +33,8 @@ static int log_at(lua_State *L, lh_level_t level)
     if (vm->log_ref != LUA_NOREF) { /* luahook test keeps the records as they are */
         lua_settop(L, 2);
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->log_ref);
-        lua_pushstring(L, lh_log_level_name(level));
+        static const char *const names[] = {"debug", "info", "warn", "error"};
+        lua_pushstring(L, names[level]);
         lua_pushvalue(L, 1);
         lua_pushvalue(L, 2);
         lua_call(L, 3, 0);

@@ -138,22 +138,13 @@ static void timer_stop(lh_timer_t *tm, int for_good)
 static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
     lh_timer_t *tm = t->data;
-    lh_app_t *app = tm->vm->app;
+    const lh_timer_observer_t *obs = tm->vm->timer_observer;
     tm->running--;
-    if (app->on_handler_done != NULL)
-        app->on_handler_done(app->observer_data, tm->label, outcome, err, lh_task_seconds(t));
-    if (outcome != LH_OUTCOME_OK && lh_log_enabled(LH_ERROR)) {
-        char line[16];
-        snprintf(line, sizeof(line), "%d", tm->line);
-        lh_field_t f[] = {
-            LH_FIELD("script", tm->script),
-            LH_FIELD_NUM("line", line),
-            LH_FIELD("outcome", lh_metrics_outcome_name(outcome)),
-            LH_FIELD("error", err),
-            LH_FIELD("traceback", tb ? tb : ""),
-        };
-        lh_log_fields(LH_ERROR, "timer failed", f, 5);
-    }
+    if (obs != NULL && obs->run_done != NULL)
+        obs->run_done(obs->data, tm->label, outcome, err, lh_task_seconds(t));
+    if (outcome != LH_OUTCOME_OK)
+        lh_log_run_failed("timer failed", NULL, NULL, tm->script, tm->line,
+                          lh_metrics_outcome_name(outcome), err, tb);
     timer_maybe_free(tm);
 }
 

@@ -25,26 +25,6 @@ int lh_log_enabled(lh_level_t level)
     return level >= log_level;
 }
 
-const char *lh_log_level_name(lh_level_t level)
-{
-    return level_names[level];
-}
-
-int lh_log_parse_level(const char *s, lh_level_t *out)
-{
-    for (int i = 0; i < 4; i++) {
-        if (strcmp(s, level_names[i]) == 0) {
-            *out = (lh_level_t)i;
-            return 0;
-        }
-    }
-    if (strcmp(s, "warning") == 0) {
-        *out = LH_WARN;
-        return 0;
-    }
-    return -1;
-}
-
 /* A line is assembled in a fixed buffer and written with one write(2), so lines from
 ** different parts never interleave; a line that does not fit is cut, never split. */
 typedef struct {
@@ -173,4 +153,25 @@ void lh_log_printf(lh_level_t level, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     lh_log_fields(level, msg, NULL, 0);
+}
+
+void lh_log_run_failed(const char *msg, const char *id, const char *action, const char *script,
+                       int line, const char *outcome, const char *err, const char *traceback)
+{
+    lh_field_t f[7];
+    size_t n = 0;
+    char ln[16];
+    if (!lh_log_enabled(LH_ERROR))
+        return;
+    snprintf(ln, sizeof(ln), "%d", line);
+    if (id != NULL)
+        f[n++] = LH_FIELD("id", id);
+    if (action != NULL)
+        f[n++] = LH_FIELD("action", action);
+    f[n++] = LH_FIELD("script", script);
+    f[n++] = LH_FIELD_NUM("line", ln);
+    f[n++] = LH_FIELD("outcome", outcome);
+    f[n++] = LH_FIELD("error", err ? err : "");
+    f[n++] = LH_FIELD("traceback", traceback ? traceback : "");
+    lh_log_fields(LH_ERROR, msg, f, n);
 }

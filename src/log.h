@@ -30,14 +30,20 @@ typedef struct {
 
 void lh_log_setup(lh_level_t level, lh_log_format_t format);
 int lh_log_enabled(lh_level_t level);
-int lh_log_parse_level(const char *s, lh_level_t *out);
-const char *lh_log_level_name(lh_level_t level);
 
 /** Writes one line with `n` fields if `level` is enabled. */
 void lh_log_fields(lh_level_t level, const char *msg, const lh_field_t *fields, size_t n);
 
 /** printf-style message without fields; formats only when the level is enabled. */
 void lh_log_printf(lh_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/**
+ * The error line of a run of Lua code that failed — a handler ("handler failed") or a
+ * timer callback ("timer failed"): `msg`, then id and action when not NULL, script, line,
+ * outcome, error and traceback ("" when NULL). Everything is borrowed for the call.
+ */
+void lh_log_run_failed(const char *msg, const char *id, const char *action, const char *script,
+                       int line, const char *outcome, const char *err, const char *traceback);
 
 #define LH_FIELD(k, v)     ((lh_field_t){(k), (v), (size_t)-1, 0})
 #define LH_FIELDN(k, v, n) ((lh_field_t){(k), (v), (n), 0})

@@ -24,7 +24,7 @@ typedef struct {
     lh_server_t server;
     uv_signal_t sigint, sigterm;
     uv_timer_t shutdown_timer;
-    uv_timer_t drain_poll;
+    uv_timer_t finish_soon; /* armed once nothing runs and no connection is left */
     lh_reload_t *reload;
     int signals;
     int finished;
@@ -69,16 +69,33 @@ static void finish(lh_main_t *m)
     close_handle((uv_handle_t *)&m->sigint);
     close_handle((uv_handle_t *)&m->sigterm);
     close_handle((uv_handle_t *)&m->shutdown_timer);
-    close_handle((uv_handle_t *)&m->drain_poll);
+    close_handle((uv_handle_t *)&m->finish_soon);
     lh_log_fields(LH_INFO, "stopped", NULL, 0);
 }
 
-/* Poll while stopping: done once no connection is open and no handler runs. */
-static void on_drain_poll(uv_timer_t *t)
+static void on_finish_soon(uv_timer_t *t)
 {
-    lh_main_t *m = t->data;
-    if (m->server.nconns == 0 && m->app.tasks == 0)
-        finish(m);
+    finish(t->data);
+}
+
+/* While stopping: once no connection is open and no handler runs, finish — from the loop,
+** never inside the task or the close callback that got us here. */
+static void check_drained(lh_main_t *m)
+{
+    if (!m->app.stopping || m->finished || m->server.nconns != 0 || m->app.tasks != 0)
+        return;
+    if (uv_timer_start(&m->finish_soon, on_finish_soon, 0, 0) != 0)
+        finish(m); /* cannot happen on a live handle; never hang on it */
+}
+
+static void on_server_drained(lh_server_t *s)
+{
+    check_drained(s->app->drained_data);
+}
+
+static void on_tasks_drained(lh_app_t *app)
+{
+    check_drained(app->drained_data);
 }
 
 static void on_shutdown_deadline(uv_timer_t *t)
@@ -103,24 +120,35 @@ static void on_signal(uv_signal_t *s, int signum)
     lh_field_t f[] = {LH_FIELD("signal", signum == SIGINT ? "SIGINT" : "SIGTERM")};
     lh_log_fields(LH_INFO, "stopping", f, 1);
     m->app.stopping = 1;
-    lh_server_stop(&m->server, NULL);
+    m->app.drained_data = m;
+    m->app.on_tasks_drained = on_tasks_drained;
     lh_timer_stop_all(m->app.vm); /* no new work: running callbacks may finish */
-    uv_timer_start(&m->shutdown_timer, on_shutdown_deadline,
-                   (uint64_t)(m->app.cfg->shutdown_timeout * 1000), 0);
-    uv_timer_start(&m->drain_poll, on_drain_poll, 0, 20);
+    int rc = uv_timer_start(&m->shutdown_timer, on_shutdown_deadline,
+                            (uint64_t)(m->app.cfg->shutdown_timeout * 1000), 0);
+    if (rc != 0) { /* no deadline: do not wait without one */
+        LH_LOG(LH_ERROR, "cannot arm the shutdown deadline: %s", uv_strerror(rc));
+        lh_server_close_all(&m->server);
+        finish(m);
+        return;
+    }
+    lh_server_stop(&m->server, on_server_drained); /* may call it at once */
+    check_drained(m);
 }
 
 static int serve(lh_main_t *m)
 {
     lh_server_handler_t h = lh_ingest_handler(&m->app);
+    int rc;
     /* signals first: "listening" may be followed by a SIGTERM at once */
-    uv_signal_init(m->app.loop, &m->sigint);
-    uv_signal_init(m->app.loop, &m->sigterm);
-    uv_timer_init(m->app.loop, &m->shutdown_timer);
-    uv_timer_init(m->app.loop, &m->drain_poll);
-    m->sigint.data = m->sigterm.data = m->shutdown_timer.data = m->drain_poll.data = m;
-    uv_signal_start(&m->sigint, on_signal, SIGINT);
-    uv_signal_start(&m->sigterm, on_signal, SIGTERM);
+    if ((rc = uv_signal_init(m->app.loop, &m->sigint)) != 0 ||
+        (rc = uv_signal_init(m->app.loop, &m->sigterm)) != 0 ||
+        (rc = uv_timer_init(m->app.loop, &m->shutdown_timer)) != 0 ||
+        (rc = uv_timer_init(m->app.loop, &m->finish_soon)) != 0)
+        goto fail;
+    m->sigint.data = m->sigterm.data = m->shutdown_timer.data = m->finish_soon.data = m;
+    if ((rc = uv_signal_start(&m->sigint, on_signal, SIGINT)) != 0 ||
+        (rc = uv_signal_start(&m->sigterm, on_signal, SIGTERM)) != 0)
+        goto fail;
     if ((m->reload = lh_reload_new(&m->app, m->app.cfg->watch)) == NULL)
         return 2;
     if (lh_server_start(&m->server, &m->app, &h) != 0) {
@@ -128,9 +156,11 @@ static int serve(lh_main_t *m)
         m->reload = NULL;
         return 2;
     }
-    m->app.server = &m->server;
     uv_run(m->app.loop, UV_RUN_DEFAULT);
     return 0;
+fail: /* the handles initialised are closed by main's uv_walk */
+    fprintf(stderr, "luahook: cannot watch signals: %s\n", uv_strerror(rc));
+    return 2;
 }
 
 int main(int argc, char **argv)
@@ -168,7 +198,11 @@ int main(int argc, char **argv)
     lh_log_setup(cfg.log_level, cfg.log_format);
 
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    if ((rc = uv_loop_init(&loop)) != 0) {
+        fprintf(stderr, "luahook: cannot start the event loop: %s\n", uv_strerror(rc));
+        lh_config_dispose(&cfg);
+        return 2;
+    }
     m.app.loop = &loop;
     m.app.cfg = &cfg;
     lh_metrics_init(&m.app.metrics);

@@ -38,9 +38,12 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
     t->done(t, outcome, err, tb);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     free(t);
-    vm->app->tasks--;
+    lh_app_t *app = vm->app;
+    app->tasks--;
     if (vm->tasks == 0 && vm->on_drained != NULL)
         vm->on_drained(vm);
+    if (app->tasks == 0 && app->on_tasks_drained != NULL)
+        app->on_tasks_drained(app);
 }
 
 /* Lua's count hook, the one CPU guard of luahook (serve, fire and test): a handler

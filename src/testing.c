@@ -107,11 +107,12 @@ static int collect(list_t *out, const char *dir)
 typedef struct {
     lh_transport_t base; /* first: app.transport */
     lh_app_t app;
-    lh_config_t cfg;   /* the command line's, answering --ack handled as fire does */
-    lh_clock_t *clock; /* owned */
-    lh_vm_t *vm;       /* owned */
-    int mock_ref;      /* registry ref: harness function(call) -> response */
-    int timer_ref;     /* registry ref: harness function(label, outcome, err) */
+    lh_config_t cfg;            /* the command line's, answering --ack handled as fire does */
+    lh_clock_t *clock;          /* owned */
+    lh_vm_t *vm;                /* owned */
+    int mock_ref;               /* registry ref: harness function(call) -> response */
+    int timer_ref;              /* registry ref: harness function(label, outcome, err) */
+    lh_timer_observer_t timers; /* vm->timer_observer */
 } world_t;
 
 static world_t *world_of(lua_State *L)
@@ -330,15 +331,16 @@ static void on_run_done(void *data, const char *label, lh_outcome_t outcome, con
 /* One event fired by the harness: dispatch's answer and each run's outcome. Freed by its
 ** userdata's __gc, or when the event ends if the userdata went first. */
 typedef struct {
-    int ended;    /* the answer came: every run ended (or the event was refused) */
-    int orphaned; /* the userdata was collected first */
+    lh_dispatch_observer_t observer; /* the event's; data is this */
+    int ended;                       /* every run ended (event_done), or the event was refused */
+    int orphaned;                    /* the userdata was collected first */
     int status;
     char *answer; /* owned: the answer's JSON body */
     struct {
-        char *label; /* owned */
+        char *label; /* owned: the handler, known at accept */
         char *err;   /* owned; NULL: ok */
         int set;
-    } * runs; /* owned; by run index */
+    } * runs; /* owned; in run order */
     size_t nruns;
 } fired_t;
 
@@ -355,6 +357,13 @@ static void fired_free(fired_t *f)
     free(f);
 }
 
+static void fired_end(fired_t *f)
+{
+    f->ended = 1;
+    if (f->orphaned)
+        fired_free(f);
+}
+
 static void on_fire_answer(void *data, int status, const char *extra, const char *body, size_t len)
 {
     fired_t *f = data;
@@ -364,28 +373,52 @@ static void on_fire_answer(void *data, int status, const char *extra, const char
         memcpy(f->answer, body, len);
         f->answer[len] = '\0';
     }
-    f->ended = 1;
-    if (f->orphaned)
-        fired_free(f);
+    if (status != 200 && status != 500) /* refused: nothing runs, event_done never comes */
+        fired_end(f);
 }
 
-static void on_fire_run(void *data, const char *id, size_t index, const char *label,
-                        lh_outcome_t outcome, const char *err)
+/* A run ended: its place is the first not yet ended of its handler, in run order. */
+static void on_fire_run(void *data, const lh_event_t *e, const char *label, lh_outcome_t outcome,
+                        const char *err, double seconds)
 {
     fired_t *f = data;
-    (void)id;
-    (void)outcome;
-    if (index >= f->nruns) {
-        void *p = realloc(f->runs, (index + 1) * sizeof(*f->runs));
-        if (p == NULL)
+    (void)e, (void)outcome, (void)seconds;
+    for (size_t i = 0; i < f->nruns; i++) {
+        if (!f->runs[i].set && f->runs[i].label && strcmp(f->runs[i].label, label) == 0) {
+            f->runs[i].set = 1;
+            f->runs[i].err = err ? strdup(err) : NULL;
             return;
-        f->runs = p;
-        memset(f->runs + f->nruns, 0, (index + 1 - f->nruns) * sizeof(*f->runs));
-        f->nruns = index + 1;
+        }
     }
-    f->runs[index].set = 1;
-    f->runs[index].label = strdup(label);
-    f->runs[index].err = err ? strdup(err) : NULL;
+}
+
+static void on_fire_done(void *data, const lh_event_t *e, int handlers, int failed)
+{
+    (void)e, (void)handlers, (void)failed;
+    fired_end(data);
+}
+
+/* The handlers `e` will run, in run order: the route of its action. */
+static int fired_plan(fired_t *f, lh_vm_t *vm, const lh_event_t *e)
+{
+    lua_State *L = vm->L;
+    lua_pushstring(L, lh_dispatch_event_action(e));
+    const lh_route_t *rt = lh_vm_route(vm);
+    lua_pop(L, 1);
+    if (rt->n > 0 && (f->runs = calloc(rt->n, sizeof(*f->runs))) == NULL)
+        return -1;
+    f->nruns = rt->n;
+    for (size_t i = 0; i < rt->n; i++)
+        if ((f->runs[i].label = strdup(vm->handlers[rt->handlers[i]].label)) == NULL)
+            return -1;
+    return 0;
+}
+
+static void on_fire_accepted(void *data, lh_event_t *e, int status)
+{
+    (void)data;
+    if (status == 0)
+        lh_dispatch_run(e);
 }
 
 static int fired_gc(lua_State *L)
@@ -401,8 +434,9 @@ static int fired_gc(lua_State *L)
     return 0;
 }
 
-/* host.fire(body, headers, path, remote) -> fired: starts the event's handlers (they run
-** until they first wait) through dispatch, as serve does. */
+/* host.fire(body, headers, path, remote, attempt) -> fired: takes the event through
+** dispatch's steps as serve does (decode, admit, accept, run); its handlers run until they
+** first wait. */
 static int host_fire(lua_State *L)
 {
     world_t *w = world_of(L);
@@ -411,6 +445,7 @@ static int host_fire(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     const char *path = luaL_checklstring(L, 3, &plen);
     const char *remote = luaL_checkstring(L, 4);
+    int attempt = (int)luaL_optinteger(L, 5, 1);
     size_t nh = 0;
     lua_pushnil(L);
     while (lua_next(L, 2) != 0) {
@@ -434,6 +469,10 @@ static int host_fire(lua_State *L)
     luaL_setmetatable(L, FIRED_MT);
     if ((*ud = calloc(1, sizeof(**ud))) == NULL)
         return luaL_error(L, "not enough memory");
+    fired_t *f = *ud;
+    f->observer.handler_done = on_fire_run;
+    f->observer.event_done = on_fire_done;
+    f->observer.data = f;
     lh_request_t req = {
         .method_name = "POST",
         .path = path,
@@ -447,7 +486,20 @@ static int host_fire(lua_State *L)
         .received_ns = uv_hrtime(),
         .received_at = lh_clock_wall(w->clock),
     };
-    lh_dispatch_event_observed(&w->app, &req, remote, on_fire_answer, *ud, on_fire_run, *ud);
+    lh_dispatch_input_t in = {
+        .req = &req,
+        .remote = remote,
+        .attempt = attempt,
+        .reply = on_fire_answer,
+        .reply_data = f,
+        .observer = &f->observer,
+    };
+    lh_event_t *e = lh_dispatch_decode(&w->app, &in);
+    if (e == NULL || lh_dispatch_admit(e) != 0)
+        return 1; /* refused and answered */
+    if (fired_plan(f, w->vm, e) != 0)
+        return luaL_error(L, "not enough memory");
+    lh_dispatch_accept(e, on_fire_accepted, NULL);
     return 1;
 }
 
@@ -719,8 +771,6 @@ static void run_file(const char *path, const lh_config_t *cfg, int *passed, int 
     w->app.cfg = &w->cfg;
     w->app.transport = &w->base;
     w->app.id_prefix = TEST_ID_PREFIX;
-    w->app.on_handler_done = on_run_done;
-    w->app.observer_data = w;
     if ((w->clock = lh_clock_new_virtual(START_WALL)) == NULL)
         snprintf(err, sizeof(err), "no memory");
     else
@@ -732,6 +782,9 @@ static void run_file(const char *path, const lh_config_t *cfg, int *passed, int 
         return;
     }
     w->app.vm = w->vm;
+    w->timers.run_done = on_run_done;
+    w->timers.data = w;
+    w->vm->timer_observer = &w->timers;
     w->vm->keep_load_timers = 1;
     w->vm->stop_ns = uv_hrtime() + (uint64_t)FILE_DEADLINE_S * 1000000000u;
     w->vm->stop_msg = "the test file ran longer than 120 s";

@@ -57,6 +57,8 @@ struct lh_vm_s {
     /* a replaced VM's last task ended (set by reload; runs outside any Lua call of it) */
     void (*on_drained)(lh_vm_t *vm);
     void *drained_data;
+    /* told of every timer callback run that ends (fire); borrowed, NULL: none. See lib.h */
+    const struct lh_timer_observer_s *timer_observer;
 };
 
 /** Creates a VM with the stdlib. NULL (and a message in err) on failure. */

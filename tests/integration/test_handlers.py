@@ -159,12 +159,14 @@ on("*", function(ev, ctx)
   assert(math.type(ctx.received_at) == "float", "ctx.received_at is " ..
          tostring(math.type(ctx.received_at)))
   assert(type(ctx.body) == "string", "ctx.body")
+  assert(math.type(ctx.attempt) == "integer", "ctx.attempt is " .. tostring(math.type(ctx.attempt)))
   local f = assert(io.open(out .. "/" .. ctx.id .. ".body", "wb"))
   f:write(ctx.body)
   f:close()
   f = assert(io.open(out .. "/" .. ctx.id .. ".ctx", "w"))
   f:write("id\t", ctx.id, "\n", "action\t", ctx.action, "\n", "path\t", ctx.path, "\n",
-          "remote\t", ctx.remote, "\n", "received_at\t", string.format("%.6f", ctx.received_at), "\n")
+          "remote\t", ctx.remote, "\n", "received_at\t", string.format("%.6f", ctx.received_at), "\n",
+          "attempt\t", ctx.attempt, "\n")
   local names = {}
   for k in pairs(ctx.headers) do names[#names + 1] = k end
   table.sort(names)
@@ -209,6 +211,7 @@ end)
                 self.assertEqual(ctx["action"], "TASKS_CREATED")
                 self.assertEqual(ctx["path"], "/hooks/labelstudio")
                 self.assertEqual(ctx["remote"], "127.0.0.1:%d" % local_port)
+                self.assertEqual(ctx["attempt"], "1")  # a first delivery
                 received = float(ctx["received_at"])
                 self.assertGreaterEqual(received, t0 - 0.05)
                 self.assertLessEqual(received, t1 + 0.05)

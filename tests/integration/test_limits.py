@@ -2,8 +2,10 @@
 http call to an upstream that never answers) and --memory-limit (a handler that allocates
 without bound); each stopped, logged, counted, answered with 500 under --ack handled, and the
 server goes on. The same limits from LUAHOOK_HANDLER_TIMEOUT / LUAHOOK_MEMORY_LIMIT, and bad
-values (exit 2)."""
+values (exit 2). --max-pending: an event refused with 503 never starts a handler, not even
+the first of several."""
 
+import os
 import sys
 import time
 import unittest
@@ -278,6 +280,93 @@ class BadValues(unittest.TestCase):
         self.assertEqual(res.returncode, 0, output(res))
         for opt in ("--handler-timeout", "--memory-limit"):
             self.assertIn(opt, output(res))
+
+
+PENDING_SCRIPT = r'''
+local OUT = env("OUT")
+local function touch(name)
+  local f = assert(io.open(OUT .. "/" .. name, "a"))
+  f:write(name, "\n")
+  f:close()
+end
+on("HOLD", function(ev, ctx)
+  touch("hold-started")
+  while not io.open(OUT .. "/release") do sleep(0.02) end
+  touch("hold-ended")
+end)
+on("TWO", function(ev, ctx) touch("two-a-" .. ctx.id) end)
+on("TWO", function(ev, ctx) touch("two-b-" .. ctx.id) end)
+on("ONE", function(ev, ctx) touch("one-" .. ctx.id) end)
+'''
+
+
+class MaxPending(unittest.TestCase):
+    """--max-pending 2 with one run held: an event of two handlers does not fit and is
+    refused whole, before any of its handlers starts; one of one handler still fits."""
+
+    def run_with(self, *args):
+        with h.TempDir() as tmp:
+            s = tmp.script("pending.lua", PENDING_SCRIPT)
+            with h.Server(s, "--max-pending", "2", *args, env={"OUT": tmp.path}) as srv:
+                if "handled" in args:
+                    held = h.Conn(srv.port)
+                    held.send(h.build_request("POST", "/", b'{"action":"HOLD"}',
+                                              [("Content-Type", "application/json")]))
+                else:
+                    held = None
+                    r = h.post_event(srv.port, {"action": "HOLD"})
+                    self.assertEqual(r.status, 200, r)
+                deadline = time.time() + 5 * h.SLOW
+                while tmp.read("hold-started") is None and time.time() < deadline:
+                    time.sleep(0.01)
+                self.assertIsNotNone(tmp.read("hold-started"), "HOLD never started")
+
+                for _ in range(3):
+                    r = h.post_event(srv.port, {"action": "TWO"})
+                    self.assertEqual(r.status, 503, r)
+                    self.assertEqual(r.header("retry-after"), "1", r)
+                    self.assertIn("--max-pending 2", r.json()["error"])
+                    self.assertNotIn("id", r.json())
+                # an action nobody handles needs no run: still accepted
+                r = h.post_event(srv.port, {"action": "NOBODY"})
+                self.assertEqual((r.status, r.json()["handlers"]), (200, 0), r)
+                # one more run fits exactly
+                r = h.post_event(srv.port, {"action": "ONE"})
+                self.assertEqual((r.status, r.json()["handlers"]), (200, 1), r)
+                srv.wait_event(r.json()["id"])
+
+                started = [n for n in os.listdir(tmp.path) if n.startswith("two-")]
+                self.assertEqual(started, [], "a refused event started handlers")
+                m = h.get_metrics(srv.port)
+                self.assertEqual(m.get("luahook_events_rejected_total", reason="overload"), 3)
+                self.assertEqual(m.get("luahook_events_received_total", action="TWO"), 0)
+                self.assertEqual(m.get("luahook_handler_runs_total", action="TWO",
+                                       outcome="ok"), 0)
+                rejected = srv.find_logs(msg="rejected", reason="overload")
+                self.assertEqual(len(rejected), 3, rejected)
+
+                # once the held run ended, the same event fits and both handlers run
+                with open(tmp.join("release"), "w"):
+                    pass
+                if held is not None:
+                    self.assertEqual(held.read_response().status, 200)
+                    held.close()
+                deadline = time.time() + 5 * h.SLOW
+                while tmp.read("hold-ended") is None and time.time() < deadline:
+                    time.sleep(0.01)
+                srv.wait_log(lambda l: l.get("msg") == "event" and l.get("action") == "HOLD")
+                r = h.post_event(srv.port, {"action": "TWO"})
+                self.assertEqual((r.status, r.json()["handlers"]), (200, 2), r)
+                eid = r.json()["id"]
+                srv.wait_event(eid)
+                self.assertEqual(sorted(n for n in os.listdir(tmp.path) if n.startswith("two-")),
+                                 ["two-a-" + eid, "two-b-" + eid])
+
+    def test_refused_event_runs_no_handler(self):
+        self.run_with()
+
+    def test_refused_event_runs_no_handler_ack_handled(self):
+        self.run_with("--ack", "handled")
 
 
 if __name__ == "__main__":

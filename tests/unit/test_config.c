@@ -1,7 +1,35 @@
-/* config: sizes, seconds, listen addresses, environment vs command line, messages. */
+/* config: sizes, seconds, listen addresses, environment vs command line, messages; the
+** option table row by row (config.c is included to reach it). */
+#include <ctype.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "config.h"
+/* config.c's copies fail on demand: countdown allocations succeed, then one fails */
+static int alloc_countdown = -1; /* -1: never fail */
+
+static int alloc_fails(void)
+{
+    if (alloc_countdown < 0)
+        return 0;
+    return alloc_countdown-- == 0;
+}
+
+static char *test_strdup(const char *s)
+{
+    return alloc_fails() ? NULL : strdup(s);
+}
+
+static char *test_strndup(const char *s, size_t n)
+{
+    return alloc_fails() ? NULL : strndup(s, n);
+}
+
+#define strdup  test_strdup
+#define strndup test_strndup
+#include "config.c"
+#undef strdup
+#undef strndup
+
 #include "test.h"
 
 static int parse(lh_config_t *cfg, char *err, int argc, char **argv)
@@ -126,6 +154,243 @@ static void test_errors(void)
     lh_config_dispose(&cfg);
 }
 
+/* ------------------------------------------------------------------ the table */
+
+typedef struct {
+    const char *name;
+    const char *a, *b; /* two good values that store differently */
+    const char *bad;   /* refused, with a message naming the option */
+} row_case_t;
+
+static const row_case_t row_cases[] = {
+    {"listen", "10.0.0.1:81", "[::1]:82", "10.0.0.1"},
+    {"token", "tok-a", "tok-b", ""},
+    {"auth-header", "X-Secret", "X-Other", ""},
+    {"max-body", "2k", "3m", "0"},
+    {"max-header", "300", "1k", "255"},
+    {"max-connections", "7", "8", "10000001"},
+    {"max-pending", "9", "1k", "0"},
+    {"idle-timeout", "1.5", "2", "0"},
+    {"read-timeout", "2.5", "3", "-1"},
+    {"shutdown-timeout", "3.5", "4", "nan"},
+    {"handler-timeout", "4.5", "0.001", "1s"},
+    {"memory-limit", "0", "2m", "1k"},
+    {"watch", "yes", "0", "maybe"},
+    {"ack", "handled", "accept", "later"},
+    {"log-level", "debug", "error", "loud"},
+    {"log-format", "json", "text", "xml"},
+    {"sample", "X", "Y", ""},
+    {"action", "X", "Y", ""},
+};
+
+#define NCASES (sizeof(row_cases) / sizeof(row_cases[0]))
+
+static const row_case_t *case_of(const opt_t *o)
+{
+    for (size_t i = 0; i < NCASES; i++)
+        if (strcmp(row_cases[i].name, o->name) == 0)
+            return &row_cases[i];
+    return NULL;
+}
+
+/* The row's field in x and y hold the same value. */
+static int same_field(const opt_t *o, const lh_config_t *x, const lh_config_t *y)
+{
+    const void *fx = (const char *)x + o->offset, *fy = (const char *)y + o->offset;
+    if (o->set == set_string || o->set == set_header_name || o->set == set_listen) {
+        const char *sx = *(char *const *)fx, *sy = *(char *const *)fy;
+        if (sx == NULL || sy == NULL)
+            return sx == sy;
+        return strcmp(sx, sy) == 0 && (o->set != set_listen || x->listen_port == y->listen_port);
+    }
+    if (o->set == set_size || o->set == set_count)
+        return *(const uint64_t *)fx == *(const uint64_t *)fy;
+    if (o->set == set_seconds)
+        return *(const double *)fx == *(const double *)fy;
+    return *(const int *)fx == *(const int *)fy; /* set_choice, set_flag */
+}
+
+static void unset_all(void)
+{
+    for (size_t k = 0; k < NOPTIONS; k++)
+        if (options[k].env != NULL)
+            unsetenv(options[k].env);
+    unsetenv("LUAHOOK_SAMPLE");
+    unsetenv("LUAHOOK_ACTION");
+}
+
+/* Parses "luahook [fire] --name=value x.lua [e.json]" (no flag when value is NULL). */
+static int parse_with(lh_config_t *cfg, char *err, const opt_t *o, const char *value)
+{
+    char arg[128];
+    char *argv[6];
+    int argc = 0;
+    argv[argc++] = "luahook";
+    if (o->fire_only)
+        argv[argc++] = "fire";
+    if (value != NULL) {
+        snprintf(arg, sizeof(arg), "--%s=%s", o->name, value);
+        argv[argc++] = arg;
+    }
+    argv[argc++] = "x.lua";
+    if (o->fire_only)
+        argv[argc++] = "e.json";
+    argv[argc] = NULL;
+    return parse(cfg, err, argc, argv);
+}
+
+static void test_table_rows(void)
+{
+    const char *usage = lh_config_usage(LH_CMD_SERVE);
+    CHECK_EQ_INT(NOPTIONS, NCASES); /* a new option needs its case below */
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const opt_t *o = &options[k];
+        char env[64], flag[64];
+        int n = snprintf(env, sizeof(env), "LUAHOOK_");
+        for (const char *p = o->name; *p; p++)
+            env[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+        env[n] = '\0';
+        snprintf(flag, sizeof(flag), "  --%s", o->name);
+        CHECK(case_of(o) != NULL);
+        CHECK(o->set != NULL);
+        CHECK(o->offset < sizeof(lh_config_t));
+        if (o->fire_only) {
+            CHECK(o->env == NULL && o->help == NULL);
+            CHECK(strstr(usage, o->name) != NULL); /* in the fire paragraph */
+        } else {
+            CHECK(o->env != NULL && strcmp(o->env, env) == 0);
+            CHECK(o->help != NULL && strncmp(o->help, flag, strlen(flag)) == 0);
+            CHECK(o->help != NULL && strstr(usage, o->help) != NULL);
+        }
+    }
+}
+
+/* Every option by flag and by environment, each the same value; the flag wins over the
+** environment; a bad value is refused from either, naming where it came from. */
+static void test_table_every_option(void)
+{
+    unset_all();
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const opt_t *o = &options[k];
+        const row_case_t *c = case_of(o);
+        lh_config_t def, by_flag, by_env, both, other;
+        char err[256];
+        if (c == NULL)
+            continue;
+        CHECK(parse_with(&def, err, o, NULL) == 0);
+        CHECK(parse_with(&by_flag, err, o, c->a) == 0);
+        CHECK(parse_with(&other, err, o, c->b) == 0);
+        CHECK(!same_field(o, &by_flag, &other));
+        if (o->env != NULL) {
+            setenv(o->env, c->a, 1);
+            CHECK(parse_with(&by_env, err, o, NULL) == 0);
+            CHECK(same_field(o, &by_flag, &by_env));
+            CHECK(parse_with(&both, err, o, c->b) == 0); /* the command line wins */
+            CHECK(same_field(o, &both, &other));
+            lh_config_dispose(&by_env);
+            lh_config_dispose(&both);
+
+            setenv(o->env, c->bad, 1);
+            int rc = parse_with(&by_env, err, o, NULL);
+            if (c->bad[0] == '\0') { /* an empty variable counts as unset */
+                CHECK(rc == 0 && same_field(o, &by_env, &def));
+            } else {
+                char want[128];
+                snprintf(want, sizeof(want), "environment %s: --%s '", o->env, o->name);
+                CHECK(rc != 0 && strncmp(err, want, strlen(want)) == 0);
+            }
+            lh_config_dispose(&by_env);
+            unsetenv(o->env);
+        } else { /* fire's own options have no variable */
+            char var[64];
+            snprintf(var, sizeof(var), "LUAHOOK_%s", o->name[0] == 's' ? "SAMPLE" : "ACTION");
+            setenv(var, c->a, 1);
+            CHECK(parse_with(&by_env, err, o, NULL) == 0);
+            CHECK(same_field(o, &by_env, &def));
+            lh_config_dispose(&by_env);
+            unsetenv(var);
+        }
+        char want[128];
+        snprintf(want, sizeof(want), "option --%s '", o->name);
+        CHECK(parse_with(&by_env, err, o, c->bad) != 0);
+        CHECK(strncmp(err, want, strlen(want)) == 0);
+        if (o->secret)
+            CHECK(strstr(err, "'(hidden)'") != NULL);
+        lh_config_dispose(&by_env);
+        lh_config_dispose(&def);
+        lh_config_dispose(&by_flag);
+        lh_config_dispose(&other);
+    }
+}
+
+/* Spot checks that a value lands where it should, in the unit it should. */
+static void test_table_values(void)
+{
+    lh_config_t cfg;
+    char err[256];
+    unset_all();
+    char *argv[] = {"luahook",         "--listen=[::1]:82",
+                    "--max-header=1k", "--memory-limit=0",
+                    "--watch",         "--log-level=warn",
+                    "--log-format",    "json",
+                    "--idle-timeout",  "0.25",
+                    "x.lua",           NULL};
+    CHECK(parse(&cfg, err, 11, argv) == 0);
+    CHECK_STR(cfg.listen_host, "::1");
+    CHECK_EQ_INT(cfg.listen_port, 82);
+    CHECK_EQ_INT(cfg.max_header, 1024);
+    CHECK_EQ_INT(cfg.memory_limit, 0);
+    CHECK_EQ_INT(cfg.watch, 1);
+    CHECK(cfg.log_level == LH_WARN);
+    CHECK(cfg.log_format == LH_LOG_JSON);
+    CHECK(cfg.idle_timeout == 0.25);
+    CHECK(cfg.read_timeout == 10 && cfg.shutdown_timeout == 10 && cfg.handler_timeout == 30);
+    CHECK(cfg.max_connections == 1024 && cfg.max_pending == 10000);
+    CHECK(cfg.memory_limit == 0 && cfg.max_body == 64ull << 20);
+    lh_config_dispose(&cfg);
+    /* --sample belongs to fire */
+    char *a2[] = {"luahook", "--sample", "X", "x.lua", NULL};
+    CHECK(parse(&cfg, err, 4, a2) != 0);
+    CHECK_STR(err, "option --sample belongs to 'luahook fire'");
+    lh_config_dispose(&cfg);
+}
+
+/* Every copy that fails is an error naming the option, never a silent NULL (a NULL token
+** would mean no authentication). */
+static void test_table_out_of_memory(void)
+{
+    lh_config_t cfg;
+    char err[256];
+    unset_all();
+    char *argv[] = {"luahook",   "--token", "s3cret", "--auth-header", "X-Key", "--listen",
+                    "0.0.0.0:1", "x.lua",   NULL};
+    /* count the copies a full parse makes, then fail each in turn */
+    int copies = 0;
+    for (;; copies++) {
+        alloc_countdown = copies;
+        int rc = parse(&cfg, err, 8, argv);
+        alloc_countdown = -1;
+        if (rc == 0) {
+            CHECK_STR(cfg.token, "s3cret");
+            CHECK_STR(cfg.auth_header, "x-key");
+            CHECK_STR(cfg.listen_host, "0.0.0.0");
+            lh_config_dispose(&cfg);
+            break;
+        }
+        CHECK(strstr(err, "out of memory") != NULL);
+        CHECK(strstr(err, "s3cret") == NULL);
+        lh_config_dispose(&cfg);
+        if (copies > 100)
+            break;
+    }
+    CHECK(copies >= 5);  /* 2 defaults, 3 options (paths go through add_path) */
+    alloc_countdown = 2; /* the two defaults' copies succeed, --token's fails */
+    CHECK(parse(&cfg, err, 8, argv) != 0);
+    alloc_countdown = -1;
+    CHECK_STR(err, "option --token: out of memory");
+    lh_config_dispose(&cfg);
+}
+
 int main(void)
 {
     RUN_TEST(test_sizes);
@@ -134,5 +399,9 @@ int main(void)
     RUN_TEST(test_options);
     RUN_TEST(test_env_and_precedence);
     RUN_TEST(test_errors);
+    RUN_TEST(test_table_rows);
+    RUN_TEST(test_table_every_option);
+    RUN_TEST(test_table_values);
+    RUN_TEST(test_table_out_of_memory);
     return TEST_SUMMARY();
 }

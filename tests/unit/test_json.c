@@ -616,6 +616,38 @@ static void test_error_buffer(void)
     lua_close(L);
 }
 
+/* The top-level type comes from the decoder: an object and an array are both tables. */
+static void test_top_type(void)
+{
+    static const struct {
+        const char *text;
+        lh_json_type_t type;
+    } cases[] = {
+        {"{}", LH_JSON_OBJECT},     {" \r\n\t{\"a\":[1]}", LH_JSON_OBJECT},
+        {"[]", LH_JSON_ARRAY},      {"\n [ {} ]", LH_JSON_ARRAY},
+        {"null", LH_JSON_NULL},     {"true", LH_JSON_BOOLEAN},
+        {"false", LH_JSON_BOOLEAN}, {"-1.5e3", LH_JSON_NUMBER},
+        {"0", LH_JSON_NUMBER},      {" \"s\" ", LH_JSON_STRING},
+    };
+    lua_State *L = new_state();
+    char err[128];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        lh_json_type_t t = (lh_json_type_t)-1;
+        CHECK(lh_json_decode_typed(L, cases[i].text, strlen(cases[i].text), err, sizeof err, &t) ==
+              0);
+        CHECK_EQ_INT(t, cases[i].type);
+        lua_pop(L, 1);
+    }
+    /* on failure the type is left alone */
+    lh_json_type_t t = LH_JSON_STRING;
+    CHECK(lh_json_decode_typed(L, "{", 1, err, sizeof err, &t) == -1);
+    CHECK_EQ_INT(t, LH_JSON_STRING);
+    CHECK(lh_json_decode_typed(L, "[1]", 3, err, sizeof err, NULL) == 0);
+    lua_pop(L, 1);
+    CHECK_EQ_INT(lua_gettop(L), 0);
+    lua_close(L);
+}
+
 /* --- robustness: truncation and mutation --- */
 
 static const char sample[] =
@@ -1052,6 +1084,7 @@ int main(void)
     RUN_TEST(test_depth);
     RUN_TEST(test_errors);
     RUN_TEST(test_error_buffer);
+    RUN_TEST(test_top_type);
     RUN_TEST(test_truncation);
     RUN_TEST(test_mutations);
     RUN_TEST(test_out_of_memory);

@@ -124,12 +124,6 @@ local function check_opts(opts, what, level)
   if opts.attempt ~= nil and (math.type(opts.attempt) ~= "integer" or opts.attempt < 1) then
     error(what .. ": opts.attempt must be an integer >= 1", level + 1)
   end
-  -- a retry (ctx.attempt > 1) goes through dispatch once it knows attempts; host.fire
-  -- already passes the number on
-  if opts.attempt ~= nil and opts.attempt ~= 1 and not host.attempts then
-    error(what .. ": opts.attempt needs ctx.attempt, which this luahook's dispatch does " ..
-          "not have yet", level + 1)
-  end
   return opts
 end
 
