@@ -12,15 +12,20 @@
 
 typedef struct lh_vm_s lh_vm_t;
 typedef struct lh_http_s lh_http_t;
+typedef struct lh_clock_s lh_clock_t;
+typedef struct lh_transport_s lh_transport_t;
 typedef struct lh_app_s lh_app_t;
 
 struct lh_app_s {
     uv_loop_t *loop;        /* borrowed */
     const lh_config_t *cfg; /* borrowed */
     lh_metrics_t metrics;
-    lh_vm_t *vm;        /* the VM that takes new events */
-    lh_http_t *http;    /* owned; outbound HTTP; NULL where there is no loop to run it */
-    uint32_t id_prefix; /* delivery ids: random per process, then a counter */
+    lh_vm_t *vm;     /* the VM that takes new events */
+    lh_http_t *http; /* owned; outbound HTTP; NULL where there is no loop to run it */
+    /* luahook test's own; NULL: the real ones (the loop's clock, `http`'s curl) */
+    lh_clock_t *clock;         /* borrowed */
+    lh_transport_t *transport; /* borrowed */
+    uint32_t id_prefix;        /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
     int tasks;    /* handler runs alive on every VM, the serving one and replaced ones */
     int admitted; /* handler runs of admitted events not started yet (dispatch) */

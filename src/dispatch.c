@@ -448,8 +448,7 @@ static void handler_ended(lh_event_t *e, const char *label, const char *script, 
 
 static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
-    handler_ended(t->data, t->label, t->script, t->line, outcome, err, tb,
-                  (double)(uv_hrtime() - t->start_ns) / 1e9);
+    handler_ended(t->data, t->label, t->script, t->line, outcome, err, tb, lh_task_seconds(t));
 }
 
 static void start_failed(lh_event_t *e, size_t i)

@@ -1,18 +1,32 @@
 #include "http_client.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
 
 #include "list.h"
 #include "log.h"
 
 struct lh_http_s {
-    uv_loop_t *loop;
-    CURLM *multi;
+    lh_transport_t base; /* first: lh_http_transport */
+    uv_loop_t *loop;     /* borrowed */
+    CURLM *multi;        /* owned */
     uv_timer_t timer;
-    lh_http_req_t *active;
-    int closing;
+    struct curl_s *active; /* requests in flight */
 };
+
+/* One request in flight: the curl side of a lh_http_req_t (its priv). */
+typedef struct curl_s {
+    lh_http_req_t *req;         /* borrowed: the request owns this */
+    CURL *easy;                 /* owned */
+    struct curl_slist *headers; /* owned; NULL or the request headers */
+    char errbuf[CURL_ERROR_SIZE];
+    int too_large; /* the body passed max_size */
+    struct curl_s *prev, *next;
+} curl_t;
 
 /* One per socket curl watches; freed in its close callback. */
 typedef struct {
@@ -21,6 +35,50 @@ typedef struct {
     lh_http_t *http;
 } sock_t;
 
+static void xfer_free(lh_http_t *h, curl_t *c)
+{
+    curl_multi_remove_handle(h->multi, c->easy);
+    LH_LIST_REMOVE(h->active, c);
+    curl_easy_cleanup(c->easy);
+    curl_slist_free_all(c->headers);
+    c->req->priv = NULL;
+    c->req->started = 0;
+    free(c);
+}
+
+/* What a failed transfer means, in the words every transport uses. */
+static void set_error(lh_http_req_t *req, CURLcode result, const curl_t *c)
+{
+    switch (result) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        req->error = LH_HTTP_RESOLVE;
+        break;
+    case CURLE_COULDNT_CONNECT:
+        req->error = LH_HTTP_CONNECT;
+        break;
+    case CURLE_OPERATION_TIMEDOUT:
+        req->error = LH_HTTP_TIMEOUT;
+        break;
+    case CURLE_PEER_FAILED_VERIFICATION:
+        req->error = LH_HTTP_TLS_VERIFY;
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+        req->error = LH_HTTP_TLS_HANDSHAKE;
+        break;
+    case CURLE_SSL_CACERT_BADFILE:
+        req->error = LH_HTTP_TLS_CA_FILE;
+        break;
+    default:
+        req->error =
+            result == CURLE_WRITE_ERROR && c->too_large ? LH_HTTP_TOO_LARGE : LH_HTTP_OTHER;
+        req->cause = curl_easy_strerror(result);
+        break;
+    }
+    if (req->error != LH_HTTP_TOO_LARGE)
+        snprintf(req->detail, sizeof(req->detail), "%s", c->errbuf);
+}
+
 static void check_done(lh_http_t *h)
 {
     CURLMsg *msg;
@@ -28,15 +86,16 @@ static void check_done(lh_http_t *h)
     while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
-        lh_http_req_t *req = NULL;
+        curl_t *c = NULL;
         CURL *easy = msg->easy_handle;
         CURLcode result = msg->data.result; /* msg is invalid after remove_handle */
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
-        curl_multi_remove_handle(h->multi, easy);
-        req->started = 0;
-        LH_LIST_REMOVE(h->active, req);
-        req->result = result;
-        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
+        lh_http_req_t *req = c->req;
+        if (result == CURLE_OK)
+            curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
+        else
+            set_error(req, result, c);
+        xfer_free(h, c);
         req->done(req);
     }
 }
@@ -114,6 +173,134 @@ static int on_timer_change(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+static size_t on_body(char *p, size_t size, size_t n, void *userp)
+{
+    curl_t *c = userp;
+    lh_http_req_t *req = c->req;
+    size_t len = size * n;
+    if (req->resp_len + len > req->max_size)
+        c->too_large = 1;
+    /* a short count makes curl stop with CURLE_WRITE_ERROR */
+    return lh_http_buf_append(&req->resp, &req->resp_len, &req->resp_cap, p, len, req->max_size)
+               ? 0
+               : len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *userp)
+{
+    curl_t *c = userp;
+    lh_http_req_t *req = c->req;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
+        req->head_len = 0; /* a new response (after 100 Continue or a redirect) */
+    /* headers have no business being larger than 1 MiB */
+    return lh_http_buf_append(&req->resp_head, &req->head_len, &req->head_cap, p, len, 1024 * 1024)
+               ? 0
+               : len;
+}
+
+static int add_header(curl_t *c, const char *line)
+{
+    struct curl_slist *l = curl_slist_append(c->headers, line);
+    if (l == NULL)
+        return -1;
+    c->headers = l;
+    return 0;
+}
+
+/* The request's options on a new easy handle, with luahook's defaults (no signals, error
+** buffer, body and header collection, http/https only, a user agent). */
+static int setup(curl_t *c, const lh_http_req_t *req)
+{
+    CURL *e = c->easy;
+    int failed = 0, has_ctype = 0;
+    failed |= curl_easy_setopt(e, CURLOPT_PRIVATE, c) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_WRITEDATA, c) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_HEADERDATA, c) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https") != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_USERAGENT, "luahook/" LH_VERSION) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK;
+    const char *method = req->method;
+    if (strcmp(method, "GET") == 0 && req->body == NULL)
+        failed |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+    else if (strcmp(method, "HEAD") == 0)
+        failed |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L) != CURLE_OK;
+    else if (strcmp(method, "POST") != 0)
+        failed |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const lh_http_header_t *hd = &req->headers[i];
+        size_t n = strlen(hd->name) + strlen(hd->value) + 3;
+        char *line = malloc(n);
+        if (line == NULL)
+            return -1;
+        if (strcasecmp(hd->name, "content-type") == 0)
+            has_ctype = 1;
+        /* curl sends "Name;" as a header with an empty value */
+        if (hd->value[0] == '\0')
+            snprintf(line, n, "%s;", hd->name);
+        else
+            snprintf(line, n, "%s: %s", hd->name, hd->value);
+        failed |= add_header(c, line);
+        free(line);
+    }
+    if (req->body != NULL) {
+        failed |=
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) != CURLE_OK;
+        failed |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body) != CURLE_OK;
+        if (req->json_body && !has_ctype)
+            failed |= add_header(c, "Content-Type: application/json");
+        /* curl's Expect: 100-continue costs a round trip, or a second with some servers */
+        failed |= add_header(c, "Expect:");
+    }
+    if (c->headers != NULL)
+        failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(req->timeout * 1000)) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(req->connect_timeout * 1000)) !=
+              CURLE_OK;
+    if (req->insecure) {
+        failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;
+        failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK;
+    }
+    if (req->ca_file != NULL)
+        failed |= curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file) != CURLE_OK;
+    if (req->follow) {
+        failed |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK;
+        failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L) != CURLE_OK;
+    }
+    return failed ? -1 : 0;
+}
+
+static int curl_start(lh_transport_t *tp, lh_http_req_t *req)
+{
+    lh_http_t *h = (lh_http_t *)tp;
+    curl_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return -1;
+    c->req = req;
+    if ((c->easy = curl_easy_init()) == NULL || setup(c, req) != 0 ||
+        curl_multi_add_handle(h->multi, c->easy) != CURLM_OK) {
+        curl_easy_cleanup(c->easy);
+        curl_slist_free_all(c->headers);
+        free(c);
+        return -1;
+    }
+    req->priv = c;
+    LH_LIST_PUSH(h->active, c);
+    return 0;
+}
+
+static void curl_cancel(lh_transport_t *tp, lh_http_req_t *req)
+{
+    if (req->priv != NULL)
+        xfer_free((lh_http_t *)tp, req->priv);
+}
+
 lh_http_t *lh_http_new(uv_loop_t *loop)
 {
     lh_http_t *h = calloc(1, sizeof(*h));
@@ -123,6 +310,8 @@ lh_http_t *lh_http_new(uv_loop_t *loop)
         free(h);
         return NULL;
     }
+    h->base.start = curl_start;
+    h->base.cancel = curl_cancel;
     h->loop = loop;
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
@@ -131,6 +320,11 @@ lh_http_t *lh_http_new(uv_loop_t *loop)
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     return h;
+}
+
+lh_transport_t *lh_http_transport(lh_http_t *h)
+{
+    return h ? &h->base : NULL;
 }
 
 static void http_close_cb(uv_handle_t *handle)
@@ -143,15 +337,50 @@ void lh_http_free(lh_http_t *h)
     if (h == NULL)
         return;
     while (h->active != NULL)
-        lh_http_req_free(h->active);
+        xfer_free(h, h->active);
     /* closes the connection cache; its sockets come back through CURL_POLL_REMOVE */
     curl_multi_cleanup(h->multi);
     uv_close((uv_handle_t *)&h->timer, http_close_cb);
 }
 
-/* Appends n bytes to a growing, NUL-terminated buffer. Returns 0, or -1 when out of
-** memory or when it would pass `limit`. */
-static int buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n, size_t limit)
+/* {====================================================== requests (transport.h) */
+
+lh_http_req_t *lh_http_req_new(void)
+{
+    return calloc(1, sizeof(lh_http_req_t));
+}
+
+int lh_transport_start(lh_transport_t *tp, lh_http_req_t *req, lh_http_done_cb done, void *data)
+{
+    req->done = done;
+    req->data = data;
+    req->transport = tp;
+    if (tp->start(tp, req) != 0)
+        return -1;
+    req->started = 1;
+    return 0;
+}
+
+void lh_http_req_free(lh_http_req_t *req)
+{
+    if (req == NULL)
+        return;
+    if (req->started)
+        req->transport->cancel(req->transport, req);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        free(req->headers[i].name);
+        free(req->headers[i].value);
+    }
+    free(req->headers);
+    free(req->url);
+    free(req->body);
+    free(req->ca_file);
+    free(req->resp);
+    free(req->resp_head);
+    free(req);
+}
+
+int lh_http_buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n, size_t limit)
 {
     if (*len + n > limit)
         return -1;
@@ -170,78 +399,4 @@ static int buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_
     return 0;
 }
 
-static size_t on_body(char *p, size_t size, size_t n, void *userp)
-{
-    lh_http_req_t *req = userp;
-    size_t len = size * n;
-    if (req->resp_len + len > req->max_size)
-        req->too_large = 1;
-    /* a short count makes curl stop with CURLE_WRITE_ERROR */
-    return buf_append(&req->resp, &req->resp_len, &req->resp_cap, p, len, req->max_size) ? 0 : len;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *userp)
-{
-    lh_http_req_t *req = userp;
-    size_t len = size * n;
-    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
-        req->head_len = 0; /* a new response (after 100 Continue or a redirect) */
-    /* headers have no business being larger than 1 MiB */
-    return buf_append(&req->resp_head, &req->head_len, &req->head_cap, p, len, 1024 * 1024) ? 0
-                                                                                            : len;
-}
-
-lh_http_req_t *lh_http_req_new(lh_http_t *h, size_t max_size)
-{
-    lh_http_req_t *req = calloc(1, sizeof(*req));
-    if (req == NULL)
-        return NULL;
-    if ((req->easy = curl_easy_init()) == NULL) {
-        free(req);
-        return NULL;
-    }
-    req->http = h;
-    req->max_size = max_size;
-    CURL *e = req->easy;
-    curl_easy_setopt(e, CURLOPT_PRIVATE, req);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "luahook/" LH_VERSION);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    return req;
-}
-
-int lh_http_req_start(lh_http_req_t *req, lh_http_done_cb done, void *data)
-{
-    lh_http_t *h = req->http;
-    req->done = done;
-    req->data = data;
-    if (curl_multi_add_handle(h->multi, req->easy) != CURLM_OK)
-        return -1;
-    req->started = 1;
-    LH_LIST_PUSH(h->active, req);
-    return 0;
-}
-
-void lh_http_req_free(lh_http_req_t *req)
-{
-    if (req == NULL)
-        return;
-    if (req->started) {
-        lh_http_t *h = req->http;
-        curl_multi_remove_handle(h->multi, req->easy);
-        LH_LIST_REMOVE(h->active, req);
-    }
-    curl_easy_cleanup(req->easy);
-    curl_slist_free_all(req->headers);
-    free(req->body);
-    free(req->resp);
-    free(req->resp_head);
-    free(req);
-}
+/* }====================================================== */

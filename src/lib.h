@@ -29,7 +29,10 @@ typedef struct lh_timer_observer_s {
 } lh_timer_observer_t;
 /** One-shot timers of `vm` not fired yet (fire waits for them). */
 int lh_timer_pending_once(const lh_vm_t *vm);
-/** Stops every timer of `vm` (retire, shutdown); running callbacks finish. */
+/** Stops every timer of `vm` for good (retire, shutdown); running callbacks finish. */
 void lh_timer_stop_all(lh_vm_t *vm);
+/** luahook test, between two tests: stops the timers not started at load, and arms the
+ *  ones started at load again (vm->keep_load_timers), as if the scripts had just loaded. */
+void lh_timer_reset(lh_vm_t *vm);
 
 #endif

@@ -11,6 +11,8 @@
 
 #include <lauxlib.h>
 
+#include <curl/curl.h>
+
 #include "http_client.h"
 #include "json.h"
 #include "lib.h"
@@ -20,12 +22,14 @@
 #define DEFAULT_MAX_SIZE (16u * 1024 * 1024)
 
 typedef struct {
-    lh_pending_t base; /* first: the task sees a lh_pending_t */
-    lh_http_req_t *req;
-    lh_task_t *task;
-    double timeout;
-    char what[300]; /* "METHOD url-without-query", for error messages */
+    lh_pending_t base;  /* first: the task sees a lh_pending_t */
+    lh_http_req_t *req; /* owned */
+    lh_task_t *task;    /* borrowed: the task waits for this */
+    char what[300];     /* "METHOD url-without-query", for error messages */
 } http_op_t;
+
+/* Resumed with (raise_key, message): the transport says the caller must raise. */
+static char raise_key;
 
 static lh_vm_t *vm_of(lua_State *L)
 {
@@ -118,15 +122,6 @@ static void push_url(lua_State *L, int opts, const char *url)
     lua_remove(L, q);
 }
 
-static int add_header(lh_http_req_t *req, const char *line)
-{
-    struct curl_slist *l = curl_slist_append(req->headers, line);
-    if (l == NULL)
-        return -1;
-    req->headers = l;
-    return 0;
-}
-
 static void op_cancel(lh_pending_t *p)
 {
     http_op_t *op = (http_op_t *)p;
@@ -177,103 +172,127 @@ static void push_response(lua_State *co, lh_http_req_t *req)
     luaL_setmetatable(co, RES_MT);
 }
 
+static const char *const kind_names[] = {
+    [LH_HTTP_OK] = "ok",           [LH_HTTP_RESOLVE] = "resolve",
+    [LH_HTTP_CONNECT] = "connect", [LH_HTTP_TIMEOUT] = "timeout",
+    [LH_HTTP_TLS_VERIFY] = "tls",  [LH_HTTP_TLS_HANDSHAKE] = "tls",
+    [LH_HTTP_TLS_CA_FILE] = "tls", [LH_HTTP_TOO_LARGE] = "too_large",
+    [LH_HTTP_OTHER] = "other",     [LH_HTTP_RAISE] = "other",
+};
+
+/* nil, "METHOD url: cause (the transport's detail)", kind — whichever transport failed. */
 static void push_failure(lua_State *co, const http_op_t *op)
 {
     const lh_http_req_t *req = op->req;
     const char *why;
     char buf[64];
-    switch (req->result) {
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
+    switch (req->error) {
+    case LH_HTTP_RESOLVE:
         why = "could not resolve the host";
         break;
-    case CURLE_COULDNT_CONNECT:
+    case LH_HTTP_CONNECT:
         why = "connection failed (refused or unreachable)";
         break;
-    case CURLE_OPERATION_TIMEDOUT:
-        snprintf(buf, sizeof(buf), "timed out after %g s", op->timeout);
+    case LH_HTTP_TIMEOUT:
+        snprintf(buf, sizeof(buf), "timed out after %g s", req->timeout);
         why = buf;
         break;
-    case CURLE_PEER_FAILED_VERIFICATION:
+    case LH_HTTP_TLS_VERIFY:
         why = "TLS certificate verification failed";
         break;
-    case CURLE_SSL_CONNECT_ERROR:
+    case LH_HTTP_TLS_HANDSHAKE:
         why = "TLS handshake failed";
         break;
-    case CURLE_SSL_CACERT_BADFILE:
+    case LH_HTTP_TLS_CA_FILE:
         why = "cannot read the TLS CA file";
         break;
-    case CURLE_WRITE_ERROR:
-        if (req->too_large) {
-            snprintf(buf, sizeof(buf), "response larger than max_size (%zu bytes)", req->max_size);
-            why = buf;
-            break;
-        }
-        /* fall through */
+    case LH_HTTP_TOO_LARGE:
+        snprintf(buf, sizeof(buf), "response larger than max_size (%zu bytes)", req->max_size);
+        why = buf;
+        break;
     default:
-        why = curl_easy_strerror(req->result);
+        why = req->cause ? req->cause : "the request failed";
         break;
     }
     lua_pushnil(co);
-    if (req->errbuf[0] != '\0' && !req->too_large)
-        lua_pushfstring(co, "%s: %s (%s)", op->what, why, req->errbuf);
+    if (req->detail[0] != '\0')
+        lua_pushfstring(co, "%s: %s (%s)", op->what, why, req->detail);
     else
         lua_pushfstring(co, "%s: %s", op->what, why);
+    lua_pushstring(co, kind_names[req->error]);
 }
 
 static void on_done(lh_http_req_t *req)
 {
     http_op_t *op = req->data;
     lh_task_t *t = op->task;
+    int n;
     t->pending = NULL;
-    if (req->result == CURLE_OK) {
+    if (req->error == LH_HTTP_OK) {
         push_response(t->co, req);
-        lh_http_req_free(req);
-        free(op);
-        lh_task_resume(t, 1);
+        n = 1;
+    } else if (req->error == LH_HTTP_RAISE) {
+        lua_pushlightuserdata(t->co, &raise_key);
+        lua_pushstring(t->co, req->detail);
+        n = 2;
     } else {
         push_failure(t->co, op);
-        lh_http_req_free(req);
-        free(op);
-        lh_task_resume(t, 2);
+        n = 3;
     }
+    lh_http_req_free(req);
+    free(op);
+    lh_task_resume(t, n);
+}
+
+/* The continuation of a request: what on_done pushed are its results. */
+static int http_resumed(lua_State *L, int status, lua_KContext base)
+{
+    (void)status;
+    int n = lua_gettop(L) - (int)base;
+    if (n == 2 && lua_touserdata(L, -2) == &raise_key)
+        return lua_error(L);
+    return n;
 }
 
 /* Checks opts.headers (string names; string or number values) and pushes them as a list
-** of ready "Name: value" lines, so that nothing allocated by Lua is needed once C
+** name, value, name, value... of strings, so that nothing allocated by Lua is needed once C
 ** resources are held. Raises on misuse. */
-static void push_header_lines(lua_State *L, int opts, int *has_ctype)
+static void push_headers(lua_State *L, int opts)
 {
-    lua_newtable(L); /* lines */
-    int lines = lua_gettop(L);
-    if (!opt_field(L, opts, "headers", LUA_TTABLE)) { /* lines hdrs? */
+    lua_newtable(L); /* list */
+    int list = lua_gettop(L);
+    if (!opt_field(L, opts, "headers", LUA_TTABLE)) { /* list hdrs? */
         lua_pop(L, 1);
         return;
     }
     int hi = lua_gettop(L);
     lua_Integer n = 0;
     lua_pushnil(L);
-    while (lua_next(L, hi) != 0) { /* lines hdrs k v */
+    while (lua_next(L, hi) != 0) { /* list hdrs k v */
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "http: header names must be strings");
         if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
             luaL_error(L, "http: header '%s' must be a string or a number", lua_tostring(L, -2));
         const char *k = lua_tostring(L, -2);
         lua_pushvalue(L, -1);
-        const char *v = lua_tostring(L, -1); /* lines hdrs k v vs */
+        const char *v = lua_tostring(L, -1); /* list hdrs k v vs */
         if (k[0] == '\0' || strcspn(k, ":\r\n ") != strlen(k) || strpbrk(v, "\r\n") != NULL)
             luaL_error(L, "http: header '%s' holds a forbidden character", k);
-        if (strcasecmp(k, "content-type") == 0)
-            *has_ctype = 1;
-        /* curl sends "Name;" as a header with an empty value */
-        if (*v == '\0')
-            lua_pushfstring(L, "%s;", k);
-        else
-            lua_pushfstring(L, "%s: %s", k, v); /* lines hdrs k v vs line */
-        lua_rawseti(L, lines, ++n);
-        lua_pop(L, 2); /* lines hdrs k */
+        lua_pushvalue(L, -3);
+        lua_rawseti(L, list, ++n); /* list hdrs k v vs */
+        lua_rawseti(L, list, ++n); /* list hdrs k v */
+        lua_pop(L, 1);             /* list hdrs k */
     }
-    lua_pop(L, 1); /* lines */
+    lua_pop(L, 1); /* list */
+}
+
+static char *dup_or_null(const char *s, int *failed)
+{
+    if (s == NULL)
+        return NULL;
+    char *d = strdup(s);
+    *failed |= d == NULL;
+    return d;
 }
 
 /* http.request(opts) */
@@ -286,8 +305,8 @@ static int http_request(lua_State *L)
     if (t == NULL || !lua_isyieldable(L))
         return luaL_error(L, "http: only inside a handler or a timer callback, in its own "
                              "coroutine (the call waits without blocking the server)");
-    lh_http_t *h = vm->app->http;
-    if (h == NULL)
+    lh_transport_t *tp = vm->app->transport ? vm->app->transport : lh_http_transport(vm->app->http);
+    if (tp == NULL)
         return luaL_error(L, "http: not available in this mode");
 
     /* 1. everything that may raise, while nothing is owned */
@@ -328,14 +347,13 @@ static int http_request(lua_State *L)
     const char *ca_file = NULL;
     if (opt_field(L, 1, "ca_file", LUA_TSTRING)) /* 6: ca_file */
         ca_file = lua_tostring(L, 6);
-    int has_ctype = 0;
-    push_header_lines(L, 1, &has_ctype); /* 7: header lines */
+    push_headers(L, 1); /* 7: header names and values */
     int headers = 7;
     push_url(L, 1, url); /* 8: full url */
 
     /* 2. C resources; from here on only C failures, handled without raising */
     http_op_t *op = calloc(1, sizeof(*op));
-    lh_http_req_t *req = op ? lh_http_req_new(h, (size_t)max_size) : NULL;
+    lh_http_req_t *req = op ? lh_http_req_new() : NULL;
     if (req == NULL) {
         free(op);
         return luaL_error(L, "not enough memory");
@@ -343,51 +361,47 @@ static int http_request(lua_State *L)
     op->base.cancel = op_cancel;
     op->req = req;
     op->task = t;
-    op->timeout = timeout;
     size_t ulen = strcspn(url, "?#"); /* a query may carry secrets: never in messages */
     snprintf(op->what, sizeof(op->what), "%s %.*s%s", method, (int)(ulen > 240 ? 240 : ulen), url,
              ulen > 240 ? "..." : "");
 
-    CURL *e = req->easy;
     int failed = 0;
-    failed |= curl_easy_setopt(e, CURLOPT_URL, lua_tostring(L, 8)) != CURLE_OK;
-    if (strcmp(method, "GET") == 0 && !has_body)
-        failed |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
-    else if (strcmp(method, "HEAD") == 0)
-        failed |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L) != CURLE_OK;
-    else if (strcmp(method, "POST") != 0)
-        failed |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
+    snprintf(req->method, sizeof(req->method), "%s", method);
+    failed |= strlen(method) >= sizeof(req->method);
+    req->url = dup_or_null(lua_tostring(L, 8), &failed);
     if (has_body) {
         size_t blen;
         const char *body = lua_tolstring(L, 3, &blen);
-        failed |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen) != CURLE_OK;
-        failed |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK;
-        if (has_json && !has_ctype)
-            failed |= add_header(req, "Content-Type: application/json");
-        /* curl's Expect: 100-continue costs a round trip, or a second with some servers */
-        failed |= add_header(req, "Expect:");
+        if ((req->body = malloc(blen + 1)) != NULL) {
+            memcpy(req->body, body, blen + 1);
+            req->body_len = blen;
+        }
+        failed |= req->body == NULL;
+        req->json_body = has_json;
     }
-    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, headers); i <= n; i++) {
-        lua_rawgeti(L, headers, i); /* a string: no allocation */
-        failed |= add_header(req, lua_tostring(L, -1));
-        lua_pop(L, 1);
+    size_t nh = (size_t)lua_rawlen(L, headers) / 2;
+    if (nh > 0 && (req->headers = calloc(nh, sizeof(*req->headers))) == NULL)
+        failed = 1;
+    for (size_t i = 0; req->headers != NULL && i < nh; i++) {
+        lua_rawgeti(L, headers, (lua_Integer)(2 * i + 1)); /* strings: no allocation */
+        lua_rawgeti(L, headers, (lua_Integer)(2 * i + 2));
+        req->headers[i].name = dup_or_null(lua_tostring(L, -2), &failed);
+        req->headers[i].value = dup_or_null(lua_tostring(L, -1), &failed);
+        req->nheaders = i + 1;
+        lua_pop(L, 2);
     }
-    if (req->headers != NULL)
-        failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers) != CURLE_OK;
-    failed |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000)) != CURLE_OK;
-    failed |=
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000)) != CURLE_OK;
-    if (insecure) {
-        failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;
-        failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK;
+    req->timeout = timeout;
+    req->connect_timeout = connect_timeout;
+    req->insecure = insecure;
+    req->follow = follow;
+    req->ca_file = dup_or_null(ca_file, &failed);
+    req->max_size = (size_t)max_size;
+    if (failed) {
+        lh_http_req_free(req);
+        free(op);
+        return luaL_error(L, "not enough memory");
     }
-    if (ca_file != NULL)
-        failed |= curl_easy_setopt(e, CURLOPT_CAINFO, ca_file) != CURLE_OK;
-    if (follow) {
-        failed |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L) != CURLE_OK;
-        failed |= curl_easy_setopt(e, CURLOPT_MAXREDIRS, 10L) != CURLE_OK;
-    }
-    if (failed || lh_http_req_start(req, on_done, op) != 0) {
+    if (lh_transport_start(tp, req, on_done, op) != 0) {
         char msg[sizeof(op->what) + 48];
         snprintf(msg, sizeof(msg), "http: cannot set up the request %s", op->what);
         lh_http_req_free(req);
@@ -395,7 +409,7 @@ static int http_request(lua_State *L)
         return luaL_error(L, "%s", msg);
     }
     t->pending = &op->base;
-    return lua_yield(L, 0);
+    return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), http_resumed);
 }
 
 /* http.get(url [, opts]) and friends: opts plus url and method, through http.request. */

@@ -21,28 +21,24 @@
 /* ------------------------------------------------------------------ sleep */
 
 typedef struct {
-    lh_pending_t base; /* first */
-    uv_timer_t timer;
-    lh_task_t *task;
+    lh_pending_t base;       /* first */
+    lh_clock_timer_t *timer; /* owned */
+    lh_task_t *task;         /* borrowed: the task waits for this */
 } sleep_op_t;
-
-static void sleep_close_cb(uv_handle_t *h)
-{
-    free(h->data);
-}
 
 static void sleep_cancel(lh_pending_t *p)
 {
     sleep_op_t *op = (sleep_op_t *)p;
-    uv_close((uv_handle_t *)&op->timer, sleep_close_cb);
+    lh_clock_timer_free(op->timer);
+    free(op);
 }
 
-static void on_sleep_done(uv_timer_t *timer)
+static void on_sleep_done(lh_clock_timer_t *timer)
 {
     sleep_op_t *op = timer->data;
     lh_task_t *t = op->task;
     t->pending = NULL;
-    uv_close((uv_handle_t *)&op->timer, sleep_close_cb);
+    sleep_cancel(&op->base);
     lh_task_resume(t, 0);
 }
 
@@ -63,13 +59,13 @@ static int lib_sleep(lua_State *L)
         return luaL_error(L, "sleep: only inside a handler or a timer callback, in its own "
                              "coroutine (it waits without blocking the server)");
     sleep_op_t *op = calloc(1, sizeof(*op));
-    if (op == NULL)
+    if (op == NULL || (op->timer = lh_clock_timer_new(vm->clock, on_sleep_done, op)) == NULL) {
+        free(op);
         return luaL_error(L, "not enough memory");
+    }
     op->base.cancel = sleep_cancel;
     op->task = t;
-    uv_timer_init(vm->app->loop, &op->timer);
-    op->timer.data = op;
-    uv_timer_start(&op->timer, on_sleep_done, (uint64_t)(s * 1000 + 0.5), 0);
+    lh_clock_timer_start(op->timer, lh_clock_ns(s), 0);
     t->pending = &op->base;
     return lua_yield(L, 0);
 }
@@ -77,51 +73,66 @@ static int lib_sleep(lua_State *L)
 /* ------------------------------------------------------------------ timers */
 
 struct lh_timer_s {
-    uv_timer_t handle;
-    lh_vm_t *vm;
-    int fn_ref;   /* registry ref to the callback */
+    lh_clock_timer_t *handle; /* owned */
+    lh_vm_t *vm;              /* borrowed */
+    int fn_ref;               /* registry ref to the callback */
     int self_ref; /* registry ref to the userdata while active: a timer nobody keeps runs */
     int repeat;
+    uint64_t delay_ns;
+    int at_load; /* started while the scripts loaded */
     int running; /* callback tasks not ended */
     int stopped;
-    int closed;      /* the handle's close callback ran */
+    int gone;        /* stopped for good: freed once no callback runs */
     char label[160]; /* "timer script:line", for logs */
     char script[128];
     int line;
-    lh_timer_t *prev, *next; /* vm->timers */
+    lh_timer_t *prev, *next; /* vm->timers while active; vm's parked list when parked */
 };
 
 static void timer_maybe_free(lh_timer_t *tm)
 {
-    if (tm->closed && tm->running == 0)
+    if (tm->gone && tm->running == 0)
         free(tm);
 }
 
-static void timer_close_cb(uv_handle_t *h)
+static lh_timer_t **timer_ud(lh_timer_t *tm)
 {
-    lh_timer_t *tm = h->data;
-    tm->closed = 1;
-    timer_maybe_free(tm);
+    lua_rawgeti(tm->vm->L, LUA_REGISTRYINDEX, tm->self_ref);
+    lh_timer_t **ud = lua_touserdata(tm->vm->L, -1);
+    lua_pop(tm->vm->L, 1);
+    return ud;
 }
 
-/* Stops for good: the handle closes, the refs go, memory follows the last callback run. */
-static void timer_stop(lh_timer_t *tm)
+/* Stops: the clock timer goes, the handle's userdata points at nothing. For good (the refs
+** go, memory follows the last callback run), unless luahook test keeps a timer started at
+** load to arm it again in the next test (lh_timer_reset). */
+static void timer_stop(lh_timer_t *tm, int for_good)
 {
     lh_vm_t *vm = tm->vm;
-    if (tm->stopped)
+    if (!tm->stopped) {
+        tm->stopped = 1;
+        lh_clock_timer_stop(tm->handle);
+        LH_LIST_REMOVE(vm->timers, tm);
+        /* the handle's userdata outlives tm: leave it pointing at nothing */
+        lh_timer_t **ud = timer_ud(tm);
+        if (ud != NULL)
+            *ud = NULL;
+        if (!for_good && tm->at_load && vm->keep_load_timers) {
+            LH_LIST_PUSH(vm->parked_timers, tm);
+            return;
+        }
+    } else if (tm->gone || !for_good) {
         return;
-    tm->stopped = 1;
-    uv_close((uv_handle_t *)&tm->handle, timer_close_cb);
-    LH_LIST_REMOVE(vm->timers, tm);
-    /* the handle's userdata outlives tm: leave it pointing at nothing */
-    lua_rawgeti(vm->L, LUA_REGISTRYINDEX, tm->self_ref);
-    lh_timer_t **ud = lua_touserdata(vm->L, -1);
-    if (ud != NULL)
-        *ud = NULL;
-    lua_pop(vm->L, 1);
+    } else {
+        LH_LIST_REMOVE(vm->parked_timers, tm);
+    }
+    tm->gone = 1;
+    lh_clock_timer_free(tm->handle);
+    tm->handle = NULL;
     luaL_unref(vm->L, LUA_REGISTRYINDEX, tm->fn_ref);
     luaL_unref(vm->L, LUA_REGISTRYINDEX, tm->self_ref);
     tm->fn_ref = tm->self_ref = LUA_NOREF;
+    timer_maybe_free(tm);
 }
 
 static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
@@ -130,15 +141,14 @@ static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err
     const lh_timer_observer_t *obs = tm->vm->timer_observer;
     tm->running--;
     if (obs != NULL && obs->run_done != NULL)
-        obs->run_done(obs->data, tm->label, outcome, err,
-                      (double)(uv_hrtime() - t->start_ns) / 1e9);
+        obs->run_done(obs->data, tm->label, outcome, err, lh_task_seconds(t));
     if (outcome != LH_OUTCOME_OK)
         lh_log_run_failed("timer failed", NULL, NULL, tm->script, tm->line,
                           lh_metrics_outcome_name(outcome), err, tb);
     timer_maybe_free(tm);
 }
 
-static void on_timer(uv_timer_t *handle)
+static void on_timer(lh_clock_timer_t *handle)
 {
     lh_timer_t *tm = handle->data;
     lh_vm_t *vm = tm->vm;
@@ -149,13 +159,13 @@ static void on_timer(uv_timer_t *handle)
     }
     int fn_ref = tm->fn_ref;
     lua_rawgeti(L, LUA_REGISTRYINDEX, tm->self_ref); /* handle */
+    tm->running += 2; /* the callback's run, and a hold on tm until this returns */
     if (!tm->repeat) {
         /* once: the callback keeps what it needs; the timer itself is done */
         lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
         fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        timer_stop(tm);
+        timer_stop(tm, 0);
     }
-    tm->running++;
     if (lh_task_spawn(vm, fn_ref, tm->label, tm->script, tm->line, 1, on_callback_done, tm, NULL,
                       NULL) != 0) {
         tm->running--;
@@ -164,7 +174,16 @@ static void on_timer(uv_timer_t *handle)
     if (!tm->repeat)
         luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);
     lua_pop(L, 1);
+    tm->running--; /* the hold */
     timer_maybe_free(tm);
+}
+
+static void timer_arm(lh_timer_t *tm)
+{
+    uint64_t ns = tm->delay_ns;
+    tm->stopped = 0;
+    LH_LIST_PUSH(tm->vm->timers, tm);
+    lh_clock_timer_start(tm->handle, ns, tm->repeat ? ns : 0);
 }
 
 static lh_timer_t **check_timer(lua_State *L)
@@ -191,7 +210,8 @@ static int start_timer(lua_State *L, int repeat)
     lua_pushvalue(L, 3);
     int self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lh_timer_t *tm = calloc(1, sizeof(*tm));
-    if (tm == NULL) {
+    if (tm == NULL || (tm->handle = lh_clock_timer_new(vm->clock, on_timer, tm)) == NULL) {
+        free(tm);
         luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, self_ref);
         return luaL_error(L, "not enough memory");
@@ -207,12 +227,10 @@ static int start_timer(lua_State *L, int repeat)
     snprintf(tm->label, sizeof(tm->label), "timer %s:%d", tm->script, tm->line);
     tm->vm = vm;
     tm->repeat = repeat;
+    tm->at_load = vm->loading;
+    tm->delay_ns = lh_clock_ns(s);
     *ud = tm;
-    uv_timer_init(vm->app->loop, &tm->handle);
-    tm->handle.data = tm;
-    uint64_t ms = (uint64_t)(s * 1000 + 0.5);
-    uv_timer_start(&tm->handle, on_timer, ms, repeat ? (ms ? ms : 1) : 0);
-    LH_LIST_PUSH(vm->timers, tm);
+    timer_arm(tm);
     return 1;
 }
 
@@ -231,7 +249,19 @@ static int t_stop(lua_State *L)
 {
     lh_timer_t **ud = check_timer(L);
     if (*ud != NULL)
-        timer_stop(*ud); /* clears *ud */
+        timer_stop(*ud, 0); /* clears *ud */
+    return 0;
+}
+
+/* __gc and __close: a handle collected or closed stops its timer (an active timer's handle
+** is anchored, so only __close or the VM's end meet one). Never while the VM closes: its
+** timers were stopped before. */
+static int t_gc(lua_State *L)
+{
+    lh_timer_t **ud = check_timer(L);
+    if (*ud != NULL && !(*ud)->vm->closing)
+        timer_stop(*ud, 0);
+    *ud = NULL;
     return 0;
 }
 
@@ -263,7 +293,31 @@ int lh_timer_pending_once(const lh_vm_t *vm)
 void lh_timer_stop_all(lh_vm_t *vm)
 {
     while (vm->timers != NULL)
-        timer_stop(vm->timers);
+        timer_stop(vm->timers, 1);
+    while (vm->parked_timers != NULL)
+        timer_stop(vm->parked_timers, 1);
+}
+
+void lh_timer_reset(lh_vm_t *vm)
+{
+    lh_timer_t *keep = NULL;
+    while (vm->timers != NULL) {
+        lh_timer_t *tm = vm->timers;
+        timer_stop(tm, !tm->at_load);
+    }
+    while (vm->parked_timers != NULL) {
+        lh_timer_t *tm = vm->parked_timers;
+        LH_LIST_REMOVE(vm->parked_timers, tm);
+        LH_LIST_PUSH(keep, tm);
+    }
+    while (keep != NULL) {
+        lh_timer_t *tm = keep;
+        LH_LIST_REMOVE(keep, tm);
+        lh_timer_t **ud = timer_ud(tm);
+        if (ud != NULL)
+            *ud = tm;
+        timer_arm(tm);
+    }
 }
 
 static const luaL_Reg timer_meth[] = {
@@ -283,6 +337,10 @@ int luaopen_lh_timer(lua_State *L)
     luaL_newmetatable(L, TIMER_MT); /* mt */
     lua_pushcfunction(L, t_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, t_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, t_gc);
+    lua_setfield(L, -2, "__close");
     luaL_newlibtable(L, timer_meth);
     luaL_setfuncs(L, timer_meth, 0); /* mt methods */
     lua_setfield(L, -2, "__index");  /* mt */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <lauxlib.h>
+#include <uv.h>
 
 #include "list.h"
 #include "log.h"
@@ -23,11 +24,6 @@ static double timeout_seconds(const lh_task_t *t)
     return t->vm->app->cfg->handler_timeout;
 }
 
-static void timer_free_cb(uv_handle_t *h)
-{
-    free(h);
-}
-
 /* `done` runs while the coroutine is still anchored: `err` may live on its stack. */
 static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
@@ -36,10 +32,8 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
     lua_State *L = vm->L;
     vm->tasks--;
     LH_LIST_REMOVE(vm->task_list, t);
-    if (t->timer != NULL) {
-        uv_close((uv_handle_t *)t->timer, timer_free_cb);
-        t->timer = NULL;
-    }
+    lh_clock_timer_free(t->timer);
+    t->timer = NULL;
     t->co_ref = LUA_NOREF;
     t->done(t, outcome, err, tb);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
@@ -52,17 +46,22 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
         app->on_tasks_drained(app);
 }
 
-/* Lua's count hook: a handler computing past its deadline is stopped where it is. It
-** yields out of the handler's coroutine — through any pcall, which cannot catch that —
-** and the resume sees `timed_out`. Where yielding is impossible (inside a C call such as
-** a table.sort comparator) it raises, and the hook, now firing every few instructions,
-** tries again once the C call is left. */
+/* Lua's count hook, the one CPU guard of luahook (serve, fire and test): a handler
+** computing past its deadline is stopped where it is. It yields out of the handler's
+** coroutine — through any pcall, which cannot catch that — and the resume sees
+** `timed_out`. Where yielding is impossible (inside a C call such as a table.sort
+** comparator) it raises, and the hook, now firing every few instructions, tries again
+** once the C call is left. The deadline is real time even on a virtual clock: computing
+** takes real time. Past vm->stop_ns (luahook test's limit per file) any code raises. */
 static void deadline_hook(lua_State *L, lua_Debug *ar)
 {
     lh_vm_t *vm = vm_of_state(L);
     lh_task_t *t = vm->cur_task;
     (void)ar;
-    if (t == NULL || t->deadline_ns == 0 || uv_hrtime() < t->deadline_ns)
+    uint64_t now = uv_hrtime();
+    if (vm->stop_ns != 0 && now > vm->stop_ns)
+        luaL_error(L, "%s", vm->stop_msg ? vm->stop_msg : "stopped: past the time limit");
+    if (t == NULL || t->deadline_ns == 0 || now < t->cpu_deadline_ns)
         return;
     t->timed_out = 1;
     /* from now on also at every line: a loop that re-enters a C call (pcall(table.sort,
@@ -91,7 +90,7 @@ static void task_abort(lh_task_t *t, lh_outcome_t outcome, const char *msg)
     int saved_limit = t->vm->limit_on;
     t->vm->cur_task = t;
     t->vm->limit_on = 1;
-    t->deadline_ns = uv_hrtime() + 1000000000u;
+    t->cpu_deadline_ns = uv_hrtime() + 1000000000u;
     lua_resetthread(t->co);
     t->vm->cur_task = saved;
     t->vm->limit_on = saved_limit;
@@ -108,24 +107,33 @@ static void on_deadline_now(lh_task_t *t)
     task_abort(t, LH_OUTCOME_TIMEOUT, msg);
 }
 
-static void on_deadline(uv_timer_t *timer)
+static void on_deadline(lh_clock_timer_t *timer)
 {
     on_deadline_now(timer->data);
 }
 
+/* While it waits, a task's deadline is a timer on the VM's clock: waiting counts in the
+** clock's time (virtual under luahook test). */
 static void wait_deadline(lh_task_t *t)
 {
     if (t->deadline_ns == 0)
         return;
-    if (t->timer == NULL) {
-        if ((t->timer = malloc(sizeof(*t->timer))) == NULL)
-            return; /* the wait goes on without a deadline rather than failing */
-        uv_timer_init(t->vm->app->loop, t->timer);
-        t->timer->data = t;
-    }
-    uint64_t now = uv_hrtime();
-    uint64_t ms = t->deadline_ns > now ? (t->deadline_ns - now + 999999) / 1000000 : 0;
-    uv_timer_start(t->timer, on_deadline, ms, 0);
+    if (t->timer == NULL && (t->timer = lh_clock_timer_new(t->vm->clock, on_deadline, t)) == NULL)
+        return; /* the wait goes on without a deadline rather than failing */
+    uint64_t now = lh_clock_now(t->vm->clock);
+    lh_clock_timer_start(t->timer, t->deadline_ns > now ? t->deadline_ns - now : 0, 0);
+}
+
+/* What is left of the task's time: its deadline on the clock, less (on a virtual clock,
+** where time stands still while Lua runs) the real time it has spent computing. */
+static uint64_t time_left(const lh_task_t *t)
+{
+    uint64_t now = lh_clock_now(t->vm->clock);
+    uint64_t used = now > t->start_ns ? now - t->start_ns : 0;
+    if (t->vm->clock->virtual_time)
+        used += t->cpu_ns;
+    uint64_t budget = t->deadline_ns - t->start_ns;
+    return used < budget ? budget - used : 0;
 }
 
 static int tostring_protected(lua_State *L)
@@ -158,10 +166,21 @@ void lh_task_resume(lh_task_t *t, int nargs)
     int saved_limit = vm->limit_on;
 
     if (t->timer != NULL)
-        uv_timer_stop(t->timer);
+        lh_clock_timer_stop(t->timer);
+    if (t->deadline_ns != 0) {
+        uint64_t left = time_left(t);
+        if (left == 0) { /* it is due: its wake-up came with its deadline */
+            lua_pop(t->co, nargs);
+            on_deadline_now(t);
+            return;
+        }
+        t->cpu_deadline_ns = uv_hrtime() + left;
+    }
     vm->cur_task = t;
     vm->limit_on = 1;
+    uint64_t ran_from = uv_hrtime();
     int status = lua_resume(t->co, L, nargs, &nres);
+    t->cpu_ns += uv_hrtime() - ran_from;
     vm->cur_task = saved;
     vm->limit_on = saved_limit;
 
@@ -235,7 +254,7 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script
     t->data = data;
     t->id = id;
     t->action = action;
-    t->start_ns = uv_hrtime();
+    t->start_ns = lh_clock_now(vm->clock);
     double timeout = vm->app->cfg->handler_timeout;
     if (timeout > 0)
         t->deadline_ns = t->start_ns + (uint64_t)(timeout * 1e9);
@@ -252,6 +271,16 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script
     LH_LIST_PUSH(vm->task_list, t);
     lh_task_resume(t, nargs);
     return 0;
+}
+
+double lh_task_seconds(const lh_task_t *t)
+{
+    return (double)(lh_clock_now(t->vm->clock) - t->start_ns) / 1e9;
+}
+
+void lh_task_guard(lua_State *L)
+{
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
 }
 
 void lh_task_cancel_all(lh_vm_t *vm)

@@ -9,8 +9,8 @@
 #include <stdint.h>
 
 #include <lua.h>
-#include <uv.h>
 
+#include "clock.h"
 #include "metrics.h"
 #include "vm.h"
 
@@ -35,10 +35,12 @@ struct lh_task_s {
     const char *label;  /* borrowed, lives as long as the VM: "script:line" */
     const char *script; /* borrowed, same */
     int line;
-    uint64_t start_ns;
-    uint64_t deadline_ns;  /* 0: none */
-    lh_pending_t *pending; /* what it waits for; NULL while running */
-    uv_timer_t *timer;     /* owned: the deadline while waiting; NULL until the first wait */
+    uint64_t start_ns;        /* on the VM's clock */
+    uint64_t deadline_ns;     /* on the VM's clock; 0: none */
+    uint64_t cpu_ns;          /* real time spent running, counted apart on a virtual clock */
+    uint64_t cpu_deadline_ns; /* uv_hrtime() past which the running code is stopped */
+    lh_pending_t *pending;    /* what it waits for; NULL while running */
+    lh_clock_timer_t *timer;  /* owned: the deadline while waiting; NULL until the first wait */
     int timed_out;
     lh_task_done_cb done;
     void *data;              /* for `done` */
@@ -61,6 +63,13 @@ void lh_task_resume(lh_task_t *t, int nargs);
 /** The task running now on `L` (the handler's coroutine itself), or NULL: at load time,
  *  in a coroutine the handler made, or outside Lua. Yielding stdlib calls need one. */
 lh_task_t *lh_task_current(lua_State *L);
+
+/** Seconds since the task started, on its VM's clock. */
+double lh_task_seconds(const lh_task_t *t);
+
+/** Puts the deadline guard on `L` (luahook test's main thread: vm->stop_ns), and on the
+ *  coroutines made from it later. Handler coroutines get it from lh_task_spawn. */
+void lh_task_guard(lua_State *L);
 
 /** Stops every task of `vm` now (shutdown): cancels what they wait for, finishes them
  *  with outcome timeout. */

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,15 +142,16 @@ static int lib_on(lua_State *L)
 
 /* ------------------------------------------------------------------ loading */
 
+/* A script's error at load time becomes a message: a string as it is (it already reads
+** "file:line: message"), another value through its __tostring or as its type. No
+** traceback: a load problem is reported as one "file:line: message" line. */
 static int msghandler(lua_State *L)
 {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    /* keep the message alone: the traceback goes to the log, the message to the user */
+    if (lua_type(L, 1) == LUA_TSTRING)
+        return 1;
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+        return 1;
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     return 1;
 }
 
@@ -321,18 +323,29 @@ done:
     return rc;
 }
 
+int lh_vm_load_path(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void *data)
+{
+    struct stat st;
+    int problems;
+    vm->loading = 1;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        problems = load_dir(vm, path, report, data);
+    else
+        problems = load_file(vm, path, report, data);
+    vm->loading = 0;
+    return problems;
+}
+
+int lh_vm_seal(lh_vm_t *vm)
+{
+    return seal_routes(vm);
+}
+
 int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb report, void *data)
 {
     int problems = 0;
-    vm->loading = 1;
-    for (size_t i = 0; i < npaths; i++) {
-        struct stat st;
-        if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode))
-            problems += load_dir(vm, paths[i], report, data);
-        else
-            problems += load_file(vm, paths[i], report, data);
-    }
-    vm->loading = 0;
+    for (size_t i = 0; i < npaths; i++)
+        problems += lh_vm_load_path(vm, paths[i], report, data);
     if (seal_routes(vm) != 0) {
         report(data, "out of memory sealing the handler routes");
         problems++;
@@ -351,6 +364,52 @@ const lh_route_t *lh_vm_route(lh_vm_t *vm)
     if (r < 0 || (size_t)r >= vm->nroutes)
         r = 0;
     return &vm->routes[r];
+}
+
+/* ------------------------------------------------------------------ os.time, os.date */
+
+/* os.time() and os.date(fmt) without a time read the VM's clock (virtual under luahook
+** test); with one, they are Lua's own (upvalue 2). */
+static int os_time(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1)) {
+        lua_pushvalue(L, lua_upvalueindex(2));
+        lua_insert(L, 1);
+        lua_call(L, lua_gettop(L) - 1, 1);
+        return 1;
+    }
+    lua_pushinteger(L, (lua_Integer)floor(lh_clock_wall(vm_of(L)->clock)));
+    return 1;
+}
+
+static int os_date(lua_State *L)
+{
+    lua_settop(L, 2);
+    if (lua_isnil(L, 2))
+        lua_pushinteger(L, (lua_Integer)floor(lh_clock_wall(vm_of(L)->clock)));
+    else
+        lua_pushvalue(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 3);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+static void wrap_os(lua_State *L, lh_vm_t *vm)
+{
+    static const struct {
+        const char *name;
+        lua_CFunction fn;
+    } fns[] = {{"time", os_time}, {"date", os_date}};
+    lua_getglobal(L, "os"); /* os */
+    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+        lua_pushlightuserdata(L, vm);
+        lua_getfield(L, -2, fns[i].name); /* os vm lua's */
+        lua_pushcclosure(L, fns[i].fn, 2);
+        lua_setfield(L, -2, fns[i].name); /* os */
+    }
+    lua_pop(L, 1);
 }
 
 /* ------------------------------------------------------------------ life */
@@ -388,6 +447,7 @@ static int open_libs(lua_State *L)
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, lib_on, 1);
     lua_setglobal(L, "on");
+    wrap_os(L, vm);
     lua_newtable(L);
     vm->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
@@ -402,6 +462,11 @@ lh_vm_t *lh_vm_new(lh_app_t *app, uint64_t generation, char *err, size_t errlen)
     vm->generation = generation;
     vm->routes_ref = LUA_NOREF;
     vm->pending_ref = LUA_NOREF;
+    vm->log_ref = LUA_NOREF;
+    if (app->clock != NULL)
+        vm->clock = app->clock;
+    else if ((vm->clock = vm->own_clock = lh_clock_new_loop(app->loop)) == NULL)
+        goto fail;
     vm->mem_limit = (size_t)app->cfg->memory_limit;
     if ((vm->L = lua_newstate(vm_alloc, vm)) == NULL)
         goto fail;
@@ -441,5 +506,6 @@ void lh_vm_free(lh_vm_t *vm)
     for (size_t i = 0; i < vm->nroutes; i++)
         free(vm->routes[i].handlers);
     free(vm->routes);
+    lh_clock_free(vm->own_clock); /* after lua_close: finalizers may free timers of it */
     free(vm);
 }

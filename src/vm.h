@@ -11,6 +11,7 @@
 #include <lua.h>
 
 #include "app.h"
+#include "clock.h"
 
 typedef struct lh_handler_s {
     int fn_ref;   /* registry ref to the function */
@@ -38,12 +39,21 @@ struct lh_vm_s {
     int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */
     int pending_ref; /* registry ref while loading: action -> {handler index...} */
     size_t mem_used;
-    size_t mem_limit;            /* 0: none */
-    int limit_on;                /* the limit applies while Lua code of a task runs */
-    struct lh_task_s *cur_task;  /* the task running now; NULL outside one */
-    struct lh_task_s *task_list; /* every live task */
-    struct lh_timer_s *timers;   /* every active timer */
-    lh_vm_t *next_retired;       /* reload's list of replaced VMs still draining */
+    size_t mem_limit;                 /* 0: none */
+    int limit_on;                     /* the limit applies while Lua code of a task runs */
+    struct lh_task_s *cur_task;       /* the task running now; NULL outside one */
+    struct lh_task_s *task_list;      /* every live task */
+    struct lh_timer_s *timers;        /* every active timer */
+    struct lh_timer_s *parked_timers; /* luahook test: stopped ones started at load */
+    lh_clock_t *clock;                /* borrowed from app->clock, or owned (the loop's) */
+    lh_clock_t *own_clock;            /* owned: the loop's clock when the app gave none */
+    int log_ref;           /* registry ref: function(level, msg, fields) that takes the log.*
+                              records instead of the log (luahook test); LUA_NOREF: none */
+    int keep_load_timers;  /* luahook test: timers started at load survive stop() to be
+                              armed again in the next test (lh_timer_reset) */
+    uint64_t stop_ns;      /* uv_hrtime() past which any Lua code raises stop_msg; 0: never */
+    const char *stop_msg;  /* borrowed, static */
+    lh_vm_t *next_retired; /* reload's list of replaced VMs still draining */
     /* a replaced VM's last task ended (set by reload; runs outside any Lua call of it) */
     void (*on_drained)(lh_vm_t *vm);
     void *drained_data;
@@ -63,6 +73,14 @@ typedef void (*lh_vm_report_cb)(void *data, const char *problem);
  * next script so that all problems are shown at once. Returns the number of problems.
  */
 int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb report, void *data);
+
+/** Loads one path as lh_vm_load does, without sealing the routes (luahook test's
+ *  handlers(): several calls, then lh_vm_seal). Returns the number of problems. */
+int lh_vm_load_path(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void *data);
+
+/** Seals the routes of everything loaded: on() is closed from then on. 0, or -1 when out
+ *  of memory. */
+int lh_vm_seal(lh_vm_t *vm);
 
 /** The route for the action string at the top of vm->L (not popped). Never NULL. */
 const lh_route_t *lh_vm_route(lh_vm_t *vm);

@@ -225,6 +225,57 @@ class Generated(unittest.TestCase):
         self.assertEqual(lines[2], "      expected: 7")
         self.assertEqual(lines[3], '      actual:   {a = json.null, b = {1, 2.5, "x"}, ["k y"] = true}')
 
+    def test_tests_inside_a_recipe_folder(self):
+        # a test file finds handlers and events relative to itself, however deep it sits
+        os.makedirs(self.tmp.join("recipes", "slack", "tests", "deep"))
+        self.tmp.script("recipes/slack/notify.lua", """\
+            on("A", function(ev) log.info("notified", { n = ev.n }) end)
+            """)
+        self.tmp.script("recipes/slack/tests/deep/event.json", '{"action": "A", "n": 3}\n')
+        self.tmp.script("recipes/slack/tests/deep/notify_test.lua", """\
+            handlers("../../notify.lua")
+            test("found relative to the test file", function()
+              local r = fire("event.json")
+              eq(r[1].handler, "recipes/slack/tests/deep/../../notify.lua:1")
+              eq(logs()[1].fields.n, 3)
+            end)
+            """)
+        res = run_test(cwd=self.tmp.path)
+        self.assertEqual(res.returncode, 0, both(res))
+        self.assertEqual(out(res), "ok   recipes/slack/tests/deep/notify_test.lua: found relative"
+                                   " to the test file\n1 passed, 0 failed\n")
+
+    def test_the_clock_never_goes_back_in_a_file(self):
+        # a cooldown computed in one test still holds in the next
+        self.tmp.script("train.lua", """\
+            local last
+            on("TRAIN", function()
+              if last and os.time() - last < 600 then log.info("skipped") return end
+              last = os.time()
+              log.info("trained")
+            end)
+            """)
+        self.tmp.script("train_test.lua", """\
+            handlers("train.lua")
+            test("the first trains", function()
+              fire({ action = "TRAIN" })
+              eq(logs()[1].msg, "trained")
+            end)
+            test("a second within 10 minutes does not", function()
+              clock.advance(60)
+              fire({ action = "TRAIN" })
+              eq(logs()[1].msg, "skipped")
+            end)
+            test("after 10 minutes it trains again", function()
+              clock.advance(600)
+              fire({ action = "TRAIN" })
+              eq(logs()[1].msg, "trained")
+            end)
+            """)
+        res = run_test(cwd=self.tmp.path)
+        self.assertEqual(res.returncode, 0, both(res))
+        self.assertEqual(out(res).splitlines()[-1], "3 passed, 0 failed")
+
     def test_file_without_tests_fails(self):
         self.tmp.script("h.lua", "on('A', function() end)\n")
         self.tmp.script("empty_test.lua", """\

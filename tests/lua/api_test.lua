@@ -1,8 +1,6 @@
 -- on, fire, ctx, results, sample, env, logs, handlers(): the harness's own tests.
 handlers("handlers/basic")
 
-local T0 = 1700000000.0
-
 local function msgs(level)
   local out = {}
   for _, r in ipairs(logs(level)) do out[#out + 1] = r.msg end
@@ -51,7 +49,7 @@ test("ctx is built like the server's", function()
   eq(ctx.headers["x-token"], "s3cret")
   eq(ctx.headers["X-Token"], nil)
   eq(ctx.headers["content-type"], "application/json")
-  eq(ctx.received_at, T0)
+  eq(ctx.received_at, clock.now())
   eq(math.type(ctx.received_at), "float")
   eq(ctx.body, body)
   eq(f.ev, { action = "CTX", n = 1 })
@@ -233,4 +231,12 @@ test("handlers() inside a test raises", function()
   -- nothing was registered again
   fire({ action = "ORDER" })
   eq(#logs(), 3)
+end)
+
+test("a run can be a retry: opts.attempt is ctx.attempt", function()
+  fire({ action = "CTX" })
+  eq(logs()[1].fields.ctx.attempt, 1)
+  fire({ action = "CTX" }, { attempt = 3 })
+  eq(logs()[2].fields.ctx.attempt, 3)
+  fails(function() fire({ action = "CTX" }, { attempt = 0 }) end, "opts.attempt must be an integer >= 1")
 end)

@@ -1,8 +1,6 @@
 -- HTTP mocks: matching, answers, errors, delays and timeouts, recorded calls, int64 bodies.
 handlers("handlers/http/client.lua")
 
-local T0 = 1700000000.0
-
 -- The fields of the "http" log line of the n-th fire.
 local function got(n)
   local seen = 0
@@ -54,16 +52,50 @@ test("the latest matching mock wins; the method must match", function()
   eq(got(4).res.status, 204)
 end)
 
-test("an error answer: nil, 'METHOD url: cause' without the query", function()
-  mock.http("GET", "down%.test", { error = "connection refused" })
+test("an error answer reads as the real one: nil, 'METHOD url: cause (detail)', kind", function()
+  mock.http("GET", "down%.test", { error = "Failed to connect to down.test port 80" })
   get("http://down.test/path", { query = { token = "secret" } })
   eq(got().res, nil)
-  eq(got().err, "GET http://down.test/path: connection refused")
+  -- the cause of a real "connect" failure, then the mock's words as curl's detail
+  eq(got().err, "GET http://down.test/path: connection failed (refused or unreachable) " ..
+                "(Failed to connect to down.test port 80)")
+  eq(got().kind, "connect")
+end)
+
+test("each kind of failure reads as the real one", function()
+  local want = {
+    resolve = "could not resolve the host (d)",
+    connect = "connection failed (refused or unreachable) (d)",
+    timeout = "timed out after 7 s (d)",
+    tls = "TLS certificate verification failed (d)",
+    other = "the request failed (d)",
+  }
+  for kind, text in pairs(want) do
+    mock.http("GET", "k%.test/" .. kind, { error = "d", kind = kind })
+    get("http://k.test/" .. kind, { timeout = 7 })
+  end
+  local n = 0
+  for _, r in ipairs(logs()) do
+    local kind = r.fields.err:match("k%.test/(%w+):")
+    eq(r.fields.err, "GET http://k.test/" .. kind .. ": " .. want[kind])
+    eq(r.fields.kind, kind)
+    n = n + 1
+  end
+  eq(n, 5)
+  fails(function() mock.http("GET", "x", { error = "d", kind = "dns" }) end, "kind must be")
+end)
+
+test("a body larger than max_size fails as the real one", function()
+  mock.http("GET", "big%.test", { body = string.rep("x", 100) })
+  get("http://big.test/", { max_size = 10 })
+  eq(got().err, "GET http://big.test/: response larger than max_size (10 bytes)")
+  eq(got().kind, "too_large")
 end)
 
 test("no mock matches: nil, err, and the request is recorded", function()
   get("http://nobody.test/x?key=secret")
   eq(got().err, "GET http://nobody.test/x: no mock matches this request (luahook test)")
+  eq(got().kind, "other")
   eq(#mock.calls(), 1)
   eq(mock.calls()[1].url, "http://nobody.test/x?key=secret")
 end)
@@ -122,29 +154,36 @@ test("json bodies keep int64 integers exact, both ways", function()
 end)
 
 test("a delay waits in virtual time", function()
+  local t0 = clock.now()
   mock.http("GET", "slow%.test", { delay = 3, body = "late" })
   get("http://slow.test/x")
   eq(got().res.body, "late")
-  eq(clock.now(), T0 + 3)
+  eq(clock.now(), t0 + 3)
 end)
 
 test("a timeout shorter than the delay: nil, 'timed out after N s'", function()
+  local t0 = clock.now()
   mock.http("GET", "slow%.test", { delay = 10, body = "late" })
   get("http://slow.test/x?q=1", { timeout = 2.5 })
   eq(got().res, nil)
-  eq(got().err, "GET http://slow.test/x: timed out after 2.5 s")
-  eq(clock.now(), T0 + 2.5)
+  -- curl's own words follow, as for a server that never answers
+  eq(got().err, "GET http://slow.test/x: timed out after 2.5 s (Operation timed out after " ..
+                "2500 milliseconds with 0 bytes received)")
+  eq(got().kind, "timeout")
+  eq(clock.now(), t0 + 2.5)
 end)
 
 test("the default timeout is 30 s, the handler timeout too", function()
+  local t0 = clock.now()
   mock.http("GET", "slow%.test", { delay = 60 })
   local r = fire({ action = "HTTP", fn = "get", url = "http://slow.test/x" }, { allow_failure = true })
   -- http times out at +30 s, as does the handler: the handler's timeout was armed first
-  eq(clock.now(), T0 + 30)
+  eq(clock.now(), t0 + 30)
   eq(r[1].error, "handler timed out after 30 s (--handler-timeout)")
 end)
 
 test("a handler's calls run one after the other", function()
+  local t0 = clock.now()
   mock.http("GET", "api%.test/first", { status = 201, delay = 1 })
   mock.http("POST", "api%.test/second", function(req)
     return { status = 200 + req.json.after - 201, delay = 2 }
@@ -152,14 +191,14 @@ test("a handler's calls run one after the other", function()
   local r = fire({ action = "TWO_CALLS" })
   ok(r.ok)
   eq(logs()[1].fields, { s1 = 201, s2 = 200 })
-  eq(clock.now(), T0 + 3)
+  eq(clock.now(), t0 + 3)
   eq(mock.calls()[2].json, { after = 201 })
 end)
 
 test("argument checks are the real ones", function()
   fire({ action = "MISUSE" })
   local m = logs()[1].fields.msgs
-  match(m[1], "bad argument #1 to 'get' %(string expected, got no value%)")
+  eq(m[1], "bad argument #1 to 'http.get' (string expected, got no value)")
   eq(m[2], "http: option 'url' must be a string, not number")
   eq(m[3], "http: url must start with http:// or https:// (got 'ftp://files.test/x')")
   eq(m[4], "http: give 'body' or 'json', not both")

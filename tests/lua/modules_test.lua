@@ -15,6 +15,7 @@ end)
 test("os.time() and os.date(fmt) in handlers read the virtual clock", function()
   fire({ action = "TIME" })
   local f = logs()[1].fields
+  eq(clock.now(), T0, "no earlier test of this file moved the clock")
   eq(f.t, math.floor(T0))
   eq(math.type(f.t), "integer")
   eq(f.day, "2023-11-14 22:13:20")
@@ -39,15 +40,16 @@ test("misuse raises at the script's line, like the server's luaL_error", functio
   match(misuse("MISUSE_ENV"), "^" .. SCRIPT .. ":26: bad argument #1 to 'env' %(string expected, got no value%)$")
   match(misuse("MISUSE_HTTP"), "^" .. SCRIPT .. ":27: http: url must start with http:// or https://")
   match(misuse("MISUSE_HTTP_OPT"), "^" .. SCRIPT .. ":28: http: option 'timeout' must be a number, not string$")
-  match(misuse("MISUSE_STOP"), "^" .. SCRIPT .. ":29: bad argument #1 to 'stop' %(timer expected%)$")
+  match(misuse("MISUSE_STOP"), "^" .. SCRIPT .. ":29: bad argument #1 to 'stop' %(luahook.timer expected, got table%)$")
 end)
 
 test("a mocked timeout reads 'METHOD url: timed out after N s', without the query", function()
+  local t0 = clock.now()
   mock.http("GET", "slow%.test", { delay = 5 })
   fire({ action = "TIMEOUT" })
   -- the server adds curl's detail in parentheses: match the start, do not eq
   match(logs()[1].fields.err, "^GET http://slow%.test/p: timed out after 2 s")
-  eq(clock.now(), T0 + 2)
+  eq(clock.now(), t0 + 2)
 end)
 
 test("a handler failing unexpectedly fails fire, at the test's line", function()

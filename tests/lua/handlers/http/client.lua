@@ -1,14 +1,14 @@
 -- Calls http with the arguments the event gives and logs what came back.
 on("HTTP", function(ev)
-  local res, err
+  local res, err, kind
   if ev.fn == "request" then
-    res, err = http.request(ev.opts)
+    res, err, kind = http.request(ev.opts)
   else
-    res, err = http[ev.fn](ev.url, ev.opts)
+    res, err, kind = http[ev.fn](ev.url, ev.opts)
   end
   local decoded, derr
   if res then decoded, derr = res:json() end
-  log.info("http", { res = res, err = err, json = decoded, json_err = derr })
+  log.info("http", { res = res, err = err, kind = kind, json = decoded, json_err = derr })
 end)
 
 -- Two calls in a row: the second after the first answered.
