@@ -337,7 +337,8 @@ typedef struct {
     int status;
     char *answer; /* owned: the answer's JSON body */
     struct {
-        char *label; /* owned: the handler, known at accept */
+        char *label;         /* owned: the handler, known at accept */
+        const char *handler; /* borrowed from the VM's handler: tells apart two of one line */
         char *err;   /* owned; NULL: ok */
         int set;
     } * runs; /* owned; in run order */
@@ -377,14 +378,15 @@ static void on_fire_answer(void *data, int status, const char *extra, const char
         fired_end(f);
 }
 
-/* A run ended: its place is the first not yet ended of its handler, in run order. */
+/* A run ended: its place is the first not yet ended of its handler, in run order. The
+** handler is known by its label's address, so two handlers on one line stay apart. */
 static void on_fire_run(void *data, const lh_event_t *e, const char *label, lh_outcome_t outcome,
                         const char *err, double seconds)
 {
     fired_t *f = data;
     (void)e, (void)outcome, (void)seconds;
     for (size_t i = 0; i < f->nruns; i++) {
-        if (!f->runs[i].set && f->runs[i].label && strcmp(f->runs[i].label, label) == 0) {
+        if (!f->runs[i].set && f->runs[i].handler == label) {
             f->runs[i].set = 1;
             f->runs[i].err = err ? strdup(err) : NULL;
             return;
@@ -408,9 +410,11 @@ static int fired_plan(fired_t *f, lh_vm_t *vm, const lh_event_t *e)
     if (rt->n > 0 && (f->runs = calloc(rt->n, sizeof(*f->runs))) == NULL)
         return -1;
     f->nruns = rt->n;
-    for (size_t i = 0; i < rt->n; i++)
-        if ((f->runs[i].label = strdup(vm->handlers[rt->handlers[i]].label)) == NULL)
+    for (size_t i = 0; i < rt->n; i++) {
+        f->runs[i].handler = vm->handlers[rt->handlers[i]].label;
+        if ((f->runs[i].label = strdup(f->runs[i].handler)) == NULL)
             return -1;
+    }
     return 0;
 }
 
