@@ -304,6 +304,7 @@ class Broken(unittest.TestCase):
     def event(self, srv, tmp):
         r = h.post_event(srv.port, {"action": "V"})
         self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json().get("handlers"), 1, r)
         rid = r.json()["id"]
         mine = [l for l in tmp.read_lines("out.txt") if l.split(" ")[1:2] == [rid]]
         self.assertEqual(len(mine), 1, "event %s recorded %r" % (rid, mine))

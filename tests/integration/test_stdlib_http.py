@@ -422,18 +422,25 @@ class HttpLib(unittest.TestCase):
             cls.stop_upstreams()
             cls.tmp.cleanup()
 
-    def run_event(self, action, timeout=30.0 * h.SLOW, **fields):
+    def run_event(self, action, timeout=30.0 * h.SLOW, handlers=1, **fields):
+        """Posts `action` and returns the answer body; the answer must be a 200 saying that
+        `handlers` handlers ran (each action here has one; a 200 with "handlers": 0 would
+        mean that nothing was checked)."""
         r = h.post_event(self.srv.port, {"action": action, **fields}, timeout=timeout)
         if r.status != 200:
             self.fail("%s answered %d: %s\n---- luahook stderr (tail) ----\n%s"
                       % (action, r.status, r.body.decode("utf-8", "replace"),
                          self.srv.stderr_text()[-3000:]))
-        return r.json()
+        body = r.json()
+        self.assertIs(body.get("ok"), True, body)
+        self.assertEqual(body.get("handlers"), handlers, "%s: %r" % (action, body))
+        return body
 
     def failure(self, action):
         """Posts an event whose only handler must fail; returns its error message."""
         r = h.post_event(self.srv.port, {"action": action}, timeout=30.0 * h.SLOW)
         self.assertEqual(r.status, 500, r)
+        self.assertEqual(r.json().get("handlers"), 1, r)
         failed = r.json().get("failed")
         self.assertIsInstance(failed, list, r)
         self.assertEqual(len(failed), 1, failed)

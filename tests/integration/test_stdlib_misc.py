@@ -39,11 +39,16 @@ def output(res):
     return res.stdout.decode("utf-8", "replace") + res.stderr.decode("utf-8", "replace")
 
 
-def post_ok(test, srv, action, timeout=30.0 * h.SLOW, **fields):
+def post_ok(test, srv, action, timeout=30.0 * h.SLOW, handlers=1, **fields):
+    """Posts `action` and returns the answer body; the answer must be a 200 saying that
+    `handlers` handlers ran (a 200 with "handlers": 0 would mean that nothing was checked)."""
     r = h.post_event(srv.port, {"action": action, **fields}, timeout=timeout)
     if r.status != 200:
         test.fail("%s answered %d: %s" % (action, r.status, r.body.decode("utf-8", "replace")))
-    return r.json()
+    body = r.json()
+    test.assertIs(body.get("ok"), True, body)
+    test.assertEqual(body.get("handlers"), handlers, "%s: %r" % (action, body))
+    return body
 
 
 # ---------------------------------------------------------------------------------------------
