@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #include "app.h"
-#include "conn.h"
+#include "request.h"
 
 /** The answer to an event: runs exactly once, now or later. `body` is borrowed. */
 typedef void (*lh_reply_cb)(void *data, int status, const char *extra_headers, const char *body,
