@@ -476,9 +476,6 @@ static void answer(lh_conn_t *c, int status, const char *extra, const char *ctyp
     /* answered on its head, a client waiting for 100-continue sends no body: no request
     ** could be told from the next one */
     int close = refusal || c->last_request || !req->keep_alive || (on_head && req->expect_continue);
-    if (req->method == LH_METHOD_HEAD && !refusal)
-        len = 0; /* HEAD: the headers say what a GET would get, no body follows */
-
     char head[512];
     int hn = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
@@ -488,6 +485,8 @@ static void answer(lh_conn_t *c, int status, const char *extra, const char *ctyp
         conn_fail(c, "answer head", UV_E2BIG);
         return;
     }
+    if (req->method == LH_METHOD_HEAD && !refusal)
+        len = 0; /* HEAD: the headers say what a GET would get, no body follows */
     wreq_t *w = malloc(sizeof(*w) + (size_t)hn + len);
     if (w == NULL) {
         conn_fail(c, "malloc", UV_ENOMEM);

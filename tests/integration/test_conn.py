@@ -153,6 +153,19 @@ class States(unittest.TestCase):
             self.assertEqual(r.header("connection", "").lower(), "close", r)
             self.assertTrue(c.closed_by_peer(3.0 * h.SLOW), "open after the answer")
 
+    def test_head_answer_has_the_length_of_the_full_answer(self):
+        """HEAD gets the headers another method would get, Content-Length included, and no
+        body: the next answer follows at once."""
+        with h.Conn(self.port) as c:
+            full = c.request("DELETE", "/healthz")
+            c.send(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            r = c.read_response(head_request=True)
+            self.assertEqual((r.status, full.status), (405, 405))
+            self.assertGreater(len(full.body), 0)
+            self.assertEqual(r.header("content-length"), str(len(full.body)), r)
+            r2 = c.request("GET", "/healthz")
+            self.assertEqual((r2.status, r2.json()), (200, {"ok": True}))
+
     def test_server_goes_on(self):
         self.assertEqual(h.request(self.port, "GET", "/healthz").status, 200)
 
