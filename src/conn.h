@@ -26,10 +26,12 @@ typedef struct lh_conn_s lh_conn_t;
 **   READING_BODY ──complete──▶ HANDLING [none: the handler timeout bounds it]
 **   HANDLING, READING_BODY (answered at once), DISCARDING_BODY (complete)
 **                ──answer queued──▶ WRITING [idle-timeout, again at each write done]
-**   WRITING ──all written──▶ IDLE [idle-timeout]       IDLE, WRITING ──bytes──▶ READING_HEAD
+**   WRITING, DISCARDING_BODY ──all written──▶ IDLE [idle-timeout]
+**   IDLE, WRITING ──a request's first byte──▶ READING_HEAD
 **   any of those ──answer that closes, refusal, EOF with answers owed, stop──▶
 **                FLUSHING [idle-timeout, again at each write done]
-**   FLUSHING ──written, after a refusal──▶ LINGERING [2 s: FIN sent, reads dropped]
+**   FLUSHING ──written, after a refusal or with a body unread──▶ LINGERING [2 s: FIN
+**                sent, reads dropped]
 **   any ──error, timeout, EOF──▶ CLOSED (uv_close called; freed once unreferenced)
 */
 typedef enum {

@@ -82,7 +82,7 @@ int lh_server_start(lh_server_t *s, lh_app_t *app, const lh_server_handler_t *h)
     }
     s->listening = 1;
 
-    char ip[INET6_ADDRSTRLEN], address[INET6_ADDRSTRLEN + 16];
+    char ip[INET6_ADDRSTRLEN] = "?", address[INET6_ADDRSTRLEN + 16];
     int len = sizeof(addr);
     if ((r = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&addr, &len)) != 0) {
         LH_LOG(LH_ERROR, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
