@@ -12,7 +12,7 @@
 #include <uv.h>
 
 #include "clock.h"
-#include "conn.h"
+#include "request.h"
 #include "dispatch.h"
 #include "embedded.h"
 #include "lib.h"
