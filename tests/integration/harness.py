@@ -662,7 +662,7 @@ def lua_int(n):
 
 def lua_expect(v):
     """Encodes a JSON value (as json.load gives it) as a Lua 'expectation' tree for
-    scripts/expect.lua:  {t="int", v=...} / {t="float", v=...} / {t="str", v=...} /
+    LUA_EXPECT's expect():  {t="int", v=...} / {t="float", v=...} / {t="str", v=...} /
     {t="bool", v=...} / {t="null"} / {t="arr", n=N, ...} / {t="obj", n=N, k={...}}."""
     if v is None:
         return '{t="null"}'
@@ -753,57 +753,6 @@ def main():
     unittest.main(verbosity=2)
 
 
-# Lua source of `expect(v, e, path)`: asserts that the decoded value v matches the expectation
-# tree e (made by lua_expect) exactly, with Lua types: integers are math.type "integer", floats
-# "float", null is json.null, arrays are sequences of the right length, objects have exactly the
-# expected keys. Errors name the path, e.g. "ev.project.label_config_hash: expected integer ...".
-LUA_EXPECT = r'''
-local function describe(v)
-  if type(v) == "number" then return (math.type(v) or "number") .. " " .. tostring(v) end
-  if type(v) == "string" then return "string " .. string.format("%q", #v > 80 and v:sub(1, 80) .. "..." or v) end
-  if rawequal(v, json.null) then return "json.null" end
-  return type(v) .. " " .. tostring(v)
-end
-
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
-
-local function expect(v, e, path)
-  local t = e.t
-  local function fail(what)
-    error(path .. ": expected " .. what .. ", got " .. describe(v), 0)
-  end
-  if t == "null" then
-    if not rawequal(v, json.null) then fail("json.null") end
-  elseif t == "int" then
-    if math.type(v) ~= "integer" or v ~= e.v then fail("integer " .. string.format("%d", e.v)) end
-  elseif t == "float" then
-    if math.type(v) ~= "float" or v ~= e.v then fail("float " .. string.format("%.17g", e.v)) end
-  elseif t == "str" then
-    if type(v) ~= "string" or v ~= e.v then fail("string " .. string.format("%q", e.v)) end
-  elseif t == "bool" then
-    if type(v) ~= "boolean" or v ~= e.v then fail("boolean " .. tostring(e.v)) end
-  elseif t == "arr" then
-    if type(v) ~= "table" then fail("a sequence of " .. e.n) end
-    if #v ~= e.n or count(v) ~= e.n then
-      error(path .. ": expected a sequence of " .. e.n .. " elements, got #=" .. #v ..
-            " with " .. count(v) .. " entries", 0)
-    end
-    for i = 1, e.n do expect(v[i], e[i], path .. "[" .. i .. "]") end
-  elseif t == "obj" then
-    if type(v) ~= "table" then fail("an object of " .. e.n .. " keys") end
-    for k, sub in pairs(e.k) do expect(v[k], sub, path .. "." .. k) end
-    if count(v) ~= e.n then
-      local extra = {}
-      for k in pairs(v) do if e.k[k] == nil then extra[#extra + 1] = tostring(k) end end
-      error(path .. ": expected " .. e.n .. " keys, got " .. count(v) .. " (extra: " ..
-            table.concat(extra, ",") .. ")", 0)
-    end
-  else
-    error("bad expectation " .. tostring(t))
-  end
-end
-'''
+# Lua source of `expect(v, e, path)` (tests/fixtures/integration/harness/expect.lua): asserts
+# that a decoded value matches an expectation tree made by lua_expect, Lua types included.
+LUA_EXPECT = lua_source(__file__, "expect.lua")

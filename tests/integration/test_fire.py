@@ -19,44 +19,10 @@ ACTIONS = [
     "REVIEW_CREATED", "REVIEW_UPDATED", "REVIEWS_DELETED",
 ]
 
-RECORD = r"""
-on("*", function(ev, ctx)
-  local f = assert(io.open(env("OUT"), "w"))
-  f:write(json.encode({ action = ev.action, ctx_action = ctx.action, id = ctx.id,
-                        hash = ev.project and type(ev.project) == "table"
-                               and ev.project.label_config_hash or json.null,
-                        mt = ev.project and type(ev.project) == "table"
-                             and math.type(ev.project.id) or json.null }))
-  f:close()
-end)
-"""
 
-FAILING = r"""
-on("A", function(ev) log.info("first ran", { n = ev.n }) end)
-on("A", function(ev) error("second broke on " .. ev.n) end)
-on("B", function(ev) sleep(0.05) end)
-"""
-
-TIMERS = r"""
-timer.after(0, function() log.info("startup timer ran") end)
-timer.every(30, function() end) -- never ends: not waited for
-on("T", function(ev, ctx)
-  timer.after(0.1, function() log.info("later timer ran") end)
-  timer.after(0.05, function() error("timer broke") end)
-end)
-on("BODY", function(ev, ctx)
-  local f = assert(io.open(env("OUT"), "w"))
-  f:write(ctx.body) f:close()
-end)
-"""
-
-HTTP = r"""
-on("CALL", function(ev)
-  local res, err = http.post(env("UPSTREAM") .. "/x", { json = { id = ev.id } })
-  assert(res, err)
-  assert(res.status == 200 and res:json().got.id == ev.id, res.body)
-end)
-"""
+def at(path, marker):
+    """ "PATH:LINE" of the line of script `path` marked "-- @marker"."""
+    return "%s:%d" % (path, h.line_of(path, "-- @" + marker))
 
 
 def text(r):
@@ -85,10 +51,10 @@ class Fire(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = h.TempDir()
         cls.out = cls.tmp.join("out.json")
-        cls.record = cls.tmp.script("record.lua", RECORD)
-        cls.failing = cls.tmp.script("failing.lua", FAILING)
-        cls.http = cls.tmp.script("http.lua", HTTP)
-        cls.timers = cls.tmp.script("timers.lua", TIMERS)
+        cls.record = cls.tmp.fixture(__file__, "record.lua")
+        cls.failing = cls.tmp.fixture(__file__, "failing.lua")
+        cls.http = cls.tmp.fixture(__file__, "http.lua")
+        cls.timers = cls.tmp.fixture(__file__, "timers.lua")
 
     @classmethod
     def tearDownClass(cls):
@@ -112,7 +78,7 @@ class Fire(unittest.TestCase):
                 self.assertEqual(seen["action"], action)
                 self.assertEqual(seen["ctx_action"], action)
                 lines = r.stdout.splitlines()
-                self.assertTrue(lines[0].startswith("ok   " + self.record + ":2"), r.stdout)
+                self.assertTrue(lines[0].startswith("ok   " + at(self.record, "RECORD")), r.stdout)
                 self.assertEqual(lines[-1], "1 passed, 0 failed")
 
     def test_event_file_keeps_integers_exact(self):
@@ -136,9 +102,9 @@ class Fire(unittest.TestCase):
         r = self.fire(self.failing, "-", input=b'{"action":"A","n":7}')
         self.assertEqual(r.returncode, 1, r.stderr)
         lines = r.stdout.splitlines()
-        self.assertTrue(lines[0].startswith("ok   " + self.failing + ":2"), r.stdout)
-        self.assertEqual(lines[1], "FAIL %s:3  %s:3: second broke on 7" % (self.failing,
-                                                                        self.failing))
+        self.assertTrue(lines[0].startswith("ok   " + at(self.failing, "FIRST")), r.stdout)
+        second = at(self.failing, "SECOND")
+        self.assertEqual(lines[1], "FAIL %s  %s: second broke on 7" % (second, second))
         self.assertEqual(lines[-1], "1 passed, 1 failed")
         # the log lines go to stderr, as when serving
         self.assertIn("first ran", r.stderr)
@@ -147,15 +113,15 @@ class Fire(unittest.TestCase):
     def test_waits_for_handlers_that_sleep(self):
         r = self.fire(self.failing, "-", input=b'{"action":"B"}')
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertTrue(r.stdout.startswith("ok   " + self.failing + ":4"), r.stdout)
+        self.assertTrue(r.stdout.startswith("ok   " + at(self.failing, "SLEEPS")), r.stdout)
 
     def test_waits_for_one_shot_timers(self):
         r = self.fire(self.timers, "-", input=b'{"action":"T"}')
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)  # the failing timer counts
         self.assertIn("startup timer ran", r.stderr)
         self.assertIn("later timer ran", r.stderr)
-        self.assertIn("FAIL timer %s:6  %s:6: timer broke" % (self.timers, self.timers),
-                      r.stdout)
+        broke = at(self.timers, "TIMER_BROKE")
+        self.assertIn("FAIL timer %s  %s: timer broke" % (broke, broke), r.stdout)
         self.assertEqual(r.stdout.splitlines()[-1], "3 passed, 1 failed")
 
     def test_action_override_keeps_the_body_bytes(self):
@@ -194,10 +160,11 @@ class Fire(unittest.TestCase):
         self.assertIn("fire", r.stderr)
 
     def test_broken_script(self):
-        bad = self.tmp.script("bad.lua", "on('A', function(\n")
+        source = "on('A', function(\n"   # unfinished: the error is at the end of the file
+        bad = self.tmp.script("bad.lua", source)
         r = self.fire("--sample", "TASKS_CREATED", bad)
         self.assertEqual(r.returncode, 1)
-        self.assertIn(bad + ":2:", r.stderr)
+        self.assertIn("%s:%d:" % (bad, source.count("\n") + 1), r.stderr)
 
     def test_real_http(self):
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
@@ -208,7 +175,7 @@ class Fire(unittest.TestCase):
             r = self.fire(self.http, "-", input=b'{"action":"CALL","id":9007199254740993}',
                           env={"UPSTREAM": up})
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-            self.assertTrue(r.stdout.startswith("ok   " + self.http + ":2"), r.stdout)
+            self.assertTrue(r.stdout.startswith("ok   " + at(self.http, "CALL")), r.stdout)
         finally:
             srv.shutdown()
             srv.server_close()

@@ -10,28 +10,11 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 
-APPEND = r'''
-local function append(name, line)
-  local f = assert(io.open(os.getenv("OUT_DIR") .. "/" .. name, "a"))
-  f:write(line, "\n")
-  f:close()
-end
-'''
-
-
 class Order(unittest.TestCase):
     def test_registration_order_then_star(self):
         with h.TempDir() as tmp:
-            a = tmp.script("a.lua", APPEND + r'''
-on("*", function(ev, ctx) append("order.txt", ctx.id .. " star1") end)
-on("ORD", function(ev, ctx) append("order.txt", ctx.id .. " h1") end)
-on("ORD", function(ev, ctx) append("order.txt", ctx.id .. " h2") end)
-on({"ORD", "OTHER"}, function(ev, ctx) append("order.txt", ctx.id .. " h3") end)
-''')
-            b = tmp.script("b.lua", APPEND + r'''
-on("ORD", function(ev, ctx) append("order.txt", ctx.id .. " h4") end)
-on("*", function(ev, ctx) append("order.txt", ctx.id .. " star2") end)
-''')
+            a = tmp.fixture(__file__, "append.lua", "order_a.lua", name="a.lua")
+            b = tmp.fixture(__file__, "append.lua", "order_b.lua", name="b.lua")
             with h.Server([a, b], "--ack", "handled", env={"OUT_DIR": tmp.path}) as srv:
                 for action, want in (("ORD", ["h1", "h2", "h3", "h4", "star1", "star2"]),
                                      ("OTHER", ["h3", "star1", "star2"]),
@@ -48,10 +31,9 @@ on("*", function(ev, ctx) append("order.txt", ctx.id .. " star2") end)
     def test_folder_loads_in_name_order(self):
         with h.TempDir() as tmp:
             os.mkdir(tmp.join("hooks"))
+            folder = h.lua_source(__file__, "append.lua", "folder.lua")
             for name in ("20_b.lua", "10_a.lua", "03_c.lua", "100_d.lua"):
-                h.write_script(tmp.join("hooks"), name, APPEND + r'''
-on("F", function(ev, ctx) append("folder.txt", %s) end)
-''' % h.lua_string(name))
+                h.write_script(tmp.join("hooks"), name, folder)
             # not Lua files: must not be loaded (each would be a syntax error)
             h.write_script(tmp.join("hooks"), "README.md", "# not lua (\n")
             h.write_script(tmp.join("hooks"), "old.lua.bak", "this is ( not lua\n")
@@ -66,77 +48,23 @@ on("F", function(ev, ctx) append("folder.txt", %s) end)
 
 class Isolation(unittest.TestCase):
     def test_each_script_has_its_own_globals(self):
-        with h.TempDir() as tmp:
-            a = tmp.script("a.lua", r'''
-name = "a"
-only_a = true
-json = nil          -- in a's own environment only: must not take json away from b
-on("G", function(ev, ctx)
-  assert(name == "a", "a sees name = " .. tostring(name))
-  assert(only_b == nil, "a sees b's global only_b")
-  runtime_a = 1
-end)
-''')
-            b = tmp.script("b.lua", r'''
-name = "b"
-only_b = true
-on("G", function(ev, ctx)
-  assert(name == "b", "b sees name = " .. tostring(name))
-  assert(only_a == nil, "b sees a's global only_a")
-  assert(runtime_a == nil, "b sees the global a set at run time")
-  assert(type(json) == "table" and type(json.encode) == "function",
-         "a's json = nil clobbered b's json")
-  assert(json.null ~= nil, "json.null is nil")
-end)
-''')
-            with h.Server([a, b], "--ack", "handled") as srv:
-                for _ in range(2):   # twice: run-time globals of the first round persist
-                    r = h.post_event(srv.port, {"action": "G"})
-                    self.assertEqual(r.status, 200, r)
-                    self.assertEqual(r.json()["handlers"], 2)
+        a = h.lua_path(__file__, "isolation_a.lua")
+        b = h.lua_path(__file__, "isolation_b.lua")
+        with h.Server([a, b], "--ack", "handled") as srv:
+            for _ in range(2):   # twice: run-time globals of the first round persist
+                r = h.post_event(srv.port, {"action": "G"})
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.json()["handlers"], 2)
 
     def test_globals_persist_within_a_script(self):
-        with h.TempDir() as tmp:
-            s = tmp.script("count.lua", r'''
-count = 0
-on("N", function(ev, ctx)
-  count = count + 1
-  assert(count == ev.n, "count is " .. count .. ", event says " .. ev.n)
-end)
-''')
-            with h.Server(s, "--ack", "handled") as srv:
-                for n in range(1, 6):
-                    r = h.post_event(srv.port, {"action": "N", "n": n})
-                    self.assertEqual(r.status, 200, r)
+        with h.Server(h.lua_path(__file__, "count.lua"), "--ack", "handled") as srv:
+            for n in range(1, 6):
+                r = h.post_event(srv.port, {"action": "N", "n": n})
+                self.assertEqual(r.status, 200, r)
 
     def test_standard_library_available(self):
         with h.TempDir() as tmp:
-            s = tmp.script("std.lua", r'''
-on("STD", function(ev, ctx)
-  for _, lib in ipairs({"io", "os", "string", "math", "table", "utf8", "coroutine", "debug",
-                        "package"}) do
-    assert(type(_G[lib]) == "table" or type(load("return " .. lib)()) == "table",
-           lib .. " missing")
-  end
-  assert(type(io.open) == "function" and type(io.lines) == "function", "io")
-  assert(type(os.time()) == "number" and type(os.clock()) == "number", "os")
-  assert(os.getenv("STD_PROBE") == "probe-value", "os.getenv")
-  assert(string.format("%05.1f", 3.14159) == "003.1", "string.format")
-  assert(("abc"):upper() == "ABC", "string methods")
-  assert(math.floor(2.5) == 2 and math.maxinteger == 9223372036854775807, "math")
-  assert(table.concat({1, 2, 3}, ",") == "1,2,3", "table")
-  assert(utf8.char(233) == "\u{E9}", "utf8")
-  local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
-  assert(co(1) == 2 and co(5) == 10, "coroutine inside a handler")
-  assert(load("return 1 + 1")() == 2, "load")
-  assert(select("#", pcall(error, "x")) == 2, "pcall")
-  assert(string.pack(">I2", 258) == "\1\2", "string.pack")
-  local f = assert(io.open(os.getenv("OUT_DIR") .. "/std.txt", "w"))
-  f:write("ok")
-  f:close()
-end)
-''')
-            with h.Server(s, "--ack", "handled",
+            with h.Server(h.lua_path(__file__, "std.lua"), "--ack", "handled",
                           env={"STD_PROBE": "probe-value", "OUT_DIR": tmp.path}) as srv:
                 r = h.post_event(srv.port, {"action": "STD"})
                 self.assertEqual(r.status, 200, r)
@@ -144,36 +72,7 @@ end)
 
 
 class Context(unittest.TestCase):
-    SCRIPT = APPEND + r'''
-local out = os.getenv("OUT_DIR")
-on("*", function(ev, ctx)
-  assert(type(ctx.id) == "string" and #ctx.id > 0, "ctx.id")
-  assert(ctx.action == ev.action, "ctx.action")
-  assert(type(ctx.path) == "string", "ctx.path")
-  assert(type(ctx.headers) == "table", "ctx.headers")
-  for k, v in pairs(ctx.headers) do
-    assert(type(k) == "string" and k == k:lower(), "header name not lower-case: " .. tostring(k))
-    assert(type(v) == "string", "header value not a string: " .. k)
-  end
-  assert(type(ctx.remote) == "string", "ctx.remote")
-  assert(math.type(ctx.received_at) == "float", "ctx.received_at is " ..
-         tostring(math.type(ctx.received_at)))
-  assert(type(ctx.body) == "string", "ctx.body")
-  assert(math.type(ctx.attempt) == "integer", "ctx.attempt is " .. tostring(math.type(ctx.attempt)))
-  local f = assert(io.open(out .. "/" .. ctx.id .. ".body", "wb"))
-  f:write(ctx.body)
-  f:close()
-  f = assert(io.open(out .. "/" .. ctx.id .. ".ctx", "w"))
-  f:write("id\t", ctx.id, "\n", "action\t", ctx.action, "\n", "path\t", ctx.path, "\n",
-          "remote\t", ctx.remote, "\n", "received_at\t", string.format("%.6f", ctx.received_at), "\n",
-          "attempt\t", ctx.attempt, "\n")
-  local names = {}
-  for k in pairs(ctx.headers) do names[#names + 1] = k end
-  table.sort(names)
-  for _, k in ipairs(names) do f:write("header:", k, "\t", ctx.headers[k], "\n") end
-  f:close()
-end)
-'''
+    SCRIPT = h.lua_path(__file__, "ctx.lua")
 
     def read_ctx(self, tmp, event_id):
         out = {}
@@ -189,8 +88,7 @@ end)
 
     def test_ctx_fields(self):
         with h.TempDir() as tmp:
-            s = tmp.script("ctx.lua", self.SCRIPT)
-            with h.Server(s, "--ack", "handled", env={"OUT_DIR": tmp.path}) as srv:
+            with h.Server(self.SCRIPT, "--ack", "handled", env={"OUT_DIR": tmp.path}) as srv:
                 body = h.fixture_bytes("TASKS_CREATED.json")   # pretty, with \u escapes
                 with h.Conn(srv.port) as c:
                     t0 = time.time()
@@ -227,8 +125,7 @@ end)
         """Default ack: ctx.id is still the id of the answer; a body with a NUL escape and
         raw UTF-8 reaches ctx.body byte for byte."""
         with h.TempDir() as tmp:
-            s = tmp.script("ctx.lua", self.SCRIPT)
-            with h.Server(s, env={"OUT_DIR": tmp.path}) as srv:
+            with h.Server(self.SCRIPT, env={"OUT_DIR": tmp.path}) as srv:
                 body = '{"action":"BIN","s":"nul:\\u0000 raw:\u00e9\u4e2d\U0001F600"}'.encode()
                 r = h.post_event(srv.port, body, path="/x/y")
                 self.assertEqual(r.status, 200, r)
@@ -240,60 +137,22 @@ end)
                 self.assertEqual(tmp.read(event_id + ".body"), body)
 
     def test_decoded_strings_with_nul_and_escapes(self):
-        with h.TempDir() as tmp:
-            s = tmp.script("s.lua", r'''
-on("S", function(ev, ctx)
-  assert(ev.nul == "a\0b", "\\u0000 not decoded to a NUL byte: " .. string.format("%q", ev.nul))
-  assert(#ev.nul == 3, "#ev.nul")
-  assert(ev.esc == "\"\\/\b\f\n\r\t", "simple escapes")
-  assert(ev.bmp == "\u{E9}\u{4E2D}\u{FFFF}", "BMP escapes")
-  assert(ev.astral == "\u{1F600}\u{10FFFF}", "surrogate pairs: " .. string.format("%q", ev.astral))
-  assert(ev.raw == "\u{E9}\u{1F600}", "raw UTF-8")
-  assert(ev["k\u{E9}y"] == 1, "escaped key")
-end)
-''')
-            with h.Server(s, "--ack", "handled") as srv:
-                body = (b'{"action":"S","nul":"a\\u0000b","esc":"\\"\\\\\\/\\b\\f\\n\\r\\t",'
-                        b'"bmp":"\\u00e9\\u4E2D\\uffff","astral":"\\ud83d\\ude00\\uDBFF\\uDFFF",'
-                        b'"raw":"\xc3\xa9\xf0\x9f\x98\x80","k\\u00e9y":1}')
-                r = h.post_event(srv.port, body)
-                self.assertEqual(r.status, 200, "%r\n%s" % (r, r.body.decode("utf-8", "replace")))
-
-
-FAIL_SCRIPT = r'''-- line 1
-on("BOOM", function(ev, ctx)
-  local x = 1
-  error("boom")
-end)
-on("TWO", function(ev, ctx)
-  error("first failed")
-end)
-on("TWO", function(ev, ctx)
-  local f = assert(io.open(os.getenv("OUT_DIR") .. "/second-" .. ctx.id, "w"))
-  f:close()
-end)
-on("NIL_INDEX", function(ev, ctx)
-  local t = nil
-  return t.field
-end)
-on("TABLE_ERR", function(ev, ctx) error({ code = 1 }) end)
-on("NIL_ERR", function(ev, ctx) error(nil) end)
-on("OK", function(ev, ctx) end)
-on("*", function(ev, ctx)
-  local f = assert(io.open(os.getenv("OUT_DIR") .. "/star-" .. ctx.id, "w"))
-  f:close()
-end)
-'''
+        with h.Server(h.lua_path(__file__, "strings.lua"), "--ack", "handled") as srv:
+            body = (b'{"action":"S","nul":"a\\u0000b","esc":"\\"\\\\\\/\\b\\f\\n\\r\\t",'
+                    b'"bmp":"\\u00e9\\u4E2D\\uffff","astral":"\\ud83d\\ude00\\uDBFF\\uDFFF",'
+                    b'"raw":"\xc3\xa9\xf0\x9f\x98\x80","k\\u00e9y":1}')
+            r = h.post_event(srv.port, body)
+            self.assertEqual(r.status, 200, "%r\n%s" % (r, r.body.decode("utf-8", "replace")))
 
 
 class Errors(unittest.TestCase):
     """fail.lua is passed as a relative path (cwd = its folder): logs and answers must name
-    it as given."""
+    it as given, with the lines of its "-- @NAME" markers."""
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = h.TempDir()
-        cls.tmp.script("fail.lua", FAIL_SCRIPT)
+        cls.script = cls.tmp.fixture(__file__, "fail.lua")
         env = {"OUT_DIR": cls.tmp.path}
         cls.srv = h.Server("fail.lua", env=env, cwd=cls.tmp.path).start()
         cls.handled = h.Server("fail.lua", "--ack", "handled", env=env, cwd=cls.tmp.path).start()
@@ -305,6 +164,10 @@ class Errors(unittest.TestCase):
             cls.handled.stop(check=True)
         finally:
             cls.tmp.cleanup()
+
+    def at(self, marker):
+        """ "fail.lua:LINE" of the line marked "-- @marker" (as the server names it)."""
+        return "fail.lua:%d" % h.line_of(self.script, "-- @" + marker)
 
     def failure_line(self, srv, event_id):
         return srv.wait_log(lambda e: e.get("msg") == "handler failed" and e.get("id") == event_id,
@@ -319,10 +182,10 @@ class Errors(unittest.TestCase):
         self.assertEqual(line.get("level"), "error", line)
         self.assertEqual(line.get("action"), "BOOM", line)
         self.assertEqual(line.get("script"), "fail.lua", line)
-        self.assertEqual(line.get("error"), "fail.lua:4: boom", line)
+        self.assertEqual(line.get("error"), self.at("BOOM") + ": boom", line)
         tb = line.get("traceback")
         self.assertIsInstance(tb, str, line)
-        self.assertIn("fail.lua:4", tb, line)
+        self.assertIn(self.at("BOOM"), tb, line)
         ev = self.srv.wait_event(event_id)
         self.assertEqual(ev.get("level"), "info", ev)
         self.assertEqual(ev.get("outcome"), "error", ev)
@@ -359,7 +222,7 @@ class Errors(unittest.TestCase):
         self.assertIsNotNone(self.tmp.read("second-" + event_id), "the second handler did not run")
         self.assertIsNotNone(self.tmp.read("star-" + event_id), "the * handler did not run")
         line = self.failure_line(self.srv, event_id)
-        self.assertEqual(line.get("error"), "fail.lua:7: first failed", line)
+        self.assertEqual(line.get("error"), self.at("FIRST_FAILED") + ": first failed", line)
         self.assertEqual(len(self.srv.find_logs(msg="handler failed", id=event_id)), 1)
 
     def test_ack_handled_failure_answer(self):
@@ -371,7 +234,8 @@ class Errors(unittest.TestCase):
         self.assertIsInstance(body.get("id"), str, body)
         self.assertEqual(body.get("handlers"), 3, body)
         self.assertEqual(body.get("failed"),
-                         [{"handler": "fail.lua:6", "error": "fail.lua:7: first failed"}], body)
+                         [{"handler": self.at("TWO"),
+                           "error": self.at("FIRST_FAILED") + ": first failed"}], body)
         self.assertIsNotNone(self.tmp.read("second-" + body["id"]), "the second handler did not run")
         self.assertIsNotNone(self.tmp.read("star-" + body["id"]), "the * handler did not run")
 
@@ -388,9 +252,9 @@ class Errors(unittest.TestCase):
         self.assertEqual(r.status, 500, r)
         failed = r.json()["failed"]
         self.assertEqual(len(failed), 1, failed)
-        self.assertEqual(failed[0]["handler"], "fail.lua:13")
-        self.assertTrue(failed[0]["error"].startswith("fail.lua:15: attempt to index a nil value"),
-                        failed)
+        self.assertEqual(failed[0]["handler"], self.at("NIL_INDEX"))
+        self.assertTrue(failed[0]["error"].startswith(self.at("NIL_FIELD") +
+                                                      ": attempt to index a nil value"), failed)
 
     def test_non_string_errors(self):
         for action in ("TABLE_ERR", "NIL_ERR"):
@@ -400,8 +264,7 @@ class Errors(unittest.TestCase):
                 failed = r.json()["failed"]
                 self.assertEqual(len(failed), 1, failed)
                 self.assertIsInstance(failed[0]["error"], str, failed)
-                self.assertEqual(failed[0]["handler"], "fail.lua:%d"
-                                 % (17 if action == "TABLE_ERR" else 18))
+                self.assertEqual(failed[0]["handler"], self.at(action))
                 line = self.failure_line(self.handled, r.json()["id"])
                 self.assertIsInstance(line.get("error"), str, line)
         self.assertEqual(h.request(self.handled.port, "GET", "/healthz").status, 200)
@@ -464,98 +327,61 @@ class AckModes(unittest.TestCase):
 
 
 class Logging(unittest.TestCase):
-    SCRIPT = r'''
-on("LOG", function(ev, ctx)
-  log.debug("lua debug line", { n = 1 })
-  log.info("lua info line", { n = 42, s = "text", f = 1.5, b = true })
-  log.warn("lua warn line")
-  log.error("lua error line", { why = "testing" })
-end)
-on("KNOWN", function(ev, ctx) end)
-'''
+    SCRIPT = h.lua_path(__file__, "log.lua")
 
     def test_log_functions_and_levels(self):
-        with h.TempDir() as tmp:
-            with h.Server(tmp.script("log.lua", self.SCRIPT), "--ack", "handled") as srv:
-                r = h.post_event(srv.port, {"action": "LOG"})
-                self.assertEqual(r.status, 200, r)
-                info = srv.wait_log(lambda e: e.get("msg") == "lua info line")
-                self.assertEqual(info.get("level"), "info", info)
-                self.assertEqual(info.get("n"), 42, info)
-                self.assertEqual(info.get("s"), "text", info)
-                self.assertEqual(info.get("f"), 1.5, info)
-                self.assertIs(info.get("b"), True, info)
-                warn = srv.wait_log(lambda e: e.get("msg") == "lua warn line")
-                self.assertEqual(warn.get("level"), "warn", warn)
-                err = srv.wait_log(lambda e: e.get("msg") == "lua error line")
-                self.assertEqual(err.get("level"), "error", err)
-                self.assertEqual(err.get("why"), "testing", err)
-                srv.wait_event(r.json()["id"])
-                self.assertEqual(srv.find_logs(msg="lua debug line"), [],
-                                 "a debug line was logged at --log-level info")
+        with h.Server(self.SCRIPT, "--ack", "handled") as srv:
+            r = h.post_event(srv.port, {"action": "LOG"})
+            self.assertEqual(r.status, 200, r)
+            info = srv.wait_log(lambda e: e.get("msg") == "lua info line")
+            self.assertEqual(info.get("level"), "info", info)
+            self.assertEqual(info.get("n"), 42, info)
+            self.assertEqual(info.get("s"), "text", info)
+            self.assertEqual(info.get("f"), 1.5, info)
+            self.assertIs(info.get("b"), True, info)
+            warn = srv.wait_log(lambda e: e.get("msg") == "lua warn line")
+            self.assertEqual(warn.get("level"), "warn", warn)
+            err = srv.wait_log(lambda e: e.get("msg") == "lua error line")
+            self.assertEqual(err.get("level"), "error", err)
+            self.assertEqual(err.get("why"), "testing", err)
+            srv.wait_event(r.json()["id"])
+            self.assertEqual(srv.find_logs(msg="lua debug line"), [],
+                             "a debug line was logged at --log-level info")
 
     def test_zero_handler_event_logged_at_debug_only(self):
-        with h.TempDir() as tmp:
-            script = tmp.script("log.lua", self.SCRIPT)
-            with h.Server(script, "--log-level", "debug") as srv:
-                r = h.post_event(srv.port, {"action": "NOBODY_LISTENS"})
-                self.assertEqual(r.status, 200, r)
-                self.assertEqual(r.json()["handlers"], 0)
-                ev = srv.wait_event(r.json()["id"])
-                self.assertEqual(ev.get("level"), "debug", ev)
-                self.assertEqual(ev.get("handlers"), 0, ev)
-                self.assertEqual(ev.get("outcome"), "none", ev)
-                self.assertEqual(ev.get("action"), "NOBODY_LISTENS", ev)
-                r = h.post_event(srv.port, {"action": "LOG"})
-                srv.wait_log(lambda e: e.get("msg") == "lua debug line" and e.get("level") == "debug")
-            with h.Server(script) as srv:
-                r0 = h.post_event(srv.port, {"action": "NOBODY_LISTENS"})
-                self.assertEqual(r0.json()["handlers"], 0)
-                r1 = h.post_event(srv.port, {"action": "KNOWN"})
-                srv.wait_event(r1.json()["id"])
-                self.assertEqual(srv.find_logs(msg="event", id=r0.json()["id"]), [],
-                                 "a zero-handler event was logged at info level")
+        with h.Server(self.SCRIPT, "--log-level", "debug") as srv:
+            r = h.post_event(srv.port, {"action": "NOBODY_LISTENS"})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["handlers"], 0)
+            ev = srv.wait_event(r.json()["id"])
+            self.assertEqual(ev.get("level"), "debug", ev)
+            self.assertEqual(ev.get("handlers"), 0, ev)
+            self.assertEqual(ev.get("outcome"), "none", ev)
+            self.assertEqual(ev.get("action"), "NOBODY_LISTENS", ev)
+            r = h.post_event(srv.port, {"action": "LOG"})
+            srv.wait_log(lambda e: e.get("msg") == "lua debug line" and e.get("level") == "debug")
+        with h.Server(self.SCRIPT) as srv:
+            r0 = h.post_event(srv.port, {"action": "NOBODY_LISTENS"})
+            self.assertEqual(r0.json()["handlers"], 0)
+            r1 = h.post_event(srv.port, {"action": "KNOWN"})
+            srv.wait_event(r1.json()["id"])
+            self.assertEqual(srv.find_logs(msg="event", id=r0.json()["id"]), [],
+                             "a zero-handler event was logged at info level")
 
 
 class JsonGlobal(unittest.TestCase):
     def test_json_api(self):
-        with h.TempDir() as tmp:
-            s = tmp.script("j.lua", r'''
-on("J", function(ev, ctx)
-  assert(json.null ~= nil, "json.null is nil")
-  assert(ev.gone == json.null, "null in the event is not json.null")
-  assert(json.decode('{"a":null}').a == json.null, "decode null")
-  assert(json.decode('[1,null,3]')[2] == json.null, "null in a list")
-  local v, err = json.decode('{"a": ')
-  assert(v == nil, "bad input decoded to " .. tostring(v))
-  assert(type(err) == "string" and #err > 0, "no error message")
-  local v2, err2 = json.decode('[1] trailing')
-  assert(v2 == nil and type(err2) == "string", "trailing garbage accepted by json.decode")
-  local s = json.encode({ list = { 1, 2, 3 }, s = "caf\u{E9}", n = json.null, t = true })
-  local back = assert(json.decode(s))
-  assert(#back.list == 3 and back.s == "caf\u{E9}" and back.n == json.null and back.t == true,
-         "round trip: " .. s)
-  assert(json.encode(ev.obj) == '{"k":"v"}', "encode an event table: " .. json.encode(ev.obj))
-end)
-''')
-            with h.Server(s, "--ack", "handled") as srv:
-                r = h.post_event(srv.port, {"action": "J", "gone": None, "obj": {"k": "v"}})
-                self.assertEqual(r.status, 200, "%r" % r)
+        with h.Server(h.lua_path(__file__, "json.lua"), "--ack", "handled") as srv:
+            r = h.post_event(srv.port, {"action": "J", "gone": None, "obj": {"k": "v"}})
+            self.assertEqual(r.status, 200, "%r" % r)
 
 
 class Shutdown(unittest.TestCase):
+    SCRIPT = h.lua_path(__file__, "slow.lua")
+
     def test_in_flight_handler_finishes_on_sigterm(self):
         with h.TempDir() as tmp:
-            s = tmp.script("slow.lua", r'''
-on("SLOW", function(ev, ctx)
-  local t = os.clock()
-  while os.clock() - t < 0.5 do end
-  local f = assert(io.open(os.getenv("OUT_DIR") .. "/done", "w"))
-  f:write(ctx.id)
-  f:close()
-end)
-''')
-            srv = h.Server(s, env={"OUT_DIR": tmp.path}).start()
+            srv = h.Server(self.SCRIPT, env={"OUT_DIR": tmp.path}).start()
             try:
                 r = h.post_event(srv.port, {"action": "SLOW"})
                 self.assertEqual(r.status, 200, r)
@@ -567,13 +393,7 @@ end)
     def test_waiting_client_gets_its_answer_on_sigterm(self):
         """--ack handled: a SIGTERM while the handler runs still delivers the 200."""
         with h.TempDir() as tmp:
-            s = tmp.script("slow.lua", r'''
-on("SLOW", function(ev, ctx)
-  local t = os.clock()
-  while os.clock() - t < 0.5 do end
-end)
-''')
-            srv = h.Server(s, "--ack", "handled").start()
+            srv = h.Server(self.SCRIPT, "--ack", "handled", env={"OUT_DIR": tmp.path}).start()
             try:
                 with h.Conn(srv.port) as c:
                     c.send(h.build_request("POST", "/", b'{"action":"SLOW"}'))

@@ -13,30 +13,10 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 
-# "*" handler: records every event it sees (action and id), so a test can prove that a
-# rejected request ran nothing. P<k> actions have k handlers each (pipelining tells the
-# answers apart by their handler count). SLOW busy-loops for 0.2 s of CPU.
-RECORD_SCRIPT = r'''
-local out = os.getenv("OUT_DIR")
-on("*", function(ev, ctx)
-  local f = assert(io.open(out .. "/ran.txt", "a"))
-  f:write(ctx.action, " ", ctx.id, "\n")
-  f:close()
-end)
-for k = 1, 20 do
-  for j = 1, k do on("P" .. k, function(ev, ctx) end) end
-end
-on("SLOW", function(ev, ctx)
-  local t = os.clock()
-  while os.clock() - t < 0.2 do end
-end)
-on("CHUNKED", function(ev, ctx)
-  assert(#ev.list == 500, "#ev.list is " .. #ev.list)
-  for i = 1, 500 do assert(ev.list[i] == i, "list[" .. i .. "]") end
-  assert(ev.tail == "end", "tail")
-  assert(#ctx.body == tonumber(ctx.headers["x-body-length"]), "#ctx.body is " .. #ctx.body)
-end)
-'''
+# The handlers of RecordingServer and Auth (see the fixture's header): "*" records every event
+# in OUT_DIR/ran.txt, so a test can prove that a rejected request ran nothing; P<k> has k
+# handlers; SLOW computes for 0.2 s; CHUNKED checks a chunked upload.
+RECORD_SCRIPT = h.lua_path(__file__, "record.lua")
 
 SENTINEL = b'{"action":"SENTINEL"}'
 
@@ -78,7 +58,7 @@ class RecordingServer(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = h.TempDir()
-        cls.script = cls.tmp.script("record.lua", RECORD_SCRIPT)
+        cls.script = RECORD_SCRIPT
         cls.srv = h.Server(cls.script, "--ack", "handled", *cls.ARGS,
                            env={"OUT_DIR": cls.tmp.path}).start()
         cls.port = cls.srv.port
@@ -366,7 +346,7 @@ class Auth(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = h.TempDir()
-        cls.script = cls.tmp.script("record.lua", RECORD_SCRIPT)
+        cls.script = RECORD_SCRIPT
         cls.srv = h.Server(cls.script, "--token", "s3cr3t-T0ken", "--ack", "handled",
                            env={"OUT_DIR": cls.tmp.path}).start()
         cls.hdr = h.Server(cls.script, "--token", "hdr-secret", "--auth-header",
@@ -812,19 +792,13 @@ def read_overload(conn):
 
 
 class MetricsCounters(unittest.TestCase):
-    SCRIPT = r'''
-on("M_OK", function(ev, ctx) end)
-on("M_OK", function(ev, ctx) end)
-on("M_ERR", function(ev, ctx) error("metric me") end)
-on("M_MIX", function(ev, ctx) error("first fails") end)
-on("M_MIX", function(ev, ctx) end)
-'''
+    SCRIPT = h.lua_path(__file__, "metrics.lua")
 
     def test_counters_move(self):
         with h.TempDir() as tmp:
             args = ("--token", "tk", "--max-body", "1k", "--max-header", "2k",
                     "--read-timeout", "1", "--max-connections", "6", "--ack", "handled")
-            with h.Server(tmp.script("m.lua", self.SCRIPT), *args) as srv:
+            with h.Server(self.SCRIPT, *args) as srv:
                 port = srv.port
                 auth = {"Authorization": "Bearer tk"}
                 base = metrics(port, auth)

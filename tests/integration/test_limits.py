@@ -264,22 +264,7 @@ class BadValues(unittest.TestCase):
             self.assertIn(opt, output(res))
 
 
-PENDING_SCRIPT = r'''
-local OUT = env("OUT")
-local function touch(name)
-  local f = assert(io.open(OUT .. "/" .. name, "a"))
-  f:write(name, "\n")
-  f:close()
-end
-on("HOLD", function(ev, ctx)
-  touch("hold-started")
-  while not io.open(OUT .. "/release") do sleep(0.02) end
-  touch("hold-ended")
-end)
-on("TWO", function(ev, ctx) touch("two-a-" .. ctx.id) end)
-on("TWO", function(ev, ctx) touch("two-b-" .. ctx.id) end)
-on("ONE", function(ev, ctx) touch("one-" .. ctx.id) end)
-'''
+PENDING_SCRIPT = h.lua_path(__file__, "pending.lua")
 
 
 class MaxPending(unittest.TestCase):
@@ -288,8 +273,8 @@ class MaxPending(unittest.TestCase):
 
     def run_with(self, *args):
         with h.TempDir() as tmp:
-            s = tmp.script("pending.lua", PENDING_SCRIPT)
-            with h.Server(s, "--max-pending", "2", *args, env={"OUT": tmp.path}) as srv:
+            with h.Server(PENDING_SCRIPT, "--max-pending", "2", *args,
+                          env={"OUT": tmp.path}) as srv:
                 if "handled" in args:
                     held = h.Conn(srv.port)
                     held.send(h.build_request("POST", "/", b'{"action":"HOLD"}',

@@ -20,6 +20,12 @@ import harness as h  # noqa: E402
 FIX = os.path.join(h.REPO, "tests", "fixtures", "parity", "handlers.lua")
 OWN = {"ts", "level", "msg", "script", "action", "id"}  # luahook's own log fields
 
+
+def at(marker):
+    """ "handlers.lua:LINE" of the fixture's line marked "-- @marker" (as fire names it)."""
+    return "handlers.lua:%d" % h.line_of(FIX, "-- @" + marker)
+
+
 OUTCOME = re.compile(r"^(ok|FAIL) +(\S+)  (?:\[(\w+)\] )?(.*)$")
 
 
@@ -110,12 +116,12 @@ class Parity(unittest.TestCase):
 
     def test_success_and_its_log_line(self):
         runs, logs = self.check({"action": "PARITY_OK", "task": 21})
-        self.assertEqual(runs, [("handlers.lua:4", True, None)])
+        self.assertEqual(runs, [(at("OK"), True, None)])
         self.assertEqual(logs[0]["msg"], "parity ok")
 
     def test_handler_error(self):
         runs, _ = self.check({"action": "PARITY_ERROR", "why": "no"})
-        self.assertEqual(runs[0][2], "handlers.lua:9: refused on purpose: no")
+        self.assertEqual(runs[0][2], at("ERROR") + ": refused on purpose: no")
 
     def test_timeout(self):
         runs, logs = self.check({"action": "PARITY_TIMEOUT"})
@@ -136,7 +142,7 @@ class Parity(unittest.TestCase):
 
     def test_argument_error(self):
         runs, _ = self.check({"action": "PARITY_MISUSE"})
-        self.assertEqual(runs[0][2], "handlers.lua:24: http: url must start with http:// or "
+        self.assertEqual(runs[0][2], at("MISUSE") + ": http: url must start with http:// or "
                                      "https:// (got 'ftp://nowhere.test/')")
 
 

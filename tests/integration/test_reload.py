@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import signal
+import string
 import sys
 import threading
 import time
@@ -27,15 +28,12 @@ FAILED = "reload failed, the running scripts stay"
 PROBLEM = "reload problem"
 WATCH_REASON = "a watched file changed"
 
-# Appends one line to the file named by env("OUT") (open, write, close each time).
-RECORD = r'''
-local OUT = env("OUT")
-local function record(line)
-  local f = assert(io.open(OUT, "a"))
-  f:write(line, "\n")
-  f:close()
-end
-'''
+
+def lua_version(names, v, **more):
+    """One version of a script that a test rewrites between reloads: the fixtures `names`
+    joined (record.lua first where the script records), its $VERSION placeholder filled with
+    `v` and any other $NAME with `more` (string.Template: every placeholder must be given)."""
+    return string.Template(h.lua_source(__file__, *names)).substitute(VERSION=v, **more)
 
 
 def say(text):
@@ -159,14 +157,7 @@ class Basics(unittest.TestCase):
 # Under load
 # --------------------------------------------------------------------------------------------
 
-LOAD_SCRIPT = RECORD + r'''
-local VERSION = "%s"
-on("LOAD", function(ev, ctx)
-  -- some events wait a little, so that every swap finds handlers running on the old VM
-  if ev.wait > 0 then sleep(ev.wait) end
-  record(VERSION .. " " .. ctx.id)
-end)
-'''
+LOAD_SCRIPT = ("record.lua", "load.lua")
 
 
 class UnderLoad(unittest.TestCase):
@@ -175,7 +166,7 @@ class UnderLoad(unittest.TestCase):
         with h.TempDir() as tmp:
             out = tmp.join("out.txt")
             path = tmp.join("load.lua")
-            write_atomic(path, LOAD_SCRIPT % "A")
+            write_atomic(path, lua_version(LOAD_SCRIPT, "A"))
             with h.Server(path, env={"OUT": out}) as srv:
                 ok0, failed0, gen0 = reload_counts(srv)
                 stop = threading.Event()
@@ -234,7 +225,7 @@ class UnderLoad(unittest.TestCase):
                 t_end = time.monotonic() + duration
                 while time.monotonic() < t_end and not errors:
                     version = "B" if version == "A" else "A"
-                    write_atomic(path, LOAD_SCRIPT % version)
+                    write_atomic(path, lua_version(LOAD_SCRIPT, version))
                     hup(srv)
                     sent += 1
                     time.sleep(0.05)
@@ -290,14 +281,8 @@ class UnderLoad(unittest.TestCase):
 # Broken reloads
 # --------------------------------------------------------------------------------------------
 
-VERSIONED = RECORD + r'''
-local VERSION = "%s"
-count = 0
-on("V", function(ev, ctx)
-  count = count + 1
-  record(VERSION .. " " .. ctx.id .. " " .. count)
-end)
-'''
+VERSIONED = ("record.lua", "versioned.lua")
+FOLDER_B = ("record.lua", "folder_b.lua")
 
 
 class Broken(unittest.TestCase):
@@ -314,7 +299,7 @@ class Broken(unittest.TestCase):
     def check_broken(self, break_it, problem_check):
         with h.TempDir() as tmp:
             path = tmp.join("hook.lua")
-            write_atomic(path, VERSIONED % "A")
+            write_atomic(path, lua_version(VERSIONED, "A"))
             with h.Server(path, "--ack", "handled", env={"OUT": tmp.join("out.txt")}) as srv:
                 self.assertEqual(self.event(srv, tmp), ("A", 1))
                 break_it(path)
@@ -333,7 +318,7 @@ class Broken(unittest.TestCase):
                 self.assertEqual(self.event(srv, tmp), ("A", 2))
                 self.assertEqual(self.event(srv, tmp), ("A", 3))
                 # fixed: the new version takes over, with its own fresh state
-                write_atomic(path, VERSIONED % "B")
+                write_atomic(path, lua_version(VERSIONED, "B"))
                 line, _ = reload_and_wait(srv)
                 self.assertEqual(line.get("msg"), OK, line)
                 self.assertEqual(line.get("generation"), 2, line)
@@ -343,21 +328,21 @@ class Broken(unittest.TestCase):
 
     def test_syntax_error(self):
         def break_it(path):
-            write_atomic(path, '-- line 1\nlocal VERSION = "B"\nlocal x = = 1\n')
+            write_atomic(path, h.lua_source(__file__, "syntax_error.lua"))
 
         def check(path, problem):
             self.assertIsInstance(problem, str)
-            self.assertTrue(problem.startswith(path + ":3: "), problem)
+            line = h.line_of(path, "-- @SYNTAX")
+            self.assertTrue(problem.startswith("%s:%d: " % (path, line)), problem)
             self.assertIn("near", problem)
         self.check_broken(break_it, check)
 
     def test_error_at_load_time(self):
         def break_it(path):
-            write_atomic(path, (VERSIONED % "B") + 'error("boom")\n')
+            write_atomic(path, lua_version(VERSIONED, "B") + 'error("boom") -- @BOOM\n')
 
         def check(path, problem):
-            n = (VERSIONED % "B").count("\n") + 1
-            self.assertEqual(problem, "%s:%d: boom" % (path, n))
+            self.assertEqual(problem, "%s:%d: boom" % (path, h.line_of(path, "-- @BOOM")))
         self.check_broken(break_it, check)
 
     def test_deleted_script(self):
@@ -371,15 +356,14 @@ class Broken(unittest.TestCase):
         with h.TempDir() as tmp:
             os.mkdir(tmp.join("hooks"))
             a, b = tmp.join("hooks", "a.lua"), tmp.join("hooks", "b.lua")
-            write_atomic(a, VERSIONED % "A")
-            write_atomic(b, RECORD + 'on("W", function(ev, ctx) record("b1 " .. ctx.id) end)\n')
+            write_atomic(a, lua_version(VERSIONED, "A"))
+            write_atomic(b, lua_version(FOLDER_B, "b1"))
             with h.Server(tmp.join("hooks"), "--ack", "handled",
                           env={"OUT": tmp.join("out.txt")}) as srv:
                 self.assertEqual(self.event(srv, tmp), ("A", 1))
                 # a.lua changes and is fine, b.lua changes and is broken: nothing of it counts
-                write_atomic(a, VERSIONED % "B")
-                write_atomic(b, RECORD + 'on("W", function(ev, ctx) record("b2 " .. ctx.id) end)\n'
-                             'error("late")\n')
+                write_atomic(a, lua_version(VERSIONED, "B"))
+                write_atomic(b, lua_version(FOLDER_B, "b2") + 'error("late")\n')
                 line, start = reload_and_wait(srv)
                 self.assertEqual(line.get("msg"), FAILED, line)
                 problems = [p.get("problem") for p in logs_since(srv, start, PROBLEM)]
@@ -395,27 +379,7 @@ class Broken(unittest.TestCase):
 # Running handlers finish on the old VM
 # --------------------------------------------------------------------------------------------
 
-SLEEPER = RECORD + r'''
-local VERSION = "%s"
-counter = %d
-on("SLOW", function(ev, ctx)
-  counter = counter + 1
-  record("start " .. VERSION .. " slow " .. ctx.id)
-  sleep(1)
-  record(VERSION .. " slow " .. ctx.id .. " " .. counter)
-end)
-on("HTTP", function(ev, ctx)
-  counter = counter + 1
-  record("start " .. VERSION .. " http " .. ctx.id)
-  local res, err = http.get(env("UP") .. "/slow")
-  record(VERSION .. " http " .. ctx.id .. " " .. counter .. " " ..
-         (res and (res.status .. ":" .. res.body) or ("error:" .. tostring(err))))
-end)
-on("FAST", function(ev, ctx)
-  counter = counter + 1
-  record(VERSION .. " fast " .. ctx.id .. " " .. counter)
-end)
-'''
+SLEEPER = ("record.lua", "sleeper.lua")
 
 
 class _SlowHandler(http.server.BaseHTTPRequestHandler):
@@ -454,7 +418,7 @@ class Draining(unittest.TestCase):
     def test_waiting_handlers_finish_on_the_old_vm(self):
         with h.TempDir() as tmp, SlowUpstream(1.0) as up:
             path = tmp.join("hook.lua")
-            write_atomic(path, SLEEPER % ("A", 1000))
+            write_atomic(path, lua_version(SLEEPER, "A", COUNTER=1000))
             with h.Server(path, "--ack", "handled", "--log-level", "debug",
                           env={"OUT": tmp.join("out.txt"), "UP": up.url}) as srv:
                 answers = {}
@@ -470,7 +434,7 @@ class Draining(unittest.TestCase):
                 h.wait_until(lambda: len([l for l in tmp.read_lines("out.txt")
                                           if l.startswith("start A ")]) == 2,
                              what="both waiting handlers to start")
-                write_atomic(path, SLEEPER % ("B", 2000))
+                write_atomic(path, lua_version(SLEEPER, "B", COUNTER=2000))
                 line, start = reload_and_wait(srv)
                 self.assertEqual(line.get("msg"), OK, line)
                 t_reloaded = time.monotonic()
@@ -517,7 +481,7 @@ class Draining(unittest.TestCase):
         # unrelated wake-up of the server.
         with h.TempDir() as tmp:
             path = tmp.join("hook.lua")
-            write_atomic(path, SLEEPER % ("A", 1000))
+            write_atomic(path, lua_version(SLEEPER, "A", COUNTER=1000))
             with h.Server(path, "--log-level", "debug",
                           env={"OUT": tmp.join("out.txt"), "UP": "http://127.0.0.1:9"}) as srv:
                 r = h.post_event(srv.port, {"action": "SLOW"})
@@ -525,7 +489,7 @@ class Draining(unittest.TestCase):
                 rid = r.json()["id"]
                 h.wait_until(lambda: "start A slow " + rid in tmp.read_lines("out.txt"),
                              what="the sleeping handler to start")
-                write_atomic(path, SLEEPER % ("B", 2000))
+                write_atomic(path, lua_version(SLEEPER, "B", COUNTER=2000))
                 line, start = reload_and_wait(srv)
                 self.assertEqual(line.get("msg"), OK, line)
                 h.wait_until(lambda: "A slow %s 1001" % rid in tmp.read_lines("out.txt"),
@@ -540,17 +504,14 @@ class Draining(unittest.TestCase):
 # Timers
 # --------------------------------------------------------------------------------------------
 
-TICKER = RECORD + r'''
-timer.every(0.05, function() record("%s") end)
-on("HOLD", function(ev, ctx) sleep(ev.s) record("HOLD-END") end)
-'''
+TICKER = ("record.lua", "ticker.lua")
 
 
 class Timers(unittest.TestCase):
     def test_old_timers_stop_at_the_swap(self):
         with h.TempDir() as tmp:
             path = tmp.join("tick.lua")
-            write_atomic(path, TICKER % "A")
+            write_atomic(path, lua_version(TICKER, "A"))
             with h.Server(path, env={"OUT": tmp.join("ticks.txt")}) as srv:
                 def ticks():
                     return tmp.read_lines("ticks.txt")
@@ -561,7 +522,7 @@ class Timers(unittest.TestCase):
                 r = h.post_event(srv.port, {"action": "HOLD", "s": hold})
                 self.assertEqual(r.status, 200, r)
                 t_hold = time.monotonic()
-                write_atomic(path, TICKER % "B")
+                write_atomic(path, lua_version(TICKER, "B"))
                 line, _ = reload_and_wait(srv)
                 self.assertEqual(line.get("msg"), OK, line)
                 a_at_swap = ticks().count("A")
@@ -577,7 +538,7 @@ class Timers(unittest.TestCase):
                                  "old VM may have been closed, which proves less)")
 
                 # a failed reload: the serving timer goes on, the rejected VM's never runs
-                write_atomic(path, TICKER % "C" + 'error("boom")\n')
+                write_atomic(path, lua_version(TICKER, "C") + 'error("boom")\n')
                 line, _ = reload_and_wait(srv)
                 self.assertEqual(line.get("msg"), FAILED, line)
                 b_before = ticks().count("B")
@@ -593,75 +554,51 @@ class Timers(unittest.TestCase):
 # --------------------------------------------------------------------------------------------
 
 BUSY = 0.3 * h.SLOW
-SLOW_LOAD = r'''
--- a slow load: %.2f s of computing, so that SIGHUPs can arrive during the reload
-local t0 = os.clock()
-while os.clock() - t0 < %.2f do end
-on("X", function() end)
-''' % (BUSY, BUSY)
+SLOW_LOAD = h.lua_path(__file__, "slow_load.lua")  # computes env("BUSY") seconds at each load
 
 
 class Coalescing(unittest.TestCase):
     def test_sighups_during_a_reload_give_one_more(self):
-        with h.TempDir() as tmp:
-            s = tmp.script("slow.lua", SLOW_LOAD)
-            with h.Server(s) as srv:
-                start = srv.log_count()
+        with h.Server(SLOW_LOAD, env={"BUSY": BUSY}) as srv:
+            start = srv.log_count()
+            hup(srv)
+            srv.wait_log(lambda e: str(e.get("msg", "")).startswith("reload requested"),
+                         start=start, what="the first reload to start")
+            time.sleep(BUSY / 3)        # the reload is now computing
+            for _ in range(10):
                 hup(srv)
-                srv.wait_log(lambda e: str(e.get("msg", "")).startswith("reload requested"),
-                             start=start, what="the first reload to start")
-                time.sleep(BUSY / 3)        # the reload is now computing
-                for _ in range(10):
-                    hup(srv)
-                    time.sleep(0.001)
-                h.wait_until(lambda: count_msg(srv, OK) >= 2, timeout=10 * BUSY + 5 * h.SLOW,
-                             what="a second reload after the SIGHUPs sent during the first")
-                time.sleep(3 * BUSY + 0.3)  # room for any further (wrong) reload
-                self.assertEqual(count_msg(srv, OK), 2,
-                                 "1 SIGHUP + a burst of 10 during its reload")
-                self.assertEqual(reload_counts(srv), (2.0, 0.0, 3.0), "(ok, failed, generation)")
+                time.sleep(0.001)
+            h.wait_until(lambda: count_msg(srv, OK) >= 2, timeout=10 * BUSY + 5 * h.SLOW,
+                         what="a second reload after the SIGHUPs sent during the first")
+            time.sleep(3 * BUSY + 0.3)  # room for any further (wrong) reload
+            self.assertEqual(count_msg(srv, OK), 2,
+                             "1 SIGHUP + a burst of 10 during its reload")
+            self.assertEqual(reload_counts(srv), (2.0, 0.0, 3.0), "(ok, failed, generation)")
 
     def test_burst_of_sighups(self):
         # 20 SIGHUPs back to back, while no reload runs. Each reload computes for 50 ms so
         # that the burst (well under 1 ms) cannot straddle two whole reloads: the first
         # SIGHUP's reload, plus at most one more for those that arrived while it ran.
-        busy = 0.05 * h.SLOW
-        with h.TempDir() as tmp:
-            s = tmp.script("a.lua", 'local t0 = os.clock()\nwhile os.clock() - t0 < %.3f do end\n'
-                           'on("X", function() end)\n' % busy)
-            with h.Server(s) as srv:
-                for _ in range(20):
-                    hup(srv)
-                h.wait_until(lambda: count_msg(srv, OK) >= 1, what="a reload")
-                time.sleep(0.5 * h.SLOW)
-                n = count_msg(srv, OK)
-                self.assertIn(n, (1, 2), "a burst of 20 SIGHUPs gave %d reloads" % n)
-                self.assertEqual(reload_counts(srv)[0], float(n))
+        with h.Server(SLOW_LOAD, env={"BUSY": 0.05 * h.SLOW}) as srv:
+            for _ in range(20):
+                hup(srv)
+            h.wait_until(lambda: count_msg(srv, OK) >= 1, what="a reload")
+            time.sleep(0.5 * h.SLOW)
+            n = count_msg(srv, OK)
+            self.assertIn(n, (1, 2), "a burst of 20 SIGHUPs gave %d reloads" % n)
+            self.assertEqual(reload_counts(srv)[0], float(n))
 
 
 # --------------------------------------------------------------------------------------------
 # Many reloads: memory
 # --------------------------------------------------------------------------------------------
 
-RSS_SCRIPT = RECORD + r'''
-local VERSION = "R"
-local data = {}
-for i = 1, 2000 do data[i] = { i, tostring(i), { x = i * 2 } } end
-state = { loaded = os.time() }
-for i = 1, 20 do
-  on("R" .. i, function(ev, ctx) record(VERSION .. " " .. ctx.id .. " " .. #data) end)
-end
-on("*", function(ev, ctx) state.last = ctx.id end)
-timer.every(3600, function() end)
-local t = timer.after(3600, function() end)
-'''
-
 
 class ManyReloads(unittest.TestCase):
     def test_rss_after_many_reloads(self):
         total = 200 if h.SANITIZED else 1000
         with h.TempDir() as tmp:
-            s = tmp.script("rss.lua", RSS_SCRIPT)
+            s = tmp.fixture(__file__, "record.lua", "rss.lua")
             env = {"OUT": tmp.join("out.txt")}
             if h.SANITIZED:
                 # ASan keeps freed memory in a quarantine (256 MB by default): RSS would
@@ -699,10 +636,7 @@ class ManyReloads(unittest.TestCase):
 # --watch
 # --------------------------------------------------------------------------------------------
 
-WATCHED = r'''
-local VERSION = "%s"
-on("V", function(ev, ctx) error("version " .. VERSION, 0) end)
-'''
+WATCHED = ("watched.lua",)
 
 QUIET = 0.4 + 0.2 * h.SLOW  # seconds without a further reload (the debounce is 0.1 s)
 
@@ -728,7 +662,7 @@ class Watch(unittest.TestCase):
 
     def test_write_and_rename_over(self):
         with h.TempDir() as tmp:
-            path = tmp.script("hook.lua", WATCHED % "A")
+            path = tmp.script("hook.lua", lua_version(WATCHED, "A"))
             with h.Server(path, "--watch", "--ack", "handled") as srv:
                 time.sleep(0.2 * h.SLOW)    # watches are set before 'listening'; be generous
                 self.assertEqual(self.version(srv), "A")
@@ -736,7 +670,7 @@ class Watch(unittest.TestCase):
                 # a plain rewrite in place (truncate + write)
                 t_write = time.time()
                 with open(path, "w") as f:
-                    f.write(WATCHED % "B")
+                    f.write(lua_version(WATCHED, "B"))
                 self.wait_reloads(srv, 1, "a plain write")
                 line = srv.find_logs(msg=OK)[-1]
                 self.assertEqual(line.get("reason"), WATCH_REASON, line)
@@ -750,7 +684,7 @@ class Watch(unittest.TestCase):
                 # an editor's save: write a temp file, chmod, rename over the script
                 tmpf = tmp.join(".hook.lua.swp")
                 with open(tmpf, "w") as f:
-                    f.write(WATCHED % "C")
+                    f.write(lua_version(WATCHED, "C"))
                 os.chmod(tmpf, 0o644)
                 os.replace(tmpf, path)
                 self.wait_reloads(srv, 2, "an atomic rename-over")
@@ -761,7 +695,7 @@ class Watch(unittest.TestCase):
                 # a burst of writes within the debounce: one reload
                 for v in ("A", "B", "D"):
                     with open(path, "w") as f:
-                        f.write(WATCHED % v)
+                        f.write(lua_version(WATCHED, v))
                     time.sleep(0.01)
                 self.wait_reloads(srv, 3, "a burst of three writes")
                 self.assertEqual(self.version(srv), "D")
@@ -795,10 +729,10 @@ class Watch(unittest.TestCase):
 
     def test_no_watch_no_reload(self):
         with h.TempDir() as tmp:
-            path = tmp.script("hook.lua", WATCHED % "A")
+            path = tmp.script("hook.lua", lua_version(WATCHED, "A"))
             with h.Server(path, "--ack", "handled") as srv:
                 with open(path, "w") as f:
-                    f.write(WATCHED % "B")
+                    f.write(lua_version(WATCHED, "B"))
                 time.sleep(QUIET)
                 self.assertEqual(count_msg(srv, OK), 0, "reloaded without --watch")
                 self.assertEqual(self.version(srv), "A")
@@ -808,27 +742,14 @@ class Watch(unittest.TestCase):
 # A folder of 50 scripts
 # --------------------------------------------------------------------------------------------
 
-FOLDER_SCRIPT = r'''
-local NAME = %s
-local seen = {}
-local function note(ev, ctx) seen[#seen + 1] = ctx.id end
-on("ALL", note)
-on(NAME .. "_created", function(ev, ctx) note(ev, ctx) end)
-on(NAME .. "_updated", function(ev, ctx) note(ev, ctx) end)
-on(NAME .. "_deleted", function(ev, ctx) note(ev, ctx) end)
-on("*", function(ev, ctx) if #seen > 100 then seen = {} end end)
-local lookup = {}
-for i = 1, 200 do lookup["k" .. i] = string.rep("x", i %% 17) end
-'''
-
 
 class BigFolder(unittest.TestCase):
     def test_reload_time_of_50_scripts(self):
         with h.TempDir() as tmp:
             os.mkdir(tmp.join("hooks"))
+            folder = h.lua_source(__file__, "folder.lua")  # its actions named after its file
             for i in range(50):
-                h.write_script(tmp.join("hooks"), "s%02d.lua" % i,
-                               FOLDER_SCRIPT % h.lua_string("s%02d" % i))
+                h.write_script(tmp.join("hooks"), "s%02d.lua" % i, folder)
             with h.Server(tmp.join("hooks")) as srv:
                 line, _ = reload_and_wait(srv)
                 self.assertEqual(line.get("msg"), OK, line)

@@ -20,60 +20,73 @@ FAILING = FIX + "/failing_test.lua"
 LOAD_SYNTAX = FIX + "/load_syntax_test.lua"
 LOAD_HANDLERS = FIX + "/load_handlers_test.lua"
 VM_DIR = FIX + "/vm"
+LOGGER = FIX + "/handlers/logger.lua"
+RAISES = FIX + "/handlers/raises_at_load.lua"
+
+
+def marked_lines(path, *markers):
+    """{MARKER: line number} of the lines marked "-- @MARKER" in `path` (relative to the
+    repository), for the file:line parts of an expected output."""
+    return {m: h.line_of(os.path.join(h.REPO, path), "-- @" + m) for m in markers}
+
 
 FAILING_OUTPUT = """\
 ok   {f}: this one passes
 FAIL {f}: a nested difference
-    {f}:10: values differ at .tasks[2].data.text
+    {f}:{NESTED}: values differ at .tasks[2].data.text
       expected: "c"
       actual:   "b"
 FAIL {f}: an integer is not a float
-    {f}:14: the count: values differ at .count
+    {f}:{INT_FLOAT}: the count: values differ at .count
       expected: 3.0
       actual:   3
 FAIL {f}: a plain error
-    {f}:19: attempt to index a nil value (local 't')
+    {f}:{PLAIN_ERROR}: attempt to index a nil value (local 't')
       traceback:
-        {f}:19
+        {f}:{PLAIN_ERROR}
 FAIL {f}: logs are shown for a failing test
-    {f}:24: on purpose: expected a truthy value
+    {f}:{LOGS}: on purpose: expected a truthy value
       actual:   false
     logs:
       info annotation seen id=77 task=101
       warn no model configured
 FAIL {f}: an allowed handler error fails only through an assertion
-    {f}:29: the string does not match the pattern
+    {f}:{ALLOWED}: the string does not match the pattern
       pattern:  "^nothing$"
-      actual:   "{fix}/handlers/logger.lua:6: cannot handle this"
+      actual:   "{logger}:{BROKEN}: cannot handle this"
 FAIL {f}: an unexpected handler error fails the test
-    {f}:33: handler {fix}/handlers/logger.lua:6 failed: {fix}/handlers/logger.lua:6: cannot handle that
+    {f}:{UNEXPECTED_HANDLER}: handler {logger}:{BROKEN} failed: {logger}:{BROKEN}: cannot handle that
       (fire(..., {{ allow_failure = true }}) expects failures)
 FAIL {f}: an unexpected timer error fails the test
-    {f}:39: timer {fix}/handlers/logger.lua:9 failed: {fix}/handlers/logger.lua:9: the timer cannot cope
+    {f}:{UNEXPECTED_TIMER}: timer {logger}:{TIMER_BROKEN} failed: {logger}:{TIMER_BROKEN}: the timer cannot cope
       (clock.advance(..., {{ allow_failure = true }}) expects failures)
     logs:
-      error timer failed error="{fix}/handlers/logger.lua:9: the timer cannot cope" line=9 outcome=error script={fix}/handlers/logger.lua
+      error timer failed error="{logger}:{TIMER_BROKEN}: the timer cannot cope" line={TIMER_BROKEN} outcome=error script={logger}
 ok   {f}: also passes
 2 passed, 7 failed
-""".format(f=FAILING, fix=FIX)
+""".format(f=FAILING, logger=LOGGER,
+           **marked_lines(FAILING, "NESTED", "INT_FLOAT", "PLAIN_ERROR", "LOGS", "ALLOWED",
+                          "UNEXPECTED_HANDLER", "UNEXPECTED_TIMER"),
+           **marked_lines(LOGGER, "BROKEN", "TIMER_BROKEN"))
 
 LOAD_SYNTAX_OUTPUT = """\
 FAIL {f}: (load)
-    {f}:2: unexpected symbol near '='
+    {f}:{SYNTAX}: unexpected symbol near '='
 0 passed, 1 failed
-""".format(f=LOAD_SYNTAX)
+""".format(f=LOAD_SYNTAX, **marked_lines(LOAD_SYNTAX, "SYNTAX"))
 
 LOAD_HANDLERS_OUTPUT = """\
 FAIL {f}: (load)
-    {fix}/handlers/raises_at_load.lua:2: refusing to load
+    {raises}:{RAISES}: refusing to load
       traceback:
-        {f}:2
+        {f}:{HANDLERS}
 0 passed, 1 failed
-""".format(f=LOAD_HANDLERS, fix=FIX)
+""".format(f=LOAD_HANDLERS, raises=RAISES, **marked_lines(RAISES, "RAISES"),
+           **marked_lines(LOAD_HANDLERS, "HANDLERS"))
 
 
-def run_test(*paths, cwd=h.REPO):
-    return h.run_luahook("test", *paths, cwd=cwd)
+def run_test(*paths, cwd=h.REPO, env=None):
+    return h.run_luahook("test", *paths, cwd=cwd, env=env)
 
 
 def out(res):
@@ -156,13 +169,16 @@ class FailureReports(unittest.TestCase):
         self.assertEqual(res.returncode, 1, both(res))
         lines = out(res).splitlines()
         self.assertEqual(lines[-1], "2 passed, 7 failed")
-        self.assertIn("    %s:10: values differ at .tasks[2].data.text" % path, lines)
-        self.assertIn("      actual:   \"%s/handlers/logger.lua:6: cannot handle this\""
-                      % os.path.join(h.REPO, FIX), lines)
+        self.assertIn("    %s:%d: values differ at .tasks[2].data.text"
+                      % (path, h.line_of(path, "-- @NESTED")), lines)
+        logger = os.path.join(h.REPO, LOGGER)
+        self.assertIn("      actual:   \"%s:%d: cannot handle this\""
+                      % (logger, h.line_of(logger, "-- @BROKEN")), lines)
 
 
 class Generated(unittest.TestCase):
-    """Small test files written on the fly, for what the fixtures do not show."""
+    """Small test files (tests/fixtures/integration/test_testing/) copied into a fresh folder
+    and run there, for what the fixtures of tests/fixtures/testing do not show."""
 
     def setUp(self):
         self.tmp = h.TempDir()
@@ -170,118 +186,69 @@ class Generated(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
+    def copy(self, *names):
+        """Copies fixtures into the folder under their own names; returns the last path."""
+        return [self.tmp.fixture(__file__, n) for n in names][-1]
+
     def test_all_passing_exits_0(self):
-        self.tmp.script("h.lua", """\
-            on("A", function(ev) log.info("got", { n = ev.n }) end)
-            """)
-        self.tmp.script("one_test.lua", """\
-            handlers("h.lua")
-            test("first", function()
-              fire({ action = "A", n = 1 })
-              eq(logs()[1].fields.n, 1)
-            end)
-            """)
+        self.copy("one.lua", "one_test.lua")
         res = run_test(cwd=self.tmp.path)
         self.assertEqual(res.returncode, 0, both(res))
         self.assertEqual(out(res), "ok   one_test.lua: first\n1 passed, 0 failed\n")
 
     def test_error_at_top_level_of_the_test_file(self):
-        self.tmp.script("top_test.lua", """\
-            test("registered", function() end)
-            error("top level says no")
-            """)
+        top = h.line_of(self.copy("top_test.lua"), "-- @TOP")
         res = run_test("top_test.lua", cwd=self.tmp.path)
         self.assertEqual(res.returncode, 1, both(res))
         self.assertEqual(out(res), "FAIL top_test.lua: (load)\n"
-                                   "    top_test.lua:2: top level says no\n"
+                                   "    top_test.lua:%d: top level says no\n"
                                    "      traceback:\n"
-                                   "        top_test.lua:2\n"
-                                   "0 passed, 1 failed\n")
+                                   "        top_test.lua:%d\n"
+                                   "0 passed, 1 failed\n" % (top, top))
 
     def test_long_values_are_truncated(self):
-        self.tmp.script("long_test.lua", """\
-            test("long", function()
-              eq({ s = string.rep("x", 1000) }, { s = "y" })
-            end)
-            """)
+        line = h.line_of(self.copy("long_test.lua"), "-- @LONG")
         res = run_test("long_test.lua", cwd=self.tmp.path)
         self.assertEqual(res.returncode, 1, both(res))
         lines = out(res).splitlines()
-        self.assertEqual(lines[1], "    long_test.lua:2: values differ at .s")
+        self.assertEqual(lines[1], "    long_test.lua:%d: values differ at .s" % line)
         self.assertEqual(lines[2], '      expected: "y"')
         self.assertTrue(lines[3].startswith('      actual:   "xxxx'), lines[3])
         self.assertTrue(lines[3].endswith("... (1002 bytes)"), lines[3])
         self.assertLess(len(lines[3]), 260)
 
     def test_tables_render_compactly_with_sorted_keys(self):
-        self.tmp.script("tbl_test.lua", """\
-            test("tables", function()
-              eq({ b = { 1, 2.5, "x" }, a = json.null, ["k y"] = true }, 7)
-            end)
-            """)
+        line = h.line_of(self.copy("tbl_test.lua"), "-- @TABLES")
         res = run_test("tbl_test.lua", cwd=self.tmp.path)
         lines = out(res).splitlines()
-        self.assertEqual(lines[1], "    tbl_test.lua:2: values differ")
+        self.assertEqual(lines[1], "    tbl_test.lua:%d: values differ" % line)
         self.assertEqual(lines[2], "      expected: 7")
         self.assertEqual(lines[3], '      actual:   {a = json.null, b = {1, 2.5, "x"}, ["k y"] = true}')
 
     def test_tests_inside_a_recipe_folder(self):
         # a test file finds handlers and events relative to itself, however deep it sits
         os.makedirs(self.tmp.join("recipes", "slack", "tests", "deep"))
-        self.tmp.script("recipes/slack/notify.lua", """\
-            on("A", function(ev) log.info("notified", { n = ev.n }) end)
-            """)
+        notify = self.tmp.fixture(__file__, "notify.lua", name="recipes/slack/notify.lua")
+        self.tmp.fixture(__file__, "notify_test.lua",
+                         name="recipes/slack/tests/deep/notify_test.lua")
         self.tmp.script("recipes/slack/tests/deep/event.json", '{"action": "A", "n": 3}\n')
-        self.tmp.script("recipes/slack/tests/deep/notify_test.lua", """\
-            handlers("../../notify.lua")
-            test("found relative to the test file", function()
-              local r = fire("event.json")
-              eq(r[1].handler, "recipes/slack/tests/deep/../../notify.lua:1")
-              eq(logs()[1].fields.n, 3)
-            end)
-            """)
-        res = run_test(cwd=self.tmp.path)
+        # the handler's label: notify.lua as the test file names it, and its line
+        label = "recipes/slack/tests/deep/../../notify.lua:%d" % h.line_of(notify, "-- @NOTIFY")
+        res = run_test(cwd=self.tmp.path, env={"NOTIFY_HANDLER": label})
         self.assertEqual(res.returncode, 0, both(res))
         self.assertEqual(out(res), "ok   recipes/slack/tests/deep/notify_test.lua: found relative"
                                    " to the test file\n1 passed, 0 failed\n")
 
     def test_the_clock_never_goes_back_in_a_file(self):
         # a cooldown computed in one test still holds in the next
-        self.tmp.script("train.lua", """\
-            local last
-            on("TRAIN", function()
-              if last and os.time() - last < 600 then log.info("skipped") return end
-              last = os.time()
-              log.info("trained")
-            end)
-            """)
-        self.tmp.script("train_test.lua", """\
-            handlers("train.lua")
-            test("the first trains", function()
-              fire({ action = "TRAIN" })
-              eq(logs()[1].msg, "trained")
-            end)
-            test("a second within 10 minutes does not", function()
-              clock.advance(60)
-              fire({ action = "TRAIN" })
-              eq(logs()[1].msg, "skipped")
-            end)
-            test("after 10 minutes it trains again", function()
-              clock.advance(600)
-              fire({ action = "TRAIN" })
-              eq(logs()[1].msg, "trained")
-            end)
-            """)
+        self.copy("train.lua", "train_test.lua")
         res = run_test(cwd=self.tmp.path)
         self.assertEqual(res.returncode, 0, both(res))
         self.assertEqual(out(res).splitlines()[-1], "3 passed, 0 failed")
 
     def test_file_without_tests_fails(self):
         self.tmp.script("h.lua", "on('A', function() end)\n")
-        self.tmp.script("empty_test.lua", """\
-            handlers("h.lua")
-            -- tset("a typo", function() end)
-            """)
+        self.copy("empty_test.lua")
         self.tmp.script("fine_test.lua", 'test("fine", function() end)\n')
         res = run_test(cwd=self.tmp.path)
         self.assertEqual(res.returncode, 1, both(res))
@@ -292,84 +259,40 @@ class Generated(unittest.TestCase):
 
 class HandlerTimeout(unittest.TestCase):
     """The --handler-timeout of `luahook test`: the virtual budget of a waiting handler, and
-    the real CPU budget of a computing one, which no pcall can catch."""
+    the real CPU budget of a computing one, which no pcall can catch. Each test runs one
+    *_test.lua fixture beside busy.lua."""
 
     def setUp(self):
         self.tmp = h.TempDir()
-        self.tmp.script("busy.lua", """\
-            on("SPIN", function()
-              while true do pcall(function() while true do end end) end
-            end)
-            on("SPIN_IN_C", function()
-              -- where it cannot yield (in a C call), the guard raises instead
-              table.sort({ 3, 2, 1 }, function(a, b) while true do end end)
-            end)
-            on("SPIN", function() log.info("the other handler ran") end)
-            on("WAIT", function() sleep(3600) end)
-            on("TIMER_SPIN", function()
-              timer.after(1, function() while true do pcall(function() while true do end end) end end)
-            end)
-            on("QUICK", function() log.info("quick") end)
-            """)
+        self.busy = self.tmp.fixture(__file__, "busy.lua")
 
     def tearDown(self):
         self.tmp.cleanup()
 
-    def run_file(self, body, *args, env=None):
-        self.tmp.script("t_test.lua", 'handlers("busy.lua")\n' + body)
+    def run_file(self, name, *args, env=None):
+        self.tmp.fixture(__file__, name)
         t0 = time.monotonic()
-        res = run_test(*args, "t_test.lua", cwd=self.tmp.path) if env is None else \
-            h.run_luahook("test", *args, "t_test.lua", cwd=self.tmp.path, env=env)
+        res = run_test(*args, name, cwd=self.tmp.path, env=env)
         return res, time.monotonic() - t0
 
     def test_a_loop_around_pcall_times_out(self):
-        res, took = self.run_file("""\
-            test("spin", function()
-              local r = fire({ action = "SPIN" }, { allow_failure = true })
-              eq(r[1].error, "handler timed out after 0.5 s (--handler-timeout)")
-              ok(r[2].ok)
-              eq(logs()[1].msg, "the other handler ran")
-            end)
-            test("where it cannot yield", function()
-              local r = fire({ action = "SPIN_IN_C" }, { allow_failure = true })
-              eq(r[1].error, "handler timed out after 0.5 s (--handler-timeout)")
-            end)
-            test("a timer callback", function()
-              fire({ action = "TIMER_SPIN" })
-              clock.advance(2, { allow_failure = true })
-              eq(logs("error")[1].fields.outcome, "timeout")
-              eq(logs("error")[1].fields.error, "handler timed out after 0.5 s (--handler-timeout)")
-            end)
-            test("later handlers run normally", function()
-              ok(fire({ action = "QUICK" }).ok)
-              eq(#logs(), 1)
-            end)
-            """, "--handler-timeout", "0.5")
+        res, took = self.run_file("spin_test.lua", "--handler-timeout", "0.5")
         self.assertEqual(res.returncode, 0, both(res))
         self.assertEqual(out(res).splitlines()[-1], "4 passed, 0 failed")
         self.assertLess(took, 10 * h.SLOW)
 
     def test_unexpected_timeout_fails_the_test(self):
-        res, _ = self.run_file("""\
-            test("spin", function()
-              fire({ action = "SPIN" })
-            end)
-            """, env={"LUAHOOK_HANDLER_TIMEOUT": "0.3"})
+        res, _ = self.run_file("unexpected_test.lua", env={"LUAHOOK_HANDLER_TIMEOUT": "0.3"})
         self.assertEqual(res.returncode, 1, both(res))
         lines = out(res).splitlines()
-        self.assertEqual(lines[0], "FAIL t_test.lua: spin")
-        self.assertEqual(lines[1], "    t_test.lua:3: handler busy.lua:1 failed: "
-                                   "handler timed out after 0.3 s (--handler-timeout)")
+        self.assertEqual(lines[0], "FAIL unexpected_test.lua: spin")
+        self.assertEqual(lines[1], "    unexpected_test.lua:%d: handler busy.lua:%d failed: "
+                                   "handler timed out after 0.3 s (--handler-timeout)"
+                         % (h.line_of(self.tmp.join("unexpected_test.lua"), "-- @FIRE"),
+                            h.line_of(self.busy, "-- @SPIN")))
 
     def test_the_virtual_budget_is_the_handler_timeout(self):
-        res, took = self.run_file("""\
-            test("wait", function()
-              local t0 = clock.now()
-              local r = fire({ action = "WAIT" }, { allow_failure = true })
-              eq(r[1].error, "handler timed out after 600 s (--handler-timeout)")
-              eq(clock.now() - t0, 600.0)
-            end)
-            """, "--handler-timeout", "600")
+        res, took = self.run_file("wait_test.lua", "--handler-timeout", "600")
         self.assertEqual(res.returncode, 0, both(res))
         # ten minutes of virtual time: real ones would be far past this generous bound
         self.assertLess(took, 30 * h.SLOW, "virtual seconds take no real time")
