@@ -319,6 +319,7 @@ class Errors(unittest.TestCase):
         self.assertEqual(line.get("level"), "error", line)
         self.assertEqual(line.get("action"), "BOOM", line)
         self.assertEqual(line.get("script"), "fail.lua", line)
+        self.assertEqual(line.get("handler"), "fail.lua#1", line)  # its stable id
         self.assertEqual(line.get("error"), "fail.lua:4: boom", line)
         tb = line.get("traceback")
         self.assertIsInstance(tb, str, line)
@@ -371,7 +372,8 @@ class Errors(unittest.TestCase):
         self.assertIsInstance(body.get("id"), str, body)
         self.assertEqual(body.get("handlers"), 3, body)
         self.assertEqual(body.get("failed"),
-                         [{"handler": "fail.lua:6", "error": "fail.lua:7: first failed"}], body)
+                         [{"handler": "fail.lua:6", "id": "fail.lua#2",
+                           "error": "fail.lua:7: first failed"}], body)
         self.assertIsNotNone(self.tmp.read("second-" + body["id"]), "the second handler did not run")
         self.assertIsNotNone(self.tmp.read("star-" + body["id"]), "the * handler did not run")
 

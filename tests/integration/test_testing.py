@@ -46,7 +46,7 @@ FAIL {f}: an allowed handler error fails only through an assertion
       pattern:  "^nothing$"
       actual:   "{fix}/handlers/logger.lua:6: cannot handle this"
 FAIL {f}: an unexpected handler error fails the test
-    {f}:33: handler {fix}/handlers/logger.lua:6 failed: {fix}/handlers/logger.lua:6: cannot handle that
+    {f}:33: handler logger.lua#2 {fix}/handlers/logger.lua:6 failed: {fix}/handlers/logger.lua:6: cannot handle that
       (fire(..., {{ allow_failure = true }}) expects failures)
 FAIL {f}: an unexpected timer error fails the test
     {f}:39: timer {fix}/handlers/logger.lua:9 failed: {fix}/handlers/logger.lua:9: the timer cannot cope
@@ -358,7 +358,7 @@ class HandlerTimeout(unittest.TestCase):
         self.assertEqual(res.returncode, 1, both(res))
         lines = out(res).splitlines()
         self.assertEqual(lines[0], "FAIL t_test.lua: spin")
-        self.assertEqual(lines[1], "    t_test.lua:3: handler busy.lua:1 failed: "
+        self.assertEqual(lines[1], "    t_test.lua:3: handler busy.lua#1 busy.lua:1 failed: "
                                    "handler timed out after 0.3 s (--handler-timeout)")
 
     def test_the_virtual_budget_is_the_handler_timeout(self):
