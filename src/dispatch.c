@@ -426,6 +426,8 @@ static void handler_ended(lh_event_t *e, const lh_handler_t *h, lh_outcome_t out
                           const char *err, const char *tb, double secs)
 {
     lh_metrics_handler_done(e->stats, outcome, secs);
+    if (h->stats != NULL)
+        h->stats->runs[outcome]++;
     if (e->observer != NULL && e->observer->handler_done != NULL)
         e->observer->handler_done(e->observer->data, e, h, outcome, err, secs);
     if (outcome != LH_OUTCOME_OK) {

@@ -467,6 +467,9 @@ static int seal_routes(lh_vm_t *vm)
         }
         lua_pop(L, 1); /* k */
     }
+    /* handler ids too, each at zero */
+    for (size_t i = 0; i < vm->nhandlers; i++)
+        vm->handlers[i].stats = lh_metrics_handler(&vm->app->metrics, vm->handlers[i].id);
     lua_pushvalue(L, routes);
     vm->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     luaL_unref(L, LUA_REGISTRYINDEX, vm->pending_ref);

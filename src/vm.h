@@ -38,6 +38,7 @@ typedef struct lh_handler_s {
     int script_id; /* index in vm->scripts of the script whose loading registered it */
     int named;     /* the id holds an explicit name, not an ordinal */
     char *actions; /* owned: the actions it is registered for, space-separated (luahook check) */
+    lh_handler_stats_t *stats; /* borrowed from app->metrics once sealed; else NULL */
 } lh_handler_t;
 
 typedef struct lh_route_s {
