@@ -271,6 +271,16 @@ static int add_script(lh_vm_t *vm, const char *path, const char *name, lh_vm_rep
 {
     char buf[2048];
     int other = lh_vm_script_find(vm, name);
+    struct stat a, b;
+    if (other >= 0 && stat(path, &a) == 0 && stat(vm->scripts[other].path, &b) == 0 &&
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+        snprintf(buf, sizeof(buf),
+                 "%s: the script is loaded twice (given twice, or given and inside a folder "
+                 "given): it loads once",
+                 path);
+        report(data, buf);
+        return -1;
+    }
     if (other >= 0) {
         snprintf(buf, sizeof(buf),
                  "%s: the script name '%s' is already taken by %s (a script is named by its "
@@ -326,6 +336,9 @@ static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_repo
         lua_settop(L, top);
         return 1;
     }
+    /* from here until its chunk returned, lh_vm_script_name(vm, vm->loading_script) names
+    ** the script: what its own environment (a per-script `store`) is bound to */
+    vm->loading_script = script_id;
     /* the script's own globals, falling back to the shared ones */
     lua_newtable(L);                      /* fn env */
     lua_newtable(L);                      /* fn env mt */
@@ -336,7 +349,6 @@ static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_repo
         lua_pop(L, 1);
     lua_pushcfunction(L, msghandler); /* fn mh */
     lua_insert(L, -2);                /* mh fn */
-    vm->loading_script = script_id;
     if (lua_pcall(L, 0, 0, top + 1) != LUA_OK) {
         report(data, lua_tostring(L, -1));
         problems = 1;

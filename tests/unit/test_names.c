@@ -144,6 +144,15 @@ static void test_script_names(void)
     w = load(paths, 2);
     CHECK_STR(lh_vm_script_name(w->vm, 0), "n.lua");
     CHECK_EQ_INT(w->nproblems, 1);
+    CHECK(strstr(w->problems, "n.lua: the script is loaded twice") != NULL);
+    world_free(w);
+    /* two files of one base name */
+    char other[160];
+    snprintf(other, sizeof(other), "%s/n.lua", dir);
+    write_file("n.lua", "on('A', function() end)\n");
+    paths[1] = other;
+    w = load(paths, 2);
+    CHECK_EQ_INT(w->nproblems, 1);
     CHECK(strstr(w->problems, "the script name 'n.lua' is already taken by ") != NULL);
     world_free(w);
 }
