@@ -1,21 +1,19 @@
 #include "conn.h"
 
-#include <ctype.h>
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "json_escape.h"
 #include "list.h"
 #include "log.h"
 #include "server.h"
 
-enum { T_NONE = 0, T_IDLE, T_HEAD, T_BODY, T_LINGER, T_WRITE };
-
 /* How long a refused client may go on sending before the connection is dropped. */
 #define LINGER_MS 2000
 
+/* Answers queued past this pause reading until half of them are taken. */
 #define WRITE_QUEUE_MAX (1024 * 1024)
 
 typedef struct {
@@ -25,11 +23,11 @@ typedef struct {
     char data[];
 } wreq_t;
 
-static const llhttp_settings_t *parser_settings(void);
-static void conn_feed(lh_conn_t *c, const char *data, size_t len);
-static void conn_resume(lh_conn_t *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_timer(uv_timer_t *t);
+static void on_write(uv_write_t *req, int status);
+static void conn_resume(lh_conn_t *c);
 
 static const lh_config_t *cfg_of(const lh_conn_t *c)
 {
@@ -71,14 +69,143 @@ static const char *status_text(int status)
     }
 }
 
+/* ------------------------------------------------------------------ states */
+
+const char *lh_conn_state_name(lh_conn_state_t s)
+{
+    switch (s) {
+    case LH_CONN_NEW:
+        return "new";
+    case LH_CONN_READING_HEAD:
+        return "reading_head";
+    case LH_CONN_READING_BODY:
+        return "reading_body";
+    case LH_CONN_DISCARDING_BODY:
+        return "discarding_body";
+    case LH_CONN_HANDLING:
+        return "handling";
+    case LH_CONN_WRITING:
+        return "writing";
+    case LH_CONN_IDLE:
+        return "idle";
+    case LH_CONN_FLUSHING:
+        return "flushing";
+    case LH_CONN_LINGERING:
+        return "lingering";
+    case LH_CONN_CLOSED:
+        return "closed";
+    }
+    return "?";
+}
+
+#ifndef NDEBUG
+#define TO(s) (1u << LH_CONN_##s)
+
+/* The transitions set_state allows: allowed[from] has the bit of each `to`. */
+static const unsigned allowed[] = {
+    [LH_CONN_NEW] = TO(READING_HEAD) | TO(FLUSHING) | TO(CLOSED),
+    [LH_CONN_READING_HEAD] = TO(READING_BODY) | TO(DISCARDING_BODY) | TO(FLUSHING) | TO(CLOSED),
+    [LH_CONN_READING_BODY] = TO(HANDLING) | TO(WRITING) | TO(FLUSHING) | TO(CLOSED),
+    [LH_CONN_DISCARDING_BODY] = TO(WRITING) | TO(IDLE) | TO(FLUSHING) | TO(CLOSED),
+    [LH_CONN_HANDLING] = TO(WRITING) | TO(FLUSHING) | TO(CLOSED),
+    [LH_CONN_WRITING] = TO(IDLE) | TO(READING_HEAD) | TO(FLUSHING) | TO(CLOSED),
+    [LH_CONN_IDLE] = TO(READING_HEAD) | TO(CLOSED),
+    [LH_CONN_FLUSHING] = TO(LINGERING) | TO(CLOSED),
+    [LH_CONN_LINGERING] = TO(CLOSED),
+    [LH_CONN_CLOSED] = 0,
+};
+#endif
+
+static uint64_t ms_of(double seconds)
+{
+    uint64_t ms = (uint64_t)(seconds * 1000 + 0.5);
+    return ms ? ms : 1;
+}
+
+/* The deadline of `s` in milliseconds; 0: none. */
+static uint64_t state_timeout(const lh_conn_t *c, lh_conn_state_t s)
+{
+    switch (s) {
+    case LH_CONN_READING_HEAD: /* counted from accept, or from the request's first byte */
+    case LH_CONN_READING_BODY: /* and the bodies: the longest pause between two reads */
+    case LH_CONN_DISCARDING_BODY:
+        return ms_of(cfg_of(c)->read_timeout);
+    case LH_CONN_WRITING: /* the longest wait for a write to be taken by the client */
+    case LH_CONN_FLUSHING:
+    case LH_CONN_IDLE:
+        return ms_of(cfg_of(c)->idle_timeout);
+    case LH_CONN_LINGERING:
+        return LINGER_MS;
+    case LH_CONN_NEW:
+    case LH_CONN_HANDLING: /* the handler timeout bounds it */
+    case LH_CONN_CLOSED:
+        break;
+    }
+    return 0;
+}
+
+/* A uv_* call (or an allocation) failed: the connection cannot go on in a known state.
+** Logs it (at debug level when the client just went away) and closes. */
+static void conn_fail(lh_conn_t *c, const char *what, int err)
+{
+    int gone = err == UV_ECONNRESET || err == UV_EPIPE || err == UV_ENOTCONN ||
+               err == UV_ETIMEDOUT || err == UV_ECONNABORTED;
+    lh_level_t level = gone ? LH_DEBUG : LH_WARN;
+    if (lh_log_enabled(level)) {
+        lh_field_t f[] = {
+            LH_FIELD("remote", c->remote),
+            LH_FIELD("state", lh_conn_state_name(c->state)),
+            LH_FIELD("call", what),
+            LH_FIELD("error", uv_strerror(err)),
+        };
+        lh_log_fields(level, "connection failed", f, 4);
+    }
+    lh_conn_close(c);
+}
+
+/* (Re)starts the timer of the current state: on entry, and on progress (a read of a body,
+** a write taken). */
+static int arm_timer(lh_conn_t *c)
+{
+    uint64_t ms = state_timeout(c, c->state);
+    int r = ms ? uv_timer_start(&c->timer, on_timer, ms, 0) : uv_timer_stop(&c->timer);
+    if (r != 0)
+        conn_fail(c, "uv_timer_start", r);
+    return r;
+}
+
+/* The one place a connection changes state. Returns 0, or a negative UV_E* once the
+** connection is closed because the new state's timer could not be armed. */
+static int set_state(lh_conn_t *c, lh_conn_state_t to)
+{
+    assert(c->state != to && (allowed[c->state] & (1u << to)));
+    switch (to) {
+    case LH_CONN_HANDLING: /* the request's bytes are all in: nothing is read for now */
+        assert(!lh_request_parser_started(c->parser) && !c->throttled);
+        break;
+    case LH_CONN_WRITING: /* an answer was just queued */
+        assert(c->writes_pending > 0);
+        break;
+    case LH_CONN_IDLE: /* nothing owed, nothing begun */
+        assert(c->writes_pending == 0 && !c->throttled && !lh_request_parser_started(c->parser));
+        break;
+    case LH_CONN_LINGERING: /* the last answer is written */
+        assert(c->writes_pending == 0);
+        break;
+    default:
+        break;
+    }
+    c->state = to;
+    if (to == LH_CONN_CLOSED)
+        return 0; /* uv_close stops the timer */
+    return arm_timer(c);
+}
+
 /* ------------------------------------------------------------------ lifetime */
 
 static void conn_free(lh_conn_t *c)
 {
-    free(c->head);
-    free(c->hdr);
-    free(c->headers);
-    free(c->body);
+    lh_request_parser_free(c->parser);
     free(c->pending);
     free(c);
 }
@@ -96,11 +223,11 @@ void lh_conn_unref(lh_conn_t *c)
 
 int lh_conn_is_open(const lh_conn_t *c)
 {
-    return !c->closing;
+    return c->state != LH_CONN_CLOSED;
 }
 
 /* Two handles close; the second close callback drops the connection's own ref. */
-static void handle_close_cb(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
     lh_conn_t *c = h->data;
     if (++c->handles_closed < 2)
@@ -116,84 +243,80 @@ static void handle_close_cb(uv_handle_t *h)
 
 void lh_conn_close(lh_conn_t *c)
 {
-    if (c->closing)
+    if (c->state == LH_CONN_CLOSED)
         return;
-    c->closing = 1;
-    uv_close((uv_handle_t *)&c->tcp, handle_close_cb);
-    uv_close((uv_handle_t *)&c->timer, handle_close_cb);
+    set_state(c, LH_CONN_CLOSED);
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
-lh_conn_t *lh_conn_new(lh_server_t *s)
+/* lh_conn_new failed after uv_tcp_init: the handle is closed, then the memory freed. */
+static void on_unborn_closed(uv_handle_t *h)
 {
+    conn_free(h->data);
+}
+
+lh_conn_t *lh_conn_new(lh_server_t *s, int *err)
+{
+    const lh_config_t *cfg = s->app->cfg;
+    int r = UV_ENOMEM;
     lh_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
-        return NULL;
+        goto fail;
     c->server = s;
     c->refs = 1;
-    uv_tcp_init(s->app->loop, &c->tcp);
-    uv_timer_init(s->app->loop, &c->timer);
+    c->state = LH_CONN_NEW;
+    snprintf(c->remote, sizeof(c->remote), "?");
+    if ((c->parser = lh_request_parser_new(cfg->max_header, cfg->max_body)) == NULL)
+        goto fail;
+    if ((r = uv_tcp_init(s->app->loop, &c->tcp)) != 0)
+        goto fail;
     c->tcp.data = c;
+    if ((r = uv_timer_init(s->app->loop, &c->timer)) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_unborn_closed);
+        *err = r;
+        return NULL;
+    }
     c->timer.data = c;
     LH_LIST_PUSH(s->conns, c);
     s->nconns++;
     s->app->metrics.connections_open++;
     s->app->metrics.connections_total++;
     return c;
+
+fail:
+    if (c != NULL)
+        conn_free(c);
+    *err = r;
+    return NULL;
 }
 
-/* ------------------------------------------------------------------ timers */
+/* ------------------------------------------------------------------ logging */
 
 static void reject_log(lh_conn_t *c, int status, lh_reject_t reason)
 {
     metrics_of(c)->rejected[reason]++;
     if (lh_log_enabled(LH_WARN)) {
         char st[8];
-        snprintf(st, sizeof(st), "%d", status);
-        /* the path as far as it arrived: the url starts the head buffer */
         size_t plen = 0;
-        while (plen < c->url_len && plen < c->head_len && c->head[plen] != '?')
-            plen++;
+        const char *path = lh_request_parser_path(c->parser, &plen); /* as far as it arrived */
+        snprintf(st, sizeof(st), "%d", status);
         lh_field_t f[] = {
             LH_FIELD_NUM("status", st),
             LH_FIELD("reason", lh_metrics_reject_name(reason)),
             LH_FIELD("remote", c->remote),
-            LH_FIELDN("path", plen ? c->head : "", plen),
+            LH_FIELDN("path", path, plen),
         };
         lh_log_fields(LH_WARN, "rejected", f, 4);
     }
 }
 
-static void on_timer(uv_timer_t *t)
-{
-    lh_conn_t *c = t->data;
-    /* idle, lingering, a client that does not read its answers, or one whose request
-    ** was already answered: nothing more to say */
-    if (c->timer_state == T_IDLE || c->timer_state == T_LINGER || c->timer_state == T_WRITE ||
-        c->linger || c->skip_body) {
-        lh_conn_close(c);
-        return;
-    }
-    reject_log(c, 408, LH_REJECT_TIMEOUT);
-    static const char body[] = "{\"ok\":false,\"error\":\"request not received in time\"}";
-    c->busy = 0;
-    lh_conn_respond_close(c, 408, NULL, "application/json", body, sizeof(body) - 1);
-}
-
-static void timer_set(lh_conn_t *c, int state, double seconds)
-{
-    if (c->closing || c->lingering)
-        return;
-    c->timer_state = state;
-    if (state == T_NONE)
-        uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, on_timer, (uint64_t)(seconds * 1000 + 0.5), 0);
-}
+/* ------------------------------------------------------------------ closing */
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     lh_conn_t *c = req->data;
-    if (status < 0 && !c->closing)
+    if (status < 0)
         lh_conn_close(c);
     lh_conn_unref(c);
 }
@@ -204,20 +327,111 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 ** close). */
 static void start_linger(lh_conn_t *c)
 {
-    c->lingering = 1;
-    c->timer_state = T_LINGER;
-    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+    if (set_state(c, LH_CONN_LINGERING) != 0)
+        return;
     c->shutdown.data = c;
-    lh_conn_ref(c);
-    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-        lh_conn_unref(c);
-        lh_conn_close(c);
+    int r = uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown);
+    if (r != 0) {
+        conn_fail(c, "uv_shutdown", r);
         return;
     }
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    lh_conn_ref(c); /* until on_shutdown */
+    r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (r != 0 && r != UV_EALREADY)
+        conn_fail(c, "uv_read_start", r);
+}
+
+/* FLUSHING is over: every answer is written. */
+static void flushed(lh_conn_t *c)
+{
+    assert(c->state == LH_CONN_FLUSHING && c->writes_pending == 0);
+    if (c->linger)
+        start_linger(c);
+    else
+        lh_conn_close(c);
+}
+
+/* No request is read any more: the answers owed are written, then the connection
+** lingers (after a refusal, or with a body still coming) or closes. */
+static void conn_flush(lh_conn_t *c, int linger)
+{
+    c->linger = linger;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (set_state(c, LH_CONN_FLUSHING) == 0 && c->writes_pending == 0)
+        flushed(c);
+}
+
+void lh_conn_shutdown(lh_conn_t *c)
+{
+    switch (c->state) {
+    case LH_CONN_NEW:
+    case LH_CONN_IDLE:
+        lh_conn_close(c);
+        break;
+    case LH_CONN_READING_HEAD: /* a request begun is answered, then the connection closes */
+        if (!lh_request_parser_started(c->parser))
+            lh_conn_close(c);
+        else
+            c->last_request = 1;
+        break;
+    case LH_CONN_READING_BODY:
+    case LH_CONN_DISCARDING_BODY:
+    case LH_CONN_HANDLING:
+        c->last_request = 1;
+        break;
+    case LH_CONN_WRITING:
+        conn_flush(c, 0);
+        break;
+    case LH_CONN_FLUSHING:
+    case LH_CONN_LINGERING:
+    case LH_CONN_CLOSED:
+        break;
+    }
 }
 
 /* ------------------------------------------------------------------ writing */
+
+/* Queues `w` (data, len) on the socket. Returns 0, or a negative UV_E* once the connection
+** is closed; `w` is freed either way once done with. */
+static int write_buf(lh_conn_t *c, wreq_t *w)
+{
+    uv_buf_t b = uv_buf_init(w->data, (unsigned int)w->len);
+    w->conn = c;
+    int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (r != 0) {
+        free(w);
+        conn_fail(c, "uv_write", r);
+        return r;
+    }
+    lh_conn_ref(c); /* until on_write */
+    c->writes_pending++;
+    return 0;
+}
+
+/* A write is done: the client takes its answers. */
+static void written(lh_conn_t *c)
+{
+    if (c->throttled && c->tcp.write_queue_size <= WRITE_QUEUE_MAX / 2) {
+        c->throttled = 0;
+        conn_resume(c);
+    }
+    switch (c->state) {
+    case LH_CONN_WRITING:
+        if (c->writes_pending == 0)
+            set_state(c, LH_CONN_IDLE);
+        else
+            arm_timer(c); /* progress */
+        break;
+    case LH_CONN_FLUSHING:
+        if (c->writes_pending == 0)
+            flushed(c);
+        else
+            arm_timer(c);
+        break;
+    default:
+        break;
+    }
+}
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -225,535 +439,262 @@ static void on_write(uv_write_t *req, int status)
     lh_conn_t *c = w->conn;
     free(w);
     c->writes_pending--;
-    if (c->throttled && !c->closing && c->tcp.write_queue_size <= WRITE_QUEUE_MAX / 2) {
-        c->throttled = 0;
-        if (!c->busy)
-            conn_resume(c);
-    }
-    if (status < 0 && !c->closing) {
-        lh_conn_close(c);
-    } else if (c->close_after_write && c->writes_pending == 0 && !c->busy) {
-        if (c->linger && !c->lingering)
-            start_linger(c);
-        else if (!c->linger)
-            lh_conn_close(c);
-    } else if (c->writes_pending == 0 && !c->busy && !c->closing && !c->in_request &&
-               (c->timer_state == T_NONE || c->timer_state == T_WRITE)) {
-        timer_set(c, T_IDLE, cfg_of(c)->idle_timeout);
-    } else if (c->writes_pending > 0 && c->timer_state == T_WRITE) {
-        timer_set(c, T_WRITE, cfg_of(c)->idle_timeout); /* progress: restart */
+    if (c->state != LH_CONN_CLOSED) {
+        if (status < 0)
+            conn_fail(c, "write", status);
+        else
+            written(c);
     }
     lh_conn_unref(c);
 }
 
-static void write_raw(lh_conn_t *c, wreq_t *w)
+/* Writes the answer to the current request, then moves on: to DISCARDING_BODY when it is
+** given on the head, to WRITING, or to FLUSHING when the connection closes after it. */
+static void answer(lh_conn_t *c, int status, const char *extra, const char *ctype, const char *body,
+                   size_t len, int refusal)
 {
-    uv_buf_t b = uv_buf_init(w->data, (unsigned int)w->len);
-    w->conn = c;
-    lh_conn_ref(c);
-    c->writes_pending++;
-    /* a client that never reads its answers must not hold them forever */
-    if (c->timer_state == T_NONE || c->timer_state == T_IDLE)
-        timer_set(c, T_WRITE, cfg_of(c)->idle_timeout);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
-        c->writes_pending--;
-        free(w);
-        lh_conn_unref(c);
-        lh_conn_close(c);
-    }
-}
-
-static void respond(lh_conn_t *c, int status, const char *extra, const char *ctype,
-                    const char *body, size_t len, int close)
-{
-    char head[512];
-    if (c->closing)
+    lh_conn_state_t was = c->state;
+    switch (was) {
+    case LH_CONN_FLUSHING:
+    case LH_CONN_LINGERING:
+    case LH_CONN_CLOSED:
+        return;                /* closing: the answer has nowhere to go */
+    case LH_CONN_NEW:          /* refused at accept */
+    case LH_CONN_READING_HEAD: /* from on_head, or refused */
+    case LH_CONN_READING_BODY: /* from on_request, or refused */
+    case LH_CONN_HANDLING:     /* later */
+        break;
+    case LH_CONN_DISCARDING_BODY:
+    case LH_CONN_WRITING:
+    case LH_CONN_IDLE:
+        assert(!"an answer with no request to answer");
         return;
-    if (close || !c->req.keep_alive)
-        c->close_after_write = 1;
+    }
+    const lh_request_t *req = lh_request_parser_request(c->parser);
+    int on_head = was == LH_CONN_READING_HEAD && !refusal;
+    int body_coming = on_head && lh_request_parser_body_pending(c->parser);
+    /* answered on its head, a client waiting for 100-continue sends no body: no request
+    ** could be told from the next one */
+    int close = refusal || c->last_request || !req->keep_alive || (on_head && req->expect_continue);
+    char head[512];
     int hn = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
-                      status, status_text(status), ctype, len,
-                      c->close_after_write ? "Connection: close\r\n" : "", extra ? extra : "");
+                      status, status_text(status), ctype, len, close ? "Connection: close\r\n" : "",
+                      extra ? extra : "");
     if (hn < 0 || (size_t)hn >= sizeof(head)) {
-        lh_conn_close(c);
+        conn_fail(c, "answer head", UV_E2BIG);
         return;
     }
+    if (req->method == LH_METHOD_HEAD && !refusal)
+        len = 0; /* HEAD: the headers say what a GET would get, no body follows */
     wreq_t *w = malloc(sizeof(*w) + (size_t)hn + len);
     if (w == NULL) {
-        lh_conn_close(c);
+        conn_fail(c, "malloc", UV_ENOMEM);
         return;
     }
-    if (c->req.method == HTTP_HEAD)
-        len = 0; /* HEAD: the headers say what a GET would get, no body follows */
     memcpy(w->data, head, (size_t)hn);
     if (len)
         memcpy(w->data + hn, body, len);
     w->len = (size_t)hn + len;
-    write_raw(c, w);
-}
-
-/* Parsing stopped while an answer was outstanding: go on with what was read past it. */
-static void conn_resume(lh_conn_t *c)
-{
-    if (c->closing || c->close_after_write)
+    if (write_buf(c, w) != 0)
         return;
-    llhttp_resume(&c->parser);
-    char *buf = c->pending;
-    size_t off = c->pending_off, len = c->pending_len;
-    c->pending = NULL;
-    c->pending_len = c->pending_off = 0;
-    if (buf != NULL) {
-        conn_feed(c, buf + off, len - off);
-        free(buf);
+
+    if (close) {
+        /* unread bytes at close would reset the connection: linger over them */
+        conn_flush(c, refusal || body_coming);
+    } else if (was == LH_CONN_READING_HEAD) {
+        lh_request_parser_skip_body(c->parser);
+        set_state(c, LH_CONN_DISCARDING_BODY);
+    } else if (set_state(c, LH_CONN_WRITING) == 0 && was == LH_CONN_HANDLING) {
+        conn_resume(c); /* from READING_BODY, the parse loop that called on_request goes on */
     }
-    if (!c->busy && !c->closing && !c->close_after_write && !c->throttled)
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
 void lh_conn_respond(lh_conn_t *c, int status, const char *extra, const char *ctype,
                      const char *body, size_t len)
 {
-    int was_busy = c->busy;
-    respond(c, status, extra, ctype, body, len, 0);
-    c->busy = 0;
-    if (was_busy && !c->in_parse_flag)
-        conn_resume(c);
+    answer(c, status, extra, ctype, body, len, 0);
 }
 
 void lh_conn_respond_close(lh_conn_t *c, int status, const char *extra, const char *ctype,
                            const char *body, size_t len)
 {
-    respond(c, status, extra, ctype, body, len, 1);
-    c->busy = 0;
-    c->linger = 1;
-    if (!c->closing)
-        uv_read_stop((uv_stream_t *)&c->tcp);
+    answer(c, status, extra, ctype, body, len, 1);
 }
 
-void lh_conn_shutdown(lh_conn_t *c)
+/* ------------------------------------------------------------------ requests */
+
+/* A head is complete: the application may answer on it (its body is then dropped);
+** otherwise the body is read, after a 100 Continue if the client waits for one. */
+static void head_complete(lh_conn_t *c)
 {
-    if (!c->busy && !c->in_request && c->writes_pending == 0)
-        lh_conn_close(c);
-    else
-        c->close_after_write = 1;
-}
-
-/* ------------------------------------------------------------------ request assembly */
-
-/* Makes room for len more bytes (and a NUL) in the head buffer; may move it. */
-static int head_reserve(lh_conn_t *c, size_t len)
-{
-    if (c->head_len + len + 1 > cfg_of(c)->max_header) {
-        c->error_status = 431;
-        return -1;
-    }
-    if (c->head_len + len + 1 > c->head_cap) {
-        size_t cap = c->head_cap ? c->head_cap : 1024;
-        while (cap < c->head_len + len + 1)
-            cap *= 2;
-        char *p = realloc(c->head, cap);
-        if (p == NULL) {
-            c->error_status = 500;
-            return -1;
-        }
-        c->head = p, c->head_cap = cap;
-    }
-    return 0;
-}
-
-/* `at` must not point into the head buffer itself (a reserve may move it). */
-static int head_append(lh_conn_t *c, const char *at, size_t len, int lower)
-{
-    if (head_reserve(c, len) != 0)
-        return -1;
-    char *dst = c->head + c->head_len;
-    if (lower) {
-        for (size_t i = 0; i < len; i++)
-            dst[i] = (char)tolower((unsigned char)at[i]);
-    } else {
-        memcpy(dst, at, len);
-    }
-    c->head_len += len;
-    return 0;
-}
-
-static int head_terminate(lh_conn_t *c)
-{
-    if (head_append(c, "", 0, 0) != 0)
-        return -1;
-    c->head[c->head_len++] = '\0';
-    return 0;
-}
-
-static lh_conn_t *conn_of(llhttp_t *p)
-{
-    return p->data;
-}
-
-static int cb_message_begin(llhttp_t *p)
-{
-    lh_conn_t *c = conn_of(p);
-    c->in_request = 1;
-    c->head_len = c->url_len = 0;
-    c->nhdr = 0;
-    c->hstate = 0;
-    c->body_len = 0;
-    c->skip_body = c->discarding = 0;
-    /* the last request was answered: a big body buffer is not kept for the next one */
-    if (c->body_cap > 1024 * 1024) {
-        free(c->body);
-        c->body = NULL;
-        c->body_cap = 0;
-    }
-    c->in_body = 0;
-    c->req.method = -1; /* until the head says: answers to a broken head carry a body */
-    c->error_status = 0;
-    timer_set(c, T_HEAD, cfg_of(c)->read_timeout);
-    return 0;
-}
-
-static int cb_url(llhttp_t *p, const char *at, size_t len)
-{
-    lh_conn_t *c = conn_of(p);
-    c->url_len += len;
-    return head_append(c, at, len, 0);
-}
-
-static int cb_url_complete(llhttp_t *p)
-{
-    return head_terminate(conn_of(p));
-}
-
-static int cb_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    lh_conn_t *c = conn_of(p);
-    if (c->in_body)
-        return 0; /* chunked trailers: the request's pointers must stay valid */
-    if (c->hstate != 1) {
-        if (c->nhdr == c->hdr_cap) {
-            size_t cap = c->hdr_cap ? c->hdr_cap * 2 : 16;
-            void *np = realloc(c->hdr, cap * sizeof(*c->hdr));
-            if (np == NULL) {
-                c->error_status = 500;
-                return -1;
-            }
-            c->hdr = np, c->hdr_cap = cap;
-        }
-        c->hdr[c->nhdr].name_off = c->head_len;
-        c->hdr[c->nhdr].value_off = 0;
-        c->hdr[c->nhdr].value_len = 0;
-        c->nhdr++;
-        c->hstate = 1;
-    }
-    return head_append(c, at, len, 1);
-}
-
-static int cb_header_field_complete(llhttp_t *p)
-{
-    lh_conn_t *c = conn_of(p);
-    if (c->in_body)
-        return 0; /* chunked trailers: the request's pointers must stay valid */
-    c->hdr[c->nhdr - 1].name_len = c->head_len - c->hdr[c->nhdr - 1].name_off;
-    return head_terminate(c);
-}
-
-static int cb_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    lh_conn_t *c = conn_of(p);
-    if (c->in_body)
-        return 0; /* chunked trailers: the request's pointers must stay valid */
-    if (c->hstate != 2) {
-        c->hdr[c->nhdr - 1].value_off = c->head_len;
-        c->hstate = 2;
-    }
-    return head_append(c, at, len, 0);
-}
-
-static int cb_header_value_complete(llhttp_t *p)
-{
-    lh_conn_t *c = conn_of(p);
-    if (c->in_body)
-        return 0;       /* chunked trailers: the request's pointers must stay valid */
-    if (c->hstate != 2) /* an empty value has no data callback */
-        c->hdr[c->nhdr - 1].value_off = c->head_len;
-    c->hdr[c->nhdr - 1].value_len = c->head_len - c->hdr[c->nhdr - 1].value_off;
-    c->hstate = 0;
-    return head_terminate(c);
-}
-
-static const lh_header_t *find_header(const lh_conn_t *c, const char *name)
-{
-    for (size_t i = 0; i < c->req.nheaders; i++)
-        if (strcmp(c->req.headers[i].name, name) == 0)
-            return &c->req.headers[i];
-    return NULL;
-}
-
-static int cb_headers_complete(llhttp_t *p)
-{
-    lh_conn_t *c = conn_of(p);
-    lh_request_t *r = &c->req;
-    const lh_config_t *cfg = cfg_of(c);
-
-    /* the path, without the query, after the url in the head buffer */
-    size_t plen = 0;
-    while (plen < c->url_len && c->head[plen] != '?' && c->head[plen] != '#')
-        plen++;
-    size_t path_off = c->head_len;
-    if (head_reserve(c, plen) != 0)
-        return -1;
-    memcpy(c->head + c->head_len, c->head, plen); /* after the reserve: it may move head */
-    c->head_len += plen;
-    if (head_terminate(c) != 0)
-        return -1;
-
-    if (c->nhdr > 0) {
-        lh_header_t *h = realloc(c->headers, c->nhdr * sizeof(*h));
-        if (h == NULL) {
-            c->error_status = 500;
-            return -1;
-        }
-        c->headers = h;
-    }
-    for (size_t i = 0; i < c->nhdr; i++) {
-        c->headers[i].name = c->head + c->hdr[i].name_off;
-        c->headers[i].name_len = c->hdr[i].name_len;
-        c->headers[i].value = c->head + c->hdr[i].value_off;
-        c->headers[i].value_len = c->hdr[i].value_len;
-    }
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    r->method = p->method;
-    r->method_name = llhttp_method_name((llhttp_method_t)p->method);
-    r->url = c->head;
-    r->url_len = c->url_len;
-    r->path = c->head + path_off;
-    r->path_len = plen;
-    r->headers = c->headers;
-    r->nheaders = c->nhdr;
-    r->body = NULL;
-    r->body_len = 0;
-    r->keep_alive = llhttp_should_keep_alive(p);
-    r->received_ns = uv_hrtime();
-    r->received_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-
-    int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
-    c->in_body = 1;
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_body) {
-        c->error_status = 413;
-        return -1;
-    }
+    lh_request_t *req = lh_request_parser_request(c->parser);
     lh_server_handler_t *h = &c->server->handler;
-    if (h->on_head(h->data, c, r)) {
-        c->skip_body = 1;
-        c->discarding = 1;
-        if (has_body)
-            timer_set(c, T_BODY, cfg->read_timeout);
-        /* a client waiting for 100-continue will not send the body: do not wait for it */
-        if (has_body && find_header(c, "expect") != NULL)
-            c->close_after_write = 1;
-        if (c->close_after_write || c->closing)
-            return HPE_PAUSED;
-        return 0;
-    }
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length + 1 > c->body_cap) {
-        char *b = realloc(c->body, p->content_length + 1);
-        if (b == NULL) {
-            c->error_status = 500;
-            return -1;
-        }
-        c->body = b, c->body_cap = p->content_length + 1;
-    }
-    const lh_header_t *expect = find_header(c, "expect");
-    if (expect != NULL && expect->value_len == 12 &&
-        strncasecmp(expect->value, "100-continue", 12) == 0 && has_body) {
+    assert(c->state == LH_CONN_READING_HEAD);
+    int answered = h->on_head(h->data, c, req);
+    if (c->state != LH_CONN_READING_HEAD)
+        return; /* answered (or failed) */
+    assert(!answered);
+    (void)answered;
+    if (req->expect_continue) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         wreq_t *w = malloc(sizeof(*w) + sizeof(cont) - 1);
         if (w == NULL) {
-            c->error_status = 500;
-            return -1;
+            conn_fail(c, "malloc", UV_ENOMEM);
+            return;
         }
         memcpy(w->data, cont, sizeof(cont) - 1);
         w->len = sizeof(cont) - 1;
-        write_raw(c, w);
+        if (write_buf(c, w) != 0)
+            return;
     }
-    if (has_body)
-        timer_set(c, T_BODY, cfg->read_timeout);
-    return 0;
+    set_state(c, LH_CONN_READING_BODY);
 }
 
-static int cb_body(llhttp_t *p, const char *at, size_t len)
+/* A request is complete: to the application, unless it was answered on its head. */
+static void request_complete(lh_conn_t *c)
 {
-    lh_conn_t *c = conn_of(p);
-    if (c->discarding)
-        return 0;
-    if (c->body_len + len > cfg_of(c)->max_body) {
-        c->error_status = 413;
-        return -1;
+    if (c->state == LH_CONN_DISCARDING_BODY) {
+        if (c->last_request)
+            conn_flush(c, 0);
+        else
+            set_state(c, c->writes_pending ? LH_CONN_WRITING : LH_CONN_IDLE);
+        return;
     }
-    if (c->body_len + len + 1 > c->body_cap) {
-        size_t cap = c->body_cap ? c->body_cap : 4096;
-        while (cap < c->body_len + len + 1)
-            cap *= 2;
-        char *b = realloc(c->body, cap);
-        if (b == NULL) {
-            c->error_status = 500;
-            return -1;
-        }
-        c->body = b, c->body_cap = cap;
-    }
-    memcpy(c->body + c->body_len, at, len);
-    c->body_len += len;
-    return 0;
-}
-
-/* A request was answered at once: go on parsing, unless the answers pile up unread
-** (pipelined requests answered on their head would otherwise grow without bound). */
-static int after_answer(lh_conn_t *c)
-{
-    if (c->tcp.write_queue_size > WRITE_QUEUE_MAX) {
-        c->throttled = 1;
-        timer_set(c, T_WRITE, cfg_of(c)->idle_timeout);
-        return HPE_PAUSED;
-    }
-    /* idle from now on, or waiting for the client to take its answers */
-    timer_set(c, c->writes_pending == 0 ? T_IDLE : T_WRITE, cfg_of(c)->idle_timeout);
-    return 0;
-}
-
-static int cb_message_complete(llhttp_t *p)
-{
-    lh_conn_t *c = conn_of(p);
-    c->in_request = 0;
-    timer_set(c, T_NONE, 0);
-    if (c->skip_body) {
-        c->skip_body = c->discarding = 0;
-        if (c->close_after_write || c->closing)
-            return HPE_PAUSED;
-        return after_answer(c);
-    }
-    if (c->body == NULL) {
-        if ((c->body = malloc(64)) == NULL) {
-            c->error_status = 500;
-            return -1;
-        }
-        c->body_cap = 64;
-    }
-    c->body[c->body_len] = '\0';
-    c->req.body = c->body;
-    c->req.body_len = c->body_len;
-    c->busy = 1;
+    assert(c->state == LH_CONN_READING_BODY);
     lh_server_handler_t *h = &c->server->handler;
-    h->on_request(h->data, c, &c->req);
-    if (c->busy || c->close_after_write || c->closing)
-        return HPE_PAUSED;
-    return after_answer(c);
+    h->on_request(h->data, c, lh_request_parser_request(c->parser));
+    if (c->state == LH_CONN_READING_BODY) /* not answered yet: reads wait for the answer */
+        set_state(c, LH_CONN_HANDLING);
 }
 
-static const llhttp_settings_t *parser_settings(void)
+/* The bytes are not a request, or not one we take: answer why and close. */
+static void refused(lh_conn_t *c)
 {
-    static llhttp_settings_t s;
-    static int ready;
-    if (!ready) {
-        llhttp_settings_init(&s);
-        s.on_message_begin = cb_message_begin;
-        s.on_url = cb_url;
-        s.on_url_complete = cb_url_complete;
-        s.on_header_field = cb_header_field;
-        s.on_header_field_complete = cb_header_field_complete;
-        s.on_header_value = cb_header_value;
-        s.on_header_value_complete = cb_header_value_complete;
-        s.on_headers_complete = cb_headers_complete;
-        s.on_body = cb_body;
-        s.on_message_complete = cb_message_complete;
-        ready = 1;
+    const lh_request_error_t *e = lh_request_parser_error(c->parser);
+    if (c->state == LH_CONN_DISCARDING_BODY) {
+        conn_flush(c, 1); /* the request was answered on its head: nothing more to say */
+        return;
     }
-    return &s;
+    switch (e->status) {
+    case 413:
+        reject_log(c, 413, LH_REJECT_TOO_LARGE);
+        break;
+    case 431:
+        reject_log(c, 431, LH_REJECT_HEADERS_TOO_LARGE);
+        break;
+    case 500:
+        break;
+    default:
+        reject_log(c, e->status, LH_REJECT_BAD_REQUEST);
+        break;
+    }
+    char body[256];
+    size_t n = (size_t)snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"");
+    n += lh_json_escape(body + n, sizeof(body) - n - 3, e->reason, strlen(e->reason));
+    n += (size_t)snprintf(body + n, sizeof(body) - n, "\"}");
+    lh_conn_respond_close(c, e->status, NULL, "application/json", body, n);
+}
+
+/* Parses data[0, len) while the connection takes requests; returns the bytes used. Stops
+** early when a request goes to the application, the answers pile up unread, or the
+** connection closes: the caller keeps the rest for later, or drops it. */
+static size_t conn_parse(lh_conn_t *c, const char *data, size_t len)
+{
+    size_t off = 0;
+    int head = 0; /* a head was just parsed: feed again, even with nothing left */
+    assert(!c->throttled);
+    while (off < len || head) {
+        switch (c->state) {
+        case LH_CONN_READING_HEAD:
+        case LH_CONN_READING_BODY:
+        case LH_CONN_DISCARDING_BODY:
+        case LH_CONN_IDLE:
+            break;
+        case LH_CONN_WRITING:
+            if (c->tcp.write_queue_size > WRITE_QUEUE_MAX) {
+                c->throttled = 1; /* until half the answers are taken (written) */
+                return off;
+            }
+            break;
+        default:
+            return off;
+        }
+        size_t used;
+        lh_parse_result_t r = lh_request_parser_feed(c->parser, data + off, len - off, &used);
+        off += used;
+        head = 0;
+        if ((c->state == LH_CONN_IDLE || c->state == LH_CONN_WRITING) &&
+            (r != LH_PARSE_MORE || lh_request_parser_started(c->parser))) {
+            /* a request begins: its head has --read-timeout from this first byte */
+            if (set_state(c, LH_CONN_READING_HEAD) != 0)
+                return off;
+        }
+        switch (r) {
+        case LH_PARSE_MORE:
+            break;
+        case LH_PARSE_HEAD:
+            head_complete(c);
+            head = 1;
+            break;
+        case LH_PARSE_DONE:
+            request_complete(c);
+            break;
+        case LH_PARSE_ERROR:
+            refused(c);
+            return off;
+        }
+    }
+    return off;
+}
+
+/* Reads while the connection takes bytes: not while a request is with the application,
+** answers pile up unread, or bytes already read wait in `pending`. */
+static void conn_reading(lh_conn_t *c)
+{
+    int want = 0;
+    switch (c->state) {
+    case LH_CONN_READING_HEAD:
+    case LH_CONN_READING_BODY:
+    case LH_CONN_DISCARDING_BODY:
+    case LH_CONN_WRITING:
+    case LH_CONN_IDLE:
+        want = !c->throttled && c->pending == NULL;
+        break;
+    case LH_CONN_LINGERING: /* reads on, to drop what arrives */
+    case LH_CONN_CLOSED:
+        return;
+    case LH_CONN_NEW:
+    case LH_CONN_HANDLING:
+    case LH_CONN_FLUSHING:
+        break;
+    }
+    if (!want) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+    int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (r != 0 && r != UV_EALREADY)
+        conn_fail(c, "uv_read_start", r);
+}
+
+/* The connection may take requests again (answered, or unthrottled): parses what was read
+** past the last request, then reads on. */
+static void conn_resume(lh_conn_t *c)
+{
+    if (c->pending != NULL) {
+        size_t used = conn_parse(c, c->pending + c->pending_off, c->pending_len - c->pending_off);
+        c->pending_off += used;
+        if (c->pending_off == c->pending_len) {
+            free(c->pending);
+            c->pending = NULL;
+            c->pending_len = c->pending_off = 0;
+        }
+    }
+    conn_reading(c);
 }
 
 /* ------------------------------------------------------------------ reading */
-
-static void parse_failed(lh_conn_t *c, llhttp_errno_t err)
-{
-    char body[256];
-    int n;
-    int status = c->error_status;
-    if (status == 413) {
-        reject_log(c, 413, LH_REJECT_TOO_LARGE);
-        n = snprintf(body, sizeof(body),
-                     "{\"ok\":false,\"error\":\"body larger than the limit of %llu bytes\"}",
-                     (unsigned long long)cfg_of(c)->max_body);
-    } else if (status == 431) {
-        reject_log(c, 431, LH_REJECT_HEADERS_TOO_LARGE);
-        n = snprintf(body, sizeof(body),
-                     "{\"ok\":false,\"error\":\"request line and headers larger than the limit "
-                     "of %llu bytes\"}",
-                     (unsigned long long)cfg_of(c)->max_header);
-    } else if (status == 500) {
-        n = snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"out of memory\"}");
-    } else {
-        status = 400;
-        reject_log(c, 400, LH_REJECT_BAD_REQUEST);
-        const char *why = llhttp_get_error_reason(&c->parser);
-        if (why == NULL)
-            why = llhttp_errno_name(err);
-        size_t j = (size_t)snprintf(body, sizeof(body),
-                                    "{\"ok\":false,\"error\":\"malformed HTTP request: ");
-        j += lh_json_escape(body + j, sizeof(body) - j - 3, why, strlen(why));
-        j += (size_t)snprintf(body + j, sizeof(body) - j, "\"}");
-        n = (int)j;
-    }
-    if (n < 0 || (size_t)n >= sizeof(body))
-        n = (int)sizeof(body) - 1;
-    c->busy = 0;
-    lh_conn_respond_close(c, status, NULL, "application/json", body, (size_t)n);
-}
-
-static void conn_feed(lh_conn_t *c, const char *data, size_t len)
-{
-    c->in_parse_flag = 1;
-    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
-    c->in_parse_flag = 0;
-    if (err == HPE_OK || c->closing)
-        return;
-    if (err == HPE_PAUSED_UPGRADE) { /* answered as plain HTTP; nothing follows on it */
-        c->close_after_write = 1;
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        if (c->writes_pending == 0 && !c->busy)
-            lh_conn_close(c);
-        return;
-    }
-    if (err == HPE_PAUSED) {
-        if (c->close_after_write) { /* nothing more will be read */
-            uv_read_stop((uv_stream_t *)&c->tcp);
-            if (c->writes_pending == 0 && !c->busy)
-                lh_conn_close(c);
-            return;
-        }
-        const char *pos = llhttp_get_error_pos(&c->parser);
-        size_t used = pos ? (size_t)(pos - data) : len;
-        if (!c->busy && !c->throttled) { /* answered while paused, e.g. in a nested resume */
-            llhttp_resume(&c->parser);
-            conn_feed(c, data + used, len - used);
-            return;
-        }
-        if (used < len) {
-            char *copy = malloc(len - used);
-            if (copy == NULL) {
-                lh_conn_close(c);
-                return;
-            }
-            memcpy(copy, data + used, len - used);
-            c->pending = copy;
-            c->pending_len = len - used;
-            c->pending_off = 0;
-        }
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        return;
-    }
-    parse_failed(c, err);
-}
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
@@ -765,29 +706,87 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = sizeof(s->rbuf);
 }
 
+static void on_eof(lh_conn_t *c, ssize_t err)
+{
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (err == UV_EOF && c->state == LH_CONN_WRITING)
+        conn_flush(c, 0); /* a client that half-closes after its requests gets its answers */
+    else
+        lh_conn_close(c);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     lh_conn_t *c = stream->data;
-    if (c->lingering) {
+    if (nread == 0)
+        return;
+    if (c->state == LH_CONN_LINGERING) {
         if (nread < 0)
             lh_conn_close(c);
         return;
     }
-    if (nread > 0) {
-        if (c->timer_state == T_BODY)
-            timer_set(c, T_BODY, cfg_of(c)->read_timeout);
-        conn_feed(c, buf->base, (size_t)nread);
+    if (nread < 0) {
+        on_eof(c, nread);
         return;
     }
-    if (nread == 0)
-        return;
-    /* EOF or error. A client that half-closes after its request still gets its answer. */
-    uv_read_stop(stream);
-    if (nread == UV_EOF && (c->busy || c->writes_pending) && !c->in_request)
-        c->close_after_write = 1;
-    else
-        lh_conn_close(c);
+    assert(c->pending == NULL && !c->throttled);
+    if (c->state == LH_CONN_READING_BODY || c->state == LH_CONN_DISCARDING_BODY)
+        arm_timer(c); /* a body may take long, but never pause longer than --read-timeout */
+    size_t used = conn_parse(c, buf->base, (size_t)nread);
+    size_t rest = (size_t)nread - used;
+    if (rest > 0 && (c->state == LH_CONN_HANDLING || c->throttled)) {
+        /* read past a request that waits for its answer: kept for later */
+        if ((c->pending = malloc(rest)) == NULL) {
+            conn_fail(c, "malloc", UV_ENOMEM);
+            return;
+        }
+        memcpy(c->pending, buf->base + used, rest);
+        c->pending_len = rest;
+        c->pending_off = 0;
+    }
+    conn_reading(c);
 }
+
+/* ------------------------------------------------------------------ timer */
+
+static void on_timer(uv_timer_t *t)
+{
+    lh_conn_t *c = t->data;
+    switch (c->state) {
+    case LH_CONN_READING_HEAD:
+        if (!lh_request_parser_started(c->parser)) {
+            /* connected and sent nothing: there is no request to answer (nginx and h2o
+            ** close such a connection silently too) */
+            if (lh_log_enabled(LH_DEBUG)) {
+                lh_field_t f[] = {LH_FIELD("remote", c->remote)};
+                lh_log_fields(LH_DEBUG, "closed a connection that sent nothing", f, 1);
+            }
+            lh_conn_close(c);
+            return;
+        }
+        /* fallthrough */
+    case LH_CONN_READING_BODY: {
+        static const char body[] = "{\"ok\":false,\"error\":\"request not received in time\"}";
+        reject_log(c, 408, LH_REJECT_TIMEOUT);
+        lh_conn_respond_close(c, 408, NULL, "application/json", body, sizeof(body) - 1);
+        return;
+    }
+    case LH_CONN_DISCARDING_BODY: /* answered already: nothing more to say */
+    case LH_CONN_WRITING:         /* the client does not take its answers */
+    case LH_CONN_IDLE:
+    case LH_CONN_FLUSHING:
+    case LH_CONN_LINGERING:
+        lh_conn_close(c);
+        return;
+    case LH_CONN_NEW:
+    case LH_CONN_HANDLING:
+    case LH_CONN_CLOSED:
+        break;
+    }
+    assert(!"a timer fired in a state that has none");
+}
+
+/* ------------------------------------------------------------------ start */
 
 int lh_conn_start(lh_conn_t *c)
 {
@@ -805,12 +804,18 @@ int lh_conn_start(lh_conn_t *c)
             uv_ip6_name(a, ip, sizeof(ip));
             port = ntohs(a->sin6_port);
         }
+        snprintf(c->remote, sizeof(c->remote), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip,
+                 port);
+    } /* else the client is already gone: the first read says so */
+    int r = uv_tcp_nodelay(&c->tcp, 1);
+    if (r != 0) {
+        conn_fail(c, "uv_tcp_nodelay", r);
+        return r;
     }
-    snprintf(c->remote, sizeof(c->remote), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip,
-             port);
-    uv_tcp_nodelay(&c->tcp, 1);
-    llhttp_init(&c->parser, HTTP_REQUEST, parser_settings());
-    c->parser.data = c;
-    timer_set(c, T_IDLE, cfg_of(c)->idle_timeout);
-    return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if ((r = set_state(c, LH_CONN_READING_HEAD)) != 0)
+        return r;
+    r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (r != 0)
+        conn_fail(c, "uv_read_start", r);
+    return r;
 }

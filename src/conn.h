@@ -1,6 +1,7 @@
 /*
-** conn — one client connection: llhttp parsing, request assembly, limits, timeouts,
-** answers in request order. Knows sockets and HTTP, nothing of Lua.
+** conn — one client connection: the socket, its state and timer, the answers written in
+** request order. Requests are assembled by request.c from what the socket reads. Knows
+** sockets and HTTP, nothing of Lua.
 */
 #ifndef LH_CONN_H
 #define LH_CONN_H
@@ -8,94 +9,91 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <llhttp.h>
 #include <uv.h>
+
+#include "request.h"
 
 typedef struct lh_server_s lh_server_t;
 typedef struct lh_conn_s lh_conn_t;
 
-typedef struct {
-    const char *name; /* lower-case; NUL-terminated */
-    const char *value;
-    size_t name_len, value_len;
-} lh_header_t;
-
-/* A complete request. Everything is borrowed from the connection: valid until the
-** answer to this request is given (lh_conn_respond), or the connection closes. */
-typedef struct lh_request_s {
-    int method; /* llhttp_method_t */
-    const char *method_name;
-    const char *path; /* without the query; NUL-terminated */
-    size_t path_len;
-    const char *url; /* as sent */
-    size_t url_len;
-    lh_header_t *headers;
-    size_t nheaders;
-    char *body; /* NUL-terminated for convenience; may hold NULs */
-    size_t body_len;
-    int keep_alive;
-    uint64_t received_ns; /* uv_hrtime() when the head was complete */
-    double received_at;   /* seconds since the epoch, same moment */
-} lh_request_t;
+/*
+** A connection's life, one state at a time, changed only by set_state() in conn.c. Each
+** state arms the one timer it needs (in brackets):
+**
+**   NEW ──start──▶ READING_HEAD [read-timeout, from accept or from the request's first byte]
+**   READING_HEAD ──head──▶ READING_BODY [read-timeout, again at each read]
+**                ──answered on its head──▶ DISCARDING_BODY [read-timeout, again at each read]
+**   READING_BODY ──complete──▶ HANDLING [none: the handler timeout bounds it]
+**   HANDLING, READING_BODY (answered at once), DISCARDING_BODY (complete)
+**                ──answer queued──▶ WRITING [idle-timeout, again at each write done]
+**   WRITING, DISCARDING_BODY ──all written──▶ IDLE [idle-timeout]
+**   IDLE, WRITING ──a request's first byte──▶ READING_HEAD
+**   any of those ──answer that closes, refusal, EOF with answers owed, stop──▶
+**                FLUSHING [idle-timeout, again at each write done]
+**   FLUSHING ──written, after a refusal or with a body unread──▶ LINGERING [2 s: FIN
+**                sent, reads dropped]
+**   any ──error, timeout, EOF──▶ CLOSED (uv_close called; freed once unreferenced)
+*/
+typedef enum {
+    LH_CONN_NEW = 0,         /* accepted, not started */
+    LH_CONN_READING_HEAD,    /* waiting for a request, or reading its line and headers */
+    LH_CONN_READING_BODY,    /* reading the body of a request the application will see */
+    LH_CONN_DISCARDING_BODY, /* the request was answered on its head: its body is dropped */
+    LH_CONN_HANDLING,        /* a complete request is with the application; reads paused */
+    LH_CONN_WRITING,         /* answered; waiting for the client to take the answers */
+    LH_CONN_IDLE,            /* keep-alive between requests, every answer taken */
+    LH_CONN_FLUSHING,        /* writing the last answers; then LINGERING or CLOSED */
+    LH_CONN_LINGERING,       /* FIN sent after a refusal: drop what arrives until EOF */
+    LH_CONN_CLOSED,          /* uv_close called */
+} lh_conn_state_t;
 
 struct lh_conn_s {
     uv_tcp_t tcp;
-    uv_timer_t timer;
+    uv_timer_t timer; /* the deadline of the current state */
     uv_shutdown_t shutdown;
-    llhttp_t parser;
     lh_server_t *server; /* borrowed */
     lh_conn_t *prev, *next;
-    int refs;    /* lh_conn_ref holders + 1 while open */
-    int closing; /* uv_close called, or will be after the last write */
-    int close_after_write;
-    int busy;       /* a request is complete and not answered yet */
-    int in_request; /* bytes of a request have arrived, not all of it */
-    int skip_body;  /* the answer was given on the head */
-    int in_body;    /* past the head: trailers must not touch the request */
-    int discarding; /* reading a body nobody will see */
-    int throttled;  /* reading stopped until the answers drain */
-    int linger;     /* after the last answer: FIN, then read and drop until EOF or timeout */
-    int lingering;
-    int in_parse_flag; /* inside llhttp_execute: answers must not re-enter it */
-    int hstate;        /* 0 between headers, 1 in a name, 2 in a value */
-    int error_status;  /* why a parser callback stopped: 413, 431, 500 */
+    lh_conn_state_t state;
+    int refs;           /* lh_conn_ref holders + 1 until both handles are closed */
+    int handles_closed; /* 2: the connection is out of the server's list */
+    int last_request;   /* read no request after the current one: close once it is answered */
+    int linger;         /* FLUSHING ends in LINGERING (a refusal), not a plain close */
+    int throttled;      /* reads paused while the answers pile up unread (backpressure) */
     size_t writes_pending;
-    int timer_state;
-    int handles_closed;
-    /* request assembly */
-    char *head; /* owned: url, then header names and values, NUL-separated */
-    size_t head_len, head_cap;
-    size_t url_off, url_len;
-    struct {
-        size_t name_off, name_len, value_off, value_len;
-    } * hdr; /* owned */
-    size_t nhdr, hdr_cap;
-    int last_was_value;
-    lh_header_t *headers; /* owned; built at head completion */
-    char *body;           /* owned */
-    size_t body_len, body_cap;
-    lh_request_t req;
-    /* bytes read past a request while it was being answered */
+    lh_request_parser_t *parser; /* owned; its current request is the one being answered */
+    /* bytes read past a request while it was handled (or reads were throttled) */
     char *pending; /* owned */
     size_t pending_len, pending_off;
     char remote[64];
 };
 
-/** Takes over an accepted client (already uv_tcp_init'ed by the server, uv_accept'ed). */
+/** The name of a state, for logs: "reading_head", ... */
+const char *lh_conn_state_name(lh_conn_state_t s);
+
+/**
+ * Starts reading an accepted client (lh_conn_new, then uv_accept'ed by the server).
+ * Returns 0 or a negative UV_E*; on error the connection is closed (and the failure logged).
+ */
 int lh_conn_start(lh_conn_t *c);
 
-/** Allocates a connection and inits its handles on the server's loop. NULL on failure. */
-lh_conn_t *lh_conn_new(lh_server_t *s);
+/**
+ * Allocates a connection, inits its handles on the server's loop and puts it in the
+ * server's list. NULL on failure (nothing is left open); `*err` gets why: UV_ENOMEM or
+ * the uv_*_init error.
+ */
+lh_conn_t *lh_conn_new(lh_server_t *s, int *err);
 
 /**
  * Answers the current request: `status`, extra header lines (each ending in "\r\n", or
- * NULL), a body of `len` bytes (copied) with `content_type`. Pipelined requests behind
- * it are parsed after this. A no-op on a closed connection.
+ * NULL), a body of `len` bytes (copied) with `content_type`. Given from on_head, the
+ * request's body is dropped; pipelined requests behind it are parsed after this. Once
+ * per request; a no-op on a connection that is closing (FLUSHING, LINGERING, CLOSED).
  */
 void lh_conn_respond(lh_conn_t *c, int status, const char *extra_headers, const char *content_type,
                      const char *body, size_t len);
 
-/** As lh_conn_respond, and closes the connection once the answer is written. */
+/** As lh_conn_respond, then closes: once the answer is written, FIN, and what the client
+ *  still sends is dropped until it closes too or 2 s pass (lingering close). */
 void lh_conn_respond_close(lh_conn_t *c, int status, const char *extra_headers,
                            const char *content_type, const char *body, size_t len);
 

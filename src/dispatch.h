@@ -27,8 +27,8 @@
 #include <stddef.h>
 
 #include "app.h"
-#include "conn.h"
 #include "metrics.h"
+#include "request.h"
 #include "vm.h"
 
 typedef struct lh_event_s lh_event_t;

@@ -8,7 +8,7 @@
 
 #include <lauxlib.h>
 
-#include "conn.h"
+#include "request.h"
 #include "dispatch.h"
 #include "embedded.h"
 #include "lib.h"
@@ -174,7 +174,7 @@ int lh_fire_run(lh_app_t *app)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     lh_request_t req = {
-        .method = HTTP_POST,
+        .method = LH_METHOD_POST,
         .method_name = "POST",
         .path = "/",
         .path_len = 1,

@@ -69,7 +69,7 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
     int is_health = path_is(r, "/healthz"), is_metrics = path_is(r, "/metrics");
 
     if (is_health || is_metrics) {
-        if (r->method != HTTP_GET) {
+        if (r->method != LH_METHOD_GET) {
             rejected(app, c, r, 405, LH_REJECT_METHOD);
             answer_json(c, 405, "Allow: GET\r\n",
                         "{\"ok\":false,\"error\":\"method not allowed: use GET\"}");
@@ -90,7 +90,7 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
         free(text);
         return 1;
     }
-    if (r->method != HTTP_POST) {
+    if (r->method != LH_METHOD_POST) {
         rejected(app, c, r, 405, LH_REJECT_METHOD);
         answer_json(c, 405, "Allow: POST\r\n",
                     "{\"ok\":false,\"error\":\"method not allowed: events are POSTed\"}");

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <llhttp.h> /* its version, for --version */
+
 #include "app.h"
 #include "config.h"
 #include "fire.h"

@@ -6,6 +6,21 @@
 
 #include "log.h"
 
+/* A connection that cannot be taken on: accepted anyway, so that the loop does not spin
+** on it, and closed at once. */
+static void drop_connection(lh_server_t *s, uv_stream_t *l)
+{
+    uv_tcp_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+        return;
+    if (uv_tcp_init(s->app->loop, t) != 0) {
+        free(t);
+        return;
+    }
+    (void)uv_accept(l, (uv_stream_t *)t); /* closed either way */
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
     lh_server_t *s = l->data;
@@ -13,19 +28,15 @@ static void on_connection(uv_stream_t *l, int status)
         LH_LOG(LH_WARN, "accept failed: %s", uv_strerror(status));
         return;
     }
-    lh_conn_t *c = lh_conn_new(s);
+    int r = 0;
+    lh_conn_t *c = lh_conn_new(s, &r);
     if (c == NULL) {
-        /* take the socket off the backlog anyway, or the loop spins on it */
-        uv_tcp_t *t = malloc(sizeof(*t));
-        LH_LOG(LH_ERROR, "out of memory accepting a connection");
-        if (t == NULL)
-            return;
-        uv_tcp_init(s->app->loop, t);
-        uv_accept(l, (uv_stream_t *)t);
-        uv_close((uv_handle_t *)t, (uv_close_cb)free);
+        LH_LOG(LH_ERROR, "cannot take a connection: %s", uv_strerror(r));
+        drop_connection(s, l);
         return;
     }
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+    if ((r = uv_accept(l, (uv_stream_t *)&c->tcp)) != 0) {
+        LH_LOG(LH_WARN, "accept failed: %s", uv_strerror(r));
         lh_conn_close(c);
         return;
     }
@@ -38,8 +49,7 @@ static void on_connection(uv_stream_t *l, int status)
                               sizeof(body) - 1);
         return;
     }
-    if (lh_conn_start(c) != 0)
-        lh_conn_close(c);
+    lh_conn_start(c); /* on failure it is closed, and logged */
 }
 
 int lh_server_start(lh_server_t *s, lh_app_t *app, const lh_server_handler_t *h)
@@ -72,9 +82,15 @@ int lh_server_start(lh_server_t *s, lh_app_t *app, const lh_server_handler_t *h)
     }
     s->listening = 1;
 
-    char ip[INET6_ADDRSTRLEN], address[INET6_ADDRSTRLEN + 16];
+    char ip[INET6_ADDRSTRLEN] = "?", address[INET6_ADDRSTRLEN + 16];
     int len = sizeof(addr);
-    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&addr, &len);
+    if ((r = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&addr, &len)) != 0) {
+        LH_LOG(LH_ERROR, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
+               uv_strerror(r));
+        s->listening = 0;
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        return r;
+    }
     if (addr.ss_family == AF_INET6) {
         uv_ip6_name((struct sockaddr_in6 *)&addr, ip, sizeof(ip));
         snprintf(address, sizeof(address), "[%s]:%d", ip,

@@ -12,7 +12,7 @@
 #include <uv.h>
 
 #include "clock.h"
-#include "conn.h"
+#include "request.h"
 #include "dispatch.h"
 #include "embedded.h"
 #include "lib.h"
@@ -481,6 +481,7 @@ static int host_fire(lua_State *L)
     f->observer.event_done = on_fire_done;
     f->observer.data = f;
     lh_request_t req = {
+        .method = LH_METHOD_POST,
         .method_name = "POST",
         .path = path,
         .path_len = plen,

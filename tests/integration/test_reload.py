@@ -304,6 +304,7 @@ class Broken(unittest.TestCase):
     def event(self, srv, tmp):
         r = h.post_event(srv.port, {"action": "V"})
         self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json().get("handlers"), 1, r)
         rid = r.json()["id"]
         mine = [l for l in tmp.read_lines("out.txt") if l.split(" ")[1:2] == [rid]]
         self.assertEqual(len(mine), 1, "event %s recorded %r" % (rid, mine))
@@ -541,7 +542,7 @@ class Draining(unittest.TestCase):
 
 TICKER = RECORD + r'''
 timer.every(0.05, function() record("%s") end)
-on("HOLD", function(ev, ctx) sleep(ev.s) end)
+on("HOLD", function(ev, ctx) sleep(ev.s) record("HOLD-END") end)
 '''
 
 
@@ -556,7 +557,7 @@ class Timers(unittest.TestCase):
                 h.wait_until(lambda: ticks().count("A") >= 3, what="3 A ticks")
                 # a handler sleeping on A keeps the old VM open after the swap: its timers
                 # must stop anyway (not only when the VM is closed)
-                hold = 1.0 + 0.2 * h.SLOW
+                hold = 1.0 + 0.5 * h.SLOW
                 r = h.post_event(srv.port, {"action": "HOLD", "s": hold})
                 self.assertEqual(r.status, 200, r)
                 t_hold = time.monotonic()
@@ -572,9 +573,8 @@ class Timers(unittest.TestCase):
                 first_b = t.index("B")
                 self.assertLessEqual(t[first_b:].count("A"), 1,
                                      "A ticks after the new timer started: %r" % t[first_b:])
-                self.assertLess(time.monotonic() - t_hold, hold,
-                                "the HOLD handler ended before the checks (the old VM may "
-                                "have been closed, which proves less)")
+                self.assertNotIn("HOLD-END", t, "the HOLD handler ended before the checks (the "
+                                 "old VM may have been closed, which proves less)")
 
                 # a failed reload: the serving timer goes on, the rejected VM's never runs
                 write_atomic(path, TICKER % "C" + 'error("boom")\n')

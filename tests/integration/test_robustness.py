@@ -14,40 +14,14 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 
-SCRIPT = r"""
-local out = env("OUT_DIR")
-local function record(name, text)
-  local f = assert(io.open(out .. "/" .. name, "w")); f:write(text); f:close()
-end
-on("PATH", function(ev, ctx) record("path", ctx.path) end)
-on("LOGMANY", function(ev, ctx)
-  local fields = {}
-  for i = 1, 40 do fields["k" .. i] = i end
-  log.info("many fields", fields)
-end)
-on("LOGRESERVED", function(ev, ctx)
-  log.info("reserved fields", { id = 5, msg = "mine", level = "x", other = true })
-end)
-on("TOSTRING_RAISES", function()
-  error(setmetatable({}, { __tostring = function() error("nested") end }))
-end)
-on("TOSTRING_OK", function()
-  error(setmetatable({}, { __tostring = function() return "custom text" end }))
-end)
-on("CLOSE_LOOPS", function()
-  local x <close> = setmetatable({}, { __close = function() while true do end end })
-  sleep(10)
-end)
--- a finalizer that starts a timer while the VM closes (at reload or exit)
-keep = setmetatable({}, { __gc = function() timer.after(0.05, function() end) end })
-"""
+SCRIPT = h.lua_path(__file__, "robust.lua")
 
 
 class Robustness(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = h.TempDir()
-        cls.script = cls.tmp.script("robust.lua", SCRIPT)
+        cls.script = SCRIPT
         cls.srv = h.Server(cls.script, "--handler-timeout", str(0.5 * h.SLOW),
                            "--idle-timeout", "2", "--read-timeout", "1",
                            env={"OUT_DIR": cls.tmp.path}).start()

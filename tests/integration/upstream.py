@@ -17,6 +17,8 @@ Routes (any method):
                           client_port}
     /sleep?ms=N, /sleep/N waits N ms (or until the upstream stops), then like /echo
     /hang                 reads the request and never answers (until the upstream stops)
+    /gate/NAME            waits until the test calls open_gate(NAME) (or the upstream stops),
+                          then like /echo: lets a test order events without timing them
     /status/N             status N, body "status N" (text/plain)
     /redirect?to=P[&code=N]  status N (302) with Location: P
     /big?n=N[&chunked=1], /big/N[/chunked]
@@ -163,6 +165,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 ms = int(qs["ms"][0]) if route == "/sleep" else int(route.split("/")[2])
                 up.stopping.wait(ms / 1000.0)
                 self._send(200, json.dumps(rec).encode())
+            elif route.startswith("/gate/"):
+                gate = up.gate(route.split("/")[2])
+                while not gate.wait(0.05) and not up.stopping.is_set():
+                    pass
+                self._send(200, json.dumps(rec).encode())
             elif route == "/hang":
                 up.stopping.wait(120)
                 self.close_connection = True
@@ -222,6 +229,7 @@ class Upstream:
         self.inflight = 0
         self.inflight_peak = 0
         self.stopping = threading.Event()
+        self.gates = {}
         self.tls_context = None
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -236,6 +244,14 @@ class Upstream:
 
     def url(self, path=""):
         return self.base + path
+
+    def gate(self, name):
+        with self.lock:
+            return self.gates.setdefault(name, threading.Event())
+
+    def open_gate(self, name):
+        """Lets every request waiting on /gate/NAME (and any later one) be answered."""
+        self.gate(name).set()
 
     def start(self):
         self._thread = threading.Thread(target=self.httpd.serve_forever,

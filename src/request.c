@@ -1,0 +1,488 @@
+#include "request.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+
+#include <llhttp.h>
+#include <uv.h>
+
+/* A body buffer larger than this is not kept for the next request. */
+#define BODY_KEEP_MAX (1024 * 1024)
+
+typedef enum {
+    P_BETWEEN = 0, /* no request begun (or the last one is complete) */
+    P_HEAD,        /* a request begun: its line and headers are arriving */
+    P_BODY,        /* the head is complete: body, chunk framing or trailers are arriving */
+    P_ERROR,       /* refused: nothing more is parsed */
+    P_UPGRADED,    /* after an Upgrade request: what follows is not HTTP/1.1 */
+} phase_t;
+
+typedef enum { H_NONE = 0, H_NAME, H_VALUE } hpos_t; /* where the head's last bytes went */
+
+struct lh_request_parser_s {
+    llhttp_t llhttp;
+    uint64_t max_header, max_body;
+    phase_t phase;
+    hpos_t hpos;
+    lh_parse_result_t event; /* what the callbacks of the running feed reported */
+    int skip_body;
+    int has_body;
+    uint64_t announced; /* the Content-Length of the current request; 0 if none */
+    /* where the bytes being parsed sit in the stream, for error offsets */
+    const char *base;
+    uint64_t base_off;
+    lh_request_error_t error;
+    int offset_set; /* a data callback set error.offset itself */
+    char reason[160];
+    /* the head: url, then header names and values, each NUL-terminated, then the path */
+    char *head; /* owned */
+    size_t head_len, head_cap;
+    size_t url_len;
+    struct {
+        size_t name_off, name_len, value_off, value_len;
+    } * hdr; /* owned */
+    size_t nhdr, hdr_cap;
+    lh_header_t *headers; /* owned; built when the head is complete */
+    char *body;           /* owned */
+    size_t body_len, body_cap;
+    lh_request_t req;
+};
+
+static lh_request_parser_t *parser_of(llhttp_t *l)
+{
+    return l->data;
+}
+
+/* Stops the parse with `status`; `at`, when not NULL, is the byte that made the request
+** wrong (data callbacks know it; other callbacks leave it to llhttp's error position). */
+static int refuse(lh_request_parser_t *p, int status, const char *at)
+{
+    p->error.status = status;
+    if (at != NULL) {
+        p->error.offset = p->base_off + (uint64_t)(at - p->base);
+        p->offset_set = 1;
+    }
+    return -1;
+}
+
+static lh_method_t method_of(uint8_t m)
+{
+    switch (m) {
+    case HTTP_GET:
+        return LH_METHOD_GET;
+    case HTTP_HEAD:
+        return LH_METHOD_HEAD;
+    case HTTP_POST:
+        return LH_METHOD_POST;
+    case HTTP_PUT:
+        return LH_METHOD_PUT;
+    case HTTP_DELETE:
+        return LH_METHOD_DELETE;
+    case HTTP_PATCH:
+        return LH_METHOD_PATCH;
+    case HTTP_OPTIONS:
+        return LH_METHOD_OPTIONS;
+    default:
+        return LH_METHOD_OTHER;
+    }
+}
+
+/* ------------------------------------------------------------------ the head buffer */
+
+/* Makes room for `len` more bytes and a NUL; may move the buffer. `at` is where those
+** bytes start in the input, or NULL when they are not input bytes. */
+static int head_reserve(lh_request_parser_t *p, size_t len, const char *at)
+{
+    if (p->head_len + len + 1 > p->max_header) {
+        /* the first byte that does not fit */
+        uint64_t fit = p->max_header > p->head_len + 1 ? p->max_header - p->head_len - 1 : 0;
+        return refuse(p, 431, at != NULL ? at + fit : NULL);
+    }
+    if (p->head_len + len + 1 > p->head_cap) {
+        size_t cap = p->head_cap ? p->head_cap : 1024;
+        while (cap < p->head_len + len + 1)
+            cap *= 2;
+        char *n = realloc(p->head, cap);
+        if (n == NULL)
+            return refuse(p, 500, NULL);
+        p->head = n, p->head_cap = cap;
+    }
+    return 0;
+}
+
+/* `at` must not point into the head buffer itself (a reserve may move it). */
+static int head_append(lh_request_parser_t *p, const char *at, size_t len, int lower)
+{
+    if (head_reserve(p, len, at) != 0)
+        return -1;
+    char *dst = p->head + p->head_len;
+    if (lower) {
+        for (size_t i = 0; i < len; i++)
+            dst[i] = (char)tolower((unsigned char)at[i]);
+    } else {
+        memcpy(dst, at, len);
+    }
+    p->head_len += len;
+    return 0;
+}
+
+static int head_terminate(lh_request_parser_t *p)
+{
+    if (head_reserve(p, 0, NULL) != 0)
+        return -1;
+    p->head[p->head_len++] = '\0';
+    return 0;
+}
+
+/* ------------------------------------------------------------------ llhttp callbacks */
+
+static int cb_message_begin(llhttp_t *l)
+{
+    lh_request_parser_t *p = parser_of(l);
+    p->phase = P_HEAD;
+    p->hpos = H_NONE;
+    p->head_len = p->url_len = 0;
+    p->nhdr = 0;
+    p->body_len = 0;
+    p->skip_body = p->has_body = 0;
+    p->announced = 0;
+    /* the last request is over: a big body buffer is not kept for the next one */
+    if (p->body_cap > BODY_KEEP_MAX) {
+        free(p->body);
+        p->body = NULL;
+        p->body_cap = 0;
+    }
+    memset(&p->req, 0, sizeof(p->req));
+    p->req.method = LH_METHOD_OTHER;
+    p->req.method_name = "";
+    return 0;
+}
+
+static int cb_url(llhttp_t *l, const char *at, size_t len)
+{
+    lh_request_parser_t *p = parser_of(l);
+    p->url_len += len;
+    return head_append(p, at, len, 0);
+}
+
+static int cb_url_complete(llhttp_t *l)
+{
+    return head_terminate(parser_of(l));
+}
+
+static int cb_header_field(llhttp_t *l, const char *at, size_t len)
+{
+    lh_request_parser_t *p = parser_of(l);
+    if (p->phase != P_HEAD)
+        return 0; /* chunked trailers: the request's pointers must stay valid */
+    if (p->hpos != H_NAME) {
+        if (p->nhdr == p->hdr_cap) {
+            size_t cap = p->hdr_cap ? p->hdr_cap * 2 : 16;
+            void *n = realloc(p->hdr, cap * sizeof(*p->hdr));
+            if (n == NULL)
+                return refuse(p, 500, NULL);
+            p->hdr = n, p->hdr_cap = cap;
+        }
+        p->hdr[p->nhdr].name_off = p->head_len;
+        p->hdr[p->nhdr].value_off = 0;
+        p->hdr[p->nhdr].value_len = 0;
+        p->nhdr++;
+        p->hpos = H_NAME;
+    }
+    return head_append(p, at, len, 1);
+}
+
+static int cb_header_field_complete(llhttp_t *l)
+{
+    lh_request_parser_t *p = parser_of(l);
+    if (p->phase != P_HEAD)
+        return 0;
+    p->hdr[p->nhdr - 1].name_len = p->head_len - p->hdr[p->nhdr - 1].name_off;
+    return head_terminate(p);
+}
+
+static int cb_header_value(llhttp_t *l, const char *at, size_t len)
+{
+    lh_request_parser_t *p = parser_of(l);
+    if (p->phase != P_HEAD)
+        return 0;
+    if (p->hpos != H_VALUE) {
+        p->hdr[p->nhdr - 1].value_off = p->head_len;
+        p->hpos = H_VALUE;
+    }
+    return head_append(p, at, len, 0);
+}
+
+static int cb_header_value_complete(llhttp_t *l)
+{
+    lh_request_parser_t *p = parser_of(l);
+    if (p->phase != P_HEAD)
+        return 0;
+    if (p->hpos != H_VALUE) /* an empty value has no data callback */
+        p->hdr[p->nhdr - 1].value_off = p->head_len;
+    p->hdr[p->nhdr - 1].value_len = p->head_len - p->hdr[p->nhdr - 1].value_off;
+    p->hpos = H_NONE;
+    return head_terminate(p);
+}
+
+static const lh_header_t *find_header(const lh_request_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (strcmp(r->headers[i].name, name) == 0)
+            return &r->headers[i];
+    return NULL;
+}
+
+static int cb_headers_complete(llhttp_t *l)
+{
+    lh_request_parser_t *p = parser_of(l);
+    lh_request_t *r = &p->req;
+
+    /* the path, without the query, after the url in the head buffer */
+    size_t plen = 0;
+    while (plen < p->url_len && p->head[plen] != '?' && p->head[plen] != '#')
+        plen++;
+    size_t path_off = p->head_len;
+    if (head_reserve(p, plen, NULL) != 0)
+        return -1;
+    memcpy(p->head + p->head_len, p->head, plen); /* after the reserve: it may move head */
+    p->head_len += plen;
+    if (head_terminate(p) != 0)
+        return -1;
+
+    if (p->nhdr > 0) {
+        lh_header_t *h = realloc(p->headers, p->nhdr * sizeof(*h));
+        if (h == NULL)
+            return refuse(p, 500, NULL);
+        p->headers = h;
+    }
+    for (size_t i = 0; i < p->nhdr; i++) {
+        p->headers[i].name = p->head + p->hdr[i].name_off;
+        p->headers[i].name_len = p->hdr[i].name_len;
+        p->headers[i].value = p->head + p->hdr[i].value_off;
+        p->headers[i].value_len = p->hdr[i].value_len;
+    }
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    r->method = method_of(l->method);
+    r->method_name = llhttp_method_name((llhttp_method_t)l->method);
+    r->url = p->head;
+    r->url_len = p->url_len;
+    r->path = p->head + path_off;
+    r->path_len = plen;
+    r->headers = p->headers;
+    r->nheaders = p->nhdr;
+    r->keep_alive = llhttp_should_keep_alive(l) && !l->upgrade;
+    r->received_ns = uv_hrtime();
+    r->received_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+
+    p->has_body = (l->flags & F_CHUNKED) || ((l->flags & F_CONTENT_LENGTH) && l->content_length);
+    p->announced = (l->flags & F_CONTENT_LENGTH) ? l->content_length : 0;
+    const lh_header_t *expect = find_header(r, "expect");
+    r->expect_continue = p->has_body && expect != NULL && expect->value_len == 12 &&
+                         strncasecmp(expect->value, "100-continue", 12) == 0;
+    if ((l->flags & F_CONTENT_LENGTH) && l->content_length > p->max_body)
+        return refuse(p, 413, NULL);
+    p->phase = P_BODY;
+    p->event = LH_PARSE_HEAD;
+    return HPE_PAUSED; /* the owner looks at the head before the body is read */
+}
+
+static int cb_body(llhttp_t *l, const char *at, size_t len)
+{
+    lh_request_parser_t *p = parser_of(l);
+    if (p->skip_body)
+        return 0;
+    if (p->body_len + len > p->max_body)
+        return refuse(p, 413, at + (p->max_body - p->body_len));
+    if (p->body_len + len + 1 > p->body_cap) {
+        size_t cap = p->body_cap ? p->body_cap : 4096;
+        if (p->announced + 1 > cap)
+            cap = (size_t)p->announced + 1; /* all of it at once */
+        while (cap < p->body_len + len + 1)
+            cap *= 2;
+        char *b = realloc(p->body, cap);
+        if (b == NULL)
+            return refuse(p, 500, NULL);
+        p->body = b, p->body_cap = cap;
+    }
+    memcpy(p->body + p->body_len, at, len);
+    p->body_len += len;
+    return 0;
+}
+
+static int cb_message_complete(llhttp_t *l)
+{
+    lh_request_parser_t *p = parser_of(l);
+    if (p->body == NULL) {
+        if ((p->body = malloc(64)) == NULL)
+            return refuse(p, 500, NULL);
+        p->body_cap = 64;
+    }
+    p->body[p->body_len] = '\0';
+    if (!p->skip_body) {
+        p->req.body = p->body;
+        p->req.body_len = p->body_len;
+    }
+    p->phase = P_BETWEEN;
+    p->event = LH_PARSE_DONE;
+    return HPE_PAUSED; /* one request at a time: the owner answers it before the next */
+}
+
+static const llhttp_settings_t *parser_settings(void)
+{
+    static llhttp_settings_t s;
+    static int ready;
+    if (!ready) {
+        llhttp_settings_init(&s);
+        s.on_message_begin = cb_message_begin;
+        s.on_url = cb_url;
+        s.on_url_complete = cb_url_complete;
+        s.on_header_field = cb_header_field;
+        s.on_header_field_complete = cb_header_field_complete;
+        s.on_header_value = cb_header_value;
+        s.on_header_value_complete = cb_header_value_complete;
+        s.on_headers_complete = cb_headers_complete;
+        s.on_body = cb_body;
+        s.on_message_complete = cb_message_complete;
+        ready = 1;
+    }
+    return &s;
+}
+
+/* ------------------------------------------------------------------ the parser */
+
+lh_request_parser_t *lh_request_parser_new(uint64_t max_header, uint64_t max_body)
+{
+    lh_request_parser_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    llhttp_init(&p->llhttp, HTTP_REQUEST, parser_settings());
+    p->llhttp.data = p;
+    p->max_header = max_header;
+    p->max_body = max_body;
+    p->req.method_name = "";
+    return p;
+}
+
+void lh_request_parser_free(lh_request_parser_t *p)
+{
+    if (p == NULL)
+        return;
+    free(p->head);
+    free(p->hdr);
+    free(p->headers);
+    free(p->body);
+    free(p);
+}
+
+static void set_reason(lh_request_parser_t *p)
+{
+    switch (p->error.status) {
+    case 413:
+        snprintf(p->reason, sizeof(p->reason), "body larger than the limit of %llu bytes",
+                 (unsigned long long)p->max_body);
+        break;
+    case 431:
+        snprintf(p->reason, sizeof(p->reason),
+                 "request line and headers larger than the limit of %llu bytes",
+                 (unsigned long long)p->max_header);
+        break;
+    case 500:
+        snprintf(p->reason, sizeof(p->reason), "out of memory");
+        break;
+    default: {
+        const char *why = llhttp_get_error_reason(&p->llhttp);
+        if (why == NULL)
+            why = llhttp_errno_name(llhttp_get_errno(&p->llhttp));
+        p->error.status = 400;
+        snprintf(p->reason, sizeof(p->reason), "malformed HTTP request: %s", why);
+        break;
+    }
+    }
+    p->error.reason = p->reason;
+}
+
+lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *data, size_t len,
+                                         size_t *used)
+{
+    if (p->phase == P_ERROR) {
+        *used = 0;
+        return LH_PARSE_ERROR;
+    }
+    if (p->phase == P_UPGRADED) { /* not HTTP: dropped */
+        *used = len;
+        return LH_PARSE_MORE;
+    }
+    if (data == NULL) /* llhttp wants a pointer even for no bytes */
+        data = "";
+    p->event = LH_PARSE_MORE;
+    p->base = data;
+    llhttp_errno_t err = llhttp_execute(&p->llhttp, data, len);
+    const char *pos = llhttp_get_error_pos(&p->llhttp);
+    size_t n = err == HPE_OK || pos == NULL ? len : (size_t)(pos - data);
+    switch (err) {
+    case HPE_OK:
+        break;
+    case HPE_PAUSED: /* at a head or a request complete: the callbacks set p->event */
+        llhttp_resume(&p->llhttp);
+        break;
+    case HPE_PAUSED_UPGRADE:
+        p->phase = P_UPGRADED;
+        n = len;
+        break;
+    default:
+        if (!p->offset_set)
+            p->error.offset = p->base_off + n;
+        p->phase = P_ERROR;
+        p->event = LH_PARSE_ERROR;
+        set_reason(p);
+        break;
+    }
+    p->base_off += n;
+    *used = n;
+    return p->event;
+}
+
+lh_request_t *lh_request_parser_request(lh_request_parser_t *p)
+{
+    return &p->req;
+}
+
+void lh_request_parser_skip_body(lh_request_parser_t *p)
+{
+    p->skip_body = 1;
+}
+
+int lh_request_parser_started(const lh_request_parser_t *p)
+{
+    return p->phase == P_HEAD || p->phase == P_BODY;
+}
+
+int lh_request_parser_body_pending(const lh_request_parser_t *p)
+{
+    return p->phase == P_BODY && p->has_body;
+}
+
+const char *lh_request_parser_path(const lh_request_parser_t *p, size_t *len)
+{
+    if (p->req.path != NULL) {
+        *len = p->req.path_len;
+        return p->req.path;
+    }
+    /* the head so far: the url starts the buffer */
+    size_t n = 0;
+    while (n < p->url_len && n < p->head_len && p->head[n] != '?' && p->head[n] != '#')
+        n++;
+    *len = n;
+    return n ? p->head : "";
+}
+
+const lh_request_error_t *lh_request_parser_error(const lh_request_parser_t *p)
+{
+    return &p->error;
+}
