@@ -422,19 +422,23 @@ static void event_ended(lh_event_t *e)
 }
 
 /* One handler run of `e` ended, whether it ran or could not start. */
-static void handler_ended(lh_event_t *e, const char *label, const char *script, int line,
-                          lh_outcome_t outcome, const char *err, const char *tb, double secs)
+static void handler_ended(lh_event_t *e, const lh_handler_t *h, lh_outcome_t outcome,
+                          const char *err, const char *tb, double secs)
 {
     lh_metrics_handler_done(e->stats, outcome, secs);
+    if (h->stats != NULL)
+        h->stats->runs[outcome]++;
     if (e->observer != NULL && e->observer->handler_done != NULL)
-        e->observer->handler_done(e->observer->data, e, label, outcome, err, secs);
+        e->observer->handler_done(e->observer->data, e, h, outcome, err, secs);
     if (outcome != LH_OUTCOME_OK) {
         e->nfailed++;
-        lh_log_run_failed("handler failed", e->id, e->action, script, line,
+        lh_log_run_failed("handler failed", e->id, e->action, h->id, h->script, h->line,
                           lh_metrics_outcome_name(outcome), err, tb);
         if (e->reply != NULL) { /* --ack handled: the answer lists the failures */
             failures_put(e, e->nfailed > 1 ? ",{\"handler\":\"" : "{\"handler\":\"", 0);
-            failures_put(e, label, 1);
+            failures_put(e, h->label, 1);
+            failures_put(e, "\",\"id\":\"", 0);
+            failures_put(e, h->id, 1);
             failures_put(e, "\",\"error\":\"", 0);
             failures_put(e, err, 1);
             failures_put(e, "\"}", 0);
@@ -448,14 +452,15 @@ static void handler_ended(lh_event_t *e, const char *label, const char *script, 
 
 static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
-    handler_ended(t->data, t->label, t->script, t->line, outcome, err, tb, lh_task_seconds(t));
+    assert(t->handler != NULL);
+    handler_ended(t->data, t->handler, outcome, err, tb, lh_task_seconds(t));
 }
 
 static void start_failed(lh_event_t *e, size_t i)
 {
     const lh_handler_t *h = &e->vm->handlers[e->route->handlers[i]];
-    handler_ended(e, h->label, h->script, h->line, LH_OUTCOME_MEMORY,
-                  "could not start the handler: not enough memory", NULL, 0);
+    handler_ended(e, h, LH_OUTCOME_MEMORY, "could not start the handler: not enough memory", NULL,
+                  0);
 }
 
 typedef struct {
@@ -476,8 +481,8 @@ static int start_protected(lua_State *L)
     lua_setfield(L, 2, "id"); /* an existing slot: no allocation but the string's */
     for (; a->started < e->route->n; a->started++) {
         const lh_handler_t *h = &e->vm->handlers[e->route->handlers[a->started]];
-        if (lh_task_spawn(e->vm, h->fn_ref, h->label, h->script, h->line, 2, on_task_done, e, e->id,
-                          e->action) != 0)
+        if (lh_task_spawn(e->vm, h->fn_ref, h, h->label, h->script, h->line, 2, on_task_done, e,
+                          e->id, e->action) != 0)
             start_failed(e, a->started);
     }
     return 0;

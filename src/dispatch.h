@@ -29,6 +29,7 @@
 #include "app.h"
 #include "metrics.h"
 #include "request.h"
+#include "vm.h"
 
 typedef struct lh_event_s lh_event_t;
 
@@ -41,9 +42,10 @@ typedef void (*lh_reply_cb)(void *data, int status, const char *extra_headers, c
 /** Told how an event's handlers end (fire prints it; luahook test collects it). Both
  *  members may be NULL. The observer is borrowed: it must outlive the event. */
 typedef struct lh_dispatch_observer_s {
-    /** A handler run of `e` ended. `err` is NULL on success, else borrowed for the call. */
-    void (*handler_done)(void *data, const lh_event_t *e, const char *label, lh_outcome_t outcome,
-                         const char *err, double seconds);
+    /** A run of handler `h` (borrowed from the event's VM) for `e` ended. `err` is NULL on
+     *  success, else borrowed for the call. */
+    void (*handler_done)(void *data, const lh_event_t *e, const lh_handler_t *h,
+                         lh_outcome_t outcome, const char *err, double seconds);
     /** The last handler of `e` ended (or it had none), after its answer; `e` is freed when
      *  this returns. Runs once per event that ran (lh_dispatch_run), never for a refused
      *  one. */

@@ -84,28 +84,32 @@ static char *load_event(const lh_config_t *cfg, size_t *len)
     return body;
 }
 
-/* One handler run, or one timer callback run, ended: its line on stdout. */
-static void report_run(fire_state_t *st, const char *label, lh_outcome_t outcome, const char *err,
+/* One handler run, or one timer callback run, ended: its line on stdout. `what` is the
+** handler's stable id and its file:line ("notify.lua#1  notify.lua:44"), or "timer
+** file:line". */
+static void report_run(fire_state_t *st, const char *what, lh_outcome_t outcome, const char *err,
                        double secs)
 {
     st->ran++;
     if (outcome == LH_OUTCOME_OK) {
-        printf("ok   %s  (%.1f ms)\n", label, secs * 1000);
+        printf("ok   %s  (%.1f ms)\n", what, secs * 1000);
     } else {
         st->failed++;
         if (outcome == LH_OUTCOME_ERROR)
-            printf("FAIL %s  %s\n", label, err ? err : "");
+            printf("FAIL %s  %s\n", what, err ? err : "");
         else
-            printf("FAIL %s  [%s] %s\n", label, lh_metrics_outcome_name(outcome), err ? err : "");
+            printf("FAIL %s  [%s] %s\n", what, lh_metrics_outcome_name(outcome), err ? err : "");
     }
     fflush(stdout);
 }
 
-static void on_handler_done(void *data, const lh_event_t *e, const char *label,
+static void on_handler_done(void *data, const lh_event_t *e, const lh_handler_t *h,
                             lh_outcome_t outcome, const char *err, double secs)
 {
+    char what[1024];
     (void)e;
-    report_run(data, label, outcome, err, secs);
+    snprintf(what, sizeof(what), "%s  %s", h->id, h->label);
+    report_run(data, what, outcome, err, secs);
 }
 
 static void on_timer_done(void *data, const char *label, lh_outcome_t outcome, const char *err,

@@ -143,7 +143,7 @@ static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err
     if (obs != NULL && obs->run_done != NULL)
         obs->run_done(obs->data, tm->label, outcome, err, lh_task_seconds(t));
     if (outcome != LH_OUTCOME_OK)
-        lh_log_run_failed("timer failed", NULL, NULL, tm->script, tm->line,
+        lh_log_run_failed("timer failed", NULL, NULL, NULL, tm->script, tm->line,
                           lh_metrics_outcome_name(outcome), err, tb);
     timer_maybe_free(tm);
 }
@@ -166,8 +166,8 @@ static void on_timer(lh_clock_timer_t *handle)
         fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         timer_stop(tm, 0);
     }
-    if (lh_task_spawn(vm, fn_ref, tm->label, tm->script, tm->line, 1, on_callback_done, tm, NULL,
-                      NULL) != 0) {
+    if (lh_task_spawn(vm, fn_ref, NULL, tm->label, tm->script, tm->line, 1, on_callback_done, tm,
+                      NULL, NULL) != 0) {
         tm->running--;
         LH_LOG(LH_ERROR, "%s: could not start the callback (out of memory)", tm->label);
     }

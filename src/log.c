@@ -155,10 +155,11 @@ void lh_log_printf(lh_level_t level, const char *fmt, ...)
     lh_log_fields(level, msg, NULL, 0);
 }
 
-void lh_log_run_failed(const char *msg, const char *id, const char *action, const char *script,
-                       int line, const char *outcome, const char *err, const char *traceback)
+void lh_log_run_failed(const char *msg, const char *id, const char *action, const char *handler,
+                       const char *script, int line, const char *outcome, const char *err,
+                       const char *traceback)
 {
-    lh_field_t f[7];
+    lh_field_t f[8];
     size_t n = 0;
     char ln[16];
     if (!lh_log_enabled(LH_ERROR))
@@ -168,6 +169,8 @@ void lh_log_run_failed(const char *msg, const char *id, const char *action, cons
         f[n++] = LH_FIELD("id", id);
     if (action != NULL)
         f[n++] = LH_FIELD("action", action);
+    if (handler != NULL)
+        f[n++] = LH_FIELD("handler", handler);
     f[n++] = LH_FIELD("script", script);
     f[n++] = LH_FIELD_NUM("line", ln);
     f[n++] = LH_FIELD("outcome", outcome);

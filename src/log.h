@@ -39,11 +39,13 @@ void lh_log_printf(lh_level_t level, const char *fmt, ...) __attribute__((format
 
 /**
  * The error line of a run of Lua code that failed — a handler ("handler failed") or a
- * timer callback ("timer failed"): `msg`, then id and action when not NULL, script, line,
- * outcome, error and traceback ("" when NULL). Everything is borrowed for the call.
+ * timer callback ("timer failed"): `msg`, then id, action and handler (the handler's stable
+ * id) when not NULL, script, line, outcome, error and traceback ("" when NULL). Everything
+ * is borrowed for the call.
  */
-void lh_log_run_failed(const char *msg, const char *id, const char *action, const char *script,
-                       int line, const char *outcome, const char *err, const char *traceback);
+void lh_log_run_failed(const char *msg, const char *id, const char *action, const char *handler,
+                       const char *script, int line, const char *outcome, const char *err,
+                       const char *traceback);
 
 #define LH_FIELD(k, v)     ((lh_field_t){(k), (v), (size_t)-1, 0})
 #define LH_FIELDN(k, v, n) ((lh_field_t){(k), (v), (n), 0})

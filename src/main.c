@@ -232,6 +232,18 @@ int main(int argc, char **argv)
         goto done;
     }
     if (cfg.command == LH_CMD_CHECK) {
+        /* each handler's stable id, where it is, what it handles: what logs, fire and
+        ** /metrics will call it */
+        int wid = 0, wlabel = 0;
+        for (size_t i = 0; i < m.app.vm->nhandlers; i++) {
+            const lh_handler_t *hd = &m.app.vm->handlers[i];
+            wid = strlen(hd->id) > (size_t)wid ? (int)strlen(hd->id) : wid;
+            wlabel = strlen(hd->label) > (size_t)wlabel ? (int)strlen(hd->label) : wlabel;
+        }
+        for (size_t i = 0; i < m.app.vm->nhandlers; i++) {
+            const lh_handler_t *hd = &m.app.vm->handlers[i];
+            printf("%-*s  %-*s  %s\n", wid, hd->id, wlabel, hd->label, hd->actions);
+        }
         printf("ok: %zu handler%s\n", m.app.vm->nhandlers, m.app.vm->nhandlers == 1 ? "" : "s");
         rc = 0;
         goto done;

@@ -21,12 +21,15 @@ void lh_metrics_init(lh_metrics_t *m)
     memset(m, 0, sizeof(*m));
     m->actions[LH_METRICS_MAX_ACTIONS].name = other_name;
     m->actions[LH_METRICS_MAX_ACTIONS].nlen = 6;
+    m->handlers[LH_METRICS_MAX_HANDLERS].id = other_name;
 }
 
 void lh_metrics_dispose(lh_metrics_t *m)
 {
     for (size_t i = 0; i < m->nactions; i++)
         free(m->actions[i].name);
+    for (size_t i = 0; i < m->nhandlers; i++)
+        free(m->handlers[i].id);
     memset(m, 0, sizeof(*m));
 }
 
@@ -72,6 +75,21 @@ void lh_metrics_handler_done(lh_action_stats_t *a, lh_outcome_t outcome, double 
     }
 }
 
+lh_handler_stats_t *lh_metrics_handler(lh_metrics_t *m, const char *id)
+{
+    for (size_t i = 0; i < m->nhandlers; i++)
+        if (strcmp(m->handlers[i].id, id) == 0)
+            return &m->handlers[i];
+    if (m->nhandlers < LH_METRICS_MAX_HANDLERS) {
+        lh_handler_stats_t *h = &m->handlers[m->nhandlers];
+        if ((h->id = strdup(id)) != NULL) {
+            m->nhandlers++;
+            return h;
+        }
+    }
+    return &m->handlers[LH_METRICS_MAX_HANDLERS];
+}
+
 typedef struct {
     char *p;
     size_t len, cap;
@@ -107,7 +125,8 @@ static void outf(out_t *o, const char *fmt, ...)
     }
 }
 
-/* Action names come from the network: escape them as Prometheus label values. */
+/* Action names come from the network, handler ids from file names: escape them as
+** Prometheus label values. */
 static const char *label(const char *s, char *buf, size_t len)
 {
     size_t j = 0;
@@ -135,7 +154,7 @@ static int shown(const lh_metrics_t *m, size_t i)
 char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
 {
     out_t o = {malloc(4096), 0, 4096, 0};
-    char lb[160];
+    char lb[512];
     if (o.p == NULL)
         return NULL;
 
@@ -162,6 +181,20 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
         for (int k = 0; k < LH_OUTCOME_COUNT_; k++)
             outf(&o, "luahook_handler_runs_total{action=\"%s\",outcome=\"%s\"} %llu\n", lb,
                  outcome_names[k], (unsigned long long)a->runs[k]);
+    }
+    outf(&o, "# HELP luahook_handler_runs_by_id_total Handler runs, by handler id and outcome.\n"
+             "# TYPE luahook_handler_runs_by_id_total counter\n");
+    for (size_t i = 0; i <= LH_METRICS_MAX_HANDLERS; i++) {
+        const lh_handler_stats_t *h = &m->handlers[i];
+        uint64_t any = 0;
+        for (int k = 0; k < LH_OUTCOME_COUNT_; k++)
+            any |= h->runs[k];
+        if (i >= m->nhandlers && !(i == LH_METRICS_MAX_HANDLERS && any != 0))
+            continue;
+        label(h->id, lb, sizeof(lb));
+        for (int k = 0; k < LH_OUTCOME_COUNT_; k++)
+            outf(&o, "luahook_handler_runs_by_id_total{handler=\"%s\",outcome=\"%s\"} %llu\n", lb,
+                 outcome_names[k], (unsigned long long)h->runs[k]);
     }
     outf(&o, "# HELP luahook_handler_duration_seconds Handler run time (wall clock), by action.\n"
              "# TYPE luahook_handler_duration_seconds histogram\n");

@@ -1,7 +1,9 @@
 /*
 ** metrics — counters for /metrics in Prometheus text format.
 ** Per-action series are bounded: actions come from the network, so after
-** LH_METRICS_MAX_ACTIONS distinct names the rest share the label "_other".
+** LH_METRICS_MAX_ACTIONS distinct names the rest share the label "_other". Handler ids
+** come from the scripts, but reloads can bring new ones for as long as the process lives:
+** after LH_METRICS_MAX_HANDLERS of them the rest share the id "_other" too.
 */
 #ifndef LH_METRICS_H
 #define LH_METRICS_H
@@ -9,8 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LH_METRICS_MAX_ACTIONS 64
-#define LH_METRICS_BUCKETS     12
+#define LH_METRICS_MAX_ACTIONS  64
+#define LH_METRICS_BUCKETS      12
+#define LH_METRICS_MAX_HANDLERS 256
 
 typedef enum {
     LH_OUTCOME_OK = 0,
@@ -44,9 +47,17 @@ typedef struct lh_action_stats_s {
     uint64_t duration_count;
 } lh_action_stats_t;
 
+/* The runs of one handler id, over every VM generation that had it. */
+typedef struct lh_handler_stats_s {
+    char *id; /* owned */
+    uint64_t runs[LH_OUTCOME_COUNT_];
+} lh_handler_stats_t;
+
 typedef struct lh_metrics_s {
     lh_action_stats_t actions[LH_METRICS_MAX_ACTIONS + 1]; /* last: "_other" */
     size_t nactions;
+    lh_handler_stats_t handlers[LH_METRICS_MAX_HANDLERS + 1]; /* last: "_other" */
+    size_t nhandlers;
     uint64_t rejected[LH_REJECT_COUNT_];
     int64_t connections_open;
     uint64_t connections_total;
@@ -63,6 +74,10 @@ void lh_metrics_dispose(lh_metrics_t *m);
 lh_action_stats_t *lh_metrics_action(lh_metrics_t *m, const char *action, size_t len);
 
 void lh_metrics_handler_done(lh_action_stats_t *a, lh_outcome_t outcome, double seconds);
+
+/** The stats of handler id `id`, created on first use (at zero, so that it shows from the
+ *  start); never NULL (falls back to "_other"). Kept when a reload removes the id. */
+lh_handler_stats_t *lh_metrics_handler(lh_metrics_t *m, const char *id);
 const char *lh_metrics_reject_name(lh_reject_t r);
 const char *lh_metrics_outcome_name(lh_outcome_t o);
 

@@ -96,6 +96,45 @@ static void retire(lh_reload_t *r, lh_vm_t *vm)
     r->retired = vm;
 }
 
+/* One line per script or handler id that `from` has and `to` has not, at `level`. */
+static void log_missing(const lh_vm_t *from, const lh_vm_t *to, lh_level_t level,
+                        const char *script_msg, const char *handler_msg)
+{
+    char n[16], ln[16];
+    if (!lh_log_enabled(level))
+        return;
+    for (size_t i = 0; i < from->nscripts; i++) {
+        const lh_script_t *sc = &from->scripts[i];
+        if (lh_vm_script_find(to, sc->name) >= 0)
+            continue;
+        snprintf(n, sizeof(n), "%d", sc->nhandlers);
+        lh_field_t f[] = {LH_FIELD("script", sc->name), LH_FIELD("path", sc->path),
+                          LH_FIELD_NUM("handlers", n)};
+        lh_log_fields(level, script_msg, f, 3);
+    }
+    for (size_t i = 0; i < from->nhandlers; i++) {
+        const lh_handler_t *h = &from->handlers[i];
+        if (lh_vm_handler_find(to, h->id) != NULL)
+            continue;
+        snprintf(ln, sizeof(ln), "%d", h->line);
+        lh_field_t f[] = {LH_FIELD("handler", h->id), LH_FIELD("script", h->script),
+                          LH_FIELD_NUM("line", ln)};
+        lh_log_fields(level, handler_msg, f, 3);
+    }
+}
+
+/*
+** What a reload changed, by stable name. A script or handler id that is gone is said at
+** info: whatever was kept under it (its `store` keys, its journal runs) stays as it was,
+** and is never attached to another handler — a new handler gets it only by taking the
+** same id. New ones are said at debug.
+*/
+static void log_changes(const lh_vm_t *old, const lh_vm_t *vm)
+{
+    log_missing(old, vm, LH_INFO, "script removed", "handler removed");
+    log_missing(vm, old, LH_DEBUG, "script added", "handler added");
+}
+
 static void do_reload(lh_reload_t *r, const char *why)
 {
     lh_app_t *app = r->app;
@@ -126,12 +165,13 @@ static void do_reload(lh_reload_t *r, const char *why)
     app->vm = vm;
     app->metrics.vm_generation = gen;
     app->metrics.reloads_ok++;
-    retire(r, old);
     snprintf(g, sizeof(g), "%llu", (unsigned long long)gen);
     snprintf(n, sizeof(n), "%zu", vm->nhandlers);
     lh_field_t f[] = {LH_FIELD("reason", why), LH_FIELD_NUM("generation", g),
                       LH_FIELD_NUM("handlers", n), LH_FIELD_NUM("duration_ms", ms)};
     lh_log_fields(LH_INFO, "reloaded", f, 4);
+    log_changes(old, vm);
+    retire(r, old); /* may free it */
 }
 
 static void on_soon(uv_timer_t *t)

@@ -232,8 +232,9 @@ lh_task_t *lh_task_current(lua_State *L)
     return t != NULL && t->co == L ? t : NULL;
 }
 
-int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script, int line,
-                  int nargs, lh_task_done_cb done, void *data, const char *id, const char *action)
+int lh_task_spawn(lh_vm_t *vm, int fn_ref, const lh_handler_t *handler, const char *label,
+                  const char *script, int line, int nargs, lh_task_done_cb done, void *data,
+                  const char *id, const char *action)
 {
     lua_State *L = vm->L;
     if (!lua_checkstack(L, nargs + 2))
@@ -247,6 +248,7 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script
         return -1;
     }
     t->vm = vm;
+    t->handler = handler;
     t->label = label;
     t->script = script;
     t->line = line;

@@ -29,11 +29,13 @@ typedef void (*lh_task_done_cb)(lh_task_t *t, lh_outcome_t outcome, const char *
                                 const char *traceback);
 
 struct lh_task_s {
-    lh_vm_t *vm;        /* borrowed; vm->tasks counts this task */
-    lua_State *co;      /* the coroutine; anchored by co_ref */
-    int co_ref;         /* registry ref; LUA_NOREF once finished */
-    const char *label;  /* borrowed, lives as long as the VM: "script:line" */
-    const char *script; /* borrowed, same */
+    lh_vm_t *vm;                 /* borrowed; vm->tasks counts this task */
+    lua_State *co;               /* the coroutine; anchored by co_ref */
+    int co_ref;                  /* registry ref; LUA_NOREF once finished */
+    const lh_handler_t *handler; /* borrowed from vm->handlers: the handler it runs; NULL for
+                                    a timer callback */
+    const char *label;           /* borrowed, lives as long as the VM: "script:line" */
+    const char *script;          /* borrowed, same */
     int line;
     uint64_t start_ns;        /* on the VM's clock */
     uint64_t deadline_ns;     /* on the VM's clock; 0: none */
@@ -50,11 +52,13 @@ struct lh_task_s {
 
 /**
  * Runs the function in registry ref `fn_ref` of `vm` with the `nargs` values at the top of
- * vm->L as its arguments (they stay there). `done` runs exactly once — possibly before
- * this returns. Returns 0, or -1 if the task could not be created (`done` never runs).
+ * vm->L as its arguments (they stay there). `handler` is the handler it runs (borrowed from
+ * the sealed vm->handlers), NULL for a timer callback. `done` runs exactly once — possibly
+ * before this returns. Returns 0, or -1 if the task could not be created (`done` never runs).
  */
-int lh_task_spawn(lh_vm_t *vm, int fn_ref, const char *label, const char *script, int line,
-                  int nargs, lh_task_done_cb done, void *data, const char *id, const char *action);
+int lh_task_spawn(lh_vm_t *vm, int fn_ref, const lh_handler_t *handler, const char *label,
+                  const char *script, int line, int nargs, lh_task_done_cb done, void *data,
+                  const char *id, const char *action);
 
 /** Resumes a task whose pending operation completed (and cleared t->pending), with
  *  `nargs` values pushed on t->co. */

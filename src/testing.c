@@ -337,9 +337,10 @@ typedef struct {
     int status;
     char *answer; /* owned: the answer's JSON body */
     struct {
-        char *label;         /* owned: the handler, known at accept */
-        const char *handler; /* borrowed from the VM's handler: tells apart two of one line */
-        char *err;   /* owned; NULL: ok */
+        char *label;                 /* owned: the handler's file:line, known at accept */
+        char *id;                    /* owned: the handler's stable id */
+        const lh_handler_t *handler; /* borrowed from the VM: tells apart two of one line */
+        char *err;                   /* owned; NULL: ok */
         int set;
     } * runs; /* owned; in run order */
     size_t nruns;
@@ -351,6 +352,7 @@ static void fired_free(fired_t *f)
 {
     for (size_t i = 0; i < f->nruns; i++) {
         free(f->runs[i].label);
+        free(f->runs[i].id);
         free(f->runs[i].err);
     }
     free(f->runs);
@@ -379,14 +381,14 @@ static void on_fire_answer(void *data, int status, const char *extra, const char
 }
 
 /* A run ended: its place is the first not yet ended of its handler, in run order. The
-** handler is known by its label's address, so two handlers on one line stay apart. */
-static void on_fire_run(void *data, const lh_event_t *e, const char *label, lh_outcome_t outcome,
-                        const char *err, double seconds)
+** handler is known by its address, so two handlers on one line stay apart. */
+static void on_fire_run(void *data, const lh_event_t *e, const lh_handler_t *h,
+                        lh_outcome_t outcome, const char *err, double seconds)
 {
     fired_t *f = data;
     (void)e, (void)outcome, (void)seconds;
     for (size_t i = 0; i < f->nruns; i++) {
-        if (!f->runs[i].set && f->runs[i].handler == label) {
+        if (!f->runs[i].set && f->runs[i].handler == h) {
             f->runs[i].set = 1;
             f->runs[i].err = err ? strdup(err) : NULL;
             return;
@@ -411,8 +413,9 @@ static int fired_plan(fired_t *f, lh_vm_t *vm, const lh_event_t *e)
         return -1;
     f->nruns = rt->n;
     for (size_t i = 0; i < rt->n; i++) {
-        f->runs[i].handler = vm->handlers[rt->handlers[i]].label;
-        if ((f->runs[i].label = strdup(f->runs[i].handler)) == NULL)
+        f->runs[i].handler = &vm->handlers[rt->handlers[i]];
+        if ((f->runs[i].label = strdup(f->runs[i].handler->label)) == NULL ||
+            (f->runs[i].id = strdup(f->runs[i].handler->id)) == NULL)
             return -1;
     }
     return 0;
@@ -523,7 +526,7 @@ static int host_ended(lua_State *L)
     return 1;
 }
 
-/* host.outcome(fired) -> status, answer (JSON text), { [i] = { handler, ok, error } } */
+/* host.outcome(fired) -> status, answer (JSON text), { [i] = { handler, id, ok, error } } */
 static int host_outcome(lua_State *L)
 {
     fired_t *f = check_fired(L);
@@ -531,9 +534,11 @@ static int host_outcome(lua_State *L)
     lua_pushstring(L, f->answer ? f->answer : "{}");
     lua_createtable(L, (int)f->nruns, 0);
     for (size_t i = 0; i < f->nruns; i++) {
-        lua_createtable(L, 0, 3);
+        lua_createtable(L, 0, 4);
         lua_pushstring(L, f->runs[i].label ? f->runs[i].label : "?");
         lua_setfield(L, -2, "handler");
+        lua_pushstring(L, f->runs[i].id ? f->runs[i].id : "?");
+        lua_setfield(L, -2, "id");
         lua_pushboolean(L, f->runs[i].set && f->runs[i].err == NULL);
         lua_setfield(L, -2, "ok");
         if (f->runs[i].err != NULL) {

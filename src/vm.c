@@ -1,5 +1,6 @@
 #include "vm.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -79,7 +80,80 @@ static void check_action(lua_State *L, int idx, const char *what)
         luaL_error(L, "on: %s must not be empty", what);
 }
 
-/* on(action | {action...} | "*", fn) */
+/* on()'s `name` option: a letter, then letters, digits, '_', '.', '-'; never an ordinal. */
+static int valid_name(const char *s, size_t len)
+{
+    if (len == 0 || len > LH_HANDLER_NAME_MAX ||
+        !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* The `name` of on()'s options at `idx` (nil or a table), checked; NULL when not given. */
+static const char *check_opts(lua_State *L, lh_vm_t *vm, int idx)
+{
+    const char *name = NULL;
+    if (lua_isnoneornil(L, idx))
+        return NULL;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { /* k v */
+        if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "name") != 0) {
+            lua_pop(L, 1); /* k */
+            if (lua_type(L, -1) == LUA_TSTRING)
+                luaL_error(L, "on: unknown option '%s' (the options are: name)",
+                           lua_tostring(L, -1));
+            luaL_error(L, "on: the options table takes string keys (name), not a %s",
+                       luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    if (lua_getfield(L, idx, "name") == LUA_TNIL) { /* ... name */
+        lua_pop(L, 1);
+        return NULL;
+    }
+    size_t len;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "on: the name must be a string, got %s", luaL_typename(L, -1));
+    name = lua_tolstring(L, -1, &len);
+    if (!valid_name(name, len))
+        luaL_error(L,
+                   "on: bad handler name '%s': a letter, then letters, digits, '_', '.' or "
+                   "'-', at most %d characters",
+                   name, LH_HANDLER_NAME_MAX);
+    for (size_t i = 0; i < vm->nhandlers; i++) {
+        const lh_handler_t *o = &vm->handlers[i];
+        /* a name holds no '#': it is what follows the id's last one */
+        if (o->script_id == vm->loading_script && o->named &&
+            strcmp(strrchr(o->id, '#') + 1, name) == 0)
+            luaL_error(L, "on: the handler name '%s' is already used in this script (by %s)", name,
+                       o->label);
+    }
+    lua_pop(L, 1); /* the string stays in the options table, borrowed until on() returns */
+    return name;
+}
+
+/* Appends `s` to the space-separated list *acc (owned). -1 when out of memory. */
+static int append_word(char **acc, const char *s)
+{
+    size_t old = *acc ? strlen(*acc) : 0, n = strlen(s);
+    char *p = realloc(*acc, old + n + 2);
+    if (p == NULL)
+        return -1;
+    if (old > 0)
+        p[old++] = ' ';
+    memcpy(p + old, s, n + 1);
+    *acc = p;
+    return 0;
+}
+
+/* on(action | {action...} | "*", fn [, { name = "..." }]) */
 static int lib_on(lua_State *L)
 {
     lh_vm_t *vm = vm_of(L);
@@ -87,6 +161,7 @@ static int lib_on(lua_State *L)
     int t = lua_type(L, 1);
     if (!vm->loading)
         return luaL_error(L, "on: handlers can only be registered while scripts load");
+    assert(vm->loading_script >= 0 && (size_t)vm->loading_script < vm->nscripts);
     luaL_argexpected(L, t == LUA_TSTRING || t == LUA_TTABLE, 1, "action name or list of names");
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (t == LUA_TSTRING) {
@@ -101,6 +176,7 @@ static int lib_on(lua_State *L)
             lua_pop(L, 1);
         }
     }
+    const char *name = check_opts(L, vm, 3);
     if (vm->nhandlers == vm->handlers_cap) {
         size_t cap = vm->handlers_cap ? vm->handlers_cap * 2 : 16;
         lh_handler_t *h = realloc(vm->handlers, cap * sizeof(*h));
@@ -108,21 +184,46 @@ static int lib_on(lua_State *L)
             return luaL_error(L, "not enough memory");
         vm->handlers = h, vm->handlers_cap = cap;
     }
+    lh_script_t *sc = &vm->scripts[vm->loading_script];
     lh_handler_t *h = &vm->handlers[vm->nhandlers];
     memset(h, 0, sizeof(*h));
     lua_pushvalue(L, 2);
     lua_getinfo(L, ">S", &ar);
     const char *script = ar.source[0] == '@' ? ar.source + 1 : ar.short_src;
     size_t lsize = strlen(script) + 24;
+    size_t isize = strlen(sc->name) + (name ? strlen(name) : 12) + 2;
+    int actions_ok = 0;
+    if (t == LUA_TSTRING) {
+        actions_ok = append_word(&h->actions, lua_tostring(L, 1)) == 0;
+    } else {
+        actions_ok = 1;
+        lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+        for (lua_Integer i = 1; i <= n && actions_ok; i++) {
+            lua_rawgeti(L, 1, i);
+            actions_ok = append_word(&h->actions, lua_tostring(L, -1)) == 0;
+            lua_pop(L, 1);
+        }
+    }
     h->script = strdup(script);
     h->label = malloc(lsize);
-    if (h->script == NULL || h->label == NULL) {
+    h->id = malloc(isize);
+    if (h->script == NULL || h->label == NULL || h->id == NULL || !actions_ok) {
         free(h->script);
         free(h->label);
+        free(h->id);
+        free(h->actions);
         return luaL_error(L, "not enough memory");
     }
     h->line = ar.linedefined;
     snprintf(h->label, lsize, "%s:%d", script, ar.linedefined);
+    /* named handlers take an ordinal too: naming one leaves the others' ids alone */
+    int ordinal = ++sc->nhandlers;
+    if (name != NULL)
+        snprintf(h->id, isize, "%s#%s", sc->name, name);
+    else
+        snprintf(h->id, isize, "%s#%d", sc->name, ordinal);
+    h->named = name != NULL;
+    h->script_id = vm->loading_script;
     lua_pushvalue(L, 2);
     h->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     int idx = (int)vm->nhandlers++;
@@ -155,12 +256,74 @@ static int msghandler(lua_State *L)
     return 1;
 }
 
-static int load_file(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void *data)
+int lh_vm_script_find(const lh_vm_t *vm, const char *name)
+{
+    for (size_t i = 0; i < vm->nscripts; i++)
+        if (strcmp(vm->scripts[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Adds the script `path` under its stable `name`; its index, or -1 after reporting why
+** not: the name is taken, or memory ran out. */
+static int add_script(lh_vm_t *vm, const char *path, const char *name, lh_vm_report_cb report,
+                      void *data)
+{
+    char buf[2048];
+    int other = lh_vm_script_find(vm, name);
+    struct stat a, b;
+    if (other >= 0 && stat(path, &a) == 0 && stat(vm->scripts[other].path, &b) == 0 &&
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+        snprintf(buf, sizeof(buf),
+                 "%s: the script is loaded twice (given twice, or given and inside a folder "
+                 "given): it loads once",
+                 path);
+        report(data, buf);
+        return -1;
+    }
+    if (other >= 0) {
+        snprintf(buf, sizeof(buf),
+                 "%s: the script name '%s' is already taken by %s (a script is named by its "
+                 "path inside the folder given, or by its base name when given as a file; "
+                 "what is kept for its handlers hangs on that name): rename one of them",
+                 path, name, vm->scripts[other].path);
+        report(data, buf);
+        return -1;
+    }
+    if (vm->nscripts == vm->scripts_cap) {
+        size_t cap = vm->scripts_cap ? vm->scripts_cap * 2 : 16;
+        lh_script_t *ns = realloc(vm->scripts, cap * sizeof(*ns));
+        if (ns == NULL)
+            goto oom;
+        vm->scripts = ns, vm->scripts_cap = cap;
+    }
+    lh_script_t *sc = &vm->scripts[vm->nscripts];
+    memset(sc, 0, sizeof(*sc));
+    sc->name = strdup(name);
+    sc->path = strdup(path);
+    if (sc->name == NULL || sc->path == NULL) {
+        free(sc->name);
+        free(sc->path);
+        goto oom;
+    }
+    return (int)vm->nscripts++;
+oom:
+    snprintf(buf, sizeof(buf), "%s: not enough memory", path);
+    report(data, buf);
+    return -1;
+}
+
+/* Loads the script at `path` under its stable `name`. Returns the number of problems. */
+static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_report_cb report,
+                     void *data)
 {
     lua_State *L = vm->L;
     int top = lua_gettop(L);
     int problems = 0;
 
+    int script_id = add_script(vm, path, name, report, data);
+    if (script_id < 0)
+        return 1;
     if (luaL_loadfilex(L, path, "t") != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         if (msg != NULL && strncmp(msg, "cannot open", 11) == 0) {
@@ -173,6 +336,9 @@ static int load_file(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void
         lua_settop(L, top);
         return 1;
     }
+    /* from here until its chunk returned, lh_vm_script_name(vm, vm->loading_script) names
+    ** the script: what its own environment (a per-script `store`) is bound to */
+    vm->loading_script = script_id;
     /* the script's own globals, falling back to the shared ones */
     lua_newtable(L);                      /* fn env */
     lua_newtable(L);                      /* fn env mt */
@@ -187,6 +353,7 @@ static int load_file(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void
         report(data, lua_tostring(L, -1));
         problems = 1;
     }
+    vm->loading_script = -1;
     lua_settop(L, top);
     return problems;
 }
@@ -237,7 +404,7 @@ static int load_dir(lh_vm_t *vm, const char *dir, lh_vm_report_cb report, void *
         snprintf(buf, sizeof(buf), "%.*s/%s", (int)dlen, dir, names[i]);
         struct stat st;
         if (stat(buf, &st) == 0 && S_ISREG(st.st_mode))
-            problems += load_file(vm, buf, report, data);
+            problems += load_file(vm, buf, names[i], report, data);
         free(names[i]);
     }
     free(names);
@@ -312,6 +479,9 @@ static int seal_routes(lh_vm_t *vm)
         }
         lua_pop(L, 1); /* k */
     }
+    /* handler ids too, each at zero */
+    for (size_t i = 0; i < vm->nhandlers; i++)
+        vm->handlers[i].stats = lh_metrics_handler(&vm->app->metrics, vm->handlers[i].id);
     lua_pushvalue(L, routes);
     vm->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     luaL_unref(L, LUA_REGISTRYINDEX, vm->pending_ref);
@@ -330,8 +500,11 @@ int lh_vm_load_path(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void 
     vm->loading = 1;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         problems = load_dir(vm, path, report, data);
-    else
-        problems = load_file(vm, path, report, data);
+    else {
+        /* a file given by itself is named by its base name: where it sits may change */
+        const char *base = strrchr(path, '/');
+        problems = load_file(vm, path, base != NULL ? base + 1 : path, report, data);
+    }
     vm->loading = 0;
     return problems;
 }
@@ -351,6 +524,20 @@ int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb r
         problems++;
     }
     return problems;
+}
+
+const char *lh_vm_script_name(const lh_vm_t *vm, int script_id)
+{
+    assert(script_id >= 0 && (size_t)script_id < vm->nscripts);
+    return vm->scripts[script_id].name;
+}
+
+const lh_handler_t *lh_vm_handler_find(const lh_vm_t *vm, const char *id)
+{
+    for (size_t i = 0; i < vm->nhandlers; i++)
+        if (strcmp(vm->handlers[i].id, id) == 0)
+            return &vm->handlers[i];
+    return NULL;
 }
 
 const lh_route_t *lh_vm_route(lh_vm_t *vm)
@@ -463,6 +650,7 @@ lh_vm_t *lh_vm_new(lh_app_t *app, uint64_t generation, char *err, size_t errlen)
     vm->routes_ref = LUA_NOREF;
     vm->pending_ref = LUA_NOREF;
     vm->log_ref = LUA_NOREF;
+    vm->loading_script = -1;
     if (app->clock != NULL)
         vm->clock = app->clock;
     else if ((vm->clock = vm->own_clock = lh_clock_new_loop(app->loop)) == NULL)
@@ -501,8 +689,15 @@ void lh_vm_free(lh_vm_t *vm)
     for (size_t i = 0; i < vm->nhandlers; i++) {
         free(vm->handlers[i].script);
         free(vm->handlers[i].label);
+        free(vm->handlers[i].id);
+        free(vm->handlers[i].actions);
     }
     free(vm->handlers);
+    for (size_t i = 0; i < vm->nscripts; i++) {
+        free(vm->scripts[i].name);
+        free(vm->scripts[i].path);
+    }
+    free(vm->scripts);
     for (size_t i = 0; i < vm->nroutes; i++)
         free(vm->routes[i].handlers);
     free(vm->routes);

@@ -13,11 +13,32 @@
 #include "app.h"
 #include "clock.h"
 
+/*
+** A loaded script. Its name outlives the VM (the journal, `store`, replay hang on it): the
+** script's path relative to the path given on the command line — for a folder, the path
+** inside it ("notify.lua", "sub/x.lua"); for a file, its base name. Unique within a VM.
+*/
+typedef struct lh_script_s {
+    char *name;    /* owned: the stable name, "notify.lua" */
+    char *path;    /* owned: the path as loaded, "examples/notify.lua" */
+    int nhandlers; /* handlers it registered so far: the next ordinal is nhandlers + 1 */
+} lh_script_t;
+
+/* The longest name on()'s `name` option takes: a letter, then letters, digits, '_', '.' or
+** '-' (so a name never reads as an ordinal, and never holds the id's '#'). */
+#define LH_HANDLER_NAME_MAX 64
+
 typedef struct lh_handler_s {
-    int fn_ref;   /* registry ref to the function */
-    char *script; /* owned: the script's path as loaded */
-    int line;     /* where the function was defined */
-    char *label;  /* owned: "script:line" */
+    int fn_ref;    /* registry ref to the function */
+    char *script;  /* owned: the path of the script defining the function, as loaded */
+    int line;      /* where the function was defined */
+    char *label;   /* owned: "script:line"; changes when a line is added above */
+    char *id;      /* owned: the stable id, "<script name>#<name>" with on()'s name option,
+                      else "<script name>#<ordinal of the handler in that script, from 1>" */
+    int script_id; /* index in vm->scripts of the script whose loading registered it */
+    int named;     /* the id holds an explicit name, not an ordinal */
+    char *actions; /* owned: the actions it is registered for, space-separated (luahook check) */
+    lh_handler_stats_t *stats; /* borrowed from app->metrics once sealed; else NULL */
 } lh_handler_t;
 
 typedef struct lh_route_s {
@@ -32,8 +53,11 @@ struct lh_vm_s {
     int tasks;              /* live handler runs */
     int loading;            /* on() is allowed while scripts load */
     int closing;            /* lua_close runs: finalizers may not start timers */
-    lh_handler_t *handlers; /* owned */
+    lh_handler_t *handlers; /* owned; stable once sealed (tasks point into it) */
     size_t nhandlers, handlers_cap;
+    lh_script_t *scripts; /* owned: every script loaded, in load order */
+    size_t nscripts, scripts_cap;
+    int loading_script; /* index in scripts of the script loading now; -1: none */
     lh_route_t *routes; /* owned; routes[0] is the "*"-only route of unknown actions */
     size_t nroutes;
     int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */
@@ -81,6 +105,17 @@ int lh_vm_load_path(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void 
 /** Seals the routes of everything loaded: on() is closed from then on. 0, or -1 when out
  *  of memory. */
 int lh_vm_seal(lh_vm_t *vm);
+
+/** The stable name of script `script_id` (an lh_handler_t's script_id, or
+ *  vm->loading_script while a script loads): "notify.lua". Borrowed: lives as long as the
+ *  VM. What `store` namespaces keys by and the journal records runs under. */
+const char *lh_vm_script_name(const lh_vm_t *vm, int script_id);
+
+/** The handler whose stable id is `id`, or NULL. */
+const lh_handler_t *lh_vm_handler_find(const lh_vm_t *vm, const char *id);
+
+/** The script whose stable name is `name`, or -1. */
+int lh_vm_script_find(const lh_vm_t *vm, const char *name);
 
 /** The route for the action string at the top of vm->L (not popped). Never NULL. */
 const lh_route_t *lh_vm_route(lh_vm_t *vm);

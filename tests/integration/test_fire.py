@@ -78,7 +78,8 @@ class Fire(unittest.TestCase):
                 self.assertEqual(seen["action"], action)
                 self.assertEqual(seen["ctx_action"], action)
                 lines = r.stdout.splitlines()
-                self.assertTrue(lines[0].startswith("ok   " + at(self.record, "RECORD")), r.stdout)
+                self.assertTrue(lines[0].startswith("ok   record.lua#1  " + at(self.record, "RECORD")
+                                                    + "  ("), r.stdout)
                 self.assertEqual(lines[-1], "1 passed, 0 failed")
 
     def test_event_file_keeps_integers_exact(self):
@@ -102,9 +103,11 @@ class Fire(unittest.TestCase):
         r = self.fire(self.failing, "-", input=b'{"action":"A","n":7}')
         self.assertEqual(r.returncode, 1, r.stderr)
         lines = r.stdout.splitlines()
-        self.assertTrue(lines[0].startswith("ok   " + at(self.failing, "FIRST")), r.stdout)
+        # the handler's stable id, its file:line, then the duration or the error
+        self.assertTrue(lines[0].startswith("ok   failing.lua#1  " + at(self.failing, "FIRST")
+                                            + "  ("), r.stdout)
         second = at(self.failing, "SECOND")
-        self.assertEqual(lines[1], "FAIL %s  %s: second broke on 7" % (second, second))
+        self.assertEqual(lines[1], "FAIL failing.lua#2  %s  %s: second broke on 7" % (second, second))
         self.assertEqual(lines[-1], "1 passed, 1 failed")
         # the log lines go to stderr, as when serving
         self.assertIn("first ran", r.stderr)
@@ -113,7 +116,8 @@ class Fire(unittest.TestCase):
     def test_waits_for_handlers_that_sleep(self):
         r = self.fire(self.failing, "-", input=b'{"action":"B"}')
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertTrue(r.stdout.startswith("ok   " + at(self.failing, "SLEEPS")), r.stdout)
+        self.assertTrue(r.stdout.startswith("ok   failing.lua#3  " + at(self.failing, "SLEEPS")
+                                            + "  ("), r.stdout)
 
     def test_waits_for_one_shot_timers(self):
         r = self.fire(self.timers, "-", input=b'{"action":"T"}')
@@ -175,7 +179,8 @@ class Fire(unittest.TestCase):
             r = self.fire(self.http, "-", input=b'{"action":"CALL","id":9007199254740993}',
                           env={"UPSTREAM": up})
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-            self.assertTrue(r.stdout.startswith("ok   " + at(self.http, "CALL")), r.stdout)
+            self.assertTrue(r.stdout.startswith("ok   http.lua#1  " + at(self.http, "CALL") + "  ("),
+                            r.stdout)
         finally:
             srv.shutdown()
             srv.server_close()

@@ -182,6 +182,7 @@ class Errors(unittest.TestCase):
         self.assertEqual(line.get("level"), "error", line)
         self.assertEqual(line.get("action"), "BOOM", line)
         self.assertEqual(line.get("script"), "fail.lua", line)
+        self.assertEqual(line.get("handler"), "fail.lua#1", line)  # its stable id
         self.assertEqual(line.get("error"), self.at("BOOM") + ": boom", line)
         tb = line.get("traceback")
         self.assertIsInstance(tb, str, line)
@@ -234,7 +235,7 @@ class Errors(unittest.TestCase):
         self.assertIsInstance(body.get("id"), str, body)
         self.assertEqual(body.get("handlers"), 3, body)
         self.assertEqual(body.get("failed"),
-                         [{"handler": self.at("TWO"),
+                         [{"handler": self.at("TWO"), "id": "fail.lua#2",
                            "error": self.at("FIRST_FAILED") + ": first failed"}], body)
         self.assertIsNotNone(self.tmp.read("second-" + body["id"]), "the second handler did not run")
         self.assertIsNotNone(self.tmp.read("star-" + body["id"]), "the * handler did not run")

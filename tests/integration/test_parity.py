@@ -21,12 +21,14 @@ FIX = os.path.join(h.REPO, "tests", "fixtures", "parity", "handlers.lua")
 OWN = {"ts", "level", "msg", "script", "action", "id"}  # luahook's own log fields
 
 
+
 def at(marker):
     """ "handlers.lua:LINE" of the fixture's line marked "-- @marker" (as fire names it)."""
     return "handlers.lua:%d" % h.line_of(FIX, "-- @" + marker)
 
 
-OUTCOME = re.compile(r"^(ok|FAIL) +(\S+)  (?:\[(\w+)\] )?(.*)$")
+# ok|FAIL, the handler's stable id, its file:line, then the duration or the error
+OUTCOME = re.compile(r"^(ok|FAIL) +(\S+)  (\S+)  (?:\[(\w+)\] )?(.*)$")
 
 
 def closed_port():
@@ -62,7 +64,7 @@ class Parity(unittest.TestCase):
         cls.tmp.cleanup()
 
     def fire(self, event):
-        """Runs `luahook fire` on one event: [(label, ok, error)], [log records]."""
+        """Runs `luahook fire` on one event: [(id, label, ok, error)], [log records]."""
         path = os.path.join(self.tmp.path, "event.json")
         with open(path, "w") as f:
             json.dump(event, f)
@@ -73,8 +75,8 @@ class Parity(unittest.TestCase):
         for line in res.stdout.decode().splitlines():
             m = OUTCOME.match(line)
             if m:
-                label, ok = m.group(2), m.group(1) == "ok"
-                runs.append((label, ok, None if ok else m.group(4)))
+                ok = m.group(1) == "ok"
+                runs.append((m.group(2), m.group(3), ok, None if ok else m.group(5)))
         logs = []
         for line in res.stderr.decode().splitlines():
             try:
@@ -94,7 +96,8 @@ class Parity(unittest.TestCase):
         lines = ['handlers("handlers.lua")', 'test("parity", function()', setup,
                  "  local r = fire(%s, { allow_failure = true })" % h.lua_string(json.dumps(event)),
                  "  eq(r.handlers, %d)" % len(runs)]
-        for i, (label, ok, err) in enumerate(runs, 1):
+        for i, (hid, label, ok, err) in enumerate(runs, 1):
+            lines.append("  eq(r[%d].id, %s)" % (i, h.lua_string(hid)))
             lines.append("  eq(r[%d].handler, %s)" % (i, h.lua_string(label)))
             lines.append("  eq(r[%d].ok, %s)" % (i, "true" if ok else "false"))
             lines.append("  eq(r[%d].error, %s)" % (i, "nil" if ok else h.lua_string(err)))
@@ -116,21 +119,21 @@ class Parity(unittest.TestCase):
 
     def test_success_and_its_log_line(self):
         runs, logs = self.check({"action": "PARITY_OK", "task": 21})
-        self.assertEqual(runs, [(at("OK"), True, None)])
+        self.assertEqual(runs, [("handlers.lua#1", at("OK"), True, None)])
         self.assertEqual(logs[0]["msg"], "parity ok")
 
     def test_handler_error(self):
         runs, _ = self.check({"action": "PARITY_ERROR", "why": "no"})
-        self.assertEqual(runs[0][2], at("ERROR") + ": refused on purpose: no")
+        self.assertEqual(runs[0][3], at("ERROR") + ": refused on purpose: no")
 
     def test_timeout(self):
         runs, logs = self.check({"action": "PARITY_TIMEOUT"})
-        self.assertEqual(runs[0][2], "handler timed out after 0.5 s (--handler-timeout)")
+        self.assertEqual(runs[0][3], "handler timed out after 0.5 s (--handler-timeout)")
         self.assertEqual(len(logs), 1)
 
     def test_http_failure_text_and_kind(self):
         runs, logs = self.fire({"action": "PARITY_HTTP"})
-        err = runs[0][2]
+        err = runs[0][3]
         m = re.match(r"^GET (\S+): connection failed \(refused or unreachable\) \((.*)\)$", err)
         self.assertTrue(m, err)
         self.assertEqual(m.group(1), self.url + "/x", "no query string in the message")
@@ -142,7 +145,7 @@ class Parity(unittest.TestCase):
 
     def test_argument_error(self):
         runs, _ = self.check({"action": "PARITY_MISUSE"})
-        self.assertEqual(runs[0][2], at("MISUSE") + ": http: url must start with http:// or "
+        self.assertEqual(runs[0][3], at("MISUSE") + ": http: url must start with http:// or "
                                      "https:// (got 'ftp://nowhere.test/')")
 
 

@@ -55,7 +55,7 @@ FAIL {f}: an allowed handler error fails only through an assertion
       pattern:  "^nothing$"
       actual:   "{logger}:{BROKEN}: cannot handle this"
 FAIL {f}: an unexpected handler error fails the test
-    {f}:{UNEXPECTED_HANDLER}: handler {logger}:{BROKEN} failed: {logger}:{BROKEN}: cannot handle that
+    {f}:{UNEXPECTED_HANDLER}: handler logger.lua#2 {logger}:{BROKEN} failed: {logger}:{BROKEN}: cannot handle that
       (fire(..., {{ allow_failure = true }}) expects failures)
 FAIL {f}: an unexpected timer error fails the test
     {f}:{UNEXPECTED_TIMER}: timer {logger}:{TIMER_BROKEN} failed: {logger}:{TIMER_BROKEN}: the timer cannot cope
@@ -286,7 +286,7 @@ class HandlerTimeout(unittest.TestCase):
         self.assertEqual(res.returncode, 1, both(res))
         lines = out(res).splitlines()
         self.assertEqual(lines[0], "FAIL unexpected_test.lua: spin")
-        self.assertEqual(lines[1], "    unexpected_test.lua:%d: handler busy.lua:%d failed: "
+        self.assertEqual(lines[1], "    unexpected_test.lua:%d: handler busy.lua#1 busy.lua:%d failed: "
                                    "handler timed out after 0.3 s (--handler-timeout)"
                          % (h.line_of(self.tmp.join("unexpected_test.lua"), "-- @FIRE"),
                             h.line_of(self.busy, "-- @SPIN")))

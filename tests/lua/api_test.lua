@@ -17,6 +17,9 @@ test("handlers of an action run in registration order, then the '*' ones", funct
   match(r[2].handler, "handlers/basic/a_order%.lua:3$")
   match(r[3].handler, "handlers/basic/b_order%.lua:1$")
   match(r[4].handler, "handlers/basic/a_order%.lua:2$")
+  -- stable ids: the script's name in the folder given, and the handler's ordinal in it
+  eq({ r[1].id, r[2].id, r[3].id, r[4].id },
+     { "a_order.lua#1", "a_order.lua#3", "b_order.lua#1", "a_order.lua#2" })
   eq(r[1].ok, true)
   eq(r[1].error, nil)
 end)

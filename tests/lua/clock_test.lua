@@ -36,7 +36,8 @@ test("a handler waiting past 30 s times out; the others are not held up", functi
   local t0 = clock.now()
   local r = fire({ action = "HANG" }, { allow_failure = true })
   nok(r.ok)
-  eq(r[1], { handler = r[1].handler, ok = false, error = "handler timed out after 30 s (--handler-timeout)" })
+  eq(r[1], { handler = r[1].handler, id = "sleepy.lua#3", ok = false,
+             error = "handler timed out after 30 s (--handler-timeout)" })
   eq(r[2].ok, true)
   eq(clock.now(), t0 + 30)
   -- the load-time timer ticked at +10 and +20 while fire waited

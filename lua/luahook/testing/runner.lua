@@ -189,7 +189,9 @@ local function check_failures(list, from, what)
   for _, r in ipairs(list) do
     for _, run in ipairs(r) do
       if not run.ok then
-        failed[#failed + 1] = { kind = "handler", label = run.handler, error = run.error }
+        -- the stable id first, then file:line, as luahook fire prints them
+        failed[#failed + 1] = { kind = "handler", label = run.id .. " " .. run.handler,
+                                error = run.error }
       end
     end
   end
