@@ -200,6 +200,7 @@ static int start_timer(lua_State *L, int repeat)
         return luaL_argerror(L, 1, "timer.every needs at least 0.001 seconds");
     if (vm->closing) /* a finalizer while the VM closes: nothing would run it */
         return luaL_error(L, "timer: the VM is closing");
+    lua_settop(L, 2); /* extra arguments are ignored: the handle must land at 3 */
     /* the userdata first, empty: an allocation error cannot leak the timer */
     lh_timer_t **ud = lua_newuserdatauv(L, sizeof(*ud), 0); /* s fn ud */
     *ud = NULL;

@@ -167,3 +167,11 @@ test("fire_all: a failure fails the call unless allowed; refusals raise", functi
         "clock_test%.lua:%d+: fire_all: the body is not a JSON object")
   fails(function() fire_all("x") end, "the events must be a list")
 end)
+
+test("extra arguments to timer.after never take the handle's place", function()
+  fire({ action = "EXTRA_ARGS" })
+  collectgarbage()
+  clock.advance(5)
+  eq(msgs(), { "second fired" })
+  eq(logs()[1].fields, { same = true })
+end)

@@ -57,3 +57,18 @@ on("TIMER_ARGS", function()
   end
   log.info("timer args", { msgs = msgs })
 end)
+
+-- Extra arguments are ignored: the callback still gets its own handle, and :stop() works
+-- on it (they once took the handle's place).
+on("EXTRA_ARGS", function()
+  local other = timer.every(1, function() log.info("other tick") end)
+  local h
+  h = timer.after(1, function(got)
+    log.info("extra fired", { same = got == h })
+  end, other, "x")
+  h:stop()
+  other:stop()
+  local h2
+  h2 = timer.after(2, function(got) log.info("second fired", { same = got == h2 }) end, 1)
+  collectgarbage()
+end)
