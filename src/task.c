@@ -30,7 +30,11 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
     lh_vm_t *vm = t->vm;
     int ref = t->co_ref;
     lua_State *L = vm->L;
+    lh_app_t *app = vm->app;
+    /* not counted any more when `done` runs: an answer given there may admit the next
+    ** pipelined event at once, and --max-pending must not count this run against it */
     vm->tasks--;
+    app->tasks--;
     LH_LIST_REMOVE(vm->task_list, t);
     lh_clock_timer_free(t->timer);
     t->timer = NULL;
@@ -38,8 +42,6 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
     t->done(t, outcome, err, tb);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     free(t);
-    lh_app_t *app = vm->app;
-    app->tasks--;
     if (vm->tasks == 0 && vm->on_drained != NULL)
         vm->on_drained(vm);
     if (app->tasks == 0 && app->on_tasks_drained != NULL)

@@ -335,6 +335,29 @@ class MaxPending(unittest.TestCase):
     def test_refused_event_runs_no_handler_ack_handled(self):
         self.run_with("--ack", "handled")
 
+    def test_pipelined_event_fits_once_the_last_run_ended(self):
+        """--ack handled --max-pending 1: the answer to HOLD (given as its one run ends)
+        lets the pipelined ONE in at once; the ended run must not still count."""
+        with h.TempDir() as tmp:
+            with h.Server(PENDING_SCRIPT, "--max-pending", "1", "--ack", "handled",
+                          env={"OUT": tmp.path}) as srv:
+                c = h.Conn(srv.port)
+                hdrs = [("Content-Type", "application/json")]
+                c.send(h.build_request("POST", "/", b'{"action":"HOLD"}', hdrs)
+                       + h.build_request("POST", "/", b'{"action":"ONE"}', hdrs))
+                deadline = time.time() + 5 * h.SLOW
+                while tmp.read("hold-started") is None and time.time() < deadline:
+                    time.sleep(0.01)
+                self.assertIsNotNone(tmp.read("hold-started"), "HOLD never started")
+                with open(tmp.join("release"), "w"):
+                    pass
+                first, second = c.read_response(), c.read_response()
+                c.close()
+                self.assertEqual((first.status, first.json()["handlers"]), (200, 1), first)
+                self.assertEqual((second.status, second.json()["handlers"]), (200, 1), second)
+                m = h.get_metrics(srv.port)
+                self.assertEqual(m.get("luahook_events_rejected_total", reason="overload"), 0)
+
 
 if __name__ == "__main__":
     h.main()
