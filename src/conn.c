@@ -15,6 +15,10 @@
 
 /* Answers queued past this pause reading until half of them are taken. */
 #define WRITE_QUEUE_MAX (1024 * 1024)
+/* A body answered on its head (401, 405) is read and dropped to keep the connection, up
+** to this much; past it the connection lingers and closes, so no client can make the
+** server drain without end. */
+#define DISCARD_MAX (1024 * 1024)
 
 typedef struct {
     uv_write_t req;
@@ -500,10 +504,14 @@ static void answer(lh_conn_t *c, int status, const char *extra, const char *ctyp
         return;
 
     if (close) {
-        /* unread bytes at close would reset the connection: linger over them */
-        conn_flush(c, refusal || body_coming);
+        /* unread bytes at close would reset the connection and could take the answer with
+        ** them: linger when some may be there (a body, bytes kept, or a keep-alive client
+        ** that may have pipelined more while reads were stopped for a shutdown) */
+        conn_flush(c, refusal || body_coming || c->pending != NULL ||
+                          (c->last_request && req->keep_alive));
     } else if (was == LH_CONN_READING_HEAD) {
         lh_request_parser_skip_body(c->parser);
+        c->discarded = 0;
         set_state(c, LH_CONN_DISCARDING_BODY);
     } else if (set_state(c, LH_CONN_WRITING) == 0 && was == LH_CONN_HANDLING) {
         conn_resume(c); /* from READING_BODY, the parse loop that called on_request goes on */
@@ -709,7 +717,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void on_eof(lh_conn_t *c, ssize_t err)
 {
     uv_read_stop((uv_stream_t *)&c->tcp);
-    if (err == UV_EOF && c->state == LH_CONN_WRITING)
+    if (err == UV_EOF && c->writes_pending > 0)
         conn_flush(c, 0); /* a client that half-closes after its requests gets its answers */
     else
         lh_conn_close(c);
@@ -732,6 +740,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     assert(c->pending == NULL && !c->throttled);
     if (c->state == LH_CONN_READING_BODY || c->state == LH_CONN_DISCARDING_BODY)
         arm_timer(c); /* a body may take long, but never pause longer than --read-timeout */
+    if (c->state == LH_CONN_DISCARDING_BODY && (c->discarded += (size_t)nread) > DISCARD_MAX) {
+        conn_flush(c, 1);
+        return;
+    }
     size_t used = conn_parse(c, buf->base, (size_t)nread);
     size_t rest = (size_t)nread - used;
     if (rest > 0 && (c->state == LH_CONN_HANDLING || c->throttled)) {

@@ -141,6 +141,42 @@ class States(unittest.TestCase):
             c.send(b"zz\r\nnot a chunk\r\n")
             self.assertTrue(c.closed_by_peer(3.0 * h.SLOW), "open after a malformed body")
 
+    def test_a_body_answered_on_its_head_is_drained_only_so_far(self):
+        """A 405 is given on the head of a huge body: the server drops the body to keep the
+        connection, but only up to a bound (1 MiB), then closes; a client that goes on
+        sending cannot keep it draining without end."""
+        declared = 60 * 1024 * 1024  # under --max-body (64 MiB): no 413 on the head
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10.0 * h.SLOW)
+        try:
+            s.sendall(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % declared)
+            chunk = b"x" * 65536
+            sent, got, eof = 0, b"", False
+            while sent < declared and not eof:
+                try:
+                    s.sendall(chunk)
+                except OSError:  # reset after the linger: closed all the same
+                    eof = True
+                    break
+                sent += len(chunk)
+                s.setblocking(False)
+                try:
+                    while True:
+                        data = s.recv(65536)
+                        if not data:
+                            eof = True
+                            break
+                        got += data
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    eof = True
+                finally:
+                    s.setblocking(True)
+            self.assertTrue(got.startswith(b"HTTP/1.1 405 "), got[:200])
+            self.assertTrue(eof, "still draining after %d bytes of body" % sent)
+        finally:
+            s.close()
+
     def test_expect_100_continue_answered_on_the_head_closes(self):
         """The client waits for 100 Continue and will not send its body: after the 405 no
         request can be told from the next, so the answer says Connection: close and the
