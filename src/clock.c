@@ -277,5 +277,8 @@ void lh_clock_timer_free(lh_clock_timer_t *t)
 
 uint64_t lh_clock_ns(double seconds)
 {
-    return seconds > 0 ? (uint64_t)llround(seconds * 1e9) : 0;
+    if (!(seconds > 0)) /* NaN too */
+        return 0;
+    /* past 1e7 s (115 days) a wait is as good as forever; beyond, llround overflows */
+    return (uint64_t)llround((seconds < 1e7 ? seconds : 1e7) * 1e9);
 }

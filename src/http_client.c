@@ -199,6 +199,14 @@ static size_t on_header(char *p, size_t size, size_t n, void *userp)
                : len;
 }
 
+/* curl takes 0 ms as "no timeout": anything under a millisecond is one; past 1e7 s is
+** as good as forever (and keeps the conversion defined) */
+static long timeout_ms(double seconds)
+{
+    double ms = seconds * 1000;
+    return ms < 1 ? 1L : ms > 1e10 ? 10000000000L : (long)ms;
+}
+
 static int add_header(curl_t *c, const char *line)
 {
     struct curl_slist *l = curl_slist_append(c->headers, line);
@@ -260,8 +268,8 @@ static int setup(curl_t *c, const lh_http_req_t *req)
     }
     if (c->headers != NULL)
         failed |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
-    failed |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(req->timeout * 1000)) != CURLE_OK;
-    failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(req->connect_timeout * 1000)) !=
+    failed |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms(req->timeout)) != CURLE_OK;
+    failed |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms(req->connect_timeout)) !=
               CURLE_OK;
     if (req->insecure) {
         failed |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;

@@ -330,6 +330,8 @@ static int http_request(lua_State *L)
     const char *method = has_body ? "POST" : "GET";
     if (opt_field(L, 1, "method", LUA_TSTRING)) /* 5: method */
         method = lua_tostring(L, 5);
+    if (*method == '\0')
+        return luaL_error(L, "http: method must not be empty");
     for (const char *m = method; *m; m++)
         if (!((*m >= 'A' && *m <= 'Z') || *m == '-'))
             return luaL_error(L, "http: method '%s' must be upper-case letters", method);

@@ -61,8 +61,9 @@ static void finish(lh_main_t *m)
     /* closing the watchers restores the default action: a late signal must not kill us */
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
-    lh_timer_stop_all(m->app.vm);
+    /* runs first: a __close handler of a cancelled run may still start a timer */
     lh_task_cancel_all(m->app.vm);
+    lh_timer_stop_all(m->app.vm);
     lh_reload_free(m->reload); /* replaced VMs: their waits cancelled, then freed */
     m->reload = NULL;
     lh_http_free(m->app.http);
@@ -252,8 +253,8 @@ int main(int argc, char **argv)
 done:
     /* what still waits (timers, handler runs, requests) stops before the loop closes */
     if (m.app.vm != NULL) {
+        lh_task_cancel_all(m.app.vm); /* first: see finish() */
         lh_timer_stop_all(m.app.vm);
-        lh_task_cancel_all(m.app.vm);
     }
     lh_http_free(m.app.http);
     m.app.http = NULL;

@@ -505,9 +505,11 @@ static int host_fire(lua_State *L)
     lh_event_t *e = lh_dispatch_decode(&w->app, &in);
     if (e == NULL || lh_dispatch_admit(e) != 0)
         return 1; /* refused and answered */
-    if (fired_plan(f, w->vm, e) != 0)
-        return luaL_error(L, "not enough memory");
+    /* admitted, the event must go on to be freed: it runs even when its plan failed */
+    int planned = fired_plan(f, w->vm, e);
     lh_dispatch_accept(e, on_fire_accepted, NULL);
+    if (planned != 0)
+        return luaL_error(L, "not enough memory");
     return 1;
 }
 
@@ -751,8 +753,8 @@ static int setup_harness(lua_State *L)
 static void world_free(world_t *w)
 {
     if (w->vm != NULL) {
+        lh_task_cancel_all(w->vm); /* first: a __close handler may start a timer */
         lh_timer_stop_all(w->vm);
-        lh_task_cancel_all(w->vm);
         lh_vm_free(w->vm);
     }
     lh_clock_free(w->clock);

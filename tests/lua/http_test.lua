@@ -208,6 +208,7 @@ test("argument checks are the real ones", function()
   eq(m[8], "http: header 'Bad Name' holds a forbidden character")
   eq(m[9], "http: query keys must be strings")
   eq(m[10], "http: query value 'k' must be a string, number or boolean")
+  eq(m[11], "http: method must not be empty")
   eq(#mock.calls(), 0, "nothing was sent")
 end)
 

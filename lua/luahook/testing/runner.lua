@@ -240,8 +240,8 @@ end
 
 function clock.advance(s, opts)
   not_in_task("clock.advance")
-  if type(s) ~= "number" or not (s >= 0) or s == math.huge then
-    error("clock.advance: seconds must be a number >= 0", 2)
+  if type(s) ~= "number" or not (s >= 0 and s <= 1e7) then
+    error("clock.advance: seconds must be a number from 0 to 1e7", 2)
   end
   if opts ~= nil and type(opts) ~= "table" then
     error("clock.advance: the options must be a table, not " .. type(opts), 2)

@@ -34,6 +34,7 @@ on("MISUSE", function()
   try(http.get, "http://x.test/", { headers = { ["Bad Name"] = "v" } })
   try(http.get, "http://x.test/", { query = { [1] = "v" } })
   try(http.get, "http://x.test/", { query = { k = {} } })
+  try(http.request, { url = "http://x.test/", method = "" })
   log.info("misuse", { msgs = msgs })
 end)
 
