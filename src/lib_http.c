@@ -11,8 +11,6 @@
 
 #include <lauxlib.h>
 
-#include <curl/curl.h>
-
 #include "http_client.h"
 #include "json.h"
 #include "lib.h"
@@ -72,10 +70,27 @@ static int cmp_strings(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* url .. "?" .. sorted, escaped query pairs; pushes the full url. */
+/* Percent-encodes s[0..n) as RFC 3986 asks of a query: unreserved bytes stay. */
+static void add_escaped(luaL_Buffer *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.' || c == '_' || c == '~') {
+            luaL_addchar(b, (char)c);
+        } else {
+            luaL_addchar(b, '%');
+            luaL_addchar(b, hex[c >> 4]);
+            luaL_addchar(b, hex[c & 15]);
+        }
+    }
+}
+
+/* url .. "?" .. sorted, escaped query pairs; pushes the full url. Every piece is a Lua
+** string on the stack until the final concat: an error (the memory limit) leaks nothing. */
 static void push_url(lua_State *L, int opts, const char *url)
 {
-    luaL_Buffer b;
     const char *keys[256];
     size_t n = 0;
     if (!opt_field(L, opts, "query", LUA_TTABLE)) {
@@ -94,31 +109,28 @@ static void push_url(lua_State *L, int opts, const char *url)
         lua_pop(L, 1);
     }
     qsort(keys, n, sizeof(keys[0]), cmp_strings);
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, url);
+    luaL_checkstack(L, (int)n + 4, "http: too many query parameters");
+    lua_pushstring(L, url); /* q url */
     for (size_t i = 0; i < n; i++) {
-        lua_getfield(L, q, keys[i]);
+        lua_getfield(L, q, keys[i]); /* q url pairs... v */
         int t = lua_type(L, -1);
         if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
             luaL_error(L, "http: query value '%s' must be a string, number or boolean", keys[i]);
-        const char *v =
-            t == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false") : lua_tostring(L, -1);
-        char *ek = curl_easy_escape(NULL, keys[i], 0);
-        char *ev = curl_easy_escape(NULL, v, 0);
-        lua_pop(L, 1);
-        if (ek == NULL || ev == NULL) {
-            curl_free(ek);
-            curl_free(ev);
-            luaL_error(L, "not enough memory");
-        }
+        size_t vlen;
+        const char *v = t == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false")
+                                          : lua_tolstring(L, -1, &vlen);
+        if (t == LUA_TBOOLEAN)
+            vlen = strlen(v);
+        luaL_Buffer b; /* above v, which stays alive until the pair is pushed */
+        luaL_buffinit(L, &b);
         luaL_addchar(&b, i == 0 && strchr(url, '?') == NULL ? '?' : '&');
-        luaL_addstring(&b, ek);
+        add_escaped(&b, keys[i], strlen(keys[i]));
         luaL_addchar(&b, '=');
-        luaL_addstring(&b, ev);
-        curl_free(ek);
-        curl_free(ev);
+        add_escaped(&b, v, vlen);
+        luaL_pushresult(&b); /* q url pairs... v pair */
+        lua_remove(L, -2);   /* q url pairs... pair */
     }
-    luaL_pushresult(&b); /* query url */
+    lua_concat(L, (int)n + 1); /* q full */
     lua_remove(L, q);
 }
 
