@@ -1,5 +1,6 @@
 #include "task.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
     int ref = t->co_ref;
     lua_State *L = vm->L;
     lh_app_t *app = vm->app;
+    assert(ref != LUA_NOREF && vm->tasks > 0 && app->tasks > 0); /* finished once */
     /* not counted any more when `done` runs: an answer given there may admit the next
     ** pipelined event at once, and --max-pending must not count this run against it */
     vm->tasks--;
@@ -166,6 +168,7 @@ void lh_task_resume(lh_task_t *t, int nargs)
     int nres;
     lh_task_t *saved = vm->cur_task;
     int saved_limit = vm->limit_on;
+    assert(t->co_ref != LUA_NOREF && t->pending == NULL); /* alive, and its wait is over */
 
     if (t->timer != NULL)
         lh_clock_timer_stop(t->timer);
