@@ -14,6 +14,7 @@ end
 
 local function setup(answer)
   mock.env("FORWARD_URL", "http://collector.test/in")
+  mock.env("FORWARD_SIGNING_SECRET", nil)
   mock.http("POST", "^http://collector%.test/", answer or { status = 202 })
 end
 
@@ -66,4 +67,49 @@ test("without FORWARD_URL nothing is sent", function()
   local r = fire(sample("ANNOTATION_CREATED"), { allow_failure = true })
   nok(r.ok)
   match(r[1].error, "FORWARD_URL is not set")
+end)
+
+-- The Standard Webhooks specification's example secret
+local SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+test("without FORWARD_SIGNING_SECRET nothing is signed", function()
+  setup()
+  fire(RAW)
+  eq(header(mock.calls()[1], "webhook-signature"), nil)
+  mock.env("FORWARD_SIGNING_SECRET", "")
+  fire(RAW)
+  eq(header(mock.calls()[2], "webhook-signature"), nil, "an empty secret is no secret")
+end)
+
+test("with FORWARD_SIGNING_SECRET each post carries Standard Webhooks headers", function()
+  setup()
+  mock.env("FORWARD_SIGNING_SECRET", SECRET)
+  local r = fire(RAW)
+  ok(r.ok)
+  local call = mock.calls()[1]
+  eq(header(call, "webhook-id"), r.id, "the delivery id")
+  eq(header(call, "webhook-timestamp"), tostring(math.floor(clock.now())))
+  eq(header(call, "webhook-signature"),
+     crypto.webhook_sign(SECRET, r.id, math.floor(clock.now()), RAW))
+  eq(crypto.webhook_verify(SECRET, call.headers, call.body), true, "what a receiver checks")
+  eq(header(call, "x-luahook-delivery"), r.id)
+end)
+
+test("a retry keeps the webhook-id and signs its own timestamp", function()
+  local n = 0
+  setup(function()
+    n = n + 1
+    if n == 1 then return { error = "connection refused" } end
+    return { status = 200 }
+  end)
+  mock.env("FORWARD_SIGNING_SECRET", SECRET)
+  local t0 = math.floor(clock.now())
+  local r = fire(RAW)
+  ok(r.ok)
+  local first, second = mock.calls()[1], mock.calls()[2]
+  eq(header(second, "webhook-id"), header(first, "webhook-id"))
+  eq(header(first, "webhook-timestamp"), tostring(t0))
+  eq(header(second, "webhook-timestamp"), tostring(t0 + 1))
+  eq(crypto.webhook_verify(SECRET, second.headers, second.body), true)
+  neq(header(second, "webhook-signature"), header(first, "webhook-signature"))
 end)

@@ -18,6 +18,9 @@ int luaopen_lh_timer(lua_State *L); /* timer.after/every */
 int luaopen_lh_sleep(lua_State *L); /* pushes the sleep function */
 int luaopen_lh_env(lua_State *L);   /* pushes the env function */
 
+/* crypto.hmac/sha256/hex/base64/equal/random/webhook_* (lib_crypto.c); VM upvalue */
+int luaopen_lh_crypto(lua_State *L);
+
 typedef struct lh_timer_s lh_timer_t;
 
 /** Told of every timer callback run of a VM that ends (fire prints them as it prints

@@ -617,7 +617,7 @@ static int open_libs(lua_State *L)
     } mods[] = {
         {"log", luaopen_lh_log, 1},     {"http", luaopen_lh_http, 1},
         {"timer", luaopen_lh_timer, 1}, {"sleep", luaopen_lh_sleep, 0},
-        {"env", luaopen_lh_env, 0},
+        {"env", luaopen_lh_env, 0},     {"crypto", luaopen_lh_crypto, 1},
     };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* loaded */
     for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {
