@@ -57,3 +57,8 @@ test("a test file's require is its own folder's", function()
   match(err, "\n\tno file '[^']*lib/util%.lua'\n\tno file '[^']*lib/util/init%.lua'\n")
   nok(err:find("package_", 1, true), "not the handlers' folders")
 end)
+
+test("Debian's Lua modules load through package.path and package.cpath", function()
+  fire({ action = "PKG_SYSTEM" })
+  eq(by_msg().system, { cjson = "[1]", safe = true, util = "function" })
+end)
