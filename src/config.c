@@ -237,6 +237,8 @@ static const char usage_head[] =
     "                                            exit 1 if one failed\n"
     "       luahook test [TESTFILE|DIR...]       run *_test.lua files (default: .), HTTP\n"
     "                                            mocked; 'N passed, N failed'; exit 1 on failure\n"
+    "       luahook stubs [DIR]                  write the API's type annotations for\n"
+    "                                            lua-language-server (default: .luahook/stubs)\n"
     "       luahook --version | --help | COMMAND --help\n"
     "\n"
     "PATH is a Lua script, or a folder whose *.lua files load in name order.\n"
@@ -292,6 +294,16 @@ static const char test_usage[] =
     "\n"
     "Exit codes: 0 every test passed, 1 a test failed, 2 no test file found.\n";
 
+static const char stubs_usage[] =
+    "usage: luahook stubs [DIR]\n"
+    "\n"
+    "Writes ---@meta files for lua-language-server into DIR (default: .luahook/stubs,\n"
+    "created if missing): every function of luahook's Lua API with its parameters and\n"
+    "results, the shape of each Label Studio event, and the API of *_test.lua files. Point\n"
+    "workspace.library of .luarc.json at DIR (see README.md, Editor support).\n"
+    "\n"
+    "Exit codes: 0 written, 2 usage error or DIR cannot be written.\n";
+
 const char *lh_config_usage(lh_command_t command)
 {
     /* the whole text: built once from the table, then never changed */
@@ -303,6 +315,8 @@ const char *lh_config_usage(lh_command_t command)
         return fire_usage;
     case LH_CMD_TEST:
         return test_usage;
+    case LH_CMD_STUBS:
+        return stubs_usage;
     default:
         break;
     }
@@ -432,6 +446,8 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             cfg->command = LH_CMD_FIRE, i++;
         else if (strcmp(argv[i], "test") == 0)
             cfg->command = LH_CMD_TEST, i++;
+        else if (strcmp(argv[i], "stubs") == 0)
+            cfg->command = LH_CMD_STUBS, i++;
     }
     int only_paths = 0;
     for (; i < argc; i++) {
@@ -488,6 +504,17 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
     }
     if (cfg->command == LH_CMD_TEST) {
         if (cfg->npaths == 0 && add_path(cfg, ".") != 0) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    if (cfg->command == LH_CMD_STUBS) {
+        if (cfg->npaths > 1) {
+            snprintf(err, errlen, "stubs: give one folder at most");
+            return -1;
+        }
+        if (cfg->npaths == 0 && add_path(cfg, ".luahook/stubs") != 0) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }

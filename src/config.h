@@ -20,6 +20,7 @@ typedef enum {
     LH_CMD_CHECK,
     LH_CMD_FIRE,
     LH_CMD_TEST,
+    LH_CMD_STUBS,
     LH_CMD_HELP,
     LH_CMD_VERSION,
 } lh_command_t;

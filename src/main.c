@@ -18,6 +18,7 @@
 #include "log.h"
 #include "server.h"
 #include "task.h"
+#include "stubs.h"
 #include "testing.h"
 #include "vm.h"
 
@@ -190,6 +191,11 @@ int main(int argc, char **argv)
                LLHTTP_VERSION_PATCH);
         lh_config_dispose(&cfg);
         return 0;
+    }
+    if (cfg.command == LH_CMD_STUBS) {
+        rc = lh_stubs_write(cfg.paths[0]);
+        lh_config_dispose(&cfg);
+        return rc;
     }
     if (cfg.command == LH_CMD_TEST) {
         rc = lh_testing_run(&cfg);

@@ -270,6 +270,25 @@ static int add_watch(lh_reload_t *r, const char *path)
     return 0;
 }
 
+/* The lib/ folder beside the scripts of `path` (a script, or a folder of them): the
+** modules their require() finds there are part of what they run. Only lib/ itself is
+** watched, not its subfolders (inotify does not recurse). */
+static void add_lib_watch(lh_reload_t *r, const char *path)
+{
+    struct stat st;
+    char lib[4096];
+    int isdir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    const char *slash = strrchr(path, '/');
+    if (isdir)
+        snprintf(lib, sizeof(lib), "%s/lib", path);
+    else if (slash == NULL)
+        snprintf(lib, sizeof(lib), "lib");
+    else
+        snprintf(lib, sizeof(lib), "%.*s/lib", (int)(slash - path), path);
+    if (stat(lib, &st) == 0 && S_ISDIR(st.st_mode))
+        add_watch(r, lib);
+}
+
 lh_reload_t *lh_reload_new(lh_app_t *app, int watch)
 {
     lh_reload_t *r = calloc(1, sizeof(*r));
@@ -282,8 +301,10 @@ lh_reload_t *lh_reload_new(lh_app_t *app, int watch)
     uv_idle_init(app->loop, &r->reaper);
     r->sighup.data = r->soon.data = r->debounce.data = r->reaper.data = r;
     uv_signal_start(&r->sighup, on_sighup, SIGHUP);
-    for (size_t i = 0; watch && i < app->cfg->npaths; i++)
+    for (size_t i = 0; watch && i < app->cfg->npaths; i++) {
         add_watch(r, app->cfg->paths[i]);
+        add_lib_watch(r, app->cfg->paths[i]);
+    }
     return r;
 }
 

@@ -702,6 +702,7 @@ static const luaL_Reg host_funcs[] = {
     {"on_http", host_on_http},
     {"on_timer_failed", host_on_timer_failed},
     {"setenv", host_setenv},
+    {"package", lh_vm_package}, /* package(env, path): the require of the test file's folder */
     {NULL, NULL},
 };
 

@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,9 +13,14 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "embedded.h"
 #include "lib.h"
 #include "log.h"
 #include "task.h"
+
+/* registry field: install(env, dir, key) of lua/luahook/package.lua, this VM's loader */
+#define PACKAGE_KEY "luahook.package"
+#define PACKAGE_SRC "luahook/package.lua"
 
 
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -313,6 +319,28 @@ oom:
     return -1;
 }
 
+int lh_vm_package(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 2);
+    const char *slash = strrchr(path, '/');
+    char real[PATH_MAX];
+    lua_getfield(L, LUA_REGISTRYINDEX, PACKAGE_KEY); /* env path install */
+    lua_pushvalue(L, 1);                             /* env path install env */
+    if (slash == NULL)
+        lua_pushliteral(L, ".");
+    else if (slash == path)
+        lua_pushliteral(L, "/");
+    else
+        lua_pushlstring(L, path, (size_t)(slash - path)); /* ... env dir */
+    /* two spellings of one folder are one root: one cache of its modules */
+    if (realpath(lua_tostring(L, -1), real) != NULL)
+        lua_pushstring(L, real);
+    else
+        lua_pushvalue(L, -1); /* ... env dir key */
+    lua_call(L, 3, 0);
+    return 0;
+}
+
 /* Loads the script at `path` under its stable `name`. Returns the number of problems. */
 static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_report_cb report,
                      void *data)
@@ -340,11 +368,20 @@ static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_repo
     ** the script: what its own environment (a per-script `store`) is bound to */
     vm->loading_script = script_id;
     /* the script's own globals, falling back to the shared ones */
-    lua_newtable(L);                      /* fn env */
-    lua_newtable(L);                      /* fn env mt */
-    lua_pushglobaltable(L);               /* fn env mt _G */
-    lua_setfield(L, -2, "__index");       /* fn env mt */
-    lua_setmetatable(L, -2);              /* fn env */
+    lua_newtable(L);                     /* fn env */
+    lua_newtable(L);                     /* fn env mt */
+    lua_pushglobaltable(L);              /* fn env mt _G */
+    lua_setfield(L, -2, "__index");      /* fn env mt */
+    lua_setmetatable(L, -2);             /* fn env */
+    lua_pushcfunction(L, lh_vm_package); /* fn env install */
+    lua_pushvalue(L, -2);
+    lua_pushstring(L, path); /* fn env install env path */
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        report(data, lua_tostring(L, -1));
+        vm->loading_script = -1;
+        lua_settop(L, top);
+        return 1;
+    }
     if (lua_setupvalue(L, -2, 1) == NULL) /* fn */
         lua_pop(L, 1);
     lua_pushcfunction(L, msghandler); /* fn mh */
@@ -635,6 +672,14 @@ static int open_libs(lua_State *L)
     lua_pushcclosure(L, lib_on, 1);
     lua_setglobal(L, "on");
     wrap_os(L, vm);
+    /* require() per package root: the modules beside the scripts (lua/luahook/package.lua) */
+    const lh_embedded_t *pkg = lh_embedded_find(PACKAGE_SRC);
+    if (pkg == NULL)
+        return luaL_error(L, "%s is not compiled in", PACKAGE_SRC);
+    if (luaL_loadbufferx(L, pkg->data, pkg->len, "=" PACKAGE_SRC, "t") != LUA_OK)
+        return lua_error(L);
+    lua_call(L, 0, 1); /* install */
+    lua_setfield(L, LUA_REGISTRYINDEX, PACKAGE_KEY);
     lua_newtable(L);
     vm->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;

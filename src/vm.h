@@ -120,6 +120,14 @@ int lh_vm_script_find(const lh_vm_t *vm, const char *name);
 /** The route for the action string at the top of vm->L (not popped). Never NULL. */
 const lh_route_t *lh_vm_route(lh_vm_t *vm);
 
+/**
+ * A lua_CFunction, to call under lua_pcall: gives the environment at index 1 its own
+ * `require` and `package`, rooted at the folder of the script path at index 2 (its
+ * modules in FOLDER/lib/; one module cache per folder). What every script's _ENV gets
+ * (lua/luahook/package.lua); luahook test gives it to test files too.
+ */
+int lh_vm_package(lua_State *L);
+
 void lh_vm_free(lh_vm_t *vm);
 
 #endif

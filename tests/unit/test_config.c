@@ -83,6 +83,30 @@ static void test_defaults(void)
     lh_config_dispose(&cfg);
 }
 
+static void test_stubs(void)
+{
+    lh_config_t cfg;
+    char err[256];
+    char *a1[] = {"luahook", "stubs", NULL};
+    CHECK(parse(&cfg, err, 2, a1) == 0);
+    CHECK(cfg.command == LH_CMD_STUBS);
+    CHECK_EQ_INT(cfg.npaths, 1);
+    CHECK_STR(cfg.paths[0], ".luahook/stubs");
+    lh_config_dispose(&cfg);
+    char *a2[] = {"luahook", "stubs", "out", NULL};
+    CHECK(parse(&cfg, err, 3, a2) == 0);
+    CHECK_STR(cfg.paths[0], "out");
+    lh_config_dispose(&cfg);
+    char *a3[] = {"luahook", "stubs", "a", "b", NULL};
+    CHECK(parse(&cfg, err, 4, a3) != 0);
+    CHECK(strstr(err, "one folder") != NULL);
+    lh_config_dispose(&cfg);
+    char *a4[] = {"luahook", "stubs", "--help", NULL};
+    CHECK(parse(&cfg, err, 3, a4) == 0 && cfg.command == LH_CMD_HELP);
+    CHECK(strstr(lh_config_usage(cfg.help_for), "lua-language-server") != NULL);
+    lh_config_dispose(&cfg);
+}
+
 static void test_options(void)
 {
     lh_config_t cfg;
@@ -397,6 +421,7 @@ int main(void)
     RUN_TEST(test_seconds);
     RUN_TEST(test_defaults);
     RUN_TEST(test_options);
+    RUN_TEST(test_stubs);
     RUN_TEST(test_env_and_precedence);
     RUN_TEST(test_errors);
     RUN_TEST(test_table_rows);

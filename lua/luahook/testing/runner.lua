@@ -353,6 +353,9 @@ function M.run(path)
   -- a later part (the store) plugs in here: inspection through the host, empty per file
   if host.store_inspect then api.store = host.store_inspect end
   local tenv = setmetatable(api, { __index = _G })
+  -- require finds the modules of the test file's folder (FOLDER/lib/), as a script's does:
+  -- a test beside its handlers gets the very modules they got
+  host.package(tenv, path)
   local passed, failed = 0, 0
 
   local chunk, lerr = loadfile(path, "t", tenv)

@@ -1,0 +1,2 @@
+-- tests/lua/package_test.lua: package_b's own util.
+return { who = "b" }
