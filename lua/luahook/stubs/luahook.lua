@@ -213,3 +213,109 @@ function timer.after(seconds, fn) end
 ---@param fn fun(handle: luahook.Timer)
 ---@return luahook.Timer
 function timer.every(seconds, fn) end
+
+-- ------------------------------------------------------------------------------- crypto
+
+---Hashing, HMAC, encodings and Standard Webhooks signatures (OpenSSL's libcrypto). Nothing
+---here waits: every function may run at load time or in a handler.
+crypto = {}
+
+---@alias luahook.DigestAlg "sha1"|"sha256"|"sha384"|"sha512"
+---@alias luahook.DigestEncoding "hex"|"base64"|"raw"
+
+---The HMAC of `data` under `key`; hex by default.
+---@param alg luahook.DigestAlg
+---@param key string
+---@param data string
+---@param enc? luahook.DigestEncoding
+---@return string
+function crypto.hmac(alg, key, data, enc) end
+
+---SHA-1 of `data`; hex by default.
+---@param data string
+---@param enc? luahook.DigestEncoding
+---@return string
+function crypto.sha1(data, enc) end
+
+---SHA-256 of `data`; hex by default.
+---@param data string
+---@param enc? luahook.DigestEncoding
+---@return string
+function crypto.sha256(data, enc) end
+
+---SHA-384 of `data`; hex by default.
+---@param data string
+---@param enc? luahook.DigestEncoding
+---@return string
+function crypto.sha384(data, enc) end
+
+---SHA-512 of `data`; hex by default.
+---@param data string
+---@param enc? luahook.DigestEncoding
+---@return string
+function crypto.sha512(data, enc) end
+
+---Lower-case hex of the bytes of `s`.
+---@param s string
+---@return string
+function crypto.hex(s) end
+
+---The bytes of hex text (either case); nil, msg when it is not hex.
+---@param s string
+---@return string|nil bytes
+---@return string? err
+function crypto.unhex(s) end
+
+---Base64 of `s`: "std" (padded, the default) or "url" (-_ alphabet, unpadded).
+---@param s string
+---@param variant? "std"|"url"
+---@return string
+function crypto.base64(s, variant) end
+
+---The bytes of base64 text; nil, msg when it is not base64.
+---@param s string
+---@param variant? "std"|"url"
+---@return string|nil bytes
+---@return string? err
+function crypto.unbase64(s, variant) end
+
+---Whether two strings are equal, in time that does not depend on where they differ.
+---@param a string
+---@param b string
+---@return boolean
+function crypto.equal(a, b) end
+
+---`n` random bytes (0 to 65536) from the system's generator; nil, msg if it fails.
+---@param n integer
+---@return string|nil bytes
+---@return string? err
+function crypto.random(n) end
+
+---A Standard Webhooks signature "v1,<base64>" of msg_id.timestamp.body; a secret
+---"whsec_<base64>" is decoded, any other string is the key itself.
+---@param secret string
+---@param msg_id string
+---@param timestamp integer|string
+---@param body string
+---@return string
+function crypto.webhook_sign(secret, msg_id, timestamp, body) end
+
+---The three Standard Webhooks headers for `body`: webhook-id (msg_id, or a random one),
+---webhook-timestamp (now, or `timestamp`) and webhook-signature.
+---@param secret string
+---@param body string
+---@param msg_id? string
+---@param timestamp? integer|string
+---@return table<string, string>
+function crypto.webhook_headers(secret, body, msg_id, timestamp) end
+
+---Checks a Standard Webhooks signature (header names in any case) and that the timestamp
+---is within `tolerance_s` (300) of now: true, or nil, msg, kind.
+---@param secret string
+---@param headers table<string, string>
+---@param body string
+---@param tolerance_s? number
+---@return true|nil ok
+---@return string? err
+---@return "missing"|"timestamp"|"signature"|nil kind
+function crypto.webhook_verify(secret, headers, body, tolerance_s) end
