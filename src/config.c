@@ -219,6 +219,12 @@ static const opt_t options[] = {
      .help = "  --log-level debug|info|warn|error   (info)\n"},
     {"log-format", "LUAHOOK_LOG_FORMAT", AT(log_format), set_choice, "text",
      .choices = format_choices, .help = "  --log-format text|json   (text)\n"},
+    {"state-dir", "LUAHOOK_STATE_DIR", AT(state_dir), set_string, NULL,
+     .empty = "expected a folder",
+     .help = "  --state-dir DIR          keep the store in DIR/luahook.db (default: in memory,\n"
+             "                           lost when the server stops)\n"},
+    {"store-max-keys", "LUAHOOK_STORE_MAX_KEYS", AT(store_max_keys), set_count, "100000",
+     .help = "  --store-max-keys N       keys in the store, every script together (100000)\n"},
     /* luahook fire's own: no environment variable, described in their own paragraph */
     {"sample", NULL, AT(sample), set_string, NULL, .fire_only = 1,
      .empty = "expected an action name"},
@@ -295,7 +301,7 @@ static const char test_usage[] =
 const char *lh_config_usage(lh_command_t command)
 {
     /* the whole text: built once from the table, then never changed */
-    static char usage_text[4096];
+    static char usage_text[8192];
     switch (command) {
     case LH_CMD_CHECK:
         return check_usage;
@@ -524,5 +530,6 @@ void lh_config_dispose(lh_config_t *cfg)
     free(cfg->event_path);
     free(cfg->sample);
     free(cfg->fire_action);
+    free(cfg->state_dir);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -44,6 +44,8 @@ typedef struct lh_config_s {
     int watch; /* reload when a loaded file changes */
     lh_level_t log_level;
     lh_log_format_t log_format;
+    char *state_dir;         /* owned; NULL: state lives in memory */
+    uint64_t store_max_keys; /* store keys of every script together */
     char **paths; /* owned; scripts or folders (test: test files or folders), in order */
     size_t npaths;
     /* fire */

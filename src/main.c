@@ -15,6 +15,7 @@
 #include "reload.h"
 #include "log.h"
 #include "server.h"
+#include "state.h"
 #include "task.h"
 #include "testing.h"
 #include "vm.h"
@@ -151,6 +152,16 @@ static int serve(lh_main_t *m)
         goto fail;
     if ((m->reload = lh_reload_new(&m->app, m->app.cfg->watch)) == NULL)
         return 2;
+    if (m->app.state != NULL) {
+        lh_field_t f[] = {LH_FIELD("dir", m->app.cfg->state_dir),
+                          LH_FIELD("database", lh_state_path(m->app.state))};
+        lh_log_fields(LH_INFO, "state", f, 2);
+    } else {
+        lh_log_fields(LH_INFO,
+                      "state in memory (no --state-dir): the store is lost when the "
+                      "server stops",
+                      NULL, 0);
+    }
     if (lh_server_start(&m->server, &m->app, &h) != 0) {
         lh_reload_free(m->reload);
         m->reload = NULL;
@@ -161,6 +172,24 @@ static int serve(lh_main_t *m)
 fail: /* the handles initialised are closed by main's uv_walk */
     fprintf(stderr, "luahook: cannot watch signals: %s\n", uv_strerror(rc));
     return 2;
+}
+
+/* The state folder's database, for serve and fire with --state-dir: opened (checked,
+** upgraded) before any script loads, its writer started. 0, or 2 with a message. */
+static int open_state(lh_app_t *app, char *err, size_t errlen)
+{
+    const lh_config_t *cfg = app->cfg;
+    int rc;
+    if (cfg->state_dir == NULL || cfg->command == LH_CMD_CHECK)
+        return 0;
+    if (lh_state_check_owner(cfg->state_dir, 0, err, errlen) != 0 ||
+        lh_state_open(&app->state, cfg->state_dir, err, errlen) != 0)
+        return 2;
+    if ((rc = lh_state_start(app->state, app->loop, NULL)) != 0) {
+        snprintf(err, errlen, "cannot start the state writer: %s", uv_strerror(rc));
+        return 2;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -213,6 +242,10 @@ int main(int argc, char **argv)
         goto done;
     }
 
+    if ((rc = open_state(&m.app, err, sizeof(err))) != 0) {
+        fprintf(stderr, "luahook: not starting: %s\n", err);
+        goto done;
+    }
     int problems = 0;
     m.app.vm = lh_vm_new(&m.app, 1, err, sizeof(err));
     if (m.app.vm == NULL) {
@@ -243,10 +276,12 @@ done:
     }
     lh_http_free(m.app.http);
     m.app.http = NULL;
+    lh_state_stop(m.app.state); /* what handlers wrote is committed before we go */
     uv_walk(&loop, close_walk_cb, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     lh_vm_free(m.app.vm);
     uv_run(&loop, UV_RUN_DEFAULT);
+    lh_state_free(m.app.state);
     if (uv_loop_close(&loop) != 0)
         LH_LOG(LH_WARN, "the loop closed with handles still open");
     curl_global_cleanup();
