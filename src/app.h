@@ -14,6 +14,7 @@ typedef struct lh_vm_s lh_vm_t;
 typedef struct lh_http_s lh_http_t;
 typedef struct lh_app_s lh_app_t;
 typedef struct lh_state_s lh_state_t;
+typedef struct lh_store_s lh_store_t;
 
 struct lh_app_s {
     uv_loop_t *loop;        /* borrowed */
@@ -22,6 +23,7 @@ struct lh_app_s {
     lh_vm_t *vm;        /* the VM that takes new events */
     lh_http_t *http;    /* owned; outbound HTTP; NULL where there is no loop to run it */
     lh_state_t *state;  /* owned: the state folder's database; NULL: state lives in memory */
+    lh_store_t *store;  /* owned: handlers' store and locks, outliving every VM; NULL: none */
     uint32_t id_prefix; /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
     int tasks;    /* handler runs alive on every VM, the serving one and replaced ones */

@@ -46,7 +46,7 @@ typedef struct lh_config_s {
     lh_log_format_t log_format;
     char *state_dir;         /* owned; NULL: state lives in memory */
     uint64_t store_max_keys; /* store keys of every script together */
-    char **paths; /* owned; scripts or folders (test: test files or folders), in order */
+    char **paths;            /* owned; scripts or folders (test: test files or folders), in order */
     size_t npaths;
     /* fire */
     char *event_path;  /* owned; a .json file or "-"; NULL with --sample */

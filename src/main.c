@@ -16,6 +16,7 @@
 #include "log.h"
 #include "server.h"
 #include "state.h"
+#include "store.h"
 #include "task.h"
 #include "testing.h"
 #include "vm.h"
@@ -174,18 +175,27 @@ fail: /* the handles initialised are closed by main's uv_walk */
     return 2;
 }
 
-/* The state folder's database, for serve and fire with --state-dir: opened (checked,
-** upgraded) before any script loads, its writer started. 0, or 2 with a message. */
+/* The store, and with --state-dir (serve, fire) the state folder's database under it:
+** opened (checked, upgraded) and loaded before any script loads, its writer started.
+** 0, or 2 with a message. */
 static int open_state(lh_app_t *app, char *err, size_t errlen)
 {
     const lh_config_t *cfg = app->cfg;
     int rc;
-    if (cfg->state_dir == NULL || cfg->command == LH_CMD_CHECK)
-        return 0;
-    if (lh_state_check_owner(cfg->state_dir, 0, err, errlen) != 0 ||
-        lh_state_open(&app->state, cfg->state_dir, err, errlen) != 0)
+    if (cfg->state_dir != NULL && cfg->command != LH_CMD_CHECK &&
+        (lh_state_check_owner(cfg->state_dir, 0, err, errlen) != 0 ||
+         lh_state_open(&app->state, cfg->state_dir, err, errlen) != 0))
         return 2;
-    if ((rc = lh_state_start(app->state, app->loop, NULL)) != 0) {
+    if ((app->store = lh_store_new(app->loop, app->state, (size_t)cfg->store_max_keys)) == NULL) {
+        snprintf(err, errlen, "cannot create the store: out of memory");
+        return 2;
+    }
+    if (app->state == NULL)
+        return 0;
+    if (lh_store_load(app->store, err, errlen) != 0)
+        return 2;
+    lh_state_hooks_t hooks = lh_store_state_hooks(app->store);
+    if ((rc = lh_state_start(app->state, app->loop, &hooks)) != 0) {
         snprintf(err, errlen, "cannot start the state writer: %s", uv_strerror(rc));
         return 2;
     }
@@ -277,10 +287,12 @@ done:
     lh_http_free(m.app.http);
     m.app.http = NULL;
     lh_state_stop(m.app.state); /* what handlers wrote is committed before we go */
+    lh_store_close(m.app.store);
     uv_walk(&loop, close_walk_cb, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     lh_vm_free(m.app.vm);
     uv_run(&loop, UV_RUN_DEFAULT);
+    lh_store_free(m.app.store);
     lh_state_free(m.app.state);
     if (uv_loop_close(&loop) != 0)
         LH_LOG(LH_WARN, "the loop closed with handles still open");

@@ -153,7 +153,9 @@ static int msghandler(lua_State *L)
     return 1;
 }
 
-static int load_file(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void *data)
+/* `ns`: the script's store namespace (see lib_store.c) */
+static int load_file(lh_vm_t *vm, const char *path, const char *ns, lh_vm_report_cb report,
+                     void *data)
 {
     lua_State *L = vm->L;
     int top = lua_gettop(L);
@@ -177,6 +179,8 @@ static int load_file(lh_vm_t *vm, const char *path, lh_vm_report_cb report, void
     lua_pushglobaltable(L);               /* fn env mt _G */
     lua_setfield(L, -2, "__index");       /* fn env mt */
     lua_setmetatable(L, -2);              /* fn env */
+    lh_lib_store_push(L, vm, ns);         /* fn env store */
+    lua_setfield(L, -2, "store");         /* fn env */
     if (lua_setupvalue(L, -2, 1) == NULL) /* fn */
         lua_pop(L, 1);
     lua_pushcfunction(L, msghandler); /* fn mh */
@@ -235,7 +239,7 @@ static int load_dir(lh_vm_t *vm, const char *dir, lh_vm_report_cb report, void *
         snprintf(buf, sizeof(buf), "%.*s/%s", (int)dlen, dir, names[i]);
         struct stat st;
         if (stat(buf, &st) == 0 && S_ISREG(st.st_mode))
-            problems += load_file(vm, buf, report, data);
+            problems += load_file(vm, buf, names[i], report, data);
         free(names[i]);
     }
     free(names);
@@ -321,6 +325,12 @@ done:
     return rc;
 }
 
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
 int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb report, void *data)
 {
     int problems = 0;
@@ -330,7 +340,7 @@ int lh_vm_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb r
         if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode))
             problems += load_dir(vm, paths[i], report, data);
         else
-            problems += load_file(vm, paths[i], report, data);
+            problems += load_file(vm, paths[i], base_name(paths[i]), report, data);
     }
     vm->loading = 0;
     if (seal_routes(vm) != 0) {
