@@ -534,6 +534,7 @@ int lh_store_lock(lh_store_t *s, const char *ns, const char *key, size_t klen, u
         *lock = l;
         return 1;
     }
+    w->owner = owner;
     w->lock = l;
     w->state = W_WAITING;
     w->next = NULL;
