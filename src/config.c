@@ -243,6 +243,8 @@ static const char usage_head[] =
     "                                            exit 1 if one failed\n"
     "       luahook test [TESTFILE|DIR...]       run *_test.lua files (default: .), HTTP\n"
     "                                            mocked; 'N passed, N failed'; exit 1 on failure\n"
+    "       luahook store --state-dir DIR list [PREFIX] | get KEY | set KEY VALUE | delete KEY\n"
+    "                                            look at and change the handlers' store\n"
     "       luahook --version | --help | COMMAND --help\n"
     "\n"
     "PATH is a Lua script, or a folder whose *.lua files load in name order.\n"
@@ -298,6 +300,21 @@ static const char test_usage[] =
     "\n"
     "Exit codes: 0 every test passed, 1 a test failed, 2 no test file found.\n";
 
+static const char store_usage[] =
+    "usage: luahook store --state-dir DIR list [PREFIX]\n"
+    "       luahook store --state-dir DIR get KEY\n"
+    "       luahook store --state-dir DIR set KEY VALUE\n"
+    "       luahook store --state-dir DIR delete KEY\n"
+    "\n"
+    "Looks at and changes the store of a state folder, with its server running or not (a\n"
+    "running server sees a change within a second). KEY is SCRIPT:KEY, the script's name\n"
+    "as the server loads it (counter.lua:count). VALUE is read as JSON when it is JSON\n"
+    "(5, 5.0, true, \"text\", {\"a\": 1}), else as a string. list prints one\n"
+    "'SCRIPT:KEY<TAB>VALUE' line per key (VALUE as JSON), under PREFIX if given.\n"
+    "Run as root on a folder owned by another user, it runs as that user.\n"
+    "\n"
+    "Exit codes: 0 ok, 1 no such key (get, delete), 2 usage or state folder error.\n";
+
 const char *lh_config_usage(lh_command_t command)
 {
     /* the whole text: built once from the table, then never changed */
@@ -309,6 +326,8 @@ const char *lh_config_usage(lh_command_t command)
         return fire_usage;
     case LH_CMD_TEST:
         return test_usage;
+    case LH_CMD_STORE:
+        return store_usage;
     default:
         break;
     }
@@ -438,11 +457,15 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             cfg->command = LH_CMD_FIRE, i++;
         else if (strcmp(argv[i], "test") == 0)
             cfg->command = LH_CMD_TEST, i++;
+        else if (strcmp(argv[i], "store") == 0)
+            cfg->command = LH_CMD_STORE, i++;
     }
     int only_paths = 0;
     for (; i < argc; i++) {
         const char *a = argv[i];
-        if (only_paths || a[0] != '-' || a[1] == '\0') {
+        /* luahook store ... set KEY -1: a negative number is a value, not an option */
+        int number = cfg->command == LH_CMD_STORE && a[0] == '-' && isdigit((unsigned char)a[1]);
+        if (only_paths || a[0] != '-' || a[1] == '\0' || number) {
             if (add_path(cfg, a) != 0) {
                 snprintf(err, errlen, "out of memory");
                 return -1;
@@ -491,6 +514,21 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         }
         if (apply(cfg, o, v, "option", err, errlen) != 0)
             return -1;
+    }
+    if (cfg->command == LH_CMD_STORE) {
+        if (cfg->state_dir == NULL) {
+            snprintf(err, errlen,
+                     "store: give the state folder: --state-dir DIR (or "
+                     "LUAHOOK_STATE_DIR)");
+            return -1;
+        }
+        if (cfg->npaths == 0) {
+            snprintf(err, errlen,
+                     "store: give a command: list [PREFIX], get KEY, set KEY "
+                     "VALUE or delete KEY");
+            return -1;
+        }
+        return 0;
     }
     if (cfg->command == LH_CMD_TEST) {
         if (cfg->npaths == 0 && add_path(cfg, ".") != 0) {

@@ -20,6 +20,7 @@ typedef enum {
     LH_CMD_CHECK,
     LH_CMD_FIRE,
     LH_CMD_TEST,
+    LH_CMD_STORE, /* luahook store ...: paths[] holds the subcommand and its arguments */
     LH_CMD_HELP,
     LH_CMD_VERSION,
 } lh_command_t;

@@ -17,6 +17,7 @@
 #include "server.h"
 #include "state.h"
 #include "store.h"
+#include "store_cli.h"
 #include "task.h"
 #include "testing.h"
 #include "vm.h"
@@ -226,6 +227,11 @@ int main(int argc, char **argv)
                LLHTTP_VERSION_PATCH);
         lh_config_dispose(&cfg);
         return 0;
+    }
+    if (cfg.command == LH_CMD_STORE) {
+        rc = lh_store_cli_run(&cfg);
+        lh_config_dispose(&cfg);
+        return rc;
     }
     if (cfg.command == LH_CMD_TEST) {
         rc = lh_testing_run(&cfg);

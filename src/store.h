@@ -80,9 +80,8 @@ void lh_store_keys(lh_store_t *s, const char *ns, const char *prefix, size_t ple
 
 /* ---- locks: one per (ns, key) that someone holds or waits for ---- */
 
-/* A waiter: `granted` filled by its owner, the rest by the store. `granted` runs from the loop
-*(never
-** inside lh_store_unlock) once the lock is the waiter's. */
+/* A waiter: `granted` is filled by its owner, the rest by the store. `granted` runs from
+** the loop (never inside lh_store_unlock) once the lock is the waiter's. */
 struct lh_store_waiter_s {
     void (*granted)(lh_store_waiter_t *w);
     uint64_t owner;        /* set by the store: who waits (lh_store_lock's `owner`) */
