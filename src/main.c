@@ -185,7 +185,8 @@ static int open_state(lh_app_t *app, char *err, size_t errlen)
     int rc;
     if (cfg->state_dir != NULL && cfg->command != LH_CMD_CHECK &&
         (lh_state_check_owner(cfg->state_dir, 0, err, errlen) != 0 ||
-         lh_state_open(&app->state, cfg->state_dir, err, errlen) != 0))
+         lh_state_open(&app->state, cfg->state_dir, err, errlen) != 0 ||
+         lh_state_claim(app->state, err, errlen) != 0))
         return 2;
     if ((app->store = lh_store_new(app->loop, app->state, (size_t)cfg->store_max_keys)) == NULL) {
         snprintf(err, errlen, "cannot create the store: out of memory");
@@ -293,6 +294,19 @@ done:
     lh_http_free(m.app.http);
     m.app.http = NULL;
     lh_state_stop(m.app.state); /* what handlers wrote is committed before we go */
+    if (m.app.state != NULL) {
+        lh_state_stats_t st;
+        char ops[24], commits[24], largest[24], failed[24];
+        lh_state_stats(m.app.state, &st);
+        snprintf(ops, sizeof(ops), "%llu", (unsigned long long)st.ops);
+        snprintf(commits, sizeof(commits), "%llu", (unsigned long long)st.commits);
+        snprintf(largest, sizeof(largest), "%llu", (unsigned long long)st.max_batch);
+        snprintf(failed, sizeof(failed), "%llu", (unsigned long long)st.failures);
+        lh_field_t f[] = {LH_FIELD_NUM("writes", ops), LH_FIELD_NUM("commits", commits),
+                          LH_FIELD_NUM("largest_commit", largest),
+                          LH_FIELD_NUM("failed_commits", failed)};
+        lh_log_fields(LH_INFO, "state closed", f, 4);
+    }
     lh_store_close(m.app.store);
     uv_walk(&loop, close_walk_cb, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -2,14 +2,18 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "log.h"
 
 /*
 ** The schema is an ordered list of steps; `PRAGMA user_version` is how many ran. A new
@@ -51,6 +55,7 @@ struct op_s {
 struct lh_state_s {
     sqlite3 *db;                      /* owned; the writer's alone once started */
     char *path;                       /* owned: DIR/luahook.db */
+    int claim_fd;                     /* owned: DIR/luahook.lock, flock'ed by a server; -1: none */
     sqlite3_stmt *put, *del, *forget; /* owned, prepared lazily by the writer */
     uv_loop_t *loop;                  /* borrowed */
     uv_async_t async;                 /* wakes the loop: `done` has something */
@@ -230,6 +235,7 @@ int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, s
         goto oom;
     }
     st->sync_init = 1;
+    st->claim_fd = -1;
     size_t n = strlen(dir) + sizeof(LH_STATE_DB_NAME) + 2;
     if ((st->path = malloc(n)) == NULL)
         goto oom;
@@ -704,7 +710,7 @@ static void run_done(lh_state_t *st)
         else if (op->kind == OP_EXTERNAL && st->hooks.external != NULL)
             st->hooks.external(st->hooks.data, &op->r, op->seq);
         else if (op->kind == OP_LOG)
-            fprintf(stderr, "luahook: %s\n", op->r.bytes);
+            lh_log_printf(LH_ERROR, "%s", op->r.bytes);
         op_free(op);
     }
 }
@@ -789,8 +795,38 @@ void lh_state_free(lh_state_t *st)
         uv_cond_destroy(&st->cond);
         uv_mutex_destroy(&st->mu);
     }
+    if (st->claim_fd >= 0)
+        close(st->claim_fd);
     free(st->path);
     free(st);
+}
+
+int lh_state_claim(lh_state_t *st, char *err, size_t errlen)
+{
+    /* a file of its own: closing any descriptor of the database would drop SQLite's
+    ** POSIX locks */
+    size_t n = strlen(st->path);
+    char lock[PATH_MAX + 16];
+    snprintf(lock, sizeof(lock), "%.*s.lock", (int)(n - 3), st->path); /* luahook.db → .lock */
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", lock, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            snprintf(err, errlen,
+                     "another luahook server uses the state folder of %s (%s is "
+                     "locked)",
+                     st->path, lock);
+        else
+            snprintf(err, errlen, "%s: %s", lock, strerror(e));
+        return -1;
+    }
+    st->claim_fd = fd;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ the CLI */

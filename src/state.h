@@ -54,6 +54,12 @@ int lh_state_schema_version(void);
  */
 int lh_state_open(lh_state_t **out, const char *dir, char *err, size_t errlen);
 
+/**
+ * Claims the folder for this process (a server): an exclusive lock on DIR/luahook.lock,
+ * held until lh_state_free. Returns 0, or -1 with a message when another process holds it.
+ */
+int lh_state_claim(lh_state_t *st, char *err, size_t errlen);
+
 /** Opens at most up to schema version `upto` (tests make older databases with it). */
 int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, size_t errlen);
 
@@ -80,6 +86,13 @@ typedef struct lh_state_hooks_s {
  * From then on only the writer touches the connection.
  */
 int lh_state_start(lh_state_t *st, uv_loop_t *loop, const lh_state_hooks_t *hooks);
+
+/*
+** The queue is one ordered list of operations, and one commit takes all of it: what is
+** queued before an operation is durable no later than it. The journal will add its own
+** kinds (an event accepted, a run done) to the same queue, so a handler's store writes,
+** queued before its run is recorded as done, commit in the same transaction or earlier.
+*/
 
 /** Queues a store write (copied). Returns its sequence number, or 0 if out of memory (the
  *  write is then lost to the database: logged). Before lh_state_start, queued writes are

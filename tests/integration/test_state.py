@@ -52,6 +52,16 @@ class StateFolder(unittest.TestCase):
             with h.Server(NOOP, env={"LUAHOOK_STATE_DIR": d}) as srv:
                 srv.wait_log(lambda e: e.get("msg") == "state", what="the state line")
 
+    def test_one_server_per_folder(self):
+        with h.TempDir() as td:
+            d = td.join("state")
+            with h.Server(NOOP, "--state-dir", d):
+                r = h.run_luahook("serve", "--listen", "127.0.0.1:0", "--state-dir", d, NOOP)
+                self.assertEqual(r.returncode, 2)
+                self.assertIn("another luahook server uses the state folder", r.stderr.decode())
+            with h.Server(NOOP, "--state-dir", d):  # free again once the first stopped
+                pass
+
     def test_v1_upgrades(self):
         with h.TempDir() as td:
             d = td.join("state")
