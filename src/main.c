@@ -192,8 +192,10 @@ static int open_state(lh_app_t *app, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the store: out of memory");
         return 2;
     }
+    lh_store_observe(app->store, &app->metrics);
     if (app->state == NULL)
         return 0;
+    lh_state_observe(app->state, &app->metrics);
     if (lh_store_load(app->store, err, errlen) != 0)
         return 2;
     lh_state_hooks_t hooks = lh_store_state_hooks(app->store);

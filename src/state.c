@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 /*
 ** The schema is an ordered list of steps; `PRAGMA user_version` is how many ran. A new
@@ -74,6 +75,7 @@ struct lh_state_s {
     uint64_t last_vacuum;
     lh_state_hooks_t hooks;
     lh_state_stats_t stats;
+    lh_metrics_t *metrics; /* borrowed; NULL: none */
 };
 
 int lh_state_schema_version(void)
@@ -642,10 +644,15 @@ static void vacuum(lh_state_t *st)
         sqlite3_exec(st->db, "PRAGMA incremental_vacuum(1000)", 0, 0, 0);
 }
 
-static void hand_back(lh_state_t *st, op_t *done)
+/* Gives `done` to the loop and wakes it; `wake`: also with nothing to give (the counters
+** changed). */
+static void hand_back(lh_state_t *st, op_t *done, int wake)
 {
-    if (done == NULL)
+    if (done == NULL) {
+        if (wake)
+            uv_async_send(&st->async);
         return;
+    }
     uv_mutex_lock(&st->mu);
     op_t *tail = done;
     while (tail->next)
@@ -669,6 +676,7 @@ static void writer_main(void *arg)
         uv_mutex_unlock(&st->mu);
 
         op_t *done = NULL;
+        int wake = batch != NULL;
         commit_batch(st, batch, &done); /* the group commit: everything queued till now */
         poll_external(st, &done);
         uint64_t now = uv_hrtime();
@@ -676,7 +684,7 @@ static void writer_main(void *arg)
             st->last_vacuum = now;
             vacuum(st);
         }
-        hand_back(st, done);
+        hand_back(st, done, wake);
         if (stopping) {
             uv_mutex_lock(&st->mu);
             int empty = st->q_head == NULL;
@@ -689,12 +697,22 @@ static void writer_main(void *arg)
 
 /* ------------------------------------------------------------------ the loop side */
 
+void lh_state_observe(lh_state_t *st, lh_metrics_t *m)
+{
+    st->metrics = m;
+}
+
 /* Runs what the writer handed back, oldest first. */
 static void run_done(lh_state_t *st)
 {
     uv_mutex_lock(&st->mu);
     op_t *list = st->done;
     st->done = NULL;
+    if (st->metrics != NULL) {
+        st->metrics->state_commits = st->stats.commits;
+        st->metrics->state_writes = st->stats.ops;
+        st->metrics->state_failed = st->stats.failures;
+    }
     uv_mutex_unlock(&st->mu);
     op_t *rev = NULL;
     while (list) {

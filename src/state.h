@@ -14,6 +14,8 @@
 #include <sqlite3.h>
 #include <uv.h>
 
+#include "metrics.h"
+
 /* The database file inside the state folder. */
 #define LH_STATE_DB_NAME "luahook.db"
 
@@ -104,6 +106,9 @@ uint64_t lh_state_delete(lh_state_t *st, const char *ns, const char *key);
 /** `cb` runs exactly once on the loop, once everything queued before it is durable
  *  (status 0) or failed (negative). Returns 0, or -1 (out of memory; `cb` never runs). */
 int lh_state_flush(lh_state_t *st, void (*cb)(void *data, int status), void *data);
+
+/** Keeps the luahook_state_* series of `m` (borrowed) current, on the loop. */
+void lh_state_observe(lh_state_t *st, lh_metrics_t *m);
 
 /* Counters of the writer, read on the loop. */
 typedef struct lh_state_stats_s {

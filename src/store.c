@@ -8,6 +8,7 @@
 #include <sys/time.h>
 
 #include "list.h"
+#include "metrics.h"
 
 /* Buckets the expiry sweep looks at per tick: it never holds the loop for long. */
 #define SWEEP_BUCKETS 4096
@@ -54,6 +55,7 @@ struct lh_store_s {
     lh_store_lock_t *locks;
     size_t nlocks;
     lh_store_waiter_t *granted; /* waiters whose lock is theirs, not told yet */
+    lh_metrics_t *metrics;      /* borrowed; NULL: none */
 };
 
 static double now_s(void)
@@ -107,6 +109,8 @@ static void remove_at(lh_store_t *s, entry_t **pp, int persist)
     if (e->expires > 0)
         s->nexpiring--;
     s->count--;
+    if (s->metrics)
+        s->metrics->store_keys = s->count;
     entry_free(e);
 }
 
@@ -183,6 +187,8 @@ static entry_t *insert(lh_store_t *s, const char *ns, const char *key, size_t kl
     e->next = *pp;
     *pp = e;
     s->count++;
+    if (s->metrics)
+        s->metrics->store_keys = s->count;
     return e;
 }
 
@@ -279,6 +285,12 @@ fail:
     return NULL;
 }
 
+void lh_store_observe(lh_store_t *s, lh_metrics_t *m)
+{
+    s->metrics = m;
+    m->store_keys = s->count;
+}
+
 size_t lh_store_count(const lh_store_t *s)
 {
     return s->count;
@@ -301,18 +313,26 @@ int lh_store_get(lh_store_t *s, const char *ns, const char *key, size_t klen, lh
     return 1;
 }
 
-static int check_key(size_t klen, char *err, size_t errlen)
+static void refused(lh_store_t *s)
+{
+    if (s->metrics)
+        s->metrics->store_refused++;
+}
+
+static int check_key(lh_store_t *s, size_t klen, char *err, size_t errlen)
 {
     if (klen == 0 || klen > LH_STORE_MAX_KEY) {
+        refused(s);
         snprintf(err, errlen, "a key is 1 to %d bytes, this one has %zu", LH_STORE_MAX_KEY, klen);
         return -1;
     }
     return 0;
 }
 
-static int check_ttl(double ttl, char *err, size_t errlen)
+static int check_ttl(lh_store_t *s, double ttl, char *err, size_t errlen)
 {
     if (!(ttl >= 0) || ttl > LH_STORE_MAX_TTL) {
+        refused(s);
         snprintf(err, errlen, "ttl must be a number of seconds from 0 (none) to %.0f",
                  LH_STORE_MAX_TTL);
         return -1;
@@ -323,20 +343,21 @@ static int check_ttl(double ttl, char *err, size_t errlen)
 static int full(lh_store_t *s, char *err, size_t errlen)
 {
     snprintf(err, errlen, "the store is full (%zu keys, --store-max-keys)", s->max_keys);
-    (void)s;
+    refused(s);
     return -1;
 }
 
 int lh_store_set(lh_store_t *s, const char *ns, const char *key, size_t klen,
                  const lh_store_value_t *v, double ttl, char *err, size_t errlen)
 {
-    if (check_key(klen, err, errlen) != 0 || check_ttl(ttl, err, errlen) != 0)
+    if (check_key(s, klen, err, errlen) != 0 || check_ttl(s, ttl, err, errlen) != 0)
         return -1;
     if (v->type == 0) {
         lh_store_delete(s, ns, key, klen);
         return 0;
     }
     if ((v->type == LH_SV_STRING || v->type == LH_SV_JSON) && v->len > LH_STORE_MAX_VALUE) {
+        refused(s);
         snprintf(err, errlen, "a value is at most %d bytes%s, this one has %zu", LH_STORE_MAX_VALUE,
                  v->type == LH_SV_JSON ? " as JSON" : "", v->len);
         return -1;
@@ -367,7 +388,7 @@ int lh_store_incr(lh_store_t *s, const char *ns, const char *key, size_t klen,
                   const lh_store_value_t *by, double ttl, lh_store_value_t *out, char *err,
                   size_t errlen)
 {
-    if (check_key(klen, err, errlen) != 0 || check_ttl(ttl, err, errlen) != 0)
+    if (check_key(s, klen, err, errlen) != 0 || check_ttl(s, ttl, err, errlen) != 0)
         return -1;
     entry_t *e = lookup(s, ns, key, klen);
     lh_store_value_t cur = {.type = LH_SV_INT, .i = 0};

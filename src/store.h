@@ -13,6 +13,8 @@
 
 #include <uv.h>
 
+#include "metrics.h"
+
 #include "state.h"
 
 #define LH_STORE_MAX_KEY   512                  /* bytes of a key (the namespace aside) */
@@ -45,6 +47,9 @@ lh_store_t *lh_store_new(uv_loop_t *loop, lh_state_t *state, size_t max_keys);
 int lh_store_load(lh_store_t *s, char *err, size_t errlen);
 /** The hooks to give lh_state_start: other processes' changes reach the memory. */
 lh_state_hooks_t lh_store_state_hooks(lh_store_t *s);
+
+/** Keeps luahook_store_keys and luahook_store_refused_total in `m` (borrowed) current. */
+void lh_store_observe(lh_store_t *s, lh_metrics_t *m);
 
 /** Keys in the store now. */
 size_t lh_store_count(const lh_store_t *s);

@@ -52,6 +52,14 @@ class StateFolder(unittest.TestCase):
             with h.Server(NOOP, env={"LUAHOOK_STATE_DIR": d}) as srv:
                 srv.wait_log(lambda e: e.get("msg") == "state", what="the state line")
 
+    def test_empty_file_is_version_0(self):
+        # a 0-byte luahook.db (touch, or a copy that failed) is an empty database: upgraded
+        with h.TempDir() as td:
+            open(td.join(DB), "wb").close()
+            with h.Server(NOOP, "--state-dir", td.path):
+                pass
+            self.assertEqual(pragma(td.join(DB), "user_version"), 2)
+
     def test_one_server_per_folder(self):
         with h.TempDir() as td:
             d = td.join("state")

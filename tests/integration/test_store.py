@@ -104,7 +104,7 @@ class Store(unittest.TestCase):
             try:
                 for i in range(100):
                     ok(srv, {"action": "SET", "from": i, "to": i})
-                time.sleep(1.0)
+                time.sleep(1.0)  # the README: nothing a second old is lost
             finally:
                 srv.kill()  # SIGKILL: no shutdown, no final commit
             with h.Server(COUNTER, "--ack", "handled", "--state-dir", d) as srv:
@@ -131,6 +131,14 @@ class Store(unittest.TestCase):
                 self.assertIn("store.set: the store is full (10 keys, --store-max-keys)",
                               r.json()["failed"][0]["error"])
                 self.assertEqual(read(srv)["keys"], 10)
+                m = h.get_metrics(srv.port)
+                self.assertEqual(m.get("luahook_store_keys"), 10)
+                self.assertEqual(m.get("luahook_store_refused_total"), 1)
+                h.wait_until(lambda: h.get_metrics(srv.port).get(
+                    "luahook_state_writes_total") == 10, what="10 writes committed")
+                m = h.get_metrics(srv.port)
+                self.assertGreaterEqual(m.get("luahook_state_commits_total", result="ok"), 1)
+                self.assertEqual(m.get("luahook_state_commits_total", result="failed"), 0)
             # a restart under a lower limit refuses to drop keys
             r = h.run_luahook("serve", "--listen", "127.0.0.1:0", "--state-dir", d,
                               "--store-max-keys", "5", COUNTER)
@@ -141,9 +149,13 @@ class Store(unittest.TestCase):
         with h.TempDir() as td:
             d = td.join("state")
             with h.Server(COUNTER, "--ack", "handled", "--state-dir", d) as srv:
-                ok(srv, {"action": "EXPIRE", "ttl": 0.3})
-                self.assertEqual(read(srv)["e"], "soon gone")
-                time.sleep(0.4)
+                ttl = 1.0 * h.SLOW  # long enough to read it back on a busy machine
+                t0 = time.monotonic()
+                ok(srv, {"action": "EXPIRE", "ttl": ttl})
+                line = read(srv)
+                if time.monotonic() - t0 < ttl:
+                    self.assertEqual(line["e"], "soon gone")
+                time.sleep(max(0.0, ttl + 0.1 - (time.monotonic() - t0)))
                 self.assertNotIn("e", read(srv))
                 ok(srv, {"action": "EXPIRE", "ttl": 0.3})
                 p = os.path.join(d, "luahook.db")
