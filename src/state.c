@@ -130,8 +130,10 @@ static int check_existing(const char *path, char *err, size_t errlen)
     int64_t version = 0;
     char uri[PATH_MAX * 3 + 32], wal[PATH_MAX + 8];
     struct stat sb;
-    /* without a WAL file beside it, read it as immutable: not even a -shm appears; with
-    ** one (a crash, or a server running), a plain read-only open reads it */
+    /* without a WAL file beside it, read it as immutable: not even a -shm appears. With
+    ** one (a server running, or one that crashed), open it for writing without creating
+    ** anything: after a crash only such a connection may rebuild the WAL index (recovery
+    ** touches the -wal and -shm files, never the database file itself) */
     snprintf(wal, sizeof(wal), "%s-wal", path);
     int immutable = stat(wal, &sb) != 0;
     size_t o = (size_t)snprintf(uri, sizeof(uri), "file:");
@@ -142,7 +144,9 @@ static int check_existing(const char *path, char *err, size_t errlen)
             uri[o++] = *p;
     }
     snprintf(uri + o, sizeof(uri) - o, "%s", immutable ? "?immutable=1" : "");
-    int rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+    int rc = sqlite3_open_v2(
+        uri, &db, (immutable ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_URI,
+        NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : "no memory");
         goto fail;
