@@ -15,6 +15,8 @@ typedef struct lh_http_s lh_http_t;
 typedef struct lh_clock_s lh_clock_t;
 typedef struct lh_transport_s lh_transport_t;
 typedef struct lh_app_s lh_app_t;
+typedef struct lh_state_s lh_state_t;
+typedef struct lh_store_s lh_store_t;
 
 struct lh_app_s {
     uv_loop_t *loop;        /* borrowed */
@@ -25,7 +27,9 @@ struct lh_app_s {
     /* luahook test's own; NULL: the real ones (the loop's clock, `http`'s curl) */
     lh_clock_t *clock;         /* borrowed */
     lh_transport_t *transport; /* borrowed */
-    uint32_t id_prefix;        /* delivery ids: random per process, then a counter */
+    lh_state_t *state; /* owned: the state folder's database; NULL: state lives in memory */
+    lh_store_t *store; /* owned: handlers' store and locks, outliving every VM; NULL: none */
+    uint32_t id_prefix; /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
     int tasks;    /* handler runs alive on every VM, the serving one and replaced ones */
     int admitted; /* handler runs of admitted events not started yet (dispatch) */

@@ -219,6 +219,12 @@ static const opt_t options[] = {
      .help = "  --log-level debug|info|warn|error   (info)\n"},
     {"log-format", "LUAHOOK_LOG_FORMAT", AT(log_format), set_choice, "text",
      .choices = format_choices, .help = "  --log-format text|json   (text)\n"},
+    {"state-dir", "LUAHOOK_STATE_DIR", AT(state_dir), set_string, NULL,
+     .empty = "expected a folder",
+     .help = "  --state-dir DIR          keep the store in DIR/luahook.db (default: in memory,\n"
+             "                           lost when the server stops)\n"},
+    {"store-max-keys", "LUAHOOK_STORE_MAX_KEYS", AT(store_max_keys), set_count, "100000",
+     .help = "  --store-max-keys N       keys in the store, every script together (100000)\n"},
     /* luahook fire's own: no environment variable, described in their own paragraph */
     {"sample", NULL, AT(sample), set_string, NULL, .fire_only = 1,
      .empty = "expected an action name"},
@@ -239,6 +245,8 @@ static const char usage_head[] =
     "                                            mocked; 'N passed, N failed'; exit 1 on failure\n"
     "       luahook stubs [DIR]                  write the API's type annotations for\n"
     "                                            lua-language-server (default: .luahook/stubs)\n"
+    "       luahook store --state-dir DIR list [PREFIX] | get KEY | set KEY VALUE | delete KEY\n"
+    "                                            look at and change the handlers' store\n"
     "       luahook --version | --help | COMMAND --help\n"
     "\n"
     "PATH is a Lua script, or a folder whose *.lua files load in name order.\n"
@@ -303,11 +311,25 @@ static const char stubs_usage[] =
     "workspace.library of .luarc.json at DIR (see README.md, Editor support).\n"
     "\n"
     "Exit codes: 0 written, 2 usage error or DIR cannot be written.\n";
+static const char store_usage[] =
+    "usage: luahook store --state-dir DIR list [PREFIX]\n"
+    "       luahook store --state-dir DIR get KEY\n"
+    "       luahook store --state-dir DIR set KEY VALUE\n"
+    "       luahook store --state-dir DIR delete KEY\n"
+    "\n"
+    "Looks at and changes the store of a state folder, with its server running or not (a\n"
+    "running server sees a change within a second). KEY is SCRIPT:KEY, the script's name\n"
+    "as the server loads it (counter.lua:count). VALUE is read as JSON when it is JSON\n"
+    "(5, 5.0, true, \"text\", {\"a\": 1}), else as a string. list prints one\n"
+    "'SCRIPT:KEY<TAB>VALUE' line per key (VALUE as JSON), under PREFIX if given.\n"
+    "Run as root on a folder owned by another user, it runs as that user.\n"
+    "\n"
+    "Exit codes: 0 ok, 1 no such key (get, delete), 2 usage or state folder error.\n";
 
 const char *lh_config_usage(lh_command_t command)
 {
     /* the whole text: built once from the table, then never changed */
-    static char usage_text[4096];
+    static char usage_text[8192];
     switch (command) {
     case LH_CMD_CHECK:
         return check_usage;
@@ -317,6 +339,8 @@ const char *lh_config_usage(lh_command_t command)
         return test_usage;
     case LH_CMD_STUBS:
         return stubs_usage;
+    case LH_CMD_STORE:
+        return store_usage;
     default:
         break;
     }
@@ -448,11 +472,15 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             cfg->command = LH_CMD_TEST, i++;
         else if (strcmp(argv[i], "stubs") == 0)
             cfg->command = LH_CMD_STUBS, i++;
+        else if (strcmp(argv[i], "store") == 0)
+            cfg->command = LH_CMD_STORE, i++;
     }
     int only_paths = 0;
     for (; i < argc; i++) {
         const char *a = argv[i];
-        if (only_paths || a[0] != '-' || a[1] == '\0') {
+        /* luahook store ... set KEY -1: a negative number is a value, not an option */
+        int number = cfg->command == LH_CMD_STORE && a[0] == '-' && isdigit((unsigned char)a[1]);
+        if (only_paths || a[0] != '-' || a[1] == '\0' || number) {
             if (add_path(cfg, a) != 0) {
                 snprintf(err, errlen, "out of memory");
                 return -1;
@@ -501,6 +529,21 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         }
         if (apply(cfg, o, v, "option", err, errlen) != 0)
             return -1;
+    }
+    if (cfg->command == LH_CMD_STORE) {
+        if (cfg->state_dir == NULL) {
+            snprintf(err, errlen,
+                     "store: give the state folder: --state-dir DIR (or "
+                     "LUAHOOK_STATE_DIR)");
+            return -1;
+        }
+        if (cfg->npaths == 0) {
+            snprintf(err, errlen,
+                     "store: give a command: list [PREFIX], get KEY, set KEY "
+                     "VALUE or delete KEY");
+            return -1;
+        }
+        return 0;
     }
     if (cfg->command == LH_CMD_TEST) {
         if (cfg->npaths == 0 && add_path(cfg, ".") != 0) {
@@ -551,5 +594,6 @@ void lh_config_dispose(lh_config_t *cfg)
     free(cfg->event_path);
     free(cfg->sample);
     free(cfg->fire_action);
+    free(cfg->state_dir);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -21,6 +21,7 @@ typedef enum {
     LH_CMD_FIRE,
     LH_CMD_TEST,
     LH_CMD_STUBS,
+    LH_CMD_STORE, /* luahook store ...: paths[] holds the subcommand and its arguments */
     LH_CMD_HELP,
     LH_CMD_VERSION,
 } lh_command_t;
@@ -45,7 +46,9 @@ typedef struct lh_config_s {
     int watch; /* reload when a loaded file changes */
     lh_level_t log_level;
     lh_log_format_t log_format;
-    char **paths; /* owned; scripts or folders (test: test files or folders), in order */
+    char *state_dir;         /* owned; NULL: state lives in memory */
+    uint64_t store_max_keys; /* store keys of every script together */
+    char **paths;            /* owned; scripts or folders (test: test files or folders), in order */
     size_t npaths;
     /* fire */
     char *event_path;  /* owned; a .json file or "-"; NULL with --sample */

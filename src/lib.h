@@ -17,6 +17,8 @@ int luaopen_lh_http(lua_State *L);  /* http.request/get/post/put/patch/delete */
 int luaopen_lh_timer(lua_State *L); /* timer.after/every */
 int luaopen_lh_sleep(lua_State *L); /* pushes the sleep function */
 int luaopen_lh_env(lua_State *L);   /* pushes the env function */
+/** Pushes a `store` table for the scripts of namespace `ns` (lib_store.c). */
+int lh_lib_store_push(lua_State *L, lh_vm_t *vm, const char *ns);
 
 /* crypto.hmac/sha256/hex/base64/equal/random/webhook_* (lib_crypto.c); VM upvalue */
 int luaopen_lh_crypto(lua_State *L);

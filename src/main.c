@@ -17,6 +17,9 @@
 #include "reload.h"
 #include "log.h"
 #include "server.h"
+#include "state.h"
+#include "store.h"
+#include "store_cli.h"
 #include "task.h"
 #include "stubs.h"
 #include "testing.h"
@@ -155,6 +158,16 @@ static int serve(lh_main_t *m)
         goto fail;
     if ((m->reload = lh_reload_new(&m->app, m->app.cfg->watch)) == NULL)
         return 2;
+    if (m->app.state != NULL) {
+        lh_field_t f[] = {LH_FIELD("dir", m->app.cfg->state_dir),
+                          LH_FIELD("database", lh_state_path(m->app.state))};
+        lh_log_fields(LH_INFO, "state", f, 2);
+    } else {
+        lh_log_fields(LH_INFO,
+                      "state in memory (no --state-dir): the store is lost when the "
+                      "server stops",
+                      NULL, 0);
+    }
     if (lh_server_start(&m->server, &m->app, &h) != 0) {
         lh_reload_free(m->reload);
         m->reload = NULL;
@@ -165,6 +178,36 @@ static int serve(lh_main_t *m)
 fail: /* the handles initialised are closed by main's uv_walk */
     fprintf(stderr, "luahook: cannot watch signals: %s\n", uv_strerror(rc));
     return 2;
+}
+
+/* The store, and with --state-dir (serve, fire) the state folder's database under it:
+** opened (checked, upgraded) and loaded before any script loads, its writer started.
+** 0, or 2 with a message. */
+static int open_state(lh_app_t *app, char *err, size_t errlen)
+{
+    const lh_config_t *cfg = app->cfg;
+    int rc;
+    if (cfg->state_dir != NULL && cfg->command != LH_CMD_CHECK &&
+        (lh_state_check_owner(cfg->state_dir, 0, err, errlen) != 0 ||
+         lh_state_open(&app->state, cfg->state_dir, err, errlen) != 0 ||
+         lh_state_claim(app->state, err, errlen) != 0))
+        return 2;
+    if ((app->store = lh_store_new(app->loop, app->state, (size_t)cfg->store_max_keys)) == NULL) {
+        snprintf(err, errlen, "cannot create the store: out of memory");
+        return 2;
+    }
+    lh_store_observe(app->store, &app->metrics);
+    if (app->state == NULL)
+        return 0;
+    lh_state_observe(app->state, &app->metrics);
+    if (lh_store_load(app->store, err, errlen) != 0)
+        return 2;
+    lh_state_hooks_t hooks = lh_store_state_hooks(app->store);
+    if ((rc = lh_state_start(app->state, app->loop, &hooks)) != 0) {
+        snprintf(err, errlen, "cannot start the state writer: %s", uv_strerror(rc));
+        return 2;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -197,6 +240,11 @@ int main(int argc, char **argv)
         lh_config_dispose(&cfg);
         return rc;
     }
+    if (cfg.command == LH_CMD_STORE) {
+        rc = lh_store_cli_run(&cfg);
+        lh_config_dispose(&cfg);
+        return rc;
+    }
     if (cfg.command == LH_CMD_TEST) {
         rc = lh_testing_run(&cfg);
         lh_config_dispose(&cfg);
@@ -222,6 +270,10 @@ int main(int argc, char **argv)
         goto done;
     }
 
+    if ((rc = open_state(&m.app, err, sizeof(err))) != 0) {
+        fprintf(stderr, "luahook: not starting: %s\n", err);
+        goto done;
+    }
     int problems = 0;
     m.app.vm = lh_vm_new(&m.app, 1, err, sizeof(err));
     if (m.app.vm == NULL) {
@@ -264,10 +316,27 @@ done:
     }
     lh_http_free(m.app.http);
     m.app.http = NULL;
+    lh_state_stop(m.app.state); /* what handlers wrote is committed before we go */
+    if (m.app.state != NULL) {
+        lh_state_stats_t st;
+        char ops[24], commits[24], largest[24], failed[24];
+        lh_state_stats(m.app.state, &st);
+        snprintf(ops, sizeof(ops), "%llu", (unsigned long long)st.ops);
+        snprintf(commits, sizeof(commits), "%llu", (unsigned long long)st.commits);
+        snprintf(largest, sizeof(largest), "%llu", (unsigned long long)st.max_batch);
+        snprintf(failed, sizeof(failed), "%llu", (unsigned long long)st.failures);
+        lh_field_t f[] = {LH_FIELD_NUM("writes", ops), LH_FIELD_NUM("commits", commits),
+                          LH_FIELD_NUM("largest_commit", largest),
+                          LH_FIELD_NUM("failed_commits", failed)};
+        lh_log_fields(LH_INFO, "state closed", f, 4);
+    }
+    lh_store_close(m.app.store);
     uv_walk(&loop, close_walk_cb, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     lh_vm_free(m.app.vm);
     uv_run(&loop, UV_RUN_DEFAULT);
+    lh_store_free(m.app.store);
+    lh_state_free(m.app.state);
     if (uv_loop_close(&loop) != 0)
         LH_LOG(LH_WARN, "the loop closed with handles still open");
     curl_global_cleanup();

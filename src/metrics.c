@@ -235,6 +235,25 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
          (long long)m->connections_open, (unsigned long long)m->connections_total,
          (unsigned long long)m->vm_generation, (unsigned long long)m->reloads_ok,
          (unsigned long long)m->reloads_failed, m->reload_seconds);
+    outf(&o,
+         "# HELP luahook_store_keys Keys in the store.\n"
+         "# TYPE luahook_store_keys gauge\n"
+         "luahook_store_keys %llu\n"
+         "# HELP luahook_store_refused_total Store calls refused at a bound (key or value size, "
+         "--store-max-keys).\n"
+         "# TYPE luahook_store_refused_total counter\n"
+         "luahook_store_refused_total %llu\n"
+         "# HELP luahook_state_commits_total Transactions the state writer committed "
+         "(result ok) or lost (failed).\n"
+         "# TYPE luahook_state_commits_total counter\n"
+         "luahook_state_commits_total{result=\"ok\"} %llu\n"
+         "luahook_state_commits_total{result=\"failed\"} %llu\n"
+         "# HELP luahook_state_writes_total Writes the state writer committed.\n"
+         "# TYPE luahook_state_writes_total counter\n"
+         "luahook_state_writes_total %llu\n",
+         (unsigned long long)m->store_keys, (unsigned long long)m->store_refused,
+         (unsigned long long)m->state_commits, (unsigned long long)m->state_failed,
+         (unsigned long long)m->state_writes);
     if (o.failed) {
         free(o.p);
         return NULL;

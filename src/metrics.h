@@ -65,6 +65,12 @@ typedef struct lh_metrics_s {
     uint64_t reloads_ok;
     uint64_t reloads_failed;
     double reload_seconds; /* how long the last reload took */
+    /* store and state (store.c, state.c) */
+    uint64_t store_keys;    /* keys in the store now */
+    uint64_t store_refused; /* store calls refused at a bound (sizes, --store-max-keys) */
+    uint64_t state_commits; /* the writer's transactions */
+    uint64_t state_writes;  /* operations they carried */
+    uint64_t state_failed;  /* transactions that failed (their writes are lost to the disk) */
 } lh_metrics_t;
 
 void lh_metrics_init(lh_metrics_t *m);

@@ -382,6 +382,8 @@ static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_repo
         lua_settop(L, top);
         return 1;
     }
+    lh_lib_store_push(L, vm, name); /* fn env store: bound to the script's stable name */
+    lua_setfield(L, -2, "store");   /* fn env */
     if (lua_setupvalue(L, -2, 1) == NULL) /* fn */
         lua_pop(L, 1);
     lua_pushcfunction(L, msghandler); /* fn mh */

@@ -203,6 +203,8 @@ static const row_case_t row_cases[] = {
     {"ack", "handled", "accept", "later"},
     {"log-level", "debug", "error", "loud"},
     {"log-format", "json", "text", "xml"},
+    {"state-dir", "/var/lib/a", "b", ""},
+    {"store-max-keys", "5", "1k", "0"},
     {"sample", "X", "Y", ""},
     {"action", "X", "Y", ""},
 };

@@ -319,3 +319,49 @@ function crypto.webhook_headers(secret, body, msg_id, timestamp) end
 ---@return string? err
 ---@return "missing"|"timestamp"|"signature"|nil kind
 function crypto.webhook_verify(secret, headers, body, tolerance_s) end
+
+-- ------------------------------------------------------------------------------- store
+
+---Values that outlive a run, a reload and (with --state-dir) a restart, namespaced per
+---script. Reads come from memory; writes reach the state folder's database through its
+---writer. A bad key, value or ttl, or a full store, raises at the call.
+store = {}
+
+---@alias luahook.StoreValue string|integer|number|boolean|table
+
+---The value of `key`, or nil.
+---@param key string
+---@return luahook.StoreValue|nil
+function store.get(key) end
+
+---Sets `key` (nil deletes it); `ttl` seconds until it expires (0 or nil: never).
+---@param key string
+---@param value luahook.StoreValue|nil
+---@param ttl? number
+function store.set(key, value, ttl) end
+
+---Adds `by` (1) to the number at `key` (0 when unset) and returns the new value; `ttl`
+---applies when the key is created.
+---@param key string
+---@param by? integer|number
+---@param ttl? number
+---@return integer|number
+function store.incr(key, by, ttl) end
+
+---Removes `key`.
+---@param key string
+function store.delete(key) end
+
+---The keys of this script's store, under `prefix` if given.
+---@param prefix? string
+---@return string[]
+function store.keys(prefix) end
+
+---Runs fn() holding a lock on `key` that other runs wait for (without blocking the
+---server); released however fn ends. Returns what fn returns. Waits: only in a handler
+---or a timer callback.
+---@generic R
+---@param key string
+---@param fn fun(): R
+---@return R
+function store.lock(key, fn) end
