@@ -52,14 +52,19 @@ struct lh_store_s {
     uv_timer_t sweep;
     uv_timer_t grant; /* delivers granted locks from the loop */
     int timers_open;
+    /* luahook test (lh_store_use_clock): time and lock grants on its virtual clock */
+    lh_clock_t *clock;             /* borrowed; NULL: the system's time, the loop's timers */
+    lh_clock_timer_t *clock_grant; /* owned */
     lh_store_lock_t *locks;
     size_t nlocks;
     lh_store_waiter_t *granted; /* waiters whose lock is theirs, not told yet */
     lh_metrics_t *metrics;      /* borrowed; NULL: none */
 };
 
-static double now_s(void)
+static double now_s(const lh_store_t *s)
 {
+    if (s->clock != NULL) /* luahook test: the virtual clock */
+        return lh_clock_wall(s->clock);
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
@@ -139,7 +144,7 @@ static int grow(lh_store_t *s)
 static entry_t *lookup(lh_store_t *s, const char *ns, const char *key, size_t klen)
 {
     entry_t **pp = find(s, ns, key, klen, hash_of(ns, key, klen));
-    if (*pp && (*pp)->expires > 0 && (*pp)->expires <= now_s()) {
+    if (*pp && (*pp)->expires > 0 && (*pp)->expires <= now_s(s)) {
         remove_at(s, pp, 1);
         return NULL;
     }
@@ -224,7 +229,7 @@ static void on_sweep(uv_timer_t *t)
     lh_store_t *s = t->data;
     if (s->nexpiring == 0)
         return;
-    double now = now_s();
+    double now = now_s(s);
     for (size_t n = 0; n < SWEEP_BUCKETS && n < s->nbuckets; n++) {
         s->sweep_pos = (s->sweep_pos + 1) & (s->nbuckets - 1);
         entry_t **pp = &s->buckets[s->sweep_pos];
@@ -237,15 +242,33 @@ static void on_sweep(uv_timer_t *t)
     }
 }
 
-static void on_grant(uv_timer_t *t)
+static void deliver_grants(lh_store_t *s)
 {
-    lh_store_t *s = t->data;
     while (s->granted) {
         lh_store_waiter_t *w = s->granted;
         LH_LIST_REMOVE(s->granted, w);
         w->state = 0;
         w->granted(w);
     }
+}
+
+static void on_grant(uv_timer_t *t)
+{
+    deliver_grants(t->data);
+}
+
+static void on_clock_grant(lh_clock_timer_t *t)
+{
+    deliver_grants(t->data);
+}
+
+int lh_store_use_clock(lh_store_t *s, lh_clock_t *clock)
+{
+    assert(s->clock == NULL && !s->timers_open);
+    if ((s->clock_grant = lh_clock_timer_new(clock, on_clock_grant, s)) == NULL)
+        return -1;
+    s->clock = clock;
+    return 0;
 }
 
 static void free_on_close(uv_handle_t *h)
@@ -376,7 +399,7 @@ int lh_store_set(lh_store_t *s, const char *ns, const char *key, size_t klen,
             remove_at(s, find(s, ns, key, klen, e->hash), 0);
         goto oom;
     }
-    set_expiry(s, e, ttl > 0 ? now_s() + ttl : 0);
+    set_expiry(s, e, ttl > 0 ? now_s(s) + ttl : 0);
     persist(s, e);
     return 0;
 oom:
@@ -419,7 +442,7 @@ int lh_store_incr(lh_store_t *s, const char *ns, const char *key, size_t klen,
             snprintf(err, errlen, "out of memory");
             return -1;
         }
-        set_expiry(s, e, ttl > 0 ? now_s() + ttl : 0);
+        set_expiry(s, e, ttl > 0 ? now_s(s) + ttl : 0);
     }
     assign(e, &nv); /* a number: cannot fail */
     persist(s, e);
@@ -432,7 +455,7 @@ int lh_store_delete(lh_store_t *s, const char *ns, const char *key, size_t klen)
     entry_t **pp = find(s, ns, key, klen, hash_of(ns, key, klen));
     if (*pp == NULL)
         return 0;
-    int live = !((*pp)->expires > 0 && (*pp)->expires <= now_s());
+    int live = !((*pp)->expires > 0 && (*pp)->expires <= now_s(s));
     remove_at(s, pp, 1);
     return live;
 }
@@ -441,7 +464,7 @@ void lh_store_keys(lh_store_t *s, const char *ns, const char *prefix, size_t ple
                    void (*fn)(void *data, const char *key, size_t klen), void *data)
 {
     size_t nslen = strlen(ns);
-    double now = now_s();
+    double now = now_s(s);
     for (size_t i = 0; i < s->nbuckets; i++)
         for (entry_t *e = s->buckets[i]; e; e = e->next)
             if (e->nslen == nslen && memcmp(e->name, ns, nslen) == 0 && e->klen >= plen &&
@@ -470,7 +493,7 @@ int lh_store_load(lh_store_t *s, char *err, size_t errlen)
 {
     if (s->state == NULL)
         return 0;
-    return lh_state_load_store(s->state, now_s(), load_row, s, err, errlen);
+    return lh_state_load_store(s->state, now_s(s), load_row, s, err, errlen);
 }
 
 /* Another process changed a key: our write wins if it is newer than what that process saw. */
@@ -589,6 +612,8 @@ void lh_store_unlock(lh_store_t *s, lh_store_lock_t *l, uint64_t owner)
     LH_LIST_PUSH(s->granted, w);
     if (s->timers_open)
         uv_timer_start(&s->grant, on_grant, 0, 0);
+    else if (s->clock_grant != NULL)
+        lh_clock_timer_start(s->clock_grant, 0, 0);
 }
 
 void lh_store_lock_cancel(lh_store_t *s, lh_store_waiter_t *w)
@@ -630,6 +655,7 @@ void lh_store_free(lh_store_t *s)
 {
     if (s == NULL)
         return;
+    lh_clock_timer_free(s->clock_grant);
     for (size_t i = 0; i < s->nbuckets; i++) {
         entry_t *e = s->buckets[i];
         while (e) {

@@ -15,6 +15,7 @@
 
 #include "metrics.h"
 
+#include "clock.h"
 #include "state.h"
 
 #define LH_STORE_MAX_KEY   512                  /* bytes of a key (the namespace aside) */
@@ -41,6 +42,11 @@ typedef struct lh_store_value_s {
  * failure.
  */
 lh_store_t *lh_store_new(uv_loop_t *loop, lh_state_t *state, size_t max_keys);
+
+/** luahook test: `s` (made with no loop) reads the time from `clock` and delivers lock
+ *  grants on its timers, so ttl and store.lock follow the virtual clock. `clock` must
+ *  outlive `s`. Returns 0, or -1 when out of memory. */
+int lh_store_use_clock(lh_store_t *s, lh_clock_t *clock);
 
 /** Loads the rows of the state database (start-up) and registers for other processes'
  *  changes; call before lh_state_start. Returns 0 or -1 with a message. */

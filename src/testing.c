@@ -16,6 +16,7 @@
 #include "dispatch.h"
 #include "embedded.h"
 #include "lib.h"
+#include "store.h"
 #include "log.h"
 #include "task.h"
 #include "transport.h"
@@ -599,6 +600,13 @@ static int host_advance(lua_State *L)
     return 0;
 }
 
+/* host.store_inspect(script) -> that script's store: the very functions its handlers
+** call, so a test seeds and reads values the way they do (store.lock needs a handler) */
+static int host_store(lua_State *L)
+{
+    return lh_lib_store_push(L, world_of(L)->vm, luaL_checkstring(L, 1));
+}
+
 static int host_now(lua_State *L)
 {
     lua_pushnumber(L, lh_clock_wall(world_of(L)->clock));
@@ -695,6 +703,7 @@ static const luaL_Reg host_funcs[] = {
     {"outcome", host_outcome},
     {"step", host_step},
     {"advance", host_advance},
+    {"store_inspect", host_store},
     {"now", host_now},
     {"reset", host_reset},
     {"in_task", host_in_task},
@@ -758,6 +767,7 @@ static void world_free(world_t *w)
         lh_timer_stop_all(w->vm);
         lh_vm_free(w->vm);
     }
+    lh_store_free(w->app.store);
     lh_clock_free(w->clock);
     lh_metrics_dispose(&w->app.metrics);
     free(w);
@@ -788,6 +798,14 @@ static void run_file(const char *path, const lh_config_t *cfg, int *passed, int 
         snprintf(err, sizeof(err), "no memory");
     else
         w->app.clock = w->clock;
+    /* the store starts empty for each file, in memory, on the virtual clock */
+    if (w->clock != NULL &&
+        ((w->app.store = lh_store_new(NULL, NULL, (size_t)cfg->store_max_keys)) == NULL ||
+         lh_store_use_clock(w->app.store, w->clock) != 0)) {
+        snprintf(err, sizeof(err), "no memory");
+        lh_clock_free(w->clock);
+        w->clock = NULL;
+    }
     if (w->clock == NULL || (w->vm = lh_vm_new(&w->app, 1, err, sizeof(err))) == NULL) {
         printf("FAIL %s: (load) %s\n", path, err);
         (*failed)++;
