@@ -232,6 +232,13 @@ int main(int argc, char **argv)
         rc = 1;
         goto done;
     }
+    /* actions Label Studio never sends: warned, never refused (other senders exist) */
+    for (size_t i = 0; i < m.app.vm->nwarnings; i++) {
+        if (cfg.command == LH_CMD_CHECK)
+            fprintf(stderr, "%s\n", m.app.vm->warnings[i]);
+        else
+            LH_LOG(LH_WARN, "%s", m.app.vm->warnings[i]);
+    }
     if (cfg.command == LH_CMD_CHECK) {
         /* each handler's stable id, where it is, what it handles: what logs, fire and
         ** /metrics will call it */
@@ -245,7 +252,10 @@ int main(int argc, char **argv)
             const lh_handler_t *hd = &m.app.vm->handlers[i];
             printf("%-*s  %-*s  %s\n", wid, hd->id, wlabel, hd->label, hd->actions);
         }
-        printf("ok: %zu handler%s\n", m.app.vm->nhandlers, m.app.vm->nhandlers == 1 ? "" : "s");
+        printf("ok: %zu handler%s", m.app.vm->nhandlers, m.app.vm->nhandlers == 1 ? "" : "s");
+        if (m.app.vm->nwarnings > 0)
+            printf(", %zu warning%s", m.app.vm->nwarnings, m.app.vm->nwarnings == 1 ? "" : "s");
+        printf("\n");
         rc = 0;
         goto done;
     }

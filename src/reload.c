@@ -170,6 +170,8 @@ static void do_reload(lh_reload_t *r, const char *why)
     lh_field_t f[] = {LH_FIELD("reason", why), LH_FIELD_NUM("generation", g),
                       LH_FIELD_NUM("handlers", n), LH_FIELD_NUM("duration_ms", ms)};
     lh_log_fields(LH_INFO, "reloaded", f, 4);
+    for (size_t i = 0; i < vm->nwarnings; i++)
+        LH_LOG(LH_WARN, "%s", vm->warnings[i]);
     log_changes(old, vm);
     retire(r, old); /* may free it */
 }

@@ -1,0 +1,107 @@
+"""The first hour: mistakes a new operator makes that luahook used to let pass silently.
+
+Actions Label Studio never sends (check, serve and reload warn, with the closest real name;
+`custom = true` silences one), an unhandled action said at info once.
+Fixtures: tests/fixtures/integration/test_firsthour/."""
+
+import json
+import os
+import signal
+import sys
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+
+MISSPELT = h.lua_path(__file__, "misspelt.lua")
+REAL = h.lua_path(__file__, "real.lua")
+
+
+def output(res):
+    return res.stdout.decode("utf-8", "replace") + res.stderr.decode("utf-8", "replace")
+
+
+def at(marker):
+    return "misspelt.lua:%d: warning: " % h.line_of(MISSPELT, marker)
+
+
+class Actions(unittest.TestCase):
+    def setUp(self):
+        self.tmp = h.TempDir()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def warnings_of(self, lines):
+        return [l for l in lines if ": warning: " in l]
+
+    def check_warnings(self, lines):
+        lines = self.warnings_of(lines)
+        by_marker = {m: [l for l in lines if l.startswith(at(m)) or (at(m) in l)]
+                     for m in ("@TYPO", "@DOCS_ONLY", "@CASE", "@LIST", "@CUSTOM")}
+        typo = by_marker["@TYPO"]
+        self.assertEqual(len(typo), 1, lines)
+        self.assertIn("'ANNOTATION_CREATE'", typo[0])
+        self.assertIn("did you mean ANNOTATION_CREATED?", typo[0])
+        self.assertIn('on("ANNOTATION_CREATE", fn, { custom = true })', typo[0])
+        docs = by_marker["@DOCS_ONLY"]
+        self.assertEqual(len(docs), 1, lines)
+        self.assertIn("docs mention 'TASK_CREATED'", docs[0])
+        self.assertIn("TASKS_CREATED", docs[0])
+        case = by_marker["@CASE"]
+        self.assertEqual(len(case), 1, lines)
+        self.assertIn("did you mean ANNOTATION_CREATED?", case[0])
+        self.assertIn("case-sensitive", case[0])
+        listed = by_marker["@LIST"]
+        self.assertEqual(len(listed), 1, lines)  # ANNOTATION_UPDATED is real: no warning
+        self.assertIn("docs mention 'ANNOTATION_DELETED'", listed[0])
+        self.assertIn("ANNOTATIONS_DELETED", listed[0])
+        self.assertEqual(by_marker["@CUSTOM"], [], lines)
+        self.assertEqual(len(lines), 4, lines)
+
+    def test_check_warns_and_passes(self):
+        res = h.run_luahook("check", MISSPELT)
+        self.assertEqual(res.returncode, 0, output(res))
+        self.check_warnings(res.stderr.decode().splitlines())
+        self.assertIn("ok: 6 handlers, 4 warnings", res.stdout.decode())
+
+    def test_check_real_actions_no_warning(self):
+        res = h.run_luahook("check", REAL)
+        self.assertEqual(res.returncode, 0, output(res))
+        self.assertEqual(self.warnings_of(output(res).splitlines()), [])
+        self.assertIn("ok: 2 handlers\n", res.stdout.decode())
+
+    def test_serve_and_reload_warn(self):
+        with h.Server(MISSPELT) as srv:
+            self.check_warnings([e["msg"] for e in srv.logs() if e.get("level") == "warn"])
+            n = srv.log_count()
+            srv.proc.send_signal(signal.SIGHUP)
+            srv.wait_log(lambda e: e.get("msg") == "reloaded", start=n, what="reloaded")
+            srv.wait_log(lambda e: at("@LIST") in e.get("msg", ""), start=n,
+                         what="the last warning after the reload")
+            after = [json.loads(l) for l in srv.raw_lines()[n:] if l.startswith("{")]
+            self.check_warnings([e["msg"] for e in after if e.get("level") == "warn"])
+
+    def test_unhandled_action_info_once(self):
+        with h.Server(REAL) as srv:
+            ids = [h.post_event(srv.port, {"action": "ANNOTATIONS_CREATED"}).json()["id"]
+                   for _ in range(2)]
+            first = srv.wait_event(ids[0])
+            self.assertEqual(first["level"], "info")
+            self.assertEqual(first["handlers"], 0)
+            self.assertIn("no handler", first["note"])
+            # the second one only at debug: a handled event after it proves it was logged
+            # (or not) before
+            done = h.post_event(srv.port, {"action": "ANNOTATION_CREATED"}).json()["id"]
+            srv.wait_event(done)
+            self.assertEqual(srv.find_logs(msg="event", id=ids[1]), [])
+        with h.Server(REAL, "--log-level", "debug") as srv:
+            ids = [h.post_event(srv.port, {"action": "ANNOTATIONS_CREATED"}).json()["id"]
+                   for _ in range(2)]
+            second = srv.wait_event(ids[1])
+            self.assertEqual(second["level"], "debug")
+            self.assertNotIn("note", second)
+
+
+if __name__ == "__main__":
+    h.main()
