@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "actions.h"
 
 /*
 ** Options are a table, as Fluent Bit's config_map: each row names the option, its
@@ -54,6 +57,25 @@ static const char *set_string(const opt_t *o, lh_config_t *cfg, void *field, con
     free(*p);
     *p = copy;
     return NULL;
+}
+
+/* The secret. `--token "$SECRET"` with SECRET unset makes the next argument the secret:
+** a script path, or an option. Neither is a plausible secret, so neither is taken. */
+static const char *set_token(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                             char *buf, size_t len)
+{
+    struct stat st;
+    size_t n = strlen(v);
+    if (n > 4 && strcmp(v + n - 4, ".lua") == 0)
+        return "this is a script's name, not a secret: is the variable you meant to pass "
+               "empty or unset (--token \"$SECRET\")?";
+    if (stat(v, &st) == 0)
+        return "this is an existing file or folder, not a secret: is the variable you meant "
+               "to pass empty or unset (--token \"$SECRET\")?";
+    if (v[0] == '-' && v[1] == '-')
+        return "this is an option, not a secret: is the variable you meant to pass empty or "
+               "unset (--token \"$SECRET\")?";
+    return set_string(o, cfg, field, v, buf, len);
 }
 
 /* A header name: compared with llhttp's lower-cased names. */
@@ -177,10 +199,10 @@ static const opt_t options[] = {
     {"listen", "LUAHOOK_LISTEN", AT(listen_host), set_listen, "127.0.0.1:9090",
      .help = "  --listen HOST:PORT       address to listen on (127.0.0.1:9090; port 0 picks a "
              "free one)\n"},
-    {"token", "LUAHOOK_TOKEN", AT(token), set_string, NULL, .secret = 1,
+    {"token", "LUAHOOK_TOKEN", AT(token), set_token, NULL, .secret = 1,
      .empty = "the token must not be empty",
-     .help = "  --token SECRET           require 'Authorization: Token SECRET' or 'Bearer "
-             "SECRET'\n"},
+     .help = "  --token SECRET           require 'Authorization: Token SECRET', 'Bearer SECRET'\n"
+             "                           or the bare SECRET\n"},
     {"auth-header", "LUAHOOK_AUTH_HEADER", AT(auth_header), set_header_name, "Authorization",
      .empty = "expected a header name",
      .help = "  --auth-header NAME       read the secret from this header instead "
@@ -402,6 +424,71 @@ static int add_path(lh_config_t *cfg, const char *p)
     return 0;
 }
 
+/* The option whose name (or LUAHOOK_ variable, with `env`) is closest to `name`, when
+** close enough to be a typo; NULL otherwise. */
+static const opt_t *closest_option(const char *name, int env)
+{
+    const opt_t *best = NULL;
+    size_t bestd = (size_t)-1;
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const char *cand = env ? options[k].env : options[k].name;
+        if (cand == NULL)
+            continue;
+        size_t d = lh_actions_distance(name, cand);
+        if (d < bestd)
+            best = &options[k], bestd = d;
+    }
+    return bestd <= strlen(name) / 3 + 1 ? best : NULL;
+}
+
+static int add_warning(lh_config_t *cfg, const char *w)
+{
+    char **ws = realloc(cfg->warnings, (cfg->nwarnings + 1) * sizeof(*ws));
+    if (ws == NULL)
+        return -1;
+    cfg->warnings = ws;
+    if ((ws[cfg->nwarnings] = strdup(w)) == NULL)
+        return -1;
+    cfg->nwarnings++;
+    return 0;
+}
+
+extern char **environ;
+
+/* A LUAHOOK_* variable that no option reads is a typo more often than not (LUAHOOK_TOKN:
+** a server without its secret): each one is a warning, with the closest real name. */
+static int check_environment(lh_config_t *cfg)
+{
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        char name[128], w[320];
+        size_t n = eq != NULL ? (size_t)(eq - *e) : strlen(*e);
+        if (n < 8 || strncmp(*e, "LUAHOOK_", 8) != 0 || n >= sizeof(name))
+            continue;
+        memcpy(name, *e, n);
+        name[n] = '\0';
+        int known = 0;
+        for (size_t k = 0; k < NOPTIONS && !known; k++)
+            known = options[k].env != NULL && strcmp(options[k].env, name) == 0;
+        if (known)
+            continue;
+        const opt_t *o = closest_option(name, 1);
+        if (o != NULL)
+            snprintf(w, sizeof(w),
+                     "environment %s is not a luahook option and is ignored: did you mean "
+                     "%s?",
+                     name, o->env);
+        else
+            snprintf(w, sizeof(w),
+                     "environment %s is not a luahook option and is ignored (luahook --help "
+                     "lists them)",
+                     name);
+        if (add_warning(cfg, w) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     char from[80];
@@ -420,6 +507,11 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             if (apply(cfg, o, v, from, err, errlen) != 0)
                 return -1;
         }
+    }
+
+    if (check_environment(cfg) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
 
     int i = 1;
@@ -465,7 +557,14 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         const opt_t *o = find_option(name, nlen);
         if (o == NULL) {
-            snprintf(err, errlen, "unknown option '--%.*s' (see luahook --help)", (int)nlen, name);
+            char typed[64];
+            snprintf(typed, sizeof(typed), "%.*s", (int)nlen, name);
+            const opt_t *near = closest_option(typed, 0);
+            if (near != NULL)
+                snprintf(err, errlen, "unknown option '--%s': did you mean --%s?", typed,
+                         near->name);
+            else
+                snprintf(err, errlen, "unknown option '--%s' (see luahook --help)", typed);
             return -1;
         }
         const char *v;
@@ -524,5 +623,8 @@ void lh_config_dispose(lh_config_t *cfg)
     free(cfg->event_path);
     free(cfg->sample);
     free(cfg->fire_action);
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        free(cfg->warnings[i]);
+    free(cfg->warnings);
     memset(cfg, 0, sizeof(*cfg));
 }

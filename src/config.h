@@ -50,6 +50,9 @@ typedef struct lh_config_s {
     char *event_path;  /* owned; a .json file or "-"; NULL with --sample */
     char *sample;      /* owned; --sample ACTION */
     char *fire_action; /* owned; --action X */
+    char **warnings;   /* owned: what the environment got wrong without being fatal (an
+                          unknown LUAHOOK_* variable); main logs them once logging is set */
+    size_t nwarnings;
 } lh_config_t;
 
 /**

@@ -192,6 +192,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (cfg.command == LH_CMD_TEST) {
+        for (size_t i = 0; i < cfg.nwarnings; i++)
+            fprintf(stderr, "luahook: warning: %s\n", cfg.warnings[i]);
         rc = lh_testing_run(&cfg);
         lh_config_dispose(&cfg);
         return rc;
@@ -199,6 +201,8 @@ int main(int argc, char **argv)
     if (cfg.command == LH_CMD_FIRE)
         cfg.ack = LH_ACK_HANDLED; /* fire reports every handler's outcome */
     lh_log_setup(cfg.log_level, cfg.log_format);
+    for (size_t i = 0; i < cfg.nwarnings; i++)
+        LH_LOG(LH_WARN, "%s", cfg.warnings[i]);
 
     uv_loop_t loop;
     if ((rc = uv_loop_init(&loop)) != 0) {

@@ -1,7 +1,8 @@
 """The first hour: mistakes a new operator makes that luahook used to let pass silently.
 
 Actions Label Studio never sends (check, serve and reload warn, with the closest real name;
-`custom = true` silences one), an unhandled action said at info once.
+`custom = true` silences one), an unhandled action said at info once; the bare secret
+accepted, --token swallowing a script path, unknown LUAHOOK_* variables and options.
 Fixtures: tests/fixtures/integration/test_firsthour/."""
 
 import json
@@ -101,6 +102,60 @@ class Actions(unittest.TestCase):
             second = srv.wait_event(ids[1])
             self.assertEqual(second["level"], "debug")
             self.assertNotIn("note", second)
+
+
+class SecretAndOptions(unittest.TestCase):
+    def setUp(self):
+        self.tmp = h.TempDir()
+        self.script = self.tmp.script("a.lua", 'on("ANNOTATION_CREATED", function() end)\n')
+        os.mkdir(self.tmp.join("handlers"))
+        h.write_script(self.tmp.join("handlers"), "b.lua",
+                       'on("ANNOTATION_CREATED", function() end)\n')
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_token_swallowing_the_script(self):
+        """--token "$SECRET" with SECRET unset: the next argument became the secret."""
+        for args in (["--token", self.script], ["--token", "handlers", "x.lua"],
+                     ["--token", "handlers/"], ["--token", "missing.lua", self.script],
+                     ["--token", "--listen", "127.0.0.1:0", self.script]):
+            with self.subTest(args=args):
+                res = h.run_luahook("serve", *args, cwd=self.tmp.path)
+                err = res.stderr.decode()
+                self.assertEqual(res.returncode, 2, output(res))
+                self.assertIn("--token", err)
+                self.assertIn("not a secret", err)
+                self.assertNotIn("no script given", err)
+        res = h.run_luahook("check", self.script, env={"LUAHOOK_TOKEN": self.script})
+        self.assertEqual(res.returncode, 2, output(res))
+        self.assertIn("LUAHOOK_TOKEN", res.stderr.decode())
+        self.assertIn("not a secret", res.stderr.decode())
+
+    def test_token_that_is_a_secret_is_kept(self):
+        res = h.run_luahook("check", "--token", "s3cr3t.lua.x", self.script, cwd=self.tmp.path)
+        self.assertEqual(res.returncode, 0, output(res))
+
+    def test_unknown_environment_variable(self):
+        res = h.run_luahook("check", self.script, env={"LUAHOOK_TOKN": "abc",
+                                                       "LUAHOOK_ZZZZZZZZZZZZ": "1"})
+        self.assertEqual(res.returncode, 0, output(res))
+        err = res.stderr.decode()
+        self.assertIn("LUAHOOK_TOKN is not a luahook option", err)
+        self.assertIn("did you mean LUAHOOK_TOKEN?", err)
+        self.assertIn("LUAHOOK_ZZZZZZZZZZZZ is not a luahook option", err)
+        self.assertNotIn("abc", err)  # never the value: it may be the secret
+        with h.Server(self.script, env={"LUAHOOK_TOKN": "abc"}) as srv:
+            warn = [e for e in srv.logs() if e.get("level") == "warn"]
+            self.assertEqual(len(warn), 1, warn)
+            self.assertIn("did you mean LUAHOOK_TOKEN?", warn[0]["msg"])
+        res = h.run_luahook("check", self.script, env={"LUAHOOK_TOKEN": "abc"})
+        self.assertNotIn("warn", output(res))
+
+    def test_unknown_option_suggests(self):
+        res = h.run_luahook("serve", "--tokn", "x", self.script)
+        self.assertEqual(res.returncode, 2, output(res))
+        self.assertIn("did you mean --token?", res.stderr.decode())
 
 
 if __name__ == "__main__":

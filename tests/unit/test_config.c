@@ -197,7 +197,8 @@ static const row_case_t *case_of(const opt_t *o)
 static int same_field(const opt_t *o, const lh_config_t *x, const lh_config_t *y)
 {
     const void *fx = (const char *)x + o->offset, *fy = (const char *)y + o->offset;
-    if (o->set == set_string || o->set == set_header_name || o->set == set_listen) {
+    if (o->set == set_string || o->set == set_token || o->set == set_header_name ||
+        o->set == set_listen) {
         const char *sx = *(char *const *)fx, *sy = *(char *const *)fy;
         if (sx == NULL || sy == NULL)
             return sx == sy;
