@@ -41,6 +41,7 @@ struct opt_s {
     const char *empty;          /* strings: why "" is refused */
     int flag;                   /* takes no value on the command line */
     int fire_only;              /* an option of luahook fire: env must be NULL */
+    int test_only;              /* an option of luahook test: env must be NULL */
     int secret;                 /* never echoed in a message */
     const char *help;           /* the --help line(s); NULL: described elsewhere */
 };
@@ -76,6 +77,25 @@ static const char *set_token(const opt_t *o, lh_config_t *cfg, void *field, cons
         return "this is an option, not a secret: is the variable you meant to pass empty or "
                "unset (--token \"$SECRET\")?";
     return set_string(o, cfg, field, v, buf, len);
+}
+
+/* One more GLOB of a repeatable option: the field is a list, its count right after it. */
+static const char *set_append(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                              char *buf, size_t len)
+{
+    char ***list = field;
+    size_t *n = (size_t *)(list + 1);
+    (void)cfg, (void)buf, (void)len;
+    if (*v == '\0')
+        return o->empty;
+    char **grown = realloc(*list, (*n + 1) * sizeof(**list));
+    if (grown == NULL)
+        return OOM;
+    *list = grown;
+    if ((grown[*n] = strdup(v)) == NULL)
+        return OOM;
+    (*n)++;
+    return NULL;
 }
 
 /* A header name: compared with llhttp's lower-cased names. */
@@ -188,6 +208,11 @@ _Static_assert(sizeof(lh_ack_t) == sizeof(int), "lh_ack_t is an int");
 _Static_assert(sizeof(lh_level_t) == sizeof(int), "lh_level_t is an int");
 _Static_assert(sizeof(lh_log_format_t) == sizeof(int), "lh_log_format_t is an int");
 
+/* set_append finds a list's count right after the list */
+_Static_assert(offsetof(lh_config_t, nexcludes) ==
+                   offsetof(lh_config_t, excludes) + sizeof(char **),
+               "nexcludes follows excludes");
+
 static const char *const ack_choices[] = {"accept", "handled", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_choices[] = {"text", "json", NULL};
@@ -246,6 +271,9 @@ static const opt_t options[] = {
      .empty = "expected an action name"},
     {"action", NULL, AT(fire_action), set_string, NULL, .fire_only = 1,
      .empty = "expected an action name"},
+    /* luahook test's own */
+    {"exclude", NULL, AT(excludes), set_append, NULL, .test_only = 1,
+     .empty = "expected a GLOB (e.g. 'vendor' or 'other/*')"},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -257,8 +285,11 @@ static const char usage_head[] =
     "       luahook fire [OPTIONS] --sample ACTION PATH...\n"
     "                                            run the handlers on one event, no server;\n"
     "                                            exit 1 if one failed\n"
-    "       luahook test [TESTFILE|DIR...]       run *_test.lua files (default: .), HTTP\n"
+    "       luahook test [--exclude GLOB] [TESTFILE|DIR...]\n"
+    "                                            run *_test.lua files (default: .), HTTP\n"
     "                                            mocked; 'N passed, N failed'; exit 1 on failure\n"
+    "       luahook sample [ACTION]              print a realistic body of a Label Studio\n"
+    "                                            action (no ACTION: list them)\n"
     "       luahook --version | --help | COMMAND --help\n"
     "\n"
     "PATH is a Lua script, or a folder whose *.lua files load in name order.\n"
@@ -302,9 +333,12 @@ static const char fire_usage[] =
     "script did not load), 2 the event could not be read or usage error.\n";
 
 static const char test_usage[] =
-    "usage: luahook test [TESTFILE|DIR...]\n"
+    "usage: luahook test [--exclude GLOB]... [TESTFILE|DIR...]\n"
     "\n"
     "Runs *_test.lua files (a DIR is searched recursively; default: the current folder),\n"
+    "skipping folders named build or node_modules, dot folders, and every file or folder\n"
+    "whose path or name matches an --exclude GLOB (e.g. --exclude vendor --exclude\n"
+    "'other/*'),\n"
     "each in a fresh Lua VM where http is answered by mocks and sleep and timers run on a\n"
     "virtual clock. Prints one line per test ('ok   file: name' or 'FAIL file: name' with\n"
     "the failing file:line and an expected/actual diff), then 'N passed, N failed'.\n"
@@ -313,6 +347,17 @@ static const char test_usage[] =
     "mock.calls, mock.env, clock.now, clock.advance, logs. See README.md, Testing handlers.\n"
     "\n"
     "Exit codes: 0 every test passed, 1 a test failed, 2 no test file found.\n";
+
+static const char sample_usage[] =
+    "usage: luahook sample [ACTION]\n"
+    "\n"
+    "Prints the built-in realistic body of a Label Studio action (the one that\n"
+    "'luahook fire --sample' and sample() in tests use) on stdout; without ACTION, lists\n"
+    "the actions. To post one to a running server:\n"
+    "  luahook sample ANNOTATION_CREATED | curl -sS -H 'Authorization: Token SECRET' \\\n"
+    "      -H 'Content-Type: application/json' --data-binary @- http://127.0.0.1:9090/\n"
+    "\n"
+    "Exit codes: 0 printed, 2 no such sample or usage error.\n";
 
 const char *lh_config_usage(lh_command_t command)
 {
@@ -325,6 +370,8 @@ const char *lh_config_usage(lh_command_t command)
         return fire_usage;
     case LH_CMD_TEST:
         return test_usage;
+    case LH_CMD_SAMPLE:
+        return sample_usage;
     default:
         break;
     }
@@ -524,6 +571,8 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             cfg->command = LH_CMD_FIRE, i++;
         else if (strcmp(argv[i], "test") == 0)
             cfg->command = LH_CMD_TEST, i++;
+        else if (strcmp(argv[i], "sample") == 0)
+            cfg->command = LH_CMD_SAMPLE, i++;
     }
     int only_paths = 0;
     for (; i < argc; i++) {
@@ -582,8 +631,19 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             snprintf(err, errlen, "option --%s belongs to 'luahook fire'", o->name);
             return -1;
         }
+        if (o->test_only && cfg->command != LH_CMD_TEST) {
+            snprintf(err, errlen, "option --%s belongs to 'luahook test'", o->name);
+            return -1;
+        }
         if (apply(cfg, o, v, "option", err, errlen) != 0)
             return -1;
+    }
+    if (cfg->command == LH_CMD_SAMPLE) {
+        if (cfg->npaths > 1) {
+            snprintf(err, errlen, "sample: give one action (luahook sample ANNOTATION_CREATED)");
+            return -1;
+        }
+        return 0;
     }
     if (cfg->command == LH_CMD_TEST) {
         if (cfg->npaths == 0 && add_path(cfg, ".") != 0) {
@@ -623,6 +683,9 @@ void lh_config_dispose(lh_config_t *cfg)
     free(cfg->event_path);
     free(cfg->sample);
     free(cfg->fire_action);
+    for (size_t i = 0; i < cfg->nexcludes; i++)
+        free(cfg->excludes[i]);
+    free(cfg->excludes);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);

@@ -158,5 +158,149 @@ class SecretAndOptions(unittest.TestCase):
         self.assertIn("did you mean --token?", res.stderr.decode())
 
 
+FIELDS = h.lua_path(__file__, "fields.lua")
+
+
+class Output(unittest.TestCase):
+    def test_fields_sorted_null_and_tables_as_json(self):
+        for fmt in ("json", "text"):
+            with self.subTest(fmt=fmt):
+                res = h.run_luahook("fire", "--log-format", fmt, FIELDS, "--sample",
+                                    "ANNOTATION_CREATED")
+                self.assertEqual(res.returncode, 0, output(res))
+                line = [l for l in res.stderr.decode().splitlines() if " fields " in l
+                        or '"msg":"fields"' in l]
+                self.assertEqual(len(line), 1, output(res))
+                line = line[0]
+                self.assertNotIn("userdata", line)
+                self.assertNotIn("table: 0x", line)
+                if fmt == "text":
+                    keys = [m.split("=")[0] for m in line.split(" ")[3:] if "=" in m]
+                    own = ["script", "action", "id"]
+                    self.assertEqual(keys[:3], own, line)
+                    self.assertIn("alpha=null", line)
+                    continue
+                obj = json.loads(line)
+                keys = list(obj)
+                # luahook's own first, then the handler's in key order ('id' became '_id')
+                self.assertEqual(keys[:6], ["ts", "level", "msg", "script", "action", "id"])
+                self.assertEqual(keys[6:], sorted(keys[6:]))
+                self.assertEqual(keys[6:], ["_id", "alpha", "bravo", "charlie", "delta",
+                                            "echo", "kilo", "mike", "yankee", "zulu"])
+                self.assertIsNone(obj["alpha"])
+                self.assertEqual(obj["mike"], {"a": 1, "list": [2, 3]})
+                self.assertIn(obj["echo"], ({}, []))
+                self.assertIn("cannot encode a function", obj["charlie"])
+                self.assertIsInstance(obj["delta"], str)  # too big: cut, as a string
+                self.assertTrue(obj["delta"].startswith("[1,2,3,"))
+                self.assertTrue(obj["delta"].endswith("..."))
+                self.assertLess(len(obj["delta"]), 1100)
+
+    def test_startup_line(self):
+        with h.Server(REAL, "--token", "s3cr3t-x") as srv:
+            line = srv.find_logs(msg="listening")[0]
+            self.assertRegex(line["version"], r"^\d+\.\d+")
+            self.assertEqual(line["pid"], srv.proc.pid)
+            self.assertEqual(line["address"], "127.0.0.1:%d" % srv.port)
+            self.assertEqual(line["scripts"], REAL)
+            self.assertEqual(line["handlers"], 2)
+            self.assertEqual(line["secret"], "required")
+            self.assertEqual(line["auth_header"], "authorization")
+            self.assertEqual(line["state"], "not kept")
+            self.assertNotIn("s3cr3t-x", srv.stderr_text())
+        with h.Server(REAL) as srv:
+            line = srv.find_logs(msg="listening")[0]
+            self.assertEqual(line["secret"], "none")
+            self.assertNotIn("auth_header", line)
+
+    def test_watch_names_the_file(self):
+        with h.TempDir() as tmp:
+            os.mkdir(tmp.join("hooks"))
+            path = h.write_script(tmp.join("hooks"), "x.lua", h.lua_source(__file__, "real.lua"))
+            with h.Server(tmp.join("hooks") + "/", "--watch") as srv:
+                ready = srv.log_count()
+                with open(path, "a") as f:
+                    f.write("-- edited\n")
+                line = srv.wait_log(lambda e: e.get("msg") == "reloaded", start=ready,
+                                    what="the reload --watch asked for", timeout=10 * h.SLOW)
+                self.assertEqual(line["file"], tmp.join("hooks", "x.lua"))
+                self.assertEqual(line["reason"], "a watched file changed")
+
+    def test_sample_command(self):
+        res = h.run_luahook("sample", "ANNOTATION_CREATED")
+        self.assertEqual(res.returncode, 0, output(res))
+        with open(os.path.join(h.REPO, "lua", "samples", "ANNOTATION_CREATED.json"), "rb") as f:
+            self.assertEqual(res.stdout, f.read())  # the body fire --sample and sample() use
+        body = json.loads(res.stdout)
+        self.assertEqual(body["action"], "ANNOTATION_CREATED")
+        self.assertIsInstance(body["annotation"]["id"], int)
+        # what the tutorial does: post it to a running server
+        with h.Server(REAL, "--token", "tk", "--ack", "handled") as srv:
+            r = h.post_event(srv.port, res.stdout, headers={"Authorization": "Token tk"})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["handlers"], 1)
+        listed = h.run_luahook("sample")
+        self.assertEqual(listed.returncode, 0, output(listed))
+        self.assertIn("TASKS_CREATED", listed.stdout.decode().split())
+        bad = h.run_luahook("sample", "ANOTATION_CREATED")
+        self.assertEqual(bad.returncode, 2, output(bad))
+        self.assertIn("did you mean ANNOTATION_CREATED?", bad.stderr.decode())
+        self.assertEqual(bad.stdout, b"")
+
+
+class Testing(unittest.TestCase):
+    def setUp(self):
+        self.tmp = h.TempDir()
+        for folder, name in (("mine", "mine_test.lua"), ("mine", "real.lua"),
+                             ("other", "theirs_test.lua"), ("build", "theirs_test.lua"),
+                             ("node_modules", "theirs_test.lua"),
+                             (os.path.join("mine", "vendor"), "theirs_test.lua")):
+            os.makedirs(self.tmp.join(folder), exist_ok=True)
+            h.write_script(self.tmp.join(folder), name, h.lua_source(__file__, name))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_exclude_and_skipped_folders(self):
+        res = h.run_luahook("test", cwd=self.tmp.path)
+        out = res.stdout.decode()
+        self.assertEqual(res.returncode, 1, output(res))
+        self.assertIn("FAIL other/theirs_test.lua: theirs", out)
+        self.assertIn("FAIL mine/vendor/theirs_test.lua: theirs", out)
+        self.assertNotIn("build/", out)           # never walked into
+        self.assertNotIn("node_modules/", out)
+        self.assertIn("1 passed, 2 failed", out)
+        res = h.run_luahook("test", "--exclude", "other", "--exclude", "mine/vend*",
+                            cwd=self.tmp.path)
+        self.assertEqual(res.returncode, 0, output(res))
+        self.assertIn("ok   mine/mine_test.lua: mine", res.stdout.decode())
+        self.assertIn("1 passed, 0 failed", res.stdout.decode())
+        res = h.run_luahook("test", "--exclude", "*_test.lua", cwd=self.tmp.path)
+        self.assertEqual(res.returncode, 2, output(res))  # nothing left to run
+        res = h.run_luahook("check", "--exclude", "x", self.tmp.join("mine", "real.lua"))
+        self.assertEqual(res.returncode, 2, output(res))
+        self.assertIn("belongs to 'luahook test'", res.stderr.decode())
+
+    def test_check_on_a_test_file(self):
+        path = self.tmp.join("mine", "mine_test.lua")
+        for cmd in (["check"], ["serve", "--listen", "127.0.0.1:0"],
+                    ["fire", "--sample", "ANNOTATION_CREATED"]):
+            with self.subTest(cmd=cmd):
+                res = h.run_luahook(*cmd, path)
+                self.assertEqual(res.returncode, 1, output(res))
+                err = res.stderr.decode()
+                self.assertIn("a test file, not a handler script", err)
+                self.assertIn("luahook test %s" % path, err)
+                self.assertNotIn("attempt to call a nil value", err)
+        # named like a handler script: its load error gets the hint
+        renamed = h.write_script(self.tmp.path, "mine_spec.lua",
+                                 h.lua_source(__file__, "mine_test.lua"))
+        res = h.run_luahook("check", renamed)
+        self.assertEqual(res.returncode, 1, output(res))
+        self.assertIn("(global 'handlers')", res.stderr.decode())
+        self.assertIn("looks like a test file: run it with 'luahook test FILE'",
+                      res.stderr.decode())
+
+
 if __name__ == "__main__":
     h.main()
