@@ -514,7 +514,12 @@ static int check_environment(lh_config_t *cfg)
             continue;
         memcpy(name, *e, n);
         name[n] = '\0';
+        /* the project's own scripts and tests read these; they are no option either */
+        static const char *const tooling[] = {"LUAHOOK_BIN", "LUAHOOK_SANITIZED",
+                                              "LUAHOOK_TEST_BUDGET"};
         int known = 0;
+        for (size_t k = 0; k < sizeof(tooling) / sizeof(tooling[0]) && !known; k++)
+            known = strcmp(tooling[k], name) == 0;
         for (size_t k = 0; k < NOPTIONS && !known; k++)
             known = options[k].env != NULL && strcmp(options[k].env, name) == 0;
         if (known)

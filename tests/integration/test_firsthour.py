@@ -149,7 +149,10 @@ class SecretAndOptions(unittest.TestCase):
             warn = [e for e in srv.logs() if e.get("level") == "warn"]
             self.assertEqual(len(warn), 1, warn)
             self.assertIn("did you mean LUAHOOK_TOKEN?", warn[0]["msg"])
-        res = h.run_luahook("check", self.script, env={"LUAHOOK_TOKEN": "abc"})
+        # real options, and the variables of luahook's own scripts and tests: no warning
+        res = h.run_luahook("check", self.script, env={"LUAHOOK_TOKEN": "abc",
+                                                       "LUAHOOK_TEST_BUDGET": "60",
+                                                       "LUAHOOK_SANITIZED": "0"})
         self.assertNotIn("warn", output(res))
 
     def test_unknown_option_suggests(self):
