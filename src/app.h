@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "log.h"
 #include "metrics.h"
 
 typedef struct lh_vm_s lh_vm_t;
@@ -31,6 +32,10 @@ struct lh_app_s {
     lh_store_t *store; /* owned: handlers' store and locks, outliving every VM; NULL: none */
     uint32_t id_prefix; /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
+    /* the start-up line's fields after version, pid and address, in order: main adds
+    ** scripts, handlers, secret and state ("not kept" until a part keeps state: that part
+    ** sets "state" to where it keeps it, with lh_fieldset_set) */
+    lh_fieldset_t startup;
     int tasks;    /* handler runs alive on every VM, the serving one and replaced ones */
     int admitted; /* handler runs of admitted events not started yet (dispatch) */
     int stopping;

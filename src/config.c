@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "actions.h"
 
 /*
 ** Options are a table, as Fluent Bit's config_map: each row names the option, its
@@ -38,6 +41,7 @@ struct opt_s {
     const char *empty;          /* strings: why "" is refused */
     int flag;                   /* takes no value on the command line */
     int fire_only;              /* an option of luahook fire: env must be NULL */
+    int test_only;              /* an option of luahook test: env must be NULL */
     int secret;                 /* never echoed in a message */
     const char *help;           /* the --help line(s); NULL: described elsewhere */
 };
@@ -53,6 +57,44 @@ static const char *set_string(const opt_t *o, lh_config_t *cfg, void *field, con
         return OOM;
     free(*p);
     *p = copy;
+    return NULL;
+}
+
+/* The secret. `--token "$SECRET"` with SECRET unset makes the next argument the secret:
+** a script path, or an option. Neither is a plausible secret, so neither is taken. */
+static const char *set_token(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                             char *buf, size_t len)
+{
+    struct stat st;
+    size_t n = strlen(v);
+    if (n > 4 && strcmp(v + n - 4, ".lua") == 0)
+        return "this is a script's name, not a secret: is the variable you meant to pass "
+               "empty or unset (--token \"$SECRET\")?";
+    if (stat(v, &st) == 0)
+        return "this is an existing file or folder, not a secret: is the variable you meant "
+               "to pass empty or unset (--token \"$SECRET\")?";
+    if (v[0] == '-' && v[1] == '-')
+        return "this is an option, not a secret: is the variable you meant to pass empty or "
+               "unset (--token \"$SECRET\")?";
+    return set_string(o, cfg, field, v, buf, len);
+}
+
+/* One more GLOB of a repeatable option: the field is a list, its count right after it. */
+static const char *set_append(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                              char *buf, size_t len)
+{
+    char ***list = field;
+    size_t *n = (size_t *)(list + 1);
+    (void)cfg, (void)buf, (void)len;
+    if (*v == '\0')
+        return o->empty;
+    char **grown = realloc(*list, (*n + 1) * sizeof(**list));
+    if (grown == NULL)
+        return OOM;
+    *list = grown;
+    if ((grown[*n] = strdup(v)) == NULL)
+        return OOM;
+    (*n)++;
     return NULL;
 }
 
@@ -166,6 +208,11 @@ _Static_assert(sizeof(lh_ack_t) == sizeof(int), "lh_ack_t is an int");
 _Static_assert(sizeof(lh_level_t) == sizeof(int), "lh_level_t is an int");
 _Static_assert(sizeof(lh_log_format_t) == sizeof(int), "lh_log_format_t is an int");
 
+/* set_append finds a list's count right after the list */
+_Static_assert(offsetof(lh_config_t, nexcludes) ==
+                   offsetof(lh_config_t, excludes) + sizeof(char **),
+               "nexcludes follows excludes");
+
 static const char *const ack_choices[] = {"accept", "handled", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_choices[] = {"text", "json", NULL};
@@ -177,10 +224,10 @@ static const opt_t options[] = {
     {"listen", "LUAHOOK_LISTEN", AT(listen_host), set_listen, "127.0.0.1:9090",
      .help = "  --listen HOST:PORT       address to listen on (127.0.0.1:9090; port 0 picks a "
              "free one)\n"},
-    {"token", "LUAHOOK_TOKEN", AT(token), set_string, NULL, .secret = 1,
+    {"token", "LUAHOOK_TOKEN", AT(token), set_token, NULL, .secret = 1,
      .empty = "the token must not be empty",
-     .help = "  --token SECRET           require 'Authorization: Token SECRET' or 'Bearer "
-             "SECRET'\n"},
+     .help = "  --token SECRET           require 'Authorization: Token SECRET', 'Bearer SECRET'\n"
+             "                           or the bare SECRET\n"},
     {"auth-header", "LUAHOOK_AUTH_HEADER", AT(auth_header), set_header_name, "Authorization",
      .empty = "expected a header name",
      .help = "  --auth-header NAME       read the secret from this header instead "
@@ -230,6 +277,9 @@ static const opt_t options[] = {
      .empty = "expected an action name"},
     {"action", NULL, AT(fire_action), set_string, NULL, .fire_only = 1,
      .empty = "expected an action name"},
+    /* luahook test's own */
+    {"exclude", NULL, AT(excludes), set_append, NULL, .test_only = 1,
+     .empty = "expected a GLOB (e.g. 'vendor' or 'other/*')"},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -241,12 +291,15 @@ static const char usage_head[] =
     "       luahook fire [OPTIONS] --sample ACTION PATH...\n"
     "                                            run the handlers on one event, no server;\n"
     "                                            exit 1 if one failed\n"
-    "       luahook test [TESTFILE|DIR...]       run *_test.lua files (default: .), HTTP\n"
+    "       luahook test [--exclude GLOB] [TESTFILE|DIR...]\n"
+    "                                            run *_test.lua files (default: .), HTTP\n"
     "                                            mocked; 'N passed, N failed'; exit 1 on failure\n"
     "       luahook stubs [DIR]                  write the API's type annotations for\n"
     "                                            lua-language-server (default: .luahook/stubs)\n"
     "       luahook store --state-dir DIR list [PREFIX] | get KEY | set KEY VALUE | delete KEY\n"
     "                                            look at and change the handlers' store\n"
+    "       luahook sample [ACTION]              print a realistic body of a Label Studio\n"
+    "                                            action (no ACTION: list them)\n"
     "       luahook --version | --help | COMMAND --help\n"
     "\n"
     "PATH is a Lua script, or a folder whose *.lua files load in name order.\n"
@@ -290,9 +343,12 @@ static const char fire_usage[] =
     "script did not load), 2 the event could not be read or usage error.\n";
 
 static const char test_usage[] =
-    "usage: luahook test [TESTFILE|DIR...]\n"
+    "usage: luahook test [--exclude GLOB]... [TESTFILE|DIR...]\n"
     "\n"
     "Runs *_test.lua files (a DIR is searched recursively; default: the current folder),\n"
+    "skipping folders named build or node_modules, dot folders, and every file or folder\n"
+    "whose path or name matches an --exclude GLOB (e.g. --exclude vendor --exclude\n"
+    "'other/*'),\n"
     "each in a fresh Lua VM where http is answered by mocks and sleep and timers run on a\n"
     "virtual clock. Prints one line per test ('ok   file: name' or 'FAIL file: name' with\n"
     "the failing file:line and an expected/actual diff), then 'N passed, N failed'.\n"
@@ -325,6 +381,16 @@ static const char store_usage[] =
     "Run as root on a folder owned by another user, it runs as that user.\n"
     "\n"
     "Exit codes: 0 ok, 1 no such key (get, delete), 2 usage or state folder error.\n";
+static const char sample_usage[] =
+    "usage: luahook sample [ACTION]\n"
+    "\n"
+    "Prints the built-in realistic body of a Label Studio action (the one that\n"
+    "'luahook fire --sample' and sample() in tests use) on stdout; without ACTION, lists\n"
+    "the actions. To post one to a running server:\n"
+    "  luahook sample ANNOTATION_CREATED | curl -sS -H 'Authorization: Token SECRET' \\\n"
+    "      -H 'Content-Type: application/json' --data-binary @- http://127.0.0.1:9090/\n"
+    "\n"
+    "Exit codes: 0 printed, 2 no such sample or usage error.\n";
 
 const char *lh_config_usage(lh_command_t command)
 {
@@ -341,6 +407,8 @@ const char *lh_config_usage(lh_command_t command)
         return stubs_usage;
     case LH_CMD_STORE:
         return store_usage;
+    case LH_CMD_SAMPLE:
+        return sample_usage;
     default:
         break;
     }
@@ -440,6 +508,76 @@ static int add_path(lh_config_t *cfg, const char *p)
     return 0;
 }
 
+/* The option whose name (or LUAHOOK_ variable, with `env`) is closest to `name`, when
+** close enough to be a typo; NULL otherwise. */
+static const opt_t *closest_option(const char *name, int env)
+{
+    const opt_t *best = NULL;
+    size_t bestd = (size_t)-1;
+    for (size_t k = 0; k < NOPTIONS; k++) {
+        const char *cand = env ? options[k].env : options[k].name;
+        if (cand == NULL)
+            continue;
+        size_t d = lh_actions_distance(name, cand);
+        if (d < bestd)
+            best = &options[k], bestd = d;
+    }
+    return bestd <= strlen(name) / 3 + 1 ? best : NULL;
+}
+
+static int add_warning(lh_config_t *cfg, const char *w)
+{
+    char **ws = realloc(cfg->warnings, (cfg->nwarnings + 1) * sizeof(*ws));
+    if (ws == NULL)
+        return -1;
+    cfg->warnings = ws;
+    if ((ws[cfg->nwarnings] = strdup(w)) == NULL)
+        return -1;
+    cfg->nwarnings++;
+    return 0;
+}
+
+extern char **environ;
+
+/* A LUAHOOK_* variable that no option reads is a typo more often than not (LUAHOOK_TOKN:
+** a server without its secret): each one is a warning, with the closest real name. */
+static int check_environment(lh_config_t *cfg)
+{
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        char name[128], w[320];
+        size_t n = eq != NULL ? (size_t)(eq - *e) : strlen(*e);
+        if (n < 8 || strncmp(*e, "LUAHOOK_", 8) != 0 || n >= sizeof(name))
+            continue;
+        memcpy(name, *e, n);
+        name[n] = '\0';
+        /* the project's own scripts and tests read these; they are no option either */
+        static const char *const tooling[] = {"LUAHOOK_BIN", "LUAHOOK_SANITIZED",
+                                              "LUAHOOK_TEST_BUDGET"};
+        int known = 0;
+        for (size_t k = 0; k < sizeof(tooling) / sizeof(tooling[0]) && !known; k++)
+            known = strcmp(tooling[k], name) == 0;
+        for (size_t k = 0; k < NOPTIONS && !known; k++)
+            known = options[k].env != NULL && strcmp(options[k].env, name) == 0;
+        if (known)
+            continue;
+        const opt_t *o = closest_option(name, 1);
+        if (o != NULL)
+            snprintf(w, sizeof(w),
+                     "environment %s is not a luahook option and is ignored: did you mean "
+                     "%s?",
+                     name, o->env);
+        else
+            snprintf(w, sizeof(w),
+                     "environment %s is not a luahook option and is ignored (luahook --help "
+                     "lists them)",
+                     name);
+        if (add_warning(cfg, w) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     char from[80];
@@ -460,6 +598,11 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         }
     }
 
+    if (check_environment(cfg) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+
     int i = 1;
     if (i < argc) {
         if (strcmp(argv[i], "serve") == 0)
@@ -474,6 +617,8 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             cfg->command = LH_CMD_STUBS, i++;
         else if (strcmp(argv[i], "store") == 0)
             cfg->command = LH_CMD_STORE, i++;
+        else if (strcmp(argv[i], "sample") == 0)
+            cfg->command = LH_CMD_SAMPLE, i++;
     }
     int only_paths = 0;
     for (; i < argc; i++) {
@@ -509,7 +654,14 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         const opt_t *o = find_option(name, nlen);
         if (o == NULL) {
-            snprintf(err, errlen, "unknown option '--%.*s' (see luahook --help)", (int)nlen, name);
+            char typed[64];
+            snprintf(typed, sizeof(typed), "%.*s", (int)nlen, name);
+            const opt_t *near = closest_option(typed, 0);
+            if (near != NULL)
+                snprintf(err, errlen, "unknown option '--%s': did you mean --%s?", typed,
+                         near->name);
+            else
+                snprintf(err, errlen, "unknown option '--%s' (see luahook --help)", typed);
             return -1;
         }
         const char *v;
@@ -527,6 +679,10 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             snprintf(err, errlen, "option --%s belongs to 'luahook fire'", o->name);
             return -1;
         }
+        if (o->test_only && cfg->command != LH_CMD_TEST) {
+            snprintf(err, errlen, "option --%s belongs to 'luahook test'", o->name);
+            return -1;
+        }
         if (apply(cfg, o, v, "option", err, errlen) != 0)
             return -1;
     }
@@ -541,6 +697,13 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             snprintf(err, errlen,
                      "store: give a command: list [PREFIX], get KEY, set KEY "
                      "VALUE or delete KEY");
+            return -1;
+        }
+        return 0;
+    }
+    if (cfg->command == LH_CMD_SAMPLE) {
+        if (cfg->npaths > 1) {
+            snprintf(err, errlen, "sample: give one action (luahook sample ANNOTATION_CREATED)");
             return -1;
         }
         return 0;
@@ -595,5 +758,11 @@ void lh_config_dispose(lh_config_t *cfg)
     free(cfg->sample);
     free(cfg->fire_action);
     free(cfg->state_dir);
+    for (size_t i = 0; i < cfg->nexcludes; i++)
+        free(cfg->excludes[i]);
+    free(cfg->excludes);
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        free(cfg->warnings[i]);
+    free(cfg->warnings);
     memset(cfg, 0, sizeof(*cfg));
 }

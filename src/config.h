@@ -22,6 +22,7 @@ typedef enum {
     LH_CMD_TEST,
     LH_CMD_STUBS,
     LH_CMD_STORE, /* luahook store ...: paths[] holds the subcommand and its arguments */
+    LH_CMD_SAMPLE, /* luahook sample [ACTION]: a built-in body on stdout */
     LH_CMD_HELP,
     LH_CMD_VERSION,
 } lh_command_t;
@@ -54,6 +55,12 @@ typedef struct lh_config_s {
     char *event_path;  /* owned; a .json file or "-"; NULL with --sample */
     char *sample;      /* owned; --sample ACTION */
     char *fire_action; /* owned; --action X */
+    /* test */
+    char **excludes; /* owned; --exclude GLOB, in order (set_append: nexcludes follows) */
+    size_t nexcludes;
+    char **warnings; /* owned: what the environment got wrong without being fatal (an
+                        unknown LUAHOOK_* variable); main logs them once logging is set */
+    size_t nwarnings;
 } lh_config_t;
 
 /**

@@ -398,7 +398,10 @@ static void failures_put(lh_event_t *e, const char *s, int escape)
 static void event_ended(lh_event_t *e)
 {
     double ms = (double)(uv_hrtime() - e->start_ns) / 1e6;
-    lh_level_t level = e->nhandlers ? LH_INFO : LH_DEBUG;
+    /* an action no handler takes is said at info once (a misspelt on() shows), then at
+    ** debug: a sender's many unhandled actions must not flood the log */
+    int first_unhandled = e->nhandlers == 0 && e->stats != NULL && e->stats->unhandled++ == 0;
+    lh_level_t level = e->nhandlers || first_unhandled ? LH_INFO : LH_DEBUG;
     if (lh_log_enabled(level)) {
         char n[16], d[32];
         snprintf(n, sizeof(n), "%d", e->nhandlers);
@@ -411,8 +414,9 @@ static void event_ended(lh_event_t *e)
                                 : e->nfailed      ? "error"
                                                   : "ok"),
             LH_FIELD_NUM("duration_ms", d),
+            LH_FIELD("note", "no handler takes this action; later ones are logged at debug"),
         };
-        lh_log_fields(level, "event", f, 5);
+        lh_log_fields(level, "event", f, first_unhandled ? 6 : 5);
     }
     answer(e->reply, e->reply_data, e->nfailed ? 500 : 200, NULL, e, NULL);
     e->reply = NULL;

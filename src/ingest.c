@@ -25,18 +25,23 @@ static int same_secret(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
-int lh_ingest_token_ok(const char *v, size_t len, const char *token, int bare_ok)
+/* The value may be "Token SECRET", "Bearer SECRET" or the bare SECRET: Label Studio's
+** header value is free text, and operators paste the secret alone. Both readings are
+** compared, every time, so the time taken says nothing about which one matched. */
+int lh_ingest_token_ok(const char *v, size_t len, const char *token)
 {
-    size_t tlen = strlen(token);
+    size_t tlen = strlen(token), skip = 0;
     while (len > 0 && (*v == ' ' || *v == '\t'))
         v++, len--;
     while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
         len--;
     if (len > 6 && strncasecmp(v, "Token ", 6) == 0)
-        return same_secret(v + 6, len - 6, token, tlen);
-    if (len > 7 && strncasecmp(v, "Bearer ", 7) == 0)
-        return same_secret(v + 7, len - 7, token, tlen);
-    return bare_ok && same_secret(v, len, token, tlen);
+        skip = 6;
+    else if (len > 7 && strncasecmp(v, "Bearer ", 7) == 0)
+        skip = 7;
+    int prefixed = skip > 0 && same_secret(v + skip, len - skip, token, tlen);
+    int bare = same_secret(v, len, token, tlen);
+    return prefixed | bare;
 }
 
 static void rejected(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, int status,
@@ -101,8 +106,7 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
         for (size_t i = 0; i < r->nheaders && h == NULL; i++)
             if (strcmp(r->headers[i].name, cfg->auth_header) == 0)
                 h = &r->headers[i];
-        int bare_ok = strcmp(cfg->auth_header, "authorization") != 0;
-        if (h == NULL || !lh_ingest_token_ok(h->value, h->value_len, cfg->token, bare_ok)) {
+        if (h == NULL || !lh_ingest_token_ok(h->value, h->value_len, cfg->token)) {
             char body[160];
             rejected(app, c, r, 401, LH_REJECT_UNAUTHORIZED);
             snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"%s secret in the %s header\"}",

@@ -11,8 +11,8 @@
 /** The server callbacks that route requests for `app`. */
 lh_server_handler_t lh_ingest_handler(lh_app_t *app);
 
-/** 1 if `value` of the auth header carries `token` ("Token T", "Bearer T", or — for a
- *  header other than Authorization — "T" alone), compared in constant time. */
-int lh_ingest_token_ok(const char *value, size_t len, const char *token, int bare_ok);
+/** 1 if `value` of the auth header carries `token` ("Token T", "Bearer T", or "T" alone),
+ *  compared in constant time. */
+int lh_ingest_token_ok(const char *value, size_t len, const char *token);
 
 #endif

@@ -4,15 +4,20 @@
 */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
 
+#include "json.h"
 #include "lib.h"
 #include "log.h"
 #include "task.h"
 
 #define LOG_MAX_FIELDS 32
+/* A table field is written as JSON, cut past this many bytes (then as a string): a log
+** line stays a line, whatever a handler passes. */
+#define LOG_MAX_TABLE_JSON 1024
 
 static int reserved(const char *k)
 {
@@ -21,6 +26,59 @@ static int reserved(const char *k)
         if (strcmp(k, names[i]) == 0)
             return 1;
     return 0;
+}
+
+/* json.encode(v) under pcall: the encoder raises on what JSON cannot hold */
+static int encode_value(lua_State *L)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    lh_json_encode(L, 1, &b);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* Pushes the text of the field value at the top and says how to write it: 1 (raw JSON:
+** numbers, booleans, null, a table that fits) or 0 (a string). */
+static int push_value(lua_State *L)
+{
+    int t = lua_type(L, -1);
+    if (t == LUA_TBOOLEAN || lua_isinteger(L, -1) ||
+        (t == LUA_TNUMBER && isfinite(lua_tonumber(L, -1)))) {
+        luaL_tolstring(L, -1, NULL);
+        return 1;
+    }
+    if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) { /* json.null */
+        lua_pushliteral(L, "null");
+        return 1;
+    }
+    if (t != LUA_TTABLE) {
+        luaL_tolstring(L, -1, NULL);
+        return 0;
+    }
+    lua_pushcfunction(L, encode_value);
+    lua_pushvalue(L, -2);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) { /* a function inside, a cycle, memory... */
+        lua_pushfstring(L, "(not JSON: %s)", lua_tostring(L, -1));
+        lua_remove(L, -2);
+        return 0;
+    }
+    size_t len;
+    const char *j = lua_tolstring(L, -1, &len);
+    if (len <= LOG_MAX_TABLE_JSON)
+        return 1;
+    lua_pushlstring(L, j, LOG_MAX_TABLE_JSON);
+    lua_pushliteral(L, "...");
+    lua_concat(L, 2);
+    lua_remove(L, -2);
+    return 0;
+}
+
+/* Fields in key order: a Lua table has no order of its own, and a line whose fields move
+** from one run to the next cannot be compared or grepped. */
+static int by_key(const void *a, const void *b)
+{
+    return strcmp(((const lh_field_t *)a)->key, ((const lh_field_t *)b)->key);
 }
 
 static int log_at(lua_State *L, lh_level_t level)
@@ -57,6 +115,7 @@ static int log_at(lua_State *L, lh_level_t level)
         f[n++] = LH_FIELD("action", t->action);
         f[n++] = LH_FIELD("id", t->id);
     }
+    size_t own = n; /* luahook's fields stay first, in their order */
     int base = lua_gettop(L);
     luaL_checkstack(L, 2 * LOG_MAX_FIELDS + 8, "log: too many fields");
     if (lua_istable(L, 2)) {
@@ -66,8 +125,6 @@ static int log_at(lua_State *L, lh_level_t level)
                 lua_pop(L, 1);
                 continue;
             }
-            int number = lua_type(L, -1) == LUA_TBOOLEAN || lua_isinteger(L, -1) ||
-                         (lua_type(L, -1) == LUA_TNUMBER && isfinite(lua_tonumber(L, -1)));
             /* a field never shadows luahook's own: "id" is written as "_id" */
             if (reserved(lua_tostring(L, -2)))
                 lua_pushfstring(L, "_%s", lua_tostring(L, -2)); /* ... k v _k */
@@ -75,7 +132,10 @@ static int log_at(lua_State *L, lh_level_t level)
                 lua_pushvalue(L, -2); /* ... k v k */
             const char *k = lua_tostring(L, -1);
             size_t vlen;
-            const char *v = luaL_tolstring(L, -2, &vlen); /* ... k v k vs */
+            lua_pushvalue(L, -2);       /* ... k v k v */
+            int number = push_value(L); /* ... k v k v vs */
+            lua_remove(L, -2);          /* ... k v k vs */
+            const char *v = lua_tolstring(L, -1, &vlen);
             /* keep k and vs alive on the stack until the line is written */
             lua_insert(L, base + 1);
             lua_insert(L, base + 1); /* k vs ... k v */
@@ -83,6 +143,7 @@ static int log_at(lua_State *L, lh_level_t level)
             f[n++] = (lh_field_t){k, v, vlen, number};
         }
     }
+    qsort(f + own, n - own, sizeof(f[0]), by_key);
     lh_log_fields(level, msg, f, n);
     lua_settop(L, base);
     return 0;

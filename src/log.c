@@ -20,6 +20,24 @@ void lh_log_setup(lh_level_t level, lh_log_format_t format)
     log_format = format;
 }
 
+int lh_fieldset_set(lh_fieldset_t *s, const char *key, const char *val, int number)
+{
+    size_t klen = strlen(key) + 1, vlen = strlen(val) + 1;
+    size_t i = 0;
+    while (i < s->n && strcmp(s->fields[i].key, key) != 0)
+        i++;
+    if (i == LH_FIELDSET_MAX || s->used + klen + vlen > sizeof(s->buf))
+        return -1; /* a replaced value's old copy stays in buf: replacing is rare */
+    char *k = s->buf + s->used, *v = k + klen;
+    memcpy(k, key, klen);
+    memcpy(v, val, vlen);
+    s->used += klen + vlen;
+    s->fields[i] = (lh_field_t){k, v, (size_t)-1, number};
+    if (i == s->n)
+        s->n++;
+    return 0;
+}
+
 int lh_log_enabled(lh_level_t level)
 {
     return level >= log_level;

@@ -28,6 +28,23 @@ typedef struct {
     int number;      /* 1: val is a number literal */
 } lh_field_t;
 
+/*
+** A list of fields that keeps copies of its keys and values: a line built by several parts
+** before it is written (the start-up line: main adds the scripts and the secret, the state
+** layer where state is kept). Bounded; what does not fit is dropped.
+*/
+#define LH_FIELDSET_MAX 16
+typedef struct lh_fieldset_s {
+    lh_field_t fields[LH_FIELDSET_MAX]; /* key and val point into buf */
+    size_t n;
+    char buf[2048]; /* owned storage of the copies */
+    size_t used;
+} lh_fieldset_t;
+
+/** Appends a copy of key=val (`number`: written unquoted), or replaces the value of the
+ *  field `key` already there, keeping its place. -1 when it does not fit. */
+int lh_fieldset_set(lh_fieldset_t *s, const char *key, const char *val, int number);
+
 void lh_log_setup(lh_level_t level, lh_log_format_t format);
 int lh_log_enabled(lh_level_t level);
 

@@ -8,7 +8,9 @@
 
 #include <llhttp.h> /* its version, for --version */
 
+#include "actions.h"
 #include "app.h"
+#include "embedded.h"
 #include "config.h"
 #include "fire.h"
 #include "http_client.h"
@@ -40,7 +42,27 @@ static void report_problem(void *data, const char *problem)
 {
     int *count = data;
     fprintf(stderr, "%s\n", problem);
+    /* a test file's globals, read by a handler script: it is a test file given by mistake */
+    if (strstr(problem, "(global 'handlers')") != NULL || strstr(problem, "(global 'test')"))
+        fprintf(stderr, "  (this looks like a test file: run it with 'luahook test FILE')\n");
     (*count)++;
+}
+
+/* A *_test.lua given to check, serve or fire: a folder skips them, a file given by itself
+** would load as a handler script and fail on handlers(). Each is a problem of its own. */
+static int test_files_given(const lh_config_t *cfg)
+{
+    int problems = 0;
+    for (size_t i = 0; i < cfg->npaths; i++) {
+        const char *p = cfg->paths[i];
+        size_t n = strlen(p);
+        if (n >= 9 && strcmp(p + n - 9, "_test.lua") == 0) {
+            fprintf(stderr,
+                    "%s: a test file, not a handler script: run it with 'luahook test %s'\n", p, p);
+            problems++;
+        }
+    }
+    return problems;
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -140,6 +162,67 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     lh_server_stop(&m->server, on_server_drained); /* may call it at once */
     check_drained(m);
+}
+
+/* luahook sample [ACTION]: the embedded body on stdout, or the list of actions. */
+static int print_sample(const char *action)
+{
+    char name[160];
+    const lh_embedded_t *e = NULL, *near = NULL;
+    size_t neard = (size_t)-1;
+    if (action != NULL) {
+        snprintf(name, sizeof(name), "samples/%s.json", action);
+        e = lh_embedded_find(name);
+    }
+    if (e != NULL) {
+        fwrite(e->data, 1, e->len, stdout);
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
+    FILE *out = action == NULL ? stdout : stderr;
+    if (action != NULL)
+        fprintf(stderr, "luahook sample: no sample for '%s'", action);
+    for (const lh_embedded_t *s = lh_embedded; s->name != NULL; s++) {
+        size_t n = strlen(s->name);
+        if (strncmp(s->name, "samples/", 8) != 0 || n < 14)
+            continue;
+        char act[128];
+        snprintf(act, sizeof(act), "%.*s", (int)(n - 13), s->name + 8);
+        if (action == NULL) {
+            fprintf(out, "%s\n", act);
+            continue;
+        }
+        size_t d = lh_actions_distance(action, act);
+        if (d < neard)
+            near = s, neard = d;
+    }
+    if (action == NULL)
+        return 0;
+    if (near != NULL && neard <= strlen(action) / 3 + 1)
+        fprintf(stderr, ": did you mean %.*s?", (int)(strlen(near->name) - 13), near->name + 8);
+    fprintf(stderr, " (luahook sample lists them)\n");
+    return 2;
+}
+
+/* The start-up line's fields beyond version, pid and address (server.c writes it). */
+static void startup_fields(lh_app_t *app)
+{
+    const lh_config_t *cfg = app->cfg;
+    char scripts[512], n[24];
+    size_t off = 0;
+    scripts[0] = '\0';
+    for (size_t i = 0; i < cfg->npaths && off < sizeof(scripts); i++)
+        off += (size_t)snprintf(scripts + off, sizeof(scripts) - off, "%s%s", i ? " " : "",
+                                cfg->paths[i]);
+    snprintf(n, sizeof(n), "%zu", app->vm->nhandlers);
+    lh_fieldset_set(&app->startup, "scripts", scripts, 0);
+    lh_fieldset_set(&app->startup, "handlers", n, 1);
+    /* which header: the secret is looked for there only */
+    lh_fieldset_set(&app->startup, "secret", cfg->token == NULL ? "none" : "required", 0);
+    if (cfg->token != NULL)
+        lh_fieldset_set(&app->startup, "auth_header", cfg->auth_header, 0);
+    /* where handlers' store (and later the journal) is kept */
+    lh_fieldset_set(&app->startup, "state",
+                    cfg->state_dir != NULL ? cfg->state_dir : "memory (lost at exit)", 0);
 }
 
 static int serve(lh_main_t *m)
@@ -245,7 +328,14 @@ int main(int argc, char **argv)
         lh_config_dispose(&cfg);
         return rc;
     }
+    if (cfg.command == LH_CMD_SAMPLE) {
+        rc = print_sample(cfg.npaths > 0 ? cfg.paths[0] : NULL);
+        lh_config_dispose(&cfg);
+        return rc;
+    }
     if (cfg.command == LH_CMD_TEST) {
+        for (size_t i = 0; i < cfg.nwarnings; i++)
+            fprintf(stderr, "luahook: warning: %s\n", cfg.warnings[i]);
         rc = lh_testing_run(&cfg);
         lh_config_dispose(&cfg);
         return rc;
@@ -253,6 +343,8 @@ int main(int argc, char **argv)
     if (cfg.command == LH_CMD_FIRE)
         cfg.ack = LH_ACK_HANDLED; /* fire reports every handler's outcome */
     lh_log_setup(cfg.log_level, cfg.log_format);
+    for (size_t i = 0; i < cfg.nwarnings; i++)
+        LH_LOG(LH_WARN, "%s", cfg.warnings[i]);
 
     uv_loop_t loop;
     if ((rc = uv_loop_init(&loop)) != 0) {
@@ -270,11 +362,15 @@ int main(int argc, char **argv)
         goto done;
     }
 
+    int problems = test_files_given(&cfg);
+    if (problems > 0) {
+        rc = 1; /* as for a script that does not load */
+        goto done;
+    }
     if ((rc = open_state(&m.app, err, sizeof(err))) != 0) {
         fprintf(stderr, "luahook: not starting: %s\n", err);
         goto done;
     }
-    int problems = 0;
     m.app.vm = lh_vm_new(&m.app, 1, err, sizeof(err));
     if (m.app.vm == NULL) {
         fprintf(stderr, "luahook: %s\n", err);
@@ -290,6 +386,13 @@ int main(int argc, char **argv)
         rc = 1;
         goto done;
     }
+    /* actions Label Studio never sends: warned, never refused (other senders exist) */
+    for (size_t i = 0; i < m.app.vm->nwarnings; i++) {
+        if (cfg.command == LH_CMD_CHECK)
+            fprintf(stderr, "%s\n", m.app.vm->warnings[i]);
+        else
+            LH_LOG(LH_WARN, "%s", m.app.vm->warnings[i]);
+    }
     if (cfg.command == LH_CMD_CHECK) {
         /* each handler's stable id, where it is, what it handles: what logs, fire and
         ** /metrics will call it */
@@ -303,10 +406,15 @@ int main(int argc, char **argv)
             const lh_handler_t *hd = &m.app.vm->handlers[i];
             printf("%-*s  %-*s  %s\n", wid, hd->id, wlabel, hd->label, hd->actions);
         }
-        printf("ok: %zu handler%s\n", m.app.vm->nhandlers, m.app.vm->nhandlers == 1 ? "" : "s");
+        printf("ok: %zu handler%s", m.app.vm->nhandlers, m.app.vm->nhandlers == 1 ? "" : "s");
+        if (m.app.vm->nwarnings > 0)
+            printf(", %zu warning%s", m.app.vm->nwarnings, m.app.vm->nwarnings == 1 ? "" : "s");
+        printf("\n");
         rc = 0;
         goto done;
     }
+    if (cfg.command == LH_CMD_SERVE)
+        startup_fields(&m.app);
     rc = cfg.command == LH_CMD_FIRE ? lh_fire_run(&m.app) : serve(&m);
 done:
     /* what still waits (timers, handler runs, requests) stops before the loop closes */

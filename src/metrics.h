@@ -41,6 +41,7 @@ typedef struct lh_action_stats_s {
     char *name; /* owned */
     size_t nlen;
     uint64_t received;
+    uint64_t unhandled; /* events no handler took: the first is logged at info */
     uint64_t runs[LH_OUTCOME_COUNT_];
     uint64_t buckets[LH_METRICS_BUCKETS]; /* cumulative at render time, not here */
     double duration_sum;

@@ -19,7 +19,10 @@ typedef struct watch_s {
     uv_fs_event_t handle;
     struct lh_reload_s *r;
     char *name; /* owned; the file watched in this folder, NULL: any *.lua */
+    char *dir;  /* owned; the folder watched, as derived from the path given */
 } watch_t;
+
+static const char WATCH_REASON[] = "a watched file changed";
 
 struct lh_reload_s {
     lh_app_t *app;
@@ -33,6 +36,11 @@ struct lh_reload_s {
     size_t nwatches;
     lh_vm_t *retired; /* replaced VMs with handler runs left, through vm->next_retired */
     int closing;
+    /* --watch: the first file that changed since the last debounced reload, and how many
+    ** others did; copied into `file` when the reload is requested ("x.lua and 2 more") */
+    char changed[512];
+    int nchanged;
+    char file[560]; /* the file(s) named on the lines of the reload --watch asked for */
 };
 
 typedef struct {
@@ -157,8 +165,10 @@ static void do_reload(lh_reload_t *r, const char *why)
         snprintf(g, sizeof(g), "%llu", (unsigned long long)app->vm->generation);
         snprintf(n, sizeof(n), "%d", problems.count);
         lh_field_t f[] = {LH_FIELD("reason", why), LH_FIELD_NUM("problems", n),
-                          LH_FIELD_NUM("generation", g), LH_FIELD_NUM("duration_ms", ms)};
-        lh_log_fields(LH_ERROR, "reload failed, the running scripts stay", f, 4);
+                          LH_FIELD_NUM("generation", g), LH_FIELD_NUM("duration_ms", ms),
+                          LH_FIELD("file", r->file)};
+        lh_log_fields(LH_ERROR, "reload failed, the running scripts stay", f,
+                      4 + (why == WATCH_REASON));
         return;
     }
     lh_vm_t *old = app->vm;
@@ -168,8 +178,11 @@ static void do_reload(lh_reload_t *r, const char *why)
     snprintf(g, sizeof(g), "%llu", (unsigned long long)gen);
     snprintf(n, sizeof(n), "%zu", vm->nhandlers);
     lh_field_t f[] = {LH_FIELD("reason", why), LH_FIELD_NUM("generation", g),
-                      LH_FIELD_NUM("handlers", n), LH_FIELD_NUM("duration_ms", ms)};
-    lh_log_fields(LH_INFO, "reloaded", f, 4);
+                      LH_FIELD_NUM("handlers", n), LH_FIELD_NUM("duration_ms", ms),
+                      LH_FIELD("file", r->file)};
+    lh_log_fields(LH_INFO, "reloaded", f, 4 + (why == WATCH_REASON));
+    for (size_t i = 0; i < vm->nwarnings; i++)
+        LH_LOG(LH_WARN, "%s", vm->warnings[i]);
     log_changes(old, vm);
     retire(r, old); /* may free it */
 }
@@ -188,7 +201,10 @@ void lh_reload_request(lh_reload_t *r, const char *why)
     /* why: a string literal, kept until the reload runs */
     if (r->closing || r->app->stopping)
         return;
-    LH_LOG(LH_INFO, "reload requested (%s)", why);
+    if (why == WATCH_REASON)
+        LH_LOG(LH_INFO, "reload requested (%s: %s)", why, r->file);
+    else
+        LH_LOG(LH_INFO, "reload requested (%s)", why);
     if (r->pending)
         return;
     r->pending = 1;
@@ -204,7 +220,14 @@ static void on_sighup(uv_signal_t *s, int signum)
 
 static void on_debounced(uv_timer_t *t)
 {
-    lh_reload_request(t->data, "a watched file changed");
+    lh_reload_t *r = t->data;
+    if (r->nchanged > 1)
+        snprintf(r->file, sizeof(r->file), "%s and %d more", r->changed, r->nchanged - 1);
+    else
+        snprintf(r->file, sizeof(r->file), "%s", r->changed);
+    r->changed[0] = '\0';
+    r->nchanged = 0;
+    lh_reload_request(r, WATCH_REASON);
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
@@ -220,13 +243,24 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
                                (len >= 9 && strcmp(filename + len - 9, "_test.lua") == 0)))
             return;
     }
-    uv_timer_start(&w->r->debounce, on_debounced, DEBOUNCE_MS, 0);
+    lh_reload_t *r = w->r;
+    char path[sizeof(r->changed)];
+    if (filename != NULL)
+        snprintf(path, sizeof(path), "%s/%s", w->dir, filename);
+    else
+        snprintf(path, sizeof(path), "%s", w->dir); /* the platform did not say which */
+    if (r->nchanged == 0)
+        snprintf(r->changed, sizeof(r->changed), "%s", path), r->nchanged = 1;
+    else if (strcmp(r->changed, path) != 0)
+        r->nchanged++;
+    uv_timer_start(&r->debounce, on_debounced, DEBOUNCE_MS, 0);
 }
 
 static void watch_close_cb(uv_handle_t *h)
 {
     watch_t *w = h->data;
     free(w->name);
+    free(w->dir);
     free(w);
 }
 
@@ -259,6 +293,17 @@ static int add_watch(lh_reload_t *r, const char *path)
             return -1;
         }
         dir = dirname(copy);
+    }
+    if ((w->dir = strdup(dir)) != NULL) { /* "handlers/" names files "handlers/x.lua" */
+        size_t n = strlen(w->dir);
+        while (n > 1 && w->dir[n - 1] == '/')
+            w->dir[--n] = '\0';
+    }
+    if (w->dir == NULL) {
+        free(copy);
+        free(w->name);
+        free(w);
+        return -1;
     }
     uv_fs_event_init(r->app->loop, &w->handle);
     w->handle.data = w;

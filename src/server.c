@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -100,8 +101,13 @@ int lh_server_start(lh_server_t *s, lh_app_t *app, const lh_server_handler_t *h)
         snprintf(address, sizeof(address), "%s:%d", ip,
                  ntohs(((struct sockaddr_in *)&addr)->sin_port));
     }
-    lh_field_t f[] = {LH_FIELD("address", address)};
-    lh_log_fields(LH_INFO, "listening", f, 1);
+    /* the start-up line: what an operator needs to know about this process at once */
+    char pid[24];
+    snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+    lh_field_t f[3 + LH_FIELDSET_MAX] = {LH_FIELD("version", LH_VERSION), LH_FIELD_NUM("pid", pid),
+                                         LH_FIELD("address", address)};
+    memcpy(f + 3, app->startup.fields, app->startup.n * sizeof(f[0]));
+    lh_log_fields(LH_INFO, "listening", f, 3 + app->startup.n);
     /* Label Studio's only authentication is the shared secret */
     int loopback = strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0;
     if (cfg->token == NULL && !loopback)

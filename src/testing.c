@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,10 +64,26 @@ static int is_test_file(const char *name)
     return n > 9 && strcmp(name + n - 9, "_test.lua") == 0;
 }
 
+/* Whether the walk skips `path` (as shown, "sub/x_test.lua"), named `name`: a folder no
+** project keeps its own tests in (build output, dependencies), or one that matches an
+** --exclude GLOB, by its whole path or by its name alone. */
+static int excluded(const lh_config_t *cfg, const char *path, const char *name, int is_dir)
+{
+    static const char *const skipped_dirs[] = {"build", "node_modules"};
+    if (is_dir)
+        for (size_t i = 0; i < sizeof(skipped_dirs) / sizeof(skipped_dirs[0]); i++)
+            if (strcmp(name, skipped_dirs[i]) == 0)
+                return 1;
+    for (size_t i = 0; i < cfg->nexcludes; i++)
+        if (fnmatch(cfg->excludes[i], path, 0) == 0 || fnmatch(cfg->excludes[i], name, 0) == 0)
+            return 1;
+    return 0;
+}
+
 /* Test files under `dir`, recursively, each folder's entries in name order. Symlinked
-** folders are not followed (a link to a parent would loop). -1 after printing why a
-** folder could not be read. */
-static int collect(list_t *out, const char *dir)
+** folders are not followed (a link to a parent would loop); dot folders and excluded()
+** ones are not entered. -1 after printing why a folder could not be read. */
+static int collect(list_t *out, const char *dir, const lh_config_t *cfg)
 {
     DIR *d = opendir(dir);
     list_t names = {0};
@@ -87,8 +104,11 @@ static int collect(list_t *out, const char *dir)
         struct stat st;
         snprintf(path, sizeof(path), "%s/%s", strcmp(dir, ".") == 0 ? "." : dir, names.v[i]);
         const char *shown = strncmp(path, "./", 2) == 0 ? path + 2 : path;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-            if (collect(out, path) != 0)
+        int is_dir = lstat(path, &st) == 0 && S_ISDIR(st.st_mode);
+        if (excluded(cfg, shown, names.v[i], is_dir)) {
+            /* not entered, not run */
+        } else if (is_dir) {
+            if (collect(out, path, cfg) != 0)
                 rc = -1;
         } else if (is_test_file(names.v[i])) {
             list_add(out, shown);
@@ -863,7 +883,7 @@ int lh_testing_run(const lh_config_t *cfg)
             fprintf(stderr, "luahook test: %s: %s\n", p, strerror(errno));
             rc = 2;
         } else if (S_ISDIR(st.st_mode)) {
-            if (collect(&files, p) != 0)
+            if (collect(&files, p, cfg) != 0)
                 rc = 2;
         } else {
             list_add(&files, p);

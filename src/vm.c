@@ -14,6 +14,7 @@
 #include <lualib.h>
 
 #include "embedded.h"
+#include "actions.h"
 #include "lib.h"
 #include "log.h"
 #include "task.h"
@@ -101,25 +102,34 @@ static int valid_name(const char *s, size_t len)
     return 1;
 }
 
-/* The `name` of on()'s options at `idx` (nil or a table), checked; NULL when not given. */
-static const char *check_opts(lua_State *L, lh_vm_t *vm, int idx)
+/* on()'s options at `idx` (nil or a table), checked: the `name` (NULL when not given) and
+** `custom` (the actions are another sender's: no warning for a name Label Studio never
+** sends). */
+static const char *check_opts(lua_State *L, lh_vm_t *vm, int idx, int *custom)
 {
     const char *name = NULL;
+    *custom = 0;
     if (lua_isnoneornil(L, idx))
         return NULL;
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) { /* k v */
-        if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "name") != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING || (strcmp(lua_tostring(L, -2), "name") != 0 &&
+                                               strcmp(lua_tostring(L, -2), "custom") != 0)) {
             lua_pop(L, 1); /* k */
             if (lua_type(L, -1) == LUA_TSTRING)
-                luaL_error(L, "on: unknown option '%s' (the options are: name)",
+                luaL_error(L, "on: unknown option '%s' (the options are: name, custom)",
                            lua_tostring(L, -1));
-            luaL_error(L, "on: the options table takes string keys (name), not a %s",
+            luaL_error(L, "on: the options table takes string keys (name, custom), not a %s",
                        luaL_typename(L, -1));
         }
         lua_pop(L, 1);
     }
+    int ct = lua_getfield(L, idx, "custom");
+    if (ct != LUA_TNIL && ct != LUA_TBOOLEAN)
+        luaL_error(L, "on: custom must be true or false, got %s", luaL_typename(L, -1));
+    *custom = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (lua_getfield(L, idx, "name") == LUA_TNIL) { /* ... name */
         lua_pop(L, 1);
         return NULL;
@@ -159,7 +169,27 @@ static int append_word(char **acc, const char *s)
     return 0;
 }
 
-/* on(action | {action...} | "*", fn [, { name = "..." }]) */
+/* A warning for `action` when Label Studio never sends it: "file:line: warning: ...", kept
+** in vm->warnings for check, serve and reload to show. */
+static void warn_action(lua_State *L, lh_vm_t *vm, const char *label, const char *action)
+{
+    char why[400], *w;
+    if (!lh_actions_explain(action, why, sizeof(why)))
+        return;
+    size_t n = strlen(label) + strlen(why) + 16;
+    char **ws = realloc(vm->warnings, (vm->nwarnings + 1) * sizeof(*ws));
+    if (ws == NULL || (w = malloc(n)) == NULL) {
+        if (ws != NULL)
+            vm->warnings = ws;
+        luaL_error(L, "not enough memory");
+        return;
+    }
+    vm->warnings = ws;
+    snprintf(w, n, "%s: warning: %s", label, why);
+    vm->warnings[vm->nwarnings++] = w;
+}
+
+/* on(action | {action...} | "*", fn [, { name = "...", custom = true }]) */
 static int lib_on(lua_State *L)
 {
     lh_vm_t *vm = vm_of(L);
@@ -182,7 +212,8 @@ static int lib_on(lua_State *L)
             lua_pop(L, 1);
         }
     }
-    const char *name = check_opts(L, vm, 3);
+    int custom;
+    const char *name = check_opts(L, vm, 3, &custom);
     if (vm->nhandlers == vm->handlers_cap) {
         size_t cap = vm->handlers_cap ? vm->handlers_cap * 2 : 16;
         lh_handler_t *h = realloc(vm->handlers, cap * sizeof(*h));
@@ -233,6 +264,18 @@ static int lib_on(lua_State *L)
     lua_pushvalue(L, 2);
     h->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     int idx = (int)vm->nhandlers++;
+    if (!custom) {
+        if (t == LUA_TSTRING) {
+            warn_action(L, vm, h->label, lua_tostring(L, 1));
+        } else {
+            lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+            for (lua_Integer i = 1; i <= n; i++) {
+                lua_rawgeti(L, 1, i);
+                warn_action(L, vm, vm->handlers[idx].label, lua_tostring(L, -1));
+                lua_pop(L, 1);
+            }
+        }
+    }
 
     if (t == LUA_TSTRING) {
         add_route(L, vm, 1, idx);
@@ -382,8 +425,8 @@ static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_repo
         lua_settop(L, top);
         return 1;
     }
-    lh_lib_store_push(L, vm, name); /* fn env store: bound to the script's stable name */
-    lua_setfield(L, -2, "store");   /* fn env */
+    lh_lib_store_push(L, vm, name);       /* fn env store: bound to the script's stable name */
+    lua_setfield(L, -2, "store");         /* fn env */
     if (lua_setupvalue(L, -2, 1) == NULL) /* fn */
         lua_pop(L, 1);
     lua_pushcfunction(L, msghandler); /* fn mh */
@@ -740,6 +783,9 @@ void lh_vm_free(lh_vm_t *vm)
         free(vm->handlers[i].actions);
     }
     free(vm->handlers);
+    for (size_t i = 0; i < vm->nwarnings; i++)
+        free(vm->warnings[i]);
+    free(vm->warnings);
     for (size_t i = 0; i < vm->nscripts; i++) {
         free(vm->scripts[i].name);
         free(vm->scripts[i].path);

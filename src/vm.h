@@ -58,6 +58,9 @@ struct lh_vm_s {
     lh_script_t *scripts; /* owned: every script loaded, in load order */
     size_t nscripts, scripts_cap;
     int loading_script; /* index in scripts of the script loading now; -1: none */
+    char **warnings;    /* owned: "file:line: warning: ..." per action of on() that Label
+                           Studio never sends (and not marked custom), in load order */
+    size_t nwarnings;
     lh_route_t *routes; /* owned; routes[0] is the "*"-only route of unknown actions */
     size_t nroutes;
     int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */

@@ -258,6 +258,8 @@ class EnvAndOptions(unittest.TestCase):
     def test_log_level_from_env(self):
         empty = self.tmp.script("empty.lua", "-- no handlers\n")
         with h.Server(empty, env={"LUAHOOK_LOG_LEVEL": "debug"}) as srv:
+            # the first unhandled event of an action is said at info, the next at debug
+            h.post_event(srv.port, {"action": "A"})
             r = h.post_event(srv.port, {"action": "A"})
             ev = srv.wait_event(r.json()["id"])
             self.assertEqual(ev.get("level"), "debug")

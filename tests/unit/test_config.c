@@ -207,6 +207,7 @@ static const row_case_t row_cases[] = {
     {"store-max-keys", "5", "1k", "0"},
     {"sample", "X", "Y", ""},
     {"action", "X", "Y", ""},
+    {"exclude", "vendor", "other/*", ""},
 };
 
 #define NCASES (sizeof(row_cases) / sizeof(row_cases[0]))
@@ -223,7 +224,19 @@ static const row_case_t *case_of(const opt_t *o)
 static int same_field(const opt_t *o, const lh_config_t *x, const lh_config_t *y)
 {
     const void *fx = (const char *)x + o->offset, *fy = (const char *)y + o->offset;
-    if (o->set == set_string || o->set == set_header_name || o->set == set_listen) {
+    if (o->set == set_append) {
+        char *const *lx = *(char **const *)fx, *const *ly = *(char **const *)fy;
+        size_t nx = *(const size_t *)((const char *)fx + sizeof(char **));
+        size_t ny = *(const size_t *)((const char *)fy + sizeof(char **));
+        if (nx != ny)
+            return 0;
+        for (size_t i = 0; i < nx; i++)
+            if (strcmp(lx[i], ly[i]) != 0)
+                return 0;
+        return 1;
+    }
+    if (o->set == set_string || o->set == set_token || o->set == set_header_name ||
+        o->set == set_listen) {
         const char *sx = *(char *const *)fx, *sy = *(char *const *)fy;
         if (sx == NULL || sy == NULL)
             return sx == sy;
@@ -254,6 +267,8 @@ static int parse_with(lh_config_t *cfg, char *err, const opt_t *o, const char *v
     argv[argc++] = "luahook";
     if (o->fire_only)
         argv[argc++] = "fire";
+    if (o->test_only)
+        argv[argc++] = "test";
     if (value != NULL) {
         snprintf(arg, sizeof(arg), "--%s=%s", o->name, value);
         argv[argc++] = arg;
@@ -280,9 +295,9 @@ static void test_table_rows(void)
         CHECK(case_of(o) != NULL);
         CHECK(o->set != NULL);
         CHECK(o->offset < sizeof(lh_config_t));
-        if (o->fire_only) {
+        if (o->fire_only || o->test_only) {
             CHECK(o->env == NULL && o->help == NULL);
-            CHECK(strstr(usage, o->name) != NULL); /* in the fire paragraph */
+            CHECK(strstr(usage, o->name) != NULL); /* in the fire or test paragraph */
         } else {
             CHECK(o->env != NULL && strcmp(o->env, env) == 0);
             CHECK(o->help != NULL && strncmp(o->help, flag, strlen(flag)) == 0);

@@ -178,7 +178,9 @@ static void test_names_checked(void)
         {"{ name = '-x' }", "bad handler name"},
         {"{ name = true }", "the name must be a string, got boolean"},
         {"{ Name = 'x' }", "unknown option 'Name'"},
-        {"{ 'x' }", "takes string keys (name), not a number"},
+        {"{ 'x' }", "takes string keys (name, custom), not a number"},
+        {"{ custom = 'yes' }", "custom must be true or false, got string"},
+        {"{ custom = true, name = 'x' }", NULL},
         {"'x'", "bad argument #3 to 'on' (table expected, got string)"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
