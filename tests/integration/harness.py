@@ -103,8 +103,9 @@ def child_env(extra=None):
     return env
 
 
-def run_luahook(*args, env=None, timeout=30.0 * SLOW, input=None, cwd=None):
-    """Runs the binary to completion (check, --help, usage errors...)."""
+def run_luahook(*args, env=None, timeout=120.0 * SLOW, input=None, cwd=None):
+    """Runs the binary to completion (check, --help, usage errors...). `timeout` only
+    guards against a hang: a loaded machine may take long (luahook test over a folder)."""
     return subprocess.run(
         [BIN, *args],
         env=child_env(env),

@@ -207,6 +207,13 @@ class EnvAndOptions(unittest.TestCase):
             r = h.post_event(srv.port, {"action": "A"}, headers={"Authorization": "Token from-env"})
             self.assertEqual(r.status, 200, r)
 
+    def test_empty_token_from_env_is_refused(self):
+        """An env file's `LUAHOOK_TOKEN=` would mean no authentication: refused, exit 2."""
+        res = h.run_luahook("serve", "--listen", "127.0.0.1:0", self.good,
+                            env={"LUAHOOK_TOKEN": ""}, timeout=15 * h.SLOW)
+        self.assertEqual(res.returncode, 2, res)
+        self.assertIn(b"environment LUAHOOK_TOKEN: the token must not be empty", res.stderr)
+
     def test_command_line_wins_over_env(self):
         with h.Server(self.good, "--token", "from-cli", env={"LUAHOOK_TOKEN": "from-env"}) as srv:
             r = h.post_event(srv.port, {"action": "A"}, headers={"Authorization": "Token from-env"})
