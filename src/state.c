@@ -648,6 +648,16 @@ static void vacuum(lh_state_t *st)
         sqlite3_exec(st->db, "PRAGMA incremental_vacuum(1000)", 0, 0, 0);
 }
 
+/* Puts the list `done` in front of what the loop has still to take; st->mu is held. */
+static void give_done_locked(lh_state_t *st, op_t *done)
+{
+    op_t *tail = done;
+    while (tail->next)
+        tail = tail->next;
+    tail->next = st->done;
+    st->done = done;
+}
+
 /* Gives `done` to the loop and wakes it; `wake`: also with nothing to give (the counters
 ** changed). */
 static void hand_back(lh_state_t *st, op_t *done, int wake)
@@ -658,11 +668,7 @@ static void hand_back(lh_state_t *st, op_t *done, int wake)
         return;
     }
     uv_mutex_lock(&st->mu);
-    op_t *tail = done;
-    while (tail->next)
-        tail = tail->next;
-    tail->next = st->done;
-    st->done = done;
+    give_done_locked(st, done);
     uv_mutex_unlock(&st->mu);
     uv_async_send(&st->async);
 }
@@ -783,13 +789,8 @@ void lh_state_stop(lh_state_t *st)
         uv_mutex_unlock(&st->mu);
         commit_batch(st, batch, &done);
         uv_mutex_lock(&st->mu);
-        if (done) {
-            op_t *tail = done;
-            while (tail->next)
-                tail = tail->next;
-            tail->next = st->done;
-            st->done = done;
-        }
+        if (done)
+            give_done_locked(st, done);
         uv_mutex_unlock(&st->mu);
     }
     run_done(st);
