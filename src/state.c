@@ -465,9 +465,9 @@ uint64_t lh_state_put(lh_state_t *st, const lh_state_row_t *r)
     op->r.i = r->i;
     op->r.f = r->f;
     op->r.expires = r->expires;
-    op->seq = ++st->seq;
-    enqueue(st, op);
-    return op->seq;
+    uint64_t seq = op->seq = ++st->seq;
+    enqueue(st, op); /* the writer may commit and free op at once: not read after this */
+    return seq;
 }
 
 uint64_t lh_state_delete(lh_state_t *st, const char *ns, const char *key)
@@ -475,9 +475,9 @@ uint64_t lh_state_delete(lh_state_t *st, const char *ns, const char *key)
     op_t *op = op_new(OP_DEL, ns, key, NULL, 0);
     if (op == NULL)
         return 0;
-    op->seq = ++st->seq;
-    enqueue(st, op);
-    return op->seq;
+    uint64_t seq = op->seq = ++st->seq;
+    enqueue(st, op); /* as in lh_state_put: op is the writer's from here */
+    return seq;
 }
 
 int lh_state_flush(lh_state_t *st, void (*cb)(void *data, int status), void *data)
