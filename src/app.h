@@ -28,8 +28,8 @@ struct lh_app_s {
     /* luahook test's own; NULL: the real ones (the loop's clock, `http`'s curl) */
     lh_clock_t *clock;         /* borrowed */
     lh_transport_t *transport; /* borrowed */
-    lh_state_t *state; /* owned: the state folder's database; NULL: state lives in memory */
-    lh_store_t *store; /* owned: handlers' store and locks, outliving every VM; NULL: none */
+    lh_state_t *state;         /* owned: the state folder's database; NULL: state lives in memory */
+    lh_store_t *store;  /* owned: handlers' store and locks, outliving every VM; NULL: none */
     uint32_t id_prefix; /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
     /* the start-up line's fields after version, pid and address, in order: main adds

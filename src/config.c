@@ -593,9 +593,8 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         const char *v = o->env != NULL ? getenv(o->env) : NULL;
         if (v != NULL && *v == '\0' && o->secret) {
             /* an env file's `LUAHOOK_TOKEN=` would otherwise mean: no authentication */
-            snprintf(err, errlen,
-                     "environment %s: %s (unset the variable to run without a secret)", o->env,
-                     o->empty);
+            snprintf(err, errlen, "environment %s: %s (unset the variable to run without a secret)",
+                     o->env, o->empty);
             return -1;
         }
         if (v != NULL && *v != '\0') {

@@ -21,7 +21,7 @@ typedef enum {
     LH_CMD_FIRE,
     LH_CMD_TEST,
     LH_CMD_STUBS,
-    LH_CMD_STORE, /* luahook store ...: paths[] holds the subcommand and its arguments */
+    LH_CMD_STORE,  /* luahook store ...: paths[] holds the subcommand and its arguments */
     LH_CMD_SAMPLE, /* luahook sample [ACTION]: a built-in body on stdout */
     LH_CMD_HELP,
     LH_CMD_VERSION,
