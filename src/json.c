@@ -41,6 +41,46 @@ void lh_json_pushnull(lua_State *L)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Marks: a shared metatable per kind. Only an empty table is ambiguous, and a metatable costs
+ * neither memory per table nor a lookup in the encoder unless the table has one; it is also what
+ * lua-cjson's array_mt does, so the idea is familiar.
+ * ------------------------------------------------------------------------------------------- */
+
+static const char *mark_name(lh_json_type_t kind)
+{
+    return kind == LH_JSON_ARRAY ? LH_JSON_ARRAY_MT : LH_JSON_OBJECT_MT;
+}
+
+void lh_json_mark(lua_State *L, int idx, lh_json_type_t kind)
+{
+    idx = lua_absindex(L, idx);
+    if (luaL_getmetatable(L, mark_name(kind)) == LUA_TNIL) { /* nil */
+        lua_pop(L, 1);
+        luaL_newmetatable(L, mark_name(kind)); /* mt (its __name is the kind) */
+    }
+    lua_setmetatable(L, idx);
+}
+
+lh_json_type_t lh_json_marked(lua_State *L, int idx)
+{
+    lh_json_type_t kind = LH_JSON_NULL;
+
+    if (!lua_getmetatable(L, idx)) /* mt? */
+        return LH_JSON_NULL;
+    luaL_getmetatable(L, LH_JSON_ARRAY_MT); /* mt amt */
+    if (lua_rawequal(L, -1, -2)) {
+        kind = LH_JSON_ARRAY;
+    } else {
+        lua_pop(L, 1);
+        luaL_getmetatable(L, LH_JSON_OBJECT_MT); /* mt omt */
+        if (lua_rawequal(L, -1, -2))
+            kind = LH_JSON_OBJECT;
+    }
+    lua_pop(L, 2);
+    return kind;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Decoder
  * ------------------------------------------------------------------------------------------- */
 
@@ -606,8 +646,9 @@ static const char *parse_array(Decoder *d, const char *p)
     tbl = lua_gettop(L);
     p = skip_ws(p + 1, end);
     if (p < end && *p == ']') {
-        lua_createtable(L, 0, 0); /* t? t */
-        lua_replace(L, tbl);      /* t */
+        lua_createtable(L, 0, 0);           /* t? t */
+        lh_json_mark(L, -1, LH_JSON_ARRAY); /* so that it encodes as [] again, not {} */
+        lua_replace(L, tbl);                /* t */
         d->depth--;
         return p + 1;
     }
@@ -1118,47 +1159,140 @@ static const char *key_kind(lua_State *L, int idx, char *buf, size_t len)
     return buf;
 }
 
+/* An object key as encode_object sorts it: its bytes, and the stack slot of the pair. */
+typedef struct {
+    const char *s;
+    size_t len;
+    int slot; /* the key (a string); its value is at slot + 1 */
+} KeyRef;
+
+/* Byte order, a prefix first: the order of strcmp, also for keys holding NUL bytes. */
+static int key_cmp(const KeyRef *a, const KeyRef *b)
+{
+    int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+
+    if (c != 0)
+        return c;
+    return a->len < b->len ? -1 : a->len > b->len;
+}
+
+static int key_cmp_q(const void *a, const void *b)
+{
+    return key_cmp(a, b);
+}
+
+static void sort_keys(KeyRef *k, int n)
+{
+    if (n > 16) {
+        qsort(k, (size_t)n, sizeof *k, key_cmp_q);
+        return;
+    }
+    /* Most objects are small: insertion sort beats qsort's indirect calls there. */
+    for (int i = 1; i < n; i++) {
+        KeyRef x = k[i];
+        int j = i;
+
+        for (; j > 0 && key_cmp(&k[j - 1], &x) > 0; j--)
+            k[j] = k[j - 1];
+        k[j] = x;
+    }
+}
+
+/* Pairs gathered on the stack between checks that it has room for more. */
+#define PAIRS_STEP 64
+/* Keys of an object sorted in a C array up to this many, in a userdata beyond (the array is in
+ * every frame of a recursion up to LH_JSON_MAX_DEPTH deep: keep it small). */
+#define KEYS_LOCAL 16
+
+/* Writes the table at idx as an object, members in byte order of their keys so that the text is
+ * the same in every process (Lua's string hashes are seeded per state). The first pair is on the
+ * stack (k v). Each pair is copied above it, then sorted by reference: no key is hashed again. */
+static void encode_object(Encoder *e, int idx, lh_json_type_t mark)
+{
+    lua_State *L = e->L;
+    int base = lua_gettop(L) - 2; /* pairs from base + 1 */
+    int n = 0;
+    int renamed = 0; /* integer keys written as strings: two keys may then be equal */
+    KeyRef local[KEYS_LOCAL];
+    KeyRef *keys = local;
+    PathSeg sg = {e->path, NULL, 0, 0};
+    char kind[64];
+
+    do { /* pairs.. k v */
+        if (n % PAIRS_STEP == 0 && !lua_checkstack(L, 2 * PAIRS_STEP + 8))
+            encode_error(e, "cannot encode an object this large (%d keys fill the Lua stack)", n);
+        lua_pushvalue(L, -2); /* pairs.. k v k */
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            if (mark != LH_JSON_OBJECT)
+                encode_error(e, "cannot encode a table mixing string keys and %s",
+                             key_kind(L, -1, kind, sizeof kind));
+            if (!lua_isinteger(L, -1))
+                encode_error(e,
+                             "cannot encode a json.object with %s (keys must be strings or "
+                             "integers)",
+                             key_kind(L, -1, kind, sizeof kind));
+            lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, -1)); /* .. k v k "k" */
+            lua_replace(L, -4);                                          /* .. "k" v k */
+            renamed = 1;
+        }
+        n++;
+    } while (lua_next(L, idx)); /* pairs.. */
+    if (n > KEYS_LOCAL)
+        keys = lua_newuserdatauv(L, (size_t)n * sizeof *keys, 0); /* pairs.. box */
+    for (int i = 0; i < n; i++) {
+        keys[i].slot = base + 1 + 2 * i;
+        keys[i].s = lua_tolstring(L, keys[i].slot, &keys[i].len);
+    }
+    sort_keys(keys, n);
+    putc_(e, '{');
+    for (int i = 0; i < n; i++) {
+        if (renamed && i > 0 && key_cmp(&keys[i - 1], &keys[i]) == 0)
+            encode_error(e,
+                         "cannot encode a json.object with both integer key %s and string "
+                         "key \"%s\"",
+                         keys[i].s, keys[i].s);
+        sg.key = keys[i].s;
+        sg.klen = keys[i].len;
+        encode_string(e, sg.key, sg.klen);
+        putc_(e, ':');
+        e->depth++;
+        e->path = &sg;
+        encode_value(e, keys[i].slot + 1);
+        e->path = sg.up;
+        e->depth--;
+        putc_(e, ',');
+    }
+    e->buf[e->len - 1] = '}'; /* replaces the last ',' */
+    lua_settop(L, base);
+}
+
 static void encode_table(Encoder *e, int idx)
 {
     lua_State *L = e->L;
+    lh_json_type_t mark;
     char kind[64];
 
     if (e->depth >= LH_JSON_MAX_DEPTH)
         encode_error(e, "cannot encode: nesting deeper than %d levels (a cycle?)",
                      LH_JSON_MAX_DEPTH);
     luaL_checkstack(L, 4, "json.encode");
+    mark = lh_json_marked(L, idx);
     lua_pushnil(L); /* nil */
     if (!lua_next(L, idx)) {
-        /* An empty table is an object: nothing tells an empty array apart (lua-cjson agrees). */
-        put(e, "{}", 2);
+        /* Unmarked, an empty table is an object: nothing tells an empty array apart (lua-cjson
+         * agrees). */
+        if (mark == LH_JSON_ARRAY)
+            put(e, "[]", 2);
+        else
+            put(e, "{}", 2);
         return;
     }
     /* k v */
-    if (lua_type(L, -2) == LUA_TSTRING) {
-        PathSeg sg = {e->path, NULL, 0, 0};
-
-        putc_(e, '{');
-        do {
-            int top = lua_gettop(L);
-
-            if (lua_type(L, -2) != LUA_TSTRING)
-                encode_error(e, "cannot encode a table mixing string keys and %s",
-                             key_kind(L, -2, kind, sizeof kind));
-            sg.key = lua_tolstring(L, -2, &sg.klen);
-            encode_string(e, sg.key, sg.klen);
-            putc_(e, ':');
-            e->depth++;
-            e->path = &sg;
-            encode_value(e, top);
-            e->path = sg.up;
-            e->depth--;
-            putc_(e, ',');
-            lua_pop(L, 1); /* k */
-        } while (lua_next(L, idx));
-        e->buf[e->len - 1] = '}'; /* replaces the last ',' */
+    if (mark == LH_JSON_OBJECT || (mark != LH_JSON_ARRAY && lua_type(L, -2) == LUA_TSTRING)) {
+        encode_object(e, idx, mark);
         return;
     }
-    /* Not a string key: the table must be a sequence 1..n. */
+    /* The table must be a sequence 1..n. */
     lua_pop(L, 2);
     {
         lua_Integer n = 0;
@@ -1169,8 +1303,12 @@ static void encode_table(Encoder *e, int idx)
         while (lua_next(L, idx)) { /* k v */
             lua_Integer k = lua_isinteger(L, -2) ? lua_tointeger(L, -2) : 0;
 
-            if (lua_type(L, -2) == LUA_TSTRING)
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                if (mark == LH_JSON_ARRAY)
+                    encode_error(e, "cannot encode a json.array with a string key \"%.40s\"",
+                                 lua_tostring(L, -2));
                 encode_error(e, "cannot encode a table mixing integer keys and string keys");
+            }
             if (k < 1)
                 encode_error(e, "cannot encode a table with %s (arrays need keys 1..n)",
                              key_kind(L, -2, kind, sizeof kind));
