@@ -46,19 +46,29 @@ void lh_json_pushnull(lua_State *L)
  * lua-cjson's array_mt does, so the idea is familiar.
  * ------------------------------------------------------------------------------------------- */
 
-static const char *mark_name(lh_json_type_t kind)
+/* Registry keys of the two metatables: a light userdata key is found without hashing a name.
+ * They are also registered by name (luaL_newmetatable), which gives them their __name. */
+static const char array_key;
+static const char object_key;
+
+/* Pushes the shared metatable of kind, creating it on first use in this state. */
+static void push_mark(lua_State *L, lh_json_type_t kind)
 {
-    return kind == LH_JSON_ARRAY ? LH_JSON_ARRAY_MT : LH_JSON_OBJECT_MT;
+    const void *key = kind == LH_JSON_ARRAY ? &array_key : &object_key;
+
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) != LUA_TNIL) /* mt */
+        return;
+    lua_pop(L, 1);
+    luaL_newmetatable(L, kind == LH_JSON_ARRAY ? LH_JSON_ARRAY_MT : LH_JSON_OBJECT_MT); /* mt */
+    lua_pushvalue(L, -1);                                                               /* mt mt */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);                                             /* mt */
 }
 
 void lh_json_mark(lua_State *L, int idx, lh_json_type_t kind)
 {
     idx = lua_absindex(L, idx);
-    if (luaL_getmetatable(L, mark_name(kind)) == LUA_TNIL) { /* nil */
-        lua_pop(L, 1);
-        luaL_newmetatable(L, mark_name(kind)); /* mt (its __name is the kind) */
-    }
-    lua_setmetatable(L, idx);
+    push_mark(L, kind);       /* mt */
+    lua_setmetatable(L, idx); /* */
 }
 
 lh_json_type_t lh_json_marked(lua_State *L, int idx)
@@ -67,12 +77,12 @@ lh_json_type_t lh_json_marked(lua_State *L, int idx)
 
     if (!lua_getmetatable(L, idx)) /* mt? */
         return LH_JSON_NULL;
-    luaL_getmetatable(L, LH_JSON_ARRAY_MT); /* mt amt */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &array_key); /* mt amt|nil */
     if (lua_rawequal(L, -1, -2)) {
         kind = LH_JSON_ARRAY;
     } else {
         lua_pop(L, 1);
-        luaL_getmetatable(L, LH_JSON_OBJECT_MT); /* mt omt */
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &object_key); /* mt omt|nil */
         if (lua_rawequal(L, -1, -2))
             kind = LH_JSON_OBJECT;
     }
@@ -905,7 +915,9 @@ typedef struct {
     size_t cap;
     int box; /* stack slot for the userdata holding buf once it outgrows init */
     int depth;
-    const PathSeg *path; /* deepest step, NULL at the top level */
+    const PathSeg *path;   /* deepest step, NULL at the top level */
+    const void *array_mt;  /* the marks' metatables (NULL until a mark was made in this state): */
+    const void *object_mt; /* comparing pointers spares a registry lookup per marked table */
     char init[1024];
 } Encoder;
 
@@ -1161,33 +1173,38 @@ static const char *key_kind(lua_State *L, int idx, char *buf, size_t len)
 
 /* An object key as encode_object sorts it: its bytes, and the stack slot of the pair. */
 typedef struct {
+    uint64_t head; /* the first 8 bytes, big-endian, zero-padded: most keys differ there */
     const char *s;
     size_t len;
     int slot; /* the key (a string); its value is at slot + 1 */
 } KeyRef;
 
-/* Byte order, a prefix first: the order of strcmp, also for keys holding NUL bytes. */
-static int key_cmp(const KeyRef *a, const KeyRef *b)
+static inline uint64_t key_head(const char *s, size_t len)
 {
-    int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+    unsigned char b[8] = {0};
+    uint64_t h = 0;
 
+    memcpy(b, s, len < 8 ? len : 8);
+    for (int i = 0; i < 8; i++)
+        h = h << 8 | b[i];
+    return h;
+}
+
+/* Byte order, a prefix first: the order of strcmp, also for keys holding NUL bytes. */
+static inline int key_cmp(const KeyRef *a, const KeyRef *b)
+{
+    int c;
+
+    if (a->head != b->head)
+        return a->head < b->head ? -1 : 1;
+    c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
     if (c != 0)
         return c;
     return a->len < b->len ? -1 : a->len > b->len;
 }
 
-static int key_cmp_q(const void *a, const void *b)
+static void insertion_sort(KeyRef *k, int n)
 {
-    return key_cmp(a, b);
-}
-
-static void sort_keys(KeyRef *k, int n)
-{
-    if (n > 16) {
-        qsort(k, (size_t)n, sizeof *k, key_cmp_q);
-        return;
-    }
-    /* Most objects are small: insertion sort beats qsort's indirect calls there. */
     for (int i = 1; i < n; i++) {
         KeyRef x = k[i];
         int j = i;
@@ -1198,11 +1215,43 @@ static void sort_keys(KeyRef *k, int n)
     }
 }
 
+/* Runs sorted by insertion (most objects are one run), then merged pairwise into the other of
+ * k and tmp (n entries each). Returns the one that holds the sorted keys. The comparison is
+ * inline, unlike qsort's. */
+#define SORT_RUN 16
+
+static KeyRef *sort_keys(KeyRef *k, KeyRef *tmp, int n)
+{
+    for (int lo = 0; lo < n; lo += SORT_RUN)
+        insertion_sort(k + lo, n - lo < SORT_RUN ? n - lo : SORT_RUN);
+    for (int w = SORT_RUN; w < n; w *= 2) {
+        KeyRef *swap;
+
+        for (int lo = 0; lo < n; lo += 2 * w) {
+            int mid = n - lo < w ? n : lo + w;
+            int hi = n - lo < 2 * w ? n : lo + 2 * w;
+            int i = lo, j = mid, o = lo;
+
+            while (i < mid && j < hi)
+                tmp[o++] = key_cmp(&k[j], &k[i]) < 0 ? k[j++] : k[i++];
+            while (i < mid)
+                tmp[o++] = k[i++];
+            while (j < hi)
+                tmp[o++] = k[j++];
+        }
+        swap = k;
+        k = tmp;
+        tmp = swap;
+    }
+    return k;
+}
+
 /* Pairs gathered on the stack between checks that it has room for more. */
 #define PAIRS_STEP 64
 /* Keys of an object sorted in a C array up to this many, in a userdata beyond (the array is in
  * every frame of a recursion up to LH_JSON_MAX_DEPTH deep: keep it small). */
 #define KEYS_LOCAL 16
+_Static_assert(KEYS_LOCAL <= SORT_RUN, "a local key array is sorted in one run, without tmp");
 
 /* Writes the table at idx as an object, members in byte order of their keys so that the text is
  * the same in every process (Lua's string hashes are seeded per state). The first pair is on the
@@ -1238,12 +1287,13 @@ static void encode_object(Encoder *e, int idx, lh_json_type_t mark)
         n++;
     } while (lua_next(L, idx)); /* pairs.. */
     if (n > KEYS_LOCAL)
-        keys = lua_newuserdatauv(L, (size_t)n * sizeof *keys, 0); /* pairs.. box */
+        keys = lua_newuserdatauv(L, 2 * (size_t)n * sizeof *keys, 0); /* pairs.. box (+ tmp) */
     for (int i = 0; i < n; i++) {
         keys[i].slot = base + 1 + 2 * i;
         keys[i].s = lua_tolstring(L, keys[i].slot, &keys[i].len);
+        keys[i].head = key_head(keys[i].s, keys[i].len);
     }
-    sort_keys(keys, n);
+    keys = sort_keys(keys, keys + n, n); /* n <= KEYS_LOCAL is one run: no tmp */
     putc_(e, '{');
     for (int i = 0; i < n; i++) {
         if (renamed && i > 0 && key_cmp(&keys[i - 1], &keys[i]) == 0)
@@ -1266,6 +1316,20 @@ static void encode_object(Encoder *e, int idx, lh_json_type_t mark)
     lua_settop(L, base);
 }
 
+/* As lh_json_marked, with the metatables looked up once per encode. */
+static lh_json_type_t table_mark(Encoder *e, int idx)
+{
+    const void *mt;
+
+    if (!lua_getmetatable(e->L, idx)) /* mt? */
+        return LH_JSON_NULL;
+    mt = lua_topointer(e->L, -1);
+    lua_pop(e->L, 1);
+    if (mt == e->array_mt)
+        return LH_JSON_ARRAY;
+    return mt == e->object_mt ? LH_JSON_OBJECT : LH_JSON_NULL;
+}
+
 static void encode_table(Encoder *e, int idx)
 {
     lua_State *L = e->L;
@@ -1276,7 +1340,7 @@ static void encode_table(Encoder *e, int idx)
         encode_error(e, "cannot encode: nesting deeper than %d levels (a cycle?)",
                      LH_JSON_MAX_DEPTH);
     luaL_checkstack(L, 4, "json.encode");
-    mark = lh_json_marked(L, idx);
+    mark = table_mark(e, idx);
     lua_pushnil(L); /* nil */
     if (!lua_next(L, idx)) {
         /* Unmarked, an empty table is an object: nothing tells an empty array apart (lua-cjson
@@ -1390,6 +1454,11 @@ void lh_json_encode(lua_State *L, int idx, luaL_Buffer *b)
     e.path = NULL;
     idx = lua_absindex(L, idx);
     luaL_checkstack(L, 4, "json.encode");
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &array_key);  /* amt|nil */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &object_key); /* amt|nil omt|nil */
+    e.array_mt = lua_topointer(L, -2);
+    e.object_mt = lua_topointer(L, -1);
+    lua_pop(L, 2);  /* (the registry keeps them) */
     lua_pushnil(L); /* box? (a userdata once the output outgrows e.init) */
     e.box = lua_gettop(L);
     encode_value(&e, idx);
