@@ -116,11 +116,12 @@ function M.new(o)
   return self
 end
 
--- `s` with the token and the access token replaced by ***.
+-- `s` with the token and the access token replaced by ***. Only a token of 8 bytes or more:
+-- a shorter one would cut common text apart (and is no secret worth the name).
 function Client:_scrub(s)
   local token, access = self._secret("get")
   for _, t in ipairs({ token, access }) do
-    if t and #t > 0 then
+    if t and #t >= 8 then
       local at = 1
       while true do
         local i, j = s:find(t, at, true)
