@@ -79,6 +79,11 @@ test("require: one module, its part by its dotted name; the binary's own files a
   end
 end)
 
+test("a module of lib/ requires it too, and gets the same module", function()
+  fire(sample("TASKS_CREATED"))
+  eq(logs("info")[1].fields, { project = 7, tasks = 3, same = true })
+end)
+
 test("every helper over every sample body", function()
   local n = 0
   for action, want in pairs(EXPECTED) do
