@@ -251,8 +251,9 @@ function Client:_auth(deadline)
   return "Bearer " .. a
 end
 
---- c:request(method, path [, { query, json, body }]) -> the decoded answer (json.null for
--- an empty one), res; or nil, err, kind[, status]. `path` starts with "/api/".
+--- c:request(method, path [, { query, json, body, safe }]) -> the decoded answer (json.null
+-- for an empty one), res; or nil, err, kind[, status]. `path` starts with "/"; `safe = true`
+-- lets a POST be retried as GET, PUT, PATCH and DELETE are.
 -- kinds: "auth" (401/403, or the token refresh refused), "not_found" (404), "client"
 -- (another 4xx), "rate_limited" (429 after the retries), "server" (5xx after the
 -- retries), "decode" (a 2xx whose body is not JSON), or http's own: "connect",

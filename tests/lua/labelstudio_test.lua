@@ -508,3 +508,19 @@ test("budget bounds the whole call: an attempt's timeout is cut to what is left"
   eq(#mock.calls(), 1) -- nothing left for a retry
   ok(clock.now() - t0 < 6, "within the budget")
 end)
+
+test("request: safe = true lets a POST be retried after a 500; without it, not", function()
+  local n = 0
+  mock.http("POST", "/api/dm/actions", function()
+    n = n + 1
+    if n == 1 then return { status = 500 } end
+    return { json = { ok = true } }
+  end)
+  eq(call({}, "request", "POST", "/api/dm/actions", { json = { id = "x" }, safe = true }).r1,
+     { ok = true })
+  eq(n, 2)
+  n = 0
+  local r = call({}, "request", "POST", "/api/dm/actions", { json = { id = "x" } })
+  eq(r.r3, "server")
+  eq(n, 1)
+end)
