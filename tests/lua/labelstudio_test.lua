@@ -456,6 +456,13 @@ test("create_predictions: one bulk POST of the list; never retried after a 500",
   eq(n, 2)
 end)
 
+test("create_predictions: an empty result goes out as [], which Label Studio accepts", function()
+  mock.http("POST", "/import/predictions$", { status = 201, json = { created = 1 } })
+  eq(call({}, "create_predictions", 7, { { task = 101, result = {} } }).r1, 1)
+  local body = mock.calls()[1].body
+  ok(body:find('"result":[]', 1, true), "the body says result: []: " .. body)
+end)
+
 test("update_task: PATCH /api/tasks/ID/ with the fields, the task back", function()
   mock.http("PATCH", "^http://ls%.test/api/tasks/5/$", function(req)
     return { json = { id = 5, meta = req.json.meta } }
