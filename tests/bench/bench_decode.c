@@ -1,5 +1,6 @@
-/* bench_decode.c - lh_json_decode vs lua-cjson's cjson.decode on one file.
- * Usage: bench_decode FILE.json [N]   (N decodes with each; default 1000) */
+/* bench_decode.c - lh_json_decode vs lua-cjson's cjson.decode on one file, then lh_json_encode vs
+ * cjson.encode of the decoded value.
+ * Usage: bench_decode FILE.json [N]   (N decodes and N encodes with each; default 1000) */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #endif
@@ -160,6 +161,45 @@ int main(int argc, char **argv)
     theirs = (now_us() - t0) / (double)n;
     printf("lh_json_decode: %10.2f us/decode\n", ours);
     printf("cjson.decode:   %10.2f us/decode\n", theirs);
+    printf("speedup:        %10.2fx\n", theirs / ours);
+
+    /* Encoding the same value (ours, decoded once) with each encoder. */
+    lh_json_decode(L, text, len, err, sizeof err); /* cjson decode text v */
+    lua_getfield(L, 1, "encode");                  /* .. v encode */
+    for (long i = 0; i < n / 10 + 1; i++) {
+        luaL_Buffer b;
+
+        luaL_buffinit(L, &b);
+        lh_json_encode(L, 4, &b);
+        luaL_pushresult(&b);
+        lua_pop(L, 1);
+        lua_pushvalue(L, 5);
+        lua_pushvalue(L, 4);
+        lua_call(L, 1, 1);
+        lua_pop(L, 1);
+    }
+    lua_gc(L, LUA_GCCOLLECT);
+    t0 = now_us();
+    for (long i = 0; i < n; i++) {
+        luaL_Buffer b;
+
+        luaL_buffinit(L, &b);
+        lh_json_encode(L, 4, &b);
+        luaL_pushresult(&b); /* .. s */
+        lua_pop(L, 1);
+    }
+    ours = (now_us() - t0) / (double)n;
+    lua_gc(L, LUA_GCCOLLECT);
+    t0 = now_us();
+    for (long i = 0; i < n; i++) {
+        lua_pushvalue(L, 5); /* .. encode */
+        lua_pushvalue(L, 4); /* .. encode v */
+        lua_call(L, 1, 1);   /* .. s */
+        lua_pop(L, 1);
+    }
+    theirs = (now_us() - t0) / (double)n;
+    printf("lh_json_encode: %10.2f us/encode\n", ours);
+    printf("cjson.encode:   %10.2f us/encode\n", theirs);
     printf("speedup:        %10.2fx\n", theirs / ours);
     lua_close(L);
     free(text);
