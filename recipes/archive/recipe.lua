@@ -62,12 +62,12 @@ return {
         .. "token and task_data_password are masked as \"***\")",
     },
     actions = {
-      type = "list", of = "string",
+      type = "list", of = { type = "string" }, min = 1,
       description = "only these actions (all when absent)",
       example = { "ANNOTATION_CREATED", "ANNOTATION_UPDATED" },
     },
     projects = {
-      type = "list", of = "integer",
+      type = "list", of = { type = "integer" },
       description = "only these projects' events (all when absent; an event without a "
         .. "project goes to project-none-DAY.jsonl)",
       example = { 7 },

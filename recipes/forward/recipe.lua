@@ -20,22 +20,23 @@ return {
   description = "The raw body of chosen events to one or more URLs, with retries and backoff",
   config = {
     urls = {
-      type = "list", of = "string", required = true, secret = true,
+      type = "list", required = true, secret = true, min = 1,
+      of = { type = "string", secret = true, match = "^https?://" },
       description = "where each event goes (secret: a URL may hold a key)",
       example = { "https://collector.example.com/labelstudio" },
     },
     actions = {
-      type = "list", of = "string",
+      type = "list", of = { type = "string" }, min = 1,
       description = "only these actions (all when absent)",
       example = { "ANNOTATION_CREATED", "ANNOTATION_UPDATED" },
     },
     projects = {
-      type = "list", of = "integer",
+      type = "list", of = { type = "integer" },
       description = "only these projects' events (all when absent)",
       example = { 7 },
     },
     headers = {
-      type = "map", of = "string", secret = true,
+      type = "map", of = { type = "string", secret = true }, secret = true,
       description = "extra request headers (secret: they often carry a token)",
       example = { Authorization = "Bearer abc123" },
     },
@@ -64,14 +65,6 @@ return {
 
   setup = function(cfg)
     local projects = set(cfg.projects)
-    if #cfg.urls == 0 then
-      error("urls: expected at least one URL", 0)
-    end
-    for i, url in ipairs(cfg.urls) do
-      if not url:match("^https?://") then
-        error(("urls[%d]: expected an http:// or https:// URL"):format(i), 0)
-      end
-    end
 
     local function attempt(url, ctx)
       local headers = {}

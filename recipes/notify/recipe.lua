@@ -41,18 +41,18 @@ return {
       example = "discord",
     },
     actions = {
-      type = "list", of = "string",
+      type = "list", of = { type = "string" }, min = 1,
       default = { "ANNOTATION_CREATED", "ANNOTATION_UPDATED" },
       description = "the actions that send a message",
       example = { "ANNOTATION_CREATED", "TASKS_CREATED" },
     },
     projects = {
-      type = "list", of = "integer",
+      type = "list", of = { type = "integer" },
       description = "only these projects' events (all when absent)",
       example = { 7, 12 },
     },
     templates = {
-      type = "map", of = "string",
+      type = "map", of = { type = "string" },
       description = "message per kind (submitted, updated, skipped) or action, with {field} "
         .. "placeholders: " .. table.concat(FIELDS, ", "),
       example = { skipped = "Task {task} skipped by {user}: {link}" },

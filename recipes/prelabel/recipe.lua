@@ -41,7 +41,7 @@ return {
       example = "http://model.internal:9090/predict",
     },
     model_headers = {
-      type = "map", of = "string", secret = true,
+      type = "map", of = { type = "string", secret = true }, secret = true,
       description = "extra headers for the model (secret: they often carry a key)",
       example = { Authorization = "Bearer model-key" },
     },
@@ -64,7 +64,7 @@ return {
       description = "the predictions' model_version when the model names none",
     },
     projects = {
-      type = "list", of = "integer",
+      type = "list", of = { type = "integer" },
       description = "only these projects' tasks (all when absent)",
       example = { 7 },
     },

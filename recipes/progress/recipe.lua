@@ -32,7 +32,8 @@ return {
   description = "Milestones of finished tasks per project, announced once each; task completion",
   config = {
     milestones = {
-      type = "list", of = "integer", default = { 25, 50, 75, 100 },
+      type = "list", of = { type = "integer", min = 1, max = 100 }, min = 1,
+      default = { 25, 50, 75, 100 },
       description = "percentages of finished tasks to announce, each once per project",
       example = { 10, 50, 90, 100 },
     },
@@ -58,7 +59,7 @@ return {
       description = "the task message; fields project, project_title, task",
     },
     projects = {
-      type = "list", of = "integer",
+      type = "list", of = { type = "integer" },
       description = "only these projects (all when absent)",
       example = { 7 },
     },
@@ -70,11 +71,6 @@ return {
 
   setup = function(cfg)
     local projects = set(cfg.projects)
-    for i, m in ipairs(cfg.milestones) do
-      if m < 1 or m > 100 then
-        error(("milestones[%d]: expected a percentage from 1 to 100, got %d"):format(i, m), 0)
-      end
-    end
     local milestones = {}
     for _, m in ipairs(cfg.milestones) do milestones[#milestones + 1] = m end
     table.sort(milestones)

@@ -26,7 +26,7 @@ return {
       example = "http://model.internal:9090/train",
     },
     headers = {
-      type = "map", of = "string", secret = true,
+      type = "map", of = { type = "string", secret = true }, secret = true,
       description = "extra headers for the training call",
       example = { Authorization = "Bearer model-key" },
     },
@@ -41,7 +41,7 @@ return {
         .. "keeps counting and the next event after the interval starts the training",
     },
     actions = {
-      type = "list", of = "string",
+      type = "list", of = { type = "string" }, min = 1,
       default = { "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED" },
       description = "the actions whose annotations count",
     },
@@ -50,7 +50,7 @@ return {
       description = "count skipped annotations too",
     },
     projects = {
-      type = "list", of = "integer",
+      type = "list", of = { type = "integer" },
       description = "only these projects (all when absent)",
       example = { 7 },
     },
@@ -84,7 +84,7 @@ return {
                     { project = project, count = count, wait = cfg.min_interval - (now - last) })
           return
         end
-        local res, err, kind = http.post(cfg.url, {
+        local res, err = http.post(cfg.url, {
           json = { project = project, annotations = count },
           headers = cfg.headers, timeout = cfg.timeout,
         })
