@@ -76,7 +76,10 @@ return {
     table.sort(milestones)
 
     local function announce(kind, text, fields)
-      log.info(text, { kind = kind, project = fields.project })
+      log.info(kind == "milestone" and "milestone reached" or "task complete", {
+        project = fields.project, percent = fields.percent, finished = fields.finished,
+        total = fields.total, task = fields.task,
+      })
       if not cfg.url then return end
       local body
       if cfg.format == "discord" then
