@@ -717,6 +717,7 @@ static int open_libs(lua_State *L)
     lua_pushcclosure(L, lib_on, 1);
     lua_setglobal(L, "on");
     wrap_os(L, vm);
+    lh_embedded_preload(L); /* require "labelstudio" and the other modules of lua/ */
     /* require() per package root: the modules beside the scripts (lua/luahook/package.lua) */
     const lh_embedded_t *pkg = lh_embedded_find(PACKAGE_SRC);
     if (pkg == NULL)
