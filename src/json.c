@@ -41,6 +41,56 @@ void lh_json_pushnull(lua_State *L)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Marks: a shared metatable per kind. Only an empty table is ambiguous, and a metatable costs
+ * neither memory per table nor a lookup in the encoder unless the table has one; it is also what
+ * lua-cjson's array_mt does, so the idea is familiar.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Registry keys of the two metatables: a light userdata key is found without hashing a name.
+ * They are also registered by name (luaL_newmetatable), which gives them their __name. */
+static const char array_key;
+static const char object_key;
+
+/* Pushes the shared metatable of kind, creating it on first use in this state. */
+static void push_mark(lua_State *L, lh_json_type_t kind)
+{
+    const void *key = kind == LH_JSON_ARRAY ? &array_key : &object_key;
+
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) != LUA_TNIL) /* mt */
+        return;
+    lua_pop(L, 1);
+    luaL_newmetatable(L, kind == LH_JSON_ARRAY ? LH_JSON_ARRAY_MT : LH_JSON_OBJECT_MT); /* mt */
+    lua_pushvalue(L, -1);                                                               /* mt mt */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);                                             /* mt */
+}
+
+void lh_json_mark(lua_State *L, int idx, lh_json_type_t kind)
+{
+    idx = lua_absindex(L, idx);
+    push_mark(L, kind);       /* mt */
+    lua_setmetatable(L, idx); /* */
+}
+
+lh_json_type_t lh_json_marked(lua_State *L, int idx)
+{
+    lh_json_type_t kind = LH_JSON_NULL;
+
+    if (!lua_getmetatable(L, idx)) /* mt? */
+        return LH_JSON_NULL;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &array_key); /* mt amt|nil */
+    if (lua_rawequal(L, -1, -2)) {
+        kind = LH_JSON_ARRAY;
+    } else {
+        lua_pop(L, 1);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &object_key); /* mt omt|nil */
+        if (lua_rawequal(L, -1, -2))
+            kind = LH_JSON_OBJECT;
+    }
+    lua_pop(L, 2);
+    return kind;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Decoder
  * ------------------------------------------------------------------------------------------- */
 
@@ -606,8 +656,9 @@ static const char *parse_array(Decoder *d, const char *p)
     tbl = lua_gettop(L);
     p = skip_ws(p + 1, end);
     if (p < end && *p == ']') {
-        lua_createtable(L, 0, 0); /* t? t */
-        lua_replace(L, tbl);      /* t */
+        lua_createtable(L, 0, 0);           /* t? t */
+        lh_json_mark(L, -1, LH_JSON_ARRAY); /* so that it encodes as [] again, not {} */
+        lua_replace(L, tbl);                /* t */
         d->depth--;
         return p + 1;
     }
@@ -864,7 +915,9 @@ typedef struct {
     size_t cap;
     int box; /* stack slot for the userdata holding buf once it outgrows init */
     int depth;
-    const PathSeg *path; /* deepest step, NULL at the top level */
+    const PathSeg *path;   /* deepest step, NULL at the top level */
+    const void *array_mt;  /* the marks' metatables (NULL until a mark was made in this state): */
+    const void *object_mt; /* comparing pointers spares a registry lookup per marked table */
     char init[1024];
 } Encoder;
 
@@ -1118,47 +1171,192 @@ static const char *key_kind(lua_State *L, int idx, char *buf, size_t len)
     return buf;
 }
 
+/* An object key as encode_object sorts it: its bytes, and the stack slot of the pair. */
+typedef struct {
+    uint64_t head; /* the first 8 bytes, big-endian, zero-padded: most keys differ there */
+    const char *s;
+    size_t len;
+    int slot; /* the key (a string); its value is at slot + 1 */
+} KeyRef;
+
+static inline uint64_t key_head(const char *s, size_t len)
+{
+    unsigned char b[8] = {0};
+    uint64_t h = 0;
+
+    memcpy(b, s, len < 8 ? len : 8);
+    for (int i = 0; i < 8; i++)
+        h = h << 8 | b[i];
+    return h;
+}
+
+/* Byte order, a prefix first: the order of strcmp, also for keys holding NUL bytes. */
+static inline int key_cmp(const KeyRef *a, const KeyRef *b)
+{
+    int c;
+
+    if (a->head != b->head)
+        return a->head < b->head ? -1 : 1;
+    c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+    if (c != 0)
+        return c;
+    return a->len < b->len ? -1 : a->len > b->len;
+}
+
+static void insertion_sort(KeyRef *k, int n)
+{
+    for (int i = 1; i < n; i++) {
+        KeyRef x = k[i];
+        int j = i;
+
+        for (; j > 0 && key_cmp(&k[j - 1], &x) > 0; j--)
+            k[j] = k[j - 1];
+        k[j] = x;
+    }
+}
+
+/* Runs sorted by insertion (most objects are one run), then merged pairwise into the other of
+ * k and tmp (n entries each). Returns the one that holds the sorted keys. The comparison is
+ * inline, unlike qsort's. */
+#define SORT_RUN 16
+
+static KeyRef *sort_keys(KeyRef *k, KeyRef *tmp, int n)
+{
+    for (int lo = 0; lo < n; lo += SORT_RUN)
+        insertion_sort(k + lo, n - lo < SORT_RUN ? n - lo : SORT_RUN);
+    for (int w = SORT_RUN; w < n; w *= 2) {
+        KeyRef *swap;
+
+        for (int lo = 0; lo < n; lo += 2 * w) {
+            int mid = n - lo < w ? n : lo + w;
+            int hi = n - lo < 2 * w ? n : lo + 2 * w;
+            int i = lo, j = mid, o = lo;
+
+            while (i < mid && j < hi)
+                tmp[o++] = key_cmp(&k[j], &k[i]) < 0 ? k[j++] : k[i++];
+            while (i < mid)
+                tmp[o++] = k[i++];
+            while (j < hi)
+                tmp[o++] = k[j++];
+        }
+        swap = k;
+        k = tmp;
+        tmp = swap;
+    }
+    return k;
+}
+
+/* Pairs gathered on the stack between checks that it has room for more. */
+#define PAIRS_STEP 64
+/* Keys of an object sorted in a C array up to this many, in a userdata beyond (the array is in
+ * every frame of a recursion up to LH_JSON_MAX_DEPTH deep: keep it small). */
+#define KEYS_LOCAL 16
+_Static_assert(KEYS_LOCAL <= SORT_RUN, "a local key array is sorted in one run, without tmp");
+
+/* Writes the table at idx as an object, members in byte order of their keys so that the text is
+ * the same in every process (Lua's string hashes are seeded per state). The first pair is on the
+ * stack (k v). Each pair is copied above it, then sorted by reference: no key is hashed again. */
+static void encode_object(Encoder *e, int idx, lh_json_type_t mark)
+{
+    lua_State *L = e->L;
+    int base = lua_gettop(L) - 2; /* pairs from base + 1 */
+    int n = 0;
+    int renamed = 0; /* integer keys written as strings: two keys may then be equal */
+    KeyRef local[KEYS_LOCAL];
+    KeyRef *keys = local;
+    PathSeg sg = {e->path, NULL, 0, 0};
+    char kind[64];
+
+    do { /* pairs.. k v */
+        if (n % PAIRS_STEP == 0 && !lua_checkstack(L, 2 * PAIRS_STEP + 8))
+            encode_error(e, "cannot encode an object this large (%d keys fill the Lua stack)", n);
+        lua_pushvalue(L, -2); /* pairs.. k v k */
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            if (mark != LH_JSON_OBJECT)
+                encode_error(e, "cannot encode a table mixing string keys and %s",
+                             key_kind(L, -1, kind, sizeof kind));
+            if (!lua_isinteger(L, -1))
+                encode_error(e,
+                             "cannot encode a json.object with %s (keys must be strings or "
+                             "integers)",
+                             key_kind(L, -1, kind, sizeof kind));
+            lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, -1)); /* .. k v k "k" */
+            lua_replace(L, -4);                                          /* .. "k" v k */
+            renamed = 1;
+        }
+        n++;
+    } while (lua_next(L, idx)); /* pairs.. */
+    if (n > KEYS_LOCAL)
+        keys = lua_newuserdatauv(L, 2 * (size_t)n * sizeof *keys, 0); /* pairs.. box (+ tmp) */
+    for (int i = 0; i < n; i++) {
+        keys[i].slot = base + 1 + 2 * i;
+        keys[i].s = lua_tolstring(L, keys[i].slot, &keys[i].len);
+        keys[i].head = key_head(keys[i].s, keys[i].len);
+    }
+    keys = sort_keys(keys, keys + n, n); /* n <= KEYS_LOCAL is one run: no tmp */
+    putc_(e, '{');
+    for (int i = 0; i < n; i++) {
+        if (renamed && i > 0 && key_cmp(&keys[i - 1], &keys[i]) == 0)
+            encode_error(e,
+                         "cannot encode a json.object with both integer key %s and string "
+                         "key \"%s\"",
+                         keys[i].s, keys[i].s);
+        sg.key = keys[i].s;
+        sg.klen = keys[i].len;
+        encode_string(e, sg.key, sg.klen);
+        putc_(e, ':');
+        e->depth++;
+        e->path = &sg;
+        encode_value(e, keys[i].slot + 1);
+        e->path = sg.up;
+        e->depth--;
+        putc_(e, ',');
+    }
+    e->buf[e->len - 1] = '}'; /* replaces the last ',' */
+    lua_settop(L, base);
+}
+
+/* As lh_json_marked, with the metatables looked up once per encode. */
+static lh_json_type_t table_mark(Encoder *e, int idx)
+{
+    const void *mt;
+
+    if (!lua_getmetatable(e->L, idx)) /* mt? */
+        return LH_JSON_NULL;
+    mt = lua_topointer(e->L, -1);
+    lua_pop(e->L, 1);
+    if (mt == e->array_mt)
+        return LH_JSON_ARRAY;
+    return mt == e->object_mt ? LH_JSON_OBJECT : LH_JSON_NULL;
+}
+
 static void encode_table(Encoder *e, int idx)
 {
     lua_State *L = e->L;
+    lh_json_type_t mark;
     char kind[64];
 
     if (e->depth >= LH_JSON_MAX_DEPTH)
         encode_error(e, "cannot encode: nesting deeper than %d levels (a cycle?)",
                      LH_JSON_MAX_DEPTH);
     luaL_checkstack(L, 4, "json.encode");
+    mark = table_mark(e, idx);
     lua_pushnil(L); /* nil */
     if (!lua_next(L, idx)) {
-        /* An empty table is an object: nothing tells an empty array apart (lua-cjson agrees). */
-        put(e, "{}", 2);
+        /* Unmarked, an empty table is an object: nothing tells an empty array apart (lua-cjson
+         * agrees). */
+        if (mark == LH_JSON_ARRAY)
+            put(e, "[]", 2);
+        else
+            put(e, "{}", 2);
         return;
     }
     /* k v */
-    if (lua_type(L, -2) == LUA_TSTRING) {
-        PathSeg sg = {e->path, NULL, 0, 0};
-
-        putc_(e, '{');
-        do {
-            int top = lua_gettop(L);
-
-            if (lua_type(L, -2) != LUA_TSTRING)
-                encode_error(e, "cannot encode a table mixing string keys and %s",
-                             key_kind(L, -2, kind, sizeof kind));
-            sg.key = lua_tolstring(L, -2, &sg.klen);
-            encode_string(e, sg.key, sg.klen);
-            putc_(e, ':');
-            e->depth++;
-            e->path = &sg;
-            encode_value(e, top);
-            e->path = sg.up;
-            e->depth--;
-            putc_(e, ',');
-            lua_pop(L, 1); /* k */
-        } while (lua_next(L, idx));
-        e->buf[e->len - 1] = '}'; /* replaces the last ',' */
+    if (mark == LH_JSON_OBJECT || (mark != LH_JSON_ARRAY && lua_type(L, -2) == LUA_TSTRING)) {
+        encode_object(e, idx, mark);
         return;
     }
-    /* Not a string key: the table must be a sequence 1..n. */
+    /* The table must be a sequence 1..n. */
     lua_pop(L, 2);
     {
         lua_Integer n = 0;
@@ -1169,8 +1367,12 @@ static void encode_table(Encoder *e, int idx)
         while (lua_next(L, idx)) { /* k v */
             lua_Integer k = lua_isinteger(L, -2) ? lua_tointeger(L, -2) : 0;
 
-            if (lua_type(L, -2) == LUA_TSTRING)
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                if (mark == LH_JSON_ARRAY)
+                    encode_error(e, "cannot encode a json.array with a string key \"%.40s\"",
+                                 lua_tostring(L, -2));
                 encode_error(e, "cannot encode a table mixing integer keys and string keys");
+            }
             if (k < 1)
                 encode_error(e, "cannot encode a table with %s (arrays need keys 1..n)",
                              key_kind(L, -2, kind, sizeof kind));
@@ -1252,6 +1454,11 @@ void lh_json_encode(lua_State *L, int idx, luaL_Buffer *b)
     e.path = NULL;
     idx = lua_absindex(L, idx);
     luaL_checkstack(L, 4, "json.encode");
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &array_key);  /* amt|nil */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &object_key); /* amt|nil omt|nil */
+    e.array_mt = lua_topointer(L, -2);
+    e.object_mt = lua_topointer(L, -1);
+    lua_pop(L, 2);  /* (the registry keeps them) */
     lua_pushnil(L); /* box? (a userdata once the output outgrows e.init) */
     e.box = lua_gettop(L);
     encode_value(&e, idx);

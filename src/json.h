@@ -39,17 +39,35 @@ typedef enum {
 int lh_json_decode_typed(lua_State *L, const char *s, size_t len, char *err, size_t errlen,
                          lh_json_type_t *type);
 
+/* The marks that say how a table encodes whatever its contents: shared metatables (named so in
+** the registry), set on decoded empty arrays and by json.array/json.object. */
+#define LH_JSON_ARRAY_MT  "json.array"
+#define LH_JSON_OBJECT_MT "json.object"
+
+/** Sets the mark of kind (LH_JSON_ARRAY or LH_JSON_OBJECT) on the table at idx: its metatable
+ *  becomes the shared one of that kind. The caller has checked the table has no other
+ *  metatable. */
+void lh_json_mark(lua_State *L, int idx, lh_json_type_t kind);
+
+/** The mark of the table at idx: LH_JSON_ARRAY, LH_JSON_OBJECT, or LH_JSON_NULL for none (also
+ *  when its metatable is some other one). */
+lh_json_type_t lh_json_marked(lua_State *L, int idx);
+
 /** Encodes the value at index idx into b (a luaL_Buffer that the caller has initialised with
- *  luaL_buffinit on L). Raises a Lua error (luaL_error) naming the path and problem on
- *  unencodable values (functions, userdata other than json.null, NaN/inf, cycles/too deep,
- *  mixed/sparse tables), e.g. "json.encode: cannot encode a function at .tasks[2].f". */
+ *  luaL_buffinit on L). Object members come in byte order of their keys, so the same value gives
+ *  the same text in every process. An empty table is [] when marked json.array, else {}; a table
+ *  marked json.object is an object, its integer keys written as decimal strings. Raises a Lua error
+ * (luaL_error) naming the path and problem on unencodable values (functions, userdata other than
+ * json.null, NaN/inf, cycles/too deep, mixed/sparse tables, a string key in a json.array, a
+ * duplicate key), e.g. "json.encode: cannot encode a function at .tasks[2].f". */
 void lh_json_encode(lua_State *L, int idx, luaL_Buffer *b);
 
 /** Pushes json.null (a NULL light userdata, the same value as cjson.null, so the two compare
  *  equal). */
 void lh_json_pushnull(lua_State *L);
 
-/** The Lua module `json` (in lib_json.c): returns the table {encode, decode, null}. */
+/** The Lua module `json` (in lib_json.c): returns the table {encode, decode, null, array,
+ *  object}. */
 int luaopen_lh_json(lua_State *L);
 
 #endif

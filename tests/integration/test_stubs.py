@@ -59,9 +59,11 @@ class Stubs(unittest.TestCase):
             self.skipTest("no luac5.4 (Debian's lua5.4); api_test.lua parses them with load")
         with h.TempDir() as tmp:
             _, files = write_stubs(tmp, "s")
-            r = subprocess.run([luac, "-p", *[tmp.join(f) for f in files]],
-                               capture_output=True)
-            self.assertEqual(r.returncode, 0, r)
+            # One file per run: Debian's luac 5.4.4 aborts with a double free when -p is
+            # given several files (events.lua and testing.lua together suffice).
+            for f in files:
+                r = subprocess.run([luac, "-p", tmp.join(f)], capture_output=True)
+                self.assertEqual(r.returncode, 0, r)
 
     def test_a_function_missing_from_the_stubs_fails(self):
         with h.TempDir() as tmp:

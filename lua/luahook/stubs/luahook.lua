@@ -73,10 +73,27 @@ json.null = nil
 ---@return string? err with line and column
 function json.decode(s) end
 
----Encodes a value as JSON text; an empty table is `{}`.
+---Encodes a value as JSON text. Object keys come out in byte order, so the same value gives
+---the same text in every process. An empty table is `{}` unless marked with json.array (a
+---decoded empty array is marked already, so `[]` stays `[]`).
 ---@param v any
 ---@return string
 function json.encode(v) end
+
+---Marks `t` (a new table when omitted) to encode as a JSON array, `[]` when empty; returns it.
+---A table with another metatable is refused.
+---@generic T: table
+---@param t? T
+---@return T
+function json.array(t) end
+
+---Marks `t` (a new table when omitted) to encode as a JSON object, `{}` when empty; integer
+---keys are written as strings (`{"1": ...}`). Returns it. A table with another metatable is
+---refused.
+---@generic T: table
+---@param t? T
+---@return T
+function json.object(t) end
 
 -- ------------------------------------------------------------------------------- log
 
