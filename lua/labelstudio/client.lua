@@ -18,9 +18,10 @@ Retries (seconds, within the handler run; retrying for longer is the journal's j
 answer 429 or 503 (the server did nothing) and a connection that could not be made are
 retried for every request; other 5xx and timeouts only for requests safe to repeat (GET,
 PUT, PATCH, DELETE, and the token refresh), never for a bulk prediction create, which
-would create the predictions twice. Waits: Retry-After when the answer has one (seconds),
-else 0.5 s, 1 s, 2 s, ...; at most `retries` retries, and never a wait past `budget`
-seconds after the call began: then the last failure is returned at once.
+would create the predictions twice. Waits: Retry-After when the answer has one (seconds
+or an HTTP date), else 0.5 s, 1 s, 2 s, ...; at most `retries` retries. A call takes at
+most `budget` seconds, all included: an attempt's timeout is cut to what is left, and no
+retry starts with less than a second left (then the last failure is returned at once).
 ]]
 
 local M = {}
@@ -100,7 +101,7 @@ function M.new(o)
     kind = kind,
     timeout = o.timeout or 10,
     retries = o.retries or 3,
-    budget = o.budget or 10,
+    budget = o.budget or 20,
     insecure = o.insecure,
     ca_file = o.ca_file,
   }, Client)
@@ -116,11 +117,12 @@ function M.new(o)
   return self
 end
 
--- `s` with the token and the access token replaced by ***.
+-- `s` with the token and the access token replaced by ***. Only a token of 8 bytes or more:
+-- a shorter one would cut common text apart (and is no secret worth the name).
 function Client:_scrub(s)
   local token, access = self._secret("get")
   for _, t in ipairs({ token, access }) do
-    if t and #t > 0 then
+    if t and #t >= 8 then
       local at = 1
       while true do
         local i, j = s:find(t, at, true)
@@ -140,11 +142,31 @@ function Client:_quote(body)
   return body
 end
 
--- Seconds the answer asks to wait (Retry-After in seconds), or nil.
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
+                 Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+
+-- Seconds since the epoch of a UTC civil date (os.time would read it as local time).
+local function utc_epoch(y, m, d, hh, mm, ss)
+  y = m <= 2 and y - 1 or y
+  local era = y // 400
+  local yoe = y - era * 400
+  local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return (era * 146097 + doe - 719468) * 86400 + hh * 3600 + mm * 60 + ss
+end
+
+-- Seconds the answer asks to wait: Retry-After in seconds, or as an HTTP date
+-- ("Wed, 21 Oct 2026 07:28:00 GMT"); nil when it has none (or one that does not parse).
 local function retry_after(res)
   local v = res.headers and res.headers["retry-after"]
-  local n = v and tonumber(v:match("^%s*(%d+%.?%d*)%s*$"))
-  return n
+  if v == nil then return nil end
+  local n = tonumber(v:match("^%s*(%d+%.?%d*)%s*$"))
+  if n then return n end
+  local d, mon, y, hh, mm, ss = v:match("^%s*%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT%s*$")
+  if d == nil or MONTHS[mon] == nil then return nil end
+  local at = utc_epoch(tonumber(y), MONTHS[mon], tonumber(d), tonumber(hh), tonumber(mm),
+                       tonumber(ss))
+  return math.max(0, at - os.time())
 end
 
 -- One exchange, with the retries. `auth` is the Authorization value (nil: none).
@@ -156,9 +178,11 @@ function Client:_send(method, path, opts, auth, safe, deadline)
     attempt = attempt + 1
     local headers = { Accept = "application/json" }
     if auth then headers.Authorization = auth end
+    -- an attempt gets what is left of the budget, at most `timeout`
+    local timeout = math.max(1, math.min(self.timeout, deadline - os.time()))
     local res, err, kind = http.request{
       method = method, url = url, query = opts.query, json = opts.json, body = opts.body,
-      headers = headers, timeout = self.timeout, insecure = self.insecure,
+      headers = headers, timeout = timeout, insecure = self.insecure,
       ca_file = self.ca_file,
     }
     local retry, wait
@@ -175,7 +199,8 @@ function Client:_send(method, path, opts, auth, safe, deadline)
       return res, nil, nil, attempt
     end
     wait = wait or 0.5 * 2 ^ (attempt - 1)
-    local final = attempt > self.retries or os.time() + wait > deadline
+    -- no retry that would start with less than a second of the budget left
+    local final = attempt > self.retries or os.time() + wait + 1 > deadline
     if final then
       if res == nil then return nil, err, kind end
       return res, nil, nil, attempt
@@ -226,8 +251,9 @@ function Client:_auth(deadline)
   return "Bearer " .. a
 end
 
---- c:request(method, path [, { query, json, body }]) -> the decoded answer (json.null for
--- an empty one), res; or nil, err, kind[, status]. `path` starts with "/api/".
+--- c:request(method, path [, { query, json, body, safe }]) -> the decoded answer (json.null
+-- for an empty one), res; or nil, err, kind[, status]. `path` starts with "/"; `safe = true`
+-- lets a POST be retried as GET, PUT, PATCH and DELETE are.
 -- kinds: "auth" (401/403, or the token refresh refused), "not_found" (404), "client"
 -- (another 4xx), "rate_limited" (429 after the retries), "server" (5xx after the
 -- retries), "decode" (a 2xx whose body is not JSON), or http's own: "connect",

@@ -69,6 +69,21 @@ local EXPECTED = {
   REVIEW_CREATED = NONE, REVIEW_UPDATED = NONE, REVIEWS_DELETED = NONE,
 }
 
+test("require: one module, its part by its dotted name; the binary's own files are not modules", function()
+  ok(require("labelstudio") == ls, "loaded once")
+  ok(require("labelstudio.client").new == ls.client)
+  for _, name in ipairs({ "luahook.package", "luahook.testing", "samples.TASKS_CREATED" }) do
+    local okay, err = pcall(require, name)
+    nok(okay, name)
+    match(err, "module '" .. name:gsub("%.", "%%.") .. "' not found")
+  end
+end)
+
+test("a module of lib/ requires it too, and gets the same module", function()
+  fire(sample("TASKS_CREATED"))
+  eq(logs("info")[1].fields, { project = 7, tasks = 3, same = true })
+end)
+
 test("every helper over every sample body", function()
   local n = 0
   for action, want in pairs(EXPECTED) do
@@ -465,4 +480,47 @@ test("misuse raises with a precise message", function()
   match(msgs[4], "kind: expected \"legacy\" or \"personal\", got \"jwt\"")
   match(msgs[5], "bad argument #1 to 'task' %(integer id expected, got string%)")
   match(msgs[6], "prediction 1: expected { task = id, result = {...} }")
+end)
+
+test("Retry-After as an HTTP date: waits until then", function()
+  local n = 0
+  local at = math.floor(clock.now()) + 4
+  mock.http("GET", "/api/tasks/", function()
+    n = n + 1
+    if n == 1 then
+      return { status = 503, headers = { ["Retry-After"] = os.date("!%a, %d %b %Y %H:%M:%S GMT", at) } }
+    end
+    return { json = { id = 1 } }
+  end)
+  eq(call({}, "task", 1).r1, { id = 1 })
+  eq(n, 2)
+  ok(clock.now() >= at, "waited until the date")
+  ok(clock.now() < at + 1, "and no longer")
+end)
+
+test("budget bounds the whole call: an attempt's timeout is cut to what is left", function()
+  mock.http("GET", "/api/tasks/", { status = 200, json = { id = 1 }, delay = 8 })
+  local t0 = clock.now()
+  local r = call({ opts = { url = URL, token = LEGACY, budget = 5, timeout = 10 } }, "task", 1)
+  eq(r.r1, nil)
+  eq(r.r3, "timeout")
+  match(r.r2, "^labelstudio: GET http://ls.test/api/tasks/1/: timed out after 5 s")
+  eq(#mock.calls(), 1) -- nothing left for a retry
+  ok(clock.now() - t0 < 6, "within the budget")
+end)
+
+test("request: safe = true lets a POST be retried after a 500; without it, not", function()
+  local n = 0
+  mock.http("POST", "/api/dm/actions", function()
+    n = n + 1
+    if n == 1 then return { status = 500 } end
+    return { json = { ok = true } }
+  end)
+  eq(call({}, "request", "POST", "/api/dm/actions", { json = { id = "x" }, safe = true }).r1,
+     { ok = true })
+  eq(n, 2)
+  n = 0
+  local r = call({}, "request", "POST", "/api/dm/actions", { json = { id = "x" } })
+  eq(r.r3, "server")
+  eq(n, 1)
 end)

@@ -25,7 +25,7 @@
 ---@field kind? "legacy"|"personal" the token's kind (default: personal when it is a JWT)
 ---@field timeout? number seconds per request (10)
 ---@field retries? integer retries of a 429, 5xx or failed connection (3)
----@field budget? number seconds a call may spend waiting to retry (10)
+---@field budget? number seconds a call may take, its retries and waits included (20)
 ---@field insecure? boolean skip the certificate check
 ---@field ca_file? string trust this CA
 

@@ -31,3 +31,10 @@ on("LS_MISUSE", function()
   try(c.create_predictions, c, 7, { { result = {} } })
   log.info("misuse", { msgs = msgs })
 end)
+
+-- labelstudio from a module of lib/: the same module as the script's.
+on("TASKS_CREATED", function(ev)
+  local where = require("ls_where")(ev)
+  log.info("where", { project = where.project, tasks = where.tasks,
+                      same = package.loaded.labelstudio == ls })
+end)
