@@ -59,9 +59,10 @@ class Stubs(unittest.TestCase):
             self.skipTest("no luac5.4 (Debian's lua5.4); api_test.lua parses them with load")
         with h.TempDir() as tmp:
             _, files = write_stubs(tmp, "s")
-            r = subprocess.run([luac, "-p", *[tmp.join(f) for f in files]],
-                               capture_output=True)
-            self.assertEqual(r.returncode, 0, r)
+            # one file per run: Debian 12's luac5.4 (5.4.4) double-frees on `-p a.lua b.lua`
+            for f in files:
+                r = subprocess.run([luac, "-p", tmp.join(f)], capture_output=True)
+                self.assertEqual(r.returncode, 0, r)
 
     def test_a_function_missing_from_the_stubs_fails(self):
         with h.TempDir() as tmp:
