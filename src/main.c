@@ -16,6 +16,7 @@
 #include "http_client.h"
 #include "ingest.h"
 #include "lib.h"
+#include "recipes.h"
 #include "reload.h"
 #include "log.h"
 #include "server.h"
@@ -325,6 +326,11 @@ int main(int argc, char **argv)
     }
     if (cfg.command == LH_CMD_STORE) {
         rc = lh_store_cli_run(&cfg);
+        lh_config_dispose(&cfg);
+        return rc;
+    }
+    if (cfg.command == LH_CMD_RECIPES || cfg.command == LH_CMD_NEW_RECIPE) {
+        rc = lh_recipes_cli(&cfg);
         lh_config_dispose(&cfg);
         return rc;
     }

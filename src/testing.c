@@ -16,6 +16,7 @@
 #include "request.h"
 #include "dispatch.h"
 #include "embedded.h"
+#include "recipes.h"
 #include "lib.h"
 #include "store.h"
 #include "log.h"
@@ -595,6 +596,35 @@ static int host_load(lua_State *L)
     return 1;
 }
 
+/* Under lua_pcall: the recipes module's use(name, cfg, opts, file, line, prefer). */
+static int call_use(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, LH_RECIPES_KEY);
+    lua_getfield(L, -1, "use");
+    lua_replace(L, -2);
+    lua_insert(L, 1);
+    lua_call(L, 6, 0);
+    return 0;
+}
+
+/* host.use(name, cfg, opts, file, line, prefer) -> nil, or the problem: a test file's
+** use(), loading its instance as a script loads */
+static int host_use(lua_State *L)
+{
+    world_t *w = world_of(L);
+    lua_settop(L, 6);
+    lua_pushcfunction(L, call_use);
+    lua_insert(L, 1);
+    w->vm->loading = 1;
+    int rc = lua_pcall(L, 6, 0, 0);
+    w->vm->loading = 0;
+    if (rc == LUA_OK)
+        return 0;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        lua_pushliteral(L, "use: failed");
+    return 1;
+}
+
 static int host_seal(lua_State *L)
 {
     if (lh_vm_seal(world_of(L)->vm) != 0)
@@ -717,6 +747,7 @@ static int embedded_searcher(lua_State *L)
 
 static const luaL_Reg host_funcs[] = {
     {"load", host_load},
+    {"use", host_use},
     {"seal", host_seal},
     {"fire", host_fire},
     {"ended", host_ended},

@@ -208,6 +208,8 @@ static const row_case_t row_cases[] = {
     {"sample", "X", "Y", ""},
     {"action", "X", "Y", ""},
     {"exclude", "vendor", "other/*", ""},
+    {"recipes", "a", "b:c", ""},
+    {"markdown", "yes", "0", "maybe"},
 };
 
 #define NCASES (sizeof(row_cases) / sizeof(row_cases[0]))
@@ -224,7 +226,7 @@ static const row_case_t *case_of(const opt_t *o)
 static int same_field(const opt_t *o, const lh_config_t *x, const lh_config_t *y)
 {
     const void *fx = (const char *)x + o->offset, *fy = (const char *)y + o->offset;
-    if (o->set == set_append) {
+    if (o->set == set_append || o->set == set_dirs) {
         char *const *lx = *(char **const *)fx, *const *ly = *(char **const *)fy;
         size_t nx = *(const size_t *)((const char *)fx + sizeof(char **));
         size_t ny = *(const size_t *)((const char *)fy + sizeof(char **));
@@ -269,6 +271,8 @@ static int parse_with(lh_config_t *cfg, char *err, const opt_t *o, const char *v
         argv[argc++] = "fire";
     if (o->test_only)
         argv[argc++] = "test";
+    if (o->recipes_only)
+        argv[argc++] = "recipes";
     if (value != NULL) {
         snprintf(arg, sizeof(arg), "--%s=%s", o->name, value);
         argv[argc++] = arg;
@@ -295,7 +299,7 @@ static void test_table_rows(void)
         CHECK(case_of(o) != NULL);
         CHECK(o->set != NULL);
         CHECK(o->offset < sizeof(lh_config_t));
-        if (o->fire_only || o->test_only) {
+        if (o->fire_only || o->test_only || o->recipes_only) {
             CHECK(o->env == NULL && o->help == NULL);
             CHECK(strstr(usage, o->name) != NULL); /* in the fire or test paragraph */
         } else {

@@ -79,6 +79,20 @@ local function handlers(...)
   end
 end
 
+-- use(name, cfg [, opts]) at the top level of a test file: an instance of the recipe, its
+-- handlers loaded before the tests as handlers() loads scripts'. Beside a recipe.lua, the
+-- name of that folder means that very folder (a recipe's own tests test it, not another
+-- copy found first); other names are found as a server finds them.
+local function use(name, cfg, opts)
+  if running_test then
+    error("use: call it at the top level of the test file", 2)
+  end
+  local info = debug.getinfo(2, "Sl")
+  local file = info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src
+  local problem = host.use(name, cfg, opts, file, info.currentline, F.dir)
+  if problem then error(problem, 0) end
+end
+
 local function read_file(p, level)
   local f, err = io.open(p, "rb")
   if not f then
@@ -343,7 +357,7 @@ function M.run(path)
   new_state()
   running_test = false
   local api = {
-    handlers = handlers, test = test, fire = fire, fire_all = fire_all,
+    handlers = handlers, use = use, test = test, fire = fire, fire_all = fire_all,
     sample = samples.sample,
     eq = A.eq, neq = A.neq, ok = A.ok, nok = A.nok, match = A.match, fails = A.fails,
     near = A.near,
