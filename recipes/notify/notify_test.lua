@@ -97,7 +97,7 @@ test("a refused post is tried again; an error answer fails the run without the U
       ok(run.ok, run.id)
     end
   end
-  eq(#mock.calls("slack"), 1, "a 404 is not tried again")
+  eq(#mock.calls("slack"), 2, "one post per event: a 404 is not tried again")
 end)
 
 test("a timeout is not tried again: the message may have been posted", function()
