@@ -43,7 +43,7 @@ end
 
 return {
   name = "archive",
-  version = "1.0.0",
+  version = "0.1.0",
   description = "Each event as one JSON line in a file per project and day, rotated by size",
   config = {
     dir = {

@@ -16,7 +16,7 @@ end
 
 return {
   name = "forward",
-  version = "1.0.0",
+  version = "0.1.0",
   description = "The raw body of chosen events to one or more URLs, with retries and backoff",
   config = {
     urls = {

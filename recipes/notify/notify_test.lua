@@ -91,7 +91,7 @@ test("a refused post is tried again; an error answer fails the run without the U
   local r = fire(sample("ANNOTATION_CREATED"), { allow_failure = true })
   nok(r.ok)
   for _, run in ipairs(r) do
-    if run.id == "notify#post" then
+    if run.id == "notify#1" then
       eq(run.error, "submitted: HTTP 404 no_service")
     else
       ok(run.ok, run.id)

@@ -25,7 +25,7 @@ local FIELDS = {
 
 return {
   name = "notify",
-  version = "1.0.0",
+  version = "0.1.0",
   description = "A chat message (Slack, Mattermost, Discord, Teams) or a JSON post for chosen actions",
   config = {
     url = {
@@ -118,6 +118,6 @@ return {
       end
       base.kind = ctx.action
       send(base)
-    end, { name = "post" })
+    end)
   end,
 }

@@ -31,7 +31,7 @@ end
 
 return {
   name = "prelabel",
-  version = "1.0.0",
+  version = "0.1.0",
   description = "New tasks to a model in batches; its predictions stored in Label Studio in bulk",
   config = {
     model_url = {

@@ -28,7 +28,7 @@ end
 
 return {
   name = "progress",
-  version = "1.0.0",
+  version = "0.1.0",
   description = "Milestones of finished tasks per project, announced once each; task completion",
   config = {
     milestones = {

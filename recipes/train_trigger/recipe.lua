@@ -17,7 +17,7 @@ end
 
 return {
   name = "train_trigger",
-  version = "1.0.0",
+  version = "0.1.0",
   description = "Call a training URL after every N new or updated annotations per project",
   config = {
     url = {

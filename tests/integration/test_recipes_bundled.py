@@ -147,7 +147,7 @@ class NothingSet(unittest.TestCase):
                                                         TRAIN_URL="http://model.test/train"))
         out = r.stdout.decode()
         self.assertEqual(r.returncode, 0, r.stderr.decode() + out)
-        self.assertIn("notify#post", out)
+        self.assertIn("notify#1", out)
         self.assertIn("train_trigger#count", out)
         self.assertIn("progress#watch", out)
         self.assertNotIn("chat.test", out + r.stderr.decode(), "a secret URL is never shown")
@@ -185,7 +185,7 @@ class Notify(unittest.TestCase):
         with Upstream() as up, examples_server(NOTIFY_URL=up.url("/status/404")) as srv:
             r = h.post_event(srv.port, h.fixture_bytes("ANNOTATION_CREATED.json"))
             self.assertEqual(r.status, 500)
-            failed = [f for f in r.json()["failed"] if f["id"] == "notify#post"]
+            failed = [f for f in r.json()["failed"] if f["id"] == "notify#1"]
             self.assertEqual(len(failed), 1, r.body)
             self.assertIn("submitted: HTTP 404", failed[0]["error"])
             self.assertNotIn("/status/404", srv.stderr_text() + r.body.decode())
