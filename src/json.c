@@ -100,6 +100,7 @@ typedef struct {
     const char *errpos; /* where the error is */
     int depth;          /* open arrays/objects */
     int kbase;          /* stack slot of key cache entry 0 */
+    int markslot;       /* stack slot of the array mark, nil until the first empty array */
     struct {
         const char *s; /* the key's bytes in the text (unescaped keys only) */
         uint32_t len;  /* 0: empty entry */
@@ -637,6 +638,20 @@ static void flush_object(lua_State *L, int tbl, int n, int *created)
     lua_settop(L, tbl); /* t */
 }
 
+/* Marks the empty array on top of the stack. The metatable is looked up once per document and
+ * kept in its stack slot: a document may hold many empty arrays. */
+static void mark_empty_array(Decoder *d)
+{
+    lua_State *L = d->L;
+
+    if (lua_type(L, d->markslot) == LUA_TNIL) {
+        push_mark(L, LH_JSON_ARRAY); /* t mt */
+        lua_replace(L, d->markslot); /* t */
+    }
+    lua_pushvalue(L, d->markslot); /* t mt */
+    lua_setmetatable(L, -2);       /* t */
+}
+
 static const char *parse_array(Decoder *d, const char *p)
 {
     lua_State *L = d->L;
@@ -656,9 +671,9 @@ static const char *parse_array(Decoder *d, const char *p)
     tbl = lua_gettop(L);
     p = skip_ws(p + 1, end);
     if (p < end && *p == ']') {
-        lua_createtable(L, 0, 0);           /* t? t */
-        lh_json_mark(L, -1, LH_JSON_ARRAY); /* so that it encodes as [] again, not {} */
-        lua_replace(L, tbl);                /* t */
+        lua_createtable(L, 0, 0); /* t? t */
+        mark_empty_array(d);      /* so that it encodes as [] again, not {} */
+        lua_replace(L, tbl);      /* t */
         d->depth--;
         return p + 1;
     }
@@ -851,14 +866,15 @@ int lh_json_decode_typed(lua_State *L, const char *s, size_t len, char *err, siz
     d.errpos = s;
     d.depth = 0;
     d.msg[0] = '\0';
-    if (!lua_checkstack(L, KEYCACHE + SLACK))
+    if (!lua_checkstack(L, KEYCACHE + 1 + SLACK))
         luaL_error(L, "json: not enough Lua stack");
     p = skip_ws(s, d.end);
     if (*p == '{' || *p == '[') {
         /* Key cache slots below everything else, so they never move. */
         memset(d.keys, 0, sizeof d.keys);
-        lua_settop(L, base + KEYCACHE); /* cache.. (nils) */
+        lua_settop(L, base + KEYCACHE + 1); /* cache.. mark (nils) */
         d.kbase = base + 1;
+        d.markslot = base + KEYCACHE + 1;
     } else {
         d.kbase = 0; /* a scalar document has no keys: the cache stays unused */
     }

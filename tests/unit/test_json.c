@@ -1074,7 +1074,25 @@ static void test_marks_roundtrip(void)
 
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
         check_roundtrip(L, texts[i]);
+    /* An error after marked arrays leaves the stack as it was (decode_n checks). */
+    CHECK_STR(decode_error(L, "[[],[],x]"),
+              "invalid JSON at line 1, column 8 (byte 7): unexpected character 'x', expected a "
+              "JSON value");
     CHECK_EQ_INT(lua_gettop(L), 0);
+    lua_close(L);
+
+    /* Many empty arrays in one document, as deep as the decoder goes: each one is marked. */
+    L = new_state();
+    CHECK_LUA(L, "local n = 0\n"
+                 "local parts = {} for i = 1, 3000 do parts[i] = '[]' end\n"
+                 "local text = '[' .. table.concat(parts, ',') .. ']'\n"
+                 "local v = json.decode(text)\n"
+                 "for i = 1, 3000 do if getmetatable(v[i]) == getmetatable(json.array()) then n = "
+                 "n + 1 end end\n"
+                 "assert(n == 3000, n)\n"
+                 "assert(json.encode(v) == text)\n"
+                 "local deep = ('['):rep(1000) .. (']'):rep(1000)\n"
+                 "assert(json.encode(json.decode(deep)) == deep)");
     lua_close(L);
 }
 
