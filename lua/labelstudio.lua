@@ -222,13 +222,15 @@ local COMPLETING = { ANNOTATION_CREATED = true, ANNOTATION_UPDATED = true,
 
 --- is_task_complete(ev) -> done, tasks: whether the event leaves a task complete, and the
 -- list of those tasks. Label Studio sends no "task completed" event; its own notion is the
--- task's is_labeled flag (set once the task has its `overlap` annotations — skips count
--- only when the project's skip queue says so — and what finished_task_number counts). So a
+-- task's is_labeled flag (set once the task has its `overlap` annotations, and what
+-- finished_task_number counts; whether a skip counts depends on the Label Studio version
+-- and the project's skip queue, so the flag the payload carries decides). So a
 -- task is complete here when an annotation event (ANNOTATION_CREATED, ANNOTATION_UPDATED,
 -- ANNOTATIONS_CREATED) carries it with is_labeled true. ANNOTATIONS_CREATED may carry its
 -- tasks as they were before its annotations (total_annotations lower than the annotations
 -- it brings for the task): then the task is complete when total_annotations plus those
--- reach its overlap. A skip completes a task when Label Studio counts it (is_skip tells).
+-- reach its overlap (skips not counted). A skip completes a task when Label Studio's flag
+-- says so (the real skipped body in tests/fixtures does; is_skip tells them apart).
 -- Every later update of a complete task says so again: remember what you announced
 -- (store). A body without tasks says false.
 function M.is_task_complete(ev)
