@@ -444,8 +444,8 @@ static const char new_recipe_usage[] =
     "usage: luahook new-recipe NAME [DIR]\n"
     "\n"
     "Writes a working recipe skeleton into DIR/NAME (DIR: the current folder): recipe.lua\n"
-    "with a small schema, README.md, and NAME_test.lua, which pass 'luahook test DIR/NAME'\n"
-    "as written. Refuses to overwrite an existing folder.\n"
+    "with a small schema, README.md, NAME_test.lua, which pass 'luahook test DIR/NAME'\n"
+    "as written, and a rockspec for luarocks. Refuses to overwrite an existing folder.\n"
     "\n"
     "Exit codes: 0 written, 2 bad name, existing folder or usage error.\n";
 

@@ -625,7 +625,7 @@ local function describe_one(where, markdown)
   local readme = M.file(where, "README.md")
   local o = {}
   if markdown then
-    o[#o + 1] = fmt("### `%s` %s\n", r.name, r.version)
+    o[#o + 1] = fmt("#### `%s` %s\n", r.name, r.version)
     o[#o + 1] = r.description .. "\n"
     if #keys > 0 then
       o[#o + 1] = "| key | type | default | required | secret | description | example |"
@@ -642,7 +642,7 @@ local function describe_one(where, markdown)
     else
       o[#o + 1] = "No config keys.\n"
     end
-    if readme then o[#o + 1] = shift_headings(readme, 3) .. "\n" end
+    if readme then o[#o + 1] = shift_headings(readme, 4) .. "\n" end
   else
     o[#o + 1] = fmt("%s %s (%s)", r.name, r.version, source_of(where))
     o[#o + 1] = r.description

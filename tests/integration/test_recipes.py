@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -311,7 +312,7 @@ class Commands(unittest.TestCase):
         r = h.run_luahook("recipes", "--recipes", RECIPES, "alpha", "--markdown")
         self.assertEqual(r.returncode, 0, r)
         out = r.stdout.decode()
-        self.assertTrue(out.startswith("### `alpha` 1.2.3\n"), out)
+        self.assertTrue(out.startswith("#### `alpha` 1.2.3\n"), out)
         self.assertIn("| key | type | default | required | secret | description | example |", out)
         self.assertIn("| `channel_url` | string |  | yes | yes | where messages go | "
                       "`\"https://chat.test/hook\"` |", out)
@@ -334,7 +335,8 @@ class Commands(unittest.TestCase):
             r = h.run_luahook("new-recipe", "greeter", tmp.path)
             self.assertEqual(r.returncode, 0, r)
             folder = tmp.join("greeter")
-            self.assertEqual(sorted(os.listdir(folder)), ["README.md", "greeter_test.lua", "recipe.lua"])
+            self.assertEqual(sorted(os.listdir(folder)), ["README.md", "greeter-0.1.0-1.rockspec",
+                                                          "greeter_test.lua", "recipe.lua"])
             r = h.run_luahook("test", folder)
             self.assertEqual(r.returncode, 0, r)
             self.assertIn(b"2 passed, 0 failed", r.stdout)
@@ -371,6 +373,62 @@ class Commands(unittest.TestCase):
             r = h.run_luahook("check", rdir)
             self.assertEqual(r.returncode, 1, r)
             self.assertIn(b'name is "other" but the folder is broken/: they must be the same', r.stderr)
+
+
+class LuaRocks(unittest.TestCase):
+    def test_luarocks_make_installs_a_recipe_for_recipes(self):
+        luarocks = shutil.which("luarocks")
+        if luarocks is None:
+            self.skipTest("no luarocks (scripts/setup test installs luarocks and lua5.4)")
+        with h.TempDir() as tmp:
+            r = h.run_luahook("new-recipe", "greeter", tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            tree = tmp.join("tree")
+            # offline: `make` builds from the folder; HOME keeps luarocks' cache out of ours
+            r = subprocess.run([luarocks, "--lua-version", "5.4", "--tree", tree, "make"],
+                               cwd=tmp.join("greeter"), capture_output=True, timeout=120 * h.SLOW,
+                               env=h.child_env({"HOME": tmp.path}))
+            self.assertEqual(r.returncode, 0, r)
+            installed = os.path.join(tree, "share", "lua", "5.4", "luahook_recipes")
+            self.assertEqual(sorted(os.listdir(os.path.join(installed, "greeter"))),
+                             ["README.md", "greeter_test.lua", "recipe.lua"])
+            r = h.run_luahook("test", os.path.join(installed, "greeter"))
+            self.assertEqual(r.returncode, 0, r)
+            self.assertIn(b"2 passed, 0 failed", r.stdout)
+            handlers(tmp, 'use("greeter", { projects = { 7 } })\n')
+            r = h.run_luahook("check", "--recipes", installed, "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertIn(b"greeter#1", r.stdout)
+            r = h.run_luahook("recipes", "--recipes", installed, "greeter")
+            self.assertIn(b"README.md:\n# greeter", r.stdout)
+
+
+class RecipeDocs(unittest.TestCase):
+    SCRIPT = os.path.join(h.REPO, "scripts", "recipe-docs")
+
+    def test_check_fails_out_of_step_and_the_script_fixes_it(self):
+        with h.TempDir() as tmp:
+            readme = tmp.join("README.md")
+            with open(os.path.join(h.REPO, "README.md")) as f:
+                text = f.read()
+            begin = text.index("<!-- recipes:begin -->\n") + len("<!-- recipes:begin -->\n")
+            end = text.index("<!-- recipes:end -->")
+            with open(readme, "w") as f:
+                f.write(text[:begin] + "stale\n" + text[end:])
+            r = subprocess.run([self.SCRIPT, "--check", h.BIN, readme], capture_output=True,
+                               env=h.child_env())
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn(b"-stale", r.stderr)
+            r = subprocess.run([self.SCRIPT, h.BIN, readme], capture_output=True, env=h.child_env())
+            self.assertEqual(r.returncode, 0, r)
+            r = subprocess.run([self.SCRIPT, "--check", h.BIN, readme], capture_output=True,
+                               env=h.child_env())
+            self.assertEqual(r.returncode, 0, r)
+            with open(readme) as f:
+                fixed = f.read()
+            self.assertIn("#### `notify` ", fixed)
+            self.assertIn("| `url` | string |  | yes | yes |", fixed)
+            self.assertEqual(fixed, text, "the repository's README is out of step too")
 
 
 class Reload(unittest.TestCase):
