@@ -422,6 +422,9 @@ end
 -- Where recipe `name` comes from: { name, dir = folder | nil, bundled = true | nil }, or nil.
 -- `prefer` (a folder holding recipe.lua) is the recipe a test beside it means.
 function M.find(name, prefer)
+  if prefer and prefer == "bundled:" .. name and host.embedded("recipes/" .. name .. "/recipe.lua") then
+    return { name = name, bundled = true }
+  end
   if prefer and readable(prefer .. "/recipe.lua") then
     local own = prefer:gsub("/+$", ""):match("([^/]+)$")
     if own == name then return { name = name, dir = prefer } end
@@ -537,6 +540,10 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
   local as = opts.as
   if as ~= nil and (type(as) ~= "string" or not as:match(NAME_PAT) or #as > 64) then
     fail("use: bad instance name %s: a letter, then letters, digits, '_', '.' or '-'", show(as))
+  end
+  if as ~= nil and as:sub(-4) == ".lua" then
+    fail("use: bad instance name %q: it must not end in .lua (script names do, and both " ..
+         "name store keys)", as)
   end
   local instance = as or name
   local other = instances[instance]

@@ -189,6 +189,31 @@ class Use(unittest.TestCase):
             self.assertEqual(sorted(r.stdout.decode().splitlines()),
                              ["alpha-b:count\t1", "alpha:count\t3"])
 
+    def test_a_failure_is_logged_with_the_instance_and_the_use_site(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, """\
+                -- line 1
+                use("alpha", { channel_url = "https://chat.test/a" }, { as = "qa" })
+                """)
+            with h.Server("handlers", "--recipes", RECIPES, "--ack", "handled", cwd=tmp.path) as srv:
+                r = h.post_event(srv.port, h.fixture_json("TASKS_CREATED.json"))
+                self.assertEqual(r.status, 500, r)
+                self.assertEqual(r.json()["failed"][0]["id"], "qa#failing")
+                self.assertEqual(r.json()["failed"][0]["handler"].split(" ")[0], "handlers/qa.lua:2")
+                line = srv.wait_log(lambda l: l.get("msg") == "handler failed", what="the failure")
+                self.assertEqual(line.get("handler"), "qa#failing")
+                self.assertEqual(line.get("script"), "handlers/qa.lua")
+                self.assertEqual(line.get("line"), 2)
+                self.assertIn("alpha fails on purpose", line.get("error"))
+
+    def test_instance_names_ending_in_lua_are_refused(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, 'use("beta", nil, { as = "qa.lua" })\n')
+            r = h.run_luahook("check", "--recipes", RECIPES, "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn(b'handlers/qa.lua:1: use: bad instance name "qa.lua": it must not end in .lua',
+                          r.stderr)
+
     def test_metrics_name_the_instance(self):
         with h.TempDir() as tmp:
             handlers(tmp, 'use("beta", nil, { as = "beta-qa" })\n')
@@ -363,6 +388,16 @@ class Commands(unittest.TestCase):
             self.assertIn(b"ok   %s: each instance counts in its own store" %
                           os.path.join(rdir, "alpha", "alpha_test.lua").encode(), r.stdout)
             self.assertEqual(r.returncode, 0, r)
+
+    def test_bundled_tests_run_from_the_binary(self):
+        with h.TempDir() as tmp:  # nowhere near the source tree
+            r = h.run_luahook("test", "bundled:notify", cwd=tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertRegex(r.stdout.decode(), r"(?m)^ok   bundled:notify/\S+_test\.lua: ")
+            r = h.run_luahook("test", "bundled:nosuch", cwd=tmp.path)
+            self.assertEqual(r.returncode, 2, r)
+            self.assertEqual(r.stderr.decode(),
+                             "luahook test: bundled:nosuch: no bundled recipe with tests named nosuch\n")
 
     def test_check_of_a_broken_recipe_folder(self):
         with h.TempDir() as tmp:
