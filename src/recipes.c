@@ -161,8 +161,17 @@ static int lib_use(lua_State *L)
     lua_insert(L, 1);                                   /* use name cfg opts */
     lua_pushstring(L, file);
     lua_pushinteger(L, line);
-    lua_call(L, 5, 1);
-    return 1;
+    if (lua_pcall(L, 5, 1, 0) == LUA_OK)
+        return 1;
+    /* while a script loads, a use() that fails is kept and the script goes on: check
+    ** reports every use() of it; the load fails all the same */
+    if (vm->loading_script >= 0 && lua_type(L, -1) == LUA_TSTRING) {
+        if (lh_vm_defer_problem(vm, lua_tostring(L, -1)) != 0)
+            return luaL_error(L, "not enough memory");
+        lua_pushnil(L);
+        return 1;
+    }
+    return lua_error(L);
 }
 
 static const luaL_Reg host_funcs[] = {

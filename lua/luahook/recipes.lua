@@ -104,32 +104,35 @@ local function bound_text(s, unit)
   return ""
 end
 
--- What a spec expects, in words: "an integer >= 1", "a list of strings".
-local function expected(s)
+-- What a spec expects, in words: "an integer >= 1", "a list of strings"; `many`: the
+-- plural, for the items of a list or a map ("integers >= 1").
+local function expected(s, many)
+  local function noun(one, several) return many and several or one end
   local t = s.type
   if s.one_of then
     local opts = {}
     for i, v in ipairs(s.one_of) do opts[i] = literal(v, s.secret) end
-    return "one of " .. table.concat(opts, ", ")
+    return noun("one of ", "each one of ") .. table.concat(opts, ", ")
   end
   if t == "string" then
-    local e = "a string"
+    local e = noun("a string", "strings")
     if s.min or s.max then e = e .. " of" .. bound_text(s, " characters") end
     if s.match then e = e .. " matching " .. fmt("%q", s.match) end
     return e
-  elseif t == "number" then return "a number" .. bound_text(s)
-  elseif t == "integer" then return "an integer" .. bound_text(s)
-  elseif t == "boolean" then return "true or false"
+  elseif t == "number" then return noun("a number", "numbers") .. bound_text(s)
+  elseif t == "integer" then return noun("an integer", "integers") .. bound_text(s)
+  elseif t == "boolean" then return noun("true or false", "booleans")
   elseif t == "list" then
-    local e = "a list"
-    if s.of then e = e .. " of " .. (expected(s.of):gsub("^an? ", "")) end
+    local e = noun("a list", "lists")
+    if s.of then e = e .. " of " .. expected(s.of, true) end
     if s.min or s.max then e = e .. " with" .. bound_text(s, " items") end
     return e
   elseif t == "map" then
-    return "a map" .. (s.of and " of " .. (expected(s.of):gsub("^an? ", "")) or "")
-  elseif t == "record" then return "a table of " .. table.concat(sorted_keys(s.fields), ", ")
+    return noun("a map", "maps") .. (s.of and " of " .. expected(s.of, true) or "")
+  elseif t == "record" then
+    return noun("a table", "tables") .. " with keys " .. table.concat(sorted_keys(s.fields), ", ")
   end
-  return "a value"
+  return noun("a value", "values")
 end
 M.expected = expected
 
@@ -291,7 +294,7 @@ function M.validate_value(v, s, path, problems)
   elseif t == "integer" then
     if math.type(v) ~= "integer" then
       -- 3.0 from a JSON value or an env var converted is still 3
-      if math.type(v) == "float" and v == math.floor(v) and v >= math.mininteger and v < -math.mininteger then
+      if math.type(v) == "float" and v == math.floor(v) and v >= -2^63 and v < 2^63 then
         v = math.tointeger(v)
       else
         return bad()

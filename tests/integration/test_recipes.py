@@ -88,6 +88,26 @@ class Use(unittest.TestCase):
                 'ratio: expected a number from 0 to 1, got 2; '
                 'retry.times: expected an integer from 0 to 5, got 9')
 
+    def test_nested_keys_and_every_use_of_a_script(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, """\
+                use("gamma", { channels = { { url = "https://a" }, { name = "general" }, "x" },
+                               flags = { [1] = true, b = "yes" }, on = "true" })
+                use("gamma", { channels = {}, token = 5 }, { as = "g2" })
+                use("alpha", { channel_url = "http://x", projects = { 1, 2.0, 2.5 }, every = 3.0 })
+                use("gamma", { channels = { { url = "https://b", name = "#ok" } } }, { as = "g3" })
+                """)
+            r = h.run_luahook("check", "--recipes", RECIPES, "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertEqual(r.stderr.decode().splitlines(), [
+                'handlers/qa.lua:1: gamma: channels[2].name: expected a string matching "^#%w+$", '
+                'got "general"; channels[2].url is required; channels[3]: expected a table with '
+                'keys name, url, got "x"; flags: the keys must be strings, got 1; flags.b: '
+                'expected true or false, got "yes"; on: expected true or false, got "true"',
+                'handlers/qa.lua:3: gamma: channels: expected a list of tables with keys name, url '
+                'with >= 1 items, got an empty table; token: expected a string, got ***',
+                'handlers/qa.lua:4: alpha: projects[3]: expected an integer >= 1, got 2.5'])
+
     def test_unknown_key_far_from_any_lists_the_keys(self):
         with h.TempDir() as tmp:
             handlers(tmp, 'use("beta", { zzz = 1 })\n')
@@ -250,8 +270,23 @@ class Secrets(unittest.TestCase):
                 self.assertEqual(ready.get("site"), "handlers/qa.lua:1")
                 self.assertEqual(json.loads(ready["config"])["channel_url"], "***")
             self.assertNotIn("s3cr3t", srv.stderr_text())
-            r = h.run_luahook("recipes", "--recipes", RECIPES, "alpha")
+
+    def test_a_secret_default_is_never_listed(self):
+        for args in ((), ("--markdown",)):
+            r = h.run_luahook("recipes", "--recipes", RECIPES, "gamma", *args)
+            self.assertEqual(r.returncode, 0, r)
             self.assertNotIn(b"s3cr3t", r.stdout)
+            self.assertIn(b'"***"', r.stdout)
+        with h.TempDir() as tmp:
+            handlers(tmp, 'use("gamma", { channels = { { url = "%s" } } })\n' % SECRET)
+            r = h.run_luahook("fire", "--log-level", "debug", "--log-format", "json",
+                              "--recipes", RECIPES, "handlers", "--sample", "ANNOTATION_CREATED",
+                              cwd=tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            ready = [l for l in json_logs(r.stderr) if l["msg"] == "recipe instance ready"][0]
+            self.assertEqual(json.loads(ready["config"]),
+                             {"channels": [{"url": "***"}], "token": "***"})
+            self.assertNotIn(b"s3cr3t", r.stdout + r.stderr)
 
 
 class Finding(unittest.TestCase):
