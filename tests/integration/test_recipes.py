@@ -238,6 +238,7 @@ class Use(unittest.TestCase):
         with h.TempDir() as tmp:
             handlers(tmp, 'use("beta", nil, { as = "beta-qa" })\n')
             with h.Server("handlers", "--recipes", RECIPES, "--ack", "handled", cwd=tmp.path) as srv:
+                self.assertEqual(srv.find_logs(msg="listening")[0].get("instances"), "beta-qa")
                 h.post_event(srv.port, h.fixture_json("ANNOTATION_CREATED.json"))
                 m = h.Metrics(h.request(srv.port, "GET", "/metrics").body.decode())
                 self.assertEqual(m.get("luahook_handler_runs_by_id_total", handler="beta-qa#1",
