@@ -390,7 +390,9 @@ static const char test_usage[] =
     "each in a fresh Lua VM where http is answered by mocks and sleep and timers run on a\n"
     "virtual clock. Prints one line per test ('ok   file: name' or 'FAIL file: name' with\n"
     "the failing file:line and an expected/actual diff), then 'N passed, N failed'.\n"
-    "In a test file: handlers(path...), test(name, fn), fire(event [, opts]),\n"
+    "bundled:NAME (bundled: for all) runs a bundled recipe's tests from the binary's copy.\n"
+    "In a test file: handlers(path...), use(recipe, cfg [, opts]), test(name, fn),\n"
+    "fire(event [, opts]),\n"
     "sample(action [, overrides]), eq, neq, ok, nok, match, fails, near, mock.http,\n"
     "mock.calls, mock.env, clock.now, clock.advance, logs. See README.md, Testing handlers.\n"
     "\n"
@@ -444,8 +446,8 @@ static const char new_recipe_usage[] =
     "usage: luahook new-recipe NAME [DIR]\n"
     "\n"
     "Writes a working recipe skeleton into DIR/NAME (DIR: the current folder): recipe.lua\n"
-    "with a small schema, README.md, and NAME_test.lua, which pass 'luahook test DIR/NAME'\n"
-    "as written. Refuses to overwrite an existing folder.\n"
+    "with a small schema, README.md, NAME_test.lua, which pass 'luahook test DIR/NAME'\n"
+    "as written, and a rockspec for luarocks. Refuses to overwrite an existing folder.\n"
     "\n"
     "Exit codes: 0 written, 2 bad name, existing folder or usage error.\n";
 

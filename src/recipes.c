@@ -161,8 +161,17 @@ static int lib_use(lua_State *L)
     lua_insert(L, 1);                                   /* use name cfg opts */
     lua_pushstring(L, file);
     lua_pushinteger(L, line);
-    lua_call(L, 5, 1);
-    return 1;
+    if (lua_pcall(L, 5, 1, 0) == LUA_OK)
+        return 1;
+    /* while a script loads, a use() that fails is kept and the script goes on: check
+    ** reports every use() of it; the load fails all the same */
+    if (vm->loading_script >= 0 && lua_type(L, -1) == LUA_TSTRING) {
+        if (lh_vm_defer_problem(vm, lua_tostring(L, -1)) != 0)
+            return luaL_error(L, "not enough memory");
+        lua_pushnil(L);
+        return 1;
+    }
+    return lua_error(L);
 }
 
 static const luaL_Reg host_funcs[] = {
@@ -302,7 +311,9 @@ static const char skel_readme[] =
     "```\n"
     "\n"
     "Run `luahook serve --recipes DIR handlers/` with DIR the folder that holds %1$s/,\n"
-    "and `luahook test DIR/%1$s` to run its tests.\n";
+    "and `luahook test DIR/%1$s` to run its tests. To install it with luarocks:\n"
+    "`luarocks --lua-version 5.4 --tree TREE make` here, then\n"
+    "`--recipes TREE/share/lua/5.4/luahook_recipes`.\n";
 
 static const char skel_test[] =
     "-- use() here loads this folder's recipe as an instance, before the tests run\n"
@@ -320,6 +331,26 @@ static const char skel_test[] =
     "  eq(#logs(\"info\"), 0)\n"
     "  eq(store(\"%1$s\").get(\"seen:2\"), nil)\n"
     "end)\n";
+
+/* luarocks installs each file as a "module" luahook_recipes.NAME.FILE, so that a tree's
+** share/lua/5.4/luahook_recipes/ is a folder of recipes for --recipes (README.md) */
+static const char skel_rockspec[] =
+    "-- luarocks --lua-version 5.4 --tree TREE make   (in this folder; no network needed)\n"
+    "-- then: luahook serve --recipes TREE/share/lua/5.4/luahook_recipes ...\n"
+    "-- Every file of the recipe is listed here: add a module, add its line.\n"
+    "package = \"%1$s\"\n"
+    "version = \"0.1.0-1\"\n"
+    "source = { url = \"git+https://example.com/%1$s.git\" }\n"
+    "description = { summary = \"A luahook recipe\" }\n"
+    "dependencies = {}\n"
+    "build = {\n"
+    "  type = \"builtin\",\n"
+    "  modules = {\n"
+    "    [\"luahook_recipes.%1$s.recipe\"] = \"recipe.lua\",\n"
+    "    [\"luahook_recipes.%1$s.%1$s_test\"] = \"%1$s_test.lua\",\n"
+    "  },\n"
+    "  install = { lua = { [\"luahook_recipes.%1$s.README\"] = \"README.md\" } },\n"
+    "}\n";
 
 static int valid_recipe_name(const char *s)
 {
@@ -353,7 +384,7 @@ static int new_recipe(const lh_config_t *cfg)
 {
     const char *name = cfg->paths[0];
     const char *parent = cfg->npaths > 1 ? cfg->paths[1] : ".";
-    char dir[4096], test[200];
+    char dir[4096], test[200], rockspec[200];
     if (!valid_recipe_name(name)) {
         fprintf(stderr,
                 "luahook new-recipe: bad name '%s': a letter, then letters, digits, '_' or "
@@ -368,11 +399,13 @@ static int new_recipe(const lh_config_t *cfg)
         return 2;
     }
     snprintf(test, sizeof(test), "%s_test.lua", name);
+    snprintf(rockspec, sizeof(rockspec), "%s-0.1.0-1.rockspec", name);
     if (write_skel(dir, "recipe.lua", skel_recipe, name) != 0 ||
         write_skel(dir, "README.md", skel_readme, name) != 0 ||
-        write_skel(dir, test, skel_test, name) != 0)
+        write_skel(dir, test, skel_test, name) != 0 ||
+        write_skel(dir, rockspec, skel_rockspec, name) != 0)
         return 2;
-    printf("wrote %s/recipe.lua, %s/README.md, %s/%s\n", dir, dir, dir, test);
+    printf("wrote %s/recipe.lua, README.md, %s, %s\n", dir, test, rockspec);
     printf("next: luahook test %s\n", dir);
     return 0;
 }

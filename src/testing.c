@@ -120,6 +120,39 @@ static int collect(list_t *out, const char *dir, const lh_config_t *cfg)
     return rc;
 }
 
+#define BUNDLED "bundled:"
+
+/* "bundled:NAME" (or "bundled:" for every one): the test files of the bundled recipes as
+** compiled into the binary, "bundled:NAME/x_test.lua" (lh_embedded is sorted). -1 after
+** saying why when there is none. */
+static int collect_bundled(list_t *out, const char *arg)
+{
+    const char *want = arg + strlen(BUNDLED);
+    size_t wlen = strlen(want), found = 0;
+    while (wlen > 0 && want[wlen - 1] == '/')
+        wlen--;
+    for (const lh_embedded_t *e = lh_embedded; e->name != NULL; e++) {
+        const char *rest = e->name + 8, *slash, *base; /* after "recipes/" */
+        char shown[512];
+        if (strncmp(e->name, "recipes/", 8) != 0 || (slash = strchr(rest, '/')) == NULL)
+            continue;
+        if (wlen > 0 && ((size_t)(slash - rest) != wlen || strncmp(rest, want, wlen) != 0))
+            continue;
+        base = strrchr(e->name, '/') + 1;
+        if (!is_test_file(base))
+            continue;
+        snprintf(shown, sizeof(shown), "%s%s", BUNDLED, rest);
+        list_add(out, shown);
+        found++;
+    }
+    if (found == 0) {
+        fprintf(stderr, "luahook test: %s: no bundled recipe%s with tests%s%.*s\n", arg,
+                wlen > 0 ? "" : "s", wlen > 0 ? " named " : "", (int)wlen, want);
+        return -1;
+    }
+    return 0;
+}
+
 /* }====================================================== */
 
 /* {====================================================== one test file's world */
@@ -763,6 +796,8 @@ static const luaL_Reg host_funcs[] = {
     {"on_timer_failed", host_on_timer_failed},
     {"setenv", host_setenv},
     {"package", lh_vm_package}, /* package(env, path): the require of the test file's folder */
+    {"package_root", lh_vm_package_root}, /* a recipe folder's require (modules beside it) */
+    {"embedded", lh_recipes_embedded},    /* a bundled recipe's test file */
     {NULL, NULL},
 };
 
@@ -910,7 +945,10 @@ int lh_testing_run(const lh_config_t *cfg)
     for (size_t i = 0; i < cfg->npaths; i++) {
         struct stat st;
         const char *p = cfg->paths[i];
-        if (stat(p, &st) != 0) {
+        if (strncmp(p, BUNDLED, strlen(BUNDLED)) == 0) {
+            if (collect_bundled(&files, p) != 0)
+                rc = 2;
+        } else if (stat(p, &st) != 0) {
             fprintf(stderr, "luahook test: %s: %s\n", p, strerror(errno));
             rc = 2;
         } else if (S_ISDIR(st.st_mode)) {

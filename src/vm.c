@@ -403,6 +403,30 @@ int lh_vm_instance_begin(lh_vm_t *vm, const char *name, const char *path, const 
     return previous;
 }
 
+int lh_vm_defer_problem(lh_vm_t *vm, const char *problem)
+{
+    char **ds = realloc(vm->deferred, (vm->ndeferred + 1) * sizeof(*ds));
+    if (ds == NULL)
+        return -1;
+    vm->deferred = ds;
+    if ((ds[vm->ndeferred] = strdup(problem)) == NULL)
+        return -1;
+    vm->ndeferred++;
+    return 0;
+}
+
+/* Reports the problems deferred while the script loaded; their number. */
+static int report_deferred(lh_vm_t *vm, lh_vm_report_cb report, void *data)
+{
+    int n = (int)vm->ndeferred;
+    for (size_t i = 0; i < vm->ndeferred; i++) {
+        report(data, vm->deferred[i]);
+        free(vm->deferred[i]);
+    }
+    vm->ndeferred = 0;
+    return n;
+}
+
 void lh_vm_instance_end(lh_vm_t *vm, int previous)
 {
     vm->loading_script = previous;
@@ -486,9 +510,11 @@ static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_repo
         lua_pop(L, 1);
     lua_pushcfunction(L, msghandler); /* fn mh */
     lua_insert(L, -2);                /* mh fn */
-    if (lua_pcall(L, 0, 0, top + 1) != LUA_OK) {
+    int rc = lua_pcall(L, 0, 0, top + 1);
+    problems = report_deferred(vm, report, data); /* they came first */
+    if (rc != LUA_OK) {
         report(data, lua_tostring(L, -1));
-        problems = 1;
+        problems++;
     }
     vm->loading_script = -1;
     lua_settop(L, top);
@@ -868,6 +894,9 @@ void lh_vm_free(lh_vm_t *vm)
     for (size_t i = 0; i < vm->nwarnings; i++)
         free(vm->warnings[i]);
     free(vm->warnings);
+    for (size_t i = 0; i < vm->ndeferred; i++)
+        free(vm->deferred[i]);
+    free(vm->deferred);
     for (size_t i = 0; i < vm->nscripts; i++) {
         free(vm->scripts[i].name);
         free(vm->scripts[i].path);

@@ -66,6 +66,9 @@ struct lh_vm_s {
     char **warnings;    /* owned: "file:line: warning: ..." per action of on() that Label
                            Studio never sends (and not marked custom), in load order */
     size_t nwarnings;
+    char **deferred; /* owned: problems of the loading script that let it go on (a use()
+                        whose config does not validate), reported once its chunk ends */
+    size_t ndeferred;
     lh_route_t *routes; /* owned; routes[0] is the "*"-only route of unknown actions */
     size_t nroutes;
     int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */
@@ -128,6 +131,10 @@ const char *lh_vm_script_name(const lh_vm_t *vm, int script_id);
 int lh_vm_instance_begin(lh_vm_t *vm, const char *name, const char *path, const char *site_file,
                          int site_line, char *err, size_t errlen);
 void lh_vm_instance_end(lh_vm_t *vm, int previous);
+
+/** Keeps `problem` ("file:line: message") to report when the loading script's chunk ends,
+ *  so that the script goes on and every use() of it is checked. -1 when out of memory. */
+int lh_vm_defer_problem(lh_vm_t *vm, const char *problem);
 
 /**
  * A lua_CFunction: install(env, dir, key, templates, globals, bundled) of

@@ -104,32 +104,35 @@ local function bound_text(s, unit)
   return ""
 end
 
--- What a spec expects, in words: "an integer >= 1", "a list of strings".
-local function expected(s)
+-- What a spec expects, in words: "an integer >= 1", "a list of strings"; `many`: the
+-- plural, for the items of a list or a map ("integers >= 1").
+local function expected(s, many)
+  local function noun(one, several) return many and several or one end
   local t = s.type
   if s.one_of then
     local opts = {}
     for i, v in ipairs(s.one_of) do opts[i] = literal(v, s.secret) end
-    return "one of " .. table.concat(opts, ", ")
+    return noun("one of ", "each one of ") .. table.concat(opts, ", ")
   end
   if t == "string" then
-    local e = "a string"
+    local e = noun("a string", "strings")
     if s.min or s.max then e = e .. " of" .. bound_text(s, " characters") end
     if s.match then e = e .. " matching " .. fmt("%q", s.match) end
     return e
-  elseif t == "number" then return "a number" .. bound_text(s)
-  elseif t == "integer" then return "an integer" .. bound_text(s)
-  elseif t == "boolean" then return "true or false"
+  elseif t == "number" then return noun("a number", "numbers") .. bound_text(s)
+  elseif t == "integer" then return noun("an integer", "integers") .. bound_text(s)
+  elseif t == "boolean" then return noun("true or false", "booleans")
   elseif t == "list" then
-    local e = "a list"
-    if s.of then e = e .. " of " .. (expected(s.of):gsub("^an? ", "")) end
+    local e = noun("a list", "lists")
+    if s.of then e = e .. " of " .. expected(s.of, true) end
     if s.min or s.max then e = e .. " with" .. bound_text(s, " items") end
     return e
   elseif t == "map" then
-    return "a map" .. (s.of and " of " .. (expected(s.of):gsub("^an? ", "")) or "")
-  elseif t == "record" then return "a table of " .. table.concat(sorted_keys(s.fields), ", ")
+    return noun("a map", "maps") .. (s.of and " of " .. expected(s.of, true) or "")
+  elseif t == "record" then
+    return noun("a table", "tables") .. " with keys " .. table.concat(sorted_keys(s.fields), ", ")
   end
-  return "a value"
+  return noun("a value", "values")
 end
 M.expected = expected
 
@@ -291,7 +294,7 @@ function M.validate_value(v, s, path, problems)
   elseif t == "integer" then
     if math.type(v) ~= "integer" then
       -- 3.0 from a JSON value or an env var converted is still 3
-      if math.type(v) == "float" and v == math.floor(v) and v >= math.mininteger and v < -math.mininteger then
+      if math.type(v) == "float" and v == math.floor(v) and v >= -2^63 and v < 2^63 then
         v = math.tointeger(v)
       else
         return bad()
@@ -422,6 +425,9 @@ end
 -- Where recipe `name` comes from: { name, dir = folder | nil, bundled = true | nil }, or nil.
 -- `prefer` (a folder holding recipe.lua) is the recipe a test beside it means.
 function M.find(name, prefer)
+  if prefer and prefer == "bundled:" .. name and host.embedded("recipes/" .. name .. "/recipe.lua") then
+    return { name = name, bundled = true }
+  end
   if prefer and readable(prefer .. "/recipe.lua") then
     local own = prefer:gsub("/+$", ""):match("([^/]+)$")
     if own == name then return { name = name, dir = prefer } end
@@ -538,6 +544,10 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
   if as ~= nil and (type(as) ~= "string" or not as:match(NAME_PAT) or #as > 64) then
     fail("use: bad instance name %s: a letter, then letters, digits, '_', '.' or '-'", show(as))
   end
+  if as ~= nil and as:sub(-4) == ".lua" then
+    fail("use: bad instance name %q: it must not end in .lua (script names do, and both " ..
+         "name store keys)", as)
+  end
   local instance = as or name
   local other = instances[instance]
   if other then
@@ -625,7 +635,7 @@ local function describe_one(where, markdown)
   local readme = M.file(where, "README.md")
   local o = {}
   if markdown then
-    o[#o + 1] = fmt("### `%s` %s\n", r.name, r.version)
+    o[#o + 1] = fmt("#### `%s` %s\n", r.name, r.version)
     o[#o + 1] = r.description .. "\n"
     if #keys > 0 then
       o[#o + 1] = "| key | type | default | required | secret | description | example |"
@@ -642,7 +652,7 @@ local function describe_one(where, markdown)
     else
       o[#o + 1] = "No config keys.\n"
     end
-    if readme then o[#o + 1] = shift_headings(readme, 3) .. "\n" end
+    if readme then o[#o + 1] = shift_headings(readme, 4) .. "\n" end
   else
     o[#o + 1] = fmt("%s %s (%s)", r.name, r.version, source_of(where))
     o[#o + 1] = r.description

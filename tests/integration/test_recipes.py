@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -86,6 +87,26 @@ class Use(unittest.TestCase):
                 'projects[2]: expected an integer >= 1, got "two"; '
                 'ratio: expected a number from 0 to 1, got 2; '
                 'retry.times: expected an integer from 0 to 5, got 9')
+
+    def test_nested_keys_and_every_use_of_a_script(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, """\
+                use("gamma", { channels = { { url = "https://a" }, { name = "general" }, "x" },
+                               flags = { [1] = true, b = "yes" }, on = "true" })
+                use("gamma", { channels = {}, token = 5 }, { as = "g2" })
+                use("alpha", { channel_url = "http://x", projects = { 1, 2.0, 2.5 }, every = 3.0 })
+                use("gamma", { channels = { { url = "https://b", name = "#ok" } } }, { as = "g3" })
+                """)
+            r = h.run_luahook("check", "--recipes", RECIPES, "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertEqual(r.stderr.decode().splitlines(), [
+                'handlers/qa.lua:1: gamma: channels[2].name: expected a string matching "^#%w+$", '
+                'got "general"; channels[2].url is required; channels[3]: expected a table with '
+                'keys name, url, got "x"; flags: the keys must be strings, got 1; flags.b: '
+                'expected true or false, got "yes"; on: expected true or false, got "true"',
+                'handlers/qa.lua:3: gamma: channels: expected a list of tables with keys name, url '
+                'with >= 1 items, got an empty table; token: expected a string, got ***',
+                'handlers/qa.lua:4: alpha: projects[3]: expected an integer >= 1, got 2.5'])
 
     def test_unknown_key_far_from_any_lists_the_keys(self):
         with h.TempDir() as tmp:
@@ -188,10 +209,36 @@ class Use(unittest.TestCase):
             self.assertEqual(sorted(r.stdout.decode().splitlines()),
                              ["alpha-b:count\t1", "alpha:count\t3"])
 
+    def test_a_failure_is_logged_with_the_instance_and_the_use_site(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, """\
+                -- line 1
+                use("alpha", { channel_url = "https://chat.test/a" }, { as = "qa" })
+                """)
+            with h.Server("handlers", "--recipes", RECIPES, "--ack", "handled", cwd=tmp.path) as srv:
+                r = h.post_event(srv.port, h.fixture_json("TASKS_CREATED.json"))
+                self.assertEqual(r.status, 500, r)
+                self.assertEqual(r.json()["failed"][0]["id"], "qa#failing")
+                self.assertEqual(r.json()["failed"][0]["handler"].split(" ")[0], "handlers/qa.lua:2")
+                line = srv.wait_log(lambda l: l.get("msg") == "handler failed", what="the failure")
+                self.assertEqual(line.get("handler"), "qa#failing")
+                self.assertEqual(line.get("script"), "handlers/qa.lua")
+                self.assertEqual(line.get("line"), 2)
+                self.assertIn("alpha fails on purpose", line.get("error"))
+
+    def test_instance_names_ending_in_lua_are_refused(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, 'use("beta", nil, { as = "qa.lua" })\n')
+            r = h.run_luahook("check", "--recipes", RECIPES, "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn(b'handlers/qa.lua:1: use: bad instance name "qa.lua": it must not end in .lua',
+                          r.stderr)
+
     def test_metrics_name_the_instance(self):
         with h.TempDir() as tmp:
             handlers(tmp, 'use("beta", nil, { as = "beta-qa" })\n')
             with h.Server("handlers", "--recipes", RECIPES, "--ack", "handled", cwd=tmp.path) as srv:
+                self.assertEqual(srv.find_logs(msg="listening")[0].get("instances"), "beta-qa")
                 h.post_event(srv.port, h.fixture_json("ANNOTATION_CREATED.json"))
                 m = h.Metrics(h.request(srv.port, "GET", "/metrics").body.decode())
                 self.assertEqual(m.get("luahook_handler_runs_by_id_total", handler="beta-qa#1",
@@ -224,8 +271,23 @@ class Secrets(unittest.TestCase):
                 self.assertEqual(ready.get("site"), "handlers/qa.lua:1")
                 self.assertEqual(json.loads(ready["config"])["channel_url"], "***")
             self.assertNotIn("s3cr3t", srv.stderr_text())
-            r = h.run_luahook("recipes", "--recipes", RECIPES, "alpha")
+
+    def test_a_secret_default_is_never_listed(self):
+        for args in ((), ("--markdown",)):
+            r = h.run_luahook("recipes", "--recipes", RECIPES, "gamma", *args)
+            self.assertEqual(r.returncode, 0, r)
             self.assertNotIn(b"s3cr3t", r.stdout)
+            self.assertIn(b'"***"', r.stdout)
+        with h.TempDir() as tmp:
+            handlers(tmp, 'use("gamma", { channels = { { url = "%s" } } })\n' % SECRET)
+            r = h.run_luahook("fire", "--log-level", "debug", "--log-format", "json",
+                              "--recipes", RECIPES, "handlers", "--sample", "ANNOTATION_CREATED",
+                              cwd=tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            ready = [l for l in json_logs(r.stderr) if l["msg"] == "recipe instance ready"][0]
+            self.assertEqual(json.loads(ready["config"]),
+                             {"channels": [{"url": "***"}], "token": "***"})
+            self.assertNotIn(b"s3cr3t", r.stdout + r.stderr)
 
 
 class Finding(unittest.TestCase):
@@ -311,7 +373,7 @@ class Commands(unittest.TestCase):
         r = h.run_luahook("recipes", "--recipes", RECIPES, "alpha", "--markdown")
         self.assertEqual(r.returncode, 0, r)
         out = r.stdout.decode()
-        self.assertTrue(out.startswith("### `alpha` 1.2.3\n"), out)
+        self.assertTrue(out.startswith("#### `alpha` 1.2.3\n"), out)
         self.assertIn("| key | type | default | required | secret | description | example |", out)
         self.assertIn("| `channel_url` | string |  | yes | yes | where messages go | "
                       "`\"https://chat.test/hook\"` |", out)
@@ -334,7 +396,8 @@ class Commands(unittest.TestCase):
             r = h.run_luahook("new-recipe", "greeter", tmp.path)
             self.assertEqual(r.returncode, 0, r)
             folder = tmp.join("greeter")
-            self.assertEqual(sorted(os.listdir(folder)), ["README.md", "greeter_test.lua", "recipe.lua"])
+            self.assertEqual(sorted(os.listdir(folder)), ["README.md", "greeter-0.1.0-1.rockspec",
+                                                          "greeter_test.lua", "recipe.lua"])
             r = h.run_luahook("test", folder)
             self.assertEqual(r.returncode, 0, r)
             self.assertIn(b"2 passed, 0 failed", r.stdout)
@@ -362,6 +425,16 @@ class Commands(unittest.TestCase):
                           os.path.join(rdir, "alpha", "alpha_test.lua").encode(), r.stdout)
             self.assertEqual(r.returncode, 0, r)
 
+    def test_bundled_tests_run_from_the_binary(self):
+        with h.TempDir() as tmp:  # nowhere near the source tree
+            r = h.run_luahook("test", "bundled:notify", cwd=tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertRegex(r.stdout.decode(), r"(?m)^ok   bundled:notify/\S+_test\.lua: ")
+            r = h.run_luahook("test", "bundled:nosuch", cwd=tmp.path)
+            self.assertEqual(r.returncode, 2, r)
+            self.assertEqual(r.stderr.decode(),
+                             "luahook test: bundled:nosuch: no bundled recipe with tests named nosuch\n")
+
     def test_check_of_a_broken_recipe_folder(self):
         with h.TempDir() as tmp:
             rdir = tmp.join("broken")
@@ -371,6 +444,62 @@ class Commands(unittest.TestCase):
             r = h.run_luahook("check", rdir)
             self.assertEqual(r.returncode, 1, r)
             self.assertIn(b'name is "other" but the folder is broken/: they must be the same', r.stderr)
+
+
+class LuaRocks(unittest.TestCase):
+    def test_luarocks_make_installs_a_recipe_for_recipes(self):
+        luarocks = shutil.which("luarocks")
+        if luarocks is None:
+            self.skipTest("no luarocks (scripts/setup test installs luarocks and lua5.4)")
+        with h.TempDir() as tmp:
+            r = h.run_luahook("new-recipe", "greeter", tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            tree = tmp.join("tree")
+            # offline: `make` builds from the folder; HOME keeps luarocks' cache out of ours
+            r = subprocess.run([luarocks, "--lua-version", "5.4", "--tree", tree, "make"],
+                               cwd=tmp.join("greeter"), capture_output=True, timeout=120 * h.SLOW,
+                               env=h.child_env({"HOME": tmp.path}))
+            self.assertEqual(r.returncode, 0, r)
+            installed = os.path.join(tree, "share", "lua", "5.4", "luahook_recipes")
+            self.assertEqual(sorted(os.listdir(os.path.join(installed, "greeter"))),
+                             ["README.md", "greeter_test.lua", "recipe.lua"])
+            r = h.run_luahook("test", os.path.join(installed, "greeter"))
+            self.assertEqual(r.returncode, 0, r)
+            self.assertIn(b"2 passed, 0 failed", r.stdout)
+            handlers(tmp, 'use("greeter", { projects = { 7 } })\n')
+            r = h.run_luahook("check", "--recipes", installed, "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertIn(b"greeter#1", r.stdout)
+            r = h.run_luahook("recipes", "--recipes", installed, "greeter")
+            self.assertIn(b"README.md:\n# greeter", r.stdout)
+
+
+class RecipeDocs(unittest.TestCase):
+    SCRIPT = os.path.join(h.REPO, "scripts", "recipe-docs")
+
+    def test_check_fails_out_of_step_and_the_script_fixes_it(self):
+        with h.TempDir() as tmp:
+            readme = tmp.join("README.md")
+            with open(os.path.join(h.REPO, "README.md")) as f:
+                text = f.read()
+            begin = text.index("<!-- recipes:begin -->\n") + len("<!-- recipes:begin -->\n")
+            end = text.index("<!-- recipes:end -->")
+            with open(readme, "w") as f:
+                f.write(text[:begin] + "stale\n" + text[end:])
+            r = subprocess.run([self.SCRIPT, "--check", h.BIN, readme], capture_output=True,
+                               env=h.child_env())
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn(b"-stale", r.stderr)
+            r = subprocess.run([self.SCRIPT, h.BIN, readme], capture_output=True, env=h.child_env())
+            self.assertEqual(r.returncode, 0, r)
+            r = subprocess.run([self.SCRIPT, "--check", h.BIN, readme], capture_output=True,
+                               env=h.child_env())
+            self.assertEqual(r.returncode, 0, r)
+            with open(readme) as f:
+                fixed = f.read()
+            self.assertIn("#### `notify` ", fixed)
+            self.assertIn("| `url` | string |  | yes | yes |", fixed)
+            self.assertEqual(fixed, text, "the repository's README is out of step too")
 
 
 class Reload(unittest.TestCase):

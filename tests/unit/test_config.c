@@ -147,6 +147,37 @@ static void test_env_and_precedence(void)
     unsetenv("LUAHOOK_TOKEN");
 }
 
+/* LUAHOOK_RECIPES is PATH-like (empty parts skipped); --recipes repeats, may hold a ':'
+** list too, and replaces the environment's folders. */
+static void test_recipe_folders(void)
+{
+    lh_config_t cfg;
+    char err[256];
+    setenv("LUAHOOK_RECIPES", "a::b/:", 1);
+    char *argv[] = {"luahook", "recipes", NULL};
+    CHECK(parse(&cfg, err, 2, argv) == 0);
+    CHECK(cfg.command == LH_CMD_RECIPES);
+    CHECK_EQ_INT(cfg.nrecipes, 2);
+    CHECK_STR(cfg.recipes[0], "a");
+    CHECK_STR(cfg.recipes[1], "b/");
+    lh_config_dispose(&cfg);
+    char *argv2[] = {"luahook", "--recipes", "c", "--recipes=d:e", "x.lua", NULL};
+    CHECK(parse(&cfg, err, 5, argv2) == 0);
+    CHECK_EQ_INT(cfg.nrecipes, 3);
+    CHECK_STR(cfg.recipes[0], "c");
+    CHECK_STR(cfg.recipes[2], "e");
+    lh_config_dispose(&cfg);
+    unsetenv("LUAHOOK_RECIPES");
+    char *argv3[] = {"luahook", "check", "--markdown", "x.lua", NULL};
+    CHECK(parse(&cfg, err, 4, argv3) != 0);
+    CHECK_STR(err, "option --markdown belongs to 'luahook recipes'");
+    lh_config_dispose(&cfg);
+    char *argv4[] = {"luahook", "new-recipe", NULL};
+    CHECK(parse(&cfg, err, 2, argv4) != 0);
+    CHECK(strncmp(err, "new-recipe: give a NAME", 23) == 0);
+    lh_config_dispose(&cfg);
+}
+
 static void test_errors(void)
 {
     lh_config_t cfg;
@@ -446,6 +477,7 @@ int main(void)
     RUN_TEST(test_options);
     RUN_TEST(test_stubs);
     RUN_TEST(test_env_and_precedence);
+    RUN_TEST(test_recipe_folders);
     RUN_TEST(test_errors);
     RUN_TEST(test_table_rows);
     RUN_TEST(test_table_every_option);

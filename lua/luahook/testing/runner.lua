@@ -94,6 +94,11 @@ local function use(name, cfg, opts)
 end
 
 local function read_file(p, level)
+  if p:sub(1, 8) == "bundled:" then -- a bundled recipe's test reads the binary's copy
+    local s = host.embedded("recipes/" .. p:sub(9))
+    if not s then error("fire: no bundled file " .. p, level + 1) end
+    return s
+  end
   local f, err = io.open(p, "rb")
   if not f then
     error("fire: cannot open " .. p .. ": " .. (err or ""):gsub("^.-: ", ""), level + 1)
@@ -368,11 +373,27 @@ function M.run(path)
   if host.store_inspect then api.store = host.store_inspect end
   local tenv = setmetatable(api, { __index = _G })
   -- require finds the modules of the test file's folder (FOLDER/lib/), as a script's does:
-  -- a test beside its handlers gets the very modules they got
-  host.package(tenv, path)
+  -- a test beside its handlers gets the very modules they got; a recipe's test, the
+  -- modules beside recipe.lua (a bundled recipe's: its copy in the binary)
+  local bundled = path:match("^bundled:([^/]+)/")
+  local chunk, lerr
+  if bundled then
+    host.package_root(tenv, "", "bundled:" .. bundled .. "\0test", "?.lua;?/init.lua", nil,
+                      "recipes/" .. bundled)
+    local src = host.embedded("recipes/" .. path:sub(9))
+    chunk, lerr = load(src or "", "@" .. path, "t", tenv)
+  else
+    local rf = io.open(F.dir .. "/recipe.lua", "rb")
+    if rf then
+      rf:close()
+      host.package_root(tenv, F.dir, F.dir .. "\0test", "?.lua;?/init.lua")
+    else
+      host.package(tenv, path)
+    end
+    chunk, lerr = loadfile(path, "t", tenv)
+  end
   local passed, failed = 0, 0
 
-  local chunk, lerr = loadfile(path, "t", tenv)
   local okr, e
   if chunk then
     okr, e = xpcall(chunk, capture)
