@@ -45,6 +45,7 @@ test("one JSON line per event in the project's file of the day, secrets masked",
   nok(l8[1]:find("hunter2", 1, true))
   nok(l8[1]:find("tok-9f31c07a", 1, true))
   eq(json.decode(l8[1]).event.project.task_data_password, "***")
+  ok(l8[1]:find('"labels":[]', 1, true), "an empty list stays a list")
   eq(json.decode(l8[1]).id, r2.id)
   for _, rec in ipairs(logs()) do
     nok(json.encode(rec):find("hunter2", 1, true), "no secret in the log")

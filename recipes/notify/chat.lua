@@ -74,7 +74,7 @@ function M.annotation_fields(base, pair, ls)
   return f
 end
 
-local array = json.array or function(t) return t end
+local array = json.array -- an empty list must go out as [], never {}
 
 -- The body to post for each format.
 function M.payload(format, text, f)

@@ -5,7 +5,7 @@ local ls = require "labelstudio"
 -- How long a finished batch is remembered: a repeated run within it skips the batch.
 local DONE_TTL = 7 * 86400
 
-local array = json.array or function(t) return t end
+local array = json.array -- an empty list must go out as [], never {}
 
 local function cause(err)
   return (err:match("^%u+ %S+: (.*)$") or err)
