@@ -59,7 +59,8 @@ return {
     },
     budget = {
       type = "number", default = 25, min = 1,
-      description = "seconds all attempts of one run may take; keep it under --handler-timeout (30)",
+      description = "seconds all attempts of one run may take; keep it under "
+        .. "--handler-timeout (30)",
     },
   },
 
@@ -76,7 +77,8 @@ return {
           headers[k] = v
         end
       end
-      local res, err, kind = http.post(url, { body = ctx.body, headers = headers, timeout = cfg.timeout })
+      local res, err, kind = http.post(url, { body = ctx.body, headers = headers,
+                                              timeout = cfg.timeout })
       if not res then return false, cause(err), kind ~= "too_large" end
       if res.status >= 200 and res.status <= 299 then return true end
       local retry = res.status == 429 or res.status >= 500
@@ -93,7 +95,8 @@ return {
         if ok then return true end
         local spent = os.time() - started
         if not retry or tries > cfg.retries or spent + wait + cfg.timeout > cfg.budget then
-          return false, ("urls[%d]: %s (%d %s)"):format(i, why, tries, tries == 1 and "try" or "tries")
+          return false, ("urls[%d]: %s (%d %s)")
+            :format(i, why, tries, tries == 1 and "try" or "tries")
         end
         log.warn("forward failed, retrying", { url = i, error = why, try = tries, wait = wait })
         sleep(wait)

@@ -9,7 +9,8 @@ local KINDS = { submitted = true, updated = true, skipped = true }
 
 local DEFAULTS = {
   submitted = "{project_title}: task {task} annotated by user {user} ({labels})",
-  updated = "{project_title}: annotation {annotation} of task {task} updated by user {user} ({labels})",
+  updated = "{project_title}: annotation {annotation} of task {task} updated by user {user} "
+    .. "({labels})",
   skipped = "{project_title}: task {task} skipped by user {user}",
   ANNOTATIONS_CREATED = "{project_title}: {count} annotations created",
   ANNOTATIONS_DELETED = "{project_title}: {count} annotations deleted",
@@ -26,7 +27,8 @@ local FIELDS = {
 return {
   name = "notify",
   version = "0.1.0",
-  description = "A chat message (Slack, Mattermost, Discord, Teams) or a JSON post for chosen actions",
+  description = "A chat message (Slack, Mattermost, Discord, Teams) or a JSON post for "
+    .. "chosen actions",
   config = {
     url = {
       type = "string", required = true, secret = true, match = "^https?://",
@@ -80,7 +82,8 @@ return {
     for _, a in ipairs(cfg.actions) do wanted[a] = true end
     for k, v in pairs(cfg.templates or {}) do
       if not KINDS[k] and not wanted[k] then
-        error(("templates.%s: neither a kind (submitted, updated, skipped) nor one of actions"):format(k), 0)
+        error(("templates.%s: neither a kind (submitted, updated, skipped) nor one of actions")
+          :format(k), 0)
       end
       local bad = chat.unknown_field(v, FIELDS)
       if bad then
@@ -92,7 +95,8 @@ return {
     local projects = chat.set(cfg.projects)
 
     local function send(fields)
-      local text = chat.render(templates[fields.kind] or templates[fields.action] or FALLBACK, fields)
+      local template = templates[fields.kind] or templates[fields.action] or FALLBACK
+      local text = chat.render(template, fields)
       local ok, err = chat.post(cfg, chat.payload(cfg.format, text, fields))
       if not ok then
         error(("%s: %s"):format(fields.kind, err), 0)

@@ -22,7 +22,9 @@ end
 
 local function tasks(first, last)
   local list = {}
-  for id = first, last do list[#list + 1] = { id = id, project = 7, data = { text = "t" .. id } } end
+  for id = first, last do
+    list[#list + 1] = { id = id, project = 7, data = { text = "t" .. id } }
+  end
   return sample("TASKS_CREATED", { tasks = list })
 end
 
@@ -81,7 +83,8 @@ test("a model error is logged per batch, the other batches still go", function()
 end)
 
 test("empty results create nothing; a body without tasks does nothing", function()
-  mock.http("POST", "^http://model%.test/", { status = 200, json = { results = { { result = {} } } } })
+  mock.http("POST", "^http://model%.test/",
+            { status = 200, json = { results = { { result = {} } } } })
   ok(fire(tasks(31, 31)).ok)
   eq(#mock.calls("ls%.test"), 0)
   ok(fire({ action = "TASKS_CREATED" }).ok)

@@ -101,7 +101,8 @@ return {
             task = task,
             result = array(r.result),
             score = type(r.score) == "number" and r.score or nil,
-            model_version = type(r.model_version) == "string" and r.model_version or cfg.model_version,
+            model_version = type(r.model_version) == "string" and r.model_version
+              or cfg.model_version,
           }
         end
       end

@@ -51,8 +51,10 @@ return {
       description = "the post's shape: {text}, or {content} for discord, or the fields for json",
     },
     milestone_text = {
-      type = "string", default = "{project_title}: {percent}% of the tasks are finished ({finished} of {total})",
-      description = "the milestone message; fields project, project_title, percent, finished, total",
+      type = "string",
+      default = "{project_title}: {percent}% of the tasks are finished ({finished} of {total})",
+      description = "the milestone message; fields project, project_title, percent, "
+        .. "finished, total",
     },
     task_text = {
       type = "string", default = "{project_title}: task {task} is complete",

@@ -22,7 +22,8 @@ return {
   config = {
     url = {
       type = "string", required = true, secret = true, match = "^https?://",
-      description = "the training URL; it gets a POST {project, annotations} (secret: it may hold a key)",
+      description = "the training URL; it gets a POST {project, annotations} "
+        .. "(secret: it may hold a key)",
       example = "http://model.internal:9090/train",
     },
     headers = {

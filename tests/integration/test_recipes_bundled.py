@@ -87,8 +87,8 @@ class Fake:
                 body = self.rfile.read(n)
                 path = self.path.split("?")[0]
                 with fake.lock:
-                    fake.requests.append({"path": path, "body": body,
-                                          "headers": {k.lower(): v for k, v in self.headers.items()}})
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    fake.requests.append({"path": path, "body": body, "headers": headers})
                 fn = fake.routes.get(path)
                 status, answer = fn(body) if fn else (404, {"detail": "no route"})
                 data = json.dumps(answer).encode()
@@ -228,9 +228,9 @@ class Prelabel(unittest.TestCase):
 
         def predict(body):
             tasks = json.loads(body)["tasks"]
-            return 200, {"results": [{"result": [{"from_name": "s", "to_name": "t", "type": "choices",
-                                                   "value": {"choices": ["Positive"]}}],
-                                       "score": 0.5} for _ in tasks]}
+            region = {"from_name": "s", "to_name": "t", "type": "choices",
+                      "value": {"choices": ["Positive"]}}
+            return 200, {"results": [{"result": [region], "score": 0.5} for _ in tasks]}
 
         def create(body):
             preds = json.loads(body)
@@ -251,7 +251,8 @@ class Prelabel(unittest.TestCase):
             with h.Server(script, "--ack", "handled", "--state-dir", state, env=env) as srv:
                 r = h.post_event(srv.port, body, timeout=30.0 * h.SLOW)
                 self.assertEqual(r.status, 500, r.body)
-                self.assertIn("1 of 3 batches failed; tasks 103..104: label studio:", r.body.decode())
+                self.assertIn("1 of 3 batches failed; tasks 103..104: label studio:",
+                              r.body.decode())
             creates = fake.on(create_path)
             self.assertEqual([json.loads(c["body"])[0]["task"] for c in creates], [101, 103, 105])
             self.assertEqual(creates[0]["headers"]["authorization"],
