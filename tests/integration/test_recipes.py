@@ -189,6 +189,9 @@ class Use(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r)
             who = {l["msg"]: l.get("who") for l in json_logs(r.stderr) if l["msg"] in ("alpha", "beta")}
             self.assertEqual(who, {"alpha": "alpha util, store true", "beta": "beta util"})
+            # a recipe's log line names the instance that wrote it
+            by = {l["msg"]: l.get("handler") for l in json_logs(r.stderr) if l["msg"] in ("alpha", "beta")}
+            self.assertEqual(by, {"alpha": "alpha#1", "beta": "beta#1"})
             self.assertIn(b"alpha#1", r.stdout)
             self.assertIn(b"beta#1", r.stdout)
 
