@@ -166,6 +166,7 @@ end
 
 -- A spec of the schema itself; problems name its path in recipe.lua ("config.url").
 function check_spec(s, path, problems)
+  local before = #problems
   local function bad(msg, ...) problems[#problems + 1] = path .. ": " .. fmt(msg, ...) end
   if type(s) ~= "table" then return bad("expected a table { type = ... }, got %s", show(s)) end
   for _, k in ipairs(sorted_keys(s)) do
@@ -214,7 +215,7 @@ function check_spec(s, path, problems)
     bad("one_of must be a non-empty list")
   end
   if s.required and s.default ~= nil then bad("a key with a default is not required") end
-  if s.default ~= nil and #problems == 0 then
+  if s.default ~= nil and #problems == before then -- a spec that holds, to check it by
     local sub = {}
     M.validate_value(s.default, s, "", sub)
     for _, p in ipairs(sub) do bad("the default does not fit: %s", (p:gsub("^: ", ""))) end
