@@ -10,6 +10,7 @@ src/recipes.c runs this chunk once per VM with its host table and keeps what it 
                         opens the instance as a script of the VM: on() ids "<instance>#N",
                         and what it registers is told as at the use() site
   host.finish(previous) closes it again
+  host.suspend() -> previous  no script loads (a recipe.lua's top level); finish(previous)
   host.store(ns)        the `store` table of namespace ns
   host.package(env, dir, key, templates, globals, bundled)  the recipe root's require
   host.embedded(path)   a file compiled into the binary, or nil
@@ -570,7 +571,9 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
   env.store = store
   host.package(env, where.dir or "", (where.dir or "bundled:" .. name) .. "\0" .. instance,
                "?.lua;?/init.lua", { store = store }, where.bundled and "recipes/" .. name or nil)
+  local suspended = host.suspend()
   local recipe, chunkname = run_manifest(where, env)
+  host.finish(suspended)
   if not recipe then fail("%s", chunkname) end
   local valid, problems = M.validate(recipe, cfg)
   if not valid then fail("%s: %s", name, table.concat(problems, "; ")) end

@@ -180,6 +180,26 @@ class Use(unittest.TestCase):
                 'config.c: unknown field requird, did you mean required?; '
                 'config.d: the default does not fit: expected a list of strings, got "x"' % path)
 
+    def test_on_at_the_top_of_recipe_lua_is_refused(self):
+        with h.TempDir() as tmp:
+            rdir = tmp.join("r", "top")
+            os.makedirs(rdir)
+            h.write_script(rdir, "recipe.lua", """\
+                on("ANNOTATION_CREATED", function() end)
+                return { name = "top", version = "1.0.0", description = "d", setup = function() end }
+                """)
+            handlers(tmp, 'use("top")\n')
+            h.write_script(tmp.path, "top_test.lua", 'use("top")\ntest("t", function() end)\n')
+            expected = ("%s:1: on: handlers are registered by a script, or by a recipe's "
+                        "setup(cfg) (not at the top of recipe.lua)" % os.path.join("r", "top", "recipe.lua"))
+            r = h.run_luahook("check", "--recipes", "r", "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertEqual(r.stderr.decode().strip(), "handlers/qa.lua:1: " + expected)
+            # a test file's use() too (it once crashed: no script was loading)
+            r = h.run_luahook("test", "--recipes", "r", "top_test.lua", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn(("top_test.lua:1: " + expected).encode(), r.stdout)
+
     def test_modules_are_per_recipe_and_handlers_run(self):
         with h.TempDir() as tmp:
             handlers(tmp, """\
