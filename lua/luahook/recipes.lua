@@ -516,6 +516,7 @@ end
 -- ---------------------------------------------------------------------------------- use
 
 local instances = {} -- instance name -> { recipe, site }
+local announced = {} -- recipe name -> true once its folder-over-bundled line was logged
 
 local NAME_PAT = "^%a[%w_%.%-]*$"
 
@@ -561,7 +562,8 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
     fail("use: the instance name %q is already taken (at %s): pick another with { as = ... }",
          instance, other.site)
   end
-  if where.shadows then
+  if where.shadows and not announced[name] then -- once per recipe, not per instance
+    announced[name] = true
     host.log("info", "recipe folder wins over the bundled one",
              { recipe = name, folder = where.dir })
   end
@@ -586,10 +588,12 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
   if not ok then
     fail("%s: setup failed: %s", instance, type(err) == "string" and err or tostring(err))
   end
+  -- the config as JSON, secrets masked (a NaN, which JSON cannot hold, is no reason to fail)
+  local okj, shown = pcall(json.encode, M.redact(valid, recipe))
   host.log("debug", "recipe instance ready", {
     instance = instance, recipe = name, version = recipe.version, site = site,
     source = where.bundled and "bundled" or where.dir,
-    config = json.encode(M.redact(valid, recipe)),
+    config = okj and shown or "(not JSON)",
   })
   return instance
 end

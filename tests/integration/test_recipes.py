@@ -329,7 +329,7 @@ class Finding(unittest.TestCase):
 
     def test_a_folder_recipe_wins_over_the_bundled_one(self):
         with h.TempDir() as tmp:
-            handlers(tmp, 'use("notify", { url = "x" })\n')
+            handlers(tmp, 'use("notify", { url = "x" })\nuse("notify", { url = "y" }, { as = "n2" })\n')
             with h.Server("handlers", "--recipes", RECIPES, cwd=tmp.path) as srv:
                 line = srv.wait_log(lambda l: l.get("msg") == "recipe folder wins over the bundled one",
                                     what="the info line")
