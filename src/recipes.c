@@ -57,6 +57,16 @@ static int host_begin(lua_State *L)
     return 1;
 }
 
+/* host.suspend() -> previous: no script loads while a recipe.lua's top level runs (its
+** on() calls belong in setup) */
+static int host_suspend(lua_State *L)
+{
+    lh_vm_t *vm = vm_of(L);
+    lua_pushinteger(L, vm->loading_script);
+    lh_vm_instance_end(vm, -1);
+    return 1;
+}
+
 static int host_finish(lua_State *L)
 {
     lh_vm_instance_end(vm_of(L), (int)luaL_checkinteger(L, 1));
@@ -175,9 +185,11 @@ static int lib_use(lua_State *L)
 }
 
 static const luaL_Reg host_funcs[] = {
-    {"loading", host_loading},   {"begin", host_begin},     {"finish", host_finish},
-    {"store", host_store},       {"bundled", host_bundled}, {"listdir", host_listdir},
-    {"distance", host_distance}, {"log", host_log},         {NULL, NULL},
+    {"loading", host_loading}, {"begin", host_begin},
+    {"finish", host_finish},   {"suspend", host_suspend},
+    {"store", host_store},     {"bundled", host_bundled},
+    {"listdir", host_listdir}, {"distance", host_distance},
+    {"log", host_log},         {NULL, NULL},
 };
 
 void lh_recipes_open(lua_State *L, lh_vm_t *vm)

@@ -198,7 +198,10 @@ static int lib_on(lua_State *L)
     int t = lua_type(L, 1);
     if (!vm->loading)
         return luaL_error(L, "on: handlers can only be registered while scripts load");
-    assert(vm->loading_script >= 0 && (size_t)vm->loading_script < vm->nscripts);
+    if (vm->loading_script < 0) /* a recipe.lua's top level, or a test file's */
+        return luaL_error(L, "on: handlers are registered by a script, or by a recipe's "
+                             "setup(cfg) (not at the top of recipe.lua)");
+    assert((size_t)vm->loading_script < vm->nscripts);
     luaL_argexpected(L, t == LUA_TSTRING || t == LUA_TTABLE, 1, "action name or list of names");
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (t == LUA_TSTRING) {

@@ -10,6 +10,7 @@ src/recipes.c runs this chunk once per VM with its host table and keeps what it 
                         opens the instance as a script of the VM: on() ids "<instance>#N",
                         and what it registers is told as at the use() site
   host.finish(previous) closes it again
+  host.suspend() -> previous  no script loads (a recipe.lua's top level); finish(previous)
   host.store(ns)        the `store` table of namespace ns
   host.package(env, dir, key, templates, globals, bundled)  the recipe root's require
   host.embedded(path)   a file compiled into the binary, or nil
@@ -166,6 +167,7 @@ end
 
 -- A spec of the schema itself; problems name its path in recipe.lua ("config.url").
 function check_spec(s, path, problems)
+  local before = #problems
   local function bad(msg, ...) problems[#problems + 1] = path .. ": " .. fmt(msg, ...) end
   if type(s) ~= "table" then return bad("expected a table { type = ... }, got %s", show(s)) end
   for _, k in ipairs(sorted_keys(s)) do
@@ -214,7 +216,7 @@ function check_spec(s, path, problems)
     bad("one_of must be a non-empty list")
   end
   if s.required and s.default ~= nil then bad("a key with a default is not required") end
-  if s.default ~= nil and #problems == 0 then
+  if s.default ~= nil and #problems == before then -- a spec that holds, to check it by
     local sub = {}
     M.validate_value(s.default, s, "", sub)
     for _, p in ipairs(sub) do bad("the default does not fit: %s", (p:gsub("^: ", ""))) end
@@ -514,6 +516,7 @@ end
 -- ---------------------------------------------------------------------------------- use
 
 local instances = {} -- instance name -> { recipe, site }
+local announced = {} -- recipe name -> true once its folder-over-bundled line was logged
 
 local NAME_PAT = "^%a[%w_%.%-]*$"
 
@@ -559,7 +562,8 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
     fail("use: the instance name %q is already taken (at %s): pick another with { as = ... }",
          instance, other.site)
   end
-  if where.shadows then
+  if where.shadows and not announced[name] then -- once per recipe, not per instance
+    announced[name] = true
     host.log("info", "recipe folder wins over the bundled one",
              { recipe = name, folder = where.dir })
   end
@@ -569,7 +573,9 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
   env.store = store
   host.package(env, where.dir or "", (where.dir or "bundled:" .. name) .. "\0" .. instance,
                "?.lua;?/init.lua", { store = store }, where.bundled and "recipes/" .. name or nil)
+  local suspended = host.suspend()
   local recipe, chunkname = run_manifest(where, env)
+  host.finish(suspended)
   if not recipe then fail("%s", chunkname) end
   local valid, problems = M.validate(recipe, cfg)
   if not valid then fail("%s: %s", name, table.concat(problems, "; ")) end
@@ -582,10 +588,12 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
   if not ok then
     fail("%s: setup failed: %s", instance, type(err) == "string" and err or tostring(err))
   end
+  -- the config as JSON, secrets masked (a NaN, which JSON cannot hold, is no reason to fail)
+  local okj, shown = pcall(json.encode, M.redact(valid, recipe))
   host.log("debug", "recipe instance ready", {
     instance = instance, recipe = name, version = recipe.version, site = site,
     source = where.bundled and "bundled" or where.dir,
-    config = json.encode(M.redact(valid, recipe)),
+    config = okj and shown or "(not JSON)",
   })
   return instance
 end

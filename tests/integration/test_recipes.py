@@ -163,7 +163,8 @@ class Use(unittest.TestCase):
             h.write_script(rdir, "recipe.lua", """\
                 return { name = "bad", version = "1.0", description = "x",
                          config = { a = { type = "strng" }, b = { type = "list" },
-                                    c = { type = "integer", default = "1", requird = true } },
+                                    c = { type = "integer", default = "1", requird = true },
+                                    d = { type = "list", of = { type = "string" }, default = "x" } },
                          setup = function() end }
                 """)
             handlers(tmp, 'use("bad")\n')
@@ -176,7 +177,28 @@ class Use(unittest.TestCase):
                 'version must be a semantic version string (e.g. "1.2.0"), got "1.0"; '
                 'config.a: unknown type "strng", did you mean string?; '
                 'config.b: a list needs `of`, the spec of its items; '
-                'config.c: unknown field requird, did you mean required?' % path)
+                'config.c: unknown field requird, did you mean required?; '
+                'config.d: the default does not fit: expected a list of strings, got "x"' % path)
+
+    def test_on_at_the_top_of_recipe_lua_is_refused(self):
+        with h.TempDir() as tmp:
+            rdir = tmp.join("r", "top")
+            os.makedirs(rdir)
+            h.write_script(rdir, "recipe.lua", """\
+                on("ANNOTATION_CREATED", function() end)
+                return { name = "top", version = "1.0.0", description = "d", setup = function() end }
+                """)
+            handlers(tmp, 'use("top")\n')
+            h.write_script(tmp.path, "top_test.lua", 'use("top")\ntest("t", function() end)\n')
+            expected = ("%s:1: on: handlers are registered by a script, or by a recipe's "
+                        "setup(cfg) (not at the top of recipe.lua)" % os.path.join("r", "top", "recipe.lua"))
+            r = h.run_luahook("check", "--recipes", "r", "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertEqual(r.stderr.decode().strip(), "handlers/qa.lua:1: " + expected)
+            # a test file's use() too (it once crashed: no script was loading)
+            r = h.run_luahook("test", "--recipes", "r", "top_test.lua", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn(("top_test.lua:1: " + expected).encode(), r.stdout)
 
     def test_modules_are_per_recipe_and_handlers_run(self):
         with h.TempDir() as tmp:
@@ -189,6 +211,9 @@ class Use(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r)
             who = {l["msg"]: l.get("who") for l in json_logs(r.stderr) if l["msg"] in ("alpha", "beta")}
             self.assertEqual(who, {"alpha": "alpha util, store true", "beta": "beta util"})
+            # a recipe's log line names the instance that wrote it
+            by = {l["msg"]: l.get("handler") for l in json_logs(r.stderr) if l["msg"] in ("alpha", "beta")}
+            self.assertEqual(by, {"alpha": "alpha#1", "beta": "beta#1"})
             self.assertIn(b"alpha#1", r.stdout)
             self.assertIn(b"beta#1", r.stdout)
 
@@ -304,7 +329,7 @@ class Finding(unittest.TestCase):
 
     def test_a_folder_recipe_wins_over_the_bundled_one(self):
         with h.TempDir() as tmp:
-            handlers(tmp, 'use("notify", { url = "x" })\n')
+            handlers(tmp, 'use("notify", { url = "x" })\nuse("notify", { url = "y" }, { as = "n2" })\n')
             with h.Server("handlers", "--recipes", RECIPES, cwd=tmp.path) as srv:
                 line = srv.wait_log(lambda l: l.get("msg") == "recipe folder wins over the bundled one",
                                     what="the info line")
@@ -424,6 +449,26 @@ class Commands(unittest.TestCase):
             self.assertIn(b"ok   %s: each instance counts in its own store" %
                           os.path.join(rdir, "alpha", "alpha_test.lua").encode(), r.stdout)
             self.assertEqual(r.returncode, 0, r)
+
+    def test_a_test_of_handler_scripts_that_use_recipes(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, 'use("beta", nil, { as = "b1" })\nuse("beta", nil, { as = "b2" })\n')
+            h.write_script(tmp.path, "qa_test.lua", """\
+                handlers("handlers")
+                test("both instances run", function()
+                  local r = fire(sample("ANNOTATION_CREATED"))
+                  eq(r[1].id, "b1#1")
+                  eq(r[2].id, "b2#1")
+                  eq(r[1].handler, "handlers/qa.lua:1 (%s:%d)")
+                end)
+                """ % (os.path.join(RECIPES, "beta", "recipe.lua"),
+                       h.line_of(os.path.join(RECIPES, "beta", "recipe.lua"), "@BETA_HANDLER")))
+            r = h.run_luahook("test", "--recipes", RECIPES, "qa_test.lua", cwd=tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertIn(b"1 passed, 0 failed", r.stdout)
+            r = h.run_luahook("test", "qa_test.lua", cwd=tmp.path)  # no --recipes: no beta
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn(b'handlers/qa.lua:1: use: no recipe "beta"', r.stdout)
 
     def test_bundled_tests_run_from_the_binary(self):
         with h.TempDir() as tmp:  # nowhere near the source tree
