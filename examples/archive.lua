@@ -3,8 +3,8 @@
 --   ARCHIVE_DIR  the folder of the files, which must exist (the .deb's service can write
 --                in /var/lib/luahook)
 -- Without ARCHIVE_DIR it stays off and says so once at load.
-local dir = require("setting")("ARCHIVE_DIR")
-if not dir then
+local dir = env("ARCHIVE_DIR", "") -- empty is the same as unset
+if dir == "" then
   log.info("archive is off: set ARCHIVE_DIR to a writable folder to turn it on")
 else
   use("archive", { dir = dir })

@@ -3,11 +3,11 @@
 --   FORWARD_URL             where to, several separated by spaces
 --   FORWARD_SIGNING_SECRET  sign each post the Standard Webhooks way (whsec_<base64>)
 -- Without FORWARD_URL it stays off and says so once at load.
-local setting = require "setting"
 local urls = {}
-for url in setting("FORWARD_URL", ""):gmatch("%S+") do urls[#urls + 1] = url end
+for url in env("FORWARD_URL", ""):gmatch("%S+") do urls[#urls + 1] = url end
 if #urls == 0 then
   log.info("forward is off: set FORWARD_URL to the URL(s) that should get every event")
 else
-  use("forward", { urls = urls, signing_secret = setting("FORWARD_SIGNING_SECRET") })
+  local secret = env("FORWARD_SIGNING_SECRET", "") -- empty is the same as unset
+  use("forward", { urls = urls, signing_secret = secret ~= "" and secret or nil })
 end

@@ -4,10 +4,9 @@
 --   LABEL_STUDIO_URL    Label Studio's address
 --   LABEL_STUDIO_TOKEN  an access token of Label Studio (legacy or personal)
 -- Without all three it stays off and says so once at load.
-local setting = require "setting"
-local model, ls_url = setting("MODEL_URL"), setting("LABEL_STUDIO_URL")
-local token = setting("LABEL_STUDIO_TOKEN")
-if not (model and ls_url and token) then
+local model, ls_url = env("MODEL_URL", ""), env("LABEL_STUDIO_URL", "")
+local token = env("LABEL_STUDIO_TOKEN", "")
+if model == "" or ls_url == "" or token == "" then -- empty is the same as unset
   log.info("prelabel is off: set MODEL_URL, LABEL_STUDIO_URL and LABEL_STUDIO_TOKEN to turn it on")
 else
   use("prelabel", { model_url = model, label_studio_url = ls_url, token = token })
