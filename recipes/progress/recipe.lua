@@ -53,8 +53,8 @@ return {
     milestone_text = {
       type = "string",
       default = "{project_title}: {percent}% of the tasks are finished ({finished} of {total})",
-      description = "the milestone message; fields project, project_title, percent, "
-        .. "finished, total",
+      description = "the milestone message; fields project, project_title, percent (the "
+        .. "milestone reached), finished, total",
     },
     task_text = {
       type = "string", default = "{project_title}: task {task} is complete",
