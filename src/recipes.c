@@ -267,7 +267,8 @@ static int show(const lh_config_t *cfg)
         goto done;
     }
     rc = (int)lua_tointeger(L, -1);
-    fputs(lua_tostring(L, -2), rc == 0 ? stdout : stderr);
+    /* the list shows a recipe that does not load in its place; NAME's failure is an error */
+    fputs(lua_tostring(L, -2), rc == 0 || cfg->npaths == 0 ? stdout : stderr);
 done:
     lh_vm_free(vm);
     lh_clock_free(clock);

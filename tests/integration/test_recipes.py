@@ -480,6 +480,19 @@ class Commands(unittest.TestCase):
             self.assertEqual(r.stderr.decode(),
                              "luahook test: bundled:nosuch: no bundled recipe with tests named nosuch\n")
 
+    def test_a_recipe_that_does_not_load_is_listed_in_its_place(self):
+        with h.TempDir() as tmp:
+            rdir = tmp.join("r", "broken")
+            os.makedirs(rdir)
+            h.write_script(rdir, "recipe.lua", "return 42\n")
+            r = h.run_luahook("recipes", "--recipes", tmp.join("r"))
+            self.assertEqual(r.returncode, 1, r)
+            self.assertRegex(r.stdout.decode(), r"(?m)^broken +\? +%s +does not load: %s: "
+                             r"recipe\.lua must return a table" % (rdir, os.path.join(rdir, "recipe.lua")))
+            self.assertRegex(r.stdout.decode(), r"(?m)^notify +0\.1\.0 +bundled ")
+            r = h.run_luahook("recipes", "--recipes", tmp.join("r"), "broken")
+            self.assertEqual(r.returncode, 1, r)
+
     def test_check_of_a_broken_recipe_folder(self):
         with h.TempDir() as tmp:
             rdir = tmp.join("broken")
