@@ -35,12 +35,6 @@ int lh_recipes_embedded(lua_State *L)
 
 /* ------------------------------------------------------------------ the host */
 
-static int host_loading(lua_State *L)
-{
-    lua_pushboolean(L, vm_of(L)->loading);
-    return 1;
-}
-
 /* host.begin(instance, path, site_file, site_line) -> previous | nil, why */
 static int host_begin(lua_State *L)
 {
@@ -185,11 +179,9 @@ static int lib_use(lua_State *L)
 }
 
 static const luaL_Reg host_funcs[] = {
-    {"loading", host_loading}, {"begin", host_begin},
-    {"finish", host_finish},   {"suspend", host_suspend},
-    {"store", host_store},     {"bundled", host_bundled},
-    {"listdir", host_listdir}, {"distance", host_distance},
-    {"log", host_log},         {NULL, NULL},
+    {"begin", host_begin},       {"finish", host_finish},   {"suspend", host_suspend},
+    {"store", host_store},       {"bundled", host_bundled}, {"listdir", host_listdir},
+    {"distance", host_distance}, {"log", host_log},         {NULL, NULL},
 };
 
 void lh_recipes_open(lua_State *L, lh_vm_t *vm)

@@ -4,8 +4,7 @@ config against it, and run its setup() as a named instance.
 
 src/recipes.c runs this chunk once per VM with its host table and keeps what it returns:
 
-  host.dirs             the --recipes folders (then LUAHOOK_RECIPES ones), in search order
-  host.loading()        whether scripts load now (use() is a load-time call)
+  host.dirs             the --recipes folders (else LUAHOOK_RECIPES's), in search order
   host.begin(instance, path, site_file, site_line) -> previous | nil, why
                         opens the instance as a script of the VM: on() ids "<instance>#N",
                         and what it registers is told as at the use() site
@@ -699,7 +698,7 @@ function M.describe(name, markdown)
   end
   local text, err = describe_one(where, markdown)
   if not text then return "luahook recipes: " .. err .. "\n", 1 end
-  return text .. (markdown and "" or ""), 0
+  return text, 0
 end
 
 -- `luahook recipes [--markdown]`: every recipe, one line each (Markdown: a table, then
