@@ -164,7 +164,8 @@ class Use(unittest.TestCase):
                 return { name = "bad", version = "1.0", description = "x",
                          config = { a = { type = "strng" }, b = { type = "list" },
                                     c = { type = "integer", default = "1", requird = true },
-                                    d = { type = "list", of = { type = "string" }, default = "x" } },
+                                    d = { type = "list", of = { type = "string" }, default = "x" },
+                                    e = { type = "integer", min = 1, max = 9, example = 10 } },
                          setup = function() end }
                 """)
             handlers(tmp, 'use("bad")\n')
@@ -178,7 +179,8 @@ class Use(unittest.TestCase):
                 'config.a: unknown type "strng", did you mean string?; '
                 'config.b: a list needs `of`, the spec of its items; '
                 'config.c: unknown field requird, did you mean required?; '
-                'config.d: the default does not fit: expected a list of strings, got "x"' % path)
+                'config.d: the default does not fit: expected a list of strings, got "x"; '
+                'config.e: the example does not fit: expected an integer from 1 to 9, got 10' % path)
 
     def test_on_at_the_top_of_recipe_lua_is_refused(self):
         with h.TempDir() as tmp:
