@@ -215,10 +215,13 @@ function check_spec(s, path, problems)
     bad("one_of must be a non-empty list")
   end
   if s.required and s.default ~= nil then bad("a key with a default is not required") end
-  if s.default ~= nil and #problems == before then -- a spec that holds, to check it by
-    local sub = {}
-    M.validate_value(s.default, s, "", sub)
-    for _, p in ipairs(sub) do bad("the default does not fit: %s", (p:gsub("^: ", ""))) end
+  -- a default and an example are values the spec must take (checked once it holds)
+  for _, k in ipairs({ "default", "example" }) do
+    if s[k] ~= nil and #problems == before then
+      local sub = {}
+      M.validate_value(s[k], s, "", sub)
+      for _, p in ipairs(sub) do bad("the %s does not fit: %s", k, (p:gsub("^: ", ""))) end
+    end
   end
 end
 
