@@ -170,6 +170,19 @@ class NothingSet(unittest.TestCase):
         self.assertIn("templates.submitted: unknown field {tsk}", err)
         self.assertNotIn("s3cr3t", err)
 
+    def test_the_binary_runs_each_bundled_recipe_s_own_tests(self):
+        """The copies compiled in (modules such as notify's chat.lua included) pass their
+        tests from any folder."""
+        r = h.run_luahook("recipes")
+        names = [l.split()[0] for l in r.stdout.decode().splitlines()[1:] if l.strip()]
+        self.assertEqual(sorted(names), ["archive", "forward", "notify", "prelabel", "progress",
+                                         "train_trigger"])
+        with h.TempDir() as tmp:
+            for name in names:
+                r = h.run_luahook("test", "bundled:" + name, cwd=tmp.path)
+                self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+                self.assertRegex(r.stdout.decode(), r"(?m)^[1-9]\d* passed, 0 failed$")
+
 
 class Notify(unittest.TestCase):
     def test_submitted_and_skipped_reach_the_chat(self):
