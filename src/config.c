@@ -42,6 +42,7 @@ struct opt_s {
     int flag;                   /* takes no value on the command line */
     int fire_only;              /* an option of luahook fire: env must be NULL */
     int test_only;              /* an option of luahook test: env must be NULL */
+    int recipes_only;           /* an option of luahook recipes: env must be NULL */
     int secret;                 /* never echoed in a message */
     const char *help;           /* the --help line(s); NULL: described elsewhere */
 };
@@ -95,6 +96,31 @@ static const char *set_append(const opt_t *o, lh_config_t *cfg, void *field, con
     if ((grown[*n] = strdup(v)) == NULL)
         return OOM;
     (*n)++;
+    return NULL;
+}
+
+/* Folders, colon-separated (PATH-like, for LUAHOOK_RECIPES; one --recipes may hold
+** several too), each appended to the list as set_append does. */
+static const char *set_dirs(const opt_t *o, lh_config_t *cfg, void *field, const char *v, char *buf,
+                            size_t len)
+{
+    const char *p = v;
+    if (*v == '\0')
+        return o->empty;
+    while (*p != '\0') {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        if (n > 0) {
+            char *one = strndup(p, n);
+            if (one == NULL)
+                return OOM;
+            const char *why = set_append(o, cfg, field, one, buf, len);
+            free(one);
+            if (why != NULL)
+                return why;
+        }
+        p += n + (colon != NULL);
+    }
     return NULL;
 }
 
@@ -212,6 +238,8 @@ _Static_assert(sizeof(lh_log_format_t) == sizeof(int), "lh_log_format_t is an in
 _Static_assert(offsetof(lh_config_t, nexcludes) ==
                    offsetof(lh_config_t, excludes) + sizeof(char **),
                "nexcludes follows excludes");
+_Static_assert(offsetof(lh_config_t, nrecipes) == offsetof(lh_config_t, recipes) + sizeof(char **),
+               "nrecipes follows recipes");
 
 static const char *const ack_choices[] = {"accept", "handled", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
@@ -272,6 +300,13 @@ static const opt_t options[] = {
              "                           lost when the server stops)\n"},
     {"store-max-keys", "LUAHOOK_STORE_MAX_KEYS", AT(store_max_keys), set_count, "100000",
      .help = "  --store-max-keys N       keys in the store, every script together (100000)\n"},
+    {"recipes", "LUAHOOK_RECIPES", AT(recipes), set_dirs, NULL,
+     .empty = "expected a folder of recipes",
+     .help = "  --recipes DIR            look for use()'d recipes in DIR/NAME/recipe.lua, then\n"
+             "                           the bundled ones (repeatable, in order;\n"
+             "                           LUAHOOK_RECIPES: DIR:DIR...)\n"},
+    /* luahook recipes's own */
+    {"markdown", NULL, AT(markdown), set_flag, NULL, .flag = 1, .recipes_only = 1},
     /* luahook fire's own: no environment variable, described in their own paragraph */
     {"sample", NULL, AT(sample), set_string, NULL, .fire_only = 1,
      .empty = "expected an action name"},
@@ -300,6 +335,9 @@ static const char usage_head[] =
     "                                            look at and change the handlers' store\n"
     "       luahook sample [ACTION]              print a realistic body of a Label Studio\n"
     "                                            action (no ACTION: list them)\n"
+    "       luahook recipes [NAME] [--markdown]  list the recipes, or show one's config keys\n"
+    "                                            and README\n"
+    "       luahook new-recipe NAME [DIR]        write a recipe skeleton in DIR/NAME (DIR: .)\n"
     "       luahook --version | --help | COMMAND --help\n"
     "\n"
     "PATH is a Lua script, or a folder whose *.lua files load in name order.\n"
@@ -352,7 +390,9 @@ static const char test_usage[] =
     "each in a fresh Lua VM where http is answered by mocks and sleep and timers run on a\n"
     "virtual clock. Prints one line per test ('ok   file: name' or 'FAIL file: name' with\n"
     "the failing file:line and an expected/actual diff), then 'N passed, N failed'.\n"
-    "In a test file: handlers(path...), test(name, fn), fire(event [, opts]),\n"
+    "bundled:NAME (bundled: for all) runs a bundled recipe's tests from the binary's copy.\n"
+    "In a test file: handlers(path...), use(recipe, cfg [, opts]), test(name, fn),\n"
+    "fire(event [, opts]),\n"
     "sample(action [, overrides]), eq, neq, ok, nok, match, fails, near, mock.http,\n"
     "mock.calls, mock.env, clock.now, clock.advance, logs. See README.md, Testing handlers.\n"
     "\n"
@@ -392,6 +432,25 @@ static const char sample_usage[] =
     "\n"
     "Exit codes: 0 printed, 2 no such sample or usage error.\n";
 
+static const char recipes_usage[] =
+    "usage: luahook recipes [--recipes DIR]... [NAME] [--markdown]\n"
+    "\n"
+    "Without NAME, lists every recipe use() can find: name, version, where it comes from\n"
+    "(its folder, or bundled) and description; a folder recipe hides a bundled one of its\n"
+    "name. With NAME, shows that recipe: every config key with its type, default, whether\n"
+    "it is required or secret, its description and example, then its README.md.\n"
+    "--markdown prints the same as Markdown (README.md's recipe reference is made of it).\n"
+    "\n"
+    "Exit codes: 0 shown, 1 a recipe does not load, 2 no such recipe or usage error.\n";
+static const char new_recipe_usage[] =
+    "usage: luahook new-recipe NAME [DIR]\n"
+    "\n"
+    "Writes a working recipe skeleton into DIR/NAME (DIR: the current folder): recipe.lua\n"
+    "with a small schema, README.md, NAME_test.lua, which pass 'luahook test DIR/NAME'\n"
+    "as written, and a rockspec for luarocks. Refuses to overwrite an existing folder.\n"
+    "\n"
+    "Exit codes: 0 written, 2 bad name, existing folder or usage error.\n";
+
 const char *lh_config_usage(lh_command_t command)
 {
     /* the whole text: built once from the table, then never changed */
@@ -409,6 +468,10 @@ const char *lh_config_usage(lh_command_t command)
         return store_usage;
     case LH_CMD_SAMPLE:
         return sample_usage;
+    case LH_CMD_RECIPES:
+        return recipes_usage;
+    case LH_CMD_NEW_RECIPE:
+        return new_recipe_usage;
     default:
         break;
     }
@@ -495,6 +558,8 @@ static const opt_t *find_option(const char *name, size_t len)
             return &options[k];
     return NULL;
 }
+
+static int parse_args(lh_config_t *cfg, int argc, char **argv, int i, char *err, size_t errlen);
 
 static int add_path(lh_config_t *cfg, const char *p)
 {
@@ -625,7 +690,30 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             cfg->command = LH_CMD_STORE, i++;
         else if (strcmp(argv[i], "sample") == 0)
             cfg->command = LH_CMD_SAMPLE, i++;
+        else if (strcmp(argv[i], "recipes") == 0)
+            cfg->command = LH_CMD_RECIPES, i++;
+        else if (strcmp(argv[i], "new-recipe") == 0)
+            cfg->command = LH_CMD_NEW_RECIPE, i++;
     }
+    /* the command line wins: --recipes folders replace LUAHOOK_RECIPES's */
+    char **env_recipes = cfg->recipes;
+    size_t nenv_recipes = cfg->nrecipes;
+    cfg->recipes = NULL, cfg->nrecipes = 0;
+    int rc = parse_args(cfg, argc, argv, i, err, errlen);
+    if (cfg->nrecipes == 0) {
+        free(cfg->recipes);
+        cfg->recipes = env_recipes, cfg->nrecipes = nenv_recipes;
+    } else {
+        for (size_t k = 0; k < nenv_recipes; k++)
+            free(env_recipes[k]);
+        free(env_recipes);
+    }
+    return rc;
+}
+
+/* The arguments from argv[i] on: options and paths, then what the command needs. */
+static int parse_args(lh_config_t *cfg, int argc, char **argv, int i, char *err, size_t errlen)
+{
     int only_paths = 0;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -689,6 +777,10 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             snprintf(err, errlen, "option --%s belongs to 'luahook test'", o->name);
             return -1;
         }
+        if (o->recipes_only && cfg->command != LH_CMD_RECIPES) {
+            snprintf(err, errlen, "option --%s belongs to 'luahook recipes'", o->name);
+            return -1;
+        }
         if (apply(cfg, o, v, "option", err, errlen) != 0)
             return -1;
     }
@@ -703,6 +795,21 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
             snprintf(err, errlen,
                      "store: give a command: list [PREFIX], get KEY, set KEY "
                      "VALUE or delete KEY");
+            return -1;
+        }
+        return 0;
+    }
+    if (cfg->command == LH_CMD_RECIPES) {
+        if (cfg->npaths > 1) {
+            snprintf(err, errlen, "recipes: give one recipe name at most");
+            return -1;
+        }
+        return 0;
+    }
+    if (cfg->command == LH_CMD_NEW_RECIPE) {
+        if (cfg->npaths < 1 || cfg->npaths > 2) {
+            snprintf(err, errlen,
+                     "new-recipe: give a NAME, and a folder to put it in (default: .)");
             return -1;
         }
         return 0;
@@ -767,6 +874,9 @@ void lh_config_dispose(lh_config_t *cfg)
     for (size_t i = 0; i < cfg->nexcludes; i++)
         free(cfg->excludes[i]);
     free(cfg->excludes);
+    for (size_t i = 0; i < cfg->nrecipes; i++)
+        free(cfg->recipes[i]);
+    free(cfg->recipes);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);

@@ -21,8 +21,10 @@ typedef enum {
     LH_CMD_FIRE,
     LH_CMD_TEST,
     LH_CMD_STUBS,
-    LH_CMD_STORE,  /* luahook store ...: paths[] holds the subcommand and its arguments */
-    LH_CMD_SAMPLE, /* luahook sample [ACTION]: a built-in body on stdout */
+    LH_CMD_STORE,      /* luahook store ...: paths[] holds the subcommand and its arguments */
+    LH_CMD_SAMPLE,     /* luahook sample [ACTION]: a built-in body on stdout */
+    LH_CMD_RECIPES,    /* luahook recipes [NAME] [--markdown] */
+    LH_CMD_NEW_RECIPE, /* luahook new-recipe NAME [DIR] */
     LH_CMD_HELP,
     LH_CMD_VERSION,
 } lh_command_t;
@@ -55,6 +57,10 @@ typedef struct lh_config_s {
     char *event_path;  /* owned; a .json file or "-"; NULL with --sample */
     char *sample;      /* owned; --sample ACTION */
     char *fire_action; /* owned; --action X */
+    char **recipes;    /* owned; --recipes DIR (repeatable), then LUAHOOK_RECIPES's folders:
+                          where use() looks before the bundled recipes, in order */
+    size_t nrecipes;
+    int markdown; /* luahook recipes --markdown */
     /* test */
     char **excludes; /* owned; --exclude GLOB, in order (set_append: nexcludes follows) */
     size_t nexcludes;

@@ -101,7 +101,7 @@ static int log_at(lua_State *L, lh_level_t level)
     if (!lh_log_enabled(level))
         return 0;
 
-    lh_field_t f[LOG_MAX_FIELDS + 3];
+    lh_field_t f[LOG_MAX_FIELDS + 4];
     size_t n = 0;
     lua_Debug ar;
     char where[256];
@@ -115,18 +115,25 @@ static int log_at(lua_State *L, lh_level_t level)
         f[n++] = LH_FIELD("action", t->action);
         f[n++] = LH_FIELD("id", t->id);
     }
+    /* a recipe instance's handler: its line names the instance ("qa-chat#1"), since the
+    ** script:line above is the recipe's, shared by every instance */
+    int by_instance = t != NULL && t->handler != NULL && t->handler->script_id >= 0 &&
+                      vm->scripts[t->handler->script_id].site_file != NULL;
+    if (by_instance)
+        f[n++] = LH_FIELD("handler", t->handler->id);
     size_t own = n; /* luahook's fields stay first, in their order */
     int base = lua_gettop(L);
     luaL_checkstack(L, 2 * LOG_MAX_FIELDS + 8, "log: too many fields");
     if (lua_istable(L, 2)) {
         lua_pushnil(L);
-        while (n < LOG_MAX_FIELDS + 3 && lua_next(L, 2) != 0) { /* ... k v */
+        while (n < LOG_MAX_FIELDS + 3 + (size_t)by_instance && lua_next(L, 2) != 0) { /* ... k v */
             if (lua_type(L, -2) != LUA_TSTRING) {
                 lua_pop(L, 1);
                 continue;
             }
             /* a field never shadows luahook's own: "id" is written as "_id" */
-            if (reserved(lua_tostring(L, -2)))
+            if (reserved(lua_tostring(L, -2)) ||
+                (by_instance && strcmp(lua_tostring(L, -2), "handler") == 0))
                 lua_pushfstring(L, "_%s", lua_tostring(L, -2)); /* ... k v _k */
             else
                 lua_pushvalue(L, -2); /* ... k v k */

@@ -16,6 +16,7 @@
 #include "http_client.h"
 #include "ingest.h"
 #include "lib.h"
+#include "recipes.h"
 #include "reload.h"
 #include "log.h"
 #include "server.h"
@@ -216,6 +217,16 @@ static void startup_fields(lh_app_t *app)
     snprintf(n, sizeof(n), "%zu", app->vm->nhandlers);
     lh_fieldset_set(&app->startup, "scripts", scripts, 0);
     lh_fieldset_set(&app->startup, "handlers", n, 1);
+    /* the recipe instances by name: what their store keys and handler ids hang on */
+    char instances[512];
+    off = 0;
+    instances[0] = '\0';
+    for (size_t i = 0; i < app->vm->nscripts && off < sizeof(instances); i++)
+        if (app->vm->scripts[i].site_file != NULL)
+            off += (size_t)snprintf(instances + off, sizeof(instances) - off, "%s%s",
+                                    off ? " " : "", app->vm->scripts[i].name);
+    if (instances[0] != '\0')
+        lh_fieldset_set(&app->startup, "instances", instances, 0);
     /* which header: the secret is looked for there only */
     lh_fieldset_set(&app->startup, "secret", cfg->token == NULL ? "none" : "required", 0);
     if (cfg->token != NULL)
@@ -325,6 +336,11 @@ int main(int argc, char **argv)
     }
     if (cfg.command == LH_CMD_STORE) {
         rc = lh_store_cli_run(&cfg);
+        lh_config_dispose(&cfg);
+        return rc;
+    }
+    if (cfg.command == LH_CMD_RECIPES || cfg.command == LH_CMD_NEW_RECIPE) {
+        rc = lh_recipes_cli(&cfg);
         lh_config_dispose(&cfg);
         return rc;
     }

@@ -1,5 +1,7 @@
 #include "reload.h"
 
+#include <dirent.h>
+
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -334,6 +336,29 @@ static void add_lib_watch(lh_reload_t *r, const char *path)
         add_watch(r, lib);
 }
 
+/* The recipe folders under each --recipes DIR: their recipe.lua and modules are part of
+** what runs. Each DIR/NAME/ with a recipe.lua is watched (not deeper, as for lib/); a
+** recipe folder added later is seen at the next reload. */
+static void add_recipe_watches(lh_reload_t *r, const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    struct stat st;
+    char path[4096];
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s/recipe.lua", dir, e->d_name);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        add_watch(r, path);
+    }
+    closedir(d);
+}
+
 lh_reload_t *lh_reload_new(lh_app_t *app, int watch)
 {
     lh_reload_t *r = calloc(1, sizeof(*r));
@@ -350,6 +375,8 @@ lh_reload_t *lh_reload_new(lh_app_t *app, int watch)
         add_watch(r, app->cfg->paths[i]);
         add_lib_watch(r, app->cfg->paths[i]);
     }
+    for (size_t i = 0; watch && i < app->cfg->nrecipes; i++)
+        add_recipe_watches(r, app->cfg->recipes[i]);
     return r;
 }
 

@@ -16,6 +16,7 @@
 #include "request.h"
 #include "dispatch.h"
 #include "embedded.h"
+#include "recipes.h"
 #include "lib.h"
 #include "store.h"
 #include "log.h"
@@ -117,6 +118,39 @@ static int collect(list_t *out, const char *dir, const lh_config_t *cfg)
     }
     free(names.v);
     return rc;
+}
+
+#define BUNDLED "bundled:"
+
+/* "bundled:NAME" (or "bundled:" for every one): the test files of the bundled recipes as
+** compiled into the binary, "bundled:NAME/x_test.lua" (lh_embedded is sorted). -1 after
+** saying why when there is none. */
+static int collect_bundled(list_t *out, const char *arg)
+{
+    const char *want = arg + strlen(BUNDLED);
+    size_t wlen = strlen(want), found = 0;
+    while (wlen > 0 && want[wlen - 1] == '/')
+        wlen--;
+    for (const lh_embedded_t *e = lh_embedded; e->name != NULL; e++) {
+        const char *rest = e->name + 8, *slash, *base; /* after "recipes/" */
+        char shown[512];
+        if (strncmp(e->name, "recipes/", 8) != 0 || (slash = strchr(rest, '/')) == NULL)
+            continue;
+        if (wlen > 0 && ((size_t)(slash - rest) != wlen || strncmp(rest, want, wlen) != 0))
+            continue;
+        base = strrchr(e->name, '/') + 1;
+        if (!is_test_file(base))
+            continue;
+        snprintf(shown, sizeof(shown), "%s%s", BUNDLED, rest);
+        list_add(out, shown);
+        found++;
+    }
+    if (found == 0) {
+        fprintf(stderr, "luahook test: %s: no bundled recipe%s with tests%s%.*s\n", arg,
+                wlen > 0 ? "" : "s", wlen > 0 ? " named " : "", (int)wlen, want);
+        return -1;
+    }
+    return 0;
 }
 
 /* }====================================================== */
@@ -595,6 +629,35 @@ static int host_load(lua_State *L)
     return 1;
 }
 
+/* Under lua_pcall: the recipes module's use(name, cfg, opts, file, line, prefer). */
+static int call_use(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, LH_RECIPES_KEY);
+    lua_getfield(L, -1, "use");
+    lua_replace(L, -2);
+    lua_insert(L, 1);
+    lua_call(L, 6, 0);
+    return 0;
+}
+
+/* host.use(name, cfg, opts, file, line, prefer) -> nil, or the problem: a test file's
+** use(), loading its instance as a script loads */
+static int host_use(lua_State *L)
+{
+    world_t *w = world_of(L);
+    lua_settop(L, 6);
+    lua_pushcfunction(L, call_use);
+    lua_insert(L, 1);
+    w->vm->loading = 1;
+    int rc = lua_pcall(L, 6, 0, 0);
+    w->vm->loading = 0;
+    if (rc == LUA_OK)
+        return 0;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        lua_pushliteral(L, "use: failed");
+    return 1;
+}
+
 static int host_seal(lua_State *L)
 {
     if (lh_vm_seal(world_of(L)->vm) != 0)
@@ -717,6 +780,7 @@ static int embedded_searcher(lua_State *L)
 
 static const luaL_Reg host_funcs[] = {
     {"load", host_load},
+    {"use", host_use},
     {"seal", host_seal},
     {"fire", host_fire},
     {"ended", host_ended},
@@ -732,6 +796,8 @@ static const luaL_Reg host_funcs[] = {
     {"on_timer_failed", host_on_timer_failed},
     {"setenv", host_setenv},
     {"package", lh_vm_package}, /* package(env, path): the require of the test file's folder */
+    {"package_root", lh_vm_package_root}, /* a recipe folder's require (modules beside it) */
+    {"embedded", lh_recipes_embedded},    /* a bundled recipe's test file */
     {NULL, NULL},
 };
 
@@ -879,7 +945,10 @@ int lh_testing_run(const lh_config_t *cfg)
     for (size_t i = 0; i < cfg->npaths; i++) {
         struct stat st;
         const char *p = cfg->paths[i];
-        if (stat(p, &st) != 0) {
+        if (strncmp(p, BUNDLED, strlen(BUNDLED)) == 0) {
+            if (collect_bundled(&files, p) != 0)
+                rc = 2;
+        } else if (stat(p, &st) != 0) {
             fprintf(stderr, "luahook test: %s: %s\n", p, strerror(errno));
             rc = 2;
         } else if (S_ISDIR(st.st_mode)) {

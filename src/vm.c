@@ -17,6 +17,7 @@
 #include "actions.h"
 #include "lib.h"
 #include "log.h"
+#include "recipes.h"
 #include "task.h"
 
 /* registry field: install(env, dir, key) of lua/luahook/package.lua, this VM's loader */
@@ -197,7 +198,10 @@ static int lib_on(lua_State *L)
     int t = lua_type(L, 1);
     if (!vm->loading)
         return luaL_error(L, "on: handlers can only be registered while scripts load");
-    assert(vm->loading_script >= 0 && (size_t)vm->loading_script < vm->nscripts);
+    if (vm->loading_script < 0) /* a recipe.lua's top level, or a test file's */
+        return luaL_error(L, "on: handlers are registered by a script, or by a recipe's "
+                             "setup(cfg) (not at the top of recipe.lua)");
+    assert((size_t)vm->loading_script < vm->nscripts);
     luaL_argexpected(L, t == LUA_TSTRING || t == LUA_TTABLE, 1, "action name or list of names");
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (t == LUA_TSTRING) {
@@ -241,7 +245,9 @@ static int lib_on(lua_State *L)
             lua_pop(L, 1);
         }
     }
-    h->script = strdup(script);
+    if (sc->site_file != NULL) /* a recipe instance's: told by its use() */
+        lsize += strlen(sc->site_file) + 24;
+    h->script = strdup(sc->site_file != NULL ? sc->site_file : script);
     h->label = malloc(lsize);
     h->id = malloc(isize);
     if (h->script == NULL || h->label == NULL || h->id == NULL || !actions_ok) {
@@ -252,7 +258,13 @@ static int lib_on(lua_State *L)
         return luaL_error(L, "not enough memory");
     }
     h->line = ar.linedefined;
-    snprintf(h->label, lsize, "%s:%d", script, ar.linedefined);
+    if (sc->site_file != NULL) {
+        h->line = sc->site_line;
+        snprintf(h->label, lsize, "%s:%d (%s:%d)", sc->site_file, sc->site_line, script,
+                 ar.linedefined);
+    } else {
+        snprintf(h->label, lsize, "%s:%d", script, ar.linedefined);
+    }
     /* named handlers take an ordinal too: naming one leaves the others' ids alone */
     int ordinal = ++sc->nhandlers;
     if (name != NULL)
@@ -362,6 +374,76 @@ oom:
     return -1;
 }
 
+static void report_copy(void *data, const char *problem)
+{
+    char **buf = data;
+    snprintf(buf[0], (size_t)(buf[1] - buf[0]), "%s", problem);
+}
+
+int lh_vm_instance_begin(lh_vm_t *vm, const char *name, const char *path, const char *site_file,
+                         int site_line, char *err, size_t errlen)
+{
+    char *span[2] = {err, err + errlen};
+    err[0] = '\0';
+    int other = lh_vm_script_find(vm, name);
+    if (other >= 0) {
+        snprintf(err, errlen,
+                 "the name '%s' is already taken by %s: pick another with { as = ... }", name,
+                 vm->scripts[other].path);
+        return -2;
+    }
+    int id = add_script(vm, path, name, report_copy, span);
+    if (id < 0)
+        return -2;
+    lh_script_t *sc = &vm->scripts[id];
+    if ((sc->site_file = strdup(site_file)) == NULL) {
+        snprintf(err, errlen, "not enough memory");
+        return -2; /* the script stays, without handlers: freed with the VM */
+    }
+    sc->site_line = site_line;
+    int previous = vm->loading_script;
+    vm->loading_script = id;
+    return previous;
+}
+
+int lh_vm_defer_problem(lh_vm_t *vm, const char *problem)
+{
+    char **ds = realloc(vm->deferred, (vm->ndeferred + 1) * sizeof(*ds));
+    if (ds == NULL)
+        return -1;
+    vm->deferred = ds;
+    if ((ds[vm->ndeferred] = strdup(problem)) == NULL)
+        return -1;
+    vm->ndeferred++;
+    return 0;
+}
+
+/* Reports the problems deferred while the script loaded; their number. */
+static int report_deferred(lh_vm_t *vm, lh_vm_report_cb report, void *data)
+{
+    int n = (int)vm->ndeferred;
+    for (size_t i = 0; i < vm->ndeferred; i++) {
+        report(data, vm->deferred[i]);
+        free(vm->deferred[i]);
+    }
+    vm->ndeferred = 0;
+    return n;
+}
+
+void lh_vm_instance_end(lh_vm_t *vm, int previous)
+{
+    vm->loading_script = previous;
+}
+
+int lh_vm_package_root(lua_State *L)
+{
+    lua_settop(L, 6);
+    lua_getfield(L, LUA_REGISTRYINDEX, PACKAGE_KEY); /* args install */
+    lua_insert(L, 1);                                /* install args */
+    lua_call(L, 6, 0);
+    return 0;
+}
+
 int lh_vm_package(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 2);
@@ -431,9 +513,11 @@ static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_repo
         lua_pop(L, 1);
     lua_pushcfunction(L, msghandler); /* fn mh */
     lua_insert(L, -2);                /* mh fn */
-    if (lua_pcall(L, 0, 0, top + 1) != LUA_OK) {
+    int rc = lua_pcall(L, 0, 0, top + 1);
+    problems = report_deferred(vm, report, data); /* they came first */
+    if (rc != LUA_OK) {
         report(data, lua_tostring(L, -1));
-        problems = 1;
+        problems++;
     }
     vm->loading_script = -1;
     lua_settop(L, top);
@@ -445,8 +529,32 @@ static int name_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A recipe folder (DIR/recipe.lua) given as a path: its modules are no handler scripts;
+** its manifest is checked (lua/luahook/recipes.lua M.check_folder). Its handlers register
+** only through use(). */
+static int load_recipe_folder(lh_vm_t *vm, const char *dir, lh_vm_report_cb report, void *data)
+{
+    lua_State *L = vm->L;
+    int top = lua_gettop(L), problems = 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, LH_RECIPES_KEY);
+    lua_getfield(L, -1, "check_folder");
+    lua_pushstring(L, dir);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isnil(L, -1)) {
+        report(data, lua_isstring(L, -1) ? lua_tostring(L, -1) : "the recipe does not load");
+        problems = 1;
+    }
+    lua_settop(L, top);
+    return problems;
+}
+
 static int load_dir(lh_vm_t *vm, const char *dir, lh_vm_report_cb report, void *data)
 {
+    char probe[4096];
+    struct stat pst;
+    snprintf(probe, sizeof(probe), "%s/recipe.lua", dir);
+    if (stat(probe, &pst) == 0 && S_ISREG(pst.st_mode))
+        return load_recipe_folder(vm, dir, report, data);
+
     DIR *d = opendir(dir);
     char **names = NULL;
     size_t n = 0, cap = 0;
@@ -724,8 +832,10 @@ static int open_libs(lua_State *L)
         return luaL_error(L, "%s is not compiled in", PACKAGE_SRC);
     if (luaL_loadbufferx(L, pkg->data, pkg->len, "=" PACKAGE_SRC, "t") != LUA_OK)
         return lua_error(L);
-    lua_call(L, 0, 1); /* install */
+    lua_pushcfunction(L, lh_recipes_embedded); /* chunk embedded */
+    lua_call(L, 1, 1);                         /* install */
     lua_setfield(L, LUA_REGISTRYINDEX, PACKAGE_KEY);
+    lh_recipes_open(L, vm); /* use() */
     lua_newtable(L);
     vm->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
@@ -787,9 +897,13 @@ void lh_vm_free(lh_vm_t *vm)
     for (size_t i = 0; i < vm->nwarnings; i++)
         free(vm->warnings[i]);
     free(vm->warnings);
+    for (size_t i = 0; i < vm->ndeferred; i++)
+        free(vm->deferred[i]);
+    free(vm->deferred);
     for (size_t i = 0; i < vm->nscripts; i++) {
         free(vm->scripts[i].name);
         free(vm->scripts[i].path);
+        free(vm->scripts[i].site_file);
     }
     free(vm->scripts);
     for (size_t i = 0; i < vm->nroutes; i++)

@@ -19,9 +19,12 @@
 ** inside it ("notify.lua", "sub/x.lua"); for a file, its base name. Unique within a VM.
 */
 typedef struct lh_script_s {
-    char *name;    /* owned: the stable name, "notify.lua" */
-    char *path;    /* owned: the path as loaded, "examples/notify.lua" */
-    int nhandlers; /* handlers it registered so far: the next ordinal is nhandlers + 1 */
+    char *name;      /* owned: the stable name, "notify.lua"; a recipe instance's name */
+    char *path;      /* owned: the path as loaded, "examples/notify.lua"; an instance's
+                        recipe.lua ("recipes/notify/recipe.lua", "bundled:notify/recipe.lua") */
+    char *site_file; /* owned; a recipe instance: the script of its use() (else NULL) ... */
+    int site_line;   /* ... and its line: what its handlers are told by in logs */
+    int nhandlers;   /* handlers it registered so far: the next ordinal is nhandlers + 1 */
 } lh_script_t;
 
 /* The longest name on()'s `name` option takes: a letter, then letters, digits, '_', '.' or
@@ -30,9 +33,11 @@ typedef struct lh_script_s {
 
 typedef struct lh_handler_s {
     int fn_ref;    /* registry ref to the function */
-    char *script;  /* owned: the path of the script defining the function, as loaded */
-    int line;      /* where the function was defined */
-    char *label;   /* owned: "script:line"; changes when a line is added above */
+    char *script;  /* owned: the path of the script defining the function, as loaded; for
+                      a recipe instance's handler, the script of its use() */
+    int line;      /* where the function was defined; for an instance's, the use()'s line */
+    char *label;   /* owned: "script:line"; changes when a line is added above. An
+                      instance's: "use-script:line (recipe-file:line)" */
     char *id;      /* owned: the stable id, "<script name>#<name>" with on()'s name option,
                       else "<script name>#<ordinal of the handler in that script, from 1>" */
     int script_id; /* index in vm->scripts of the script whose loading registered it */
@@ -61,6 +66,9 @@ struct lh_vm_s {
     char **warnings;    /* owned: "file:line: warning: ..." per action of on() that Label
                            Studio never sends (and not marked custom), in load order */
     size_t nwarnings;
+    char **deferred; /* owned: problems of the loading script that let it go on (a use()
+                        whose config does not validate), reported once its chunk ends */
+    size_t ndeferred;
     lh_route_t *routes; /* owned; routes[0] is the "*"-only route of unknown actions */
     size_t nroutes;
     int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */
@@ -113,6 +121,27 @@ int lh_vm_seal(lh_vm_t *vm);
  *  vm->loading_script while a script loads): "notify.lua". Borrowed: lives as long as the
  *  VM. What `store` namespaces keys by and the journal records runs under. */
 const char *lh_vm_script_name(const lh_vm_t *vm, int script_id);
+
+/**
+ * Opens the recipe instance `name` as a script of the VM while scripts load: on() calls
+ * from now until lh_vm_instance_end register handlers "<name>#N", told by the use() site
+ * `site_file`:`site_line`; `path` is its recipe.lua. Returns the script loading before (to
+ * give lh_vm_instance_end), or -2 with the reason in `err` (the name is taken).
+ */
+int lh_vm_instance_begin(lh_vm_t *vm, const char *name, const char *path, const char *site_file,
+                         int site_line, char *err, size_t errlen);
+void lh_vm_instance_end(lh_vm_t *vm, int previous);
+
+/** Keeps `problem` ("file:line: message") to report when the loading script's chunk ends,
+ *  so that the script goes on and every use() of it is checked. -1 when out of memory. */
+int lh_vm_defer_problem(lh_vm_t *vm, const char *problem);
+
+/**
+ * A lua_CFunction: install(env, dir, key, templates, globals, bundled) of
+ * lua/luahook/package.lua: the require of a package root other than a scripts' folder
+ * (a recipe's folder, or a bundled recipe's embedded files).
+ */
+int lh_vm_package_root(lua_State *L);
 
 /** The handler whose stable id is `id`, or NULL. */
 const lh_handler_t *lh_vm_handler_find(const lh_vm_t *vm, const char *id);

@@ -3,14 +3,16 @@ luahook/package.lua - require() per package root.
 
 A package root is a folder whose own modules its code requires: the folder of the handler
 scripts (its modules in ROOT/lib/, which is never loaded as handlers), and later a recipe's
-folder (its modules beside recipe.lua). src/vm.c runs this chunk once per VM; it returns
-install(env, dir [, templates]), which gives a script's environment its own `require` and
-`package`:
+folder (its modules beside recipe.lua, lua/luahook/recipes.lua). src/vm.c runs this chunk
+once per VM with a function that finds a file compiled into the binary (a bundled recipe's
+modules live there); it returns install(env, dir, key, templates?, globals?, bundled?),
+which gives an environment its own `require` and `package`:
 
   require(name) looks in, in order,
     1. the root's cache, then package.loaded (the shared stdlib: json, log, http, ...)
     2. package.preload[name]
-    3. the root's own modules: ROOT/lib/?.lua, ROOT/lib/?/init.lua (the templates)
+    3. the root's own modules: ROOT/lib/?.lua, ROOT/lib/?/init.lua (the templates); for a
+       bundled root, the embedded files BUNDLED/<template> instead
     4. package.path (Debian's /usr/share/lua/5.4/?.lua: lua-penlight, ...)
     5. package.cpath, then its all-in-one form (Debian's lua-lpeg, lua-cjson, ...)
   and fails naming every place it looked, as Lua's own require does.
@@ -21,9 +23,11 @@ install(env, dir [, templates]), which gives a script's environment its own `req
   the rest read through to the shared one): a script that changes package.path changes it
   for its own require only.
 - A module runs in an environment of its own, as a script does: its globals fall back to
-  the shared ones, and its require and package are its root's.
+  the shared ones, and its require and package are its root's, plus the root's `globals`
+  (a recipe instance's modules see the instance's `store`).
 ]]
 
+local embedded = ...
 local shared = package
 local searchpath, loadlib = package.searchpath, package.loadlib
 local fmt = string.format
@@ -58,7 +62,13 @@ local function lua_loader(root)
   return function(name, file)
     local env = setmetatable({ require = root.require, package = root.package },
                              { __index = _G })
-    local chunk, err = loadfile(file, "bt", env)
+    for k, v in pairs(root.globals or {}) do env[k] = v end
+    local chunk, err
+    if root.bundled then
+      chunk, err = load(embedded("recipes/" .. file:sub(9)), "@" .. file, "t", env)
+    else
+      chunk, err = loadfile(file, "bt", env)
+    end
     if not chunk then
       error(fmt("error loading module '%s' from file '%s':\n\t%s", name, file, err), 0)
     end
@@ -85,7 +95,14 @@ function make_require(root, pkg)
       tried[#tried + 1] = fmt("no field package.preload['%s']", name)
     end
     local file, e
-    if not loader then
+    if not loader and root.bundled then
+      local rel = name:gsub("%.", "/")
+      for t in root.templates:gmatch("[^;]+") do
+        local p = root.bundled .. "/" .. t:gsub("%?", rel)
+        if embedded(p) then loader, data = run_lua, "bundled:" .. p:gsub("^recipes/", "") break end
+        tried[#tried + 1] = fmt("no bundled file '%s'", p)
+      end
+    elseif not loader then
       file, e = searchpath(name, root.path)
       if file then loader, data = run_lua, file else tried[#tried + 1] = e end
     end
@@ -142,7 +159,7 @@ end
 
 -- The root of the folder `dir`, made on first use. `key` tells two spellings of one
 -- folder apart from two folders (the caller passes its real path).
-local function root_of(dir, key, templates)
+local function root_of(dir, key, templates, globals, bundled)
   local root = roots[key]
   if root then return root end
   local prefix = (dir == "" and "." or dir):gsub("/+$", "")
@@ -154,6 +171,9 @@ local function root_of(dir, key, templates)
   root = {
     path = table.concat(paths, ";"),
     loaded = setmetatable({}, { __index = shared.loaded }),
+    templates = templates,
+    globals = globals,
+    bundled = bundled,
   }
   if templates == nil then
     root.lib = prefix .. "/lib"
@@ -166,8 +186,8 @@ local function root_of(dir, key, templates)
 end
 
 -- Gives `env` (a script's environment) its own require and package, rooted at `dir`.
-return function(env, dir, key, templates)
-  local root = root_of(dir, key or dir, templates)
+return function(env, dir, key, templates, globals, bundled)
+  local root = root_of(dir, key or dir, templates, globals, bundled)
   local pkg = new_package(root)
   rawset(env, "package", pkg)
   rawset(env, "require", make_require(root, pkg))

@@ -147,6 +147,37 @@ static void test_env_and_precedence(void)
     unsetenv("LUAHOOK_TOKEN");
 }
 
+/* LUAHOOK_RECIPES is PATH-like (empty parts skipped); --recipes repeats, may hold a ':'
+** list too, and replaces the environment's folders. */
+static void test_recipe_folders(void)
+{
+    lh_config_t cfg;
+    char err[256];
+    setenv("LUAHOOK_RECIPES", "a::b/:", 1);
+    char *argv[] = {"luahook", "recipes", NULL};
+    CHECK(parse(&cfg, err, 2, argv) == 0);
+    CHECK(cfg.command == LH_CMD_RECIPES);
+    CHECK_EQ_INT(cfg.nrecipes, 2);
+    CHECK_STR(cfg.recipes[0], "a");
+    CHECK_STR(cfg.recipes[1], "b/");
+    lh_config_dispose(&cfg);
+    char *argv2[] = {"luahook", "--recipes", "c", "--recipes=d:e", "x.lua", NULL};
+    CHECK(parse(&cfg, err, 5, argv2) == 0);
+    CHECK_EQ_INT(cfg.nrecipes, 3);
+    CHECK_STR(cfg.recipes[0], "c");
+    CHECK_STR(cfg.recipes[2], "e");
+    lh_config_dispose(&cfg);
+    unsetenv("LUAHOOK_RECIPES");
+    char *argv3[] = {"luahook", "check", "--markdown", "x.lua", NULL};
+    CHECK(parse(&cfg, err, 4, argv3) != 0);
+    CHECK_STR(err, "option --markdown belongs to 'luahook recipes'");
+    lh_config_dispose(&cfg);
+    char *argv4[] = {"luahook", "new-recipe", NULL};
+    CHECK(parse(&cfg, err, 2, argv4) != 0);
+    CHECK(strncmp(err, "new-recipe: give a NAME", 23) == 0);
+    lh_config_dispose(&cfg);
+}
+
 static void test_errors(void)
 {
     lh_config_t cfg;
@@ -208,6 +239,8 @@ static const row_case_t row_cases[] = {
     {"sample", "X", "Y", ""},
     {"action", "X", "Y", ""},
     {"exclude", "vendor", "other/*", ""},
+    {"recipes", "a", "b:c", ""},
+    {"markdown", "yes", "0", "maybe"},
 };
 
 #define NCASES (sizeof(row_cases) / sizeof(row_cases[0]))
@@ -224,7 +257,7 @@ static const row_case_t *case_of(const opt_t *o)
 static int same_field(const opt_t *o, const lh_config_t *x, const lh_config_t *y)
 {
     const void *fx = (const char *)x + o->offset, *fy = (const char *)y + o->offset;
-    if (o->set == set_append) {
+    if (o->set == set_append || o->set == set_dirs) {
         char *const *lx = *(char **const *)fx, *const *ly = *(char **const *)fy;
         size_t nx = *(const size_t *)((const char *)fx + sizeof(char **));
         size_t ny = *(const size_t *)((const char *)fy + sizeof(char **));
@@ -269,6 +302,8 @@ static int parse_with(lh_config_t *cfg, char *err, const opt_t *o, const char *v
         argv[argc++] = "fire";
     if (o->test_only)
         argv[argc++] = "test";
+    if (o->recipes_only)
+        argv[argc++] = "recipes";
     if (value != NULL) {
         snprintf(arg, sizeof(arg), "--%s=%s", o->name, value);
         argv[argc++] = arg;
@@ -295,7 +330,7 @@ static void test_table_rows(void)
         CHECK(case_of(o) != NULL);
         CHECK(o->set != NULL);
         CHECK(o->offset < sizeof(lh_config_t));
-        if (o->fire_only || o->test_only) {
+        if (o->fire_only || o->test_only || o->recipes_only) {
             CHECK(o->env == NULL && o->help == NULL);
             CHECK(strstr(usage, o->name) != NULL); /* in the fire or test paragraph */
         } else {
@@ -442,6 +477,7 @@ int main(void)
     RUN_TEST(test_options);
     RUN_TEST(test_stubs);
     RUN_TEST(test_env_and_precedence);
+    RUN_TEST(test_recipe_folders);
     RUN_TEST(test_errors);
     RUN_TEST(test_table_rows);
     RUN_TEST(test_table_every_option);

@@ -43,6 +43,19 @@
 ---@param opts? luahook.OnOpts
 function on(action, handler, opts) end
 
+---@class luahook.UseOpts
+---@field as? string the instance name (default: the recipe's name), required when a recipe is used twice: its handler ids are "<as>#N" and its `store` keys "<as>:KEY"
+
+---Uses the recipe `name` (a folder DIR/NAME/recipe.lua under --recipes DIR, or a bundled
+---one) while the scripts load: validates `cfg` against the recipe's schema (every problem
+---at once, at this line), then runs its setup(cfg), whose on() calls register the
+---instance's handlers. Returns the instance name.
+---@param name string
+---@param cfg? table
+---@param opts? luahook.UseOpts
+---@return string instance
+function use(name, cfg, opts) end
+
 ---An environment variable; `default` when it is unset; an error naming it when there is
 ---no default.
 ---@param name string

@@ -52,6 +52,14 @@ function Mock:calls() end
 ---@param ... string
 function handlers(...) end
 
+---Loads an instance of the recipe `name` (validated as a script's use() is), its handlers
+---before the tests, at the top level. Beside a recipe.lua, the folder's own name means
+---that very folder; several calls give several instances (`as` tells them apart).
+---@param name string
+---@param cfg? table
+---@param opts? luahook.UseOpts
+function use(name, cfg, opts) end
+
 ---Declares a test; tests run in file order.
 ---@param name string
 ---@param fn fun()

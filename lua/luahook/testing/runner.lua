@@ -79,7 +79,26 @@ local function handlers(...)
   end
 end
 
+-- use(name, cfg [, opts]) at the top level of a test file: an instance of the recipe, its
+-- handlers loaded before the tests as handlers() loads scripts'. Beside a recipe.lua, the
+-- name of that folder means that very folder (a recipe's own tests test it, not another
+-- copy found first); other names are found as a server finds them.
+local function use(name, cfg, opts)
+  if running_test then
+    error("use: call it at the top level of the test file", 2)
+  end
+  local info = debug.getinfo(2, "Sl")
+  local file = info.source:sub(1, 1) == "@" and info.source:sub(2) or info.short_src
+  local problem = host.use(name, cfg, opts, file, info.currentline, F.dir)
+  if problem then error(problem, 0) end
+end
+
 local function read_file(p, level)
+  if p:sub(1, 8) == "bundled:" then -- a bundled recipe's test reads the binary's copy
+    local s = host.embedded("recipes/" .. p:sub(9))
+    if not s then error("fire: no bundled file " .. p, level + 1) end
+    return s
+  end
   local f, err = io.open(p, "rb")
   if not f then
     error("fire: cannot open " .. p .. ": " .. (err or ""):gsub("^.-: ", ""), level + 1)
@@ -343,7 +362,7 @@ function M.run(path)
   new_state()
   running_test = false
   local api = {
-    handlers = handlers, test = test, fire = fire, fire_all = fire_all,
+    handlers = handlers, use = use, test = test, fire = fire, fire_all = fire_all,
     sample = samples.sample,
     eq = A.eq, neq = A.neq, ok = A.ok, nok = A.nok, match = A.match, fails = A.fails,
     near = A.near,
@@ -354,11 +373,27 @@ function M.run(path)
   if host.store_inspect then api.store = host.store_inspect end
   local tenv = setmetatable(api, { __index = _G })
   -- require finds the modules of the test file's folder (FOLDER/lib/), as a script's does:
-  -- a test beside its handlers gets the very modules they got
-  host.package(tenv, path)
+  -- a test beside its handlers gets the very modules they got; a recipe's test, the
+  -- modules beside recipe.lua (a bundled recipe's: its copy in the binary)
+  local bundled = path:match("^bundled:([^/]+)/")
+  local chunk, lerr
+  if bundled then
+    host.package_root(tenv, "", "bundled:" .. bundled .. "\0test", "?.lua;?/init.lua", nil,
+                      "recipes/" .. bundled)
+    local src = host.embedded("recipes/" .. path:sub(9))
+    chunk, lerr = load(src or "", "@" .. path, "t", tenv)
+  else
+    local rf = io.open(F.dir .. "/recipe.lua", "rb")
+    if rf then
+      rf:close()
+      host.package_root(tenv, F.dir, F.dir .. "\0test", "?.lua;?/init.lua")
+    else
+      host.package(tenv, path)
+    end
+    chunk, lerr = loadfile(path, "t", tenv)
+  end
   local passed, failed = 0, 0
 
-  local chunk, lerr = loadfile(path, "t", tenv)
   local okr, e
   if chunk then
     okr, e = xpcall(chunk, capture)
