@@ -18,6 +18,7 @@ typedef struct lh_transport_s lh_transport_t;
 typedef struct lh_app_s lh_app_t;
 typedef struct lh_state_s lh_state_t;
 typedef struct lh_store_s lh_store_t;
+typedef struct lh_api_s lh_api_t;
 
 struct lh_app_s {
     uv_loop_t *loop;        /* borrowed */
@@ -30,6 +31,7 @@ struct lh_app_s {
     lh_transport_t *transport; /* borrowed */
     lh_state_t *state;         /* owned: the state folder's database; NULL: state lives in memory */
     lh_store_t *store;  /* owned: handlers' store and locks, outliving every VM; NULL: none */
+    lh_api_t *api;      /* owned: /-/api/, made at its first request; NULL: none yet */
     uint32_t id_prefix; /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
     /* the start-up line's fields after version, pid and address, in order: main adds

@@ -9,11 +9,13 @@
 #include <llhttp.h> /* its version, for --version */
 
 #include "actions.h"
+#include "api.h"
 #include "app.h"
 #include "embedded.h"
 #include "config.h"
 #include "fire.h"
 #include "http_client.h"
+#include "journal_cli.h"
 #include "ingest.h"
 #include "lib.h"
 #include "reload.h"
@@ -220,6 +222,8 @@ static void startup_fields(lh_app_t *app)
     lh_fieldset_set(&app->startup, "secret", cfg->token == NULL ? "none" : "required", 0);
     if (cfg->token != NULL)
         lh_fieldset_set(&app->startup, "auth_header", cfg->auth_header, 0);
+    /* luahook's own API: behind the secret, so none without one */
+    lh_fieldset_set(&app->startup, "api", cfg->token == NULL ? "off (no --token)" : "/-/api/", 0);
     /* where handlers' store (and later the journal) is kept */
     lh_fieldset_set(&app->startup, "state",
                     cfg->state_dir != NULL ? cfg->state_dir : "memory (lost at exit)", 0);
@@ -301,6 +305,8 @@ int main(int argc, char **argv)
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
+    if (lh_journal_cli_is(argc, argv)) /* events, replay: their own arguments */
+        return lh_journal_cli_run(argc, argv);
     if (lh_config_parse(&cfg, argc, argv, err, sizeof(err)) != 0) {
         fprintf(stderr, "luahook: %s\n", err);
         lh_config_dispose(&cfg);
@@ -443,6 +449,7 @@ done:
     uv_run(&loop, UV_RUN_DEFAULT);
     lh_vm_free(m.app.vm);
     uv_run(&loop, UV_RUN_DEFAULT);
+    lh_api_free(m.app.api); /* its last query done: the loop ran out */
     lh_store_free(m.app.store);
     lh_state_free(m.app.state);
     if (uv_loop_close(&loop) != 0)
