@@ -560,14 +560,19 @@ int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.status = ?1");
     if (f->action != NULL)
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.action = ?2");
+    /* the oldest id received since then, found by the index on received (min(id + 0): not
+    ** by scanning ids from the oldest), bounds the scan by id; none: nothing to scan */
     if (f->since > 0)
-        o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.received >= ?3");
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o,
+                              " AND d.received >= ?3 AND d.id >= coalesce((SELECT min(id + 0) "
+                              "FROM deliveries WHERE received >= ?3), 9223372036854775807)");
     if (f->before > 0)
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.id < ?4");
     if (f->handler != NULL)
+        /* IN, not EXISTS: a rare handler costs one scan of the runs' key index (45 ms at
+        ** 100 000), not a look at every delivery row (300 ms and more) */
         o += (size_t)snprintf(sql + o, sizeof(sql) - o,
-                              " AND EXISTS (SELECT 1 FROM runs r WHERE r.delivery = d.id AND "
-                              "r.handler = ?5)");
+                              " AND d.id IN (SELECT delivery FROM runs WHERE handler = ?5)");
     snprintf(sql + o, sizeof(sql) - o, " ORDER BY d.id DESC LIMIT ?6");
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK)
@@ -869,12 +874,30 @@ int lh_jq_stats_json(lh_jq_t *q, lh_jbuf_t *b, char *err, size_t errlen)
     lh_jbuf_addf(b, "{\"deliveries\":{\"total\":%lld", (long long)total);
     for (int i = 0; lh_jq_statuses[i] != NULL; i++)
         lh_jbuf_addf(b, ",\"%s\":%lld", lh_jq_statuses[i], (long long)counts[i]);
+    lh_jbuf_adds(b, "},\"runs\":{");
+    /* by state: a covering scan of the runs_due index */
+    if (sqlite3_prepare_v2(q->db, "SELECT state, count(*) FROM runs GROUP BY state", -1, &s,
+                           NULL) != SQLITE_OK)
+        goto db_fail;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *st = col_text(s, 0);
+        for (int i = 0; run_states[i] != NULL; i++)
+            if (st != NULL && strcmp(st, run_states[i]) == 0)
+                rcounts[i] += sqlite3_column_int64(s, 1);
+    }
+    if (rc != SQLITE_DONE)
+        goto db_fail;
+    sqlite3_finalize(s);
+    for (int i = 0; run_states[i] != NULL; i++)
+        lh_jbuf_addf(b, "%s\"%s\":%lld", i ? "," : "", run_states[i], (long long)rcounts[i]);
+    /* per handler, the runs not ok only: found by index; counting the ok ones too would
+    ** read every run (a quarter of a second at 100 000) */
     lh_jbuf_adds(b, "},\"handlers\":[");
-    /* per handler and state; the runs rows are small, read whole */
-    if (sqlite3_prepare_v2(q->db,
-                           "SELECT handler, state, count(*) FROM runs GROUP BY handler, state "
-                           "ORDER BY handler",
-                           -1, &s, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            q->db,
+            "SELECT handler, state, count(*) FROM runs WHERE state IN ('pending', "
+            "'running', 'retrying', 'dead') GROUP BY handler, state ORDER BY handler",
+            -1, &s, NULL) != SQLITE_OK)
         goto db_fail;
     char current[512] = "";
     int64_t hcounts[8] = {0};
@@ -883,10 +906,11 @@ int lh_jq_stats_json(lh_jq_t *q, lh_jbuf_t *b, char *err, size_t errlen)
         rc = sqlite3_step(s);
         const char *h = rc == SQLITE_ROW ? col_text(s, 0) : NULL;
         if (nh > 0 && (h == NULL || strcmp(h, current) != 0)) {
-            lh_jbuf_adds(b, nh > 1 ? ",{\"handler\":" : "{\"handler\":");
+            lh_jbuf_adds(b, "{\"handler\":");
             lh_jbuf_str(b, current, strlen(current));
             for (int i = 0; run_states[i] != NULL; i++)
-                lh_jbuf_addf(b, ",\"%s\":%lld", run_states[i], (long long)hcounts[i]);
+                if (strcmp(run_states[i], "ok") != 0)
+                    lh_jbuf_addf(b, ",\"%s\":%lld", run_states[i], (long long)hcounts[i]);
             lh_jbuf_adds(b, "}");
             memset(hcounts, 0, sizeof(hcounts));
         }
@@ -895,23 +919,20 @@ int lh_jq_stats_json(lh_jq_t *q, lh_jbuf_t *b, char *err, size_t errlen)
         if (h == NULL)
             h = "";
         if (nh == 0 || strcmp(h, current) != 0) {
+            if (nh > 0)
+                lh_jbuf_adds(b, ",");
             snprintf(current, sizeof(current), "%s", h);
             nh++;
         }
         const char *st = col_text(s, 1);
         for (int i = 0; run_states[i] != NULL; i++)
-            if (st != NULL && strcmp(st, run_states[i]) == 0) {
+            if (st != NULL && strcmp(st, run_states[i]) == 0)
                 hcounts[i] += sqlite3_column_int64(s, 2);
-                rcounts[i] += sqlite3_column_int64(s, 2);
-            }
     }
     if (rc != SQLITE_DONE)
         goto db_fail;
     sqlite3_finalize(s);
-    lh_jbuf_adds(b, "],\"runs\":{");
-    for (int i = 0; run_states[i] != NULL; i++)
-        lh_jbuf_addf(b, "%s\"%s\":%lld", i ? "," : "", run_states[i], (long long)rcounts[i]);
-    lh_jbuf_adds(b, "},\"oldest_due\":");
+    lh_jbuf_adds(b, "],\"oldest_due\":");
     if (sqlite3_prepare_v2(q->db,
                            "SELECT min(next_at) FROM runs WHERE state IN ('pending', 'retrying')",
                            -1, &s, NULL) != SQLITE_OK ||

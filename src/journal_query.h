@@ -130,7 +130,8 @@ int lh_jq_show(lh_jq_t *q, const char *key, const lh_jq_show_t *cb, char *err, s
 /** The whole delivery as the API's JSON object (body masked, see lh_jq_json_masked). */
 int lh_jq_show_json(lh_jq_t *q, const char *key, lh_jbuf_t *b, char *err, size_t errlen);
 
-/** {"deliveries":{total, by status},"runs":{by state},"handlers":[...],"oldest_due":T}. */
+/** {"deliveries":{"total":N, and N by status},"runs":{N by state},"handlers":[{"handler":
+ *  NAME, N by state other than ok}, for the handlers with such runs],"oldest_due":T|null}. */
 int lh_jq_stats_json(lh_jq_t *q, lh_jbuf_t *b, char *err, size_t errlen);
 
 /* ---- replay ---- */
