@@ -49,6 +49,15 @@ def runs(db, delivery_id):
         con.close()
 
 
+def taken_up(db, delivery_id, handler, attempts_before):
+    """Waits until a running server took a replayed run up and ended that attempt."""
+    def ended():
+        state, _, attempts = runs(db, delivery_id)[handler]
+        return attempts > attempts_before and state not in ("pending", "running")
+    h.wait_until(ended, what="the server to take up the replayed run of %s" % handler)
+    return runs(db, delivery_id)[handler]
+
+
 def status(db, delivery_id):
     con = sqlite3.connect(db)
     try:
@@ -266,9 +275,83 @@ class Replay(unittest.TestCase):
             with h.Server(LOG, "--state-dir", s.dir, "--token", TOKEN) as srv:
                 self.assertEqual(ids_of(events(s.dir).stdout), [6, 5, 4, 3, 2, 1])
                 cli("replay", "--state-dir", s.dir, str(s.dead2[0]))
-                self.assertEqual(runs(s.db, 6)["other.lua#1"][0], "pending")
+                # the server took it up (its handler is gone: dead again, and says why)
+                self.assertEqual(taken_up(s.db, 6, "other.lua#1", 1)[0], "dead")
                 res = h.request(srv.port, "GET", "/-/api/events/6", headers=AUTH).json()
-                self.assertEqual(res["event"]["runs"][0]["handler"], "other.lua#1")
+                run = res["event"]["runs"][0]
+                self.assertEqual((run["handler"], len(run["history"])), ("other.lua#1", 2))
+                self.assertIn("no longer exists", run["history"][1]["error"])
+
+
+class ReplayRuns(unittest.TestCase):
+    """A run dead while its downstream is away, replayed once it is back, succeeds: with the
+    server running (CLI and API) and stopped (at its next start)."""
+
+    def setUp(self):
+        self.td = h.TempDir().__enter__()
+        self.flag = self.td.join("outage")
+        open(self.flag, "w").close()
+        self.script = h.lua_path(__file__, "flaky.lua")
+        self.dir = self.td.join("state")
+        self.db = os.path.join(self.dir, "luahook.db")
+
+    def tearDown(self):
+        self.td.__exit__(None, None, None)
+
+    def server(self):
+        return h.Server(self.script, "--state-dir", self.dir, "--token", TOKEN, "--retries", "0",
+                        env={"FLAG_FILE": self.flag})
+
+    def dead_event(self, srv):
+        rid = h.post_event(srv.port, {"action": "FLAKY"}, headers=AUTH).json()["id"]
+        h.wait_until(lambda: (status(self.db, 1) or ("",))[0] == "dead" and
+                     json.loads(events(self.dir, "--json", "--status", "dead").stdout)[
+                         "delivery"] == rid,
+                     what="the event's run to be dead")
+        return rid
+
+    def check_ok(self, rid):
+        self.assertEqual(status(self.db, 1)[0], "ok")
+        obj = json.loads(events(self.dir, "show", rid, "--json").stdout)
+        run = obj["runs"][0]
+        self.assertEqual((run["handler"], run["state"], run["attempts"]),
+                         ("flaky.lua#1", "ok", 2))
+        self.assertEqual([a["outcome"] for a in run["history"]][1], "ok")
+        self.assertIn("downstream away", run["history"][0]["error"])
+
+    def test_running_cli(self):
+        with self.server() as srv:
+            rid = self.dead_event(srv)
+            os.unlink(self.flag)  # the downstream is back
+            start = srv.log_count()
+            out = cli("replay", "--state-dir", self.dir, rid).stdout.decode()
+            self.assertIn("queued 1 run", out)
+            line = srv.wait_log(lambda e: e.get("msg") == "flaky ok", start=start,
+                                what="the replayed run")
+            self.assertEqual(line["attempt"], 2)
+            h.wait_until(lambda: status(self.db, 1)[0] == "ok", what="the delivery ok")
+        self.check_ok(rid)
+
+    def test_running_api(self):
+        with self.server() as srv:
+            rid = self.dead_event(srv)
+            os.unlink(self.flag)
+            r = h.request(srv.port, "POST", "/-/api/replay?dead=1", headers=AUTH)
+            self.assertEqual(r.json()["queued"], 1)
+            h.wait_until(lambda: status(self.db, 1)[0] == "ok", what="the delivery ok")
+            self.assertEqual(len(srv.find_logs(msg="flaky ok")), 1)
+        self.check_ok(rid)
+
+    def test_stopped(self):
+        with self.server() as srv:
+            rid = self.dead_event(srv)
+        os.unlink(self.flag)
+        cli("replay", "--state-dir", self.dir, "--dead")
+        self.assertEqual(runs(self.db, 1)["flaky.lua#1"][0], "pending")
+        with self.server() as srv:
+            srv.wait_log(lambda e: e.get("msg") == "flaky ok", what="the replayed run at start")
+            h.wait_until(lambda: status(self.db, 1)[0] == "ok", what="the delivery ok")
+        self.check_ok(rid)
 
 
 class Api(unittest.TestCase):
@@ -324,11 +407,13 @@ class Api(unittest.TestCase):
                 self.assertEqual(runs(s.db, 2)["notify.lua#1"][0], "dead")
                 r = h.request(srv.port, "POST", "/-/api/replay?id=" + s.dead[1], headers=AUTH)
                 self.assertEqual(r.status, 200)
-                self.assertEqual(r.json()["queued"], 1)
-                self.assertEqual(runs(s.db, 2)["notify.lua#1"][0], "pending")
+                self.assertEqual(r.json(), {"ok": True, "queued": 1, "deliveries": [
+                    {"id": 2, "delivery": s.dead[1], "handlers": ["notify.lua#1"]}]})
+                taken_up(s.db, 2, "notify.lua#1", 3)
                 r = h.request(srv.port, "POST", "/-/api/replay?dead=1&handler=other.lua%231",
                               headers=AUTH)
                 self.assertEqual(r.json()["queued"], 1)
+                taken_up(s.db, 6, "other.lua#1", 1)
 
                 for method, path, code in [
                     ("GET", "/-/api/events?status=fine", 400),
