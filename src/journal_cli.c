@@ -259,9 +259,9 @@ static int show_event(void *data, const lh_jq_event_t *e, const char *headers, c
         print_indented("  ", b.p);
     } else {
         /* not JSON: as one JSON string, so no byte can reach the terminal raw */
-        printf("  (not JSON: %s; as a string:)\n", why);
+        printf("  (not JSON: %s; as a string, secrets masked:)\n", why);
         lh_jbuf_free(&b);
-        lh_jbuf_str(&b, body, body_len);
+        lh_jq_text_masked(&b, body, body_len);
         printf("  %s\n", b.p ? b.p : "");
     }
     lh_jbuf_free(&b);

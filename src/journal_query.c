@@ -92,13 +92,9 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return want;
 }
 
-void lh_jbuf_str(lh_jbuf_t *b, const char *s, size_t n)
+/* The content of a JSON string (no quotes). */
+static void str_content(lh_jbuf_t *b, const char *s, size_t n)
 {
-    if (s == NULL) {
-        lh_jbuf_add(b, "null", 4);
-        return;
-    }
-    lh_jbuf_add(b, "\"", 1);
     size_t i = 0;
     while (i < n) {
         size_t run = i; /* the longest valid stretch, escaped at once */
@@ -113,6 +109,16 @@ void lh_jbuf_str(lh_jbuf_t *b, const char *s, size_t n)
         }
         i = run;
     }
+}
+
+void lh_jbuf_str(lh_jbuf_t *b, const char *s, size_t n)
+{
+    if (s == NULL) {
+        lh_jbuf_add(b, "null", 4);
+        return;
+    }
+    lh_jbuf_add(b, "\"", 1);
+    str_content(b, s, n);
     lh_jbuf_add(b, "\"", 1);
 }
 
@@ -134,7 +140,7 @@ void lh_jbuf_free(lh_jbuf_t *b)
 
 /* ------------------------------------------------------------------ masked JSON */
 
-#define MASK_MAX_DEPTH 200
+#define MASK_MAX_DEPTH 1000 /* as the event decoder's (LH_JSON_MAX_DEPTH) */
 
 typedef struct {
     const char *s, *end, *p;
@@ -158,12 +164,14 @@ static void newline(pp_t *x, int depth)
         lh_jbuf_add(x->b, " ", 1);
 }
 
-/* A string token at x->p: checked, copied as sent; its unescaped ASCII form (for key
-** comparisons, cut at 63 bytes) in `plain` when given. */
+/* A string token at x->p: checked, copied as sent (bytes that are not UTF-8 as \ufffd: the
+** output is always UTF-8); its unescaped ASCII form (for key comparisons, cut at 63
+** bytes) in `plain` when given. */
 static int string_tok(pp_t *x, char *plain, size_t plainlen, int copy)
 {
     const char *start = x->p;
     size_t pl = 0;
+    int bad = 0;
     x->p++; /* the opening quote */
     for (;;) {
         if (x->p >= x->end) {
@@ -210,11 +218,9 @@ static int string_tok(pp_t *x, char *plain, size_t plainlen, int copy)
             }
         } else {
             size_t k = utf8_len((const unsigned char *)x->p, (size_t)(x->end - x->p));
-            if (k == 0) {
-                x->why = "not UTF-8";
-                return -1;
-            }
-            out = k == 1 ? (char)c : '?';
+            if (k == 0) /* the event decoder takes such bytes: so does this */
+                bad = 1, k = 1;
+            out = k == 1 && c < 0x80 ? (char)c : '?';
             x->p += k;
         }
         if (plain != NULL && pl + 1 < plainlen)
@@ -223,8 +229,16 @@ static int string_tok(pp_t *x, char *plain, size_t plainlen, int copy)
     x->p++; /* the closing quote */
     if (plain != NULL)
         plain[pl] = '\0';
-    if (copy)
+    if (copy && !bad)
         lh_jbuf_add(x->b, start, (size_t)(x->p - start));
+    for (const char *c = start; copy && bad && c < x->p;) {
+        size_t k = utf8_len((const unsigned char *)c, (size_t)(x->p - c));
+        if (k == 0)
+            lh_jbuf_add(x->b, "\\ufffd", 6), k = 1;
+        else
+            lh_jbuf_add(x->b, c, k);
+        c += k;
+    }
     return 0;
 }
 
@@ -372,6 +386,51 @@ static int value(pp_t *x, int depth, int in_project, int mode)
         return literal(x, "null", copy);
     x->why = "unexpected character";
     return -1;
+}
+
+void lh_jq_text_masked(lh_jbuf_t *b, const char *s, size_t n)
+{
+    static const char *const names[] = {"\"token\"", "\"task_data_password\"", NULL};
+    size_t i = 0, from = 0;
+    lh_jbuf_add(b, "\"", 1);
+    while (i < n) {
+        size_t klen = 0;
+        for (int k = 0; names[k] != NULL && klen == 0; k++) {
+            size_t l = strlen(names[k]);
+            if (n - i >= l && memcmp(s + i, names[k], l) == 0)
+                klen = l;
+        }
+        if (klen == 0) {
+            i++;
+            continue;
+        }
+        size_t v = i + klen;
+        while (v < n && (s[v] == ' ' || s[v] == '\t' || s[v] == '\n' || s[v] == '\r'))
+            v++;
+        if (v >= n || s[v] != ':') {
+            i += klen;
+            continue;
+        }
+        v++;
+        while (v < n && (s[v] == ' ' || s[v] == '\t' || s[v] == '\n' || s[v] == '\r'))
+            v++;
+        /* the value: a string to its closing quote, else up to , } ] or a line's end */
+        size_t e = v;
+        if (e < n && s[e] == '"') {
+            for (e++; e < n && s[e] != '"'; e++)
+                if (s[e] == '\\')
+                    e++;
+            e = e < n ? e + 1 : n;
+        } else {
+            while (e < n && strchr(",}]\n", s[e]) == NULL)
+                e++;
+        }
+        str_content(b, s + from, v - from);
+        str_content(b, "\"***\"", 5);
+        from = i = e;
+    }
+    str_content(b, s + from, n - from);
+    lh_jbuf_add(b, "\"", 1);
 }
 
 int lh_jq_json_masked(lh_jbuf_t *b, const char *s, size_t n, int indent, char *why, size_t whylen)
@@ -782,11 +841,11 @@ static int show_event(void *data, const lh_jq_event_t *e, const char *headers, c
         lh_jbuf_adds(j->b, "{}");
     lh_jbuf_adds(j->b, ",\"body\":");
     if (lh_jq_json_masked(j->b, body, body_len, 0, why, sizeof(why)) != 0) {
-        /* not JSON: no secret can be found in it, so it is shown as text */
+        /* not JSON: as text, every "token" or "task_data_password" value masked */
         lh_jbuf_adds(j->b, "null,\"body_error\":");
         lh_jbuf_str(j->b, why, strlen(why));
         lh_jbuf_adds(j->b, ",\"body_text\":");
-        lh_jbuf_str(j->b, body, body_len);
+        lh_jq_text_masked(j->b, body, body_len);
     }
     lh_jbuf_adds(j->b, ",\"runs\":[");
     return 0;

@@ -40,6 +40,14 @@ void lh_jbuf_free(lh_jbuf_t *b);
 int lh_jq_json_masked(lh_jbuf_t *b, const char *s, size_t n, int indent, char *why, size_t whylen);
 
 /**
+ * Writes s[0..n), which is not JSON, as one JSON string (quotes included; bytes that are
+ * not UTF-8 as U+FFFD), the value after every "token" or "task_data_password" name
+ * followed by ':' replaced by "***" wherever it is: what cannot be parsed is masked by
+ * its look.
+ */
+void lh_jq_text_masked(lh_jbuf_t *b, const char *s, size_t n);
+
+/**
  * "90s", "30m", "1h", "7d" (ago), a plain number of seconds (ago), or a UTC date
  * "2026-11-27" / "2026-11-27T18:00:00Z" → unix seconds in *out. Returns 0 or -1.
  */

@@ -169,6 +169,27 @@ class Cli(unittest.TestCase):
             self.assertEqual(notify["history"][0]["error"], "slack: 503")
             self.assertEqual(notify["traceback"], "stack traceback:\n\tnotify.lua:4")
 
+    def test_served_event(self):
+        """An event the server took: listed with its action and project, its stored headers
+        (never the secret's), its secrets masked in show."""
+        with h.TempDir() as td:
+            d = td.join("state")
+            with h.Server(LOG, "--state-dir", d, "--token", TOKEN) as srv:
+                body = js.body_for("PROJECT_UPDATED", project=42)
+                r = h.post_event(srv.port, body, path="/ls",
+                                 headers=dict(AUTH, **{"X-Trace": "t-1"}))
+                rid = r.json()["id"]
+                srv.wait_log(lambda e: e.get("msg") == "handled", what="the handler")
+            objs = [json.loads(x) for x in events(d, "--json").stdout.decode().splitlines()]
+            self.assertEqual([(o["delivery"], o["action"], o["project"], o["path"], o["status"])
+                              for o in objs], [(rid, "PROJECT_UPDATED", 42, "/ls", "ok")])
+            out = events(d, "show", rid).stdout
+            self.assertNotIn(js.SECRET_TOKEN.encode(), out)
+            self.assertNotIn(js.SECRET_PASSWORD.encode(), out)
+            self.assertNotIn(TOKEN.encode(), out)  # the Authorization header is not stored
+            self.assertIn(b'"x-trace": "t-1"', out)
+            self.assertIn(b"log.lua#1: ok, 1 attempt", out)
+
     def test_show_body_not_json(self):
         with h.TempDir() as td:
             s = Seeded(td)
@@ -179,6 +200,15 @@ class Cli(unittest.TestCase):
             obj = json.loads(events(s.dir, "show", str(s.text[0]), "--json").stdout)
             self.assertIsNone(obj["body"])
             self.assertEqual(obj["body_text"], "plain \x01text\ufffd, no JSON")
+            # cut short: the secrets are masked by their look
+            j = js.Journal(s.db)
+            cut = j.add(body=js.body_for("X")[:-10])
+            j.close()
+            for args in ((), ("--json",)):
+                out = events(s.dir, "show", cut[1], *args).stdout
+                self.assertNotIn(js.SECRET_TOKEN.encode(), out)
+                self.assertNotIn(js.SECRET_PASSWORD.encode(), out)
+                self.assertIn(b'\\"token\\": \\"***\\"', out)
 
     def test_errors(self):
         with h.TempDir() as td:

@@ -46,9 +46,8 @@ static void test_mask(void)
 
 static void test_not_json(void)
 {
-    const char *bad[] = {"",    "{",    "[1,]",    "{\"a\" 1}", "{\"a\":1,}",
-                         "01",  "1.",   "-",       "\"\x01\"",  "\"\xff\"",
-                         "nul", "{} x", "\"\\x\"", "[1 2]",     NULL};
+    const char *bad[] = {"",  "{",        "[1,]", "{\"a\" 1}", "{\"a\":1,}", "01",    "1.",
+                         "-", "\"\x01\"", "nul",  "{} x",      "\"\\x\"",    "[1 2]", NULL};
     for (int i = 0; bad[i] != NULL; i++) {
         const char *r = masked(bad[i], 0);
         if (strncmp(r, "ERR: ", 5) != 0)
@@ -56,6 +55,9 @@ static void test_not_json(void)
         CHECK(strncmp(r, "ERR: ", 5) == 0);
     }
     CHECK_STR(masked("[1,]", 0), "ERR: unexpected character at byte 3");
+    /* bytes that are not UTF-8 in a string: taken (as the event decoder does), shown as
+    ** U+FFFD so that the output is UTF-8 */
+    CHECK_STR(masked("{\"a\xff\":\"b\xc3\"}", 0), "{\"a\\ufffd\":\"b\\ufffd\"}");
     /* too deep: refused, not a stack overflow */
     char deep[1200];
     memset(deep, '[', sizeof(deep) - 1);
@@ -71,6 +73,22 @@ static void test_string(void)
     lh_jbuf_free(&b);
     lh_jbuf_str(&b, NULL, 0);
     CHECK_STR(b.p, "null");
+    lh_jbuf_free(&b);
+}
+
+/* What is not JSON is masked by its look: any "token" or "task_data_password" value. */
+static void test_text_masked(void)
+{
+    lh_jbuf_t b = {0};
+    const char *t =
+        "{\"project\": {\"token\" : \"ab\\\"c\", \"task_data_password\":12}, \"x\xff\": [";
+    lh_jq_text_masked(&b, t, strlen(t));
+    CHECK_STR(b.p, "\"{\\\"project\\\": {\\\"token\\\" : \\\"***\\\", "
+                   "\\\"task_data_password\\\":\\\"***\\\"}, \\\"x\\ufffd\\\": [\"");
+    lh_jbuf_free(&b);
+    t = "token: \"token\" \"token\":";
+    lh_jq_text_masked(&b, t, strlen(t));
+    CHECK_STR(b.p, "\"token: \\\"token\\\" \\\"token\\\":\\\"***\\\"\"");
     lh_jbuf_free(&b);
 }
 
@@ -103,6 +121,7 @@ int main(void)
     RUN_TEST(test_mask);
     RUN_TEST(test_not_json);
     RUN_TEST(test_string);
+    RUN_TEST(test_text_masked);
     RUN_TEST(test_since);
     return TEST_SUMMARY();
 }
