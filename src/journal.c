@@ -126,11 +126,26 @@ static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
         sqlite3_bind_null(s, i);
 }
 
+static int set_status(lh_journal_t *j, sqlite3 *db, int64_t id, const char *status, int final,
+                      double now)
+{
+    sqlite3_stmt *u = stmt(j, db, S_SET_STATUS);
+    if (u == NULL)
+        return sqlite3_errcode(db);
+    sqlite3_bind_int64(u, 1, id);
+    sqlite3_bind_text(u, 2, status, -1, SQLITE_STATIC);
+    if (final)
+        sqlite3_bind_double(u, 3, now);
+    else
+        sqlite3_bind_null(u, 3);
+    return step_done(db, u);
+}
+
 /* A delivery's status from its runs (the contract's derived column), on the writer. */
 static int refresh_status(lh_journal_t *j, sqlite3 *db, int64_t id, double now)
 {
-    sqlite3_stmt *c = stmt(j, db, S_COUNT_RUNS), *u = stmt(j, db, S_SET_STATUS);
-    if (c == NULL || u == NULL)
+    sqlite3_stmt *c = stmt(j, db, S_COUNT_RUNS);
+    if (c == NULL)
         return sqlite3_errcode(db);
     sqlite3_bind_int64(c, 1, id);
     int rc = sqlite3_step(c);
@@ -147,14 +162,7 @@ static int refresh_status(lh_journal_t *j, sqlite3 *db, int64_t id, double now)
                          : pending    ? "pending"
                          : dead > 0.5 ? "dead"
                                       : "ok";
-    int final = !retrying && !pending;
-    sqlite3_bind_int64(u, 1, id);
-    sqlite3_bind_text(u, 2, status, -1, SQLITE_STATIC);
-    if (final)
-        sqlite3_bind_double(u, 3, now);
-    else
-        sqlite3_bind_null(u, 3);
-    return step_done(db, u);
+    return set_status(j, db, id, status, !retrying && !pending, now);
 }
 
 /* ------------------------------------------------------------------ opening, recovery */
@@ -467,6 +475,7 @@ typedef struct end_s {
     lh_journal_t *j;
     int64_t jid;
     int attempt;
+    int only_run;                   /* the delivery has this run alone: its state is the status */
     double started, ended, next_at; /* next_at 0: none */
     lh_run_state_t state;
     const char *outcome;               /* static */
@@ -503,6 +512,9 @@ static int w_end(sqlite3 *db, void *data)
     sqlite3_bind_double(r, 8, e->ended);
     if ((rc = step_done(db, r)) != SQLITE_OK)
         return rc;
+    if (e->only_run && sqlite3_changes(db) == 1) /* no count to make */
+        return set_status(j, db, e->jid, lh_run_state_name(e->state),
+                          e->state == LH_RUN_OK || e->state == LH_RUN_DEAD, e->ended);
     return refresh_status(j, db, e->jid, e->ended);
 }
 
@@ -545,6 +557,7 @@ void lh_journal_run_ended(lh_journal_t *j, const lh_journal_end_t *x)
     e->j = j;
     e->jid = x->jid;
     e->attempt = x->attempt;
+    e->only_run = x->only_run;
     e->started = x->started;
     e->ended = now_unix();
     e->state = lh_retry_next(p, x->attempt, x->outcome, x->how);
