@@ -666,8 +666,11 @@ static int64_t count_of(sqlite3 *db, const char *q)
 static void take_stats(take_t *t, sqlite3 *db)
 {
     sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT state, count(*) FROM runs GROUP BY state", -1, &s, NULL) ==
-        SQLITE_OK) {
+    /* by the index, never over the ok runs, which may be millions */
+    if (sqlite3_prepare_v2(db,
+                           "SELECT state, count(*) FROM runs WHERE state IN ('pending',"
+                           " 'running', 'retrying', 'dead') GROUP BY state",
+                           -1, &s, NULL) == SQLITE_OK) {
         while (sqlite3_step(s) == SQLITE_ROW) {
             const char *st = (const char *)sqlite3_column_text(s, 0);
             for (int k = 0; st != NULL && k < 5; k++)
@@ -684,6 +687,10 @@ static void take_stats(take_t *t, sqlite3 *db)
         sqlite3_step(s) == SQLITE_ROW)
         t->oldest = sqlite3_column_double(s, 0);
     sqlite3_finalize(s);
+}
+
+static void take_sizes(take_t *t, sqlite3 *db)
+{
     t->page_count = count_of(db, "PRAGMA page_count");
     t->freelist = count_of(db, "PRAGMA freelist_count");
     t->page_size = count_of(db, "PRAGMA page_size");
@@ -726,6 +733,7 @@ static int w_take(sqlite3 *db, void *data)
         sqlite3_reset(d);
     if (t->with_stats)
         take_stats(t, db);
+    take_sizes(t, db);
     return rc;
 }
 
@@ -743,18 +751,19 @@ static void take_done(void *data, int status)
     take_t *t = data;
     lh_journal_t *j = t->j;
     j->taking = 0;
-    if (status == 0 && t->with_stats) {
+    if (status == 0) {
         j->used_bytes = (uint64_t)((t->page_count - t->freelist) * t->page_size);
         if (j->cfg.max_size != 0 && j->used_bytes < j->cfg.max_size)
             j->full = 0;
         if (j->cfg.max_size != 0 && j->used_bytes > j->cfg.max_size / 10 * 8)
             prune_now(j); /* also what finished since the last pass */
-        if (j->metrics != NULL) {
+        if (j->metrics != NULL)
+            j->metrics->journal_bytes = (uint64_t)(t->page_count * t->page_size);
+        if (j->metrics != NULL && t->with_stats) {
             lh_metrics_t *m = j->metrics;
             for (int k = 0; k < 5; k++)
                 m->journal_runs[k] = (uint64_t)t->by_state[k];
             m->journal_oldest_age = t->oldest > 0 ? now_unix() - t->oldest : 0;
-            m->journal_bytes = (uint64_t)(t->page_count * t->page_size);
         }
     }
     if (status == 0 && !j->closed) {
@@ -785,7 +794,7 @@ static void take(lh_journal_t *j)
     t->j = j;
     t->limit = room < TAKE_MAX ? room : TAKE_MAX;
     t->now = now_unix();
-    t->with_stats = j->takes++ % STATS_EVERY == 0 || j->cfg.max_size != 0;
+    t->with_stats = j->takes++ % STATS_EVERY == 0;
     if (lh_state_call(j->st, w_take, take_done, t) != 0) {
         free(t);
         return;

@@ -313,12 +313,16 @@ class Journal(unittest.TestCase):
             ids = [post(srv, {"action": "OK", "n": i}) for i in range(5)]
             for i in ids:
                 wait_state(td.join("st"), i, "journal.lua#ok", "ok")
+            bad = post(srv, {"action": "BAD", "why": "counted"})
+            wait_state(td.join("st"), bad, "journal.lua#bad", "dead")
             h.wait_until(lambda: h.get_metrics(srv.port).get("luahook_journal_runs",
-                                                             state="ok") == 5,
-                         timeout=WAIT, what="5 ok runs counted")
+                                                             state="dead") == 1,
+                         timeout=WAIT, what="the dead run counted")
             m = h.get_metrics(srv.port)
-            self.assertEqual(m.get("luahook_journal_commit_seconds_count"), 5)
-            self.assertEqual(m.get("luahook_journal_commit_seconds_bucket", le="+Inf"), 5)
+            self.assertFalse(m.has("luahook_journal_runs", state="ok"))
+            self.assertEqual(m.get("luahook_journal_runs", state="pending"), 0)
+            self.assertEqual(m.get("luahook_journal_commit_seconds_count"), 6)
+            self.assertEqual(m.get("luahook_journal_commit_seconds_bucket", le="+Inf"), 6)
             self.assertGreater(m.get("luahook_journal_database_bytes"), 0)
             self.assertEqual(m.get("luahook_journal_runs", state="retrying"), 0)
             self.assertTrue(m.has("luahook_journal_oldest_pending_seconds"))
