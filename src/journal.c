@@ -775,7 +775,7 @@ static void take_done(void *data, int status)
         j->next_due = t->next_due;
         if (t->full)
             arm_take(j, 0.001); /* more are due: soon, after what the loop has to do */
-        else if (t->next_due > 0)
+        else if (t->next_due > 0 && t->limit > 0) /* no room: the regular look comes back */
             arm_take(j, t->next_due);
     }
     /* with status < 0 nothing was claimed: the runs stay due for the next take */
