@@ -86,12 +86,13 @@ struct lh_journal_s {
     lh_journal_hooks_t hooks;
     lh_metrics_t *metrics; /* borrowed; NULL: none */
     /* the loop's view */
-    int taking, pruning;  /* an op of that kind is queued */
-    unsigned takes;       /* take ops sent: every STATS_EVERY-th also counts */
-    double next_due;      /* earliest next_at the loop knows of; 0: none */
-    uint64_t used_bytes;  /* database pages in use, at the last count, plus accepts since */
-    int full;             /* over --journal-max-size, and the last prune found nothing */
-    uint64_t prune_every; /* ms between retention passes */
+    int taking, pruning;       /* an op of that kind is queued */
+    unsigned takes;            /* take ops sent: every STATS_EVERY-th also counts */
+    double next_due;           /* earliest next_at the loop knows of; 0: none */
+    uint64_t used_bytes;       /* database pages in use, at the last count, plus accepts since */
+    int full;                  /* over --journal-max-size, and the last prune found nothing */
+    uint64_t prune_every;      /* ms between retention passes */
+    struct end_s *failed_ends; /* ends whose commit failed, to queue again */
 };
 
 static double now_unix(void)
@@ -476,6 +477,7 @@ typedef struct end_s {
     int64_t jid;
     int attempt;
     int only_run;                   /* the delivery has this run alone: its state is the status */
+    struct end_s *next_failed;      /* lh_journal_t.failed_ends */
     double started, ended, next_at; /* next_at 0: none */
     lh_run_state_t state;
     const char *outcome;               /* static */
@@ -521,15 +523,36 @@ static int w_end(sqlite3 *db, void *data)
 static void end_done(void *data, int status)
 {
     end_t *e = data;
+    lh_journal_t *j = e->j;
     if (status < 0) {
         char msg[256];
-        lh_state_last_error(e->j->st, msg, sizeof(msg));
+        lh_state_last_error(j->st, msg, sizeof(msg));
         lh_field_t f[] = {LH_FIELD("handler", e->handler), LH_FIELD("error", msg)};
         lh_log_fields(LH_ERROR,
-                      "journal: a run's end could not be stored: it runs again after a restart", f,
-                      2);
+                      "journal: a run's end could not be stored: tried again with the next look "
+                      "(a restart runs it again if it never is)",
+                      f, 2);
+        if (!j->closed) { /* a full disk may have room again in a moment */
+            e->next_failed = j->failed_ends;
+            j->failed_ends = e;
+            return;
+        }
     }
     free(e);
+}
+
+/* Ends whose commit failed, queued again (loop side). */
+static void retry_failed_ends(lh_journal_t *j)
+{
+    end_t *e = j->failed_ends;
+    j->failed_ends = NULL;
+    while (e) {
+        end_t *next = e->next_failed;
+        e->next_failed = NULL;
+        if (lh_state_call(j->st, w_end, end_done, e) != 0)
+            free(e);
+        e = next;
+    }
 }
 
 static void arm_take(lh_journal_t *j, double due);
@@ -787,6 +810,7 @@ static void take(lh_journal_t *j)
 {
     if (j->taking || j->closed)
         return;
+    retry_failed_ends(j);
     int room = j->hooks.room != NULL ? j->hooks.room(j->hooks.data) : TAKE_MAX;
     take_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
@@ -999,5 +1023,10 @@ void lh_journal_free(lh_journal_t *j)
         return;
     for (int k = 0; k < S_COUNT_; k++)
         sqlite3_finalize(j->s[k]);
+    while (j->failed_ends) {
+        struct end_s *e = j->failed_ends;
+        j->failed_ends = e->next_failed;
+        free(e);
+    }
     free(j);
 }
