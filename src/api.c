@@ -385,6 +385,8 @@ static void on_work_done(uv_work_t *w, int status)
     assert(api->running == j);
     api->running = NULL;
     (void)status; /* never cancelled: every queued job runs */
+    if (j->status >= 500 && j->out.p != NULL) /* the database's trouble: the operator's too */
+        LH_LOG(LH_ERROR, "api: %d %s", j->status, j->out.p);
     if (lh_conn_is_open(j->c)) {
         if (j->out.oom || j->out.p == NULL)
             answer(j->c, 500, NULL, "{\"ok\":false,\"error\":\"out of memory\"}");

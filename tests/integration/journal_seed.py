@@ -1,5 +1,5 @@
 """Writes deliveries, runs and attempts into a state folder's journal with Python's sqlite3,
-in the shape the journal contract gives them (tests/integration/README.md): for the tests of
+in the shape of the journal's schema (src/state.c, step 3): for the tests of
 `luahook events`, `luahook replay` and /-/api/ that need a journal in a known state, and for
 timing them on 100 000 deliveries. The schema itself comes from the binary: `create` starts
 a server on the folder once, so the tables are the ones luahook makes."""
