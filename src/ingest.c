@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api.h"
 #include "dispatch.h"
 #include "log.h"
 
@@ -67,6 +68,26 @@ static void answer_json(lh_conn_t *c, int status, const char *extra, const char 
     lh_conn_respond(c, status, extra, json_type, body, strlen(body));
 }
 
+/* With a secret configured, a request without it is answered 401 here: 1 if so. */
+static int refuse_secret(lh_app_t *app, lh_conn_t *c, const lh_request_t *r)
+{
+    const lh_config_t *cfg = app->cfg;
+    if (cfg->token == NULL)
+        return 0;
+    const lh_header_t *h = NULL;
+    for (size_t i = 0; i < r->nheaders && h == NULL; i++)
+        if (strcmp(r->headers[i].name, cfg->auth_header) == 0)
+            h = &r->headers[i];
+    if (h != NULL && lh_ingest_token_ok(h->value, h->value_len, cfg->token))
+        return 0;
+    char body[160];
+    rejected(app, c, r, 401, LH_REJECT_UNAUTHORIZED);
+    snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"%s secret in the %s header\"}",
+             h == NULL ? "missing" : "wrong", cfg->auth_header);
+    answer_json(c, 401, NULL, body);
+    return 1;
+}
+
 static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
 {
     lh_app_t *app = data;
@@ -95,27 +116,23 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
         free(text);
         return 1;
     }
+    /* luahook's own: never an event; only with a secret, and behind it */
+    if (lh_api_owns(r)) {
+        if (cfg->token == NULL) {
+            answer_json(c, 404, NULL,
+                        "{\"ok\":false,\"error\":\"/-/ (luahook's API) is served only to a "
+                        "server started with --token\"}");
+            return 1;
+        }
+        return refuse_secret(app, c, r) || lh_api_head(app, c, r);
+    }
     if (r->method != LH_METHOD_POST) {
         rejected(app, c, r, 405, LH_REJECT_METHOD);
         answer_json(c, 405, "Allow: POST\r\n",
                     "{\"ok\":false,\"error\":\"method not allowed: events are POSTed\"}");
         return 1;
     }
-    if (cfg->token != NULL) {
-        const lh_header_t *h = NULL;
-        for (size_t i = 0; i < r->nheaders && h == NULL; i++)
-            if (strcmp(r->headers[i].name, cfg->auth_header) == 0)
-                h = &r->headers[i];
-        if (h == NULL || !lh_ingest_token_ok(h->value, h->value_len, cfg->token)) {
-            char body[160];
-            rejected(app, c, r, 401, LH_REJECT_UNAUTHORIZED);
-            snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"%s secret in the %s header\"}",
-                     h == NULL ? "missing" : "wrong", cfg->auth_header);
-            answer_json(c, 401, NULL, body);
-            return 1;
-        }
-    }
-    return 0;
+    return refuse_secret(app, c, r);
 }
 
 static void reply_to_conn(void *data, int status, const char *extra, const char *body, size_t len)
@@ -129,6 +146,10 @@ static void reply_to_conn(void *data, int status, const char *extra, const char 
 static void on_request(void *data, lh_conn_t *c, lh_request_t *r)
 {
     lh_app_t *app = data;
+    if (lh_api_owns(r)) {
+        lh_api_request(app, c, r);
+        return;
+    }
     lh_conn_ref(c); /* the answer may come after the connection closed */
     lh_dispatch_event(app, r, c->remote, reply_to_conn, c);
 }
