@@ -18,6 +18,7 @@ typedef struct lh_transport_s lh_transport_t;
 typedef struct lh_app_s lh_app_t;
 typedef struct lh_state_s lh_state_t;
 typedef struct lh_store_s lh_store_t;
+typedef struct lh_journal_s lh_journal_t;
 
 struct lh_app_s {
     uv_loop_t *loop;        /* borrowed */
@@ -29,8 +30,9 @@ struct lh_app_s {
     lh_clock_t *clock;         /* borrowed */
     lh_transport_t *transport; /* borrowed */
     lh_state_t *state;         /* owned: the state folder's database; NULL: state lives in memory */
-    lh_store_t *store;  /* owned: handlers' store and locks, outliving every VM; NULL: none */
-    uint32_t id_prefix; /* delivery ids: random per process, then a counter */
+    lh_store_t *store;     /* owned: handlers' store and locks, outliving every VM; NULL: none */
+    lh_journal_t *journal; /* owned: accepted events and their runs (serve with --state-dir) */
+    uint32_t id_prefix;    /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
     /* the start-up line's fields after version, pid and address, in order: main adds
     ** scripts, handlers, secret and state ("not kept" until a part keeps state: that part

@@ -172,6 +172,31 @@ static const char *set_seconds(const opt_t *o, lh_config_t *cfg, void *field, co
     return NULL;
 }
 
+/* A DURATION: seconds, or a number with s, m, h or d ("7d"); 0 only where o->zero_ok. */
+static const char *set_duration(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                                char *buf, size_t len)
+{
+    (void)cfg, (void)buf, (void)len;
+    if (lh_config_parse_duration(v, (double *)field) != 0 || (*(double *)field == 0 && !o->zero_ok))
+        return o->zero_ok ? "expected 0 or a duration: seconds, or a number with s, m, h or d "
+                            "(e.g. 90s, 10m, 7d)"
+                          : "expected a duration: seconds, or a number with s, m, h or d (e.g. "
+                            "90s, 10m, 7d)";
+    return NULL;
+}
+
+/* A whole number from 0 to 1000, in an int. */
+static const char *set_retries(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                               char *buf, size_t len)
+{
+    uint64_t n;
+    (void)o, (void)cfg, (void)buf, (void)len;
+    if (lh_config_parse_size(v, &n) != 0 || n > 1000)
+        return "expected a whole number from 0 to 1000";
+    *(int *)field = (int)n;
+    return NULL;
+}
+
 /* One of o->choices, stored as its index in an enum field. */
 static const char *set_choice(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
                               char *buf, size_t len)
@@ -216,6 +241,7 @@ _Static_assert(offsetof(lh_config_t, nexcludes) ==
 static const char *const ack_choices[] = {"accept", "handled", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_choices[] = {"text", "json", NULL};
+static const char *const sync_choices[] = {"full", "normal", NULL};
 
 #define AT(field) offsetof(lh_config_t, field)
 
@@ -272,6 +298,29 @@ static const opt_t options[] = {
              "                           lost when the server stops)\n"},
     {"store-max-keys", "LUAHOOK_STORE_MAX_KEYS", AT(store_max_keys), set_count, "100000",
      .help = "  --store-max-keys N       keys in the store, every script together (100000)\n"},
+    /* the journal (with --state-dir) */
+    {"sync", "LUAHOOK_SYNC", AT(sync_normal), set_choice, "full", .choices = sync_choices,
+     .help = "  --sync full|normal       journal: fsync before each answer (full: survives power\n"
+             "                           loss), or not (normal: survives a crash)\n"},
+    {"retries", "LUAHOOK_RETRIES", AT(retries), set_retries, "18",
+     .help = "  --retries N              journal: retries of a failed handler run before it is\n"
+             "                           dead (18: about a day)\n"},
+    {"retry-first", "LUAHOOK_RETRY_FIRST", AT(retry_first), set_duration, "5s",
+     .help = "  --retry-first DURATION   journal: wait before the first retry, doubling after\n"
+             "                           (5s)\n"},
+    {"retry-cap", "LUAHOOK_RETRY_CAP", AT(retry_cap), set_duration, "3h",
+     .help = "  --retry-cap DURATION     journal: the longest wait between retries (3h)\n"},
+    {"dedup-window", "LUAHOOK_DEDUP_WINDOW", AT(dedup_window), set_duration, "0", .zero_ok = 1,
+     .help = "  --dedup-window DURATION  journal: an event identical (path, body) to one taken\n"
+             "                           this recently is a duplicate (0: off)\n"},
+    {"keep", "LUAHOOK_KEEP", AT(keep), set_duration, "7d",
+     .help = "  --keep DURATION          journal: keep finished deliveries this long (7d)\n"},
+    {"keep-dead", "LUAHOOK_KEEP_DEAD", AT(keep_dead), set_duration, "30d",
+     .help = "  --keep-dead DURATION     journal: keep dead ones this long (30d)\n"},
+    {"journal-max-size", "LUAHOOK_JOURNAL_MAX_SIZE", AT(journal_max_size), set_size, "0",
+     .min = 64 * 1024, .zero_ok = 1, .too_small = "must be 0 (no bound) or at least 64k",
+     .help = "  --journal-max-size SIZE  journal: bound the database; the oldest finished\n"
+             "                           deliveries go first, then new events get 503 (0: none)\n"},
     /* luahook fire's own: no environment variable, described in their own paragraph */
     {"sample", NULL, AT(sample), set_string, NULL, .fire_only = 1,
      .empty = "expected an action name"},
@@ -454,6 +503,35 @@ int lh_config_parse_size(const char *s, uint64_t *out)
     if (*end != '\0' || v > UINT64_MAX / mul)
         return -1;
     *out = (uint64_t)v * mul;
+    return 0;
+}
+
+int lh_config_parse_duration(const char *s, double *out)
+{
+    char *end;
+    if (*s == '\0' || isspace((unsigned char)*s))
+        return -1;
+    errno = 0;
+    double v = strtod(s, &end), mul = 1;
+    switch (*end) {
+    case 's':
+        end++;
+        break;
+    case 'm':
+        mul = 60, end++;
+        break;
+    case 'h':
+        mul = 3600, end++;
+        break;
+    case 'd':
+        mul = 86400, end++;
+        break;
+    default:
+        break;
+    }
+    if (errno != 0 || *end != '\0' || !isfinite(v) || v < 0 || v * mul > 1e9)
+        return -1;
+    *out = v * mul;
     return 0;
 }
 

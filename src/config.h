@@ -49,7 +49,15 @@ typedef struct lh_config_s {
     lh_log_format_t log_format;
     char *state_dir;         /* owned; NULL: state lives in memory */
     uint64_t store_max_keys; /* store keys of every script together */
-    char **paths;            /* owned; scripts or folders (test: test files or folders), in order */
+    /* the journal (with state_dir) */
+    int sync_normal;           /* --sync: 0 full, 1 normal (a set_choice index) */
+    int retries;               /* --retries */
+    double retry_first;        /* --retry-first, seconds */
+    double retry_cap;          /* --retry-cap */
+    double dedup_window;       /* --dedup-window; 0: off */
+    double keep, keep_dead;    /* --keep, --keep-dead */
+    uint64_t journal_max_size; /* --journal-max-size; 0: none */
+    char **paths; /* owned; scripts or folders (test: test files or folders), in order */
     size_t npaths;
     /* fire */
     char *event_path;  /* owned; a .json file or "-"; NULL with --sample */
@@ -72,6 +80,8 @@ void lh_config_dispose(lh_config_t *cfg);
 
 /** "64m" → 67108864. Returns 0 or -1. */
 int lh_config_parse_size(const char *s, uint64_t *out);
+/** "90s", "10m", "2h", "7d", "1.5" → seconds; >= 0 and finite. Returns 0 or -1. */
+int lh_config_parse_duration(const char *s, double *out);
 /** "1.5" → 1.5 seconds; must be > 0 and finite. Returns 0 or -1. */
 int lh_config_parse_seconds(const char *s, double *out);
 

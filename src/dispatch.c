@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <uv.h>
 
+#include "journal.h"
 #include "json.h"
 #include "log.h"
 #include "task.h"
@@ -45,6 +47,16 @@ struct lh_event_s {
     size_t failures_len, failures_cap;
     size_t failures_whole; /* failures_len after the last whole member */
     int failures_broken;   /* an allocation failed: members after it are left out */
+    /* the journal (serve with --state-dir) */
+    int journal;               /* to be stored at accept */
+    int64_t jid;               /* deliveries.id once stored; 0: not journaled */
+    int attempt;               /* ctx.attempt */
+    double run_started;        /* unix seconds, when its handlers started */
+    int held;                  /* holds vm (vm->tasks) while the journal commits */
+    lh_dispatch_accept_cb acb; /* while the journal commits */
+    void *adata;
+    lh_route_t own_route; /* a redelivered run: its one handler */
+    int own_handler;
 };
 
 /* ------------------------------------------------------------------ answers */
@@ -287,6 +299,8 @@ lh_event_t *lh_dispatch_decode(lh_app_t *app, const lh_dispatch_input_t *in)
     e->reply_data = in->reply_data;
     e->observer = in->observer;
     e->stage = STAGE_DECODED;
+    e->journal = in->journal && app->journal != NULL;
+    e->attempt = in->attempt > 0 ? in->attempt : 1;
 
     lua_State *L = e->vm->L;
     int top = lua_gettop(L);
@@ -359,12 +373,158 @@ static void accepted(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
     cb(data, e, 0);
 }
 
+/* Gives back the hold on the VM a waiting event had (reload frees a replaced VM at 0). */
+static void release_vm(lh_vm_t *vm)
+{
+    if (--vm->tasks == 0 && vm->on_drained != NULL)
+        vm->on_drained(vm);
+}
+
+/* The journal's answer for an event it was asked to store. */
+static void journaled(void *data, int status, int64_t jid, const char *err)
+{
+    lh_event_t *e = data;
+    lh_vm_t *vm = e->vm;
+    lh_dispatch_accept_cb cb = e->acb;
+    void *cbdata = e->adata;
+    assert(e->held);
+    e->held = 0;
+    if (status < 0) {
+        /* never a 200 for an event that is not stored */
+        refuse_request(e->app, e->path, strlen(e->path), e->remote, e->reply, e->reply_data, 503,
+                       LH_REJECT_JOURNAL, err);
+        e->reply = NULL;
+        cb(cbdata, e, status);
+        event_free(e);
+    } else if (status == LH_JOURNAL_DUPLICATE || status == LH_JOURNAL_CLOSED) {
+        /* a duplicate is answered as the first was; stored while stopping, it runs at the
+        ** next start (its connection is being closed: no answer) */
+        e->jid = jid;
+        if (status == LH_JOURNAL_DUPLICATE) {
+            char body[96];
+            int n = snprintf(body, sizeof(body), "{\"ok\":true,\"id\":\"%s\",\"duplicate\":true}",
+                             e->id);
+            if (e->reply != NULL)
+                e->reply(e->reply_data, 200, NULL, body, (size_t)n);
+            lh_field_t f[] = {LH_FIELD("id", e->id), LH_FIELD("action", e->action)};
+            lh_log_fields(LH_INFO, "duplicate event: its handlers do not run again", f, 2);
+        }
+        e->reply = NULL;
+        cb(cbdata, e, LH_DISPATCH_NOT_RUN);
+        event_free(e);
+    } else {
+        e->jid = jid;
+        accepted(e, cb, cbdata);
+    }
+    release_vm(vm);
+}
+
+/* The headers a handler can read, as a JSON object, without the secret's header. */
+static char *headers_json(lua_State *L, int ctx, const char *secret_header, size_t *len)
+{
+    size_t cap = 256, n = 0;
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    out[n++] = '{';
+    lua_getfield(L, ctx, "headers"); /* headers */
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) { /* headers k v */
+        size_t kl, vl;
+        const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
+        if (k != NULL && v != NULL && strcmp(k, secret_header) != 0) {
+            size_t need = n + LH_JSON_ESCAPED_MAX(kl) + LH_JSON_ESCAPED_MAX(vl) + 8;
+            if (need > cap) {
+                char *p = realloc(out, cap = need * 2);
+                if (p == NULL) {
+                    free(out);
+                    lua_pop(L, 3);
+                    return NULL;
+                }
+                out = p;
+            }
+            if (n > 1)
+                out[n++] = ',';
+            out[n++] = '"';
+            n += lh_json_escape(out + n, cap - n, k, kl);
+            out[n++] = '"', out[n++] = ':', out[n++] = '"';
+            n += lh_json_escape(out + n, cap - n, v, vl);
+            out[n++] = '"';
+        }
+        lua_pop(L, 1); /* headers k */
+    }
+    lua_pop(L, 1);
+    out[n++] = '}';
+    *len = n;
+    return out;
+}
+
+/* Asks the journal to store `e`; `journaled` continues. -1: refused at once (answered). */
+static int journal_event(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
+{
+    lh_app_t *app = e->app;
+    lua_State *L = e->vm->L;
+    int top = lua_gettop(L);
+    char err[256];
+    lh_journal_event_t ev = {.delivery = e->id,
+                             .path = e->path,
+                             .path_len = strlen(e->path),
+                             .remote = e->remote,
+                             .action = e->action};
+    const char **ids = calloc(e->route->n ? e->route->n : 1, sizeof(*ids));
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref); /* ctx */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ev_ref);  /* ctx ev */
+    lua_getfield(L, top + 1, "body");              /* ctx ev body */
+    ev.body = lua_tolstring(L, -1, &ev.body_len);
+    lua_getfield(L, top + 1, "received_at"); /* ctx ev body t */
+    ev.received = lua_tonumber(L, -1);
+    lua_pushliteral(L, "project");
+    int pt = lua_rawget(L, top + 2); /* ... project */
+    if (pt == LUA_TTABLE) {
+        lua_pushliteral(L, "id");
+        pt = lua_rawget(L, -2);
+    }
+    if (pt == LUA_TNUMBER && lua_isinteger(L, -1)) {
+        ev.has_project = 1;
+        ev.project = (int64_t)lua_tointeger(L, -1);
+    }
+    char *headers = headers_json(L, top + 1, app->cfg->auth_header, &ev.headers_len);
+    int rc = -1;
+    if (headers == NULL || ids == NULL || ev.body == NULL) {
+        snprintf(err, sizeof(err), "out of memory");
+    } else {
+        ev.headers = headers;
+        for (size_t i = 0; i < e->route->n; i++)
+            ids[i] = e->vm->handlers[e->route->handlers[i]].id;
+        ev.handlers = ids;
+        ev.nhandlers = e->route->n;
+        e->acb = cb, e->adata = data;
+        e->held = 1;
+        e->vm->tasks++; /* the event's tables live in this VM: a reload must not free it */
+        rc = lh_journal_accept(app->journal, &ev, journaled, e, err, sizeof(err));
+        if (rc != 0) {
+            e->held = 0;
+            e->vm->tasks--;
+        }
+    }
+    lua_settop(L, top);
+    free(headers);
+    free(ids);
+    if (rc != 0) {
+        refuse(e, 503, LH_REJECT_JOURNAL, err);
+        return -1;
+    }
+    return 0;
+}
+
 int lh_dispatch_accept(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
 {
     assert(e->stage == STAGE_ADMITTED);
     next_id(e->app, e->id, sizeof(e->id));
     e->stats = lh_metrics_action(&e->app->metrics, e->action, e->action_len);
     e->stats->received++;
+    if (e->journal)
+        return journal_event(e, cb, data);
     accepted(e, cb, data);
     return 0;
 }
@@ -426,9 +586,21 @@ static void event_ended(lh_event_t *e)
 }
 
 /* One handler run of `e` ended, whether it ran or could not start. */
-static void handler_ended(lh_event_t *e, const lh_handler_t *h, lh_outcome_t outcome,
+static void handler_ended(lh_event_t *e, const lh_handler_t *h, lh_outcome_t outcome, lh_end_t how,
                           const char *err, const char *tb, double secs)
 {
+    if (e->jid != 0) {
+        lh_journal_end_t end = {.jid = e->jid,
+                                .handler = h->id,
+                                .attempt = e->attempt,
+                                .started = e->run_started,
+                                .retries = h->retries,
+                                .outcome = outcome,
+                                .how = how,
+                                .error = err,
+                                .traceback = tb};
+        lh_journal_run_ended(e->app->journal, &end);
+    }
     lh_metrics_handler_done(e->stats, outcome, secs);
     if (h->stats != NULL)
         h->stats->runs[outcome]++;
@@ -456,15 +628,23 @@ static void handler_ended(lh_event_t *e, const lh_handler_t *h, lh_outcome_t out
 
 static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, const char *tb)
 {
+    lh_event_t *e = t->data;
+    lh_end_t how = LH_END_NORMAL;
     assert(t->handler != NULL);
-    handler_ended(t->data, t->handler, outcome, err, tb, lh_task_seconds(t));
+    if (t->permanent)
+        how = LH_END_PERMANENT;
+    else if (outcome == LH_OUTCOME_TIMEOUT && t->cpu_stopped)
+        how = LH_END_COMPUTING;
+    else if (outcome == LH_OUTCOME_TIMEOUT && e->app->stopping)
+        how = LH_END_INTERRUPTED; /* cut short by the shutdown: runs again at the next start */
+    handler_ended(e, t->handler, outcome, how, err, tb, lh_task_seconds(t));
 }
 
 static void start_failed(lh_event_t *e, size_t i)
 {
     const lh_handler_t *h = &e->vm->handlers[e->route->handlers[i]];
-    handler_ended(e, h, LH_OUTCOME_MEMORY, "could not start the handler: not enough memory", NULL,
-                  0);
+    handler_ended(e, h, LH_OUTCOME_ERROR, LH_END_NORMAL,
+                  "could not start the handler: not enough memory", NULL, 0);
 }
 
 typedef struct {
@@ -499,6 +679,11 @@ void lh_dispatch_run(lh_event_t *e)
     int top = lua_gettop(L);
     assert(e->stage == STAGE_ACCEPTED);
     e->stage = STAGE_RUNNING;
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        e->run_started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    }
     /* the reservation becomes the runs themselves */
     app->admitted -= e->reserved;
     e->reserved = 0;
@@ -545,6 +730,78 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         .attempt = 1,
         .reply = reply,
         .reply_data = data,
+        .journal = 1,
     };
     lh_dispatch_submit(app, &in);
+}
+
+/* A run the journal cannot deliver ends at once, recorded as dead or failed. */
+static void redeliver_failed(lh_app_t *app, const lh_journal_run_t *run, lh_end_t how,
+                             const char *why)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lh_journal_end_t end = {.jid = run->jid,
+                            .handler = run->handler,
+                            .attempt = run->attempt,
+                            .started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9,
+                            .retries = -1,
+                            .outcome = LH_OUTCOME_ERROR,
+                            .how = how,
+                            .error = why};
+    lh_field_t f[] = {LH_FIELD("id", run->delivery), LH_FIELD("handler", run->handler),
+                      LH_FIELD("error", why)};
+    lh_log_fields(LH_WARN, "journal: run not delivered", f, 3);
+    lh_journal_run_ended(app->journal, &end);
+}
+
+void lh_dispatch_redeliver(void *data, const lh_journal_run_t *run)
+{
+    lh_app_t *app = data;
+    lh_vm_t *vm = app->vm;
+    const lh_handler_t *h = lh_vm_handler_find(vm, run->handler);
+    char why[300];
+    if (h == NULL) {
+        /* never attached to another handler: the run waits, dead, for its handler to come back
+        ** (luahook replay) */
+        snprintf(why, sizeof(why),
+                 "the handler %s no longer exists (scripts reloaded or changed): the run is "
+                 "not attached to another handler",
+                 run->handler);
+        redeliver_failed(app, run, LH_END_PERMANENT, why);
+        return;
+    }
+    lh_request_t req;
+    memset(&req, 0, sizeof(req));
+    req.body = (char *)run->body; /* only read: decode takes it as const */
+    req.body_len = run->body_len;
+    req.path = run->path;
+    req.path_len = strlen(run->path);
+    req.received_at = run->received;
+    req.received_ns = uv_hrtime();
+    lh_dispatch_input_t in = {.req = &req, .remote = run->remote, .attempt = run->attempt};
+    lh_event_t *e = lh_dispatch_decode(app, &in);
+    if (e == NULL) {
+        redeliver_failed(app, run, LH_END_NORMAL, "the stored body could not be decoded again");
+        return;
+    }
+    /* the stored headers, as the first attempt saw them (but the secret's) */
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    char err[128];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref);
+    if (lh_json_decode(L, run->headers, run->headers_len, err, sizeof(err)) == 0 &&
+        lua_istable(L, -1))
+        lua_setfield(L, top + 1, "headers");
+    lua_settop(L, top);
+    snprintf(e->id, sizeof(e->id), "%s", run->delivery);
+    e->jid = run->jid;
+    e->own_handler = (int)(h - vm->handlers);
+    e->own_route.handlers = &e->own_handler;
+    e->own_route.n = 1;
+    e->route = &e->own_route;
+    e->nhandlers = 1;
+    e->stats = lh_metrics_action(&app->metrics, e->action, e->action_len);
+    e->stage = STAGE_ACCEPTED;
+    lh_dispatch_run(e);
 }

@@ -66,6 +66,7 @@ typedef struct lh_dispatch_input_s {
     lh_reply_cb reply;       /* NULL: nobody is answered */
     void *reply_data;
     const lh_dispatch_observer_t *observer; /* NULL: none */
+    int journal; /* store it in app->journal at accept (serve); 0: never (fire, test) */
 } lh_dispatch_input_t;
 
 /**
@@ -90,6 +91,9 @@ int lh_dispatch_admit(lh_event_t *e);
  *  lh_dispatch_run(e) — or could not be made so (status < 0): `e` has then been
  *  answered with 503 and is freed when this returns; it must not run. */
 typedef void (*lh_dispatch_accept_cb)(void *data, lh_event_t *e, int status);
+/* The accept status of an event stored but not to run: a duplicate (answered 200), or
+** stored while the server stops (it runs at the next start). `e` is freed after the call. */
+#define LH_DISPATCH_NOT_RUN 1
 
 /**
  * Step 3. Takes `e` for good: gives it its delivery id, counts it as received and, with
@@ -118,6 +122,13 @@ void lh_dispatch_submit(lh_app_t *app, const lh_dispatch_input_t *in);
 /** serve's shorthand for lh_dispatch_submit: attempt 1, no action override, no observer. */
 void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remote,
                        lh_reply_cb reply, void *data);
+
+struct lh_journal_run_s;
+/** The journal's deliverer (lh_journal_hooks_t.deliver; `data` is the app): runs one
+ *  stored run again on the serving VM, as attempt run->attempt, under its stored delivery
+ *  id; a handler id the VM no longer has is recorded as failed for good, never attached
+ *  to another handler. */
+void lh_dispatch_redeliver(void *data, const struct lh_journal_run_s *run);
 
 /** The delivery id ("" before accept), borrowed from `e`. */
 const char *lh_dispatch_event_id(const lh_event_t *e);

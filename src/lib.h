@@ -20,6 +20,11 @@ int luaopen_lh_env(lua_State *L);   /* pushes the env function */
 /** Pushes a `store` table for the scripts of namespace `ns` (lib_store.c). */
 int lh_lib_store_push(lua_State *L, lh_vm_t *vm, const char *ns);
 
+/* permanent(message): an error value that makes a failed run dead at once (lib_permanent.c) */
+int luaopen_lh_permanent(lua_State *L); /* pushes the permanent function */
+/** Whether the value at `idx` was made by permanent(). */
+int lh_lib_is_permanent(lua_State *L, int idx);
+
 /* crypto.hmac/sha256/hex/base64/equal/random/webhook_* (lib_crypto.c); VM upvalue */
 int luaopen_lh_crypto(lua_State *L);
 

@@ -16,6 +16,8 @@
 #include "http_client.h"
 #include "ingest.h"
 #include "lib.h"
+#include "dispatch.h"
+#include "journal.h"
 #include "reload.h"
 #include "log.h"
 #include "server.h"
@@ -88,6 +90,7 @@ static void finish(lh_main_t *m)
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
     /* runs first: a __close handler of a cancelled run may still start a timer */
+    lh_journal_close(m->app.journal); /* no run taken up any more; runs cut short are pending */
     lh_task_cancel_all(m->app.vm);
     lh_timer_stop_all(m->app.vm);
     lh_reload_free(m->reload); /* replaced VMs: their waits cancelled, then freed */
@@ -223,6 +226,20 @@ static void startup_fields(lh_app_t *app)
     /* where handlers' store (and later the journal) is kept */
     lh_fieldset_set(&app->startup, "state",
                     cfg->state_dir != NULL ? cfg->state_dir : "memory (lost at exit)", 0);
+    lh_fieldset_set(&app->startup, "events",
+                    app->journal == NULL ? "not durable (no --state-dir)"
+                    : cfg->sync_normal ? "journaled (--sync normal: a power cut may lose the last)"
+                                       : "journaled (--sync full)",
+                    0);
+}
+
+/* Runs the journal may start now: half of what --max-pending leaves, so that retries
+** never starve new events. */
+static int journal_room(void *data)
+{
+    lh_app_t *app = data;
+    int64_t left = (int64_t)app->cfg->max_pending - app->tasks - app->admitted;
+    return left <= 0 ? 0 : left < 2 ? 1 : (int)(left / 2 > 1000000 ? 1000000 : left / 2);
 }
 
 static int serve(lh_main_t *m)
@@ -285,9 +302,27 @@ static int open_state(lh_app_t *app, char *err, size_t errlen)
     lh_state_observe(app->state, &app->metrics);
     if (lh_store_load(app->store, err, errlen) != 0)
         return 2;
+    if (cfg->command == LH_CMD_SERVE) { /* the journal: serve's events only */
+        lh_journal_config_t jc = {
+            .sync_full = !cfg->sync_normal,
+            .retry = {.retries = cfg->retries, .first = cfg->retry_first, .cap = cfg->retry_cap},
+            .dedup_window = cfg->dedup_window,
+            .keep = cfg->keep,
+            .keep_dead = cfg->keep_dead,
+            .max_size = cfg->journal_max_size,
+        };
+        if ((app->journal = lh_journal_open(app->state, &jc, err, errlen)) == NULL)
+            return 2;
+        lh_journal_observe(app->journal, &app->metrics);
+    }
     lh_state_hooks_t hooks = lh_store_state_hooks(app->store);
     if ((rc = lh_state_start(app->state, app->loop, &hooks)) != 0) {
         snprintf(err, errlen, "cannot start the state writer: %s", uv_strerror(rc));
+        return 2;
+    }
+    lh_journal_hooks_t jh = {.deliver = lh_dispatch_redeliver, .room = journal_room, .data = app};
+    if (app->journal != NULL && (rc = lh_journal_start(app->journal, app->loop, &jh)) != 0) {
+        snprintf(err, errlen, "cannot start the journal: %s", uv_strerror(rc));
         return 2;
     }
     return 0;
@@ -424,7 +459,8 @@ done:
     }
     lh_http_free(m.app.http);
     m.app.http = NULL;
-    lh_state_stop(m.app.state); /* what handlers wrote is committed before we go */
+    lh_journal_close(m.app.journal); /* commits that come back now: stored, not run */
+    lh_state_stop(m.app.state);      /* what handlers wrote is committed before we go */
     if (m.app.state != NULL) {
         lh_state_stats_t st;
         char ops[24], commits[24], largest[24], failed[24];
@@ -444,6 +480,7 @@ done:
     lh_vm_free(m.app.vm);
     uv_run(&loop, UV_RUN_DEFAULT);
     lh_store_free(m.app.store);
+    lh_journal_free(m.app.journal); /* its statements, before the database closes */
     lh_state_free(m.app.state);
     if (uv_loop_close(&loop) != 0)
         LH_LOG(LH_WARN, "the loop closed with handles still open");

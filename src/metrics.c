@@ -9,8 +9,8 @@ static const double bucket_bounds[LH_METRICS_BUCKETS] = {0.0005, 0.001, 0.0025, 
                                                          0.1,    0.25,  0.5,    1,     5,    30};
 
 static const char *const reject_names[LH_REJECT_COUNT_] = {
-    "invalid_json",      "not_object", "no_action", "unauthorized", "too_large",
-    "headers_too_large", "method",     "timeout",   "overload",     "bad_request"};
+    "invalid_json", "not_object", "no_action", "unauthorized", "too_large", "headers_too_large",
+    "method",       "timeout",    "overload",  "bad_request",  "journal"};
 
 static char other_name[] = "_other";
 
@@ -151,6 +151,58 @@ static int shown(const lh_metrics_t *m, size_t i)
     return i == LH_METRICS_MAX_ACTIONS && (a->received != 0 || a->duration_count != 0);
 }
 
+const double lh_metrics_commit_bounds[LH_JOURNAL_COMMIT_BUCKETS] = {
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+
+/* The journal's series (with --state-dir only). */
+static void render_journal(out_t *o, const lh_metrics_t *m)
+{
+    static const char *const states[5] = {"pending", "running", "ok", "retrying", "dead"};
+    outf(o, "# HELP luahook_journal_runs Handler runs in the journal, by state.\n"
+            "# TYPE luahook_journal_runs gauge\n");
+    for (int k = 0; k < 5; k++)
+        outf(o, "luahook_journal_runs{state=\"%s\"} %llu\n", states[k],
+             (unsigned long long)m->journal_runs[k]);
+    outf(o,
+         "# HELP luahook_journal_oldest_pending_seconds Age of the oldest delivery with a run "
+         "not finished.\n"
+         "# TYPE luahook_journal_oldest_pending_seconds gauge\n"
+         "luahook_journal_oldest_pending_seconds %.3f\n"
+         "# HELP luahook_journal_retries_total Attempts after the first that started.\n"
+         "# TYPE luahook_journal_retries_total counter\n"
+         "luahook_journal_retries_total %llu\n"
+         "# HELP luahook_journal_dead_total Runs that became dead.\n"
+         "# TYPE luahook_journal_dead_total counter\n"
+         "luahook_journal_dead_total %llu\n"
+         "# HELP luahook_journal_refused_total Events answered 503 because the journal could "
+         "not store them.\n"
+         "# TYPE luahook_journal_refused_total counter\n"
+         "luahook_journal_refused_total %llu\n"
+         "# HELP luahook_journal_pruned_total Deliveries removed by retention.\n"
+         "# TYPE luahook_journal_pruned_total counter\n"
+         "luahook_journal_pruned_total %llu\n"
+         "# HELP luahook_journal_database_bytes Size of the state database.\n"
+         "# TYPE luahook_journal_database_bytes gauge\n"
+         "luahook_journal_database_bytes %llu\n"
+         "# HELP luahook_journal_commit_seconds From an event's accept to its durable commit.\n"
+         "# TYPE luahook_journal_commit_seconds histogram\n",
+         m->journal_oldest_age, (unsigned long long)m->journal_retries,
+         (unsigned long long)m->journal_dead_total, (unsigned long long)m->journal_refused,
+         (unsigned long long)m->journal_pruned, (unsigned long long)m->journal_bytes);
+    uint64_t cum = 0;
+    for (int i = 0; i < LH_JOURNAL_COMMIT_BUCKETS; i++) {
+        cum += m->journal_commit_buckets[i];
+        outf(o, "luahook_journal_commit_seconds_bucket{le=\"%g\"} %llu\n",
+             lh_metrics_commit_bounds[i], (unsigned long long)cum);
+    }
+    outf(o,
+         "luahook_journal_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
+         "luahook_journal_commit_seconds_sum %.6f\n"
+         "luahook_journal_commit_seconds_count %llu\n",
+         (unsigned long long)m->journal_commit_count, m->journal_commit_sum,
+         (unsigned long long)m->journal_commit_count);
+}
+
 char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
 {
     out_t o = {malloc(4096), 0, 4096, 0};
@@ -254,6 +306,8 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
          (unsigned long long)m->store_keys, (unsigned long long)m->store_refused,
          (unsigned long long)m->state_commits, (unsigned long long)m->state_failed,
          (unsigned long long)m->state_writes);
+    if (m->journal_on)
+        render_journal(&o, m);
     if (o.failed) {
         free(o.p);
         return NULL;

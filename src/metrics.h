@@ -11,9 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LH_METRICS_MAX_ACTIONS  64
-#define LH_METRICS_BUCKETS      12
-#define LH_METRICS_MAX_HANDLERS 256
+#define LH_METRICS_MAX_ACTIONS    64
+#define LH_METRICS_BUCKETS        12
+#define LH_METRICS_MAX_HANDLERS   256
+#define LH_JOURNAL_COMMIT_BUCKETS 10
 
 typedef enum {
     LH_OUTCOME_OK = 0,
@@ -34,6 +35,7 @@ typedef enum {
     LH_REJECT_TIMEOUT,
     LH_REJECT_OVERLOAD,
     LH_REJECT_BAD_REQUEST,
+    LH_REJECT_JOURNAL, /* the journal could not store the event (503) */
     LH_REJECT_COUNT_
 } lh_reject_t;
 
@@ -72,7 +74,22 @@ typedef struct lh_metrics_s {
     uint64_t state_commits; /* the writer's transactions */
     uint64_t state_writes;  /* operations they carried */
     uint64_t state_failed;  /* transactions that failed (their writes are lost to the disk) */
+    /* the journal (journal.c); journal_on: shown at all */
+    int journal_on;
+    uint64_t journal_runs[5];  /* by lh_run_state_t, at the last count */
+    double journal_oldest_age; /* seconds since the oldest unfinished delivery arrived */
+    uint64_t journal_retries;  /* attempts after the first, started */
+    uint64_t journal_dead_total;
+    uint64_t journal_bytes; /* the database's size */
+    uint64_t journal_refused;
+    uint64_t journal_pruned;
+    uint64_t journal_commit_buckets[LH_JOURNAL_COMMIT_BUCKETS]; /* not cumulative here */
+    double journal_commit_sum;
+    uint64_t journal_commit_count;
 } lh_metrics_t;
+
+/* Upper bounds (seconds) of the journal's commit latency buckets. */
+extern const double lh_metrics_commit_bounds[LH_JOURNAL_COMMIT_BUCKETS];
 
 void lh_metrics_init(lh_metrics_t *m);
 void lh_metrics_dispose(lh_metrics_t *m);

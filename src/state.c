@@ -31,6 +31,20 @@ static const char *const schema_steps[] = {
     "CREATE TABLE store_changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL,"
     " key TEXT NOT NULL);"
     "CREATE INDEX store_expires ON store(expires) WHERE expires IS NOT NULL;",
+    /* 3: the journal (journal.c): every accepted event, and one run per (event, handler) */
+    "CREATE TABLE deliveries(id INTEGER PRIMARY KEY, delivery TEXT NOT NULL UNIQUE,"
+    " received REAL NOT NULL, path TEXT NOT NULL, remote TEXT, action TEXT, project INTEGER,"
+    " headers TEXT NOT NULL, body BLOB NOT NULL, digest BLOB, duplicate_of INTEGER,"
+    " status TEXT NOT NULL, finished REAL);"
+    "CREATE INDEX deliveries_digest ON deliveries(digest, received) WHERE digest IS NOT NULL;"
+    "CREATE INDEX deliveries_finished ON deliveries(finished) WHERE finished IS NOT NULL;"
+    "CREATE TABLE runs(delivery INTEGER NOT NULL, handler TEXT NOT NULL, state TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0, next_at REAL, error TEXT, traceback TEXT,"
+    " updated REAL NOT NULL, PRIMARY KEY(delivery, handler));"
+    "CREATE INDEX runs_due ON runs(state, next_at);"
+    "CREATE TABLE attempts(delivery INTEGER NOT NULL, handler TEXT NOT NULL, n INTEGER NOT NULL,"
+    " started REAL NOT NULL, ended REAL, outcome TEXT, error TEXT, traceback TEXT,"
+    " PRIMARY KEY(delivery, handler, n));",
 };
 #define NSTEPS ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
 
@@ -39,7 +53,7 @@ static const char *const schema_steps[] = {
 /* How often the writer looks for other processes' changes (PRAGMA data_version). */
 #define POLL_MS 500
 
-enum { OP_PUT = 1, OP_DEL, OP_FLUSH, OP_EXTERNAL, OP_LOG };
+enum { OP_PUT = 1, OP_DEL, OP_FLUSH, OP_EXTERNAL, OP_LOG, OP_CALL };
 
 typedef struct op_s op_t;
 struct op_s {
@@ -48,7 +62,8 @@ struct op_s {
     uint64_t seq;     /* OP_PUT, OP_DEL: order of queueing; OP_EXTERNAL: committed seq */
     lh_state_row_t r; /* its strings point into `mem` */
     char *mem;        /* owned: ns, key, bytes (OP_LOG: the message) */
-    void (*cb)(void *data, int status); /* OP_FLUSH */
+    void (*cb)(void *data, int status); /* OP_FLUSH, OP_CALL */
+    int (*fn)(sqlite3 *db, void *data); /* OP_CALL: runs on the writer, in the batch */
     void *data;
     int status;
 };
@@ -76,6 +91,7 @@ struct lh_state_s {
     lh_state_hooks_t hooks;
     lh_state_stats_t stats;
     lh_metrics_t *metrics; /* borrowed; NULL: none */
+    char last_error[256];  /* the last failed batch's error (guarded by mu) */
 };
 
 int lh_state_schema_version(void)
@@ -491,6 +507,33 @@ int lh_state_flush(lh_state_t *st, void (*cb)(void *data, int status), void *dat
     return 0;
 }
 
+int lh_state_call(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
+                  void (*cb)(void *data, int status), void *data)
+{
+    op_t *op = op_new(OP_CALL, NULL, NULL, NULL, 0);
+    if (op == NULL)
+        return -1;
+    op->fn = fn;
+    op->cb = cb;
+    op->data = data;
+    op->seq = ++st->seq;
+    enqueue(st, op);
+    return 0;
+}
+
+void lh_state_last_error(lh_state_t *st, char *buf, size_t len)
+{
+    uv_mutex_lock(&st->mu);
+    snprintf(buf, len, "%s", st->last_error[0] ? st->last_error : "unknown error");
+    uv_mutex_unlock(&st->mu);
+}
+
+int lh_state_set_sync(lh_state_t *st, int full, char *err, size_t errlen)
+{
+    return exec(st->db, full ? "PRAGMA synchronous = FULL;" : "PRAGMA synchronous = NORMAL;", err,
+                errlen, st->path);
+}
+
 void lh_state_stats(lh_state_t *st, lh_state_stats_t *out)
 {
     uv_mutex_lock(&st->mu);
@@ -507,16 +550,37 @@ static op_t *log_op(const char *fmt, const char *a, const char *b)
     return op_new(OP_LOG, NULL, NULL, msg, strlen(msg));
 }
 
-/* Commits the PUT/DEL ops of `batch` in one transaction; moves FLUSH ops (with the status)
+/* A failed batch's SQLite code as what the loop is told. */
+static int uv_status(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+        return UV_ENOSPC;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+        return UV_EROFS;
+    case SQLITE_NOMEM:
+        return UV_ENOMEM;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return UV_EBUSY;
+    default:
+        return UV_EIO;
+    }
+}
+
+/* Commits the PUT/DEL/CALL ops of `batch` in one transaction; moves FLUSH ops (with the status)
 ** to *done and frees the rest. Runs on the writer (or at stop, on the caller). */
 static void commit_batch(lh_state_t *st, op_t *batch, op_t **done)
 {
-    uint64_t nops = 0, last = 0;
+    uint64_t nops = 0, nstore = 0, last = 0;
     int rc = SQLITE_OK;
     const char *what = "";
     for (op_t *op = batch; op; op = op->next)
-        if (op->kind == OP_PUT || op->kind == OP_DEL)
-            nops++, last = op->seq;
+        if (op->kind == OP_PUT || op->kind == OP_DEL || op->kind == OP_CALL) {
+            nops++, last = op->seq > last ? op->seq : last;
+            nstore += op->kind != OP_CALL; /* the journal counts its own */
+        }
     if (nops > 0 || st->forget_upto > 0) {
         if (st->put == NULL &&
             ((rc = sqlite3_prepare_v2(st->db, put_sql, -1, &st->put, NULL)) != SQLITE_OK ||
@@ -527,6 +591,11 @@ static void commit_batch(lh_state_t *st, op_t *batch, op_t **done)
         if (rc == SQLITE_OK && (rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", 0, 0, 0)) != SQLITE_OK)
             what = "begin";
         for (op_t *op = batch; rc == SQLITE_OK && op; op = op->next) {
+            if (op->kind == OP_CALL) {
+                if ((rc = op->fn(st->db, op->data)) != SQLITE_OK)
+                    what = "write";
+                continue;
+            }
             sqlite3_stmt *s = op->kind == OP_PUT ? st->put : op->kind == OP_DEL ? st->del : NULL;
             if (s == NULL)
                 continue;
@@ -553,6 +622,9 @@ static void commit_batch(lh_state_t *st, op_t *batch, op_t **done)
         if (rc != SQLITE_OK) {
             op_t *l = log_op("state: %s failed, the batch is lost to the disk: %s", what,
                              sqlite3_errmsg(st->db));
+            uv_mutex_lock(&st->mu);
+            snprintf(st->last_error, sizeof(st->last_error), "%s", sqlite3_errmsg(st->db));
+            uv_mutex_unlock(&st->mu);
             sqlite3_exec(st->db, "ROLLBACK", 0, 0, 0);
             if (l != NULL)
                 l->next = *done, *done = l;
@@ -564,7 +636,7 @@ static void commit_batch(lh_state_t *st, op_t *batch, op_t **done)
     if (nops > 0) {
         if (rc == SQLITE_OK) {
             st->stats.commits++;
-            st->stats.ops += nops;
+            st->stats.ops += nstore;
             if (nops > st->stats.max_batch)
                 st->stats.max_batch = nops;
         } else {
@@ -577,8 +649,8 @@ static void commit_batch(lh_state_t *st, op_t *batch, op_t **done)
     while (batch) {
         op_t *op = batch;
         batch = op->next;
-        if (op->kind == OP_FLUSH) {
-            op->status = rc == SQLITE_OK ? 0 : UV_EIO;
+        if (op->kind == OP_FLUSH || op->kind == OP_CALL) {
+            op->status = rc == SQLITE_OK ? 0 : uv_status(rc);
             op->next = *done, *done = op;
         } else {
             op_free(op);
@@ -733,7 +805,7 @@ static void run_done(lh_state_t *st)
     while (rev) {
         op_t *op = rev;
         rev = op->next;
-        if (op->kind == OP_FLUSH)
+        if (op->kind == OP_FLUSH || op->kind == OP_CALL)
             op->cb(op->data, op->status);
         else if (op->kind == OP_EXTERNAL && st->hooks.external != NULL)
             st->hooks.external(st->hooks.data, &op->r, op->seq);

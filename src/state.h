@@ -107,13 +107,28 @@ uint64_t lh_state_delete(lh_state_t *st, const char *ns, const char *key);
  *  (status 0) or failed (negative). Returns 0, or -1 (out of memory; `cb` never runs). */
 int lh_state_flush(lh_state_t *st, void (*cb)(void *data, int status), void *data);
 
+/**
+ * Queues a call of `fn` on the writer, inside the transaction of the batch it falls in
+ * (the journal's own operations). `fn` returns SQLITE_OK, or an error code that fails the
+ * whole batch. `cb` runs once on the loop, after the batch committed (status 0) or failed
+ * (UV_ENOSPC disk full, UV_EROFS read-only, UV_EIO, ...: lh_state_last_error says more).
+ * Returns 0, or -1 (out of memory; neither runs).
+ */
+int lh_state_call(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
+                  void (*cb)(void *data, int status), void *data);
+/** The message of the last failed batch (the loop side, after a failed status). */
+void lh_state_last_error(lh_state_t *st, char *buf, size_t len);
+/** PRAGMA synchronous FULL (`full`: fsync at every commit) or NORMAL (at checkpoints).
+ *  Blocking: before lh_state_start. */
+int lh_state_set_sync(lh_state_t *st, int full, char *err, size_t errlen);
+
 /** Keeps the luahook_state_* series of `m` (borrowed) current, on the loop. */
 void lh_state_observe(lh_state_t *st, lh_metrics_t *m);
 
 /* Counters of the writer, read on the loop. */
 typedef struct lh_state_stats_s {
     uint64_t commits;   /* transactions committed */
-    uint64_t ops;       /* operations committed */
+    uint64_t ops;       /* store writes committed (the journal counts its own) */
     uint64_t max_batch; /* most operations in one commit */
     uint64_t failures;  /* batches that failed (their operations are lost to the disk) */
 } lh_state_stats_t;

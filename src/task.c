@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 #include <uv.h>
 
+#include "lib.h"
 #include "list.h"
 #include "log.h"
 
@@ -68,6 +69,7 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
     if (t == NULL || t->deadline_ns == 0 || now < t->cpu_deadline_ns)
         return;
     t->timed_out = 1;
+    t->cpu_stopped = 1;
     /* from now on also at every line: a loop that re-enters a C call (pcall(table.sort,
     ** t, busy_cmp)) gets back to a yieldable line at once */
     lua_sethook(L, deadline_hook, LUA_MASKCOUNT | LUA_MASKLINE, 16);
@@ -224,6 +226,7 @@ void lh_task_resume(lh_task_t *t, int nargs)
             msg = "not enough memory";
         }
     } else if (msg == NULL) {
+        t->permanent = lh_lib_is_permanent(L, top + 1);
         msg = error_text(L, top + 1);
     }
     luaL_traceback(L, t->co, NULL, 0); /* the coroutine's stack, where it failed */

@@ -44,6 +44,8 @@ struct lh_task_s {
     lh_pending_t *pending;    /* what it waits for; NULL while running */
     lh_clock_timer_t *timer;  /* owned: the deadline while waiting; NULL until the first wait */
     int timed_out;
+    int cpu_stopped; /* stopped computing past its deadline (not while waiting) */
+    int permanent;   /* it raised permanent(...): retrying cannot help */
     lh_task_done_cb done;
     void *data;              /* for `done` */
     const char *id, *action; /* borrowed from `data`'s owner, for log.*; may be NULL */

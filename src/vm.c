@@ -105,26 +105,39 @@ static int valid_name(const char *s, size_t len)
 /* on()'s options at `idx` (nil or a table), checked: the `name` (NULL when not given) and
 ** `custom` (the actions are another sender's: no warning for a name Label Studio never
 ** sends). */
-static const char *check_opts(lua_State *L, lh_vm_t *vm, int idx, int *custom)
+static const char *check_opts(lua_State *L, lh_vm_t *vm, int idx, int *custom, int *retries)
 {
     const char *name = NULL;
     *custom = 0;
+    *retries = -1;
     if (lua_isnoneornil(L, idx))
         return NULL;
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) { /* k v */
         if (lua_type(L, -2) != LUA_TSTRING || (strcmp(lua_tostring(L, -2), "name") != 0 &&
-                                               strcmp(lua_tostring(L, -2), "custom") != 0)) {
+                                               strcmp(lua_tostring(L, -2), "custom") != 0 &&
+                                               strcmp(lua_tostring(L, -2), "retries") != 0)) {
             lua_pop(L, 1); /* k */
             if (lua_type(L, -1) == LUA_TSTRING)
-                luaL_error(L, "on: unknown option '%s' (the options are: name, custom)",
+                luaL_error(L, "on: unknown option '%s' (the options are: name, custom, retries)",
                            lua_tostring(L, -1));
-            luaL_error(L, "on: the options table takes string keys (name, custom), not a %s",
+            luaL_error(L,
+                       "on: the options table takes string keys (name, custom, retries), not a %s",
                        luaL_typename(L, -1));
         }
         lua_pop(L, 1);
     }
+    /* retries: this handler's own count of retries in the journal (--retries otherwise) */
+    if (lua_getfield(L, idx, "retries") != LUA_TNIL) {
+        int isint;
+        lua_Integer n = lua_tointegerx(L, -1, &isint);
+        if (!isint || n < 0 || n > 1000)
+            luaL_error(L, "on: retries must be a whole number from 0 to 1000, got %s",
+                       luaL_tolstring(L, -1, NULL));
+        *retries = (int)n;
+    }
+    lua_pop(L, 1);
     int ct = lua_getfield(L, idx, "custom");
     if (ct != LUA_TNIL && ct != LUA_TBOOLEAN)
         luaL_error(L, "on: custom must be true or false, got %s", luaL_typename(L, -1));
@@ -189,7 +202,7 @@ static void warn_action(lua_State *L, lh_vm_t *vm, const char *label, const char
     vm->warnings[vm->nwarnings++] = w;
 }
 
-/* on(action | {action...} | "*", fn [, { name = "...", custom = true }]) */
+/* on(action | {action...} | "*", fn [, { name = "...", custom = true, retries = N }]) */
 static int lib_on(lua_State *L)
 {
     lh_vm_t *vm = vm_of(L);
@@ -212,8 +225,8 @@ static int lib_on(lua_State *L)
             lua_pop(L, 1);
         }
     }
-    int custom;
-    const char *name = check_opts(L, vm, 3, &custom);
+    int custom, retries;
+    const char *name = check_opts(L, vm, 3, &custom, &retries);
     if (vm->nhandlers == vm->handlers_cap) {
         size_t cap = vm->handlers_cap ? vm->handlers_cap * 2 : 16;
         lh_handler_t *h = realloc(vm->handlers, cap * sizeof(*h));
@@ -260,6 +273,7 @@ static int lib_on(lua_State *L)
     else
         snprintf(h->id, isize, "%s#%d", sc->name, ordinal);
     h->named = name != NULL;
+    h->retries = retries;
     h->script_id = vm->loading_script;
     lua_pushvalue(L, 2);
     h->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -697,9 +711,13 @@ static int open_libs(lua_State *L)
         lua_CFunction open;
         int module; /* also require()-able */
     } mods[] = {
-        {"log", luaopen_lh_log, 1},     {"http", luaopen_lh_http, 1},
-        {"timer", luaopen_lh_timer, 1}, {"sleep", luaopen_lh_sleep, 0},
-        {"env", luaopen_lh_env, 0},     {"crypto", luaopen_lh_crypto, 1},
+        {"log", luaopen_lh_log, 1},
+        {"http", luaopen_lh_http, 1},
+        {"timer", luaopen_lh_timer, 1},
+        {"sleep", luaopen_lh_sleep, 0},
+        {"env", luaopen_lh_env, 0},
+        {"crypto", luaopen_lh_crypto, 1},
+        {"permanent", luaopen_lh_permanent, 0},
     };
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* loaded */
     for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {

@@ -38,6 +38,7 @@ typedef struct lh_handler_s {
     int script_id; /* index in vm->scripts of the script whose loading registered it */
     int named;     /* the id holds an explicit name, not an ordinal */
     char *actions; /* owned: the actions it is registered for, space-separated (luahook check) */
+    int retries;   /* on()'s retries option (the journal's retries of a failed run); -1: none */
     lh_handler_stats_t *stats; /* borrowed from app->metrics once sealed; else NULL */
 } lh_handler_t;
 

@@ -119,7 +119,7 @@ class Ids(unittest.TestCase):
                                      "script (by %s:2)"),
             ("bad_name.lua", "@BAD", "on: bad handler name 'has space': a letter, then "
                                      "letters, digits, '_', '.' or '-', at most 64 characters"),
-            ("bad_option.lua", "@OPT", "on: unknown option 'nmae' (the options are: name, custom)"),
+            ("bad_option.lua", "@OPT", "on: unknown option 'nmae' (the options are: name, custom, retries)"),
         ):
             with self.subTest(script=name):
                 path = copy(name, self.tmp.path)

@@ -20,6 +20,8 @@ Routes (any method):
     /gate/NAME            waits until the test calls open_gate(NAME) (or the upstream stops),
                           then like /echo: lets a test order events without timing them
     /status/N             status N, body "status N" (text/plain)
+    /flaky/NAME?fail=N    503 for the first N requests to NAME, then like /echo: an
+                          endpoint that is away for a while (up.hits[NAME] counts them)
     /redirect?to=P[&code=N]  status N (302) with Location: P
     /big?n=N[&chunked=1], /big/N[/chunked]
                           N bytes of "0123456789" repeated (Content-Length, or chunked)
@@ -173,6 +175,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             elif route == "/hang":
                 up.stopping.wait(120)
                 self.close_connection = True
+            elif route.startswith("/flaky/"):
+                name = route.split("/")[2]
+                with up.lock:
+                    n = up.hits[name] = up.hits.get(name, 0) + 1
+                if n <= int((qs.get("fail") or ["1"])[0]):
+                    self._send(503, b"away", "text/plain")
+                else:
+                    self._send(200, json.dumps(rec).encode())
             elif route.startswith("/status/"):
                 code = int(route.split("/")[2])
                 self._send(code, ("status %d" % code).encode(), "text/plain")
@@ -230,6 +240,7 @@ class Upstream:
         self.inflight_peak = 0
         self.stopping = threading.Event()
         self.gates = {}
+        self.hits = {}
         self.tls_context = None
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

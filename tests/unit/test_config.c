@@ -205,6 +205,14 @@ static const row_case_t row_cases[] = {
     {"log-format", "json", "text", "xml"},
     {"state-dir", "/var/lib/a", "b", ""},
     {"store-max-keys", "5", "1k", "0"},
+    {"sync", "normal", "full", "fast"},
+    {"retries", "0", "3", "1001"},
+    {"retry-first", "90s", "0.5", "0"},
+    {"retry-cap", "2h", "1d", "-1h"},
+    {"dedup-window", "0", "10m", "5w"},
+    {"keep", "7d", "12h", "0"},
+    {"keep-dead", "30d", "1m", "x"},
+    {"journal-max-size", "0", "1m", "1k"},
     {"sample", "X", "Y", ""},
     {"action", "X", "Y", ""},
     {"exclude", "vendor", "other/*", ""},
@@ -244,7 +252,7 @@ static int same_field(const opt_t *o, const lh_config_t *x, const lh_config_t *y
     }
     if (o->set == set_size || o->set == set_count)
         return *(const uint64_t *)fx == *(const uint64_t *)fy;
-    if (o->set == set_seconds)
+    if (o->set == set_seconds || o->set == set_duration)
         return *(const double *)fx == *(const double *)fy;
     return *(const int *)fx == *(const int *)fy; /* set_choice, set_flag */
 }

@@ -107,7 +107,7 @@ static void test_upgrade(void)
     lh_state_stop(st);
     lh_state_free(st);
     CHECK(lh_state_open(&st, dir, err, sizeof(err)) == 0);
-    CHECK_EQ_INT(pragma(st, "PRAGMA user_version"), 2);
+    CHECK_EQ_INT(pragma(st, "PRAGMA user_version"), lh_state_schema_version());
     CHECK_EQ_INT(pragma(st, "SELECT count(*) FROM store_changes"), 0);
     rows_t rs = {0};
     CHECK(lh_state_load_store(st, 0, on_row, &rs, err, sizeof(err)) == 0);

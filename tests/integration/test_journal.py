@@ -1,0 +1,317 @@
+"""The journal's writing side and scheduler (issue 12): an event is in the database before
+its 200 (without the secret's header); failed runs retried on a shortened schedule against
+an endpoint that fails N times; permanent failures, the handler's own retries, timeouts
+(computing: dead at once; waiting: retried); --dedup-window; a pending run survives a
+graceful restart, a run cut short by kill -9 runs again; a run another process sets
+pending is taken up; a handler gone after a reload is reported, not re-attached; retention
+by age and by size; 503 when the journal is full; /metrics; no journal without
+--state-dir."""
+
+import json
+import os
+import signal
+import sqlite3
+import sys
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+from upstream import Upstream  # noqa: E402
+
+FIX = os.path.join(h.REPO, "tests", "fixtures", "integration", "test_journal")
+SCRIPT = os.path.join(FIX, "journal.lua")
+DB = "luahook.db"
+# a shortened schedule: 50 ms doubling up to 200 ms (the defaults are 5 s up to 3 h)
+FAST = ("--retry-first", "0.05", "--retry-cap", "0.2")
+WAIT = 20.0 * h.SLOW
+
+
+def query(d, sql, *args):
+    db = sqlite3.connect(os.path.join(d, DB), timeout=10)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def run_row(d, delivery, handler):
+    rows = query(d, "SELECT r.state, r.attempts, r.error FROM runs r JOIN deliveries d"
+                    " ON d.id = r.delivery WHERE d.delivery = ? AND r.handler = ?",
+                 delivery, handler)
+    return rows[0] if rows else None
+
+
+def attempts(d, delivery):
+    return query(d, "SELECT a.n, a.outcome, a.error, a.started, a.ended FROM attempts a"
+                    " JOIN deliveries d ON d.id = a.delivery WHERE d.delivery = ? ORDER BY a.n",
+                 delivery)
+
+
+def status(d, delivery):
+    rows = query(d, "SELECT status FROM deliveries WHERE delivery = ?", delivery)
+    return rows[0][0] if rows else None
+
+
+def post(srv, body, **kw):
+    r = h.post_event(srv.port, body, **kw)
+    assert r.status == 200, r
+    return r.json()["id"]
+
+
+def wait_state(d, delivery, handler, state, attempts_n=None):
+    def ok():
+        r = run_row(d, delivery, handler)
+        return r if r and r[0] == state and (attempts_n is None or r[1] == attempts_n) else None
+    return h.wait_until(ok, timeout=WAIT, interval=0.05,
+                        what="run %s of %s %s" % (handler, delivery, state))
+
+
+class Journal(unittest.TestCase):
+    def test_stored_before_the_answer_without_the_secret(self):
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), "--token", "s3",
+                                         "--dedup-window", "0") as srv:
+            body = json.dumps({"action": "OK", "n": 1, "project": {"id": 42}}).encode()
+            r = h.post_event(srv.port, body, path="/hooks/ls?x=1",
+                             headers={"Authorization": "Token s3", "X-Seen": "yes"})
+            self.assertEqual(r.status, 200, r)
+            did = r.json()["id"]
+            # read at once after the 200: the commit came first
+            rows = query(td.join("st"), "SELECT delivery, path, remote, action, project, headers,"
+                                        " body FROM deliveries")
+            self.assertEqual(len(rows), 1)
+            delivery, path, remote, action, project, headers, stored = rows[0]
+            self.assertEqual((delivery, action, project), (did, "OK", 42))
+            self.assertTrue(path.startswith("/hooks/ls"), path)
+            self.assertTrue(remote.startswith("127.0.0.1:"), remote)
+            self.assertEqual(bytes(stored), body)
+            hd = json.loads(headers)
+            self.assertEqual(hd.get("x-seen"), "yes")
+            self.assertNotIn("authorization", hd)
+            self.assertNotIn("s3", headers)
+            wait_state(td.join("st"), did, "journal.lua#ok", "ok", 1)
+            self.assertEqual(status(td.join("st"), did), "ok")
+            # the start-up line says so
+            self.assertTrue(srv.find_logs(msg="listening", events="journaled (--sync full)"))
+
+    def test_retries_with_backoff_until_the_endpoint_answers(self):
+        with h.TempDir() as td, Upstream() as up, \
+                h.Server(SCRIPT, "--state-dir", td.join("st"), *FAST,
+                         env={"UPSTREAM": up.base}) as srv:
+            did = post(srv, {"action": "FLAKY", "name": "a", "fail": 3})
+            srv.wait_log(lambda e: e.get("msg") == "flaky done" and e.get("attempt") == 4,
+                         timeout=WAIT, what="the fourth attempt")
+            wait_state(td.join("st"), did, "journal.lua#flaky", "ok", 4)
+            self.assertEqual(up.hits["a"], 4)
+            rows = attempts(td.join("st"), did)
+            self.assertEqual([(n, o) for n, o, _, _, _ in rows],
+                             [(1, "error"), (2, "error"), (3, "error"), (4, "ok")])
+            self.assertIn("upstream answered 503", rows[0][2])
+            # each wait at least the backoff's lower bound: 0.05 s * 2^(n-1) * 0.8, cap 0.2
+            for i in range(1, 4):
+                least = min(0.05 * 2 ** (i - 1), 0.2) * 0.8
+                self.assertGreaterEqual(rows[i][3] - rows[i - 1][4], least - 0.005, rows)
+            self.assertEqual(status(td.join("st"), did), "ok")
+            m = h.get_metrics(srv.port)
+            self.assertGreaterEqual(m.get("luahook_journal_retries_total"), 3)
+
+    def test_permanent_own_retries_and_retries_option(self):
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), *FAST,
+                                         "--retries", "2") as srv:
+            d = td.join("st")
+            bad = post(srv, {"action": "BAD", "why": "no task"})
+            lim = post(srv, {"action": "LIMITED"})
+            st, n, err = wait_state(d, bad, "journal.lua#bad", "dead")
+            self.assertEqual((n, err), (1, "bad data: no task"))
+            self.assertEqual([r[1] for r in attempts(d, bad)], ["permanent"])
+            # on()'s retries = 1 wins over --retries 2: two attempts
+            wait_state(d, lim, "journal.lua#limited", "dead", 2)
+            self.assertEqual([r[1] for r in attempts(d, lim)], ["error", "error"])
+            self.assertEqual(status(d, lim), "dead")
+            h.wait_until(lambda: h.get_metrics(srv.port).get(
+                "luahook_journal_runs", state="dead") == 2, timeout=WAIT, what="2 dead runs")
+            self.assertEqual(h.get_metrics(srv.port).get("luahook_journal_dead_total"), 2)
+
+    def test_timeouts(self):
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), *FAST,
+                                         "--handler-timeout", "0.5") as srv:
+            d = td.join("st")
+            spin = post(srv, {"action": "SPIN"})
+            wait = post(srv, {"action": "WAIT"})
+            # computing past the timeout: dead at once
+            wait_state(d, spin, "journal.lua#spin", "dead", 1)
+            self.assertEqual([r[1] for r in attempts(d, spin)], ["timeout"])
+            # waiting past it: retried, and the second attempt does not wait
+            wait_state(d, wait, "journal.lua#wait", "ok", 2)
+            self.assertEqual([r[1] for r in attempts(d, wait)], ["timeout", "ok"])
+
+    def test_dedup_window(self):
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
+                                         "--dedup-window", "10m") as srv:
+            d = td.join("st")
+            body = json.dumps({"action": "OK", "n": 7}).encode()
+            first = post(srv, body)
+            r = h.post_event(srv.port, body)
+            self.assertEqual(r.status, 200, r)
+            self.assertTrue(r.json()["duplicate"])
+            second = r.json()["id"]
+            other = post(srv, body, path="/other")  # another path: not a duplicate
+            wait_state(d, other, "journal.lua#ok", "ok")
+            wait_state(d, first, "journal.lua#ok", "ok")
+            rows = query(d, "SELECT delivery, status, duplicate_of FROM deliveries ORDER BY id")
+            ids = {r[0]: i + 1 for i, r in enumerate(rows)}
+            self.assertEqual(rows[1], (second, "duplicate", ids[first]))
+            self.assertIsNone(run_row(d, second, "journal.lua#ok"))
+            self.assertEqual(len([e for e in srv.find_logs(msg="ok run") if e.get("n") == 7]), 2)
+
+    def test_pending_run_survives_a_restart(self):
+        with h.TempDir() as td:
+            d, flag = td.join("st"), td.join("flag")
+            with h.Server(SCRIPT, "--state-dir", d, *FAST) as srv:
+                did = post(srv, {"action": "UNTIL", "file": flag})
+                h.wait_until(lambda: (run_row(d, did, "journal.lua#until") or [0, 0])[1] >= 2,
+                             timeout=WAIT, what="two attempts")
+            # stopped with the run retrying; it runs at the next start
+            self.assertIn(run_row(d, did, "journal.lua#until")[0], ("retrying", "pending"))
+            open(flag, "w").close()
+            with h.Server(SCRIPT, "--state-dir", d, *FAST) as srv:
+                srv.wait_log(lambda e: e.get("msg") == "until done", timeout=WAIT,
+                             what="the run after the restart")
+                wait_state(d, did, "journal.lua#until", "ok")
+
+    def test_kill9_mid_run_runs_again(self):
+        with h.TempDir() as td:
+            d = td.join("st")
+            srv = h.Server(SCRIPT, "--state-dir", d, *FAST)
+            srv.start()
+            try:
+                did = post(srv, {"action": "WAIT"})  # attempt 1 waits 30 s
+                wait_state(d, did, "journal.lua#wait", "running", 1)
+            finally:
+                srv.kill()
+            with h.Server(SCRIPT, "--state-dir", d, *FAST) as srv:
+                srv.wait_log(lambda e: e.get("msg") == "waited" and e.get("attempt") == 2,
+                             timeout=WAIT, what="the second attempt")
+                wait_state(d, did, "journal.lua#wait", "ok", 2)
+                self.assertEqual([r[1] for r in attempts(d, did)], ["interrupted", "ok"])
+
+    def test_run_set_pending_by_another_process_is_taken_up(self):
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), *FAST) as srv:
+            d = td.join("st")
+            did = post(srv, {"action": "BAD", "why": "x"})
+            wait_state(d, did, "journal.lua#bad", "dead", 1)
+            # what luahook replay does
+            db = sqlite3.connect(os.path.join(d, DB), timeout=10)
+            db.execute("UPDATE runs SET state = 'pending', next_at = ? WHERE handler = ?",
+                       (time.time(), "journal.lua#bad"))
+            db.commit()
+            db.close()
+            wait_state(d, did, "journal.lua#bad", "dead", 2)
+            self.assertEqual(status(d, did), "dead")
+
+    def test_handler_gone_after_reload_is_reported(self):
+        with h.TempDir() as td:
+            d, flag = td.join("st"), td.join("flag")
+            scripts = td.join("scripts")
+            os.mkdir(scripts)
+            with open(SCRIPT) as f:
+                src = f.read()
+            h.write_script(scripts, "journal.lua", src)
+            with h.Server(scripts, "--state-dir", d, *FAST) as srv:
+                did = post(srv, {"action": "UNTIL", "file": flag})
+                h.wait_until(lambda: (run_row(d, did, "journal.lua#until") or [0, 0])[1] >= 1
+                             and run_row(d, did, "journal.lua#until")[0] == "retrying",
+                             timeout=WAIT, what="a retrying run")
+                h.write_script(scripts, "journal.lua",
+                               src.replace('name = "until"', 'name = "until2"'))
+                start = srv.log_count()
+                srv.proc.send_signal(signal.SIGHUP)
+                srv.wait_log(lambda e: e.get("msg") == "reloaded", start=start, timeout=WAIT)
+                st, n, err = wait_state(d, did, "journal.lua#until", "dead")
+                self.assertIn("no longer exists", err)
+                self.assertIsNone(run_row(d, did, "journal.lua#until2"))
+                self.assertTrue(srv.find_logs(msg="journal: run not delivered",
+                                              handler="journal.lua#until"))
+
+    def test_retention_by_age(self):
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), "--keep", "1s",
+                                         "--keep-dead", "1h", *FAST) as srv:
+            d = td.join("st")
+            ok_ids = [post(srv, {"action": "OK", "n": i}) for i in range(3)]
+            dead = post(srv, {"action": "BAD", "why": "kept"})
+            wait_state(d, dead, "journal.lua#bad", "dead")
+            h.wait_until(lambda: not query(d, "SELECT 1 FROM deliveries WHERE delivery IN"
+                                              " (?, ?, ?)", *ok_ids),
+                         timeout=WAIT, interval=0.1, what="the finished deliveries pruned")
+            self.assertEqual(query(d, "SELECT count(*) FROM runs WHERE handler = ?",
+                                   "journal.lua#ok"), [(0,)])
+            self.assertEqual(status(d, dead), "dead")  # dead ones are kept longer
+            h.wait_until(lambda: h.get_metrics(srv.port).get("luahook_journal_pruned_total") >= 3,
+                         timeout=WAIT, what="the pruned count")
+
+    def test_retention_by_size(self):
+        limit = 256 * 1024
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
+                                         "--journal-max-size", str(limit)) as srv:
+            d = td.join("st")
+            pad = "x" * 8000
+            last = None
+            for i in range(150):  # about 1.2 MB of bodies
+                last = post(srv, {"action": "OK", "n": i, "pad": pad})
+            wait_state(d, last, "journal.lua#ok", "ok")
+            h.wait_until(lambda: h.get_metrics(srv.port).get("luahook_journal_pruned_total") > 0,
+                         timeout=WAIT, what="pruning")
+            # bounded: pruned down, the newest kept, the space given back to the file system
+            h.wait_until(lambda: os.path.getsize(os.path.join(d, DB)) <= 2 * limit,
+                         timeout=WAIT, interval=0.1, what="the database file under 2x the bound")
+            self.assertEqual(status(d, last), "ok")
+            self.assertLess(query(d, "SELECT count(*) FROM deliveries")[0][0], 150)
+
+    def test_full_journal_answers_503(self):
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
+                                         "--journal-max-size", "64k") as srv:
+            d, pad = td.join("st"), "y" * 6000
+            answered, refused = [], None
+            # runs that never finish: nothing to prune
+            for i in range(300):
+                r = h.post_event(srv.port, {"action": "UNTIL", "file": td.join("never"),
+                                            "n": i, "pad": pad})
+                if r.status == 503:
+                    refused = r
+                    break
+                self.assertEqual(r.status, 200, r)
+                answered.append(r.json()["id"])
+                time.sleep(0.01)  # pacing only: the size is counted between events
+            self.assertIsNotNone(refused, "never refused")
+            self.assertIn("the journal is full", refused.json()["error"])
+            self.assertTrue(srv.find_logs(msg="rejected", reason="journal"))
+            # every event answered 200 is stored
+            stored = {r[0] for r in query(d, "SELECT delivery FROM deliveries")}
+            self.assertEqual(set(answered) - stored, set())
+            self.assertGreaterEqual(h.get_metrics(srv.port).get("luahook_journal_refused_total"),
+                                    1)
+
+    def test_metrics(self):
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st")) as srv:
+            ids = [post(srv, {"action": "OK", "n": i}) for i in range(5)]
+            for i in ids:
+                wait_state(td.join("st"), i, "journal.lua#ok", "ok")
+            h.wait_until(lambda: h.get_metrics(srv.port).get("luahook_journal_runs",
+                                                             state="ok") == 5,
+                         timeout=WAIT, what="5 ok runs counted")
+            m = h.get_metrics(srv.port)
+            self.assertEqual(m.get("luahook_journal_commit_seconds_count"), 5)
+            self.assertEqual(m.get("luahook_journal_commit_seconds_bucket", le="+Inf"), 5)
+            self.assertGreater(m.get("luahook_journal_database_bytes"), 0)
+            self.assertEqual(m.get("luahook_journal_runs", state="retrying"), 0)
+            self.assertTrue(m.has("luahook_journal_oldest_pending_seconds"))
+
+    def test_no_state_dir_no_journal(self):
+        with h.Server(SCRIPT) as srv:
+            post(srv, {"action": "OK", "n": 1})
+            self.assertTrue(srv.find_logs(msg="listening", events="not durable (no --state-dir)"))
+            self.assertFalse(h.get_metrics(srv.port).has("luahook_journal_database_bytes"))
+
+
+if __name__ == "__main__":
+    h.main()
