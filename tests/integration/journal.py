@@ -16,6 +16,7 @@ Environment:
 import json
 import os
 import random
+import signal
 import sqlite3
 import sys
 import threading
@@ -455,11 +456,12 @@ def format_problems(problems, limit=40):
 
 
 def crash_campaign(kills, events, what="crash", args=(), clients=3, fail_share=0.1,
-                   max_sleep_ms=20, graceful=False, out=sys.stderr):
+                   max_sleep_ms=20, how="kill", out=sys.stderr):
     """Streams kills * events events at a server serving effects.lua on one --state-dir and
     kills it with SIGKILL once in each run of `events` events, at a random point of it (a
     random event count, then a random few milliseconds), restarting it at once each time.
-    With `graceful`, it is stopped with SIGTERM instead (and must exit 0).
+    how="term": stopped with SIGTERM instead (and must exit 0); how="hup": sent SIGHUP (a
+    reload) and not restarted.
     When the stream has ended, the last server handles what is left and stops (SIGTERM,
     exit 0), then check_at_least_once compares the journal with the stream and the side
     effects. Returns (figures, problems)."""
@@ -500,8 +502,11 @@ def crash_campaign(kills, events, what="crash", args=(), clients=3, fail_share=0
                     raise AssertionError("the stream stalled before event %d: %s"
                                          % (target, stream.errors))
                 time.sleep(delays[k])
+                if how == "hup":
+                    srv.proc.send_signal(signal.SIGHUP)
+                    continue
                 current["port"] = None
-                if graceful:
+                if how == "term":
                     srv.stop(check=True)
                 else:
                     srv.kill()  # SIGKILL: no shutdown, no final commit
@@ -519,6 +524,8 @@ def crash_campaign(kills, events, what="crash", args=(), clients=3, fail_share=0
             raise
         figures, problems = check_at_least_once(state, effects, stream.bodies, accepted)
         statuses = stream.statuses()
+        if how == "hup":
+            figures["reloads"] = len(srv.find_logs(msg="reloaded"))
         figures.update({
             "events": total,
             "kills": kills,

@@ -5,8 +5,9 @@ Then every event answered 200 is in the journal with its exact bytes and was han
 every delivery in the journal ended ok, and no run whose completion had been committed
 ran again (effects.lua records each execution with its delivery id and ctx.attempt; they
 are compared with the runs and attempts tables; a tenth of the events fail their first
-attempt, so retries cross the kills too). The same with --sync normal, and with SIGTERM
-stops instead of kills. The check itself is shown to find each breach it looks for.
+attempt, so retries cross the kills too). The same with --sync normal, with SIGTERM
+stops instead of kills, and with reloads (SIGHUP: nothing cut short, nothing repeated).
+The check itself is shown to find each breach it looks for.
 scripts/crash-test is the long version."""
 
 import os
@@ -49,10 +50,23 @@ class CrashTest(unittest.TestCase):
     def test_sigterm_during_a_stream(self):
         # a stop (SIGTERM, exit 0) in the middle of a stream loses nothing either
         figures, problems = journal.crash_campaign(2, EVENTS, what="test_journal_crash.term",
-                                                   args=FAST, graceful=True)
+                                                   args=FAST, how="term")
         sys.stderr.write("figures: %s\n" % figures)
         self.assertEqual(problems, [], "a stop lost or repeated runs:\n"
                          + journal.format_problems(problems))
+
+    def test_sighup_during_a_stream(self):
+        # reloads lose and repeat nothing: each run executes once per recorded attempt
+        figures, problems = journal.crash_campaign(3, EVENTS, what="test_journal_crash.hup",
+                                                   args=FAST, how="hup")
+        sys.stderr.write("figures: %s\n" % figures)
+        self.assertEqual(problems, [], "a reload lost or repeated runs:\n"
+                         + journal.format_problems(problems))
+        self.assertEqual(figures["unanswered"], 0)
+        self.assertGreaterEqual(figures["reloads"], 1)  # close signals may make one reload
+        outcomes = figures["attempts by outcome"]
+        self.assertEqual(set(outcomes) - {"ok", "error"}, set(), outcomes)
+        self.assertEqual(figures["executions"], sum(outcomes.values()))
 
 
 class TheCheck(unittest.TestCase):
