@@ -595,6 +595,7 @@ static void handler_ended(lh_event_t *e, const lh_handler_t *h, lh_outcome_t out
                                 .attempt = e->attempt,
                                 .started = e->run_started,
                                 .retries = h->retries,
+                                .only_run = e->nhandlers == 1 && e->attempt == 1,
                                 .outcome = outcome,
                                 .how = how,
                                 .error = err,

@@ -86,12 +86,13 @@ struct lh_journal_s {
     lh_journal_hooks_t hooks;
     lh_metrics_t *metrics; /* borrowed; NULL: none */
     /* the loop's view */
-    int taking, pruning;  /* an op of that kind is queued */
-    unsigned takes;       /* take ops sent: every STATS_EVERY-th also counts */
-    double next_due;      /* earliest next_at the loop knows of; 0: none */
-    uint64_t used_bytes;  /* database pages in use, at the last count, plus accepts since */
-    int full;             /* over --journal-max-size, and the last prune found nothing */
-    uint64_t prune_every; /* ms between retention passes */
+    int taking, pruning;       /* an op of that kind is queued */
+    unsigned takes;            /* take ops sent: every STATS_EVERY-th also counts */
+    double next_due;           /* earliest next_at the loop knows of; 0: none */
+    uint64_t used_bytes;       /* database pages in use, at the last count, plus accepts since */
+    int full;                  /* over --journal-max-size, and the last prune found nothing */
+    uint64_t prune_every;      /* ms between retention passes */
+    struct end_s *failed_ends; /* ends whose commit failed, to queue again */
 };
 
 static double now_unix(void)
@@ -126,11 +127,26 @@ static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
         sqlite3_bind_null(s, i);
 }
 
+static int set_status(lh_journal_t *j, sqlite3 *db, int64_t id, const char *status, int final,
+                      double now)
+{
+    sqlite3_stmt *u = stmt(j, db, S_SET_STATUS);
+    if (u == NULL)
+        return sqlite3_errcode(db);
+    sqlite3_bind_int64(u, 1, id);
+    sqlite3_bind_text(u, 2, status, -1, SQLITE_STATIC);
+    if (final)
+        sqlite3_bind_double(u, 3, now);
+    else
+        sqlite3_bind_null(u, 3);
+    return step_done(db, u);
+}
+
 /* A delivery's status from its runs (the contract's derived column), on the writer. */
 static int refresh_status(lh_journal_t *j, sqlite3 *db, int64_t id, double now)
 {
-    sqlite3_stmt *c = stmt(j, db, S_COUNT_RUNS), *u = stmt(j, db, S_SET_STATUS);
-    if (c == NULL || u == NULL)
+    sqlite3_stmt *c = stmt(j, db, S_COUNT_RUNS);
+    if (c == NULL)
         return sqlite3_errcode(db);
     sqlite3_bind_int64(c, 1, id);
     int rc = sqlite3_step(c);
@@ -147,14 +163,7 @@ static int refresh_status(lh_journal_t *j, sqlite3 *db, int64_t id, double now)
                          : pending    ? "pending"
                          : dead > 0.5 ? "dead"
                                       : "ok";
-    int final = !retrying && !pending;
-    sqlite3_bind_int64(u, 1, id);
-    sqlite3_bind_text(u, 2, status, -1, SQLITE_STATIC);
-    if (final)
-        sqlite3_bind_double(u, 3, now);
-    else
-        sqlite3_bind_null(u, 3);
-    return step_done(db, u);
+    return set_status(j, db, id, status, !retrying && !pending, now);
 }
 
 /* ------------------------------------------------------------------ opening, recovery */
@@ -467,6 +476,8 @@ typedef struct end_s {
     lh_journal_t *j;
     int64_t jid;
     int attempt;
+    int only_run;                   /* the delivery has this run alone: its state is the status */
+    struct end_s *next_failed;      /* lh_journal_t.failed_ends */
     double started, ended, next_at; /* next_at 0: none */
     lh_run_state_t state;
     const char *outcome;               /* static */
@@ -503,21 +514,45 @@ static int w_end(sqlite3 *db, void *data)
     sqlite3_bind_double(r, 8, e->ended);
     if ((rc = step_done(db, r)) != SQLITE_OK)
         return rc;
+    if (e->only_run && sqlite3_changes(db) == 1) /* no count to make */
+        return set_status(j, db, e->jid, lh_run_state_name(e->state),
+                          e->state == LH_RUN_OK || e->state == LH_RUN_DEAD, e->ended);
     return refresh_status(j, db, e->jid, e->ended);
 }
 
 static void end_done(void *data, int status)
 {
     end_t *e = data;
+    lh_journal_t *j = e->j;
     if (status < 0) {
         char msg[256];
-        lh_state_last_error(e->j->st, msg, sizeof(msg));
+        lh_state_last_error(j->st, msg, sizeof(msg));
         lh_field_t f[] = {LH_FIELD("handler", e->handler), LH_FIELD("error", msg)};
         lh_log_fields(LH_ERROR,
-                      "journal: a run's end could not be stored: it runs again after a restart", f,
-                      2);
+                      "journal: a run's end could not be stored: tried again with the next look "
+                      "(a restart runs it again if it never is)",
+                      f, 2);
+        if (!j->closed) { /* a full disk may have room again in a moment */
+            e->next_failed = j->failed_ends;
+            j->failed_ends = e;
+            return;
+        }
     }
     free(e);
+}
+
+/* Ends whose commit failed, queued again (loop side). */
+static void retry_failed_ends(lh_journal_t *j)
+{
+    end_t *e = j->failed_ends;
+    j->failed_ends = NULL;
+    while (e) {
+        end_t *next = e->next_failed;
+        e->next_failed = NULL;
+        if (lh_state_call(j->st, w_end, end_done, e) != 0)
+            free(e);
+        e = next;
+    }
 }
 
 static void arm_take(lh_journal_t *j, double due);
@@ -545,6 +580,7 @@ void lh_journal_run_ended(lh_journal_t *j, const lh_journal_end_t *x)
     e->j = j;
     e->jid = x->jid;
     e->attempt = x->attempt;
+    e->only_run = x->only_run;
     e->started = x->started;
     e->ended = now_unix();
     e->state = lh_retry_next(p, x->attempt, x->outcome, x->how);
@@ -653,8 +689,11 @@ static int64_t count_of(sqlite3 *db, const char *q)
 static void take_stats(take_t *t, sqlite3 *db)
 {
     sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT state, count(*) FROM runs GROUP BY state", -1, &s, NULL) ==
-        SQLITE_OK) {
+    /* by the index, never over the ok runs, which may be millions */
+    if (sqlite3_prepare_v2(db,
+                           "SELECT state, count(*) FROM runs WHERE state IN ('pending',"
+                           " 'running', 'retrying', 'dead') GROUP BY state",
+                           -1, &s, NULL) == SQLITE_OK) {
         while (sqlite3_step(s) == SQLITE_ROW) {
             const char *st = (const char *)sqlite3_column_text(s, 0);
             for (int k = 0; st != NULL && k < 5; k++)
@@ -671,6 +710,10 @@ static void take_stats(take_t *t, sqlite3 *db)
         sqlite3_step(s) == SQLITE_ROW)
         t->oldest = sqlite3_column_double(s, 0);
     sqlite3_finalize(s);
+}
+
+static void take_sizes(take_t *t, sqlite3 *db)
+{
     t->page_count = count_of(db, "PRAGMA page_count");
     t->freelist = count_of(db, "PRAGMA freelist_count");
     t->page_size = count_of(db, "PRAGMA page_size");
@@ -713,6 +756,7 @@ static int w_take(sqlite3 *db, void *data)
         sqlite3_reset(d);
     if (t->with_stats)
         take_stats(t, db);
+    take_sizes(t, db);
     return rc;
 }
 
@@ -730,18 +774,19 @@ static void take_done(void *data, int status)
     take_t *t = data;
     lh_journal_t *j = t->j;
     j->taking = 0;
-    if (status == 0 && t->with_stats) {
+    if (status == 0) {
         j->used_bytes = (uint64_t)((t->page_count - t->freelist) * t->page_size);
         if (j->cfg.max_size != 0 && j->used_bytes < j->cfg.max_size)
             j->full = 0;
         if (j->cfg.max_size != 0 && j->used_bytes > j->cfg.max_size / 10 * 8)
             prune_now(j); /* also what finished since the last pass */
-        if (j->metrics != NULL) {
+        if (j->metrics != NULL)
+            j->metrics->journal_bytes = (uint64_t)(t->page_count * t->page_size);
+        if (j->metrics != NULL && t->with_stats) {
             lh_metrics_t *m = j->metrics;
             for (int k = 0; k < 5; k++)
                 m->journal_runs[k] = (uint64_t)t->by_state[k];
             m->journal_oldest_age = t->oldest > 0 ? now_unix() - t->oldest : 0;
-            m->journal_bytes = (uint64_t)(t->page_count * t->page_size);
         }
     }
     if (status == 0 && !j->closed) {
@@ -753,7 +798,7 @@ static void take_done(void *data, int status)
         j->next_due = t->next_due;
         if (t->full)
             arm_take(j, 0.001); /* more are due: soon, after what the loop has to do */
-        else if (t->next_due > 0)
+        else if (t->next_due > 0 && t->limit > 0) /* no room: the regular look comes back */
             arm_take(j, t->next_due);
     }
     /* with status < 0 nothing was claimed: the runs stay due for the next take */
@@ -765,6 +810,7 @@ static void take(lh_journal_t *j)
 {
     if (j->taking || j->closed)
         return;
+    retry_failed_ends(j);
     int room = j->hooks.room != NULL ? j->hooks.room(j->hooks.data) : TAKE_MAX;
     take_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
@@ -772,7 +818,7 @@ static void take(lh_journal_t *j)
     t->j = j;
     t->limit = room < TAKE_MAX ? room : TAKE_MAX;
     t->now = now_unix();
-    t->with_stats = j->takes++ % STATS_EVERY == 0 || j->cfg.max_size != 0;
+    t->with_stats = j->takes++ % STATS_EVERY == 0;
     if (lh_state_call(j->st, w_take, take_done, t) != 0) {
         free(t);
         return;
@@ -977,5 +1023,10 @@ void lh_journal_free(lh_journal_t *j)
         return;
     for (int k = 0; k < S_COUNT_; k++)
         sqlite3_finalize(j->s[k]);
+    while (j->failed_ends) {
+        struct end_s *e = j->failed_ends;
+        j->failed_ends = e->next_failed;
+        free(e);
+    }
     free(j);
 }

@@ -88,6 +88,7 @@ typedef struct lh_journal_end_s {
     int attempt;    /* from 1 */
     double started; /* unix seconds */
     int retries;    /* the handler's own (on()'s retries option); -1: the journal's */
+    int only_run;   /* the delivery has no other run: its state is the status (0 is always right) */
     lh_outcome_t outcome;
     lh_end_t how;
     const char *error; /* NULL on success */

@@ -238,6 +238,8 @@ static void startup_fields(lh_app_t *app)
 static int journal_room(void *data)
 {
     lh_app_t *app = data;
+    if (app->stopping) /* no new run while stopping: retries wait for the next start */
+        return 0;
     int64_t left = (int64_t)app->cfg->max_pending - app->tasks - app->admitted;
     return left <= 0 ? 0 : left < 2 ? 1 : (int)(left / 2 > 1000000 ? 1000000 : left / 2);
 }

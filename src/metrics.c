@@ -157,12 +157,14 @@ const double lh_metrics_commit_bounds[LH_JOURNAL_COMMIT_BUCKETS] = {
 /* The journal's series (with --state-dir only). */
 static void render_journal(out_t *o, const lh_metrics_t *m)
 {
-    static const char *const states[5] = {"pending", "running", "ok", "retrying", "dead"};
-    outf(o, "# HELP luahook_journal_runs Handler runs in the journal, by state.\n"
+    /* by lh_run_state_t; ok runs are not counted (retention keeps days of them) */
+    static const char *const states[5] = {"pending", "running", NULL, "retrying", "dead"};
+    outf(o, "# HELP luahook_journal_runs Handler runs in the journal not ok, by state.\n"
             "# TYPE luahook_journal_runs gauge\n");
     for (int k = 0; k < 5; k++)
-        outf(o, "luahook_journal_runs{state=\"%s\"} %llu\n", states[k],
-             (unsigned long long)m->journal_runs[k]);
+        if (states[k] != NULL)
+            outf(o, "luahook_journal_runs{state=\"%s\"} %llu\n", states[k],
+                 (unsigned long long)m->journal_runs[k]);
     outf(o,
          "# HELP luahook_journal_oldest_pending_seconds Age of the oldest delivery with a run "
          "not finished.\n"

@@ -274,7 +274,9 @@ int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, s
     }
     sqlite3_busy_timeout(st->db, 5000);
     /* a new file: free pages can be given back (incremental auto-vacuum must come first) */
-    if (!exists && exec(st->db, "PRAGMA auto_vacuum = INCREMENTAL;", err, errlen, st->path) != 0)
+    /* 16 KiB pages: a journaled body of a few KiB fits in one page, no overflow chain */
+    if (!exists && exec(st->db, "PRAGMA page_size = 16384; PRAGMA auto_vacuum = INCREMENTAL;", err,
+                        errlen, st->path) != 0)
         goto fail;
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK ||

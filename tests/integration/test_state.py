@@ -119,9 +119,9 @@ class StateFolder(unittest.TestCase):
             db.execute("CREATE TABLE filler(x)")
             db.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * 200)
             db.commit()
+            page = db.execute("PRAGMA page_size").fetchone()[0]
             db.close()
             data = bytearray(read(p))
-            page = 4096
             for i in range(2 * page, 2 * page + 600):  # a b-tree page's header and cells
                 data[i] = 0xA5
             with open(p, "wb") as f:

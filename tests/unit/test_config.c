@@ -212,7 +212,7 @@ static const row_case_t row_cases[] = {
     {"dedup-window", "0", "10m", "5w"},
     {"keep", "7d", "12h", "0"},
     {"keep-dead", "30d", "1m", "x"},
-    {"journal-max-size", "0", "1m", "1k"},
+    {"journal-max-size", "0", "2m", "1000k"},
     {"sample", "X", "Y", ""},
     {"action", "X", "Y", ""},
     {"exclude", "vendor", "other/*", ""},

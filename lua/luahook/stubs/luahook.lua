@@ -11,6 +11,7 @@
 
 ---@class luahook.OnOpts
 ---@field name? string the handler's id is "<script name>#<name>": a letter, then letters, digits, '_', '.', '-' (at most 64)
+---@field retries? integer with --state-dir: retries of a failed run of this handler before it is dead (instead of --retries)
 
 ---@class (exact) luahook.Ctx
 ---@field id string the delivery id (also in the answer and the logs)
@@ -20,7 +21,7 @@
 ---@field remote string "ip:port" of the sender
 ---@field received_at number seconds since the epoch
 ---@field body string the raw body bytes (exact forwarding, signature checks)
----@field attempt integer 1 for a first delivery, more when the same event is delivered again
+---@field attempt integer 1 for a first delivery, more when the journal runs the handler again (a retry, a replay, after a crash)
 
 ---Registers a handler for an action, a list of actions, or "*" (every event), while the
 ---scripts load. Handlers of one action run in registration order, then the "*" ones.
@@ -49,6 +50,12 @@ function on(action, handler, opts) end
 ---@param default? string
 ---@return string
 function env(name, default) end
+
+---An error value that says retrying cannot help: `error(permanent("bad data"))` makes the
+---run dead at once instead of retried (with --state-dir). Elsewhere it reads as `message`.
+---@param message string
+---@return table
+function permanent(message) end
 
 ---Waits `seconds` without blocking the server (inside a handler or a timer callback only).
 ---@param seconds number
