@@ -7,6 +7,7 @@ Disk full: events answered 503 with an error that says so and a log line, the se
 still serving, no 200 for an event the journal does not hold; once space returns (the
 filler removed) events are accepted again, and every event answered 200, before or
 after, is handled (the journal and effects.lua's records compared as in the crash test).
+A run that ends while the disk is full is handled once space returns, without a restart.
 Read-only: a server is not started on a folder it cannot write (a clear message naming
 it, the database left as it was), and serves once the folder is writable again."""
 
@@ -170,8 +171,7 @@ class DiskFull(Mounts):
                              what="every delivery handled once space returned")
         self.check(self.state)
 
-    @unittest.expectedFailure  # journal-core: a run's end refused by a full disk is kept
-    def test_run_ending_while_full(self):  # 'running' until the next start (see the report)
+    def test_run_ending_while_full(self):
         # a run that ends while the disk is full is handled once space returns, without a
         # restart (its end written again, or the run repeated)
         gate = self.td.join("gate")
