@@ -341,7 +341,8 @@ def check_at_least_once(state_dir, effects_path, sent_bodies, accepted, handlers
     sent_bodies: [body bytes] by seq; accepted: {delivery id: seq} of the events answered
     200. Returns (figures, problems): problems is empty when
       - every event answered 200 is a delivery whose body is the exact bytes sent;
-      - every delivery (answered or not) is 'ok', each handler's run 'ok';
+      - every delivery (answered or not) is 'ok' with its finished time, each handler's
+        run 'ok';
       - each run's attempts: exactly one 'ok', the last, and runs.attempts is its number;
       - each execution seen (effects.lua) belongs to a recorded attempt, no two executions
         got the same attempt number, none came after the committed 'ok' one, and the 'ok'
@@ -374,6 +375,9 @@ def check_at_least_once(state_dir, effects_path, sent_bodies, accepted, handlers
         if d["status"] != "ok":
             problems.append("delivery %s (event %s) ended %r, not 'ok'"
                             % (d["delivery"], seq_of.get(d["delivery"]), d["status"]))
+        elif d["finished"] is None or d["finished"] < d["received"]:
+            problems.append("delivery %s is ok but its finished time is %r (received %r)"
+                            % (d["delivery"], d["finished"], d["received"]))
 
     run_rows = {(r["delivery_id"], r["handler"]): r for r in runs}
     tries = {}

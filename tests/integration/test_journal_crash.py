@@ -122,6 +122,8 @@ class TheCheck(unittest.TestCase):
             breach("differs from event", sent={**bodies, accepted[did]: b"{}"})
             breach("ended 'dead', not 'ok'",
                    sql="UPDATE deliveries SET status = 'dead' WHERE delivery = ?")
+            breach("its finished time is None",
+                   sql="UPDATE deliveries SET finished = NULL WHERE delivery = ?")
 
 
 if __name__ == "__main__":
