@@ -18,6 +18,7 @@
 /* Retention passes, and how many deliveries one pass removes (the writer stays quick). */
 #define PRUNE_EVERY_MS 30000
 #define PRUNE_BATCH    500
+#define PRUNE_STEP     8 /* over the size bound: deleted this many at a time */
 /* The counts for /metrics, every this many takes. */
 #define STATS_EVERY 4
 
@@ -897,21 +898,30 @@ static int w_prune(sqlite3 *db, void *data)
         ids[n++] = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
     if (n == 0 && j->cfg.max_size != 0) {
-        if (used_bytes(db) > j->cfg.max_size / 10 * 8) {
-            s = stmt(j, db, S_PRUNABLE_SIZE);
-            if (s == NULL)
+        /* the oldest finished, a few at a time, until under 80 % of the bound: deleted
+        ** pages go to the free list, so the count of pages in use falls as they go */
+        uint64_t target = j->cfg.max_size / 10 * 8;
+        while (rc == SQLITE_OK && n < PRUNE_BATCH && used_bytes(db) > target) {
+            int got = 0;
+            int64_t some[PRUNE_STEP];
+            if ((s = stmt(j, db, S_PRUNABLE_SIZE)) == NULL)
                 return sqlite3_errcode(db);
-            sqlite3_bind_int(s, 1, PRUNE_BATCH / 5);
-            while (n < PRUNE_BATCH && sqlite3_step(s) == SQLITE_ROW)
-                ids[n++] = sqlite3_column_int64(s, 0);
+            sqlite3_bind_int(s, 1, PRUNE_STEP);
+            while (got < PRUNE_STEP && sqlite3_step(s) == SQLITE_ROW)
+                some[got++] = sqlite3_column_int64(s, 0);
             sqlite3_reset(s);
-            p->more = n > 0;
+            for (int i = 0; i < got && rc == SQLITE_OK; i++)
+                rc = delete_delivery(j, db, some[i]);
+            n += got;
+            if (got < PRUNE_STEP)
+                break; /* nothing finished left */
         }
+        p->more = n >= PRUNE_BATCH;
     } else {
         p->more = n == PRUNE_BATCH;
+        for (int i = 0; i < n && rc == SQLITE_OK; i++)
+            rc = delete_delivery(j, db, ids[i]);
     }
-    for (int i = 0; i < n && rc == SQLITE_OK; i++)
-        rc = delete_delivery(j, db, ids[i]);
     p->removed = n;
     /* the space goes back to the file system at once, not at the writer's next pass */
     if (rc == SQLITE_OK && n > 0)

@@ -81,6 +81,7 @@ struct lh_state_s {
     op_t *q_head, *q_tail; /* queued by the loop for the writer */
     op_t *done;            /* handed back to the loop, in reverse order */
     int stopping;
+    int writer_waits; /* the writer sleeps on `cond`: what is queued must wake it */
     int started, async_open, sync_init;
     uint64_t seq;         /* last sequence number given (loop thread) */
     uint64_t committed;   /* writer: last seq processed */
@@ -469,7 +470,8 @@ static void enqueue(lh_state_t *st, op_t *op)
     else
         st->q_head = op;
     st->q_tail = op;
-    uv_cond_signal(&st->cond);
+    if (st->writer_waits) /* a busy writer takes it with its next batch: no wake-up call */
+        uv_cond_signal(&st->cond);
     uv_mutex_unlock(&st->mu);
 }
 
@@ -752,8 +754,11 @@ static void writer_main(void *arg)
     lh_state_t *st = arg;
     for (;;) {
         uv_mutex_lock(&st->mu);
-        if (st->q_head == NULL && !st->stopping)
+        if (st->q_head == NULL && !st->stopping) {
+            st->writer_waits = 1;
             uv_cond_timedwait(&st->cond, &st->mu, (uint64_t)POLL_MS * 1000000u);
+            st->writer_waits = 0;
+        }
         op_t *batch = st->q_head;
         st->q_head = st->q_tail = NULL;
         int stopping = st->stopping;
