@@ -220,8 +220,8 @@ class Stream:
     """Posts events from `clients` threads over keep-alive connections to whatever port
     `port()` names at the time (a server that is restarted gets a new port). Each event is
     posted once, never retried: it ends as answered (status, delivery id) or unanswered
-    (the connection failed, e.g. the server was killed). `on_sent(n)` is called, under the
-    stream's lock, after the n-th event was answered or failed."""
+    (the connection failed, e.g. the server was killed). `on_sent(n)` is called (outside
+    the stream's lock) after the n-th event was answered or failed."""
 
     def __init__(self, port, total, rng, clients=3, fail_share=0.0, max_sleep_ms=20,
                  on_sent=None):
@@ -272,8 +272,9 @@ class Stream:
             else:
                 self.answers[seq] = answer
             self.done += 1
-            if self.on_sent is not None:
-                self.on_sent(self.done)
+            done = self.done
+        if self.on_sent is not None:  # outside the lock: it may wait on the caller's
+            self.on_sent(done)
 
     def _connect(self):
         # the server may be restarting: wait for the port to answer
@@ -320,13 +321,16 @@ class Stream:
 
     def accepted(self):
         """{delivery id: seq} of every event answered 200."""
-        return {a["id"]: seq for seq, (st, a) in self.answers.items()
-                if st == 200 and isinstance(a, dict)}
+        with self.lock:
+            return {a["id"]: seq for seq, (st, a) in self.answers.items()
+                    if st == 200 and isinstance(a, dict)}
 
     def statuses(self):
+        """{HTTP status: how many events got it}, so far."""
         out = {}
-        for st, _ in self.answers.values():
-            out[st] = out.get(st, 0) + 1
+        with self.lock:
+            for st, _ in self.answers.values():
+                out[st] = out.get(st, 0) + 1
         return out
 
 

@@ -8,6 +8,7 @@ still serving, no 200 for an event the journal does not hold; once space returns
 filler removed) events are accepted again, and every event answered 200, before or
 after, is handled (the journal and effects.lua's records compared as in the crash test).
 A run that ends while the disk is full is handled once space returns, without a restart.
+The same with eight clients at once, the disk filled and freed twice during the stream.
 Read-only: a server is not started on a folder it cannot write (a clear message naming
 it, the database left as it was), and serves once the folder is writable again."""
 
@@ -16,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -196,6 +198,41 @@ class DiskFull(Mounts):
             with journal.Journal(self.state) as j:
                 j.wait_final(timeout=10.0 * h.SLOW, at_least=len(self.accepted),
                              what="every delivery handled once space returned")
+        self.check(self.state)
+
+
+    def test_stream_through_full_disk(self):
+        # eight clients at once (group commits that fail together), the disk filled and
+        # freed twice in the middle: every 503 unstored, every 200 handled
+        self.assertIsNone(mount("-o", "remount,size=64m", self.state))  # room for the stream
+        reached = threading.Condition()
+
+        def sent(n):
+            with reached:
+                reached.notify_all()
+        stream = journal.Stream(None, 1200, self.rng, clients=8, fail_share=0.1,
+                                on_sent=sent)
+        with self.serve(self.state) as srv:
+            stream.port = lambda: srv.port
+            stream.start()
+            for start in (200, 700):
+                with reached:
+                    self.assertTrue(reached.wait_for(lambda: stream.done >= start,
+                                                     timeout=120.0 * h.SLOW))
+                fill(self.filler)
+                refused = stream.statuses().get(503, 0)
+                with reached:
+                    self.assertTrue(reached.wait_for(
+                        lambda: stream.statuses().get(503, 0) >= refused + 20,
+                        timeout=120.0 * h.SLOW), "a full disk refused nothing")
+                os.unlink(self.filler)
+            stream.join(timeout=300.0 * h.SLOW)
+            self.bodies = dict(enumerate(stream.bodies))
+            self.accepted = stream.accepted()
+            self.refused = [(seq, r) for seq, r in stream.answers.items() if r[0] == 503]
+            self.assertEqual(set(stream.statuses()), {200, 503}, stream.statuses())
+            with journal.Journal(self.state) as j:
+                j.wait_final(timeout=60.0 * h.SLOW, at_least=len(self.accepted))
         self.check(self.state)
 
 
