@@ -536,7 +536,7 @@ def crash_campaign(kills, events, what="crash", args=(), clients=3, fail_share=0
             figures["reloads"] = len(srv.find_logs(msg="reloaded"))
         figures.update({
             "events": total,
-            "kills": kills,
+            {"kill": "kills", "term": "stops", "hup": "reloads asked"}[how]: kills,
             "answered 200": statuses.get(200, 0),
             "answered otherwise": sum(v for k, v in statuses.items() if k != 200),
             "unanswered": len(stream.unanswered),
