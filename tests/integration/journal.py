@@ -404,10 +404,15 @@ def check_at_least_once(state_dir, effects_path, sent_bodies, accepted, handlers
             last = max((a["n"] for a in rows), default=0)
             if run["state"] != "ok":
                 problems.append("run %s %s ended %r" % (did, hid, run["state"]))
-            if len(oks) != 1:
+            seen = seen_runs.pop((did, name), {})
+            if len(oks) > 1:
                 problems.append("run %s %s: %d attempts ended ok (attempts %s): a run whose "
                                 "completion was committed ran again"
                                 % (did, hid, len(oks), [(a["n"], a["outcome"]) for a in rows]))
+            elif not oks:
+                problems.append("run %s %s: no attempt ended ok (attempts %s, executions seen %s)"
+                                % (did, hid, [(a["n"], a["outcome"]) for a in rows],
+                                   {n: "+".join(ph) for n, ph in sorted(seen.items())}))
             ok_n = oks[0] if oks else None
             if ok_n is not None and last > ok_n:
                 problems.append("run %s %s: attempt %d recorded after attempt %d ended ok"
@@ -415,7 +420,6 @@ def check_at_least_once(state_dir, effects_path, sent_bodies, accepted, handlers
             if ok_n is not None and run["attempts"] != ok_n:
                 problems.append("run %s %s: runs.attempts %d but attempt %d ended ok"
                                 % (did, hid, run["attempts"], ok_n))
-            seen = seen_runs.pop((did, name), {})
             executions += len(seen)
             max_attempt = max([max_attempt] + list(seen))
             if len(seen) > 1:
