@@ -40,6 +40,7 @@ struct lh_app_s {
     lh_fieldset_t startup;
     int tasks;    /* handler runs alive on every VM, the serving one and replaced ones */
     int admitted; /* handler runs of admitted events not started yet (dispatch) */
+    int retrying; /* of `tasks`: runs the journal started again (retries, replays) */
     int stopping;
     /* runs when `tasks` drops to 0, inside the ending task's caller (defer real work);
     ** NULL: nobody waits for that */

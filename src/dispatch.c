@@ -55,8 +55,9 @@ struct lh_event_s {
     int held;                  /* holds vm (vm->tasks) while the journal commits */
     lh_dispatch_accept_cb acb; /* while the journal commits */
     void *adata;
-    lh_route_t own_route; /* a redelivered run: its one handler */
+    lh_route_t own_route; /* a redelivered run: its one handler (counted in app->retrying) */
     int own_handler;
+    int redelivered;
 };
 
 /* ------------------------------------------------------------------ answers */
@@ -123,6 +124,7 @@ static void event_free(lh_event_t *e)
 {
     lua_State *L = e->vm->L;
     e->app->admitted -= e->reserved;
+    e->app->retrying -= e->redelivered;
     luaL_unref(L, LUA_REGISTRYINDEX, e->ev_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, e->ctx_ref);
     free(e->action);
@@ -804,5 +806,7 @@ void lh_dispatch_redeliver(void *data, const lh_journal_run_t *run)
     e->nhandlers = 1;
     e->stats = lh_metrics_action(&app->metrics, e->action, e->action_len);
     e->stage = STAGE_ACCEPTED;
+    e->redelivered = 1;
+    app->retrying++;
     lh_dispatch_run(e);
 }

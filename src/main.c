@@ -233,15 +233,17 @@ static void startup_fields(lh_app_t *app)
                     0);
 }
 
-/* Runs the journal may start now: half of what --max-pending leaves, so that retries
-** never starve new events. */
+/* Runs the journal may start now: retries and replays together hold at most half of
+** --max-pending, so that they never starve new events. */
 static int journal_room(void *data)
 {
     lh_app_t *app = data;
     if (app->stopping) /* no new run while stopping: retries wait for the next start */
         return 0;
     int64_t left = (int64_t)app->cfg->max_pending - app->tasks - app->admitted;
-    return left <= 0 ? 0 : left < 2 ? 1 : (int)(left / 2 > 1000000 ? 1000000 : left / 2);
+    int64_t share = ((int64_t)app->cfg->max_pending + 1) / 2 - app->retrying;
+    int64_t room = left < share ? left : share;
+    return room <= 0 ? 0 : room > 1000000 ? 1000000 : (int)room;
 }
 
 static int serve(lh_main_t *m)

@@ -249,6 +249,28 @@ class Journal(unittest.TestCase):
             done = sorted(e["n"] for e in srv.find_logs(msg="slow done"))
             self.assertEqual(done, list(range(10)))
 
+    def test_retries_never_starve_new_events(self):
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), *FAST,
+                                         "--max-pending", "4") as srv:
+            d = td.join("st")
+            held = [post(srv, {"action": "HOLD", "n": i}) for i in range(8)]
+            # while the retries run, new events are taken (200, never 503)
+            deadline = time.monotonic() + 2.0
+            n = 0
+            while time.monotonic() < deadline:
+                post(srv, {"action": "OK", "n": 1000 + n})
+                n += 1
+                time.sleep(0.02)
+            for i in held:
+                wait_state(d, i, "journal.lua#hold", "ok", 2)
+            # retries held at most half of --max-pending at any moment
+            spans = query(d, "SELECT started, ended FROM attempts WHERE handler = ? AND n = 2",
+                          "journal.lua#hold")
+            self.assertEqual(len(spans), 8)
+            most = max(sum(1 for s2, e2 in spans if s2 <= s1 < e2) for s1, _ in spans)
+            self.assertLessEqual(most, 2, spans)
+            self.assertGreater(n, 10)
+
     def test_retention_by_age(self):
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), "--keep", "1s",
                                          "--keep-dead", "1h", *FAST) as srv:
