@@ -94,6 +94,23 @@ class Journal(unittest.TestCase):
             # the start-up line says so
             self.assertTrue(srv.find_logs(msg="listening", events="journaled (--sync full)"))
 
+    def test_neither_the_secret_header_nor_authorization_stored(self):
+        # with --auth-header, Authorization carries no secret of ours, but may carry a proxy's
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), "--token", "s4",
+                                         "--auth-header", "X-Hook-Secret") as srv:
+            body = json.dumps({"action": "OK", "n": 2}).encode()
+            r = h.post_event(srv.port, body, headers={"X-Hook-Secret": "s4",
+                                                      "Authorization": "Basic cHJveHk6cHc=",
+                                                      "X-Seen": "yes"})
+            self.assertEqual(r.status, 200, r)
+            (headers,), = query(td.join("st"), "SELECT headers FROM deliveries")
+            hd = json.loads(headers)
+            self.assertEqual(hd.get("x-seen"), "yes")
+            self.assertNotIn("x-hook-secret", hd)
+            self.assertNotIn("authorization", hd)
+            self.assertNotIn("s4", headers)
+            self.assertNotIn("cHJveHk6cHc", headers)
+
     def test_retries_with_backoff_until_the_endpoint_answers(self):
         with h.TempDir() as td, Upstream() as up, \
                 h.Server(SCRIPT, "--state-dir", td.join("st"), *FAST,
