@@ -11,6 +11,7 @@
 #include <pwd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -234,6 +235,21 @@ static int migrate(sqlite3 *db, const char *path, int upto, char *err, size_t er
     return 0;
 }
 
+/* When the folder cannot be written, says why in the words an operator looks for: SQLite
+** only says "unable to open database file". Appends to err; nothing when it is writable. */
+static void say_if_read_only(const char *dir, char *err, size_t errlen)
+{
+    struct statvfs vfs;
+    size_t n = strlen(err);
+
+    if (statvfs(dir, &vfs) == 0 && (vfs.f_flag & ST_RDONLY))
+        snprintf(err + n, errlen - n, " (the state folder %s is on a read-only file system)",
+                 dir);
+    else if (access(dir, W_OK) != 0)
+        snprintf(err + n, errlen - n, " (the state folder %s is read-only for this user: %s)", dir,
+                 strerror(errno));
+}
+
 int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, size_t errlen)
 {
     lh_state_t *st = NULL;
@@ -282,6 +298,7 @@ int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, s
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s: %s", st->path,
                  st->db ? sqlite3_errmsg(st->db) : "no memory");
+        say_if_read_only(dir, err, errlen);
         goto fail;
     }
     sqlite3_busy_timeout(st->db, 5000);
@@ -296,6 +313,7 @@ int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, s
         strcmp((const char *)sqlite3_column_text(s, 0), "wal") != 0) {
         snprintf(err, errlen, "%s: cannot switch to WAL mode: %s", st->path,
                  sqlite3_errmsg(st->db));
+        say_if_read_only(dir, err, errlen);
         sqlite3_finalize(s);
         goto fail;
     }
