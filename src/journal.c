@@ -170,7 +170,8 @@ static int refresh_status(lh_journal_t *j, sqlite3 *db, int64_t id, double now)
 /* ------------------------------------------------------------------ opening, recovery */
 
 /* Runs a crash (or a stop mid-commit) left "running": that attempt counts as interrupted,
-** and the run is due at once — or dead, with no retry left. Blocking, at start-up. */
+** and the run is due at once when it was its first attempt, else after the backoff — or
+** dead, with no retry left. Blocking, at start-up. */
 static int recover(lh_journal_t *j, sqlite3 *db, char *err, size_t errlen)
 {
     double now = now_unix();
@@ -217,10 +218,18 @@ static int recover(lh_journal_t *j, sqlite3 *db, char *err, size_t errlen)
         sqlite3_bind_text(r, 2, handler, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int(r, 3, attempts);
         sqlite3_bind_text(r, 4, lh_run_state_name(next), -1, SQLITE_STATIC);
-        if (next == LH_RUN_DEAD)
+        if (next == LH_RUN_DEAD) {
             sqlite3_bind_null(r, 5);
-        else
+        } else if (attempts <= 1) {
             sqlite3_bind_double(r, 5, now);
+        } else {
+            /* cut short again: the backoff, so that a crash loop does not spend a day's
+            ** retries in seconds */
+            uint32_t rnd = 0;
+            uv_random(NULL, NULL, &rnd, sizeof(rnd), 0, NULL);
+            sqlite3_bind_double(
+                r, 5, now + lh_retry_delay(&j->cfg.retry, attempts, (double)rnd / 4294967296.0));
+        }
         sqlite3_bind_text(r, 6, why, -1, SQLITE_STATIC);
         sqlite3_bind_null(r, 7);
         sqlite3_bind_double(r, 8, now);

@@ -213,6 +213,36 @@ class Journal(unittest.TestCase):
                 wait_state(d, did, "journal.lua#wait", "ok", 2)
                 self.assertEqual([r[1] for r in attempts(d, did)], ["interrupted", "ok"])
 
+    def test_a_crash_loop_backs_off_after_the_first_restart(self):
+        with h.TempDir() as td:
+            d = td.join("st")
+            slow = ("--retry-first", "30")  # the second interruption waits 48-72 s
+            srv = h.Server(SCRIPT, "--state-dir", d, *slow)
+            srv.start()
+            try:
+                did = post(srv, {"action": "HANG"})
+                wait_state(d, did, "journal.lua#hang", "running", 1)
+            finally:
+                srv.kill()
+            srv = h.Server(SCRIPT, "--state-dir", d, *slow)
+            srv.start()
+            try:  # the first interruption: due at once
+                srv.wait_log(lambda e: e.get("msg") == "hanging" and e.get("attempt") == 2,
+                             timeout=WAIT, what="the second attempt at once")
+            finally:
+                srv.kill()
+            with h.Server(SCRIPT, "--state-dir", d, *slow) as srv:
+                now = time.time()
+                (state, n, next_at), = query(
+                    d, "SELECT r.state, r.attempts, r.next_at FROM runs r JOIN deliveries d"
+                       " ON d.id = r.delivery WHERE d.delivery = ?", did)
+                self.assertEqual(n, 2)
+                self.assertIn(state, ("pending", "retrying"))
+                self.assertGreater(next_at, now + 40, "the second interruption backs off")
+                self.assertEqual([r[1] for r in attempts(d, did)],
+                                 ["interrupted", "interrupted"])
+                self.assertFalse(srv.find_logs(msg="hanging"))
+
     def test_run_set_pending_by_another_process_is_taken_up(self):
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), *FAST) as srv:
             d = td.join("st")
