@@ -434,7 +434,10 @@ static char *headers_json(lua_State *L, int ctx, const char *secret_header, size
     while (lua_next(L, -2) != 0) { /* headers k v */
         size_t kl, vl;
         const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
-        if (k != NULL && v != NULL && strcmp(k, secret_header) != 0) {
+        /* never stored: the secret's header, nor Authorization when the secret is elsewhere
+         * (a proxy's credentials) */
+        if (k != NULL && v != NULL && strcmp(k, secret_header) != 0 &&
+            strcmp(k, "authorization") != 0) {
             size_t need = n + LH_JSON_ESCAPED_MAX(kl) + LH_JSON_ESCAPED_MAX(vl) + 8;
             if (need > cap) {
                 char *p = realloc(out, cap = need * 2);
