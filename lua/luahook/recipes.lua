@@ -282,10 +282,12 @@ end
 local validate_fields
 
 -- Checks `v` against spec `s`; problems go to `problems` as "path: what"; returns the value
--- to keep (defaults filled in, copied).
-function M.validate_value(v, s, path, problems)
+-- to keep (defaults filled in, copied). `secret`: inside a secret list, map or record, whose
+-- mark covers what it holds (its items' specs need not repeat it).
+function M.validate_value(v, s, path, problems, secret)
+  secret = secret or s.secret
   local function bad(what)
-    problems[#problems + 1] = fmt("%s: expected %s, got %s", path, expected(s), show(v, s.secret))
+    problems[#problems + 1] = fmt("%s: expected %s, got %s", path, expected(s), show(v, secret))
   end
   local t = s.type
   if t == "string" then
@@ -311,7 +313,7 @@ function M.validate_value(v, s, path, problems)
     if not is_list(v) then return bad() end
     if (s.min and #v < s.min) or (s.max and #v > s.max) then return bad() end
     local out = {}
-    for i = 1, #v do out[i] = M.validate_value(v[i], s.of, join(path, i), problems) end
+    for i = 1, #v do out[i] = M.validate_value(v[i], s.of, join(path, i), problems, secret) end
     v = out
   elseif t == "map" then
     if type(v) ~= "table" then return bad() end
@@ -320,13 +322,13 @@ function M.validate_value(v, s, path, problems)
       if type(k) ~= "string" then
         problems[#problems + 1] = fmt("%s: the keys must be strings, got %s", path, show(k))
       else
-        out[k] = M.validate_value(v[k], s.of, join(path, k), problems)
+        out[k] = M.validate_value(v[k], s.of, join(path, k), problems, secret)
       end
     end
     v = out
   elseif t == "record" then
     if type(v) ~= "table" then return bad() end
-    v = validate_fields(v, s.fields, path, problems)
+    v = validate_fields(v, s.fields, path, problems, secret)
   end
   if s.one_of then
     local found = false
@@ -344,7 +346,7 @@ local function copy(v)
 end
 
 -- The keys of table `cfg` against `fields`: unknown keys, required ones, defaults.
-function validate_fields(cfg, fields, path, problems)
+function validate_fields(cfg, fields, path, problems, secret)
   local out = {}
   local names = sorted_keys(fields)
   for _, k in ipairs(sorted_keys(cfg)) do
@@ -375,7 +377,7 @@ function validate_fields(cfg, fields, path, problems)
         if #sub == 0 then out[k] = filled end
       end
     else
-      out[k] = M.validate_value(v, s, join(path, k), problems)
+      out[k] = M.validate_value(v, s, join(path, k), problems, secret)
     end
   end
   return out
@@ -606,18 +608,21 @@ local function source_of(where)
   return where.bundled and "bundled" or where.dir
 end
 
--- Every key of a schema, nested ones as paths ("channels[].url"), in order.
-local function flatten(fields, prefix, out)
+-- Every key of a schema, nested ones as paths ("channels[].url"), in order; `secret`: a
+-- key inside a secret one is secret too.
+local function flatten(fields, prefix, out, secret)
   for _, k in ipairs(sorted_keys(fields)) do
     local s = fields[k]
     local path = prefix == "" and k or prefix .. "." .. k
-    out[#out + 1] = { path = path, spec = s }
+    local hidden = secret or s.secret or false
+    out[#out + 1] = { path = path, spec = s, secret = hidden }
     local inner, suffix = s, ""
     while (inner.type == "list" or inner.type == "map") and inner.of do
       suffix = suffix .. (inner.type == "list" and "[]" or "{}")
       inner = inner.of
+      hidden = hidden or inner.secret or false
     end
-    if inner.type == "record" then flatten(inner.fields, path .. suffix, out) end
+    if inner.type == "record" then flatten(inner.fields, path .. suffix, out, hidden) end
   end
   return out
 end
@@ -653,8 +658,8 @@ local function describe_one(where, markdown)
       for _, k in ipairs(keys) do
         local s = k.spec
         o[#o + 1] = fmt("| `%s` | %s | %s | %s | %s | %s | %s |", k.path, md_cell(type_text(s)),
-          s.default ~= nil and "`" .. md_cell(literal(s.default, s.secret)) .. "`" or "",
-          s.required and "yes" or "", s.secret and "yes" or "",
+          s.default ~= nil and "`" .. md_cell(literal(s.default, k.secret)) .. "`" or "",
+          s.required and "yes" or "", k.secret and "yes" or "",
           md_cell(s.description or ""),
           s.example ~= nil and "`" .. md_cell(literal(s.example)) .. "`" or "")
       end
@@ -672,8 +677,8 @@ local function describe_one(where, markdown)
       local s = k.spec
       local attrs = { type_text(s) }
       if s.required then attrs[#attrs + 1] = "required" end
-      if s.secret then attrs[#attrs + 1] = "secret" end
-      if s.default ~= nil then attrs[#attrs + 1] = "default " .. literal(s.default, s.secret) end
+      if k.secret then attrs[#attrs + 1] = "secret" end
+      if s.default ~= nil then attrs[#attrs + 1] = "default " .. literal(s.default, k.secret) end
       o[#o + 1] = fmt("  %s  (%s)", k.path, table.concat(attrs, ", "))
       if s.one_of or s.min or s.max or s.match then
         o[#o + 1] = "      expects " .. expected(s)

@@ -299,6 +299,23 @@ class Secrets(unittest.TestCase):
                 self.assertEqual(json.loads(ready["config"])["channel_url"], "***")
             self.assertNotIn("s3cr3t", srv.stderr_text())
 
+    def test_a_secret_list_map_or_record_masks_what_it_holds(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, 'use("gamma", { hooks = { "http://s3cr3t-1" }, auth = { key = "s3cr3t-2" },'
+                          ' headers = { X = "s3cr3t-3-long" } })\n')
+            r = h.run_luahook("check", "--recipes", RECIPES, "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertEqual(r.stderr.decode().strip(),
+                             'handlers/qa.lua:1: gamma: auth.key: expected a string of >= 20 '
+                             'characters, got ***; headers.X: expected a string of <= 8 '
+                             'characters, got ***; hooks[1]: expected a string matching '
+                             '"^https://", got ***')
+            self.assertNotIn(b"s3cr3t", r.stdout + r.stderr)
+        # and `recipes NAME` marks the keys inside as secret
+        r = h.run_luahook("recipes", "--recipes", RECIPES, "gamma")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn(b"  auth.key  (string, required, secret)\n", r.stdout)
+
     def test_a_secret_default_is_never_listed(self):
         for args in ((), ("--markdown",)):
             r = h.run_luahook("recipes", "--recipes", RECIPES, "gamma", *args)
