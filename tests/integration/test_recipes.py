@@ -459,6 +459,17 @@ class Commands(unittest.TestCase):
             r = h.run_luahook("recipes", "--recipes", tmp.path, "greeter")
             self.assertEqual(r.returncode, 0, r)
             self.assertIn(b"README.md:\n# greeter", r.stdout)
+            # bodies without a project object (send_payload=false, a hand-made one) count
+            # under no project instead of failing, and the log line repeats no context
+            handlers(tmp, 'use("greeter", { actions = { "ANNOTATION_CREATED" } })\n')
+            for body in ({"action": "ANNOTATION_CREATED"},
+                         {"action": "ANNOTATION_CREATED", "project": None},
+                         {"action": "ANNOTATION_CREATED", "project": 1}):
+                r = h.run_luahook("fire", "--recipes", tmp.path, "handlers", "-",
+                                  input=json.dumps(body).encode(), cwd=tmp.path)
+                self.assertEqual(r.returncode, 0, (body, r))
+                self.assertIn(b"1 passed, 0 failed", r.stdout)
+                self.assertNotIn(b"_action=", r.stderr)
             # never over an existing folder
             r = h.run_luahook("new-recipe", "greeter", tmp.path)
             self.assertEqual(r.returncode, 2, r)
