@@ -61,7 +61,7 @@ return {
       description = "the task message; fields project, project_title, task",
     },
     projects = {
-      type = "list", of = { type = "integer" },
+      type = "list", min = 1, of = { type = "integer", min = 1 },
       description = "only these projects (all when absent)",
       example = { 7 },
     },

@@ -161,6 +161,25 @@ class NothingSet(unittest.TestCase):
         self.assertIn("every", err)
         self.assertIn('"three"', err)
 
+    def test_an_empty_projects_list_is_refused_by_every_recipe(self):
+        """`projects = {}` would silently turn a recipe off (no project matches): an error,
+        as is an id below 1."""
+        r = h.run_luahook("recipes")
+        names = [l.split()[0] for l in r.stdout.decode().splitlines()[1:]]
+        self.assertEqual(len(names), 6, r)
+        with h.TempDir() as tmp:
+            for name in names:
+                h.write_script(tmp.path, "p.lua", 'use("%s", { projects = {} })\n'
+                               'use("%s", { projects = { 0 } }, { as = "two" })\n' % (name, name))
+                r = h.run_luahook("check", "p.lua", cwd=tmp.path)
+                self.assertEqual(r.returncode, 1, r)
+                err = r.stderr.decode()
+                self.assertIn("p.lua:1: %s: " % name, err)
+                self.assertIn("projects: expected a list of integers >= 1 with >= 1 items, "
+                              "got an empty table", err)
+                self.assertIn("p.lua:2: %s: " % name, err)
+                self.assertIn("projects[1]: expected an integer >= 1, got 0", err)
+
     def test_a_template_field_that_does_not_exist(self):
         path = h.lua_path(__file__, "bad_template.lua")
         r = h.run_luahook("check", path)
