@@ -377,5 +377,32 @@ class Progress(unittest.TestCase):
                                  "P7: 100% of the tasks are finished (4 of 4)"])
 
 
+    def test_a_task_completed_by_two_deliveries_at_once_is_announced_once(self):
+        """The first post is held until a second post arrives (or 5 s pass, well within
+        the recipe's 10 s post timeout): a second announcement of the same task, made
+        while the first is still being posted, would release it at once."""
+        second = threading.Event()
+        held = []
+
+        def chat(body):
+            if held:
+                second.set()
+            else:
+                held.append(body)
+                second.wait(5.0)
+            return 200, {"ok": True}
+
+        def done(i, action):
+            ev = annotation(7, i)
+            ev["action"] = action
+            ev["task"]["is_labeled"] = True
+            return ev
+
+        with Fake({"/chat": chat}) as fake, examples_server(PROGRESS_URL=fake.url + "/chat") as srv:
+            rs = post_all(srv.port, [done(5, "ANNOTATION_CREATED"), done(5, "ANNOTATION_UPDATED")])
+            self.assertEqual([r.status for r in rs], [200, 200], [r.body for r in rs])
+            texts = [json.loads(r["body"])["text"] for r in fake.on("/chat")]
+        self.assertEqual(texts, ["P7: task 5 is complete"])
+
 if __name__ == "__main__":
     h.main()
