@@ -412,6 +412,44 @@ function redact_fields(v, fields)
 end
 function M.redact(cfg, recipe) return redact_fields(cfg, recipe.config) end
 
+-- The secret strings of a validated config (inside a secret list, map or record too).
+local secrets_fields
+local function secrets_of(v, s, secret, out)
+  secret = secret or s.secret
+  if type(v) == "string" then
+    if secret and v ~= "" then out[#out + 1] = v end
+  elseif type(v) == "table" then
+    if s.type == "record" then
+      secrets_fields(v, s.fields, secret, out)
+    elseif s.of then
+      for _, x in pairs(v) do secrets_of(x, s.of, secret, out) end
+    end
+  end
+end
+function secrets_fields(v, fields, secret, out)
+  for k, x in pairs(v) do
+    if fields[k] then secrets_of(x, fields[k], secret, out) end
+  end
+end
+
+-- `msg` with every secret of the config as ***: a recipe's own error may quote one.
+function M.scrub(msg, cfg, recipe)
+  local found = {}
+  secrets_fields(cfg, recipe.config, false, found)
+  -- the longest first: a secret that holds another is masked whole
+  table.sort(found, function(a, b) return #a > #b end)
+  for _, v in ipairs(found) do
+    local from = 1
+    while true do
+      local i, j = msg:find(v, from, true)
+      if not i then break end
+      msg = msg:sub(1, i - 1) .. "***" .. msg:sub(j + 1)
+      from = i + 3
+    end
+  end
+  return msg
+end
+
 -- ------------------------------------------------------------------------------ finding
 
 local function readable(p)
@@ -590,7 +628,8 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
   local ok, err = pcall(recipe.setup, valid)
   host.finish(prev)
   if not ok then
-    fail("%s: setup failed: %s", instance, type(err) == "string" and err or tostring(err))
+    fail("%s: setup failed: %s", instance,
+         M.scrub(type(err) == "string" and err or tostring(err), valid, recipe))
   end
   -- the config as JSON, secrets masked (a NaN, which JSON cannot hold, is no reason to fail)
   local okj, shown = pcall(json.encode, M.redact(valid, recipe))

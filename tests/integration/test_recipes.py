@@ -316,6 +316,24 @@ class Secrets(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertIn(b"  auth.key  (string, required, secret)\n", r.stdout)
 
+    def test_a_setup_error_that_quotes_a_secret_masks_it(self):
+        with h.TempDir() as tmp:
+            os.makedirs(tmp.join("recipes", "quoter"))
+            h.write_script(tmp.join("recipes", "quoter"), "recipe.lua", """
+return { name = "quoter", version = "0.1.0", description = "quotes its secrets (tests)",
+  config = { url = { type = "string", secret = true },
+             keys = { type = "list", secret = true, of = { type = "string" } } },
+  setup = function(cfg)
+    error("cannot use " .. cfg.url .. " with " .. table.concat(cfg.keys, ","))
+  end }
+""")
+            handlers(tmp, 'use("quoter", { url = "%s", keys = { "k3y-s3cr3t" } })\n' % SECRET)
+            r = h.run_luahook("check", "--recipes", "recipes", "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertNotIn(b"s3cr3t", r.stdout + r.stderr)
+            self.assertIn(b"handlers/qa.lua:1: quoter: setup failed: recipes/quoter/recipe.lua:6: "
+                          b"cannot use *** with ***", r.stderr)
+
     def test_a_secret_default_is_never_listed(self):
         for args in ((), ("--markdown",)):
             r = h.run_luahook("recipes", "--recipes", RECIPES, "gamma", *args)
