@@ -272,6 +272,8 @@ done:
 
 static const char skel_recipe[] =
     "-- %1$s: a luahook recipe. `luahook recipes %1$s` shows its config keys; see README.md.\n"
+    "local ls = require \"labelstudio\" -- what Label Studio's bodies really hold\n"
+    "\n"
     "return {\n"
     "  name = \"%1$s\",\n"
     "  version = \"0.1.0\",\n"
@@ -296,11 +298,13 @@ static const char skel_recipe[] =
     "      for _, id in ipairs(cfg.projects) do wanted[id] = true end\n"
     "    end\n"
     "    on(cfg.actions, function(ev)\n"
-    "      local project = ev.project and ev.project.id\n"
+    "      -- nil for a body without a project (send_payload=false, a delete of all tasks)\n"
+    "      local project = ls.project_id(ev)\n"
     "      if wanted and not wanted[project] then return end\n"
     "      -- `store` is this instance's own: two use()s of the recipe count apart\n"
     "      local n = store.incr(\"seen:\" .. tostring(project))\n"
-    "      log.info(cfg.prefix, { action = ev.action, project = project, count = n })\n"
+    "      -- the line already names the action, the event and this instance\n"
+    "      log.info(cfg.prefix, { project = project, count = n })\n"
     "    end)\n"
     "  end,\n"
     "}\n";

@@ -282,10 +282,12 @@ end
 local validate_fields
 
 -- Checks `v` against spec `s`; problems go to `problems` as "path: what"; returns the value
--- to keep (defaults filled in, copied).
-function M.validate_value(v, s, path, problems)
+-- to keep (defaults filled in, copied). `secret`: inside a secret list, map or record, whose
+-- mark covers what it holds (its items' specs need not repeat it).
+function M.validate_value(v, s, path, problems, secret)
+  secret = secret or s.secret
   local function bad(what)
-    problems[#problems + 1] = fmt("%s: expected %s, got %s", path, expected(s), show(v, s.secret))
+    problems[#problems + 1] = fmt("%s: expected %s, got %s", path, expected(s), show(v, secret))
   end
   local t = s.type
   if t == "string" then
@@ -311,7 +313,7 @@ function M.validate_value(v, s, path, problems)
     if not is_list(v) then return bad() end
     if (s.min and #v < s.min) or (s.max and #v > s.max) then return bad() end
     local out = {}
-    for i = 1, #v do out[i] = M.validate_value(v[i], s.of, join(path, i), problems) end
+    for i = 1, #v do out[i] = M.validate_value(v[i], s.of, join(path, i), problems, secret) end
     v = out
   elseif t == "map" then
     if type(v) ~= "table" then return bad() end
@@ -320,13 +322,13 @@ function M.validate_value(v, s, path, problems)
       if type(k) ~= "string" then
         problems[#problems + 1] = fmt("%s: the keys must be strings, got %s", path, show(k))
       else
-        out[k] = M.validate_value(v[k], s.of, join(path, k), problems)
+        out[k] = M.validate_value(v[k], s.of, join(path, k), problems, secret)
       end
     end
     v = out
   elseif t == "record" then
     if type(v) ~= "table" then return bad() end
-    v = validate_fields(v, s.fields, path, problems)
+    v = validate_fields(v, s.fields, path, problems, secret)
   end
   if s.one_of then
     local found = false
@@ -344,7 +346,7 @@ local function copy(v)
 end
 
 -- The keys of table `cfg` against `fields`: unknown keys, required ones, defaults.
-function validate_fields(cfg, fields, path, problems)
+function validate_fields(cfg, fields, path, problems, secret)
   local out = {}
   local names = sorted_keys(fields)
   for _, k in ipairs(sorted_keys(cfg)) do
@@ -375,7 +377,7 @@ function validate_fields(cfg, fields, path, problems)
         if #sub == 0 then out[k] = filled end
       end
     else
-      out[k] = M.validate_value(v, s, join(path, k), problems)
+      out[k] = M.validate_value(v, s, join(path, k), problems, secret)
     end
   end
   return out
@@ -409,6 +411,44 @@ function redact_fields(v, fields)
   return out
 end
 function M.redact(cfg, recipe) return redact_fields(cfg, recipe.config) end
+
+-- The secret strings of a validated config (inside a secret list, map or record too).
+local secrets_fields
+local function secrets_of(v, s, secret, out)
+  secret = secret or s.secret
+  if type(v) == "string" then
+    if secret and v ~= "" then out[#out + 1] = v end
+  elseif type(v) == "table" then
+    if s.type == "record" then
+      secrets_fields(v, s.fields, secret, out)
+    elseif s.of then
+      for _, x in pairs(v) do secrets_of(x, s.of, secret, out) end
+    end
+  end
+end
+function secrets_fields(v, fields, secret, out)
+  for k, x in pairs(v) do
+    if fields[k] then secrets_of(x, fields[k], secret, out) end
+  end
+end
+
+-- `msg` with every secret of the config as ***: a recipe's own error may quote one.
+function M.scrub(msg, cfg, recipe)
+  local found = {}
+  secrets_fields(cfg, recipe.config, false, found)
+  -- the longest first: a secret that holds another is masked whole
+  table.sort(found, function(a, b) return #a > #b end)
+  for _, v in ipairs(found) do
+    local from = 1
+    while true do
+      local i, j = msg:find(v, from, true)
+      if not i then break end
+      msg = msg:sub(1, i - 1) .. "***" .. msg:sub(j + 1)
+      from = i + 3
+    end
+  end
+  return msg
+end
 
 -- ------------------------------------------------------------------------------ finding
 
@@ -588,7 +628,8 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
   local ok, err = pcall(recipe.setup, valid)
   host.finish(prev)
   if not ok then
-    fail("%s: setup failed: %s", instance, type(err) == "string" and err or tostring(err))
+    fail("%s: setup failed: %s", instance,
+         M.scrub(type(err) == "string" and err or tostring(err), valid, recipe))
   end
   -- the config as JSON, secrets masked (a NaN, which JSON cannot hold, is no reason to fail)
   local okj, shown = pcall(json.encode, M.redact(valid, recipe))
@@ -606,18 +647,21 @@ local function source_of(where)
   return where.bundled and "bundled" or where.dir
 end
 
--- Every key of a schema, nested ones as paths ("channels[].url"), in order.
-local function flatten(fields, prefix, out)
+-- Every key of a schema, nested ones as paths ("channels[].url"), in order; `secret`: a
+-- key inside a secret one is secret too.
+local function flatten(fields, prefix, out, secret)
   for _, k in ipairs(sorted_keys(fields)) do
     local s = fields[k]
     local path = prefix == "" and k or prefix .. "." .. k
-    out[#out + 1] = { path = path, spec = s }
+    local hidden = secret or s.secret or false
+    out[#out + 1] = { path = path, spec = s, secret = hidden }
     local inner, suffix = s, ""
     while (inner.type == "list" or inner.type == "map") and inner.of do
       suffix = suffix .. (inner.type == "list" and "[]" or "{}")
       inner = inner.of
+      hidden = hidden or inner.secret or false
     end
-    if inner.type == "record" then flatten(inner.fields, path .. suffix, out) end
+    if inner.type == "record" then flatten(inner.fields, path .. suffix, out, hidden) end
   end
   return out
 end
@@ -653,8 +697,8 @@ local function describe_one(where, markdown)
       for _, k in ipairs(keys) do
         local s = k.spec
         o[#o + 1] = fmt("| `%s` | %s | %s | %s | %s | %s | %s |", k.path, md_cell(type_text(s)),
-          s.default ~= nil and "`" .. md_cell(literal(s.default, s.secret)) .. "`" or "",
-          s.required and "yes" or "", s.secret and "yes" or "",
+          s.default ~= nil and "`" .. md_cell(literal(s.default, k.secret)) .. "`" or "",
+          s.required and "yes" or "", k.secret and "yes" or "",
           md_cell(s.description or ""),
           s.example ~= nil and "`" .. md_cell(literal(s.example)) .. "`" or "")
       end
@@ -672,8 +716,8 @@ local function describe_one(where, markdown)
       local s = k.spec
       local attrs = { type_text(s) }
       if s.required then attrs[#attrs + 1] = "required" end
-      if s.secret then attrs[#attrs + 1] = "secret" end
-      if s.default ~= nil then attrs[#attrs + 1] = "default " .. literal(s.default, s.secret) end
+      if k.secret then attrs[#attrs + 1] = "secret" end
+      if s.default ~= nil then attrs[#attrs + 1] = "default " .. literal(s.default, k.secret) end
       o[#o + 1] = fmt("  %s  (%s)", k.path, table.concat(attrs, ", "))
       if s.one_of or s.min or s.max or s.match then
         o[#o + 1] = "      expects " .. expected(s)

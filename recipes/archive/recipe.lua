@@ -67,7 +67,7 @@ return {
       example = { "ANNOTATION_CREATED", "ANNOTATION_UPDATED" },
     },
     projects = {
-      type = "list", of = { type = "integer" },
+      type = "list", min = 1, of = { type = "integer", min = 1 },
       description = "only these projects' events (all when absent; an event without a "
         .. "project goes to project-none-DAY.jsonl)",
       example = { 7 },

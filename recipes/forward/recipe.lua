@@ -31,7 +31,7 @@ return {
       example = { "ANNOTATION_CREATED", "ANNOTATION_UPDATED" },
     },
     projects = {
-      type = "list", of = { type = "integer" },
+      type = "list", min = 1, of = { type = "integer", min = 1 },
       description = "only these projects' events (all when absent)",
       example = { 7 },
     },

@@ -49,7 +49,7 @@ return {
       example = { "ANNOTATION_CREATED", "TASKS_CREATED" },
     },
     projects = {
-      type = "list", of = { type = "integer" },
+      type = "list", min = 1, of = { type = "integer", min = 1 },
       description = "only these projects' events (all when absent)",
       example = { 7, 12 },
     },

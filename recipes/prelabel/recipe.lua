@@ -64,7 +64,7 @@ return {
       description = "the predictions' model_version when the model names none",
     },
     projects = {
-      type = "list", of = { type = "integer" },
+      type = "list", min = 1, of = { type = "integer", min = 1 },
       description = "only these projects' tasks (all when absent)",
       example = { 7 },
     },

@@ -61,7 +61,7 @@ return {
       description = "the task message; fields project, project_title, task",
     },
     projects = {
-      type = "list", of = { type = "integer" },
+      type = "list", min = 1, of = { type = "integer", min = 1 },
       description = "only these projects (all when absent)",
       example = { 7 },
     },
@@ -109,13 +109,15 @@ return {
       if cfg.tasks then
         local complete, tasks = ls.is_task_complete(ev)
         for _, t in ipairs(complete and tasks or {}) do
-          -- Every later update of a complete task says so again: announce it once.
+          -- Every later update of a complete task says so again: announce it once. The
+          -- lock: a second delivery of the task arriving while the first is posted waits.
           local key = "task:" .. tostring(t.id)
-          if not store.get(key) then
+          store.lock(key, function()
+            if store.get(key) then return end
             local fields = { project = project, project_title = title, task = t.id }
             announce("task", render(cfg.task_text, fields), fields)
             store.set(key, true, TASK_TTL)
-          end
+          end)
         end
       end
 

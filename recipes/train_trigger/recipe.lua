@@ -51,7 +51,7 @@ return {
       description = "count skipped annotations too",
     },
     projects = {
-      type = "list", of = { type = "integer" },
+      type = "list", min = 1, of = { type = "integer", min = 1 },
       description = "only these projects (all when absent)",
       example = { 7 },
     },

@@ -299,6 +299,41 @@ class Secrets(unittest.TestCase):
                 self.assertEqual(json.loads(ready["config"])["channel_url"], "***")
             self.assertNotIn("s3cr3t", srv.stderr_text())
 
+    def test_a_secret_list_map_or_record_masks_what_it_holds(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, 'use("gamma", { hooks = { "http://s3cr3t-1" }, auth = { key = "s3cr3t-2" },'
+                          ' headers = { X = "s3cr3t-3-long" } })\n')
+            r = h.run_luahook("check", "--recipes", RECIPES, "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertEqual(r.stderr.decode().strip(),
+                             'handlers/qa.lua:1: gamma: auth.key: expected a string of >= 20 '
+                             'characters, got ***; headers.X: expected a string of <= 8 '
+                             'characters, got ***; hooks[1]: expected a string matching '
+                             '"^https://", got ***')
+            self.assertNotIn(b"s3cr3t", r.stdout + r.stderr)
+        # and `recipes NAME` marks the keys inside as secret
+        r = h.run_luahook("recipes", "--recipes", RECIPES, "gamma")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn(b"  auth.key  (string, required, secret)\n", r.stdout)
+
+    def test_a_setup_error_that_quotes_a_secret_masks_it(self):
+        with h.TempDir() as tmp:
+            os.makedirs(tmp.join("recipes", "quoter"))
+            h.write_script(tmp.join("recipes", "quoter"), "recipe.lua", """
+return { name = "quoter", version = "0.1.0", description = "quotes its secrets (tests)",
+  config = { url = { type = "string", secret = true },
+             keys = { type = "list", secret = true, of = { type = "string" } } },
+  setup = function(cfg)
+    error("cannot use " .. cfg.url .. " with " .. table.concat(cfg.keys, ","))
+  end }
+""")
+            handlers(tmp, 'use("quoter", { url = "%s", keys = { "k3y-s3cr3t" } })\n' % SECRET)
+            r = h.run_luahook("check", "--recipes", "recipes", "handlers", cwd=tmp.path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertNotIn(b"s3cr3t", r.stdout + r.stderr)
+            self.assertIn(b"handlers/qa.lua:1: quoter: setup failed: recipes/quoter/recipe.lua:6: "
+                          b"cannot use *** with ***", r.stderr)
+
     def test_a_secret_default_is_never_listed(self):
         for args in ((), ("--markdown",)):
             r = h.run_luahook("recipes", "--recipes", RECIPES, "gamma", *args)
@@ -442,6 +477,17 @@ class Commands(unittest.TestCase):
             r = h.run_luahook("recipes", "--recipes", tmp.path, "greeter")
             self.assertEqual(r.returncode, 0, r)
             self.assertIn(b"README.md:\n# greeter", r.stdout)
+            # bodies without a project object (send_payload=false, a hand-made one) count
+            # under no project instead of failing, and the log line repeats no context
+            handlers(tmp, 'use("greeter", { actions = { "ANNOTATION_CREATED" } })\n')
+            for body in ({"action": "ANNOTATION_CREATED"},
+                         {"action": "ANNOTATION_CREATED", "project": None},
+                         {"action": "ANNOTATION_CREATED", "project": 1}):
+                r = h.run_luahook("fire", "--recipes", tmp.path, "handlers", "-",
+                                  input=json.dumps(body).encode(), cwd=tmp.path)
+                self.assertEqual(r.returncode, 0, (body, r))
+                self.assertIn(b"1 passed, 0 failed", r.stdout)
+                self.assertNotIn(b"_action=", r.stderr)
             # never over an existing folder
             r = h.run_luahook("new-recipe", "greeter", tmp.path)
             self.assertEqual(r.returncode, 2, r)

@@ -161,6 +161,25 @@ class NothingSet(unittest.TestCase):
         self.assertIn("every", err)
         self.assertIn('"three"', err)
 
+    def test_an_empty_projects_list_is_refused_by_every_recipe(self):
+        """`projects = {}` would silently turn a recipe off (no project matches): an error,
+        as is an id below 1."""
+        r = h.run_luahook("recipes")
+        names = [l.split()[0] for l in r.stdout.decode().splitlines()[1:]]
+        self.assertEqual(len(names), 6, r)
+        with h.TempDir() as tmp:
+            for name in names:
+                h.write_script(tmp.path, "p.lua", 'use("%s", { projects = {} })\n'
+                               'use("%s", { projects = { 0 } }, { as = "two" })\n' % (name, name))
+                r = h.run_luahook("check", "p.lua", cwd=tmp.path)
+                self.assertEqual(r.returncode, 1, r)
+                err = r.stderr.decode()
+                self.assertIn("p.lua:1: %s: " % name, err)
+                self.assertIn("projects: expected a list of integers >= 1 with >= 1 items, "
+                              "got an empty table", err)
+                self.assertIn("p.lua:2: %s: " % name, err)
+                self.assertIn("projects[1]: expected an integer >= 1, got 0", err)
+
     def test_a_template_field_that_does_not_exist(self):
         path = h.lua_path(__file__, "bad_template.lua")
         r = h.run_luahook("check", path)
@@ -357,6 +376,33 @@ class Progress(unittest.TestCase):
                                  "P7: 50% of the tasks are finished (2 of 4)",
                                  "P7: 100% of the tasks are finished (4 of 4)"])
 
+
+    def test_a_task_completed_by_two_deliveries_at_once_is_announced_once(self):
+        """The first post is held until a second post arrives (or 5 s pass, well within
+        the recipe's 10 s post timeout): a second announcement of the same task, made
+        while the first is still being posted, would release it at once."""
+        second = threading.Event()
+        held = []
+
+        def chat(body):
+            if held:
+                second.set()
+            else:
+                held.append(body)
+                second.wait(5.0)
+            return 200, {"ok": True}
+
+        def done(i, action):
+            ev = annotation(7, i)
+            ev["action"] = action
+            ev["task"]["is_labeled"] = True
+            return ev
+
+        with Fake({"/chat": chat}) as fake, examples_server(PROGRESS_URL=fake.url + "/chat") as srv:
+            rs = post_all(srv.port, [done(5, "ANNOTATION_CREATED"), done(5, "ANNOTATION_UPDATED")])
+            self.assertEqual([r.status for r in rs], [200, 200], [r.body for r in rs])
+            texts = [json.loads(r["body"])["text"] for r in fake.on("/chat")]
+        self.assertEqual(texts, ["P7: task 5 is complete"])
 
 if __name__ == "__main__":
     h.main()
