@@ -68,10 +68,13 @@ static const char *const sql[S_COUNT_] = {
     [S_CLAIM] = "UPDATE runs SET state = 'running', attempts = attempts + 1, updated = ?3"
                 " WHERE delivery = ?1 AND handler = ?2 AND state IN ('pending', 'retrying')",
     [S_NEXT_DUE] = "SELECT min(next_at) FROM runs WHERE state IN ('pending', 'retrying')",
+    /* never the newest delivery: ids are rowids (no AUTOINCREMENT), and with the highest
+    ** gone the next event would take an id a log, a ticket or a replay script still names */
     [S_PRUNABLE_AGE] = "SELECT id FROM deliveries WHERE finished IS NOT NULL AND finished < ?1"
-                       " AND (status <> 'dead' OR finished < ?2) ORDER BY finished LIMIT ?3",
+                       " AND (status <> 'dead' OR finished < ?2)"
+                       " AND id < (SELECT max(id) FROM deliveries) ORDER BY finished LIMIT ?3",
     [S_PRUNABLE_SIZE] = "SELECT id FROM deliveries WHERE finished IS NOT NULL"
-                        " ORDER BY finished LIMIT ?1",
+                        " AND id < (SELECT max(id) FROM deliveries) ORDER BY finished LIMIT ?1",
     [S_DEL_ATTEMPTS] = "DELETE FROM attempts WHERE delivery = ?1",
     [S_DEL_RUNS] = "DELETE FROM runs WHERE delivery = ?1",
     [S_DEL_DELIVERY] = "DELETE FROM deliveries WHERE id = ?1",

@@ -287,6 +287,22 @@ class Journal(unittest.TestCase):
             h.wait_until(lambda: h.get_metrics(srv.port).get("luahook_journal_pruned_total") >= 3,
                          timeout=WAIT, what="the pruned count")
 
+    def test_ids_never_reused_after_pruning(self):
+        # the id `luahook events` shows is what `events show` and `replay` take: pruning
+        # every delivery must not hand the next event an id an old one had
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), "--keep", "1s",
+                                         *FAST) as srv:
+            d = td.join("st")
+            sent = [post(srv, {"action": "OK", "n": i}) for i in range(3)]
+            for i in sent:
+                wait_state(d, i, "journal.lua#ok", "ok")
+            top = query(d, "SELECT max(id) FROM deliveries")[0][0]
+            h.wait_until(lambda: h.get_metrics(srv.port).get("luahook_journal_pruned_total") >= 2,
+                         timeout=WAIT, what="the older deliveries pruned")
+            later = post(srv, {"action": "OK", "n": 3})
+            (new_id,), = query(d, "SELECT id FROM deliveries WHERE delivery = ?", later)
+            self.assertGreater(new_id, top)
+
     def test_retention_by_size(self):
         limit = 1024 * 1024
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
