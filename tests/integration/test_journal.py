@@ -350,6 +350,36 @@ class Journal(unittest.TestCase):
             self.assertGreaterEqual(h.get_metrics(srv.port).get("luahook_journal_refused_total"),
                                     1)
 
+    def test_failed_commit_answers_503(self):
+        # the commit itself fails (not the --journal-max-size check before it), without root:
+        # a file size limit on the server makes its writes fail (EFBIG) past 1 MiB; the
+        # server ignores SIGXFSZ, so it answers 503 instead of being killed
+        import resource
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st")) as srv:
+            d, pad = td.join("st"), "z" * 20000
+            unlimited = resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (1 << 20, unlimited[1]))
+            answered, refused = [], None
+            for i in range(200):
+                r = h.post_event(srv.port, {"action": "OK", "n": i, "pad": pad})
+                if r.status == 503:
+                    refused = r
+                    break
+                self.assertEqual(r.status, 200, r)
+                answered.append(r.json()["id"])
+            self.assertIsNotNone(refused, "never refused")
+            self.assertIn("the journal could not store the event", refused.json()["error"])
+            srv.wait_log(lambda e: e.get("msg") == "rejected" and e.get("reason") == "journal",
+                         what="the rejected line")
+            # every event answered 200 is stored; the refused one is not
+            self.assertEqual(query(d, "SELECT count(*) FROM deliveries")[0][0], len(answered))
+            # room again: the next event is taken, and the ends that could not be stored are
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, unlimited)
+            h.wait_until(lambda: h.post_event(srv.port, {"action": "OK", "n": -1}).status
+                         == 200, timeout=WAIT, interval=0.2, what="an event taken again")
+            for i in answered:
+                wait_state(d, i, "journal.lua#ok", "ok")
+
     def test_metrics(self):
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
                                          "--sync", "normal") as srv:
