@@ -485,7 +485,7 @@ typedef struct end_s {
     double started, ended, next_at; /* next_at 0: none */
     lh_run_state_t state;
     const char *outcome;               /* static */
-    char *handler, *error, *traceback; /* into mem */
+    char *handler, *error, *traceback; /* into mem (error: or static, see end_done) */
     char mem[];
 } end_t;
 
@@ -536,6 +536,14 @@ static void end_done(void *data, int status)
                       "journal: a run's end could not be stored: tried again with the next look "
                       "(a restart runs it again if it never is)",
                       f, 2);
+        if (e->state == LH_RUN_OK) {
+            /* the handler's store writes were in that batch or before it, and may be lost
+            ** with it: not ok, an interrupted attempt, run again once the end is stored */
+            e->state = LH_RUN_PENDING;
+            e->next_at = e->ended;
+            e->outcome = "interrupted";
+            e->error = "the run's end could not be stored, nor perhaps its store writes: run again";
+        }
         if (!j->closed) { /* a full disk may have room again in a moment */
             e->next_failed = j->failed_ends;
             j->failed_ends = e;

@@ -380,6 +380,31 @@ class Journal(unittest.TestCase):
             for i in answered:
                 wait_state(d, i, "journal.lua#ok", "ok")
 
+    def test_run_whose_end_is_lost_runs_again(self):
+        # a handler writes to the store and ends while commits fail: its end and its writes
+        # are lost together, so once the disk takes writes again it runs again, never 'ok'
+        # without its writes
+        import resource
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), *FAST) as srv:
+            d, gate = td.join("st"), td.join("gate")
+            key = post(srv, {"action": "STORE", "n": 1, "file": gate})
+            wait_state(d, key, "journal.lua#store", "running")
+            # no file may grow now: the next commit fails
+            wal = os.path.join(d, DB + "-wal")
+            unlimited = resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE,
+                             (os.path.getsize(wal), unlimited[1]))
+            with open(gate, "w"):
+                pass
+            srv.wait_log(lambda e: e.get("msg", "").startswith("journal: a run's end could not"),
+                         what="the end that could not be stored")
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, unlimited)
+            h.wait_until(lambda: query(d, "SELECT value FROM store WHERE key = 'stored:1'"),
+                         timeout=WAIT, interval=0.1, what="the store write, made again")
+            state, n, _ = wait_state(d, key, "journal.lua#store", "ok")
+            self.assertEqual(n, 2)
+            self.assertEqual([a[1] for a in attempts(d, key)], ["interrupted", "ok"])
+
     def test_metrics(self):
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
                                          "--sync", "normal") as srv:
