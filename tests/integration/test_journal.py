@@ -405,6 +405,26 @@ class Journal(unittest.TestCase):
             self.assertEqual(n, 2)
             self.assertEqual([a[1] for a in attempts(d, key)], ["interrupted", "ok"])
 
+    def test_database_not_readable_by_others(self):
+        # raw bodies carry the project's token: a folder others may enter (made 0755 by an
+        # installer) must not make the database, or its write-ahead log, world-readable
+        with h.TempDir() as td:
+            d = td.join("st")
+            os.mkdir(d)
+            os.chmod(d, 0o755)
+            old = os.umask(0o022)
+            try:
+                srv = h.Server(SCRIPT, "--state-dir", d).start()
+            finally:
+                os.umask(old)
+            try:
+                post(srv, {"action": "OK", "n": 1})
+                for name in (DB, DB + "-wal"):
+                    mode = os.stat(os.path.join(d, name)).st_mode & 0o777
+                    self.assertEqual(mode & 0o007, 0, "%s is mode %o" % (name, mode))
+            finally:
+                srv.stop()
+
     def test_metrics(self):
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
                                          "--sync", "normal") as srv:
