@@ -68,10 +68,13 @@ static const char *const sql[S_COUNT_] = {
     [S_CLAIM] = "UPDATE runs SET state = 'running', attempts = attempts + 1, updated = ?3"
                 " WHERE delivery = ?1 AND handler = ?2 AND state IN ('pending', 'retrying')",
     [S_NEXT_DUE] = "SELECT min(next_at) FROM runs WHERE state IN ('pending', 'retrying')",
+    /* never the newest delivery: ids are rowids (no AUTOINCREMENT), and with the highest
+    ** gone the next event would take an id a log, a ticket or a replay script still names */
     [S_PRUNABLE_AGE] = "SELECT id FROM deliveries WHERE finished IS NOT NULL AND finished < ?1"
-                       " AND (status <> 'dead' OR finished < ?2) ORDER BY finished LIMIT ?3",
+                       " AND (status <> 'dead' OR finished < ?2)"
+                       " AND id < (SELECT max(id) FROM deliveries) ORDER BY finished LIMIT ?3",
     [S_PRUNABLE_SIZE] = "SELECT id FROM deliveries WHERE finished IS NOT NULL"
-                        " ORDER BY finished LIMIT ?1",
+                        " AND id < (SELECT max(id) FROM deliveries) ORDER BY finished LIMIT ?1",
     [S_DEL_ATTEMPTS] = "DELETE FROM attempts WHERE delivery = ?1",
     [S_DEL_RUNS] = "DELETE FROM runs WHERE delivery = ?1",
     [S_DEL_DELIVERY] = "DELETE FROM deliveries WHERE id = ?1",
@@ -491,7 +494,7 @@ typedef struct end_s {
     double started, ended, next_at; /* next_at 0: none */
     lh_run_state_t state;
     const char *outcome;               /* static */
-    char *handler, *error, *traceback; /* into mem */
+    char *handler, *error, *traceback; /* into mem (error: or static, see end_done) */
     char mem[];
 } end_t;
 
@@ -542,6 +545,14 @@ static void end_done(void *data, int status)
                       "journal: a run's end could not be stored: tried again with the next look "
                       "(a restart runs it again if it never is)",
                       f, 2);
+        if (e->state == LH_RUN_OK) {
+            /* the handler's store writes were in that batch or before it, and may be lost
+            ** with it: not ok, an interrupted attempt, run again once the end is stored */
+            e->state = LH_RUN_PENDING;
+            e->next_at = e->ended;
+            e->outcome = "interrupted";
+            e->error = "the run's end could not be stored, nor perhaps its store writes: run again";
+        }
         if (!j->closed) { /* a full disk may have room again in a moment */
             e->next_failed = j->failed_ends;
             j->failed_ends = e;

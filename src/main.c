@@ -355,6 +355,9 @@ int main(int argc, char **argv)
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
+    /* over a file size limit (ulimit -f, LimitFSIZE=) a write fails with EFBIG: the journal
+    ** answers 503, where the default action would kill the server mid-commit */
+    signal(SIGXFSZ, SIG_IGN);
     if (lh_journal_cli_is(argc, argv)) /* events, replay: their own arguments */
         return lh_journal_cli_run(argc, argv);
     if (lh_config_parse(&cfg, argc, argv, err, sizeof(err)) != 0) {

@@ -286,6 +286,13 @@ int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, s
     int exists = stat(st->path, &sb) == 0 && sb.st_size > 0;
     if (exists && check_existing(st->path, err, errlen) != 0)
         goto fail;
+    if (!exists) {
+        /* the journal holds raw bodies (project tokens): no reading by others, in a folder
+        ** others may enter; SQLite gives its -wal and -shm files the same mode */
+        int fd = open(st->path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        if (fd >= 0)
+            close(fd);
+    }
     int rc = sqlite3_open_v2(
         st->path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {

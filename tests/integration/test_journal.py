@@ -334,6 +334,22 @@ class Journal(unittest.TestCase):
             h.wait_until(lambda: h.get_metrics(srv.port).get("luahook_journal_pruned_total") >= 3,
                          timeout=WAIT, what="the pruned count")
 
+    def test_ids_never_reused_after_pruning(self):
+        # the id `luahook events` shows is what `events show` and `replay` take: pruning
+        # every delivery must not hand the next event an id an old one had
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), "--keep", "1s",
+                                         *FAST) as srv:
+            d = td.join("st")
+            sent = [post(srv, {"action": "OK", "n": i}) for i in range(3)]
+            for i in sent:
+                wait_state(d, i, "journal.lua#ok", "ok")
+            top = query(d, "SELECT max(id) FROM deliveries")[0][0]
+            h.wait_until(lambda: h.get_metrics(srv.port).get("luahook_journal_pruned_total") >= 2,
+                         timeout=WAIT, what="the older deliveries pruned")
+            later = post(srv, {"action": "OK", "n": 3})
+            (new_id,), = query(d, "SELECT id FROM deliveries WHERE delivery = ?", later)
+            self.assertGreater(new_id, top)
+
     def test_retention_by_size(self):
         limit = 1024 * 1024
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
@@ -380,6 +396,81 @@ class Journal(unittest.TestCase):
             self.assertEqual(set(answered) - stored, set())
             self.assertGreaterEqual(h.get_metrics(srv.port).get("luahook_journal_refused_total"),
                                     1)
+
+    def test_failed_commit_answers_503(self):
+        # the commit itself fails (not the --journal-max-size check before it), without root:
+        # a file size limit on the server makes its writes fail (EFBIG) past 1 MiB; the
+        # server ignores SIGXFSZ, so it answers 503 instead of being killed
+        import resource
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st")) as srv:
+            d, pad = td.join("st"), "z" * 20000
+            unlimited = resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (1 << 20, unlimited[1]))
+            answered, refused = [], None
+            for i in range(200):
+                r = h.post_event(srv.port, {"action": "OK", "n": i, "pad": pad})
+                if r.status == 503:
+                    refused = r
+                    break
+                self.assertEqual(r.status, 200, r)
+                answered.append(r.json()["id"])
+            self.assertIsNotNone(refused, "never refused")
+            self.assertIn("the journal could not store the event", refused.json()["error"])
+            srv.wait_log(lambda e: e.get("msg") == "rejected" and e.get("reason") == "journal",
+                         what="the rejected line")
+            # every event answered 200 is stored; the refused one is not
+            self.assertEqual(query(d, "SELECT count(*) FROM deliveries")[0][0], len(answered))
+            # room again: the next event is taken, and the ends that could not be stored are
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, unlimited)
+            h.wait_until(lambda: h.post_event(srv.port, {"action": "OK", "n": -1}).status
+                         == 200, timeout=WAIT, interval=0.2, what="an event taken again")
+            for i in answered:
+                wait_state(d, i, "journal.lua#ok", "ok")
+
+    def test_run_whose_end_is_lost_runs_again(self):
+        # a handler writes to the store and ends while commits fail: its end and its writes
+        # are lost together, so once the disk takes writes again it runs again, never 'ok'
+        # without its writes
+        import resource
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), *FAST) as srv:
+            d, gate = td.join("st"), td.join("gate")
+            key = post(srv, {"action": "STORE", "n": 1, "file": gate})
+            wait_state(d, key, "journal.lua#store", "running")
+            # no file may grow now: the next commit fails
+            wal = os.path.join(d, DB + "-wal")
+            unlimited = resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE,
+                             (os.path.getsize(wal), unlimited[1]))
+            with open(gate, "w"):
+                pass
+            srv.wait_log(lambda e: e.get("msg", "").startswith("journal: a run's end could not"),
+                         what="the end that could not be stored")
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, unlimited)
+            h.wait_until(lambda: query(d, "SELECT value FROM store WHERE key = 'stored:1'"),
+                         timeout=WAIT, interval=0.1, what="the store write, made again")
+            state, n, _ = wait_state(d, key, "journal.lua#store", "ok")
+            self.assertEqual(n, 2)
+            self.assertEqual([a[1] for a in attempts(d, key)], ["interrupted", "ok"])
+
+    def test_database_not_readable_by_others(self):
+        # raw bodies carry the project's token: a folder others may enter (made 0755 by an
+        # installer) must not make the database, or its write-ahead log, world-readable
+        with h.TempDir() as td:
+            d = td.join("st")
+            os.mkdir(d)
+            os.chmod(d, 0o755)
+            old = os.umask(0o022)
+            try:
+                srv = h.Server(SCRIPT, "--state-dir", d).start()
+            finally:
+                os.umask(old)
+            try:
+                post(srv, {"action": "OK", "n": 1})
+                for name in (DB, DB + "-wal"):
+                    mode = os.stat(os.path.join(d, name)).st_mode & 0o777
+                    self.assertEqual(mode & 0o007, 0, "%s is mode %o" % (name, mode))
+            finally:
+                srv.stop()
 
     def test_metrics(self):
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
