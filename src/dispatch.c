@@ -643,7 +643,17 @@ static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, co
         how = LH_END_COMPUTING;
     else if (outcome == LH_OUTCOME_TIMEOUT && e->app->stopping)
         how = LH_END_INTERRUPTED; /* cut short by the shutdown: runs again at the next start */
-    handler_ended(e, t->handler, outcome, how, err, tb, lh_task_seconds(t));
+    /* a recipe instance's secrets never reach a log, an answer or the journal */
+    int fe = 0, ft = 0;
+    char *serr = lh_vm_scrub(e->vm, t->handler->script_id, err, &fe);
+    char *stb = lh_vm_scrub(e->vm, t->handler->script_id, tb, &ft);
+    handler_ended(e, t->handler, outcome, how,
+                  fe ? "(an error that quotes a secret: not shown, out of memory)"
+                  : serr != NULL ? serr
+                                 : err,
+                  ft ? NULL : stb != NULL ? stb : tb, lh_task_seconds(t));
+    free(serr);
+    free(stb);
 }
 
 static void start_failed(lh_event_t *e, size_t i)

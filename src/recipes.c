@@ -35,7 +35,7 @@ int lh_recipes_embedded(lua_State *L)
 
 /* ------------------------------------------------------------------ the host */
 
-/* host.begin(instance, path, site_file, site_line) -> previous | nil, why */
+/* host.begin(instance, path, site_file, site_line [, secrets]) -> previous | nil, why */
 static int host_begin(lua_State *L)
 {
     char err[512];
@@ -46,6 +46,18 @@ static int host_begin(lua_State *L)
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;
+    }
+    if (lua_istable(L, 5)) {
+        size_t n = lua_rawlen(L, 5);
+        const char **s = lua_newuserdatauv(L, (n ? n : 1) * sizeof(*s), 0); /* freed by GC */
+        size_t k = 0;
+        for (size_t i = 1; i <= n; i++) {
+            if (lua_rawgeti(L, 5, (lua_Integer)i) == LUA_TSTRING)
+                s[k++] = lua_tostring(L, -1); /* anchored by the table at 5 */
+            lua_pop(L, 1);
+        }
+        if (lh_vm_instance_secrets(vm_of(L), s, k) != 0)
+            return luaL_error(L, "not enough memory");
     }
     lua_pushinteger(L, prev);
     return 1;

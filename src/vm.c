@@ -420,6 +420,60 @@ int lh_vm_instance_begin(lh_vm_t *vm, const char *name, const char *path, const 
     return previous;
 }
 
+int lh_vm_instance_secrets(lh_vm_t *vm, const char *const *secrets, size_t n)
+{
+    if (vm->loading_script < 0 || n == 0)
+        return 0;
+    lh_script_t *sc = &vm->scripts[vm->loading_script];
+    char **s = calloc(n, sizeof(*s));
+    if (s == NULL)
+        return -1;
+    sc->secrets = s; /* freed with the VM, also when a copy below fails */
+    for (size_t i = 0; i < n; i++) {
+        if (strlen(secrets[i]) < 4) /* "***" must not grow the text; and a secret that short
+                                       would mask common words */
+            continue;
+        if ((s[sc->nsecrets] = strdup(secrets[i])) == NULL)
+            return -1;
+        sc->nsecrets++;
+    }
+    return 0;
+}
+
+char *lh_vm_scrub(const lh_vm_t *vm, int script_id, const char *text, int *failed)
+{
+    *failed = 0;
+    if (text == NULL || script_id < 0 || (size_t)script_id >= vm->nscripts)
+        return NULL;
+    const lh_script_t *sc = &vm->scripts[script_id];
+    char *out = NULL;
+    for (size_t i = 0; i < sc->nsecrets; i++) {
+        const char *cur = out != NULL ? out : text, *hit;
+        size_t sl = strlen(sc->secrets[i]);
+        if ((hit = strstr(cur, sc->secrets[i])) == NULL)
+            continue;
+        /* at most as long as the text: every secret kept is at least 4 bytes */
+        size_t cl = strlen(cur), o = 0;
+        char *next = malloc(cl + 1);
+        if (next == NULL) {
+            free(out);
+            *failed = 1;
+            return NULL;
+        }
+        for (const char *p = cur; hit != NULL; p = hit + sl, hit = strstr(p, sc->secrets[i])) {
+            memcpy(next + o, p, (size_t)(hit - p));
+            o += (size_t)(hit - p);
+            memcpy(next + o, "***", 3);
+            o += 3;
+            cur = hit + sl;
+        }
+        memcpy(next + o, cur, strlen(cur) + 1);
+        free(out);
+        out = next;
+    }
+    return out;
+}
+
 int lh_vm_defer_problem(lh_vm_t *vm, const char *problem)
 {
     char **ds = realloc(vm->deferred, (vm->ndeferred + 1) * sizeof(*ds));
@@ -922,6 +976,9 @@ void lh_vm_free(lh_vm_t *vm)
         free(vm->scripts[i].name);
         free(vm->scripts[i].path);
         free(vm->scripts[i].site_file);
+        for (size_t k = 0; k < vm->scripts[i].nsecrets; k++)
+            free(vm->scripts[i].secrets[k]);
+        free(vm->scripts[i].secrets);
     }
     free(vm->scripts);
     for (size_t i = 0; i < vm->nroutes; i++)

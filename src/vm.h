@@ -24,6 +24,9 @@ typedef struct lh_script_s {
                         recipe.lua ("recipes/notify/recipe.lua", "bundled:notify/recipe.lua") */
     char *site_file; /* owned; a recipe instance: the script of its use() (else NULL) ... */
     int site_line;   /* ... and its line: what its handlers are told by in logs */
+    char **secrets;  /* owned: a recipe instance's secret config values, the longest first:
+                        masked in its handlers' errors and tracebacks (lh_vm_scrub) */
+    size_t nsecrets;
     int nhandlers;   /* handlers it registered so far: the next ordinal is nhandlers + 1 */
 } lh_script_t;
 
@@ -132,6 +135,18 @@ const char *lh_vm_script_name(const lh_vm_t *vm, int script_id);
 int lh_vm_instance_begin(lh_vm_t *vm, const char *name, const char *path, const char *site_file,
                          int site_line, char *err, size_t errlen);
 void lh_vm_instance_end(lh_vm_t *vm, int previous);
+
+/** Gives the instance loading now its secret config values (copied; the longest first), so
+ *  that lh_vm_scrub masks them. 0, or -1 when out of memory. */
+int lh_vm_instance_secrets(lh_vm_t *vm, const char *const *secrets, size_t n);
+
+/**
+ * `text` (an error or a traceback of a handler of script `script_id`) with every secret of
+ * that recipe instance as "***": a recipe's own code may quote its webhook URL or token in
+ * an error. Returns a new string (free it), or NULL when there is nothing to mask — or when
+ * memory ran out, and then *failed is set: `text` must not be shown.
+ */
+char *lh_vm_scrub(const lh_vm_t *vm, int script_id, const char *text, int *failed);
 
 /** Keeps `problem` ("file:line: message") to report when the loading script's chunk ends,
  *  so that the script goes on and every use() of it is checked. -1 when out of memory. */

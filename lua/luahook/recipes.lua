@@ -5,7 +5,7 @@ config against it, and run its setup() as a named instance.
 src/recipes.c runs this chunk once per VM with its host table and keeps what it returns:
 
   host.dirs             the --recipes folders (else LUAHOOK_RECIPES's), in search order
-  host.begin(instance, path, site_file, site_line) -> previous | nil, why
+  host.begin(instance, path, site_file, site_line [, secrets]) -> previous | nil, why
                         opens the instance as a script of the VM: on() ids "<instance>#N",
                         and what it registers is told as at the use() site
   host.finish(previous) closes it again
@@ -432,13 +432,18 @@ function secrets_fields(v, fields, secret, out)
   end
 end
 
--- `msg` with every secret of the config as ***: a recipe's own error may quote one.
-function M.scrub(msg, cfg, recipe)
+-- The secret strings of a validated config, the longest first (a secret that holds
+-- another is masked whole).
+function M.secrets(cfg, recipe)
   local found = {}
   secrets_fields(cfg, recipe.config, false, found)
-  -- the longest first: a secret that holds another is masked whole
   table.sort(found, function(a, b) return #a > #b end)
-  for _, v in ipairs(found) do
+  return found
+end
+
+-- `msg` with every secret of the config as ***: a recipe's own error may quote one.
+function M.scrub(msg, cfg, recipe)
+  for _, v in ipairs(M.secrets(cfg, recipe)) do
     local from = 1
     while true do
       local i, j = msg:find(v, from, true)
@@ -622,7 +627,9 @@ function M.use(name, cfg, opts, site_file, site_line, prefer)
   local valid, problems = M.validate(recipe, cfg)
   if not valid then fail("%s: %s", name, table.concat(problems, "; ")) end
 
-  local prev, why = host.begin(instance, chunkname, site_file, site_line)
+  -- its handlers' errors are masked too (src/dispatch.c, lh_vm_scrub)
+  local prev, why = host.begin(instance, chunkname, site_file, site_line,
+                               M.secrets(valid, recipe))
   if not prev then fail("use: %s", why) end
   instances[instance] = { recipe = name, site = site }
   local ok, err = pcall(recipe.setup, valid)

@@ -299,6 +299,24 @@ class Secrets(unittest.TestCase):
                 self.assertEqual(json.loads(ready["config"])["channel_url"], "***")
             self.assertNotIn("s3cr3t", srv.stderr_text())
 
+    def test_a_handler_error_that_quotes_a_secret_is_masked(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, 'use("gamma", { channels = { { url = "%s" } } })\n' % SECRET)
+            with h.Server("handlers", "--recipes", RECIPES, "--ack", "handled",
+                          cwd=tmp.path) as srv:
+                r = h.post_event(srv.port, b'{"action":"LEAK"}')
+                self.assertEqual(r.status, 500, r)
+                self.assertIn(b"POST *** failed (token ***)", r.body)
+                failed = srv.wait_log(lambda l: l.get("msg") == "handler failed",
+                                      what="the failure line")
+                self.assertIn("POST *** failed (token ***)", failed.get("error"))
+            r = h.run_luahook("fire", "--recipes", RECIPES, "handlers", "-",
+                              input=b'{"action":"LEAK"}', cwd=tmp.path)
+            self.assertIn(b"POST *** failed (token ***)", r.stdout + r.stderr)
+            for text in (srv.stderr_text().encode(), r.stdout + r.stderr):
+                self.assertNotIn(b"s3cr3t", text)
+                self.assertNotIn(b"default-s3cr3t", text)
+
     def test_a_secret_list_map_or_record_masks_what_it_holds(self):
         with h.TempDir() as tmp:
             handlers(tmp, 'use("gamma", { hooks = { "http://s3cr3t-1" }, auth = { key = "s3cr3t-2" },'

@@ -150,6 +150,32 @@ static void test_instance_names_collide(void)
     world_free(w);
 }
 
+static void test_scrub_masks_an_instances_secrets(void)
+{
+    world_t *w = load("use('echo')\n");
+    CHECK(w != NULL && w->vm != NULL && w->nproblems == 0);
+    if (w == NULL || w->vm == NULL)
+        return;
+    char err[256];
+    int failed = 1;
+    int prev = lh_vm_instance_begin(w->vm, "sec", "x/recipe.lua", "h.lua", 9, err, sizeof(err));
+    const char *secrets[] = {"https://hook/abcd-long", "abcd", "xy"};
+    CHECK_EQ_INT(lh_vm_instance_secrets(w->vm, secrets, 3), 0);
+    int id = w->vm->loading_script;
+    lh_vm_instance_end(w->vm, prev);
+    char *s = lh_vm_scrub(w->vm, id, "POST https://hook/abcd-long: abcd, xy, abcdabcd", &failed);
+    CHECK(s != NULL && failed == 0);
+    /* the longest first; one too short to mask safely kept */
+    CHECK_STR(s ? s : "", "POST ***: ***, xy, ******");
+    free(s);
+    CHECK(lh_vm_scrub(w->vm, id, "nothing here", &failed) == NULL && failed == 0);
+    CHECK(lh_vm_scrub(w->vm, id, NULL, &failed) == NULL);
+    /* a script without secrets, and one out of range */
+    CHECK(lh_vm_scrub(w->vm, 0, "abcd", &failed) == NULL && failed == 0);
+    CHECK(lh_vm_scrub(w->vm, 999, "abcd", &failed) == NULL && failed == 0);
+    world_free(w);
+}
+
 int main(void)
 {
     char rdir[128];
@@ -166,6 +192,7 @@ int main(void)
     RUN_TEST(test_instances_are_scripts_told_by_their_site);
     RUN_TEST(test_every_failed_use_is_reported);
     RUN_TEST(test_instance_names_collide);
+    RUN_TEST(test_scrub_masks_an_instances_secrets);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
