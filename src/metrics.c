@@ -28,8 +28,10 @@ void lh_metrics_dispose(lh_metrics_t *m)
 {
     for (size_t i = 0; i < m->nactions; i++)
         free(m->actions[i].name);
-    for (size_t i = 0; i < m->nhandlers; i++)
+    for (size_t i = 0; i < m->nhandlers; i++) {
         free(m->handlers[i].id);
+        free(m->handlers[i].site);
+    }
     memset(m, 0, sizeof(*m));
 }
 
@@ -73,6 +75,21 @@ void lh_metrics_handler_done(lh_action_stats_t *a, lh_outcome_t outcome, double 
             break;
         }
     }
+}
+
+void lh_metrics_handler_site(lh_handler_stats_t *s, const char *site, const char *recipe)
+{
+    char *copy = NULL;
+    if (s == NULL || s->id == NULL) /* "_other" has no site */
+        return;
+    if (site != NULL) {
+        size_t n = strlen(site) + strlen(recipe) + 2;
+        if ((copy = malloc(n)) == NULL)
+            return;
+        snprintf(copy, n, "%s%c%s", site, '\0', recipe); /* two strings in one block */
+    }
+    free(s->site);
+    s->site = copy;
 }
 
 lh_handler_stats_t *lh_metrics_handler(lh_metrics_t *m, const char *id)
@@ -249,6 +266,18 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
         for (int k = 0; k < LH_OUTCOME_COUNT_; k++)
             outf(&o, "luahook_handler_runs_by_id_total{handler=\"%s\",outcome=\"%s\"} %llu\n", lb,
                  outcome_names[k], (unsigned long long)h->runs[k]);
+    }
+    outf(&o, "# HELP luahook_handler_info Where a recipe instance's handler comes from: its "
+             "use() site and recipe.\n"
+             "# TYPE luahook_handler_info gauge\n");
+    for (size_t i = 0; i < m->nhandlers && i < LH_METRICS_MAX_HANDLERS; i++) {
+        const lh_handler_stats_t *h = &m->handlers[i];
+        char sb[512], rb[512];
+        if (h->site == NULL)
+            continue;
+        label(h->id, lb, sizeof(lb));
+        outf(&o, "luahook_handler_info{handler=\"%s\",site=\"%s\",recipe=\"%s\"} 1\n", lb,
+             label(h->site, sb, sizeof(sb)), label(h->site + strlen(h->site) + 1, rb, sizeof(rb)));
     }
     outf(&o, "# HELP luahook_handler_duration_seconds Handler run time (wall clock), by action.\n"
              "# TYPE luahook_handler_duration_seconds histogram\n");

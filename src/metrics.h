@@ -52,7 +52,9 @@ typedef struct lh_action_stats_s {
 
 /* The runs of one handler id, over every VM generation that had it. */
 typedef struct lh_handler_stats_s {
-    char *id; /* owned */
+    char *id;   /* owned */
+    char *site; /* owned: a recipe instance's handler: "use-script:line recipe-file" of the
+                   last VM that had it (the luahook_handler_info series); else NULL */
     uint64_t runs[LH_OUTCOME_COUNT_];
 } lh_handler_stats_t;
 
@@ -102,6 +104,9 @@ void lh_metrics_handler_done(lh_action_stats_t *a, lh_outcome_t outcome, double 
 /** The stats of handler id `id`, created on first use (at zero, so that it shows from the
  *  start); never NULL (falls back to "_other"). Kept when a reload removes the id. */
 lh_handler_stats_t *lh_metrics_handler(lh_metrics_t *m, const char *id);
+/** Says where handler `s` comes from (a recipe instance's use() site and recipe file), or
+ *  nothing (NULL, NULL). Copied; out of memory keeps the old one. */
+void lh_metrics_handler_site(lh_handler_stats_t *s, const char *site, const char *recipe);
 const char *lh_metrics_reject_name(lh_reject_t r);
 const char *lh_metrics_outcome_name(lh_outcome_t o);
 

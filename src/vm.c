@@ -738,8 +738,15 @@ static int seal_routes(lh_vm_t *vm)
         lua_pop(L, 1); /* k */
     }
     /* handler ids too, each at zero */
-    for (size_t i = 0; i < vm->nhandlers; i++)
-        vm->handlers[i].stats = lh_metrics_handler(&vm->app->metrics, vm->handlers[i].id);
+    for (size_t i = 0; i < vm->nhandlers; i++) {
+        lh_handler_t *h = &vm->handlers[i];
+        const lh_script_t *sc = &vm->scripts[h->script_id];
+        char site[PATH_MAX + 16];
+        h->stats = lh_metrics_handler(&vm->app->metrics, h->id);
+        if (sc->site_file != NULL)
+            snprintf(site, sizeof(site), "%s:%d", sc->site_file, sc->site_line);
+        lh_metrics_handler_site(h->stats, sc->site_file != NULL ? site : NULL, sc->path);
+    }
     lua_pushvalue(L, routes);
     vm->routes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     luaL_unref(L, LUA_REGISTRYINDEX, vm->pending_ref);

@@ -270,6 +270,15 @@ class Use(unittest.TestCase):
                 m = h.Metrics(h.request(srv.port, "GET", "/metrics").body.decode())
                 self.assertEqual(m.get("luahook_handler_runs_by_id_total", handler="beta-qa#1",
                                        outcome="ok"), 1)
+                # and the use() site, with the recipe's file
+                info = [(dict(lbl), v) for (n, lbl), v in m.samples.items()
+                        if n == "luahook_handler_info"]
+                self.assertEqual(len(info), 1, info)
+                labels, value = info[0]
+                self.assertEqual(value, 1)
+                self.assertEqual(labels["handler"], "beta-qa#1")
+                self.assertEqual(labels["site"], "handlers/qa.lua:1")
+                self.assertTrue(labels["recipe"].endswith("beta/recipe.lua"), labels)
 
 
 class Secrets(unittest.TestCase):
