@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -789,6 +790,19 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         for (size_t k = 0; k < nenv_recipes; k++)
             free(env_recipes[k]);
         free(env_recipes);
+    }
+    /* a misspelt folder would fall back to a bundled recipe of the same name in silence */
+    for (size_t k = 0; rc == 0 && k < cfg->nrecipes; k++) {
+        struct stat sb;
+        char w[PATH_MAX + 96];
+        if (stat(cfg->recipes[k], &sb) == 0 && S_ISDIR(sb.st_mode))
+            continue;
+        snprintf(w, sizeof(w), "recipe folder %s: %s (--recipes / LUAHOOK_RECIPES)",
+                 cfg->recipes[k], stat(cfg->recipes[k], &sb) == 0 ? "not a folder" : strerror(errno));
+        if (add_warning(cfg, w) != 0) {
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+        }
     }
     return rc;
 }

@@ -261,6 +261,16 @@ class Use(unittest.TestCase):
             self.assertIn(b'handlers/qa.lua:1: use: bad instance name "qa.lua": it must not end in .lua',
                           r.stderr)
 
+    def test_a_missing_recipe_folder_is_a_warning(self):
+        with h.TempDir() as tmp:
+            handlers(tmp, 'use("beta")\n')
+            r = h.run_luahook("check", "--recipes", "nosuch", "--recipes", RECIPES, "handlers",
+                              cwd=tmp.path)
+            self.assertEqual(r.returncode, 0, r)
+            self.assertIn(b"recipe folder nosuch: No such file or directory "
+                          b"(--recipes / LUAHOOK_RECIPES)", r.stderr)
+            self.assertNotIn(RECIPES.encode() + b":", r.stderr)  # the real one: no warning
+
     def test_metrics_name_the_instance(self):
         with h.TempDir() as tmp:
             handlers(tmp, 'use("beta", nil, { as = "beta-qa" })\n')
