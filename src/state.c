@@ -31,11 +31,14 @@ static const char *const schema_steps[] = {
     "CREATE TABLE store_changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL,"
     " key TEXT NOT NULL);"
     "CREATE INDEX store_expires ON store(expires) WHERE expires IS NOT NULL;",
-    /* 3: the journal (journal.c): every accepted event, and one run per (event, handler) */
+    /* 3: the journal (journal.c): every accepted event, and one run per (event, handler).
+    ** The body has its own table, keyed by the delivery's id: a run's end rewrites the
+    ** delivery's status, and that must not copy the body into the WAL again. */
     "CREATE TABLE deliveries(id INTEGER PRIMARY KEY, delivery TEXT NOT NULL UNIQUE,"
     " received REAL NOT NULL, path TEXT NOT NULL, remote TEXT, action TEXT, project INTEGER,"
-    " headers TEXT NOT NULL, body BLOB NOT NULL, digest BLOB, duplicate_of INTEGER,"
+    " headers TEXT NOT NULL, digest BLOB, duplicate_of INTEGER,"
     " status TEXT NOT NULL, finished REAL);"
+    "CREATE TABLE bodies(id INTEGER PRIMARY KEY, body BLOB NOT NULL);"
     "CREATE INDEX deliveries_digest ON deliveries(digest, received) WHERE digest IS NOT NULL;"
     "CREATE INDEX deliveries_finished ON deliveries(finished) WHERE finished IS NOT NULL;"
     "CREATE TABLE runs(delivery INTEGER NOT NULL, handler TEXT NOT NULL, state TEXT NOT NULL,"
