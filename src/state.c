@@ -33,7 +33,8 @@ static const char *const schema_steps[] = {
     "CREATE INDEX store_expires ON store(expires) WHERE expires IS NOT NULL;",
     /* 3: the journal (journal.c): every accepted event, and one run per (event, handler).
     ** The body has its own table, keyed by the delivery's id: a run's end rewrites the
-    ** delivery's status, and that must not copy the body into the WAL again. */
+    ** delivery's status, and that must not copy the body into the WAL again. Runs and
+    ** attempts are found by their key alone: no rowid b-tree beside it to write. */
     "CREATE TABLE deliveries(id INTEGER PRIMARY KEY, delivery TEXT NOT NULL UNIQUE,"
     " received REAL NOT NULL, path TEXT NOT NULL, remote TEXT, action TEXT, project INTEGER,"
     " headers TEXT NOT NULL, digest BLOB, duplicate_of INTEGER,"
@@ -43,11 +44,11 @@ static const char *const schema_steps[] = {
     "CREATE INDEX deliveries_finished ON deliveries(finished) WHERE finished IS NOT NULL;"
     "CREATE TABLE runs(delivery INTEGER NOT NULL, handler TEXT NOT NULL, state TEXT NOT NULL,"
     " attempts INTEGER NOT NULL DEFAULT 0, next_at REAL, error TEXT, traceback TEXT,"
-    " updated REAL NOT NULL, PRIMARY KEY(delivery, handler));"
+    " updated REAL NOT NULL, PRIMARY KEY(delivery, handler)) WITHOUT ROWID;"
     "CREATE INDEX runs_due ON runs(state, next_at);"
     "CREATE TABLE attempts(delivery INTEGER NOT NULL, handler TEXT NOT NULL, n INTEGER NOT NULL,"
     " started REAL NOT NULL, ended REAL, outcome TEXT, error TEXT, traceback TEXT,"
-    " PRIMARY KEY(delivery, handler, n));",
+    " PRIMARY KEY(delivery, handler, n)) WITHOUT ROWID;",
     /* 4: for journal_query.c: the counts of /-/api/stats and a filter on a rare status (dead
     ** among 100 000 ok) read an index, not every row and its body; so does --since */
     "CREATE INDEX deliveries_status ON deliveries(status);"
