@@ -59,9 +59,10 @@ static const char *const schema_steps[] = {
 /* A background pass (incremental vacuum) at most this often, in the writer. */
 #define VACUUM_EVERY_NS (60 * 1000000000ull)
 /* Under load (the last batch held more than one op) the writer waits up to GATHER_NS, or
-** till GATHER_OPS are queued, before its next commit: on a shared CPU every commit costs
-** an fsync, a WAL append of the pages it touched and two thread switches, so fewer,
-** fuller commits leave more CPU to the loop. Idle, an op is committed at once. */
+** till GATHER_OPS are queued, or till the loop has nothing left to do, before its next
+** commit: on a shared CPU every commit costs an fsync, a WAL append of the pages it
+** touched and two thread switches, so fewer, fuller commits leave more CPU to the loop.
+** Idle, an op is committed at once. */
 #define GATHER_NS 1000000u
 #define GATHER_OPS 64u
 /* How often the writer looks for other processes' changes (PRAGMA data_version). */
@@ -89,6 +90,7 @@ struct lh_state_s {
     sqlite3_stmt *put, *del, *forget; /* owned, prepared lazily by the writer */
     uv_loop_t *loop;                  /* borrowed */
     uv_async_t async;                 /* wakes the loop: `done` has something */
+    uv_prepare_t idle;                /* the loop is about to wait: a gathering writer goes */
     uv_thread_t thread;
     uv_mutex_t mu; /* guards q_*, done, stopping, stats */
     uv_cond_t cond;
@@ -98,7 +100,7 @@ struct lh_state_s {
     int writer_waits; /* the writer sleeps on `cond`: what is queued must wake it */
     int gathering;    /* the writer waits for a fuller batch: wake it at GATHER_OPS queued */
     unsigned q_n;     /* ops queued */
-    int started, async_open, sync_init;
+    int started, async_open, idle_open, sync_init;
     uint64_t seq;         /* last sequence number given (loop thread) */
     uint64_t committed;   /* writer: last seq processed */
     int64_t data_version; /* writer: last seen */
@@ -853,6 +855,25 @@ static void on_async(uv_async_t *a)
     run_done(a->data);
 }
 
+/* Before the loop waits for I/O: what it queued is all there is for now, so a writer
+** gathering a fuller batch would only leave the CPU idle. */
+static void on_idle(uv_prepare_t *p)
+{
+    lh_state_t *st = p->data;
+    uv_mutex_lock(&st->mu);
+    if (st->gathering && st->q_n > 0)
+        uv_cond_signal(&st->cond);
+    uv_mutex_unlock(&st->mu);
+}
+
+static void close_handles(lh_state_t *st)
+{
+    if (st->async_open && !uv_is_closing((uv_handle_t *)&st->async))
+        uv_close((uv_handle_t *)&st->async, NULL);
+    if (st->idle_open && !uv_is_closing((uv_handle_t *)&st->idle))
+        uv_close((uv_handle_t *)&st->idle, NULL);
+}
+
 int lh_state_start(lh_state_t *st, uv_loop_t *loop, const lh_state_hooks_t *hooks)
 {
     int rc;
@@ -866,9 +887,17 @@ int lh_state_start(lh_state_t *st, uv_loop_t *loop, const lh_state_hooks_t *hook
     st->async.data = st;
     st->async_open = 1;
     uv_unref((uv_handle_t *)&st->async); /* queued work never keeps the loop alive */
+    if ((rc = uv_prepare_init(loop, &st->idle)) != 0) {
+        close_handles(st);
+        return rc;
+    }
+    st->idle.data = st;
+    st->idle_open = 1;
+    uv_prepare_start(&st->idle, on_idle);
+    uv_unref((uv_handle_t *)&st->idle);
     st->last_vacuum = uv_hrtime();
     if ((rc = uv_thread_create(&st->thread, writer_main, st)) != 0) {
-        uv_close((uv_handle_t *)&st->async, NULL);
+        close_handles(st);
         return rc;
     }
     st->started = 1;
@@ -900,8 +929,7 @@ void lh_state_stop(lh_state_t *st)
         uv_mutex_unlock(&st->mu);
     }
     run_done(st);
-    if (st->async_open && !uv_is_closing((uv_handle_t *)&st->async))
-        uv_close((uv_handle_t *)&st->async, NULL);
+    close_handles(st);
 }
 
 void lh_state_free(lh_state_t *st)
