@@ -39,6 +39,8 @@ enum {
     S_DEL_ATTEMPTS,
     S_DEL_RUNS,
     S_DEL_DELIVERY,
+    S_DEL_BODY,
+    S_INS_BODY,
     S_COUNT_
 };
 
@@ -46,8 +48,9 @@ static const char *const sql[S_COUNT_] = {
     [S_DUP] = "SELECT id FROM deliveries WHERE digest = ?1 AND received >= ?2"
               " AND duplicate_of IS NULL ORDER BY id LIMIT 1",
     [S_INS_DELIVERY] = "INSERT INTO deliveries(delivery, received, path, remote, action, project,"
-                       " headers, body, digest, duplicate_of, status, finished)"
-                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                       " headers, digest, duplicate_of, status, finished)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12)",
+    [S_INS_BODY] = "INSERT INTO bodies(id, body) VALUES (?1, ?2)",
     [S_INS_RUN] =
         "INSERT OR REPLACE INTO runs(delivery, handler, state, attempts, next_at, updated)"
         " VALUES (?1, ?2, 'running', 1, NULL, ?3)",
@@ -62,7 +65,8 @@ static const char *const sql[S_COUNT_] = {
     [S_SET_STATUS] = "UPDATE deliveries SET status = ?2, finished = ?3"
                      " WHERE id = ?1 AND status <> 'duplicate'",
     [S_DUE] = "SELECT r.delivery, r.handler, r.attempts, d.delivery, d.received, d.path,"
-              " d.remote, d.headers, d.body FROM runs r JOIN deliveries d ON d.id = r.delivery"
+              " d.remote, d.headers, b.body FROM runs r JOIN deliveries d ON d.id = r.delivery"
+              " JOIN bodies b ON b.id = d.id"
               " WHERE r.state IN ('pending', 'retrying') AND r.next_at <= ?1"
               " ORDER BY r.next_at LIMIT ?2",
     [S_CLAIM] = "UPDATE runs SET state = 'running', attempts = attempts + 1, updated = ?3"
@@ -78,6 +82,7 @@ static const char *const sql[S_COUNT_] = {
     [S_DEL_ATTEMPTS] = "DELETE FROM attempts WHERE delivery = ?1",
     [S_DEL_RUNS] = "DELETE FROM runs WHERE delivery = ?1",
     [S_DEL_DELIVERY] = "DELETE FROM deliveries WHERE id = ?1",
+    [S_DEL_BODY] = "DELETE FROM bodies WHERE id = ?1",
 };
 
 struct lh_journal_s {
@@ -332,7 +337,6 @@ static int w_accept(sqlite3 *db, void *data)
     if (a->has_project)
         sqlite3_bind_int64(s, 6, a->project);
     sqlite3_bind_text(s, 7, a->headers, (int)a->headers_len, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 8, a->body, (int)a->body_len, SQLITE_STATIC);
     if (a->has_digest)
         sqlite3_bind_blob(s, 9, a->digest, sizeof(a->digest), SQLITE_STATIC);
     if (a->dup_of != 0)
@@ -347,6 +351,13 @@ static int w_accept(sqlite3 *db, void *data)
     if ((rc = step_done(db, s)) != SQLITE_OK)
         return rc;
     a->jid = sqlite3_last_insert_rowid(db);
+    sqlite3_stmt *b = stmt(j, db, S_INS_BODY);
+    if (b == NULL)
+        return sqlite3_errcode(db);
+    sqlite3_bind_int64(b, 1, a->jid);
+    sqlite3_bind_blob(b, 2, a->body, (int)a->body_len, SQLITE_STATIC);
+    if ((rc = step_done(db, b)) != SQLITE_OK)
+        return rc;
     if (a->dup_of != 0)
         return SQLITE_OK;
     sqlite3_stmt *r = stmt(j, db, S_INS_RUN);
@@ -888,8 +899,8 @@ static uint64_t used_bytes(sqlite3 *db)
 
 static int delete_delivery(lh_journal_t *j, sqlite3 *db, int64_t id)
 {
-    static const int ks[] = {S_DEL_ATTEMPTS, S_DEL_RUNS, S_DEL_DELIVERY};
-    for (size_t i = 0; i < 3; i++) {
+    static const int ks[] = {S_DEL_ATTEMPTS, S_DEL_RUNS, S_DEL_BODY, S_DEL_DELIVERY};
+    for (size_t i = 0; i < sizeof(ks) / sizeof(ks[0]); i++) {
         sqlite3_stmt *s = stmt(j, db, ks[i]);
         int rc;
         if (s == NULL)

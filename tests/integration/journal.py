@@ -84,11 +84,13 @@ class Journal:
         return self.db.execute(sql, args).fetchone()[0]
 
     def deliveries(self):
-        return self.query("SELECT * FROM deliveries ORDER BY id")
+        return self.query("SELECT d.*, b.body FROM deliveries d JOIN bodies b ON b.id = d.id"
+                          " ORDER BY d.id")
 
     def delivery(self, delivery_id):
         """The row of delivery id `delivery_id` (the id luahook answers and logs), or None."""
-        rows = self.query("SELECT * FROM deliveries WHERE delivery = ?", delivery_id)
+        rows = self.query("SELECT d.*, b.body FROM deliveries d JOIN bodies b ON b.id = d.id"
+                          " WHERE d.delivery = ?", delivery_id)
         return rows[0] if rows else None
 
     def runs(self):

@@ -55,12 +55,13 @@ class Journal:
         final = status in ("ok", "dead", "duplicate", "none")
         self.db.execute(
             "INSERT INTO deliveries(id, delivery, received, path, remote, action, project, "
-            "headers, body, digest, duplicate_of, status, finished) "
-            "VALUES (?, ?, ?, ?, '127.0.0.1:5555', ?, ?, ?, ?, NULL, ?, ?, ?)",
+            "headers, digest, duplicate_of, status, finished) "
+            "VALUES (?, ?, ?, ?, '127.0.0.1:5555', ?, ?, ?, NULL, ?, ?, ?)",
             (self.n, delivery, received, path, action, project,
-             json.dumps(headers or {"content-type": "application/json"}),
-             body_for(action, project) if body is None else body, duplicate_of, status,
+             json.dumps(headers or {"content-type": "application/json"}), duplicate_of, status,
              received + 0.01 if final else None))
+        self.db.execute("INSERT INTO bodies(id, body) VALUES (?, ?)",
+                        (self.n, body_for(action, project) if body is None else body))
         for handler, state, attempts in runs:
             err = (error or "boom") if state in ("retrying", "dead") else None
             tb = (traceback or "stack traceback:\n\t[C]: in ?") if err else None

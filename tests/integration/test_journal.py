@@ -78,7 +78,7 @@ class Journal(unittest.TestCase):
             did = r.json()["id"]
             # read at once after the 200: the commit came first
             rows = query(td.join("st"), "SELECT delivery, path, remote, action, project, headers,"
-                                        " body FROM deliveries")
+                                        " body FROM deliveries JOIN bodies USING (id)")
             self.assertEqual(len(rows), 1)
             delivery, path, remote, action, project, headers, stored = rows[0]
             self.assertEqual((delivery, action, project), (did, "OK", 42))
