@@ -384,7 +384,8 @@ static void on_work_done(uv_work_t *w, int status)
     lh_api_t *api = j->api;
     assert(api->running == j);
     api->running = NULL;
-    (void)status; /* never cancelled: every queued job runs */
+    /* never cancelled: every queued job runs */
+    (void)status;
     if (j->status >= 500 && j->out.p != NULL) /* the database's trouble: the operator's too */
         LH_LOG(LH_ERROR, "api: %d %s", j->status, j->out.p);
     if (lh_conn_is_open(j->c)) {

@@ -798,7 +798,8 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
         if (stat(cfg->recipes[k], &sb) == 0 && S_ISDIR(sb.st_mode))
             continue;
         snprintf(w, sizeof(w), "recipe folder %s: %s (--recipes / LUAHOOK_RECIPES)",
-                 cfg->recipes[k], stat(cfg->recipes[k], &sb) == 0 ? "not a folder" : strerror(errno));
+                 cfg->recipes[k],
+                 stat(cfg->recipes[k], &sb) == 0 ? "not a folder" : strerror(errno));
         if (add_warning(cfg, w) != 0) {
             snprintf(err, errlen, "out of memory");
             rc = -1;

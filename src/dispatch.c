@@ -647,11 +647,12 @@ static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, co
     int fe = 0, ft = 0;
     char *serr = lh_vm_scrub(e->vm, t->handler->script_id, err, &fe);
     char *stb = lh_vm_scrub(e->vm, t->handler->script_id, tb, &ft);
-    handler_ended(e, t->handler, outcome, how,
-                  fe ? "(an error that quotes a secret: not shown, out of memory)"
-                  : serr != NULL ? serr
-                                 : err,
-                  ft ? NULL : stb != NULL ? stb : tb, lh_task_seconds(t));
+    const char *shown_err = serr != NULL ? serr : err, *shown_tb = stb != NULL ? stb : tb;
+    if (fe)
+        shown_err = "(an error that quotes a secret: not shown, out of memory)";
+    if (ft)
+        shown_tb = NULL;
+    handler_ended(e, t->handler, outcome, how, shown_err, shown_tb, lh_task_seconds(t));
     free(serr);
     free(stb);
 }

@@ -576,7 +576,7 @@ void lh_jq_close(lh_jq_t *q)
 
 #define EVENT_COLUMNS                                                                              \
     "d.id, d.delivery, d.received, d.path, d.remote, d.action, d.project, d.status, "              \
-    "d.finished, d.duplicate_of, (SELECT length(b.body) FROM bodies b WHERE b.id = d.id), "     \
+    "d.finished, d.duplicate_of, (SELECT length(b.body) FROM bodies b WHERE b.id = d.id), "        \
     "(SELECT count(*) FROM runs r WHERE r.delivery = d.id), "                                      \
     "(SELECT count(*) FROM runs r WHERE r.delivery = d.id AND r.state IN ('retrying', 'dead')), "  \
     "(SELECT coalesce(sum(r.attempts), 0) FROM runs r WHERE r.delivery = d.id)"
@@ -742,7 +742,8 @@ int lh_jq_show(lh_jq_t *q, const char *key, const lh_jq_show_t *cb, char *err, s
         return fail_db(q, err, errlen, "cannot read");
     int ret = -1, rc;
     if (sqlite3_prepare_v2(q->db,
-                           "SELECT " EVENT_COLUMNS ", d.headers, b.body FROM deliveries d JOIN bodies b ON b.id = d.id "
+                           "SELECT " EVENT_COLUMNS
+                           ", d.headers, b.body FROM deliveries d JOIN bodies b ON b.id = d.id "
                            "WHERE d.id = ?1",
                            -1, &s, NULL) != SQLITE_OK)
         goto db_fail;

@@ -64,7 +64,7 @@ static const char *const schema_steps[] = {
 ** commit: on a shared CPU every commit costs an fsync, a WAL append of the pages it
 ** touched and two thread switches, so fewer, fuller commits leave more CPU to the loop.
 ** Idle, an op is committed at once. */
-#define GATHER_NS 1000000u
+#define GATHER_NS  1000000u
 #define GATHER_OPS 64u
 /* How often the writer looks for other processes' changes (PRAGMA data_version). */
 #define POLL_MS 500
@@ -257,8 +257,7 @@ static void say_if_read_only(const char *dir, char *err, size_t errlen)
     size_t n = strlen(err);
 
     if (statvfs(dir, &vfs) == 0 && (vfs.f_flag & ST_RDONLY))
-        snprintf(err + n, errlen - n, " (the state folder %s is on a read-only file system)",
-                 dir);
+        snprintf(err + n, errlen - n, " (the state folder %s is on a read-only file system)", dir);
     else if (access(dir, W_OK) != 0)
         snprintf(err + n, errlen - n, " (the state folder %s is read-only for this user: %s)", dir,
                  strerror(errno));

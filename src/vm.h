@@ -27,7 +27,7 @@ typedef struct lh_script_s {
     char **secrets;  /* owned: a recipe instance's secret config values, the longest first:
                         masked in its handlers' errors and tracebacks (lh_vm_scrub) */
     size_t nsecrets;
-    int nhandlers;   /* handlers it registered so far: the next ordinal is nhandlers + 1 */
+    int nhandlers; /* handlers it registered so far: the next ordinal is nhandlers + 1 */
 } lh_script_t;
 
 /* The longest name on()'s `name` option takes: a letter, then letters, digits, '_', '.' or
