@@ -91,6 +91,22 @@ test("empty results create nothing; a body without tasks does nothing", function
   eq(#mock.calls("model"), 1)
 end)
 
+test("tasks without an id are left out, with a warning; the others still go", function()
+  mock.http("POST", "^http://model%.test/", model)
+  mock.http("POST", CREATE, { status = 201, json = { created = 1 } })
+  local r = fire(sample("TASKS_CREATED", { tasks = {
+    { project = 7, data = { text = "no id" } },
+    { id = 3, project = 7, data = { text = "t3" } },
+  } }))
+  ok(r.ok, r[1] and r[1].error)
+  local m = mock.calls("model")
+  eq(#m, 1)
+  eq(m[1].json.tasks, { { id = 3, data = { text = "t3" } } })
+  r = fire(sample("TASKS_CREATED", { tasks = { { project = 7, data = {} } } }))
+  ok(r.ok, r[1] and r[1].error)
+  eq(#mock.calls("model"), 1) -- nothing more sent
+end)
+
 test("the token is never logged", function()
   mock.http("POST", "^http://model%.test/", model)
   mock.http("POST", CREATE, { status = 401, json = { detail = "Invalid token." } })

@@ -135,6 +135,17 @@ return {
         return
       end
       if projects and not projects[project] then return end
+      -- a prediction names its task: a task without an id (a hand-made body) cannot have one
+      local with_id = {}
+      for _, t in ipairs(tasks) do
+        if math.type(t.id) == "integer" then with_id[#with_id + 1] = t end
+      end
+      if #with_id < #tasks then
+        log.warn("tasks without an id: not sent to the model",
+                 { project = project, tasks = #tasks - #with_id })
+      end
+      tasks = with_id
+      if #tasks == 0 then return end
 
       local batches, failed, skipped, stored = 0, {}, 0, 0
       for first = 1, #tasks, cfg.batch_size do
