@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <lauxlib.h>
 #include <uv.h>
@@ -660,7 +659,7 @@ static void on_task_done(lh_task_t *t, lh_outcome_t outcome, const char *err, co
 static void start_failed(lh_event_t *e, size_t i)
 {
     const lh_handler_t *h = &e->vm->handlers[e->route->handlers[i]];
-    handler_ended(e, h, LH_OUTCOME_ERROR, LH_END_NORMAL,
+    handler_ended(e, h, LH_OUTCOME_MEMORY, LH_END_NOT_STARTED,
                   "could not start the handler: not enough memory", NULL, 0);
 }
 
@@ -696,11 +695,8 @@ void lh_dispatch_run(lh_event_t *e)
     int top = lua_gettop(L);
     assert(e->stage == STAGE_ACCEPTED);
     e->stage = STAGE_RUNNING;
-    {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        e->run_started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    }
+    if (e->jid != 0) /* only the journal keeps it */
+        e->run_started = lh_clock_wall(e->vm->clock);
     /* the reservation becomes the runs themselves */
     app->admitted -= e->reserved;
     e->reserved = 0;
@@ -756,12 +752,10 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
 static void redeliver_failed(lh_app_t *app, const lh_journal_run_t *run, lh_end_t how,
                              const char *why)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     lh_journal_end_t end = {.jid = run->jid,
                             .handler = run->handler,
                             .attempt = run->attempt,
-                            .started = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9,
+                            .started = lh_clock_wall(app->vm->clock),
                             .retries = -1,
                             .outcome = LH_OUTCOME_ERROR,
                             .how = how,

@@ -40,8 +40,9 @@ lh_run_state_t lh_retry_next(const lh_retry_policy_t *p, int attempt, lh_outcome
 {
     if (outcome == LH_OUTCOME_OK)
         return LH_RUN_OK;
-    /* repeating these would fail again, or hold the server again */
-    if (how == LH_END_PERMANENT || how == LH_END_COMPUTING || outcome == LH_OUTCOME_MEMORY)
+    /* repeating these would fail again, or hold the server again (--memory-limit) */
+    if (how == LH_END_PERMANENT || how == LH_END_COMPUTING ||
+        (outcome == LH_OUTCOME_MEMORY && how != LH_END_NOT_STARTED))
         return LH_RUN_DEAD;
     if (attempt > p->retries)
         return LH_RUN_DEAD;

@@ -44,6 +44,8 @@ typedef enum {
     LH_END_PERMANENT,   /* it raised permanent(...): retrying cannot help */
     LH_END_COMPUTING,   /* stopped computing past --handler-timeout */
     LH_END_INTERRUPTED, /* cut short by a shutdown or a crash: not the handler's doing */
+    LH_END_NOT_STARTED, /* could not start (the host ran out of memory): not the handler's
+                           doing either, so retried even with outcome memory */
 } lh_end_t;
 
 /**

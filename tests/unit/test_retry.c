@@ -49,6 +49,9 @@ static void test_transitions(void)
     CHECK_EQ_INT(lh_retry_next(&p, 1, LH_OUTCOME_ERROR, LH_END_PERMANENT), LH_RUN_DEAD);
     CHECK_EQ_INT(lh_retry_next(&p, 1, LH_OUTCOME_TIMEOUT, LH_END_COMPUTING), LH_RUN_DEAD);
     CHECK_EQ_INT(lh_retry_next(&p, 1, LH_OUTCOME_MEMORY, LH_END_NORMAL), LH_RUN_DEAD);
+    /* a run that could not start for want of memory did nothing: retried, until dead */
+    CHECK_EQ_INT(lh_retry_next(&p, 1, LH_OUTCOME_MEMORY, LH_END_NOT_STARTED), LH_RUN_RETRYING);
+    CHECK_EQ_INT(lh_retry_next(&p, 3, LH_OUTCOME_MEMORY, LH_END_NOT_STARTED), LH_RUN_DEAD);
     /* cut short by a stop or a crash: due again at once, but it still counts */
     CHECK_EQ_INT(lh_retry_next(&p, 1, LH_OUTCOME_TIMEOUT, LH_END_INTERRUPTED), LH_RUN_PENDING);
     CHECK_EQ_INT(lh_retry_next(&p, 3, LH_OUTCOME_ERROR, LH_END_INTERRUPTED), LH_RUN_DEAD);
