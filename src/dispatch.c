@@ -479,6 +479,8 @@ static int journal_event(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
     lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref); /* ctx */
     lua_rawgeti(L, LUA_REGISTRYINDEX, e->ev_ref);  /* ctx ev */
     lua_getfield(L, top + 1, "body");              /* ctx ev body */
+    /* borrowed by the journal till `journaled`: ctx holds the string, and no handler runs
+    ** (nothing can drop it) before then */
     ev.body = lua_tolstring(L, -1, &ev.body_len);
     lua_getfield(L, top + 1, "received_at"); /* ctx ev body t */
     ev.received = lua_tonumber(L, -1);

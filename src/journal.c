@@ -57,7 +57,8 @@ static const char *const sql[S_COUNT_] = {
     [S_INS_ATTEMPT] = "INSERT OR REPLACE INTO attempts(delivery, handler, n, started, ended,"
                       " outcome, error, traceback) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [S_END_RUN] = "UPDATE runs SET state = ?4, next_at = ?5, error = ?6, traceback = ?7,"
-                  " updated = ?8 WHERE delivery = ?1 AND handler = ?2 AND attempts = ?3"
+                  " updated = ?8, started = ?9 WHERE delivery = ?1 AND handler = ?2"
+                  " AND attempts = ?3"
                   " AND state = 'running'",
     [S_COUNT_RUNS] = "SELECT count(*), total(state = 'retrying'),"
                      " total(state IN ('pending', 'running')), total(state = 'dead')"
@@ -67,11 +68,12 @@ static const char *const sql[S_COUNT_] = {
     [S_DUE] = "SELECT r.delivery, r.handler, r.attempts, d.delivery, d.received, d.path,"
               " d.remote, d.headers, b.body FROM runs r JOIN deliveries d ON d.id = r.delivery"
               " JOIN bodies b ON b.id = d.id"
-              " WHERE r.state IN ('pending', 'retrying') AND r.next_at <= ?1"
+              " WHERE r.state <> 'ok' AND r.state IN ('pending', 'retrying') AND r.next_at <= ?1"
               " ORDER BY r.next_at LIMIT ?2",
     [S_CLAIM] = "UPDATE runs SET state = 'running', attempts = attempts + 1, updated = ?3"
                 " WHERE delivery = ?1 AND handler = ?2 AND state IN ('pending', 'retrying')",
-    [S_NEXT_DUE] = "SELECT min(next_at) FROM runs WHERE state IN ('pending', 'retrying')",
+    [S_NEXT_DUE] = "SELECT min(next_at) FROM runs WHERE state <> 'ok'"
+                   " AND state IN ('pending', 'retrying')",
     /* never the newest delivery: ids are rowids (no AUTOINCREMENT), and with the highest
     ** gone the next event would take an id a log, a ticket or a replay script still names */
     [S_PRUNABLE_AGE] = "SELECT id FROM deliveries WHERE finished IS NOT NULL AND finished < ?1"
@@ -190,14 +192,16 @@ static int recover(lh_journal_t *j, sqlite3 *db, char *err, size_t errlen)
         goto fail;
     /* replayed runs with no time set are due now */
     rc = sqlite3_exec(db,
-                      "UPDATE runs SET next_at = 0 WHERE state IN ('pending', 'retrying')"
+                      "UPDATE runs SET next_at = 0 WHERE state <> 'ok'"
+                      " AND state IN ('pending', 'retrying')"
                       " AND next_at IS NULL",
                       0, 0, 0);
     if (rc != SQLITE_OK)
         goto fail;
-    rc = sqlite3_prepare_v2(
-        db, "SELECT delivery, handler, attempts, updated FROM runs WHERE state = 'running'", -1, &s,
-        NULL);
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT delivery, handler, attempts, updated FROM runs"
+                            " WHERE state <> 'ok' AND state = 'running'",
+                            -1, &s, NULL);
     while (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(s, 0);
         const char *handler = (const char *)sqlite3_column_text(s, 1);
@@ -241,6 +245,7 @@ static int recover(lh_journal_t *j, sqlite3 *db, char *err, size_t errlen)
         sqlite3_bind_text(r, 6, why, -1, SQLITE_STATIC);
         sqlite3_bind_null(r, 7);
         sqlite3_bind_double(r, 8, now);
+        sqlite3_bind_double(r, 9, started);
         if ((rc = step_done(db, r)) != SQLITE_OK || (rc = refresh_status(j, db, id, now)) != 0)
             break;
         n++;
@@ -301,7 +306,8 @@ typedef struct accept_s {
     int64_t project;
     int64_t jid, dup_of; /* the writer's answers */
     unsigned char digest[32];
-    const char *delivery, *path, *remote, *action, *headers, *body; /* into mem */
+    const char *delivery, *path, *remote, *action, *headers; /* into mem */
+    const char *body;                                        /* borrowed */
     size_t path_len, headers_len, body_len;
     char **handlers; /* into mem */
     size_t nhandlers;
@@ -432,7 +438,7 @@ int lh_journal_accept(lh_journal_t *j, const lh_journal_event_t *ev, lh_journal_
     for (size_t i = 0; i < ev->nhandlers; i++)
         hl += strlen(ev->handlers[i]) + 1;
     size_t need = sizeof(accept_t) + ev->nhandlers * sizeof(char *) + dl + rl + al + hl +
-                  ev->path_len + 1 + ev->headers_len + 1 + ev->body_len + 1;
+                  ev->path_len + 1 + ev->headers_len + 1;
     accept_t *a = malloc(need);
     if (a == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -469,8 +475,8 @@ int lh_journal_accept(lh_journal_t *j, const lh_journal_event_t *ev, lh_journal_
     }
     PUT(a->path, ev->path, ev->path_len);
     PUT(a->headers, ev->headers, ev->headers_len);
-    PUT(a->body, ev->body, ev->body_len);
 #undef PUT
+    a->body = ev->body; /* the caller's till accept_done: a body may be megabytes */
     a->path_len = ev->path_len;
     a->headers_len = ev->headers_len;
     a->body_len = ev->body_len;
@@ -517,16 +523,6 @@ static int w_end(sqlite3 *db, void *data)
     int rc;
     if (a == NULL || r == NULL)
         return sqlite3_errcode(db);
-    sqlite3_bind_int64(a, 1, e->jid);
-    sqlite3_bind_text(a, 2, e->handler, -1, SQLITE_STATIC);
-    sqlite3_bind_int(a, 3, e->attempt);
-    sqlite3_bind_double(a, 4, e->started);
-    sqlite3_bind_double(a, 5, e->ended);
-    sqlite3_bind_text(a, 6, e->outcome, -1, SQLITE_STATIC);
-    bind_text_or_null(a, 7, e->error);
-    bind_text_or_null(a, 8, e->traceback);
-    if ((rc = step_done(db, a)) != SQLITE_OK)
-        return rc;
     sqlite3_bind_int64(r, 1, e->jid);
     sqlite3_bind_text(r, 2, e->handler, -1, SQLITE_STATIC);
     sqlite3_bind_int(r, 3, e->attempt);
@@ -536,9 +532,25 @@ static int w_end(sqlite3 *db, void *data)
     bind_text_or_null(r, 6, e->error);
     bind_text_or_null(r, 7, e->traceback);
     sqlite3_bind_double(r, 8, e->ended);
+    sqlite3_bind_double(r, 9, e->started);
     if ((rc = step_done(db, r)) != SQLITE_OK)
         return rc;
-    if (e->only_run && sqlite3_changes(db) == 1) /* no count to make */
+    int ended = sqlite3_changes(db) == 1;
+    /* the common case, a first attempt that ended ok, is told by its run's row alone
+    ** (journal_query shows it as attempt 1): one row fewer to write per event */
+    if (e->attempt != 1 || e->state != LH_RUN_OK || !ended) {
+        sqlite3_bind_int64(a, 1, e->jid);
+        sqlite3_bind_text(a, 2, e->handler, -1, SQLITE_STATIC);
+        sqlite3_bind_int(a, 3, e->attempt);
+        sqlite3_bind_double(a, 4, e->started);
+        sqlite3_bind_double(a, 5, e->ended);
+        sqlite3_bind_text(a, 6, e->outcome, -1, SQLITE_STATIC);
+        bind_text_or_null(a, 7, e->error);
+        bind_text_or_null(a, 8, e->traceback);
+        if ((rc = step_done(db, a)) != SQLITE_OK)
+            return rc;
+    }
+    if (e->only_run && ended) /* no count to make */
         return set_status(j, db, e->jid, lh_run_state_name(e->state),
                           e->state == LH_RUN_OK || e->state == LH_RUN_DEAD, e->ended);
     return refresh_status(j, db, e->jid, e->ended);
@@ -723,8 +735,8 @@ static void take_stats(take_t *t, sqlite3 *db)
     sqlite3_stmt *s = NULL;
     /* by the index, never over the ok runs, which may be millions */
     if (sqlite3_prepare_v2(db,
-                           "SELECT state, count(*) FROM runs WHERE state IN ('pending',"
-                           " 'running', 'retrying', 'dead') GROUP BY state",
+                           "SELECT state, count(*) FROM runs WHERE state <> 'ok' AND state"
+                           " IN ('pending', 'running', 'retrying', 'dead') GROUP BY state",
                            -1, &s, NULL) == SQLITE_OK) {
         while (sqlite3_step(s) == SQLITE_ROW) {
             const char *st = (const char *)sqlite3_column_text(s, 0);
@@ -737,7 +749,8 @@ static void take_stats(take_t *t, sqlite3 *db)
     s = NULL;
     if (sqlite3_prepare_v2(db,
                            "SELECT min(d.received) FROM runs r JOIN deliveries d ON d.id ="
-                           " r.delivery WHERE r.state IN ('pending', 'running', 'retrying')",
+                           " r.delivery WHERE r.state <> 'ok'"
+                           " AND r.state IN ('pending', 'running', 'retrying')",
                            -1, &s, NULL) == SQLITE_OK &&
         sqlite3_step(s) == SQLITE_ROW)
         t->oldest = sqlite3_column_double(s, 0);

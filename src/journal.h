@@ -44,7 +44,8 @@ typedef struct lh_journal_config_s {
 lh_journal_t *lh_journal_open(lh_state_t *st, const lh_journal_config_t *cfg, char *err,
                               size_t errlen);
 
-/* An event to store; everything is borrowed for the call. */
+/* An event to store; everything is borrowed for the call, but `body`, borrowed until the
+** accept's callback has run: the writer reads it from there, not from a copy. */
 typedef struct lh_journal_event_s {
     const char *delivery; /* the delivery id (ctx.id) */
     double received;      /* unix seconds */

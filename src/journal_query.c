@@ -615,8 +615,11 @@ int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const
     char sql[2048];
     size_t o =
         (size_t)snprintf(sql, sizeof(sql), "SELECT " EVENT_COLUMNS " FROM deliveries d WHERE 1");
-    if (f->status != NULL)
-        o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.status = ?1");
+    if (f->status != NULL) /* the index holds all but ok: say so, for the planner */
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o,
+                              strcmp(f->status, "ok") == 0
+                                  ? " AND d.status = ?1"
+                                  : " AND d.status = ?1 AND d.status <> 'ok'");
     if (f->action != NULL)
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.action = ?2");
     /* the oldest id received since then, found by the index on received (min(id + 0): not
@@ -765,10 +768,11 @@ int lh_jq_show(lh_jq_t *q, const char *key, const lh_jq_show_t *cb, char *err, s
     }
     sqlite3_finalize(s);
     s = NULL;
-    if (sqlite3_prepare_v2(q->db,
-                           "SELECT handler, state, attempts, next_at, error, traceback, updated "
-                           "FROM runs WHERE delivery = ?1 ORDER BY handler",
-                           -1, &s, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(
+            q->db,
+            "SELECT handler, state, attempts, next_at, error, traceback, updated, "
+            "coalesce(started, updated) FROM runs WHERE delivery = ?1 ORDER BY handler",
+            -1, &s, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(q->db,
                            "SELECT n, started, ended, outcome, error, traceback FROM attempts "
                            "WHERE delivery = ?1 AND handler = ?2 ORDER BY n",
@@ -790,7 +794,9 @@ int lh_jq_show(lh_jq_t *q, const char *key, const lh_jq_show_t *cb, char *err, s
         sqlite3_reset(a);
         sqlite3_bind_int64(a, 1, id);
         sqlite3_bind_text(a, 2, r.handler, -1, SQLITE_TRANSIENT);
+        int last_n = 0;
         while ((rc = sqlite3_step(a)) == SQLITE_ROW) {
+            last_n = sqlite3_column_int(a, 0);
             lh_jq_attempt_t at = {
                 .n = sqlite3_column_int(a, 0),
                 .started = sqlite3_column_double(a, 1),
@@ -804,6 +810,16 @@ int lh_jq_show(lh_jq_t *q, const char *key, const lh_jq_show_t *cb, char *err, s
         }
         if (rc != SQLITE_ROW && rc != SQLITE_DONE)
             goto db_fail;
+        /* a first attempt that ended ok has no row of its own (journal.c): its run's */
+        if (rc == SQLITE_DONE && last_n < r.attempts && r.state != NULL &&
+            strcmp(r.state, "ok") == 0) {
+            lh_jq_attempt_t at = {.n = r.attempts,
+                                  .started = sqlite3_column_double(s, 7),
+                                  .ended = r.updated,
+                                  .outcome = "ok"};
+            if (cb->attempt(cb->data, &r, &at) != 0)
+                break;
+        }
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         goto db_fail;
@@ -917,37 +933,60 @@ int lh_jq_stats_json(lh_jq_t *q, lh_jbuf_t *b, char *err, size_t errlen)
     int rc;
     if (sqlite3_exec(q->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
         return fail_db(q, err, errlen, "cannot read");
-    if (sqlite3_prepare_v2(q->db, "SELECT status, count(*) FROM deliveries GROUP BY status", -1, &s,
-                           NULL) != SQLITE_OK)
+    /* all but ok by their index; ok is what remains of the whole */
+    if (sqlite3_prepare_v2(q->db,
+                           "SELECT status, count(*) FROM deliveries WHERE status <> 'ok'"
+                           " GROUP BY status UNION ALL SELECT NULL, count(*) FROM deliveries",
+                           -1, &s, NULL) != SQLITE_OK)
         goto db_fail;
+    int64_t not_ok = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *st = col_text(s, 0);
         int64_t n = sqlite3_column_int64(s, 1);
-        total += n;
+        if (st == NULL) {
+            total = n;
+            continue;
+        }
+        not_ok += n;
         for (int i = 0; lh_jq_statuses[i] != NULL; i++)
-            if (st != NULL && strcmp(st, lh_jq_statuses[i]) == 0)
+            if (strcmp(st, lh_jq_statuses[i]) == 0)
                 counts[i] += n;
     }
     if (rc != SQLITE_DONE)
         goto db_fail;
     sqlite3_finalize(s);
+    for (int i = 0; lh_jq_statuses[i] != NULL; i++)
+        if (strcmp(lh_jq_statuses[i], "ok") == 0)
+            counts[i] = total - not_ok;
     lh_jbuf_addf(b, "{\"deliveries\":{\"total\":%lld", (long long)total);
     for (int i = 0; lh_jq_statuses[i] != NULL; i++)
         lh_jbuf_addf(b, ",\"%s\":%lld", lh_jq_statuses[i], (long long)counts[i]);
     lh_jbuf_adds(b, "},\"runs\":{");
-    /* by state: a covering scan of the runs_due index */
-    if (sqlite3_prepare_v2(q->db, "SELECT state, count(*) FROM runs GROUP BY state", -1, &s,
-                           NULL) != SQLITE_OK)
+    /* by state: the runs not ok by their index (ok runs are not in it), and ok as what
+    ** remains of the whole count (a count of pages, no row decoded) */
+    if (sqlite3_prepare_v2(q->db,
+                           "SELECT state, count(*) FROM runs WHERE state <> 'ok' GROUP BY state"
+                           " UNION ALL SELECT NULL, count(*) FROM runs",
+                           -1, &s, NULL) != SQLITE_OK)
         goto db_fail;
+    int64_t all_runs = 0;
+    not_ok = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *st = col_text(s, 0);
+        int64_t n = sqlite3_column_int64(s, 1);
+        if (st == NULL) {
+            all_runs = n;
+            continue;
+        }
+        not_ok += n;
         for (int i = 0; run_states[i] != NULL; i++)
             if (st != NULL && strcmp(st, run_states[i]) == 0)
-                rcounts[i] += sqlite3_column_int64(s, 1);
+                rcounts[i] += n;
     }
     if (rc != SQLITE_DONE)
         goto db_fail;
     sqlite3_finalize(s);
+    rcounts[2] = all_runs - not_ok; /* run_states[2]: "ok" */
     for (int i = 0; run_states[i] != NULL; i++)
         lh_jbuf_addf(b, "%s\"%s\":%lld", i ? "," : "", run_states[i], (long long)rcounts[i]);
     /* per handler, the runs not ok only: found by index; counting the ok ones too would
@@ -955,8 +994,8 @@ int lh_jq_stats_json(lh_jq_t *q, lh_jbuf_t *b, char *err, size_t errlen)
     lh_jbuf_adds(b, "},\"handlers\":[");
     if (sqlite3_prepare_v2(
             q->db,
-            "SELECT handler, state, count(*) FROM runs WHERE state IN ('pending', "
-            "'running', 'retrying', 'dead') GROUP BY handler, state ORDER BY handler",
+            "SELECT handler, state, count(*) FROM runs WHERE state <> 'ok' AND state IN "
+            "('pending', 'running', 'retrying', 'dead') GROUP BY handler, state ORDER BY handler",
             -1, &s, NULL) != SQLITE_OK)
         goto db_fail;
     char current[512] = "";
@@ -994,7 +1033,8 @@ int lh_jq_stats_json(lh_jq_t *q, lh_jbuf_t *b, char *err, size_t errlen)
     sqlite3_finalize(s);
     lh_jbuf_adds(b, "],\"oldest_due\":");
     if (sqlite3_prepare_v2(q->db,
-                           "SELECT min(next_at) FROM runs WHERE state IN ('pending', 'retrying')",
+                           "SELECT min(next_at) FROM runs WHERE state <> 'ok'"
+                           " AND state IN ('pending', 'retrying')",
                            -1, &s, NULL) != SQLITE_OK ||
         sqlite3_step(s) != SQLITE_ROW)
         goto db_fail;
@@ -1017,6 +1057,18 @@ static int replay_one(lh_jq_t *q, const lh_jq_replay_t *r, sqlite3_stmt *up, int
                       const char *delivery, lh_jbuf_t *out, int *entries)
 {
     int n = 0, rc;
+    if (r->all) {
+        /* an ok first attempt lives in its run's row alone: give it its own before the
+        ** run starts over, so the history keeps it */
+        char sql[400];
+        snprintf(sql, sizeof(sql),
+                 "INSERT OR IGNORE INTO attempts(delivery, handler, n, started, ended, outcome)"
+                 " SELECT delivery, handler, attempts, coalesce(started, updated), updated, 'ok'"
+                 " FROM runs WHERE delivery = %lld AND state = 'ok'",
+                 (long long)id);
+        if (sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            return -1;
+    }
     sqlite3_reset(up);
     sqlite3_bind_int64(up, 3, id);
     while ((rc = sqlite3_step(up)) == SQLITE_ROW) {
@@ -1072,7 +1124,8 @@ int lh_jq_replay(lh_jq_t *q, const lh_jq_replay_t *r, double now, lh_jbuf_t *out
         /* the deliveries with a dead run (of the handler), received since */
         if (sqlite3_prepare_v2(q->db,
                                "SELECT DISTINCT d.id, d.delivery FROM runs r JOIN deliveries d "
-                               "ON d.id = r.delivery WHERE r.state = 'dead' AND (?1 IS NULL OR "
+                               "ON d.id = r.delivery WHERE r.state <> 'ok' AND r.state = 'dead' "
+                               "AND (?1 IS NULL OR "
                                "r.handler = ?1) AND d.received >= ?2 ORDER BY d.id",
                                -1, &sel, NULL) != SQLITE_OK)
             goto db_fail;

@@ -54,6 +54,16 @@ static const char *const schema_steps[] = {
     ** among 100 000 ok) read an index, not every row and its body; so does --since */
     "CREATE INDEX deliveries_status ON deliveries(status);"
     "CREATE INDEX deliveries_received ON deliveries(received);",
+    /* 5: the write path's diet. Runs and deliveries that ended ok (nearly all) leave their
+    ** state's index, so an ok event costs no index write for it at its end; queries for the
+    ** others say `<> 'ok'` to use them, and ok is counted as what remains of the whole. A
+    ** first attempt that ends ok keeps no attempts row: the run's own row holds its start
+    ** (`started`) and end (`updated`). */
+    "DROP INDEX runs_due;"
+    "CREATE INDEX runs_open ON runs(state, next_at) WHERE state <> 'ok';"
+    "DROP INDEX deliveries_status;"
+    "CREATE INDEX deliveries_open ON deliveries(status) WHERE status <> 'ok';"
+    "ALTER TABLE runs ADD COLUMN started REAL;",
 };
 #define NSTEPS ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
 
@@ -66,8 +76,10 @@ static const char *const schema_steps[] = {
 ** Idle, an op is committed at once. */
 #define GATHER_NS  1000000u
 #define GATHER_OPS 64u
-/* How often the writer looks for other processes' changes (PRAGMA data_version). */
-#define POLL_MS 500
+/* How often the writer looks for other processes' changes (PRAGMA data_version): when
+** idle, every POLL_MS; when busy, after a batch, at most every POLL_BUSY_NS. */
+#define POLL_MS      500
+#define POLL_BUSY_NS 100000000u
 
 enum { OP_PUT = 1, OP_DEL, OP_FLUSH, OP_EXTERNAL, OP_LOG, OP_CALL };
 
@@ -107,7 +119,7 @@ struct lh_state_s {
     int64_t data_version; /* writer: last seen */
     int64_t change_seq;   /* writer: last store_changes row applied */
     int64_t forget_upto;  /* writer: store_changes rows up to here can go */
-    uint64_t last_vacuum;
+    uint64_t last_vacuum, last_poll;
     lh_state_hooks_t hooks;
     lh_state_stats_t stats;
     lh_metrics_t *metrics; /* borrowed; NULL: none */
@@ -316,8 +328,10 @@ int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, s
     }
     sqlite3_busy_timeout(st->db, 5000);
     /* a new file: free pages can be given back (incremental auto-vacuum must come first) */
-    /* 16 KiB pages: a journaled body of a few KiB fits in one page, no overflow chain */
-    if (!exists && exec(st->db, "PRAGMA page_size = 16384; PRAGMA auto_vacuum = INCREMENTAL;", err,
+    /* 4 KiB pages: a commit rewrites every page it touches, in the WAL and again at the
+    ** checkpoint; with larger pages each small index entry costs more than a body's
+    ** overflow chain saves (measured: 29 % fewer instructions, 36 % fewer bytes) */
+    if (!exists && exec(st->db, "PRAGMA page_size = 4096; PRAGMA auto_vacuum = INCREMENTAL;", err,
                         errlen, st->path) != 0)
         goto fail;
     sqlite3_stmt *s = NULL;
@@ -819,8 +833,11 @@ static void writer_main(void *arg)
         op_t *done = NULL;
         int wake = batch != NULL;
         commit_batch(st, batch, &done); /* the group commit: everything queued till now */
-        poll_external(st, &done);
         uint64_t now = uv_hrtime();
+        if (batch == NULL || now - st->last_poll > POLL_BUSY_NS) {
+            st->last_poll = now;
+            poll_external(st, &done);
+        }
         if (now - st->last_vacuum > VACUUM_EVERY_NS) {
             st->last_vacuum = now;
             vacuum(st);

@@ -32,6 +32,19 @@ EFFECTS_SCRIPT = "effects.lua"
 EFFECTS_HANDLERS = ("first", "flaky")
 
 
+# Every attempt as the journal records it: the attempts rows and, for a run whose first
+# attempt ended ok (no row of its own since schema 5), the run's row. Columns as in
+# attempts, plus delivery_id (the delivery's id string).
+ATTEMPTS_SQL = (
+    "SELECT a.delivery, a.handler, a.n, a.started, a.ended, a.outcome, a.error, a.traceback,"
+    " d.delivery AS delivery_id FROM attempts a JOIN deliveries d ON d.id = a.delivery"
+    " UNION ALL"
+    " SELECT r.delivery, r.handler, r.attempts, coalesce(r.started, r.updated), r.updated,"
+    " 'ok', NULL, NULL, d.delivery FROM runs r JOIN deliveries d ON d.id = r.delivery"
+    " WHERE r.state = 'ok' AND NOT EXISTS (SELECT 1 FROM attempts x WHERE"
+    " x.delivery = r.delivery AND x.handler = r.handler AND x.n = r.attempts)")
+
+
 def seeded(what):
     """A random.Random for `what`, seeded from LUAHOOK_TEST_SEED or a fixed seed; the seed is
     printed so that a failure can be repeated."""
@@ -98,9 +111,7 @@ class Journal:
                           "JOIN deliveries d ON d.id = r.delivery ORDER BY r.delivery, r.handler")
 
     def attempts(self):
-        return self.query("SELECT a.*, d.delivery AS delivery_id FROM attempts a "
-                          "JOIN deliveries d ON d.id = a.delivery "
-                          "ORDER BY a.delivery, a.handler, a.n")
+        return self.query("SELECT * FROM (%s) ORDER BY delivery, handler, n" % ATTEMPTS_SQL)
 
     def unfinished(self):
         """How many deliveries are not final yet (pending, retrying...)."""

@@ -17,6 +17,7 @@ import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import journal  # noqa: E402
 from upstream import Upstream  # noqa: E402
 
 FIX = os.path.join(h.REPO, "tests", "fixtures", "integration", "test_journal")
@@ -43,9 +44,8 @@ def run_row(d, delivery, handler):
 
 
 def attempts(d, delivery):
-    return query(d, "SELECT a.n, a.outcome, a.error, a.started, a.ended FROM attempts a"
-                    " JOIN deliveries d ON d.id = a.delivery WHERE d.delivery = ? ORDER BY a.n",
-                 delivery)
+    return query(d, "SELECT n, outcome, error, started, ended FROM (%s) WHERE delivery_id = ?"
+                    " ORDER BY n" % journal.ATTEMPTS_SQL, delivery)
 
 
 def status(d, delivery):
@@ -291,7 +291,8 @@ class Journal(unittest.TestCase):
             srv.wait_log(lambda e: e.get("msg") == "reloaded", start=start, timeout=WAIT)
             for i in ids:
                 wait_state(d, i, "journal.lua#slow", "ok", 1)
-            self.assertEqual(query(d, "SELECT count(*), max(n) FROM attempts"), [(10, 1)])
+            self.assertEqual(query(d, "SELECT count(*), max(n) FROM (%s)" % journal.ATTEMPTS_SQL),
+                             [(10, 1)])
             h.wait_until(lambda: len(srv.find_logs(msg="slow done")) >= 10, what="10 log lines")
             done = sorted(e["n"] for e in srv.find_logs(msg="slow done"))
             self.assertEqual(done, list(range(10)))
@@ -311,8 +312,8 @@ class Journal(unittest.TestCase):
             for i in held:
                 wait_state(d, i, "journal.lua#hold", "ok", 2)
             # retries held at most half of --max-pending at any moment
-            spans = query(d, "SELECT started, ended FROM attempts WHERE handler = ? AND n = 2",
-                          "journal.lua#hold")
+            spans = query(d, "SELECT started, ended FROM (%s) WHERE handler = ? AND n = 2"
+                          % journal.ATTEMPTS_SQL, "journal.lua#hold")
             self.assertEqual(len(spans), 8)
             most = max(sum(1 for s2, e2 in spans if s2 <= s1 < e2) for s1, _ in spans)
             self.assertLessEqual(most, 2, spans)

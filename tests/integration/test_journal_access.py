@@ -388,6 +388,38 @@ class Api(unittest.TestCase):
     def get(self, srv, path, headers=AUTH):
         return h.request(srv.port, "GET", path, headers=headers)
 
+    def test_ok_first_attempt_in_the_history(self):
+        """A first attempt that ends ok is kept in its run's row alone (no attempts row):
+        show still lists it, with its times, and a replay of the ok run keeps it."""
+        with h.TempDir() as td:
+            d = td.join("state")
+            with h.Server(LOG, "--state-dir", d, "--token", TOKEN) as srv:
+                before = time.time()
+                rid = h.post_event(srv.port, js.body_for("PROJECT_UPDATED"),
+                                   headers=AUTH).json()["id"]
+                db = os.path.join(d, "luahook.db")
+
+                def history():
+                    run = self.get(srv, "/-/api/events/" + rid).json()["event"]["runs"][0]
+                    return run["state"], run["history"]
+                h.wait_until(lambda: history()[0] == "ok", what="the run to end ok")
+                con = sqlite3.connect(db)
+                self.assertEqual(con.execute("SELECT count(*) FROM attempts").fetchone(), (0,))
+                con.close()
+                (a1,) = history()[1]
+                self.assertEqual((a1["n"], a1["outcome"], a1["error"]), (1, "ok", None))
+                self.assertLessEqual(before - 1, a1["started"])
+                self.assertLessEqual(a1["started"], a1["ended"])
+                r = h.request(srv.port, "POST", "/-/api/replay?all=1&id=" + rid, headers=AUTH)
+                self.assertEqual(r.json()["queued"], 1)
+                h.wait_until(lambda: len(history()[1]) == 2 and history()[0] == "ok",
+                             what="the replayed run to end ok")
+                state, hist = history()
+                self.assertEqual([(a["n"], a["outcome"]) for a in hist], [(1, "ok"), (2, "ok")])
+                self.assertEqual((hist[0]["started"], hist[0]["ended"]),
+                                 (a1["started"], a1["ended"]))
+                self.assertLessEqual(a1["ended"], hist[1]["started"])
+
     def test_list_show_stats_replay(self):
         with h.TempDir() as td:
             s = Seeded(td)
