@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <llhttp.h> /* its version, for --version */
+#include <sqlite3.h>
 
 #include "actions.h"
 #include "api.h"
@@ -358,6 +359,8 @@ int main(int argc, char **argv)
     /* over a file size limit (ulimit -f, LimitFSIZE=) a write fails with EFBIG: the journal
     ** answers 503, where the default action would kill the server mid-commit */
     signal(SIGXFSZ, SIG_IGN);
+    /* nothing reads SQLite's memory statistics: keeping them costs a mutex per allocation */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     if (lh_journal_cli_is(argc, argv)) /* events, replay: their own arguments */
         return lh_journal_cli_run(argc, argv);
     if (lh_config_parse(&cfg, argc, argv, err, sizeof(err)) != 0) {

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "wal_gather.h"
 
 /*
 ** The schema is an ordered list of steps; `PRAGMA user_version` is how many ran. A new
@@ -318,8 +319,9 @@ int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, s
         if (fd >= 0)
             close(fd);
     }
-    int rc = sqlite3_open_v2(
-        st->path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(st->path, &st->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             lh_wal_gather_vfs());
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s: %s", st->path,
                  st->db ? sqlite3_errmsg(st->db) : "no memory");
@@ -592,8 +594,10 @@ void lh_state_last_error(lh_state_t *st, char *buf, size_t len)
 
 int lh_state_set_sync(lh_state_t *st, int full, char *err, size_t errlen)
 {
-    return exec(st->db, full ? "PRAGMA synchronous = FULL;" : "PRAGMA synchronous = NORMAL;", err,
-                errlen, st->path);
+    int rc = exec(st->db, full ? "PRAGMA synchronous = FULL;" : "PRAGMA synchronous = NORMAL;", err,
+                  errlen, st->path);
+    lh_wal_gather_set(full); /* a commit without a sync must not leave its frames unwritten */
+    return rc;
 }
 
 void lh_state_stats(lh_state_t *st, lh_state_stats_t *out)
