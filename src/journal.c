@@ -576,7 +576,7 @@ static void end_done(void *data, int status)
             e->outcome = "interrupted";
             e->error = "the run's end could not be stored, nor perhaps its store writes: run again";
         }
-        if (!j->closed && !lh_state_failed(j->st)) { /* a full disk may have room soon */
+        if (!j->closed) { /* a full disk may have room again in a moment */
             e->next_failed = j->failed_ends;
             j->failed_ends = e;
             return;

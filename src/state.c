@@ -95,7 +95,6 @@ struct op_s {
     int (*fn)(sqlite3 *db, void *data); /* OP_CALL: runs on the writer, in the batch */
     void *data;
     int status;
-    uint64_t gen; /* held for the syncer: the commit generation it waits for */
 };
 
 struct lh_state_s {
@@ -126,26 +125,7 @@ struct lh_state_s {
     lh_state_stats_t stats;
     lh_metrics_t *metrics; /* borrowed; NULL: none */
     char last_error[256];  /* the last failed batch's error (guarded by mu) */
-    /* --sync full with a syncer: a commit is published without waiting for the disk and
-    ** the writer goes on; the syncer's fdatasync of the WAL makes every commit so far
-    ** durable, and only then do their callbacks reach the loop (guarded by mu) */
-    int want_defer; /* asked for by lh_state_set_sync */
-    int defer;      /* the syncer runs */
-    int wal_fd;     /* owned: DIR/luahook.db-wal, for fdatasync; -1: none */
-    uv_thread_t syncer;
-    uv_cond_t sync_cond; /* wakes the syncer */
-    uint64_t sync_want;  /* the last commit generation published */
-    uint64_t sync_done;  /* ... and the last made durable */
-    op_t *held;          /* callbacks waiting for their generation's sync, newest first */
-    int sync_failed;     /* sticky: the disk failed a sync; nothing is durable any more */
-    int sync_stop;
-    int wal_frames; /* frames in the WAL after the last commit (the WAL hook) */
 };
-
-/* With the syncer, the writer checkpoints itself at this many frames in the WAL (what
-** SQLite's auto-checkpoint does, but with real syncs: a checkpoint writes the database
-** from the WAL, which must be on the disk first). */
-#define CHECKPOINT_FRAMES 1000
 
 int lh_state_schema_version(void)
 {
@@ -325,7 +305,6 @@ int lh_state_open_upto(lh_state_t **out, const char *dir, int upto, char *err, s
     }
     st->sync_init = 1;
     st->claim_fd = -1;
-    st->wal_fd = -1;
     size_t n = strlen(dir) + sizeof(LH_STATE_DB_NAME) + 2;
     if ((st->path = malloc(n)) == NULL)
         goto oom;
@@ -618,16 +597,7 @@ int lh_state_set_sync(lh_state_t *st, int full, char *err, size_t errlen)
     int rc = exec(st->db, full ? "PRAGMA synchronous = FULL;" : "PRAGMA synchronous = NORMAL;", err,
                   errlen, st->path);
     lh_wal_gather_set(full); /* a commit without a sync must not leave its frames unwritten */
-    st->want_defer = full;
     return rc;
-}
-
-int lh_state_failed(lh_state_t *st)
-{
-    uv_mutex_lock(&st->mu);
-    int failed = st->sync_failed;
-    uv_mutex_unlock(&st->mu);
-    return failed;
 }
 
 void lh_state_stats(lh_state_t *st, lh_state_stats_t *out)
@@ -841,154 +811,6 @@ static void hand_back(lh_state_t *st, op_t *done, int wake)
     uv_async_send(&st->async);
 }
 
-/* The callbacks of `done` that tell of a commit (FLUSH and CALL ops that succeeded) wait
-** for the syncer; the rest (failures, logs, other processes' changes) are returned to go at
-** once. A new generation is published for the syncer. */
-static op_t *hold_for_sync(lh_state_t *st, op_t *done)
-{
-    op_t *now = NULL, *held = NULL, **held_tail = &held;
-    while (done) {
-        op_t *op = done;
-        done = op->next;
-        if ((op->kind == OP_FLUSH || op->kind == OP_CALL) && op->status == 0) {
-            op->next = NULL; /* keeps `done`'s order: newest first */
-            *held_tail = op, held_tail = &op->next;
-        } else {
-            op->next = now, now = op;
-        }
-    }
-    /* `now` came out reversed: back to newest first */
-    op_t *rev = NULL;
-    while (now) {
-        op_t *op = now;
-        now = op->next;
-        op->next = rev, rev = op;
-    }
-    if (held == NULL)
-        return rev;
-    uv_mutex_lock(&st->mu);
-    uint64_t gen = ++st->sync_want;
-    for (op_t *op = held; op; op = op->next)
-        op->gen = gen;
-    *held_tail = st->held; /* the newest in front */
-    st->held = held;
-    uv_cond_signal(&st->sync_cond);
-    uv_mutex_unlock(&st->mu);
-    return rev;
-}
-
-static int on_wal(void *data, sqlite3 *db, const char *name, int frames)
-{
-    (void)db, (void)name;
-    ((lh_state_t *)data)->wal_frames = frames;
-    return SQLITE_OK;
-}
-
-/* A passive checkpoint with real syncs (the writer's: auto-checkpoint is off with the
-** syncer). Its WAL sync also makes every commit so far durable; the syncer still says so. */
-static void checkpoint(lh_state_t *st)
-{
-    int log = 0, done = 0;
-    lh_wal_gather_real_syncs(1);
-    int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-    lh_wal_gather_real_syncs(0);
-    st->wal_frames = rc == SQLITE_OK ? log - done : 0; /* an error: try again later */
-}
-
-static void syncer_main(void *arg)
-{
-    lh_state_t *st = arg;
-    uv_mutex_lock(&st->mu);
-    for (;;) {
-        while (st->sync_done == st->sync_want && !st->sync_stop)
-            uv_cond_wait(&st->sync_cond, &st->mu);
-        if (st->sync_done == st->sync_want) /* stopping, and nothing left */
-            break;
-        uint64_t target = st->sync_want; /* every commit published before this sync starts */
-        int failed = st->sync_failed;
-        uv_mutex_unlock(&st->mu);
-        int e = 0;
-        if (!failed && fdatasync(st->wal_fd) != 0)
-            e = errno;
-        uv_mutex_lock(&st->mu);
-        op_t *said = NULL;
-        if (e != 0 && !st->sync_failed) {
-            /* the kernel may have dropped the pages it could not write: what follows them
-            ** in the WAL is no longer durable either, until a restart reads the disk */
-            st->sync_failed = 1;
-            snprintf(st->last_error, sizeof(st->last_error),
-                     "the disk failed to sync the journal (fdatasync: %s): events are refused "
-                     "until luahook restarts",
-                     strerror(e));
-            said = log_op("state: %s%s", st->last_error, "");
-        }
-        st->sync_done = target;
-        /* the held ops of generations up to target: the oldest, at the end of the list */
-        op_t **p = &st->held;
-        while (*p && (*p)->gen > target)
-            p = &(*p)->next;
-        op_t *ready = *p;
-        *p = NULL;
-        if (ready != NULL) {
-            if (st->sync_failed)
-                for (op_t *op = ready; op; op = op->next)
-                    op->status = UV_EIO;
-            give_done_locked(st, ready);
-        }
-        if (said != NULL)
-            give_done_locked(st, said); /* in front: logged before the refusals it explains */
-        uv_mutex_unlock(&st->mu);
-        if (ready != NULL || said != NULL)
-            uv_async_send(&st->async);
-        uv_mutex_lock(&st->mu);
-    }
-    uv_mutex_unlock(&st->mu);
-}
-
-/* Starts the syncer when --sync full asked for it and the WAL can be opened for it; else
-** commits sync in place, as SQLite does. Before the writer starts. */
-static void start_syncer(lh_state_t *st)
-{
-    char wal[PATH_MAX + 8];
-    if (!st->want_defer)
-        return;
-    snprintf(wal, sizeof(wal), "%s-wal", st->path);
-    if ((st->wal_fd = open(wal, O_RDONLY | O_CLOEXEC)) < 0)
-        return;
-    if (uv_cond_init(&st->sync_cond) != 0) {
-        close(st->wal_fd);
-        st->wal_fd = -1;
-        return;
-    }
-    sqlite3_wal_hook(st->db, on_wal, st); /* and no auto-checkpoint: checkpoint() */
-    if (uv_thread_create(&st->syncer, syncer_main, st) != 0) {
-        sqlite3_wal_autocheckpoint(st->db, 1000);
-        uv_cond_destroy(&st->sync_cond);
-        close(st->wal_fd);
-        st->wal_fd = -1;
-        return;
-    }
-    st->defer = 1;
-    lh_wal_gather_defer(1);
-}
-
-/* After the writer: the last sync, every held callback handed back; commits sync in place
-** again (closing checkpoints). */
-static void stop_syncer(lh_state_t *st)
-{
-    if (!st->defer)
-        return;
-    uv_mutex_lock(&st->mu);
-    st->sync_stop = 1;
-    uv_cond_signal(&st->sync_cond);
-    uv_mutex_unlock(&st->mu);
-    uv_thread_join(&st->syncer);
-    lh_wal_gather_defer(0);
-    sqlite3_wal_autocheckpoint(st->db, 1000);
-    uv_cond_destroy(&st->sync_cond);
-    st->defer = 0;
-}
-
 static void writer_main(void *arg)
 {
     lh_state_t *st = arg;
@@ -1024,10 +846,6 @@ static void writer_main(void *arg)
             st->last_vacuum = now;
             vacuum(st);
         }
-        if (st->defer)
-            done = hold_for_sync(st, done);
-        if (st->defer && st->wal_frames >= CHECKPOINT_FRAMES)
-            checkpoint(st);
         hand_back(st, done, wake);
         if (stopping) {
             uv_mutex_lock(&st->mu);
@@ -1123,9 +941,7 @@ int lh_state_start(lh_state_t *st, uv_loop_t *loop, const lh_state_hooks_t *hook
     uv_prepare_start(&st->idle, on_idle);
     uv_unref((uv_handle_t *)&st->idle);
     st->last_vacuum = uv_hrtime();
-    start_syncer(st);
     if ((rc = uv_thread_create(&st->thread, writer_main, st)) != 0) {
-        stop_syncer(st);
         close_handles(st);
         return rc;
     }
@@ -1143,7 +959,6 @@ void lh_state_stop(lh_state_t *st)
         uv_cond_signal(&st->cond);
         uv_mutex_unlock(&st->mu);
         uv_thread_join(&st->thread);
-        stop_syncer(st);
         st->started = 0;
     } else if (st->db != NULL) { /* never started: what was queued commits here */
         op_t *done = NULL;
@@ -1184,8 +999,6 @@ void lh_state_free(lh_state_t *st)
     }
     if (st->claim_fd >= 0)
         close(st->claim_fd);
-    if (st->wal_fd >= 0)
-        close(st->wal_fd);
     free(st->path);
     free(st);
 }

@@ -122,10 +122,6 @@ void lh_state_last_error(lh_state_t *st, char *buf, size_t len);
  *  Blocking: before lh_state_start. */
 int lh_state_set_sync(lh_state_t *st, int full, char *err, size_t errlen);
 
-/** 1 once the disk failed to sync (--sync full): from then on no commit is reported
- *  durable (every callback gets UV_EIO) until the process restarts. */
-int lh_state_failed(lh_state_t *st);
-
 /** Keeps the luahook_state_* series of `m` (borrowed) current, on the loop. */
 void lh_state_observe(lh_state_t *st, lh_metrics_t *m);
 

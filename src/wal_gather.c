@@ -17,11 +17,6 @@
 ** - The database file, in WAL mode, is written by checkpoints alone, in page order, and
 **   synced before the checkpoint is recorded (FULL and NORMAL alike); before that no reader
 **   reads those pages from it. Rollback mode (a new file, before WAL) syncs before it unlocks.
-** With deferring on (the state's syncer thread, --sync full), a commit's WAL sync writes out
-** and returns: the syncer's fdatasync makes the commit durable before anyone is told. A
-** sync that SQLite's own safety rests on stays real: a new WAL's header (SQLite syncs it
-** before frames follow it) and everything while real syncs are asked for (checkpoints, which
-** write the database from the WAL, and closing).
 */
 
 #define GATHER_MAX (4u << 20) /* held at most: beyond, written out at once */
@@ -34,14 +29,12 @@ typedef struct {
     char *buf;          /* owned: what is held, for offsets [at, at + len) */
     size_t len, cap;
     sqlite3_int64 at;
-    int err;    /* a failed write-out not yet told to SQLite: the next sync reports it */
-    int header; /* a WAL whose header was rewritten since its last sync */
+    int err; /* a failed write-out not yet told to SQLite: the next sync reports it */
 } gfile_t;
 
 static sqlite3_vfs gather_vfs;
 static sqlite3_vfs *below;
 static atomic_int gathering = 1;
-static atomic_int deferring, real_syncs;
 
 /* The unix VFS writes at most 128 KiB - 1 bytes per call (it masks the length with
 ** 0x1ffff, and a write of exactly 128 KiB would be taken as a full disk). */
@@ -79,8 +72,6 @@ static int g_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
 static int g_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
 {
     gfile_t *g = (gfile_t *)f;
-    if (off == 0)
-        g->header = 1; /* a WAL starting over: its header's sync must be real */
     if (!g->gather || (g->wal && !atomic_load(&gathering))) {
         int rc = flush(g);
         return rc != SQLITE_OK ? rc : g->real->pMethods->xWrite(g->real, p, n, off);
@@ -122,12 +113,7 @@ static int g_sync(sqlite3_file *f, int flags)
     if (rc == SQLITE_OK)
         rc = g->err; /* an earlier write-out's that nobody was told of */
     g->err = SQLITE_OK;
-    if (rc != SQLITE_OK)
-        return rc;
-    if (g->wal && !g->header && atomic_load(&deferring) && !atomic_load(&real_syncs))
-        return SQLITE_OK; /* the syncer's fdatasync follows before anyone is told */
-    g->header = 0;
-    return g->real->pMethods->xSync(g->real, flags);
+    return rc != SQLITE_OK ? rc : g->real->pMethods->xSync(g->real, flags);
 }
 
 static int g_file_size(sqlite3_file *f, sqlite3_int64 *size)
@@ -331,14 +317,4 @@ const char *lh_wal_gather_vfs(void)
 void lh_wal_gather_set(int on)
 {
     atomic_store(&gathering, on != 0);
-}
-
-void lh_wal_gather_defer(int on)
-{
-    atomic_store(&deferring, on != 0);
-}
-
-void lh_wal_gather_real_syncs(int on)
-{
-    atomic_store(&real_syncs, on != 0);
 }

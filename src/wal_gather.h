@@ -22,14 +22,4 @@ const char *lh_wal_gather_vfs(void);
  */
 void lh_wal_gather_set(int on);
 
-/**
- * Deferring (off by default): a commit's WAL sync only writes out; the caller promises an
- * fdatasync of the WAL before it tells anyone the commit is durable. Needs gathering on
- * (synchronous = FULL, whose syncs mark each commit's end). Header syncs stay real.
- */
-void lh_wal_gather_defer(int on);
-
-/** While on, every sync is real (around checkpoints and closing). */
-void lh_wal_gather_real_syncs(int on);
-
 #endif
