@@ -125,7 +125,19 @@ struct lh_state_s {
     lh_state_stats_t stats;
     lh_metrics_t *metrics; /* borrowed; NULL: none */
     char last_error[256];  /* the last failed batch's error (guarded by mu) */
+    /* Checkpoints run on a thread and a connection of their own, so that no commit waits
+    ** for one (SQLite's auto-checkpoint runs inside the commit that crosses the mark): a
+    ** passive checkpoint copies the WAL into the database while the writer appends. */
+    sqlite3 *ckpt_db; /* owned: the checkpointer's */
+    uv_thread_t ckpt_thread;
+    uv_cond_t ckpt_cond; /* guarded by mu */
+    int ckpt_want;       /* the writer saw the WAL pass CHECKPOINT_FRAMES */
+    int ckpt_stop, ckpt_started;
 };
+
+/* The WAL's size, in frames, past which the checkpointer copies it into the database
+** (SQLite's default auto-checkpoint mark). */
+#define CHECKPOINT_FRAMES 1000
 
 int lh_state_schema_version(void)
 {
@@ -811,6 +823,80 @@ static void hand_back(lh_state_t *st, op_t *done, int wake)
     uv_async_send(&st->async);
 }
 
+/* After each commit of the writer's connection: how large the WAL is. */
+static int on_wal(void *data, sqlite3 *db, const char *name, int frames)
+{
+    lh_state_t *st = data;
+    (void)db, (void)name;
+    if (frames >= CHECKPOINT_FRAMES) {
+        uv_mutex_lock(&st->mu);
+        if (!st->ckpt_want) {
+            st->ckpt_want = 1;
+            uv_cond_signal(&st->ckpt_cond);
+        }
+        uv_mutex_unlock(&st->mu);
+    }
+    return SQLITE_OK;
+}
+
+static void checkpointer_main(void *arg)
+{
+    lh_state_t *st = arg;
+    uv_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->ckpt_want && !st->ckpt_stop)
+            uv_cond_wait(&st->ckpt_cond, &st->mu);
+        if (st->ckpt_stop)
+            break;
+        uv_mutex_unlock(&st->mu);
+        /* passive: never waits for a reader or the writer; what it cannot copy now, the
+        ** next one does. Its errors are the writer's to meet, if they are the disk's. */
+        sqlite3_wal_checkpoint_v2(st->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        uv_mutex_lock(&st->mu);
+        st->ckpt_want = 0;
+    }
+    uv_mutex_unlock(&st->mu);
+}
+
+/* Moves checkpoints off the writer's commits; without a second connection, they stay
+** there (SQLite's auto-checkpoint). Before the writer starts. */
+static void start_checkpointer(lh_state_t *st)
+{
+    if (sqlite3_open_v2(st->path, &st->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        lh_wal_gather_vfs()) != SQLITE_OK ||
+        uv_cond_init(&st->ckpt_cond) != 0) {
+        sqlite3_close(st->ckpt_db);
+        st->ckpt_db = NULL;
+        return;
+    }
+    sqlite3_busy_timeout(st->ckpt_db, 5000);
+    sqlite3_wal_hook(st->db, on_wal, st); /* and with it no auto-checkpoint */
+    if (uv_thread_create(&st->ckpt_thread, checkpointer_main, st) != 0) {
+        sqlite3_wal_autocheckpoint(st->db, CHECKPOINT_FRAMES);
+        uv_cond_destroy(&st->ckpt_cond);
+        sqlite3_close(st->ckpt_db);
+        st->ckpt_db = NULL;
+        return;
+    }
+    st->ckpt_started = 1;
+}
+
+static void stop_checkpointer(lh_state_t *st)
+{
+    if (!st->ckpt_started)
+        return;
+    uv_mutex_lock(&st->mu);
+    st->ckpt_stop = 1;
+    uv_cond_signal(&st->ckpt_cond);
+    uv_mutex_unlock(&st->mu);
+    uv_thread_join(&st->ckpt_thread);
+    uv_cond_destroy(&st->ckpt_cond);
+    sqlite3_close(st->ckpt_db);
+    st->ckpt_db = NULL;
+    sqlite3_wal_autocheckpoint(st->db, CHECKPOINT_FRAMES); /* closing checkpoints too */
+    st->ckpt_started = 0;
+}
+
 static void writer_main(void *arg)
 {
     lh_state_t *st = arg;
@@ -941,7 +1027,9 @@ int lh_state_start(lh_state_t *st, uv_loop_t *loop, const lh_state_hooks_t *hook
     uv_prepare_start(&st->idle, on_idle);
     uv_unref((uv_handle_t *)&st->idle);
     st->last_vacuum = uv_hrtime();
+    start_checkpointer(st);
     if ((rc = uv_thread_create(&st->thread, writer_main, st)) != 0) {
+        stop_checkpointer(st);
         close_handles(st);
         return rc;
     }
@@ -959,6 +1047,7 @@ void lh_state_stop(lh_state_t *st)
         uv_cond_signal(&st->cond);
         uv_mutex_unlock(&st->mu);
         uv_thread_join(&st->thread);
+        stop_checkpointer(st);
         st->started = 0;
     } else if (st->db != NULL) { /* never started: what was queued commits here */
         op_t *done = NULL;
