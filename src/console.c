@@ -413,7 +413,9 @@ static void signin(lh_console_t *con, lh_conn_t *c, const lh_request_t *r)
              "the sign-in form needs its field 'token' (application/x-www-form-urlencoded)\n");
         return;
     }
-    lh_proxy_strip_port(r->remote, addr, sizeof(addr));
+    char ip[64];
+    lh_proxy_strip_port(r->remote, ip, sizeof(ip));
+    lh_proxy_client_key(ip, addr, sizeof(addr));
     double now = mono_s();
     if (lh_throttle_refused(&con->throttle, addr, now)) {
         text(c, 429, "Retry-After: 60\r\n", "too many wrong tokens: try again in a minute\n");
