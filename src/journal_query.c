@@ -609,12 +609,19 @@ static void read_event(sqlite3_stmt *s, lh_jq_event_t *e)
     e->attempts = sqlite3_column_int(s, 13);
 }
 
+static int64_t numeric_id(const char *key);
+
 int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const lh_jq_event_t *e),
                void *data, int *more, char *err, size_t errlen)
 {
     char sql[2048];
-    size_t o =
-        (size_t)snprintf(sql, sizeof(sql), "SELECT " EVENT_COLUMNS " FROM deliveries d WHERE 1");
+    /* a search may match many (a short prefix): its ids are sorted and cut first, so that
+    ** the columns (four subqueries each) are computed for one page, not every match */
+    size_t o = (size_t)snprintf(sql, sizeof(sql),
+                                f->search != NULL
+                                    ? "SELECT " EVENT_COLUMNS " FROM deliveries d WHERE d.id IN "
+                                      "(SELECT d.id FROM deliveries d WHERE 1"
+                                    : "SELECT " EVENT_COLUMNS " FROM deliveries d WHERE 1");
     if (f->status != NULL) /* the index holds all but ok: say so, for the planner */
         o += (size_t)snprintf(sql + o, sizeof(sql) - o,
                               strcmp(f->status, "ok") == 0
@@ -630,12 +637,36 @@ int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const
                               "FROM deliveries WHERE received >= ?3), 9223372036854775807)");
     if (f->before > 0)
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.id < ?4");
+    /* the search: a range on the unique index of delivery ids (an exact id or a prefix of
+    ** one), or a numeric id; no "?8 IS NULL OR": that hides the range from the planner,
+    ** which then scans every delivery */
+    char upper[256];
+    size_t ulen = 0;
+    int64_t sid = 0;
+    if (f->search != NULL) {
+        /* the first text after every one that starts with it: its last byte that can grow,
+        ** grown (the BINARY collation compares bytes) */
+        ulen = strlen(f->search);
+        if (ulen >= sizeof(upper))
+            ulen = sizeof(upper) - 1;
+        memcpy(upper, f->search, ulen);
+        while (ulen > 0 && (unsigned char)upper[ulen - 1] == 0xff)
+            ulen--;
+        if (ulen > 0)
+            upper[ulen - 1] = (char)((unsigned char)upper[ulen - 1] + 1);
+        sid = numeric_id(f->search);
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND (d.delivery >= ?7%s%s)",
+                              ulen > 0 ? " AND d.delivery < ?8" : "",
+                              sid > 0 ? " OR d.id = ?9" : "");
+    }
     if (f->handler != NULL)
         /* IN, not EXISTS: a rare handler costs one scan of the runs' key index (45 ms at
         ** 100 000), not a look at every delivery row (300 ms and more) */
         o += (size_t)snprintf(sql + o, sizeof(sql) - o,
                               " AND d.id IN (SELECT delivery FROM runs WHERE handler = ?5)");
-    snprintf(sql + o, sizeof(sql) - o, " ORDER BY d.id DESC LIMIT ?6");
+    snprintf(sql + o, sizeof(sql) - o,
+             f->search != NULL ? " ORDER BY d.id DESC LIMIT ?6) ORDER BY d.id DESC"
+                               : " ORDER BY d.id DESC LIMIT ?6");
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK)
         return fail_db(q, err, errlen, "cannot list");
@@ -649,6 +680,12 @@ int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const
         sqlite3_bind_int64(s, 4, f->before);
     if (f->handler != NULL)
         sqlite3_bind_text(s, 5, f->handler, -1, SQLITE_STATIC);
+    if (f->search != NULL)
+        sqlite3_bind_text(s, 7, f->search, -1, SQLITE_STATIC);
+    if (ulen > 0)
+        sqlite3_bind_text(s, 8, upper, (int)ulen, SQLITE_STATIC);
+    if (sid > 0)
+        sqlite3_bind_int64(s, 9, sid);
     sqlite3_bind_int(s, 6, f->limit + 1); /* one more: are there older ones? */
     int n = 0, rc;
     *more = 0;
@@ -838,6 +875,7 @@ done:
 typedef struct {
     lh_jbuf_t *b;
     int runs, attempts; /* written so far: for commas and closing */
+    size_t max;         /* the most of a body shown; 0: all */
 } show_json_t;
 
 static void close_run(show_json_t *j)
@@ -856,8 +894,12 @@ static int show_event(void *data, const lh_jq_event_t *e, const char *headers, c
     lh_jbuf_adds(j->b, ",\"headers\":");
     if (headers == NULL || lh_jq_json_masked(j->b, headers, strlen(headers), 0, why, sizeof(why)))
         lh_jbuf_adds(j->b, "{}");
-    lh_jbuf_adds(j->b, ",\"body\":");
-    if (lh_jq_json_masked(j->b, body, body_len, 0, why, sizeof(why)) != 0) {
+    lh_jbuf_addf(j->b, ",\"body_size\":%zu,\"body\":", body_len);
+    if (j->max > 0 && body_len > j->max) {
+        /* a part, as text: a cut JSON text is no JSON; the whole is a download */
+        lh_jbuf_adds(j->b, "null,\"body_truncated\":true,\"body_text\":");
+        lh_jq_text_masked(j->b, body, j->max);
+    } else if (lh_jq_json_masked(j->b, body, body_len, 0, why, sizeof(why)) != 0) {
         /* not JSON: as text, every "token" or "task_data_password" value masked */
         lh_jbuf_adds(j->b, "null,\"body_error\":");
         lh_jbuf_str(j->b, why, strlen(why));
@@ -909,7 +951,13 @@ static int show_attempt(void *data, const lh_jq_run_t *r, const lh_jq_attempt_t 
 
 int lh_jq_show_json(lh_jq_t *q, const char *key, lh_jbuf_t *b, char *err, size_t errlen)
 {
-    show_json_t j = {b, 0, 0};
+    return lh_jq_show_json_max(q, key, 0, b, err, errlen);
+}
+
+int lh_jq_show_json_max(lh_jq_t *q, const char *key, size_t max, lh_jbuf_t *b, char *err,
+                        size_t errlen)
+{
+    show_json_t j = {b, 0, 0, max};
     lh_jq_show_t cb = {&j, show_event, show_run, show_attempt};
     size_t mark = b->len;
     int rc = lh_jq_show(q, key, &cb, err, errlen);
