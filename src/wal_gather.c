@@ -20,6 +20,7 @@
 */
 
 #define GATHER_MAX (4u << 20) /* held at most: beyond, written out at once */
+#define KEEP_MAX   (1u << 20) /* a buffer larger than this is freed once written out */
 
 typedef struct {
     sqlite3_file base;  /* our methods */
@@ -49,6 +50,11 @@ static int flush(gfile_t *g)
         rc = g->real->pMethods->xWrite(g->real, g->buf + o, (int)n, g->at + (sqlite3_int64)o);
     }
     g->len = 0;
+    if (g->cap > KEEP_MAX) { /* a big event's commit: not kept for the small ones after it */
+        free(g->buf);
+        g->buf = NULL;
+        g->cap = 0;
+    }
     return rc;
 }
 
