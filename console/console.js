@@ -122,6 +122,10 @@
         return (n / 1024 / 1024).toFixed(1) + ' MiB';
     }
 
+    function plural(n, what) {
+        return n + ' ' + what + (n === 1 ? '' : 's');
+    }
+
     function fmtCount(n) {
         return n === null || n === undefined ? '—' : Number(n).toLocaleString('en-US');
     }
@@ -149,7 +153,7 @@
         }
         let res;
         try {
-            res = await fetch('/-/api/' + path, init);
+            res = await fetch('api/' + path, init);
         } catch (e) {
             throw new ApiError(0, 'luahook does not answer (' + e.message + ')');
         }
@@ -170,8 +174,8 @@
     }
 
     function signedOut() {
-        // /-/ serves the sign-in form to a request without a valid session
-        location.replace('/-/signin' + (location.hash || ''));
+        // the page's URLs are relative to /-/, so that a proxy may serve it under a prefix
+        location.replace('signin' + (location.hash || ''));
     }
 
     // The API's 404 without a journal, told apart from an unknown delivery.
@@ -519,8 +523,8 @@
             ['Path', el('span', { class: 'mono' }, e.path)],
             ['From', el('span', { class: 'mono' }, e.remote)],
             ['Body', fmtBytes(e.body_size !== undefined ? e.body_size : e.body_bytes)],
-            ['Handlers', e.handlers + (failed ? ' (' + failed + ' failed)' : '') + ', ' +
-                e.attempts + ' attempt' + (e.attempts === 1 ? '' : 's')],
+            ['Handlers', plural(e.handlers, 'run') + (failed ? ', ' + failed + ' failed' : '') + ' · ' +
+                plural(e.attempts, 'attempt')],
             ['Journal id', '#' + e.id],
         ];
         if (e.duplicate_of) {
@@ -606,7 +610,7 @@
     function renderBody(box, e) {
         const size = e.body_size !== undefined ? e.body_size : e.body_bytes;
         const download = el('a', {
-            class: 'button', id: 'download-body', href: '/-/api/events/' + encodeURIComponent(e.id) + '/body',
+            class: 'button', id: 'download-body', href: 'api/events/' + encodeURIComponent(e.id) + '/body',
             download: 'delivery-' + (e.delivery || e.id) + '.json',
         }, 'Download');
         const tools = el('div', { class: 'body-tools' },
@@ -837,13 +841,13 @@
 
     async function signOut() {
         try {
-            await fetch('/-/signout', {
+            await fetch('signout', {
                 method: 'POST', credentials: 'same-origin', redirect: 'manual',
                 headers: { 'X-CSRF-Token': state.csrf || '', 'Content-Type': 'application/x-www-form-urlencoded' },
                 body: new URLSearchParams({ csrf: state.csrf || '' }).toString(),
             });
         } finally {
-            location.replace('/-/');
+            location.replace('./');
         }
     }
 
