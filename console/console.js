@@ -853,20 +853,18 @@
 
     async function start() {
         document.getElementById('signout').addEventListener('click', signOut);
-        try {
-            const s = await api('session');
-            state.csrf = s.csrf;
-        } catch (e) {
-            if (e.status === 401) return;
-            flash('Cannot read the session: ' + e.message, 'error');
+        // both at once (one round trip less before the first view): the CSRF token, and
+        // whether deliveries are kept, which decides what the list shows
+        const [session, live] = await Promise.allSettled([api('session'), api('live')]);
+        if ([session, live].some(r => r.status === 'rejected' && r.reason.status === 401)) return;
+        if (session.status === 'fulfilled') {
+            state.csrf = session.value.csrf;
+        } else {
+            flash('Cannot read the session: ' + session.reason.message, 'error');
         }
-        // whether deliveries are kept decides what the list shows
-        try {
-            const live = await api('live');
-            setJournal(live.journal === true);
-            renderMeta(live);
-        } catch (e) {
-            if (e.status === 401) return;
+        if (live.status === 'fulfilled') {
+            setJournal(live.value.journal === true);
+            renderMeta(live.value);
         }
         window.addEventListener('hashchange', route);
         route();
