@@ -153,7 +153,7 @@
         }
         let res;
         try {
-            res = await fetch('api/' + path, init);
+            res = await fetch('/-/api/' + path, init);
         } catch (e) {
             throw new ApiError(0, 'luahook does not answer (' + e.message + ')');
         }
@@ -174,8 +174,7 @@
     }
 
     function signedOut() {
-        // the page's URLs are relative to /-/, so that a proxy may serve it under a prefix
-        location.replace('signin' + (location.hash || ''));
+        location.replace('/-/signin' + (location.hash || ''));
     }
 
     // The API's 404 without a journal, told apart from an unknown delivery.
@@ -610,7 +609,7 @@
     function renderBody(box, e) {
         const size = e.body_size !== undefined ? e.body_size : e.body_bytes;
         const download = el('a', {
-            class: 'button', id: 'download-body', href: 'api/events/' + encodeURIComponent(e.id) + '/body',
+            class: 'button', id: 'download-body', href: '/-/api/events/' + encodeURIComponent(e.id) + '/body',
             download: 'delivery-' + (e.delivery || e.id) + '.json',
         }, 'Download');
         const tools = el('div', { class: 'body-tools' },
@@ -841,13 +840,13 @@
 
     async function signOut() {
         try {
-            await fetch('signout', {
+            await fetch('/-/signout', {
                 method: 'POST', credentials: 'same-origin', redirect: 'manual',
                 headers: { 'X-CSRF-Token': state.csrf || '', 'Content-Type': 'application/x-www-form-urlencoded' },
                 body: new URLSearchParams({ csrf: state.csrf || '' }).toString(),
             });
         } finally {
-            location.replace('./');
+            location.replace('/-/');
         }
     }
 

@@ -8,10 +8,9 @@
         document.getElementById('signin-error').hidden = false;
     }
     // A link to a view (/-/#/d/ID) that landed here keeps its view: the fragment of the
-    // form's action is never sent, and the server's 303 to /-/ inherits it. (Relative URLs:
-    // a proxy may serve the console under a prefix.)
+    // form's action is never sent, and the server's 303 to /-/ inherits it.
     if (/^#\/[\w\-./%?=&]*$/.test(location.hash)) {
-        form.action = 'signin' + location.hash;
+        form.action = '/-/signin' + location.hash;
     }
     // Wrong tokens are answered late on purpose: say that something is happening.
     form.addEventListener('submit', function () {

@@ -8,13 +8,15 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "console.h"
 #include "journal_query.h"
+#include "live.h"
 #include "log.h"
 #include "state.h"
 
 #define API_PREFIX "/-/api/"
 
-enum { JOB_LIST = 1, JOB_SHOW, JOB_STATS, JOB_REPLAY };
+enum { JOB_LIST = 1, JOB_SHOW, JOB_STATS, JOB_REPLAY, JOB_BODY, ROUTE_SESSION, ROUTE_LIVE };
 
 typedef struct job_s job_t;
 struct job_s {
@@ -32,6 +34,8 @@ struct job_s {
     double now;
     int status; /* the answer's */
     lh_jbuf_t out;
+    const char *ctype; /* the answer's; NULL: JSON */
+    char extra[200];   /* JOB_BODY: its Content-Disposition */
 };
 
 struct lh_api_s {
@@ -57,7 +61,7 @@ int lh_api_owns(const lh_request_t *r)
 
 static void answer(lh_conn_t *c, int status, const char *extra, const char *body)
 {
-    lh_conn_respond(c, status, extra, "application/json", body, strlen(body));
+    lh_console_respond(c, status, extra, "application/json", body, strlen(body));
 }
 
 static void answer_error(lh_conn_t *c, int status, const char *extra, const char *msg)
@@ -87,24 +91,46 @@ static int route(const lh_request_t *r, const char **key, size_t *keylen)
         return JOB_STATS;
     if (n == 6 && memcmp(p, "replay", 6) == 0)
         return JOB_REPLAY;
+    if (n == 7 && memcmp(p, "session", 7) == 0)
+        return ROUTE_SESSION;
+    if (n == 4 && memcmp(p, "live", 4) == 0)
+        return ROUTE_LIVE;
     if (n > 7 && memcmp(p, "events/", 7) == 0 && memchr(p + 7, '/', n - 7) == NULL) {
         *key = p + 7;
         *keylen = n - 7;
         return JOB_SHOW;
     }
+    /* /-/api/events/ID/body: the whole body, to download */
+    if (n > 12 && memcmp(p, "events/", 7) == 0 && memcmp(p + n - 5, "/body", 5) == 0 &&
+        memchr(p + 7, '/', n - 12) == NULL) {
+        *key = p + 7;
+        *keylen = n - 12;
+        return JOB_BODY;
+    }
     return 0;
 }
 
-int lh_api_head(lh_app_t *app, lh_conn_t *c, const lh_request_t *r)
+/* GET /-/api/session: the page's CSRF token (none with the token header: scripts need none) */
+static void answer_session(lh_conn_t *c, const lh_session_t *s)
+{
+    char body[160];
+    if (s == NULL)
+        snprintf(body, sizeof(body), "{\"ok\":true,\"csrf\":null,\"expires\":null}");
+    else
+        snprintf(body, sizeof(body), "{\"ok\":true,\"csrf\":\"%s\",\"expires\":%.0f}", s->csrf,
+                 s->expires);
+    answer(c, 200, NULL, body);
+}
+
+int lh_api_head(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, const lh_session_t *s)
 {
     const char *key;
     size_t keylen;
-    (void)app;
     int kind = route(r, &key, &keylen);
     if (kind == 0) {
         answer_error(c, 404, NULL,
                      "no such page: luahook's API is GET /-/api/events, /-/api/events/ID, "
-                     "/-/api/stats and POST /-/api/replay");
+                     "/-/api/stats, /-/api/live, /-/api/session and POST /-/api/replay");
         return 1;
     }
     lh_method_t want = kind == JOB_REPLAY ? LH_METHOD_POST : LH_METHOD_GET;
@@ -112,6 +138,20 @@ int lh_api_head(lh_app_t *app, lh_conn_t *c, const lh_request_t *r)
         answer_error(c, 405, want == LH_METHOD_POST ? "Allow: POST\r\n" : "Allow: GET\r\n",
                      want == LH_METHOD_POST ? "method not allowed: use POST"
                                             : "method not allowed: use GET");
+        return 1;
+    }
+    if (kind == ROUTE_SESSION) {
+        answer_session(c, s);
+        return 1;
+    }
+    if (kind == ROUTE_LIVE) {
+        lh_jbuf_t b = {0};
+        lh_live_json(app, &b);
+        if (b.oom || b.p == NULL)
+            answer(c, 500, NULL, "{\"ok\":false,\"error\":\"out of memory\"}");
+        else
+            lh_console_respond(c, 200, NULL, "application/json", b.p, b.len);
+        lh_jbuf_free(&b);
         return 1;
     }
     return 0;
@@ -214,6 +254,12 @@ static int parse_query(job_t *j, const lh_request_t *r, char *err, size_t errlen
             j->f.status = v;
         } else if (list && strcmp(name, "action") == 0) {
             j->f.action = v;
+        } else if (list && strcmp(name, "q") == 0) {
+            if (strlen(v) > 128) {
+                snprintf(err, errlen, "q: a delivery id (or its start) is at most 128 bytes");
+                return -1;
+            }
+            j->f.search = v;
         } else if ((list || replay) && strcmp(name, "handler") == 0) {
             j->f.handler = j->rp.handler = v;
         } else if ((list || replay) && strcmp(name, "since") == 0) {
@@ -297,6 +343,40 @@ static void fail_json(lh_jbuf_t *b, const char *err)
     lh_jbuf_adds(b, "}");
 }
 
+/* JOB_BODY's: the whole body, masked as show masks it, pretty-printed; a body that is no
+** JSON comes as one JSON string of its text (masked too): the API only ever answers JSON. */
+static int body_event(void *data, const lh_jq_event_t *e, const char *headers, const char *body,
+                      size_t body_len)
+{
+    job_t *j = data;
+    char why[128], name[96];
+    size_t k = 0;
+    (void)headers;
+    /* the file's name from the delivery id: only what needs no quoting */
+    for (const char *p = e->delivery; p != NULL && *p != '\0' && k < 64; p++)
+        if (isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.')
+            name[k++] = *p;
+    name[k] = '\0';
+    if (lh_jq_json_masked(&j->out, body, body_len, 2, why, sizeof(why)) != 0)
+        lh_jq_text_masked(&j->out, body, body_len);
+    lh_jbuf_adds(&j->out, "\n");
+    snprintf(j->extra, sizeof(j->extra),
+             "Content-Disposition: attachment; filename=\"delivery-%s.json\"\r\n", name);
+    return 0;
+}
+
+static int no_run(void *data, const lh_jq_run_t *r)
+{
+    (void)data, (void)r;
+    return 0;
+}
+
+static int no_attempt(void *data, const lh_jq_run_t *r, const lh_jq_attempt_t *a)
+{
+    (void)data, (void)r, (void)a;
+    return 0;
+}
+
 /* On a pool thread: the query, its answer in j->out and j->status. */
 static void on_work(uv_work_t *w)
 {
@@ -326,7 +406,7 @@ static void on_work(uv_work_t *w)
         break;
     case JOB_SHOW:
         lh_jbuf_adds(b, "{\"ok\":true,\"event\":");
-        rc = lh_jq_show_json(&api->q, j->key, b, err, sizeof(err));
+        rc = lh_jq_show_json_max(&api->q, j->key, LH_JQ_BODY_SHOWN, b, err, sizeof(err));
         if (rc < 0)
             goto fail;
         if (rc == 0) {
@@ -337,6 +417,21 @@ static void on_work(uv_work_t *w)
         }
         lh_jbuf_adds(b, "}");
         break;
+    case JOB_BODY: {
+        lh_jq_show_t cb = {j, body_event, no_run, no_attempt};
+        rc = lh_jq_show(&api->q, j->key, &cb, err, sizeof(err));
+        if (rc < 0)
+            goto fail;
+        if (rc == 0) {
+            j->status = 404;
+            j->ctype = NULL;
+            j->extra[0] = '\0';
+            snprintf(err, sizeof(err), "no such delivery: %s", j->key);
+            fail_json(b, err);
+            return;
+        }
+        break;
+    }
     case JOB_STATS:
         lh_jbuf_adds(b, "{\"ok\":true,\"stats\":");
         if (lh_jq_stats_json(&api->q, b, err, sizeof(err)) != 0)
@@ -392,7 +487,8 @@ static void on_work_done(uv_work_t *w, int status)
         if (j->out.oom || j->out.p == NULL)
             answer(j->c, 500, NULL, "{\"ok\":false,\"error\":\"out of memory\"}");
         else
-            lh_conn_respond(j->c, j->status, NULL, "application/json", j->out.p, j->out.len);
+            lh_console_respond(j->c, j->status, j->extra[0] ? j->extra : NULL,
+                               j->ctype ? j->ctype : "application/json", j->out.p, j->out.len);
     }
     lh_conn_unref(j->c);
     job_free(j);
@@ -460,7 +556,7 @@ void lh_api_request(lh_app_t *app, lh_conn_t *c, const lh_request_t *r)
         answer_error(c, 400, NULL, err);
         return;
     }
-    if (kind == JOB_SHOW) {
+    if (kind == JOB_SHOW || kind == JOB_BODY) {
         char *k = malloc(keylen + 1);
         if (k == NULL || url_decode(key, keylen, k) != 0) {
             free(k);

@@ -9,6 +9,7 @@
 #include "app.h"
 #include "conn.h"
 #include "request.h"
+#include "session.h"
 
 typedef struct lh_api_s lh_api_t;
 
@@ -16,11 +17,12 @@ typedef struct lh_api_s lh_api_t;
 int lh_api_owns(const lh_request_t *r);
 
 /**
- * On the head of a request under /-/ whose secret was checked: answers at once what needs
- * no database (an unknown path 404, a wrong method 405) and returns 1; 0 lets its body be
+ * On the head of a request under /-/api/ whose access was checked (`s`: the session of its
+ * cookie; NULL: the token): answers at once what needs no database (an unknown path 404, a
+ * wrong method 405, the session, the live picture) and returns 1; 0 lets its body be
  * read, then lh_api_request answers it.
  */
-int lh_api_head(lh_app_t *app, lh_conn_t *c, const lh_request_t *r);
+int lh_api_head(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, const lh_session_t *s);
 
 /** Answers a complete request under /-/ (later, from the thread pool's result). */
 void lh_api_request(lh_app_t *app, lh_conn_t *c, const lh_request_t *r);

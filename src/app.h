@@ -20,6 +20,17 @@ typedef struct lh_state_s lh_state_t;
 typedef struct lh_store_s lh_store_t;
 typedef struct lh_api_s lh_api_t;
 typedef struct lh_journal_s lh_journal_t;
+typedef struct lh_console_s lh_console_t;
+typedef struct lh_live_s lh_live_t;
+
+#define LH_RELOAD_PROBLEMS_KEPT 8
+/* The last reload's outcome, for the console's live picture (reload fills it). */
+typedef struct lh_reload_result_s {
+    double at;     /* Unix seconds; 0: no reload yet */
+    int ok;        /* the new scripts serve */
+    int nproblems; /* all of them; the first LH_RELOAD_PROBLEMS_KEPT are kept */
+    char problems[LH_RELOAD_PROBLEMS_KEPT][256];
+} lh_reload_result_t;
 
 struct lh_app_s {
     uv_loop_t *loop;        /* borrowed */
@@ -34,7 +45,10 @@ struct lh_app_s {
     lh_store_t *store;     /* owned: handlers' store and locks, outliving every VM; NULL: none */
     lh_journal_t *journal; /* owned: accepted events and their runs (serve with --state-dir) */
     lh_api_t *api;         /* owned: /-/api/, made at its first request; NULL: none yet */
-    uint32_t id_prefix;    /* delivery ids: random per process, then a counter */
+    lh_console_t *console; /* owned: the console's sessions (serve); NULL: none */
+    lh_live_t *live;       /* owned: the last hour's counts, per minute (serve); NULL: none */
+    lh_reload_result_t last_reload;
+    uint32_t id_prefix; /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
     /* the start-up line's fields after version, pid and address, in order: main adds
     ** scripts, handlers, secret and state ("not kept" until a part keeps state: that part

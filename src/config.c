@@ -125,6 +125,35 @@ static const char *set_dirs(const opt_t *o, lh_config_t *cfg, void *field, const
     return NULL;
 }
 
+/* Trusted proxies: addresses or CIDR blocks, comma- or space-separated (one
+** LUAHOOK_TRUSTED_PROXY holds them all), each appended to the field's array. */
+static const char *set_proxies(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
+                               char *buf, size_t len)
+{
+    lh_cidr_t **list = field;
+    size_t *n = (size_t *)(list + 1);
+    int any = 0;
+    (void)cfg;
+    for (const char *p = v; *p != '\0';) {
+        size_t k = strcspn(p, ", \t");
+        if (k > 0) {
+            char one[128];
+            snprintf(one, sizeof(one), "%.*s", (int)(k < 127 ? k : 127), p);
+            lh_cidr_t c;
+            if (k >= sizeof(one) || lh_cidr_parse(one, &c, buf, len) != 0)
+                return k >= sizeof(one) ? "expected an IPv4 or IPv6 address or CIDR block" : buf;
+            lh_cidr_t *grown = realloc(*list, (*n + 1) * sizeof(**list));
+            if (grown == NULL)
+                return OOM;
+            *list = grown;
+            grown[(*n)++] = c;
+            any = 1;
+        }
+        p += k + (p[k] != '\0');
+    }
+    return any ? NULL : o->empty;
+}
+
 /* A header name: compared with llhttp's lower-cased names. */
 static const char *set_header_name(const opt_t *o, lh_config_t *cfg, void *field, const char *v,
                                    char *buf, size_t len)
@@ -267,6 +296,11 @@ _Static_assert(offsetof(lh_config_t, nexcludes) ==
 _Static_assert(offsetof(lh_config_t, nrecipes) == offsetof(lh_config_t, recipes) + sizeof(char **),
                "nrecipes follows recipes");
 
+_Static_assert(offsetof(lh_config_t, ntrusted_proxies) ==
+                   offsetof(lh_config_t, trusted_proxies) + sizeof(lh_cidr_t *),
+               "ntrusted_proxies follows trusted_proxies");
+
+static const char *const console_choices[] = {"on", "off", NULL};
 static const char *const ack_choices[] = {"accept", "handled", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_choices[] = {"text", "json", NULL};
@@ -334,6 +368,13 @@ static const opt_t options[] = {
              "                           LUAHOOK_RECIPES: DIR:DIR...)\n"},
     /* luahook recipes's own */
     {"markdown", NULL, AT(markdown), set_flag, NULL, .flag = 1, .recipes_only = 1},
+    {"console", "LUAHOOK_CONSOLE", AT(console_off), set_choice, "on", .choices = console_choices,
+     .help = "  --console on|off         the web console at /-/ (on; served only with --token);\n"
+             "                           off: /-/api/ alone, behind the token\n"},
+    {"trusted-proxy", "LUAHOOK_TRUSTED_PROXY", AT(trusted_proxies), set_proxies, NULL,
+     .empty = "expected an IPv4 or IPv6 address or CIDR block",
+     .help = "  --trusted-proxy ADDR     believe X-Forwarded-For/-Proto from this address or\n"
+             "                           CIDR block only (repeatable; none by default)\n"},
     /* the journal (with --state-dir) */
     {"sync", "LUAHOOK_SYNC", AT(sync_normal), set_choice, "full", .choices = sync_choices,
      .help = "  --sync full|normal       journal: fsync before each answer (full: survives power\n"
@@ -782,7 +823,16 @@ int lh_config_parse(lh_config_t *cfg, int argc, char **argv, char *err, size_t e
     char **env_recipes = cfg->recipes;
     size_t nenv_recipes = cfg->nrecipes;
     cfg->recipes = NULL, cfg->nrecipes = 0;
+    lh_cidr_t *env_proxies = cfg->trusted_proxies; /* the same for --trusted-proxy */
+    size_t nenv_proxies = cfg->ntrusted_proxies;
+    cfg->trusted_proxies = NULL, cfg->ntrusted_proxies = 0;
     int rc = parse_args(cfg, argc, argv, i, err, errlen);
+    if (cfg->ntrusted_proxies == 0) {
+        free(cfg->trusted_proxies);
+        cfg->trusted_proxies = env_proxies, cfg->ntrusted_proxies = nenv_proxies;
+    } else {
+        free(env_proxies);
+    }
     if (cfg->nrecipes == 0) {
         free(cfg->recipes);
         cfg->recipes = env_recipes, cfg->nrecipes = nenv_recipes;
@@ -974,6 +1024,7 @@ void lh_config_dispose(lh_config_t *cfg)
     for (size_t i = 0; i < cfg->nrecipes; i++)
         free(cfg->recipes[i]);
     free(cfg->recipes);
+    free(cfg->trusted_proxies);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);

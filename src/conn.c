@@ -50,10 +50,14 @@ static const char *status_text(int status)
         return "Continue";
     case 200:
         return "OK";
+    case 303:
+        return "See Other";
     case 400:
         return "Bad Request";
     case 401:
         return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -62,6 +66,8 @@ static const char *status_text(int status)
         return "Request Timeout";
     case 413:
         return "Content Too Large";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -480,7 +486,7 @@ static void answer(lh_conn_t *c, int status, const char *extra, const char *ctyp
     /* answered on its head, a client waiting for 100-continue sends no body: no request
     ** could be told from the next one */
     int close = refusal || c->last_request || !req->keep_alive || (on_head && req->expect_continue);
-    char head[512];
+    char head[1536]; /* the console's answers carry a CSP, a cookie and a Location */
     int hn = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
                       status, status_text(status), ctype, len, close ? "Connection: close\r\n" : "",

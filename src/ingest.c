@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "api.h"
+#include "console.h"
 #include "dispatch.h"
 #include "log.h"
 
@@ -55,7 +56,7 @@ static void rejected(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, int sta
         lh_field_t f[] = {
             LH_FIELD_NUM("status", st),
             LH_FIELD("reason", lh_metrics_reject_name(reason)),
-            LH_FIELD("remote", c->remote),
+            LH_FIELD("remote", r->remote[0] ? r->remote : c->remote),
             LH_FIELD("method", r->method_name),
             LH_FIELDN("path", r->path, r->path_len),
         };
@@ -66,6 +67,20 @@ static void rejected(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, int sta
 static void answer_json(lh_conn_t *c, int status, const char *extra, const char *body)
 {
     lh_conn_respond(c, status, extra, json_type, body, strlen(body));
+}
+
+/* under /-/: with the console's headers (no caching, no sniffing, the CSP) */
+static void answer_own(lh_conn_t *c, int status, const char *extra, const char *body)
+{
+    lh_console_respond(c, status, extra, json_type, body, strlen(body));
+}
+
+static int secret_ok(const lh_config_t *cfg, const lh_request_t *r)
+{
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (strcmp(r->headers[i].name, cfg->auth_header) == 0)
+            return lh_ingest_token_ok(r->headers[i].value, r->headers[i].value_len, cfg->token);
+    return 0;
 }
 
 /* With a secret configured, a request without it is answered 401 here: 1 if so. */
@@ -84,7 +99,10 @@ static int refuse_secret(lh_app_t *app, lh_conn_t *c, const lh_request_t *r)
     rejected(app, c, r, 401, LH_REJECT_UNAUTHORIZED);
     snprintf(body, sizeof(body), "{\"ok\":false,\"error\":\"%s secret in the %s header\"}",
              h == NULL ? "missing" : "wrong", cfg->auth_header);
-    answer_json(c, 401, NULL, body);
+    if (lh_api_owns(r))
+        answer_own(c, 401, NULL, body);
+    else
+        answer_json(c, 401, NULL, body);
     return 1;
 }
 
@@ -93,6 +111,8 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
     lh_app_t *app = data;
     const lh_config_t *cfg = app->cfg;
     int is_health = path_is(r, "/healthz"), is_metrics = path_is(r, "/metrics");
+
+    lh_console_client(app, c, r); /* ctx.remote and the logs: a trusted proxy's client */
 
     if (is_health || is_metrics) {
         if (r->method != LH_METHOD_GET) {
@@ -119,12 +139,21 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
     /* luahook's own: never an event; only with a secret, and behind it */
     if (lh_api_owns(r)) {
         if (cfg->token == NULL) {
-            answer_json(c, 404, NULL,
-                        "{\"ok\":false,\"error\":\"/-/ (luahook's API) is served only to a "
-                        "server started with --token\"}");
+            answer_own(c, 404, NULL,
+                       "{\"ok\":false,\"error\":\"/-/ (luahook's console and API) is served "
+                       "only to a server started with --token\"}");
             return 1;
         }
-        return refuse_secret(app, c, r) || lh_api_head(app, c, r);
+        if (lh_console_owns(r))
+            return lh_console_head(app, c, r);
+        /* the token (scripts), else the session cookie (the console's page, with CSRF) */
+        if (secret_ok(cfg, r))
+            return lh_api_head(app, c, r, NULL);
+        const lh_session_t *s = NULL;
+        int rc = lh_console_api_auth(app, c, r, &s);
+        if (rc >= 0)
+            return rc == 1 || lh_api_head(app, c, r, s);
+        return refuse_secret(app, c, r);
     }
     if (r->method != LH_METHOD_POST) {
         rejected(app, c, r, 405, LH_REJECT_METHOD);
@@ -146,12 +175,16 @@ static void reply_to_conn(void *data, int status, const char *extra, const char 
 static void on_request(void *data, lh_conn_t *c, lh_request_t *r)
 {
     lh_app_t *app = data;
+    if (lh_console_owns(r)) {
+        lh_console_request(app, c, r);
+        return;
+    }
     if (lh_api_owns(r)) {
         lh_api_request(app, c, r);
         return;
     }
     lh_conn_ref(c); /* the answer may come after the connection closed */
-    lh_dispatch_event(app, r, c->remote, reply_to_conn, c);
+    lh_dispatch_event(app, r, r->remote[0] ? r->remote : c->remote, reply_to_conn, c);
 }
 
 lh_server_handler_t lh_ingest_handler(lh_app_t *app)

@@ -609,6 +609,8 @@ static void read_event(sqlite3_stmt *s, lh_jq_event_t *e)
     e->attempts = sqlite3_column_int(s, 13);
 }
 
+static int64_t numeric_id(const char *key);
+
 int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const lh_jq_event_t *e),
                void *data, int *more, char *err, size_t errlen)
 {
@@ -627,6 +629,11 @@ int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const
                               "FROM deliveries WHERE received >= ?3), 9223372036854775807)");
     if (f->before > 0)
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.id < ?4");
+    if (f->search != NULL)
+        /* a range on the unique index of delivery ids: an exact id or a prefix of one */
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o,
+                              " AND (d.delivery >= ?7 AND (?8 IS NULL OR d.delivery < ?8)"
+                              " OR d.id = ?9)");
     if (f->handler != NULL)
         /* IN, not EXISTS: a rare handler costs one scan of the runs' key index (45 ms at
         ** 100 000), not a look at every delivery row (300 ms and more) */
@@ -646,6 +653,23 @@ int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const
         sqlite3_bind_int64(s, 4, f->before);
     if (f->handler != NULL)
         sqlite3_bind_text(s, 5, f->handler, -1, SQLITE_STATIC);
+    char upper[256];
+    if (f->search != NULL) {
+        /* the first text after every one that starts with it: its last byte that can grow,
+        ** grown (BINARY collation compares bytes) */
+        size_t n = strlen(f->search);
+        if (n >= sizeof(upper))
+            n = sizeof(upper) - 1;
+        memcpy(upper, f->search, n);
+        while (n > 0 && (unsigned char)upper[n - 1] == 0xff)
+            n--;
+        if (n > 0)
+            upper[n - 1] = (char)((unsigned char)upper[n - 1] + 1);
+        sqlite3_bind_text(s, 7, f->search, -1, SQLITE_STATIC);
+        if (n > 0)
+            sqlite3_bind_text(s, 8, upper, (int)n, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 9, numeric_id(f->search));
+    }
     sqlite3_bind_int(s, 6, f->limit + 1); /* one more: are there older ones? */
     int n = 0, rc;
     *more = 0;
@@ -822,6 +846,7 @@ done:
 typedef struct {
     lh_jbuf_t *b;
     int runs, attempts; /* written so far: for commas and closing */
+    size_t max;         /* the most of a body shown; 0: all */
 } show_json_t;
 
 static void close_run(show_json_t *j)
@@ -840,8 +865,12 @@ static int show_event(void *data, const lh_jq_event_t *e, const char *headers, c
     lh_jbuf_adds(j->b, ",\"headers\":");
     if (headers == NULL || lh_jq_json_masked(j->b, headers, strlen(headers), 0, why, sizeof(why)))
         lh_jbuf_adds(j->b, "{}");
-    lh_jbuf_adds(j->b, ",\"body\":");
-    if (lh_jq_json_masked(j->b, body, body_len, 0, why, sizeof(why)) != 0) {
+    lh_jbuf_addf(j->b, ",\"body_size\":%zu,\"body\":", body_len);
+    if (j->max > 0 && body_len > j->max) {
+        /* a part, as text: a cut JSON text is no JSON; the whole is a download */
+        lh_jbuf_adds(j->b, "null,\"body_truncated\":true,\"body_text\":");
+        lh_jq_text_masked(j->b, body, j->max);
+    } else if (lh_jq_json_masked(j->b, body, body_len, 0, why, sizeof(why)) != 0) {
         /* not JSON: as text, every "token" or "task_data_password" value masked */
         lh_jbuf_adds(j->b, "null,\"body_error\":");
         lh_jbuf_str(j->b, why, strlen(why));
@@ -893,7 +922,13 @@ static int show_attempt(void *data, const lh_jq_run_t *r, const lh_jq_attempt_t 
 
 int lh_jq_show_json(lh_jq_t *q, const char *key, lh_jbuf_t *b, char *err, size_t errlen)
 {
-    show_json_t j = {b, 0, 0};
+    return lh_jq_show_json_max(q, key, 0, b, err, errlen);
+}
+
+int lh_jq_show_json_max(lh_jq_t *q, const char *key, size_t max, lh_jbuf_t *b, char *err,
+                        size_t errlen)
+{
+    show_json_t j = {b, 0, 0, max};
     lh_jq_show_t cb = {&j, show_event, show_run, show_attempt};
     size_t mark = b->len;
     int rc = lh_jq_show(q, key, &cb, err, errlen);

@@ -75,6 +75,7 @@ typedef struct lh_jq_filter_s {
     const char *handler; /* deliveries with a run of this handler; NULL: any */
     double since;        /* received at or after; 0: any */
     int64_t before;      /* id below this (the paging cursor); 0: from the newest */
+    const char *search;  /* a delivery id, or the start of one (or a numeric id); NULL: any */
     int limit;           /* 1..LH_JQ_MAX_LIMIT */
 } lh_jq_filter_t;
 
@@ -137,6 +138,14 @@ int lh_jq_show(lh_jq_t *q, const char *key, const lh_jq_show_t *cb, char *err, s
 
 /** The whole delivery as the API's JSON object (body masked, see lh_jq_json_masked). */
 int lh_jq_show_json(lh_jq_t *q, const char *key, lh_jbuf_t *b, char *err, size_t errlen);
+
+/* What the console shows of a body at most; the whole is a download (api.c) */
+#define LH_JQ_BODY_SHOWN (256 * 1024)
+
+/** As lh_jq_show_json, with "body_size"; a body over `max` bytes (0: no bound) is shown as
+ *  "body": null, "body_truncated": true and "body_text": its first `max` bytes, masked. */
+int lh_jq_show_json_max(lh_jq_t *q, const char *key, size_t max, lh_jbuf_t *b, char *err,
+                        size_t errlen);
 
 /** {"deliveries":{"total":N, and N by status},"runs":{N by state},"handlers":[{"handler":
  *  NAME, N by state other than ok}, for the handlers with such runs],"oldest_due":T|null}. */

@@ -10,6 +10,8 @@
 
 #include "actions.h"
 #include "api.h"
+#include "console.h"
+#include "live.h"
 #include "app.h"
 #include "embedded.h"
 #include "config.h"
@@ -101,6 +103,8 @@ static void finish(lh_main_t *m)
     lh_http_free(m->app.http);
     m->app.http = NULL;
     lh_server_close_all(&m->server);
+    lh_console_close(m->app.console); /* sign-ins still delayed: their clients are gone */
+    lh_live_close(m->app.live);
     close_handle((uv_handle_t *)&m->sigint);
     close_handle((uv_handle_t *)&m->sigterm);
     close_handle((uv_handle_t *)&m->shutdown_timer);
@@ -238,6 +242,17 @@ static void startup_fields(lh_app_t *app)
         lh_fieldset_set(&app->startup, "auth_header", cfg->auth_header, 0);
     /* luahook's own API: behind the secret, so none without one */
     lh_fieldset_set(&app->startup, "api", cfg->token == NULL ? "off (no --token)" : "/-/api/", 0);
+    /* the console: behind the secret too */
+    lh_fieldset_set(&app->startup, "console",
+                    cfg->token == NULL ? "off (no --token)"
+                    : cfg->console_off ? "off (--console off)"
+                                       : "/-/",
+                    0);
+    if (cfg->ntrusted_proxies > 0) {
+        char np[24];
+        snprintf(np, sizeof(np), "%zu", cfg->ntrusted_proxies);
+        lh_fieldset_set(&app->startup, "trusted_proxies", np, 1);
+    }
     /* where handlers' store (and later the journal) is kept */
     lh_fieldset_set(&app->startup, "state",
                     cfg->state_dir != NULL ? cfg->state_dir : "memory (lost at exit)", 0);
@@ -277,6 +292,11 @@ static int serve(lh_main_t *m)
         goto fail;
     if ((m->reload = lh_reload_new(&m->app, m->app.cfg->watch)) == NULL)
         return 2;
+    if ((m->app.live = lh_live_new(&m->app)) == NULL ||
+        (m->app.console = lh_console_new(&m->app)) == NULL) {
+        fprintf(stderr, "luahook: out of memory\n");
+        return 2;
+    }
     if (m->app.state != NULL) {
         lh_field_t f[] = {LH_FIELD("dir", m->app.cfg->state_dir),
                           LH_FIELD("database", lh_state_path(m->app.state))};
@@ -504,11 +524,15 @@ done:
         lh_log_fields(LH_INFO, "state closed", f, 4);
     }
     lh_store_close(m.app.store);
+    lh_console_close(m.app.console);
+    lh_live_close(m.app.live);
     uv_walk(&loop, close_walk_cb, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     lh_vm_free(m.app.vm);
     uv_run(&loop, UV_RUN_DEFAULT);
     lh_api_free(m.app.api); /* its last query done: the loop ran out */
+    lh_console_free(m.app.console);
+    lh_live_free(m.app.live);
     lh_store_free(m.app.store);
     lh_journal_free(m.app.journal); /* its statements, before the database closes */
     lh_state_free(m.app.state);

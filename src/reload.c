@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 
 #include "lib.h"
 #include "log.h"
@@ -47,11 +48,14 @@ struct lh_reload_s {
 
 typedef struct {
     int count;
+    lh_reload_result_t *keep; /* the console's copy of the first few */
 } problems_t;
 
 static void report_problem(void *data, const char *problem)
 {
     problems_t *p = data;
+    if (p->count < LH_RELOAD_PROBLEMS_KEPT)
+        snprintf(p->keep->problems[p->count], sizeof(p->keep->problems[0]), "%s", problem);
     if (++p->count <= MAX_PROBLEMS_LOGGED) {
         lh_field_t f[] = {LH_FIELD("problem", problem)};
         lh_log_fields(LH_ERROR, "reload problem", f, 1);
@@ -151,7 +155,9 @@ static void do_reload(lh_reload_t *r, const char *why)
     uint64_t t0 = uv_hrtime();
     uint64_t gen = app->vm->generation + 1;
     char err[256], g[24], ms[32], n[16];
-    problems_t problems = {0};
+    problems_t problems = {0, &app->last_reload};
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
 
     lh_vm_t *vm = lh_vm_new(app, gen, err, sizeof(err));
     if (vm == NULL)
@@ -161,6 +167,9 @@ static void do_reload(lh_reload_t *r, const char *why)
     double secs = (double)(uv_hrtime() - t0) / 1e9;
     app->metrics.reload_seconds = secs;
     snprintf(ms, sizeof(ms), "%.3f", secs * 1000);
+    app->last_reload.at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    app->last_reload.ok = problems.count == 0;
+    app->last_reload.nproblems = problems.count;
     if (problems.count > 0) {
         lh_vm_free(vm);
         app->metrics.reloads_failed++;

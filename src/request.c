@@ -277,6 +277,10 @@ static int cb_headers_complete(llhttp_t *l)
     r->headers = p->headers;
     r->nheaders = p->nhdr;
     r->keep_alive = llhttp_should_keep_alive(l) && !l->upgrade;
+    r->remote[0] = '\0';
+    r->https = 0;
+    r->host = NULL;
+    r->host_len = 0;
     r->received_ns = uv_hrtime();
     r->received_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 

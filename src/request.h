@@ -43,8 +43,14 @@ typedef struct lh_request_s {
     size_t nheaders;
     char *body; /* NUL-terminated for convenience; may hold NULs; NULL until complete */
     size_t body_len;
-    int keep_alive;       /* another request may follow on the connection (0 for an Upgrade) */
-    int expect_continue;  /* Expect: 100-continue with a body: the client waits for a 100 */
+    int keep_alive;      /* another request may follow on the connection (0 for an Upgrade) */
+    int expect_continue; /* Expect: 100-continue with a body: the client waits for a 100 */
+    /* who sent it, as believed (set on the head by ingest): the peer "ip:port", or the
+    ** bare address a --trusted-proxy peer named in X-Forwarded-For; "" until then */
+    char remote[64];
+    int https;        /* a trusted proxy said X-Forwarded-Proto: https */
+    const char *host; /* the Host asked for (a trusted proxy's X-Forwarded-Host); may be NULL */
+    size_t host_len;
     uint64_t received_ns; /* uv_hrtime() when the head was complete */
     double received_at;   /* seconds since the epoch, same moment */
 } lh_request_t;

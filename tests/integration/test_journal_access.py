@@ -455,7 +455,6 @@ class Api(unittest.TestCase):
                     ("POST", "/-/api/events", 405),
                     ("GET", "/-/api/replay", 405),
                     ("GET", "/-/api/nothing", 404),
-                    ("GET", "/-/", 404),
                 ]:
                     r = h.request(srv.port, method, path, headers=AUTH)
                     self.assertEqual(r.status, code, (method, path, r.body))
@@ -516,7 +515,7 @@ class Api(unittest.TestCase):
             with h.Server(LOG, "--state-dir", s.dir, "--token", TOKEN) as srv:
                 self.assertEqual(srv.find_logs(msg="listening")[0]["api"], "/-/api/")
                 for headers in ({}, {"Authorization": "Token wrong"}):
-                    for path in ("/-/api/events", "/-/api/stats", "/-/nothing"):
+                    for path in ("/-/api/events", "/-/api/stats", "/-/api/nothing"):
                         r = self.get(srv, path, headers=headers)
                         self.assertEqual(r.status, 401, (path, headers))
                         self.assertNotIn(b"events", r.body)
@@ -559,7 +558,7 @@ class Api(unittest.TestCase):
                         r = h.request(srv.port, "POST", path, body={"action": "X"},
                                       headers=headers)
                         self.assertIn(r.status, (400, 404, 405), (path, r.body))
-                        self.assertNotIn("id", r.json())
+                        self.assertNotIn(b'"id"', r.body)  # /-/ is the console's page: text
                     # an event after them: its handler's line is the first "handled" one
                     rid = h.post_event(srv.port, {"action": "X"}, path="/hook",
                                        headers=headers).json()["id"]

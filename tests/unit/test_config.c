@@ -244,6 +244,8 @@ static const row_case_t row_cases[] = {
     {"keep", "7d", "12h", "0"},
     {"keep-dead", "30d", "1m", "x"},
     {"journal-max-size", "0", "2m", "1000k"},
+    {"console", "off", "on", "maybe"},
+    {"trusted-proxy", "10.0.0.1", "fd00::/8", "10.0.0.0/33"},
     {"sample", "X", "Y", ""},
     {"action", "X", "Y", ""},
     {"exclude", "vendor", "other/*", ""},
@@ -275,6 +277,12 @@ static int same_field(const opt_t *o, const lh_config_t *x, const lh_config_t *y
             if (strcmp(lx[i], ly[i]) != 0)
                 return 0;
         return 1;
+    }
+    if (o->set == set_proxies) {
+        const lh_cidr_t *cx = *(lh_cidr_t *const *)fx, *cy = *(lh_cidr_t *const *)fy;
+        size_t nx = *(const size_t *)((const char *)fx + sizeof(lh_cidr_t *));
+        size_t ny = *(const size_t *)((const char *)fy + sizeof(lh_cidr_t *));
+        return nx == ny && (nx == 0 || memcmp(cx, cy, nx * sizeof(*cx)) == 0);
     }
     if (o->set == set_string || o->set == set_token || o->set == set_header_name ||
         o->set == set_listen) {
