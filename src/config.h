@@ -61,8 +61,8 @@ typedef struct lh_config_s {
     double keep, keep_dead;    /* --keep, --keep-dead */
     uint64_t journal_max_size; /* --journal-max-size; 0: none */
     /* the console (with a token) */
-    int console_off;             /* --console: 0 on, 1 off (a set_choice index) */
-    lh_cidr_t *trusted_proxies;  /* owned; --trusted-proxy, each repeat appended */
+    int console_off;            /* --console: 0 on, 1 off (a set_choice index) */
+    lh_cidr_t *trusted_proxies; /* owned; --trusted-proxy, each repeat appended */
     size_t ntrusted_proxies;
     char **paths; /* owned; scripts or folders (test: test files or folders), in order */
     size_t npaths;

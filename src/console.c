@@ -45,6 +45,12 @@ static double now_s(void)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
+/* the slow-down's clock: monotonic, so that setting the wall clock back queues nothing */
+static double mono_s(void)
+{
+    return (double)uv_hrtime() / 1e9;
+}
+
 void lh_console_respond(lh_conn_t *c, int status, const char *extra, const char *ctype,
                         const char *body, size_t len)
 {
@@ -400,7 +406,7 @@ static void log_burst(const lh_throttle_burst_t *b)
 static void signin(lh_console_t *con, lh_conn_t *c, const lh_request_t *r)
 {
     const lh_config_t *cfg = con->app->cfg;
-    char token[1024], addr[64];
+    char token[4096], addr[64];
     long n = r->body ? form_field(r->body, r->body_len, "token", token, sizeof(token)) : -1;
     if (n < 0) {
         text(c, 400, NULL,
@@ -408,7 +414,7 @@ static void signin(lh_console_t *con, lh_conn_t *c, const lh_request_t *r)
         return;
     }
     lh_proxy_strip_port(r->remote, addr, sizeof(addr));
-    double now = now_s();
+    double now = mono_s();
     if (lh_throttle_refused(&con->throttle, addr, now) || con->ndelayed >= MAX_DELAYED) {
         text(c, 429, "Retry-After: 60\r\n", "too many wrong tokens: try again in a minute\n");
         return;
@@ -522,7 +528,7 @@ static void on_sweep(uv_timer_t *t)
 {
     lh_console_t *con = t->data;
     lh_throttle_burst_t b;
-    while (lh_throttle_sweep(&con->throttle, now_s(), &b))
+    while (lh_throttle_sweep(&con->throttle, mono_s(), &b))
         log_burst(&b);
 }
 

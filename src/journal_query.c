@@ -615,8 +615,13 @@ int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const
                void *data, int *more, char *err, size_t errlen)
 {
     char sql[2048];
-    size_t o =
-        (size_t)snprintf(sql, sizeof(sql), "SELECT " EVENT_COLUMNS " FROM deliveries d WHERE 1");
+    /* a search may match many (a short prefix): its ids are sorted and cut first, so that
+    ** the columns (four subqueries each) are computed for one page, not every match */
+    size_t o = (size_t)snprintf(sql, sizeof(sql),
+                                f->search != NULL
+                                    ? "SELECT " EVENT_COLUMNS " FROM deliveries d WHERE d.id IN "
+                                      "(SELECT d.id FROM deliveries d WHERE 1"
+                                    : "SELECT " EVENT_COLUMNS " FROM deliveries d WHERE 1");
     if (f->status != NULL)
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.status = ?1");
     if (f->action != NULL)
@@ -629,17 +634,36 @@ int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const
                               "FROM deliveries WHERE received >= ?3), 9223372036854775807)");
     if (f->before > 0)
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND d.id < ?4");
-    if (f->search != NULL)
-        /* a range on the unique index of delivery ids: an exact id or a prefix of one */
-        o += (size_t)snprintf(sql + o, sizeof(sql) - o,
-                              " AND (d.delivery >= ?7 AND (?8 IS NULL OR d.delivery < ?8)"
-                              " OR d.id = ?9)");
+    /* the search: a range on the unique index of delivery ids (an exact id or a prefix of
+    ** one), or a numeric id; no "?8 IS NULL OR": that hides the range from the planner,
+    ** which then scans every delivery */
+    char upper[256];
+    size_t ulen = 0;
+    int64_t sid = 0;
+    if (f->search != NULL) {
+        /* the first text after every one that starts with it: its last byte that can grow,
+        ** grown (the BINARY collation compares bytes) */
+        ulen = strlen(f->search);
+        if (ulen >= sizeof(upper))
+            ulen = sizeof(upper) - 1;
+        memcpy(upper, f->search, ulen);
+        while (ulen > 0 && (unsigned char)upper[ulen - 1] == 0xff)
+            ulen--;
+        if (ulen > 0)
+            upper[ulen - 1] = (char)((unsigned char)upper[ulen - 1] + 1);
+        sid = numeric_id(f->search);
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o, " AND (d.delivery >= ?7%s%s)",
+                              ulen > 0 ? " AND d.delivery < ?8" : "",
+                              sid > 0 ? " OR d.id = ?9" : "");
+    }
     if (f->handler != NULL)
         /* IN, not EXISTS: a rare handler costs one scan of the runs' key index (45 ms at
         ** 100 000), not a look at every delivery row (300 ms and more) */
         o += (size_t)snprintf(sql + o, sizeof(sql) - o,
                               " AND d.id IN (SELECT delivery FROM runs WHERE handler = ?5)");
-    snprintf(sql + o, sizeof(sql) - o, " ORDER BY d.id DESC LIMIT ?6");
+    snprintf(sql + o, sizeof(sql) - o,
+             f->search != NULL ? " ORDER BY d.id DESC LIMIT ?6) ORDER BY d.id DESC"
+                               : " ORDER BY d.id DESC LIMIT ?6");
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK)
         return fail_db(q, err, errlen, "cannot list");
@@ -653,23 +677,12 @@ int lh_jq_list(lh_jq_t *q, const lh_jq_filter_t *f, int (*row)(void *data, const
         sqlite3_bind_int64(s, 4, f->before);
     if (f->handler != NULL)
         sqlite3_bind_text(s, 5, f->handler, -1, SQLITE_STATIC);
-    char upper[256];
-    if (f->search != NULL) {
-        /* the first text after every one that starts with it: its last byte that can grow,
-        ** grown (BINARY collation compares bytes) */
-        size_t n = strlen(f->search);
-        if (n >= sizeof(upper))
-            n = sizeof(upper) - 1;
-        memcpy(upper, f->search, n);
-        while (n > 0 && (unsigned char)upper[n - 1] == 0xff)
-            n--;
-        if (n > 0)
-            upper[n - 1] = (char)((unsigned char)upper[n - 1] + 1);
+    if (f->search != NULL)
         sqlite3_bind_text(s, 7, f->search, -1, SQLITE_STATIC);
-        if (n > 0)
-            sqlite3_bind_text(s, 8, upper, (int)n, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 9, numeric_id(f->search));
-    }
+    if (ulen > 0)
+        sqlite3_bind_text(s, 8, upper, (int)ulen, SQLITE_STATIC);
+    if (sid > 0)
+        sqlite3_bind_int64(s, 9, sid);
     sqlite3_bind_int(s, 6, f->limit + 1); /* one more: are there older ones? */
     int n = 0, rc;
     *more = 0;

@@ -137,7 +137,9 @@ void lh_proxy_strip_port(const char *remote, char *out, size_t outlen)
         s++;
         e = strchr(s, ']');
     } else {
-        e = strrchr(s, ':');
+        e = strchr(s, ':');
+        if (e != NULL && strchr(e + 1, ':') != NULL)
+            e = NULL; /* a bare IPv6 address (a trusted proxy's client): no port */
     }
     put(out, outlen, s, e ? (size_t)(e - s) : strlen(s));
 }

@@ -31,7 +31,8 @@ int lh_cidr_match(const lh_cidr_t *list, size_t n, const char *ip);
 int lh_proxy_client(const lh_cidr_t *list, size_t n, const char *peer_ip, const char *const *xff,
                     const size_t *xff_len, size_t nxff, char *out, size_t outlen);
 
-/** The address part of a conn's remote ("1.2.3.4:5", "[::1]:5") into `out`. */
+/** The address part of a remote ("1.2.3.4:5", "[::1]:5"; a bare "1.2.3.4" or "2001:db8::1"
+ *  as a trusted proxy names it) into `out`. */
 void lh_proxy_strip_port(const char *remote, char *out, size_t outlen);
 
 #endif

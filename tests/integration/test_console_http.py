@@ -5,6 +5,7 @@ the API's additions for the page (session, live, search, body size and download)
 
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -331,6 +332,303 @@ class Csrf(unittest.TestCase):
                 # no credential at all: 401
                 r = h.request(srv.port, "POST", path, headers={"X-CSRF-Token": csrf})
                 self.assertEqual(r.status, 401)
+
+
+class Proxy(unittest.TestCase):
+    def seen(self, srv, start, headers):
+        """Posts an event with `headers`; the ctx.remote its handler saw."""
+        hd = dict(AUTH)
+        hd.update(headers)
+        r = h.post_event(srv.port, {"action": "TASKS_CREATED"}, headers=hd)
+        self.assertEqual(r.status, 200, r)
+        line = srv.wait_log(lambda e: e.get("msg") == "seen", start=start,
+                            what="the handler's line")
+        return line["remote"]
+
+    def test_untrusted_peer(self):
+        """Without --trusted-proxy, or from a peer not in it, X-Forwarded-* mean nothing."""
+        for args in ([], ["--trusted-proxy", "10.0.0.0/8"], ["--trusted-proxy", "::1"]):
+            with h.Server(REMOTE, "--token", TOKEN, *args) as srv:
+                start = srv.log_count()
+                remote = self.seen(srv, start, {"X-Forwarded-For": "203.0.113.9"})
+                self.assertRegex(remote, r"^127\.0\.0\.1:\d+$", args)
+                r = signin(srv.port, headers={"X-Forwarded-Proto": "https"})
+                self.assertNotIn("Secure", r.header("Set-Cookie"), args)
+
+    def test_trusted_peer(self):
+        with h.Server(REMOTE, "--token", TOKEN, "--trusted-proxy", "127.0.0.1",
+                      "--trusted-proxy", "10.0.0.0/8") as srv:
+            self.assertEqual(srv.find_logs(msg="listening")[0]["trusted_proxies"], 2)
+            cases = [
+                ({"X-Forwarded-For": "203.0.113.9"}, "203.0.113.9"),
+                # the right-most address that is not itself a trusted proxy
+                ({"X-Forwarded-For": "198.51.100.7, 203.0.113.9, 10.1.2.3"}, "203.0.113.9"),
+                ({"X-Forwarded-For": "2001:db8::5"}, "2001:db8::5"),
+                # what stands left of something that is no address is not believed
+                ({"X-Forwarded-For": "203.0.113.9, garbage, 10.1.2.3"}, "10.1.2.3"),
+            ]
+            for headers, want in cases:
+                start = srv.log_count()
+                self.assertEqual(self.seen(srv, start, headers), want, headers)
+            # no header: the peer itself
+            start = srv.log_count()
+            self.assertRegex(self.seen(srv, start, {}), r"^127\.0\.0\.1:\d+$")
+            # the logs name the client too
+            start = srv.log_count()
+            r = h.post_event(srv.port, {"action": "TASKS_CREATED"},
+                             headers={"X-Forwarded-For": "192.0.2.44"})
+            self.assertEqual(r.status, 401)
+            line = srv.wait_log(lambda e: e.get("msg") == "rejected", start=start,
+                                what="the rejection's line")
+            self.assertEqual(line["remote"], "192.0.2.44")
+            # https at the proxy: the cookie is Secure
+            r = signin(srv.port, headers={"X-Forwarded-Proto": "https"})
+            self.assertIn("Secure", [p.strip() for p in r.header("Set-Cookie").split(";")])
+            r = signin(srv.port, headers={"X-Forwarded-Proto": "http"})
+            self.assertNotIn("Secure", r.header("Set-Cookie"))
+            # the host the browser asked the proxy for is the origin to match
+            r = signin(srv.port, headers={"X-Forwarded-Host": "hooks.example",
+                                          "Origin": "https://hooks.example"})
+            self.assertEqual(r.status, 303)
+            r = signin(srv.port, headers={"Origin": "https://hooks.example"})
+            self.assertEqual(r.status, 403)
+            # the slow-down counts the client, not the proxy: another client behind the
+            # same proxy is not slowed by the first one's wrong tokens
+            for i in range(3):
+                signin(srv.port, token="wrong", headers={"X-Forwarded-For": "192.0.2.1"})
+            r = signin(srv.port, headers={"X-Forwarded-For": "192.0.2.2"})
+            self.assertEqual(r.header("Location"), "/-/")
+
+    def test_bad_option(self):
+        for value in ("10.0.0.0/33", "example.com", "1.2.3.4/x", ""):
+            r = h.run_luahook("check", "--trusted-proxy", value, REMOTE)
+            self.assertNotEqual(r.returncode, 0, value)
+            self.assertIn(b"--trusted-proxy", r.stderr, value)
+        r = h.run_luahook("check", "--console", "maybe", REMOTE)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"--console", r.stderr)
+
+
+class Live(unittest.TestCase):
+    def live(self, srv, headers=AUTH):
+        r = h.request(srv.port, "GET", "/-/api/live", headers=headers)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("Content-Type"), "application/json")
+        return r.json()
+
+    def check_shape(self, live):
+        for key in ("ok", "version", "uptime", "journal", "vm", "scripts", "instances",
+                    "totals", "journal_stats", "series"):
+            self.assertIn(key, live)
+        self.assertEqual(set(live["vm"]["reload"]) >= {"at", "ok", "problems"}, True)
+        self.assertEqual(set(live["totals"]) >= {"events", "failures", "retries", "rejected"},
+                         True)
+        series = live["series"]
+        self.assertEqual(series["step"], 60)
+        for k in ("events", "failures", "retries"):
+            self.assertEqual(len(series[k]), 60, k)
+        # the last bucket is the minute now: the window ends now
+        self.assertLessEqual(series["start"] + 59 * 60, time.time() + 1)
+        self.assertGreater(series["start"] + 60 * 60, time.time() - 1)
+
+    def test_without_journal(self):
+        with h.TempDir() as td:
+            script = td.script("hooks.lua", h.lua_source(__file__, "remote.lua", "fail.lua"))
+            with h.Server(script, "--token", TOKEN) as srv:
+                live = self.live(srv)
+                self.check_shape(live)
+                self.assertIs(live["journal"], False)
+                self.assertIsNone(live["journal_stats"])
+                self.assertEqual(live["vm"]["generation"], 1)
+                self.assertIsNone(live["vm"]["reload"]["at"])
+                self.assertEqual([s["file"] for s in live["scripts"]], ["hooks.lua"])
+                handlers = live["scripts"][0]["handlers"]
+                self.assertEqual([(x["handler"], x["action"]) for x in handlers],
+                                 [("hooks.lua#1", "TASKS_CREATED"),
+                                  ("hooks.lua#always_fails", "ANNOTATION_CREATED")])
+                self.assertRegex(handlers[0]["site"], r"hooks\.lua:\d+$")
+                self.assertIsNone(handlers[0]["recipe"])
+                self.assertEqual(live["totals"]["events"], 0)
+                for _ in range(3):
+                    self.assertEqual(h.post_event(srv.port, {"action": "TASKS_CREATED"},
+                                                  headers=AUTH).status, 200)
+                r = h.post_event(srv.port, {"action": "ANNOTATION_CREATED"}, headers=AUTH)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(h.post_event(srv.port, {"action": "X"}).status, 401)
+                h.wait_until(lambda: self.live(srv)["totals"]["failures"] == 1,
+                             what="the failed run counted")
+                live = self.live(srv)
+                self.assertEqual(live["totals"]["events"], 4)
+                self.assertEqual(live["totals"]["rejected"], 1)
+                # every event of this server's life is in the last hour's buckets
+                self.assertEqual(sum(live["series"]["events"]), 4)
+                self.assertEqual(sum(live["series"]["failures"]), 1)
+                # the page (a cookie) reads it as well
+                c, _ = session(srv.port)
+                self.assertEqual(self.live(srv, with_cookie(c))["totals"]["events"], 4)
+
+                # a reload that fails: the old scripts stay, the problem is shown
+                with open(script, "a") as f:
+                    f.write("\nthis is not lua\n")
+                os.kill(srv.proc.pid, signal.SIGHUP)
+                h.wait_until(lambda: self.live(srv)["vm"]["reload"]["at"] is not None,
+                             what="the reload's result")
+                live = self.live(srv)
+                self.assertIs(live["vm"]["reload"]["ok"], False)
+                self.assertEqual(live["vm"]["generation"], 1)
+                self.assertTrue(any("hooks.lua" in p for p in live["vm"]["reload"]["problems"]),
+                                live["vm"]["reload"])
+                with open(script, "w") as f:
+                    f.write(h.lua_source(__file__, "remote.lua"))
+                os.kill(srv.proc.pid, signal.SIGHUP)
+                h.wait_until(lambda: self.live(srv)["vm"]["generation"] == 2,
+                             what="the second reload")
+                live = self.live(srv)
+                self.assertIs(live["vm"]["reload"]["ok"], True)
+                self.assertEqual(live["vm"]["reload"]["problems"], [])
+                self.assertEqual(len(live["scripts"][0]["handlers"]), 1)
+
+    def test_with_journal(self):
+        with h.TempDir() as td:
+            script = td.script("hooks.lua", h.lua_source(__file__, "remote.lua", "fail.lua"))
+            with h.Server(script, "--token", TOKEN, "--state-dir", td.join("state")) as srv:
+                live = self.live(srv)
+                self.check_shape(live)
+                self.assertIs(live["journal"], True)
+                self.assertEqual(set(live["journal_stats"]) >=
+                                 {"pending", "dead", "retrying", "oldest_pending_age"}, True)
+                r = h.post_event(srv.port, {"action": "ANNOTATION_CREATED"}, headers=AUTH)
+                self.assertEqual(r.status, 200)
+                h.wait_until(lambda: self.live(srv)["journal_stats"]["retrying"] == 1,
+                             timeout=15 * h.SLOW, what="the failed run counted as retrying")
+                self.assertEqual(self.live(srv)["totals"]["failures"], 1)
+
+
+class Deliveries(unittest.TestCase):
+    def seeded(self, td):
+        d = td.join("state")
+        db = js.create(d, REMOTE)
+        j = js.Journal(db)
+        self.ids = [j.add()[1] for _ in range(12)]
+        hostile = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>"
+        self.hostile = j.add(status="dead", runs=(("remote.lua#1", "dead", 2),),
+                             body=json.dumps({"action": "X", "note": hostile}).encode(),
+                             headers={"x-note": hostile}, error=hostile, traceback=hostile)[1]
+        self.big = j.add(body=js.body_for("ANNOTATION_CREATED", 7,
+                                          {"pad": "y" * (300 * 1024)}))[1]
+        self.text = j.add(body=b"<html>not json, \"token\": \"" +
+                          js.SECRET_TOKEN.encode() + b"\"</html>")[1]
+        j.close()
+        self.hostile_text = hostile
+        return d
+
+    def test_search(self):
+        with h.TempDir() as td:
+            d = self.seeded(td)
+            with h.Server(REMOTE, "--state-dir", d, "--token", TOKEN) as srv:
+                def found(q):
+                    r = h.request(srv.port, "GET", "/-/api/events?q=" + urllib.parse.quote(q),
+                                  headers=AUTH)
+                    self.assertEqual(r.status, 200, r)
+                    return [e["delivery"] for e in r.json()["events"]]
+                target = self.ids[4]
+                self.assertEqual(found(target), [target])
+                # a prefix: every delivery id that starts with it, newest first
+                prefix = target[:-1]
+                want = sorted([i for i in self.ids + [self.hostile, self.big, self.text]
+                               if i.startswith(prefix)], reverse=True)
+                self.assertGreater(len(want), 1)
+                self.assertEqual(found(prefix), want)
+                self.assertEqual(found("ffffffff"), [])
+                self.assertEqual(found(target + "0"), [])
+                # with other filters and paging
+                r = h.request(srv.port, "GET", "/-/api/events?q=%s&status=dead" % prefix[:4],
+                              headers=AUTH).json()
+                self.assertEqual([e["delivery"] for e in r["events"]], [self.hostile])
+                r = h.request(srv.port, "GET", "/-/api/events?limit=2&q=" + prefix,
+                              headers=AUTH).json()
+                self.assertEqual(len(r["events"]), 2)
+                self.assertIsNotNone(r["next"])
+                r = h.request(srv.port, "GET", "/-/api/events?q=", headers=AUTH)
+                self.assertEqual(r.status, 400)
+                r = h.request(srv.port, "GET", "/-/api/events?q=" + "a" * 200, headers=AUTH)
+                self.assertEqual(r.status, 400)
+                self.assertIn("q", r.json()["error"])
+
+    def test_show_body_and_download(self):
+        with h.TempDir() as td:
+            d = self.seeded(td)
+            with h.Server(REMOTE, "--state-dir", d, "--token", TOKEN) as srv:
+                ev = h.request(srv.port, "GET", "/-/api/events/" + self.ids[0],
+                               headers=AUTH).json()["event"]
+                self.assertEqual(ev["body_size"], len(js.body_for("ANNOTATION_CREATED")))
+                self.assertNotIn("body_truncated", ev)
+                self.assertEqual(ev["body"]["project"]["token"], "***")
+
+                r = h.request(srv.port, "GET", "/-/api/events/%s" % self.big, headers=AUTH)
+                ev = r.json()["event"]
+                whole = len(js.body_for("ANNOTATION_CREATED", 7, {"pad": "y" * (300 * 1024)}))
+                self.assertEqual(ev["body_size"], whole)
+                self.assertIs(ev["body_truncated"], True)
+                self.assertIsNone(ev["body"])
+                self.assertLessEqual(len(ev["body_text"].encode()), 256 * 1024)
+                self.assertGreater(len(ev["body_text"]), 200 * 1024)
+                self.assertNotIn(js.SECRET_TOKEN.encode(), r.body)
+                self.assertNotIn(js.SECRET_PASSWORD.encode(), r.body)
+
+                r = h.request(srv.port, "GET", "/-/api/events/%s/body" % self.big, headers=AUTH)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.header("Content-Type"), "application/json")
+                self.assertEqual(r.header("Content-Disposition"),
+                                 'attachment; filename="delivery-%s.json"' % self.big)
+                self.assertEqual(r.header("X-Content-Type-Options"), "nosniff")
+                body = r.json()
+                self.assertEqual(body["project"]["token"], "***")
+                self.assertEqual(body["project"]["task_data_password"], "***")
+                self.assertEqual(len(body["pad"]), 300 * 1024)
+                self.assertNotIn(js.SECRET_TOKEN.encode(), r.body)
+                self.assertNotIn(js.SECRET_PASSWORD.encode(), r.body)
+                # by the numeric id too, and with the cookie
+                c, _ = session(srv.port)
+                r2 = h.request(srv.port, "GET", "/-/api/events/%d/body" % (len(self.ids) + 2),
+                               headers=with_cookie(c))
+                self.assertEqual(r2.body, r.body)
+                # a body that is no JSON: one JSON string of its text, masked
+                r = h.request(srv.port, "GET", "/-/api/events/%s/body" % self.text, headers=AUTH)
+                self.assertEqual(r.header("Content-Type"), "application/json")
+                self.assertIsInstance(r.json(), str)
+                self.assertIn("<html>", r.json())
+                self.assertNotIn(js.SECRET_TOKEN, r.json())
+                for path in ("/-/api/events/nope/body", "/-/api/events//body"):
+                    r = h.request(srv.port, "GET", path, headers=AUTH)
+                    self.assertIn(r.status, (400, 404), path)
+                    self.assertFalse(r.json()["ok"])
+                r = h.request(srv.port, "GET", "/-/api/events/%s/body" % self.big)
+                self.assertEqual(r.status, 401)
+
+    def test_markup_is_data(self):
+        """A body, a header and an error full of markup come back as JSON data, never as
+        a page: the API never answers text/html."""
+        with h.TempDir() as td:
+            d = self.seeded(td)
+            with h.Server(REMOTE, "--state-dir", d, "--token", TOKEN) as srv:
+                c, _ = session(srv.port)
+                for path in ("/-/api/events/" + self.hostile,
+                             "/-/api/events/%s/body" % self.hostile,
+                             "/-/api/events?status=dead", "/-/api/events/<script>",
+                             "/-/api/events?action=<script>", "/-/api/<script>",
+                             "/-/api/live", "/-/api/stats"):
+                    for hd in (AUTH, with_cookie(c)):
+                        r = h.request(srv.port, "GET", path, headers=hd)
+                        self.assertEqual(r.header("Content-Type"), "application/json", path)
+                        self.assertEqual(r.header("X-Content-Type-Options"), "nosniff")
+                        self.assertEqual(r.header("Content-Security-Policy"), CSP)
+                        r.json()
+                ev = h.request(srv.port, "GET", "/-/api/events/" + self.hostile,
+                               headers=AUTH).json()["event"]
+                self.assertEqual(ev["body"]["note"], self.hostile_text)
+                self.assertEqual(ev["headers"]["x-note"], self.hostile_text)
+                self.assertEqual(ev["runs"][0]["error"], self.hostile_text)
 
 
 def state_of(db):
