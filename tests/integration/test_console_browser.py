@@ -3,7 +3,8 @@
 journal. Signs in (a wrong token first), lists, filters by status, searches by delivery id,
 opens a dead delivery (its error and traceback), redelivers it once its downstream is back
 and sees it become ok; a delivery whose body, header and error are full of markup shows
-that markup as text and runs none of it; the live view shows counters and charts; every
+that markup as text and runs none of it; a body over 256 KiB is shown in part and
+downloaded whole (masked); the live view shows counters and charts; every
 resource the page loads is under /-/. Then a server without a journal: the live view and
 the "not kept" line. Screenshots of the main views go to $LUAHOOK_SCREENSHOTS (set by
 tests/CMakeLists.txt to the build folder), never into the source tree."""
@@ -239,6 +240,25 @@ class ConsoleBrowser(unittest.TestCase):
             self.assertIsNone(p.js("return window.__pwned"))
             self.assertEqual(p.js("return document.querySelectorAll('#view img, #view script')"
                                   ".length"), 0)
+
+            # a body over 256 KiB: its beginning as text, the whole through Download
+            big = json.loads(tasks)
+            big["tasks"][0]["data"]["text"] = "x" * (300 * 1024)
+            big_body = json.dumps(big).encode()
+            big_id = h.post_event(srv.port, big_body, headers=AUTH).json()["id"]
+            p.open("/-/#/d/" + big_id)
+            p.visible("#body-truncated")
+            shown = p.js("return document.getElementById('body-text').textContent.length")
+            self.assertTrue(256 * 1024 <= shown < len(big_body), shown)
+            link = p.visible("#download-body").get_attribute("href")
+            self.assertTrue(link.startswith(p.base + "/-/api/events/"), link)
+            got = p.d.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "fetch(arguments[0]).then(r => r.text()).then(done, e => done(String(e)));",
+                link)
+            self.assertNotIn(h.FIXTURE_SECRET, got)
+            big["project"]["token"] = "***"  # masked, as in the page
+            self.assertEqual(json.loads(got), big)
 
             # live: counters and a chart of the last hour
             p.open("/-/#/live")
