@@ -304,6 +304,12 @@ class ConsoleBrowser(unittest.TestCase):
             self.assertTrue([u for u in loaded if u.endswith("/-/api/live")], loaded)
             self.assertEqual(p.outside(loaded), [])
             self.assertEqual(p.csp_violations(), [])
+            # signing out ends the session: the form again, and the old view asks for it
+            p.visible("#signout").click()
+            p.visible("#token")
+            p.open("/-/#/live")
+            p.visible("#token")
+            self.assertEqual(p.find("#live"), [])
 
 
 if __name__ == "__main__":
