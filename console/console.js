@@ -18,6 +18,7 @@
         journal: null,     // true, false, or null until /-/api/live answered
         timers: [],        // the current view's polling; cleared on every route change
         route: 0,          // bumped on every route change: late answers of a left view are dropped
+        pollFailed: false, // the last polling failed: its message is up
     };
 
     // ------------------------------------------------------------------ DOM helpers
@@ -218,8 +219,11 @@
             busy = true;
             try {
                 await fn();
+                if (state.pollFailed) flash(''); // luahook answers again
+                state.pollFailed = false;
             } catch (e) {
                 if (route === state.route) flash(String(e.message || e), 'error');
+                state.pollFailed = true;
             } finally {
                 busy = false;
             }
@@ -231,6 +235,7 @@
         state.route++;
         for (const id of state.timers) clearInterval(id);
         state.timers = [];
+        state.pollFailed = false;
         flash('');
         const { path, params } = parseHash();
         const m = /^\/d\/(.+)$/.exec(path);
@@ -252,7 +257,8 @@
         document.getElementById('nav-deliveries').classList.toggle('active', tab === 'deliveries');
         document.getElementById('nav-live').classList.toggle('active', tab === 'live');
         const route = state.route;
-        Promise.resolve(render()).catch(function (e) {
+        // a thrown error (a malformed %-escape in the #) lands in the catch as well
+        Promise.resolve().then(render).catch(function (e) {
             if (route !== state.route || (e instanceof ApiError && e.status === 401)) return;
             clear(view).append(el('p', { class: 'banner error' }, String(e.message || e)));
         });
