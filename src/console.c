@@ -415,7 +415,7 @@ static void signin(lh_console_t *con, lh_conn_t *c, const lh_request_t *r)
     }
     lh_proxy_strip_port(r->remote, addr, sizeof(addr));
     double now = mono_s();
-    if (lh_throttle_refused(&con->throttle, addr, now) || con->ndelayed >= MAX_DELAYED) {
+    if (lh_throttle_refused(&con->throttle, addr, now)) {
         text(c, 429, "Retry-After: 60\r\n", "too many wrong tokens: try again in a minute\n");
         return;
     }
@@ -432,6 +432,10 @@ static void signin(lh_console_t *con, lh_conn_t *c, const lh_request_t *r)
     }
     if (wait <= 0) {
         answer_signin(con, c, ok, r->https);
+        return;
+    }
+    if (con->ndelayed >= MAX_DELAYED) { /* many addresses at once: a bound on the timers */
+        text(c, 429, "Retry-After: 60\r\n", "too many wrong tokens: try again in a minute\n");
         return;
     }
     delayed_t *d = calloc(1, sizeof(*d));

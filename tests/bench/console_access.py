@@ -113,6 +113,21 @@ def main():
                         ok(c.request("GET", path, headers=cookie))
                 report("a page load (6 requests, one connection)", timed(page, runs=10))
 
+            # what a poll costs the server, in CPU (its own clock: not the machine's noise)
+            def cpu():
+                with open("/proc/%d/stat" % srv.proc.pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+            with h.Conn(srv.port) as c:
+                c0, n = cpu(), 500
+                for _ in range(n):
+                    ok(c.request("GET", "/-/api/live", headers=cookie))
+                    ok(c.request("GET", "/-/api/events?limit=50", headers=cookie))
+                per_poll = (cpu() - c0) / n
+            print("server CPU per poll (live + a page of 50): %.3f ms (%d polls)"
+                  % (per_poll * 1000, n), flush=True)
+
             stop = threading.Event()
             polls = []
 
@@ -132,14 +147,17 @@ def main():
                         stop.clear()
                         th = threading.Thread(target=poller)
                         th.start()
+                    c0 = cpu()
                     rate, p99 = wrk_rate(srv.port, SECONDS)
+                    used = cpu() - c0
                     if polling:
                         stop.set()
                         th.join()
                     rates[polling].append(rate)
-                    print("events under wrk (%d s, 8 conns), %-20s %8.0f/s  p99 %s"
+                    print("events under wrk (%d s, 8 conns), %-24s %6.0f/s  p99 %-8s "
+                          "server CPU %.1f us/event"
                           % (SECONDS, "with the console polling" if polling else "alone",
-                             rate, p99), flush=True)
+                             rate, p99, used / max(1, rate * SECONDS) * 1e6), flush=True)
             print("median: alone %.0f/s, with polling %.0f/s; %d polls, each %.1f ms median"
                   % (statistics.median(rates[False]), statistics.median(rates[True]),
                      len(polls), statistics.median(polls) * 1000 if polls else 0))
