@@ -19,6 +19,7 @@
         timers: [],        // the current view's polling; cleared on every route change
         route: 0,          // bumped on every route change: late answers of a left view are dropped
         pollFailed: false, // the last polling failed: its message is up
+        actions: [],       // the actions the loaded handlers take, offered by the action filter
     };
 
     // ------------------------------------------------------------------ DOM helpers
@@ -336,16 +337,18 @@
         }
         since.addEventListener('change', () => go({ since: since.value }));
         const action = el('input', {
-            id: 'filter-action', name: 'action', type: 'text', value: f.action,
+            id: 'filter-action', name: 'action', type: 'text', value: f.action, list: 'known-actions',
             placeholder: 'action, e.g. ANNOTATION_CREATED', 'aria-label': 'action', size: 26,
             spellcheck: 'false',
         });
         const search = el('input', {
             id: 'search', name: 'q', type: 'search', value: f.q,
-            placeholder: 'search by delivery id (exact or first characters)',
+            placeholder: 'search by delivery id, whole or its first characters (press /)',
             'aria-label': 'delivery id', spellcheck: 'false', autocomplete: 'off',
         });
-        const form = el('form', { class: 'toolbar', id: 'filters' },
+        const known = el('datalist', { id: 'known-actions' },
+            state.actions.map(a => el('option', { value: a })));
+        const form = el('form', { class: 'toolbar', id: 'filters' }, known,
             el('label', {}, 'Status', status),
             el('label', {}, 'Received', since),
             el('label', {}, 'Action', action),
@@ -714,6 +717,17 @@
         every(2000, load);
     }
 
+    // The actions the handlers are for (not "*"), each once, sorted.
+    function handlerActions(live) {
+        const set = new Set();
+        for (const s of live.scripts || []) {
+            for (const hd of s.handlers || []) {
+                if (hd.action && hd.action !== '*') set.add(hd.action);
+            }
+        }
+        return [...set].sort();
+    }
+
     function renderMeta(live) {
         document.getElementById('server-meta').textContent =
             'luahook ' + (live.version || '') + ' · up ' + fmtDuration(live.uptime);
@@ -870,7 +884,16 @@
         if (live.status === 'fulfilled') {
             setJournal(live.value.journal === true);
             renderMeta(live.value);
+            state.actions = handlerActions(live.value);
         }
+        // "/" goes to the search field, as in most consoles
+        document.addEventListener('keydown', function (ev) {
+            const field = document.getElementById('search');
+            if (ev.key === '/' && field && !/^(INPUT|SELECT|TEXTAREA)$/.test(ev.target.tagName)) {
+                ev.preventDefault();
+                field.focus();
+            }
+        });
         window.addEventListener('hashchange', route);
         route();
     }

@@ -197,6 +197,16 @@ class ConsoleBrowser(unittest.TestCase):
             p.visible("#clear-filters").click()
             p.until(lambda: len(p.rows()) == len(everyone), "the filters cleared")
 
+            # filtered by action, one the loaded handlers offer
+            offered = [o.get_attribute("value") for o in p.find("#known-actions option")]
+            self.assertEqual(offered, ["ANNOTATION_CREATED", "MARKUP", "TASKS_CREATED"])
+            p.visible("#filter-action").send_keys("TASKS_CREATED")
+            p.d.find_element(By.ID, "apply").click()
+            p.until(lambda: sorted(p.rows()) == sorted((i, "ok") for i in ok_ids),
+                    "only the TASKS_CREATED deliveries")
+            p.visible("#clear-filters").click()
+            p.until(lambda: len(p.rows()) == len(everyone), "the filters cleared")
+
             # searched by delivery id
             search = p.visible("#search")
             search.send_keys(flaky)
