@@ -413,7 +413,9 @@ static void signin(lh_console_t *con, lh_conn_t *c, const lh_request_t *r)
              "the sign-in form needs its field 'token' (application/x-www-form-urlencoded)\n");
         return;
     }
-    lh_proxy_strip_port(r->remote, addr, sizeof(addr));
+    char ip[64];
+    lh_proxy_strip_port(r->remote, ip, sizeof(ip));
+    lh_proxy_client_key(ip, addr, sizeof(addr));
     double now = mono_s();
     if (lh_throttle_refused(&con->throttle, addr, now)) {
         text(c, 429, "Retry-After: 60\r\n", "too many wrong tokens: try again in a minute\n");
@@ -432,6 +434,10 @@ static void signin(lh_console_t *con, lh_conn_t *c, const lh_request_t *r)
     }
     if (wait <= 0) {
         answer_signin(con, c, ok, r->https);
+        return;
+    }
+    if (con->closing) {
+        text(c, 503, NULL, "the server is stopping\n");
         return;
     }
     if (con->ndelayed >= MAX_DELAYED) { /* many addresses at once: a bound on the timers */
@@ -565,9 +571,11 @@ void lh_console_close(lh_console_t *con)
     con->closing = 1;
     if (con->sweep_open)
         uv_close((uv_handle_t *)&con->sweep, NULL);
-    while (con->delayed != NULL) {
+    while (con->delayed != NULL) { /* stopping: told so now, not after their delay */
         delayed_t *d = con->delayed;
         unlink_delayed(con, d);
+        if (lh_conn_is_open(d->c))
+            text(d->c, 503, NULL, "the server is stopping\n");
         uv_close((uv_handle_t *)&d->timer, delayed_close_cb);
     }
 }

@@ -27,8 +27,8 @@ typedef struct lh_console_s lh_console_t;
 /** The console's state (sessions, the slow-down), for a server. NULL when out of memory. */
 lh_console_t *lh_console_new(lh_app_t *app);
 
-/** Closes its timers (answers still delayed are dropped); the loop then runs their close
- *  callbacks. Idempotent. */
+/** Closes its timers: a sign-in answer still delayed is answered 503 at once (the server
+ *  stops); the loop then runs their close callbacks. Idempotent. */
 void lh_console_close(lh_console_t *con);
 
 /** After the loop ran out. NULL is a no-op. */

@@ -159,6 +159,7 @@ static void on_signal(uv_signal_t *s, int signum)
     lh_field_t f[] = {LH_FIELD("signal", signum == SIGINT ? "SIGINT" : "SIGTERM")};
     lh_log_fields(LH_INFO, "stopping", f, 1);
     m->app.stopping = 1;
+    lh_console_close(m->app.console); /* a slowed sign-in would hold the stop up to a minute */
     m->app.drained_data = m;
     m->app.on_tasks_drained = on_tasks_drained;
     lh_timer_stop_all(m->app.vm); /* no new work: running callbacks may finish */

@@ -143,3 +143,19 @@ void lh_proxy_strip_port(const char *remote, char *out, size_t outlen)
     }
     put(out, outlen, s, e ? (size_t)(e - s) : strlen(s));
 }
+
+void lh_proxy_client_key(const char *ip, char *out, size_t outlen)
+{
+    int family = 0;
+    unsigned char a[16];
+    char text[INET6_ADDRSTRLEN];
+    if (parse_ip(ip, strlen(ip), &family, a) != 0) {
+        put(out, outlen, ip, strlen(ip)); /* not an address ("?"): as it is */
+        return;
+    }
+    if (family == 6)
+        memset(a + 8, 0, 8);
+    /* the canonical text: "::ffff:1.2.3.4" counts as 1.2.3.4 */
+    inet_ntop(family == 4 ? AF_INET : AF_INET6, a, text, sizeof(text));
+    snprintf(out, outlen, family == 4 ? "%s" : "%s/64", text);
+}

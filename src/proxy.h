@@ -35,4 +35,8 @@ int lh_proxy_client(const lh_cidr_t *list, size_t n, const char *peer_ip, const 
  *  as a trusted proxy names it) into `out`. */
 void lh_proxy_strip_port(const char *remote, char *out, size_t outlen);
 
+/** The key the sign-in slow-down counts an address under: an IPv4 address itself, an IPv6
+ *  one's /64 ("2001:db8:1:2::/64": one host's whole share of addresses). */
+void lh_proxy_client_key(const char *ip, char *out, size_t outlen);
+
 #endif

@@ -26,9 +26,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
 
-def request_from(port, source, method, path, body=None, headers=None):
-    """One request on a fresh connection whose source address is `source` (any 127.x.y.z
-    is this machine's loopback): another client as the server sees it."""
+def conn_from(port, source):
+    """A connection whose source address is `source` (any 127.x.y.z is this machine's
+    loopback): another client as the server sees it."""
     c = h.Conn.__new__(h.Conn)
     c.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     c.sock.settimeout(30 * h.SLOW)
@@ -36,7 +36,12 @@ def request_from(port, source, method, path, body=None, headers=None):
     c.sock.connect(("127.0.0.1", port))
     c.timeout = 30 * h.SLOW
     c.buf = b""
-    with c:
+    return c
+
+
+def request_from(port, source, method, path, body=None, headers=None):
+    """One request on a fresh connection from `source`."""
+    with conn_from(port, source) as c:
         return c.request(method, path, body, headers)
 
 
@@ -289,6 +294,32 @@ class Signin(unittest.TestCase):
             self.assertEqual(line["remote"], bad)
             self.assertEqual(line["wrong_tokens"], 5)
             self.assertEqual(len(srv.find_logs(msg=BURST)), 1)
+
+
+    def test_stop_while_answers_wait(self):
+        """SIGTERM with a slowed answer still owed: it is answered 503 at once (not the
+        303 its delay would have ended in), and the server stops cleanly (exit 0, and under
+        ASan nothing leaks)."""
+        srv = h.Server(REMOTE, "--token", TOKEN, "--log-level", "debug",
+                       "--shutdown-timeout", "30").start()
+        try:
+            for i in range(5):  # the next wrong one waits 4 s behind them
+                signin(srv.port, token="guess", source="127.0.0.5")
+            owed = conn_from(srv.port, "127.0.0.5")
+            owed.send(h.build_request("POST", "/-/signin", "token=guess",
+                                      {"Content-Type": FORM}))
+            h.wait_until(lambda: len(srv.find_logs(msg="sign-in: wrong token")) == 6,
+                         what="the sixth wrong token")
+            srv.proc.send_signal(signal.SIGTERM)
+            r = owed.read_response()
+            self.assertEqual(r.status, 503)
+            self.assertIn(b"stopping", r.body)
+            owed.close()
+            srv.proc.wait(timeout=h.EXIT_TIMEOUT * h.SLOW)  # on its own: no second signal
+            srv.stop()  # asserts exit 0
+        finally:
+            if srv.alive():
+                srv.kill()
 
 
 BURST = "sign-in: a burst of wrong tokens, answers were slowed down"

@@ -128,11 +128,30 @@ static void test_strip_port(void)
     CHECK_STR(out, "?");
 }
 
+static void test_client_key(void)
+{
+    char out[64];
+    lh_proxy_client_key("203.0.113.9", out, sizeof(out));
+    CHECK_STR(out, "203.0.113.9");
+    lh_proxy_client_key("::ffff:203.0.113.9", out, sizeof(out));
+    CHECK_STR(out, "203.0.113.9");
+    /* one IPv6 host holds a /64: its addresses are one client to the slow-down */
+    lh_proxy_client_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", out, sizeof(out));
+    CHECK_STR(out, "2001:db8:1:2::/64");
+    lh_proxy_client_key("2001:db8:1:2::1", out, sizeof(out));
+    CHECK_STR(out, "2001:db8:1:2::/64");
+    lh_proxy_client_key("2001:db8:1:3::1", out, sizeof(out));
+    CHECK_STR(out, "2001:db8:1:3::/64");
+    lh_proxy_client_key("?", out, sizeof(out));
+    CHECK_STR(out, "?");
+}
+
 int main(void)
 {
     RUN_TEST(test_parse);
     RUN_TEST(test_match);
     RUN_TEST(test_client);
     RUN_TEST(test_strip_port);
+    RUN_TEST(test_client_key);
     return TEST_SUMMARY();
 }
