@@ -80,6 +80,16 @@ static const lh_header_t *header(const lh_request_t *r, const char *name)
     return NULL;
 }
 
+/* The last header `name`: of a proxy's X-Forwarded-*, the one the nearest proxy added (a
+** client's own come before it). */
+static const lh_header_t *last_header(const lh_request_t *r, const char *name)
+{
+    for (size_t i = r->nheaders; i-- > 0;)
+        if (strcmp(r->headers[i].name, name) == 0)
+            return &r->headers[i];
+    return NULL;
+}
+
 /* The last entry of a comma list (the one the nearest proxy added), trimmed. */
 static const char *last_entry(const lh_header_t *h, size_t *len)
 {
@@ -111,24 +121,32 @@ void lh_console_client(lh_app_t *app, const lh_conn_t *c, lh_request_t *r)
     lh_proxy_strip_port(c->remote, peer, sizeof(peer));
     if (!lh_cidr_match(cfg->trusted_proxies, cfg->ntrusted_proxies, peer))
         return; /* anyone else's X-Forwarded-* mean nothing */
+    /* the last 16 X-Forwarded-For: a client's own come first, and enough of them must not
+    ** push out the one its proxy added (read right to left, as lh_proxy_client does) */
     const char *xff[16];
     size_t xlen[16], n = 0;
-    for (size_t i = 0; i < r->nheaders && n < 16; i++)
+    for (size_t i = r->nheaders; i-- > 0 && n < 16;)
         if (strcmp(r->headers[i].name, "x-forwarded-for") == 0) {
             xff[n] = r->headers[i].value;
             xlen[n++] = r->headers[i].value_len;
         }
+    for (size_t i = 0; i < n / 2; i++) { /* back to the headers' order */
+        const char *v = xff[i];
+        size_t l = xlen[i];
+        xff[i] = xff[n - 1 - i], xlen[i] = xlen[n - 1 - i];
+        xff[n - 1 - i] = v, xlen[n - 1 - i] = l;
+    }
     char client[64];
     if (n > 0 && lh_proxy_client(cfg->trusted_proxies, cfg->ntrusted_proxies, peer, xff, xlen, n,
                                  client, sizeof(client)))
         snprintf(r->remote, sizeof(r->remote), "%s", client);
-    const lh_header_t *proto = header(r, "x-forwarded-proto");
+    const lh_header_t *proto = last_header(r, "x-forwarded-proto");
     size_t len;
     if (proto != NULL) {
         const char *v = last_entry(proto, &len);
         r->https = len == 5 && strncasecmp(v, "https", 5) == 0;
     }
-    const lh_header_t *fhost = header(r, "x-forwarded-host");
+    const lh_header_t *fhost = last_header(r, "x-forwarded-host");
     if (fhost != NULL) {
         r->host = last_entry(fhost, &len);
         r->host_len = len;

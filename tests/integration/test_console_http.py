@@ -430,6 +430,26 @@ class Proxy(unittest.TestCase):
             r = signin(srv.port, headers={"X-Forwarded-For": "192.0.2.2"})
             self.assertEqual(r.header("Location"), "/-/")
 
+    def test_client_headers_before_the_proxys(self):
+        """A proxy that adds its own X-Forwarded-* header after the client's: the client's,
+        however many, push nothing out (the nearest proxy's is the last one)."""
+        with h.Server(REMOTE, "--token", TOKEN, "--trusted-proxy", "127.0.0.1") as srv:
+            forged = [("X-Forwarded-For", "198.51.100.66")] * 20
+            hd = list(AUTH.items()) + forged + [("X-Forwarded-For", "203.0.113.9")]
+            start = srv.log_count()
+            r = h.post_event(srv.port, {"action": "TASKS_CREATED"}, headers=hd)
+            self.assertEqual(r.status, 200, r)
+            line = srv.wait_log(lambda e: e.get("msg") == "seen", start=start,
+                                what="the handler's line")
+            self.assertEqual(line["remote"], "203.0.113.9")
+            # the proxy said http: a client's "https" before it makes no Secure cookie
+            body = "token=" + urllib.parse.quote(TOKEN, safe="")
+            r = h.request(srv.port, "POST", "/-/signin", body,
+                          [("Content-Type", FORM), ("X-Forwarded-Proto", "https"),
+                           ("X-Forwarded-Proto", "http")])
+            self.assertEqual(r.status, 303, r)
+            self.assertNotIn("Secure", r.header("Set-Cookie"))
+
     def test_bad_option(self):
         for value in ("10.0.0.0/33", "example.com", "1.2.3.4/x", ""):
             r = h.run_luahook("check", "--trusted-proxy", value, REMOTE)
