@@ -657,6 +657,23 @@ class Deliveries(unittest.TestCase):
                 r = h.request(srv.port, "GET", "/-/api/events/%s/body" % self.big)
                 self.assertEqual(r.status, 401)
 
+    def test_big_body_cut_between_characters(self):
+        """A big body is shown up to a character's start, never half of one (no U+FFFD)."""
+        with h.TempDir() as td:
+            d = td.join("state")
+            j = js.Journal(js.create(d, REMOTE))
+            # '{"pad": "' is 9 bytes and each 'é' 2: the 256 KiB mark falls inside one
+            body = json.dumps({"pad": "é" * (200 * 1024)}, ensure_ascii=False).encode()
+            self.assertEqual(body[256 * 1024] & 0xC0, 0x80)
+            big = j.add(body=body)[1]
+            j.close()
+            with h.Server(REMOTE, "--state-dir", d, "--token", TOKEN) as srv:
+                ev = h.request(srv.port, "GET", "/-/api/events/" + big,
+                               headers=AUTH).json()["event"]
+                self.assertIs(ev["body_truncated"], True)
+                self.assertNotIn("\ufffd", ev["body_text"])
+                self.assertEqual(ev["body_text"].encode(), body[:256 * 1024 - 1])
+
     def test_markup_is_data(self):
         """A body, a header and an error full of markup come back as JSON data, never as
         a page: the API never answers text/html."""
