@@ -326,14 +326,14 @@ int lh_console_head(lh_app_t *app, lh_conn_t *c, lh_request_t *r)
     }
     if (path_is(r, "/-/")) {
         if (!is_get(r))
-            text(c, 405, "Allow: GET\r\n", "method not allowed: use GET\n");
+            text(c, 405, "Allow: GET, HEAD\r\n", "method not allowed: use GET\n");
         else /* the page holds no data: its script asks the API, with the cookie */
             serve_page(c, session_of(con, r) != NULL ? "index.html" : "signin.html");
         return 1;
     }
     if (r->path_len > 10 && memcmp(r->path, "/-/static/", 10) == 0) {
         if (!is_get(r))
-            text(c, 405, "Allow: GET\r\n", "method not allowed: use GET\n");
+            text(c, 405, "Allow: GET, HEAD\r\n", "method not allowed: use GET\n");
         else
             serve_file(c, r->path + 10, r->path_len - 10);
         return 1;
@@ -344,7 +344,7 @@ int lh_console_head(lh_app_t *app, lh_conn_t *c, lh_request_t *r)
     }
     if (signin || signout) {
         if (r->method != LH_METHOD_POST) {
-            text(c, 405, signin ? "Allow: GET, POST\r\n" : "Allow: POST\r\n",
+            text(c, 405, signin ? "Allow: GET, HEAD, POST\r\n" : "Allow: POST\r\n",
                  "method not allowed\n");
             return 1;
         }

@@ -127,6 +127,28 @@ class Pages(unittest.TestCase):
             self.check_headers(r)
             self.assertEqual(h.request(srv.port, "DELETE", "/-/").status, 405)
 
+    def test_head(self):
+        """HEAD wherever GET: the page's and the API's heads, no body (the next answer on the
+        same connection comes right after the head)."""
+        with h.TempDir() as td:
+            with h.Server(REMOTE, "--token", TOKEN, "--state-dir", td.join("state")) as srv:
+                c, _ = session(srv.port)
+                for path, hd in (("/-/", {}), ("/-/static/console.css", {}),
+                                 ("/-/api/live", AUTH), ("/-/api/events", AUTH),
+                                 ("/-/api/stats", with_cookie(c)),
+                                 ("/-/api/session", with_cookie(c))):
+                    with h.Conn(srv.port) as conn:
+                        conn.send(h.build_request("HEAD", path, None, hd))
+                        head = conn.read_response(head_request=True)
+                        self.assertEqual(head.status, 200, (path, head))
+                        self.check_headers(head)
+                        self.assertGreater(int(head.header("Content-Length")), 0, path)
+                        r = conn.request("GET", "/healthz")
+                        self.assertEqual(r.status, 200, (path, r))
+                r = h.request(srv.port, "PUT", "/-/api/live", headers=AUTH)
+                self.assertEqual(r.status, 405)
+                self.assertEqual(r.header("Allow"), "GET, HEAD")
+
     def test_page_has_no_inline_code(self):
         """The CSP forbids inline script and style: the pages must not need them."""
         for name in sorted(os.listdir(os.path.join(h.REPO, "console"))):
