@@ -153,7 +153,9 @@ void lh_console_client(lh_app_t *app, const lh_conn_t *c, lh_request_t *r)
     }
 }
 
-/* An Origin, when present, names this server: "http(s)://" and the Host asked for. */
+/* An Origin, when present, names this server: "http(s)://" and the Host asked for; "https"
+** when a trusted proxy said so (an http page is another origin, and anyone on the path can
+** write one). */
 static int same_origin(const lh_request_t *r)
 {
     const lh_header_t *o = header(r, "origin");
@@ -163,7 +165,7 @@ static int same_origin(const lh_request_t *r)
         return 0;
     const char *v = o->value;
     size_t n = o->value_len, skip;
-    if (n > 7 && strncasecmp(v, "http://", 7) == 0)
+    if (n > 7 && strncasecmp(v, "http://", 7) == 0 && !r->https)
         skip = 7;
     else if (n > 8 && strncasecmp(v, "https://", 8) == 0)
         skip = 8;

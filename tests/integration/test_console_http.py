@@ -445,6 +445,12 @@ class Proxy(unittest.TestCase):
             self.assertEqual(r.status, 303)
             r = signin(srv.port, headers={"Origin": "https://hooks.example"})
             self.assertEqual(r.status, 403)
+            # https at the proxy: an http page of the same host is another origin
+            hd = {"X-Forwarded-Host": "hooks.example", "X-Forwarded-Proto": "https"}
+            r = signin(srv.port, headers=dict(hd, Origin="http://hooks.example"))
+            self.assertEqual(r.status, 403)
+            r = signin(srv.port, headers=dict(hd, Origin="https://hooks.example"))
+            self.assertEqual(r.status, 303)
             # the slow-down counts the client, not the proxy: another client behind the
             # same proxy is not slowed by the first one's wrong tokens
             for i in range(3):
