@@ -526,8 +526,8 @@ int lh_console_api_auth(lh_app_t *app, lh_conn_t *c, const lh_request_t *r,
     lh_console_t *con = console_of(app);
     size_t len;
     const char *v = session_cookie(r, &len);
-    if (v == NULL || con == NULL)
-        return -1;
+    if (v == NULL || con == NULL || app->cfg->console_off)
+        return -1; /* --console off: no sign-in, so no session; the token is what is missing */
     const lh_session_t *s = lh_sessions_find(&con->sessions, v, len, now_s());
     if (s == NULL) {
         json_error(c, 401,

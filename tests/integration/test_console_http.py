@@ -191,6 +191,10 @@ class Pages(unittest.TestCase):
             self.assertIsNone(r.header("Set-Cookie"))
             self.assertEqual(h.request(srv.port, "GET", "/-/api/live").status, 401)
             self.assertEqual(h.request(srv.port, "GET", "/-/api/live", headers=AUTH).status, 200)
+            # no sessions without the console: a cookie is no credential, the token is asked
+            r = h.request(srv.port, "GET", "/-/api/live", headers=with_cookie("x" * 43))
+            self.assertEqual(r.status, 401)
+            self.assertIn("secret in the authorization header", r.json()["error"])
 
 
 class Signin(unittest.TestCase):
