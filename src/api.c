@@ -134,8 +134,9 @@ int lh_api_head(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, const lh_ses
         return 1;
     }
     lh_method_t want = kind == JOB_REPLAY ? LH_METHOD_POST : LH_METHOD_GET;
-    if (r->method != want) {
-        answer_error(c, 405, want == LH_METHOD_POST ? "Allow: POST\r\n" : "Allow: GET\r\n",
+    /* HEAD wherever GET: the same head, no body (conn leaves it out) */
+    if (r->method != want && !(want == LH_METHOD_GET && r->method == LH_METHOD_HEAD)) {
+        answer_error(c, 405, want == LH_METHOD_POST ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n",
                      want == LH_METHOD_POST ? "method not allowed: use POST"
                                             : "method not allowed: use GET");
         return 1;

@@ -80,6 +80,16 @@ static const lh_header_t *header(const lh_request_t *r, const char *name)
     return NULL;
 }
 
+/* The last header `name`: of a proxy's X-Forwarded-*, the one the nearest proxy added (a
+** client's own come before it). */
+static const lh_header_t *last_header(const lh_request_t *r, const char *name)
+{
+    for (size_t i = r->nheaders; i-- > 0;)
+        if (strcmp(r->headers[i].name, name) == 0)
+            return &r->headers[i];
+    return NULL;
+}
+
 /* The last entry of a comma list (the one the nearest proxy added), trimmed. */
 static const char *last_entry(const lh_header_t *h, size_t *len)
 {
@@ -111,31 +121,41 @@ void lh_console_client(lh_app_t *app, const lh_conn_t *c, lh_request_t *r)
     lh_proxy_strip_port(c->remote, peer, sizeof(peer));
     if (!lh_cidr_match(cfg->trusted_proxies, cfg->ntrusted_proxies, peer))
         return; /* anyone else's X-Forwarded-* mean nothing */
+    /* the last 16 X-Forwarded-For: a client's own come first, and enough of them must not
+    ** push out the one its proxy added (read right to left, as lh_proxy_client does) */
     const char *xff[16];
     size_t xlen[16], n = 0;
-    for (size_t i = 0; i < r->nheaders && n < 16; i++)
+    for (size_t i = r->nheaders; i-- > 0 && n < 16;)
         if (strcmp(r->headers[i].name, "x-forwarded-for") == 0) {
             xff[n] = r->headers[i].value;
             xlen[n++] = r->headers[i].value_len;
         }
+    for (size_t i = 0; i < n / 2; i++) { /* back to the headers' order */
+        const char *v = xff[i];
+        size_t l = xlen[i];
+        xff[i] = xff[n - 1 - i], xlen[i] = xlen[n - 1 - i];
+        xff[n - 1 - i] = v, xlen[n - 1 - i] = l;
+    }
     char client[64];
     if (n > 0 && lh_proxy_client(cfg->trusted_proxies, cfg->ntrusted_proxies, peer, xff, xlen, n,
                                  client, sizeof(client)))
         snprintf(r->remote, sizeof(r->remote), "%s", client);
-    const lh_header_t *proto = header(r, "x-forwarded-proto");
+    const lh_header_t *proto = last_header(r, "x-forwarded-proto");
     size_t len;
     if (proto != NULL) {
         const char *v = last_entry(proto, &len);
         r->https = len == 5 && strncasecmp(v, "https", 5) == 0;
     }
-    const lh_header_t *fhost = header(r, "x-forwarded-host");
+    const lh_header_t *fhost = last_header(r, "x-forwarded-host");
     if (fhost != NULL) {
         r->host = last_entry(fhost, &len);
         r->host_len = len;
     }
 }
 
-/* An Origin, when present, names this server: "http(s)://" and the Host asked for. */
+/* An Origin, when present, names this server: "http(s)://" and the Host asked for; "https"
+** when a trusted proxy said so (an http page is another origin, and anyone on the path can
+** write one). */
 static int same_origin(const lh_request_t *r)
 {
     const lh_header_t *o = header(r, "origin");
@@ -145,7 +165,7 @@ static int same_origin(const lh_request_t *r)
         return 0;
     const char *v = o->value;
     size_t n = o->value_len, skip;
-    if (n > 7 && strncasecmp(v, "http://", 7) == 0)
+    if (n > 7 && strncasecmp(v, "http://", 7) == 0 && !r->https)
         skip = 7;
     else if (n > 8 && strncasecmp(v, "https://", 8) == 0)
         skip = 8;
@@ -308,14 +328,14 @@ int lh_console_head(lh_app_t *app, lh_conn_t *c, lh_request_t *r)
     }
     if (path_is(r, "/-/")) {
         if (!is_get(r))
-            text(c, 405, "Allow: GET\r\n", "method not allowed: use GET\n");
+            text(c, 405, "Allow: GET, HEAD\r\n", "method not allowed: use GET\n");
         else /* the page holds no data: its script asks the API, with the cookie */
             serve_page(c, session_of(con, r) != NULL ? "index.html" : "signin.html");
         return 1;
     }
     if (r->path_len > 10 && memcmp(r->path, "/-/static/", 10) == 0) {
         if (!is_get(r))
-            text(c, 405, "Allow: GET\r\n", "method not allowed: use GET\n");
+            text(c, 405, "Allow: GET, HEAD\r\n", "method not allowed: use GET\n");
         else
             serve_file(c, r->path + 10, r->path_len - 10);
         return 1;
@@ -326,7 +346,7 @@ int lh_console_head(lh_app_t *app, lh_conn_t *c, lh_request_t *r)
     }
     if (signin || signout) {
         if (r->method != LH_METHOD_POST) {
-            text(c, 405, signin ? "Allow: GET, POST\r\n" : "Allow: POST\r\n",
+            text(c, 405, signin ? "Allow: GET, HEAD, POST\r\n" : "Allow: POST\r\n",
                  "method not allowed\n");
             return 1;
         }
@@ -506,8 +526,8 @@ int lh_console_api_auth(lh_app_t *app, lh_conn_t *c, const lh_request_t *r,
     lh_console_t *con = console_of(app);
     size_t len;
     const char *v = session_cookie(r, &len);
-    if (v == NULL || con == NULL)
-        return -1;
+    if (v == NULL || con == NULL || app->cfg->console_off)
+        return -1; /* --console off: no sign-in, so no session; the token is what is missing */
     const lh_session_t *s = lh_sessions_find(&con->sessions, v, len, now_s());
     if (s == NULL) {
         json_error(c, 401,

@@ -897,8 +897,12 @@ static int show_event(void *data, const lh_jq_event_t *e, const char *headers, c
     lh_jbuf_addf(j->b, ",\"body_size\":%zu,\"body\":", body_len);
     if (j->max > 0 && body_len > j->max) {
         /* a part, as text: a cut JSON text is no JSON; the whole is a download */
+        size_t cut = j->max;
+        /* at a character's start: a character cut in two would show as U+FFFD */
+        for (int k = 0; k < 3 && cut > 0 && ((unsigned char)body[cut] & 0xC0) == 0x80; k++)
+            cut--;
         lh_jbuf_adds(j->b, "null,\"body_truncated\":true,\"body_text\":");
-        lh_jq_text_masked(j->b, body, j->max);
+        lh_jq_text_masked(j->b, body, cut);
     } else if (lh_jq_json_masked(j->b, body, body_len, 0, why, sizeof(why)) != 0) {
         /* not JSON: as text, every "token" or "task_data_password" value masked */
         lh_jbuf_adds(j->b, "null,\"body_error\":");

@@ -42,19 +42,22 @@ int lh_cidr_parse(const char *s, lh_cidr_t *out, char *err, size_t errlen)
         snprintf(err, errlen, "'%.64s' is not an IPv4 or IPv6 address (or ADDRESS/BITS)", s);
         return -1;
     }
-    int max = out->family == 4 ? 32 : 128;
+    /* "::ffff:10.0.0.0/104" is 10.0.0.0/8: its bits count the 96 of the mapping too */
+    int mapped = out->family == 4 && memchr(s, ':', n) != NULL;
+    int min = mapped ? 96 : 0, max = out->family == 4 && !mapped ? 32 : 128;
     out->bits = max;
     if (slash != NULL) {
         char *end;
         long b = strtol(slash + 1, &end, 10);
-        if (slash[1] == '\0' || !isdigit((unsigned char)slash[1]) || *end != '\0' || b < 0 ||
+        if (slash[1] == '\0' || !isdigit((unsigned char)slash[1]) || *end != '\0' || b < min ||
             b > max) {
-            snprintf(err, errlen, "'%.64s': the prefix length must be a number from 0 to %d", s,
-                     max);
+            snprintf(err, errlen, "'%.64s': the prefix length must be a number from %d to %d%s", s,
+                     min, max, mapped ? " (an IPv4-mapped block)" : "");
             return -1;
         }
         out->bits = (int)b;
     }
+    out->bits -= mapped ? 96 : 0;
     return 0;
 }
 

@@ -113,6 +113,8 @@ int lh_throttle_init(lh_throttle_t *t, size_t cap)
 {
     t->e = calloc(cap, sizeof(*t->e));
     t->cap = t->e != NULL ? cap : 0;
+    memset(&t->crowd, 0, sizeof(t->crowd));
+    strcpy(t->crowd.addr, "*");
     return t->e != NULL ? 0 : -1;
 }
 
@@ -131,24 +133,37 @@ static lh_throttle_entry_t *find(const lh_throttle_t *t, const char *addr)
     return NULL;
 }
 
-/* A slot for `addr`: a free one, else the one quiet the longest (bounded: an attacker with
-** many addresses only pushes out the quietest of them). */
-static lh_throttle_entry_t *take(lh_throttle_t *t, const char *addr)
+/* As the sweep forgets: quiet for LH_THROTTLE_QUIET, no answer still queued. */
+static int quiet(const lh_throttle_entry_t *e, double now)
+{
+    return now - e->last >= LH_THROTTLE_QUIET && e->until <= now;
+}
+
+/* A slot `addr` may take: a free one, else the one quiet the longest if it is quiet; NULL
+** when every slot holds an address still slowed down (the crowd's turn). */
+static lh_throttle_entry_t *room(const lh_throttle_t *t, double now)
 {
     lh_throttle_entry_t *slot = NULL;
     for (size_t i = 0; i < t->cap; i++) {
         lh_throttle_entry_t *e = &t->e[i];
-        if (e->addr[0] == '\0') {
-            slot = e;
-            break;
-        }
-        if (slot == NULL || e->last < slot->last)
+        if (e->addr[0] == '\0')
+            return e;
+        if (quiet(e, now) && (slot == NULL || e->last < slot->last))
             slot = e;
     }
-    if (slot != NULL) {
-        memset(slot, 0, sizeof(*slot));
-        strncpy(slot->addr, addr, sizeof(slot->addr) - 1);
-    }
+    return slot;
+}
+
+/* The entry that counts `addr`'s wrong tokens: its own, a new one, or the crowd's. */
+static lh_throttle_entry_t *take(lh_throttle_t *t, const char *addr, double now)
+{
+    lh_throttle_entry_t *slot = find(t, addr);
+    if (slot != NULL)
+        return slot;
+    if ((slot = room(t, now)) == NULL)
+        return &t->crowd;
+    memset(slot, 0, sizeof(*slot));
+    strncpy(slot->addr, addr, sizeof(slot->addr) - 1);
     return slot;
 }
 
@@ -165,6 +180,8 @@ static double delay_of(unsigned fails)
 int lh_throttle_refused(const lh_throttle_t *t, const char *addr, double now)
 {
     const lh_throttle_entry_t *e = find(t, addr);
+    if (e == NULL && room(t, now) == NULL)
+        e = &t->crowd;
     return e != NULL && e->until - now > LH_THROTTLE_BACKLOG;
 }
 
@@ -195,8 +212,10 @@ double lh_throttle_attempt(lh_throttle_t *t, const char *addr, int ok, double no
         }
         return at - now;
     }
-    if (e == NULL && (e = take(t, addr)) == NULL)
-        return 0; /* a table of no slots: cannot happen once initialised */
+    if (e == NULL) {
+        e = take(t, addr, now);
+        at = e->until > now ? e->until : now; /* the crowd's queue */
+    }
     if (e->fails++ == 0)
         e->first = now;
     e->last = now;
@@ -207,6 +226,16 @@ double lh_throttle_attempt(lh_throttle_t *t, const char *addr, int ok, double no
 
 int lh_throttle_sweep(lh_throttle_t *t, double now, lh_throttle_burst_t *ended)
 {
+    lh_throttle_entry_t *c = &t->crowd;
+    if (c->fails > 0 && quiet(c, now)) { /* the crowd is forgotten too, its name kept */
+        int worth = c->fails >= 2;
+        if (worth)
+            burst_of(c, ended);
+        c->fails = 0;
+        c->first = c->last = c->until = 0;
+        if (worth)
+            return 1;
+    }
     for (size_t i = 0; i < t->cap; i++) {
         lh_throttle_entry_t *e = &t->e[i];
         if (e->addr[0] == '\0' || now - e->last < LH_THROTTLE_QUIET || e->until > now)

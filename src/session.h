@@ -70,6 +70,10 @@ typedef struct lh_throttle_entry_s {
 typedef struct lh_throttle_s {
     lh_throttle_entry_t *e; /* owned; `cap` slots */
     size_t cap;
+    /* the wrong tokens of every address that found each slot taken by one not yet quiet: one
+    ** queue ("*"), so that more addresses than slots gain nothing (pushing each other out,
+    ** each guess would have been a first one, answered at once) */
+    lh_throttle_entry_t crowd;
 } lh_throttle_t;
 
 /* A burst that ended: what to log once. */
@@ -90,7 +94,8 @@ void lh_throttle_dispose(lh_throttle_t *t);
 double lh_throttle_attempt(lh_throttle_t *t, const char *addr, int ok, double now,
                            lh_throttle_burst_t *ended, int *has_ended);
 
-/** 1 if `addr` has so many answers queued at `now` that a new attempt is refused. */
+/** 1 if `addr` (or, with no slot of its own and none free, the crowd) has so many answers
+ *  queued at `now` that a new attempt is refused. */
 int lh_throttle_refused(const lh_throttle_t *t, const char *addr, double now);
 
 /** Forgets one address quiet since LH_THROTTLE_QUIET; 1 and `*ended` filled if one was

@@ -127,6 +127,28 @@ class Pages(unittest.TestCase):
             self.check_headers(r)
             self.assertEqual(h.request(srv.port, "DELETE", "/-/").status, 405)
 
+    def test_head(self):
+        """HEAD wherever GET: the page's and the API's heads, no body (the next answer on the
+        same connection comes right after the head)."""
+        with h.TempDir() as td:
+            with h.Server(REMOTE, "--token", TOKEN, "--state-dir", td.join("state")) as srv:
+                c, _ = session(srv.port)
+                for path, hd in (("/-/", {}), ("/-/static/console.css", {}),
+                                 ("/-/api/live", AUTH), ("/-/api/events", AUTH),
+                                 ("/-/api/stats", with_cookie(c)),
+                                 ("/-/api/session", with_cookie(c))):
+                    with h.Conn(srv.port) as conn:
+                        conn.send(h.build_request("HEAD", path, None, hd))
+                        head = conn.read_response(head_request=True)
+                        self.assertEqual(head.status, 200, (path, head))
+                        self.check_headers(head)
+                        self.assertGreater(int(head.header("Content-Length")), 0, path)
+                        r = conn.request("GET", "/healthz")
+                        self.assertEqual(r.status, 200, (path, r))
+                r = h.request(srv.port, "PUT", "/-/api/live", headers=AUTH)
+                self.assertEqual(r.status, 405)
+                self.assertEqual(r.header("Allow"), "GET, HEAD")
+
     def test_page_has_no_inline_code(self):
         """The CSP forbids inline script and style: the pages must not need them."""
         for name in sorted(os.listdir(os.path.join(h.REPO, "console"))):
@@ -169,6 +191,10 @@ class Pages(unittest.TestCase):
             self.assertIsNone(r.header("Set-Cookie"))
             self.assertEqual(h.request(srv.port, "GET", "/-/api/live").status, 401)
             self.assertEqual(h.request(srv.port, "GET", "/-/api/live", headers=AUTH).status, 200)
+            # no sessions without the console: a cookie is no credential, the token is asked
+            r = h.request(srv.port, "GET", "/-/api/live", headers=with_cookie("x" * 43))
+            self.assertEqual(r.status, 401)
+            self.assertIn("secret in the authorization header", r.json()["error"])
 
 
 class Signin(unittest.TestCase):
@@ -423,12 +449,38 @@ class Proxy(unittest.TestCase):
             self.assertEqual(r.status, 303)
             r = signin(srv.port, headers={"Origin": "https://hooks.example"})
             self.assertEqual(r.status, 403)
+            # https at the proxy: an http page of the same host is another origin
+            hd = {"X-Forwarded-Host": "hooks.example", "X-Forwarded-Proto": "https"}
+            r = signin(srv.port, headers=dict(hd, Origin="http://hooks.example"))
+            self.assertEqual(r.status, 403)
+            r = signin(srv.port, headers=dict(hd, Origin="https://hooks.example"))
+            self.assertEqual(r.status, 303)
             # the slow-down counts the client, not the proxy: another client behind the
             # same proxy is not slowed by the first one's wrong tokens
             for i in range(3):
                 signin(srv.port, token="wrong", headers={"X-Forwarded-For": "192.0.2.1"})
             r = signin(srv.port, headers={"X-Forwarded-For": "192.0.2.2"})
             self.assertEqual(r.header("Location"), "/-/")
+
+    def test_client_headers_before_the_proxys(self):
+        """A proxy that adds its own X-Forwarded-* header after the client's: the client's,
+        however many, push nothing out (the nearest proxy's is the last one)."""
+        with h.Server(REMOTE, "--token", TOKEN, "--trusted-proxy", "127.0.0.1") as srv:
+            forged = [("X-Forwarded-For", "198.51.100.66")] * 20
+            hd = list(AUTH.items()) + forged + [("X-Forwarded-For", "203.0.113.9")]
+            start = srv.log_count()
+            r = h.post_event(srv.port, {"action": "TASKS_CREATED"}, headers=hd)
+            self.assertEqual(r.status, 200, r)
+            line = srv.wait_log(lambda e: e.get("msg") == "seen", start=start,
+                                what="the handler's line")
+            self.assertEqual(line["remote"], "203.0.113.9")
+            # the proxy said http: a client's "https" before it makes no Secure cookie
+            body = "token=" + urllib.parse.quote(TOKEN, safe="")
+            r = h.request(srv.port, "POST", "/-/signin", body,
+                          [("Content-Type", FORM), ("X-Forwarded-Proto", "https"),
+                           ("X-Forwarded-Proto", "http")])
+            self.assertEqual(r.status, 303, r)
+            self.assertNotIn("Secure", r.header("Set-Cookie"))
 
     def test_bad_option(self):
         for value in ("10.0.0.0/33", "example.com", "1.2.3.4/x", ""):
@@ -636,6 +688,23 @@ class Deliveries(unittest.TestCase):
                     self.assertFalse(r.json()["ok"])
                 r = h.request(srv.port, "GET", "/-/api/events/%s/body" % self.big)
                 self.assertEqual(r.status, 401)
+
+    def test_big_body_cut_between_characters(self):
+        """A big body is shown up to a character's start, never half of one (no U+FFFD)."""
+        with h.TempDir() as td:
+            d = td.join("state")
+            j = js.Journal(js.create(d, REMOTE))
+            # '{"pad": "' is 9 bytes and each 'é' 2: the 256 KiB mark falls inside one
+            body = json.dumps({"pad": "é" * (200 * 1024)}, ensure_ascii=False).encode()
+            self.assertEqual(body[256 * 1024] & 0xC0, 0x80)
+            big = j.add(body=body)[1]
+            j.close()
+            with h.Server(REMOTE, "--state-dir", d, "--token", TOKEN) as srv:
+                ev = h.request(srv.port, "GET", "/-/api/events/" + big,
+                               headers=AUTH).json()["event"]
+                self.assertIs(ev["body_truncated"], True)
+                self.assertNotIn("\ufffd", ev["body_text"])
+                self.assertEqual(ev["body_text"].encode(), body[:256 * 1024 - 1])
 
     def test_markup_is_data(self):
         """A body, a header and an error full of markup come back as JSON data, never as

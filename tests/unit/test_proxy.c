@@ -36,6 +36,18 @@ static void test_parse(void)
     CHECK(lh_cidr_parse("::ffff:10.0.0.1", &c, err, sizeof(err)) == 0);
     CHECK_EQ_INT(c.family, 4);
     CHECK_EQ_INT(c.bits, 32);
+    /* a mapped block's prefix counts the mapping's 96 bits: /104 is the IPv4 /8 */
+    CHECK(lh_cidr_parse("::ffff:10.0.0.0/104", &c, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(c.family, 4);
+    CHECK_EQ_INT(c.bits, 8);
+    CHECK(lh_cidr_match(&c, 1, "10.20.30.40"));
+    CHECK(lh_cidr_match(&c, 1, "::ffff:10.20.30.40"));
+    CHECK(!lh_cidr_match(&c, 1, "11.0.0.1"));
+    CHECK(lh_cidr_parse("::ffff:0.0.0.0/96", &c, err, sizeof(err)) == 0);
+    CHECK(lh_cidr_match(&c, 1, "203.0.113.9"));
+    /* shorter than the mapping: no IPv4 block, said so */
+    CHECK(lh_cidr_parse("::ffff:10.0.0.0/8", &c, err, sizeof(err)) != 0);
+    CHECK(strstr(err, "96 to 128") != NULL);
 }
 
 static void test_match(void)

@@ -138,12 +138,46 @@ static void test_throttle_backlog_and_sweep(void)
     /* a single wrong token is no burst: forgotten without a word */
     lh_throttle_attempt(&t, "c", 0, 2000, &b, &ended);
     CHECK(lh_throttle_sweep(&t, 3000, &b) == 0);
-    /* the table is bounded: a third address takes the quietest slot */
+    /* the table is bounded: a third address takes a quiet slot, and none other */
     lh_throttle_attempt(&t, "x", 0, 4000, &b, &ended);
     lh_throttle_attempt(&t, "y", 0, 4001, &b, &ended);
-    lh_throttle_attempt(&t, "z", 0, 4002, &b, &ended);
+    lh_throttle_attempt(&t, "z", 0, 4002, &b, &ended);                /* the crowd's */
     CHECK(lh_throttle_attempt(&t, "y", 0, 4003, &b, &ended) == 0.25); /* kept */
-    CHECK(lh_throttle_attempt(&t, "x", 0, 4003, &b, &ended) == 0);    /* was pushed out */
+    CHECK(lh_throttle_attempt(&t, "x", 0, 4003, &b, &ended) == 0.25); /* kept */
+    CHECK(lh_throttle_attempt(&t, "w", 0, 4003, &b, &ended) == 0.25); /* the crowd's second */
+    /* a right token of the crowd is not held up by it */
+    CHECK(lh_throttle_attempt(&t, "v", 1, 4003, &b, &ended) == 0 && !ended);
+    /* x quiet for a minute: its slot goes to the next address */
+    lh_throttle_attempt(&t, "y", 0, 4070, &b, &ended);
+    CHECK(lh_throttle_attempt(&t, "u", 0, 4070, &b, &ended) == 0);
+    CHECK(lh_throttle_attempt(&t, "u", 0, 4070, &b, &ended) == 0.25);
+    /* the crowd quiet too: forgotten, its burst told once */
+    CHECK(lh_throttle_sweep(&t, 5000, &b) == 1);
+    lh_throttle_dispose(&t);
+}
+
+/* More addresses than slots, each guessing in turn: pushing each other out, every guess
+** was a first one and answered at once; they share one queue instead, slowed down. */
+static void test_throttle_many_addresses(void)
+{
+    lh_throttle_t t;
+    lh_throttle_burst_t b;
+    int ended, refused = 0;
+    double waited = 0;
+    const char *addrs[] = {"a", "b", "c", "d", "e"};
+    CHECK(lh_throttle_init(&t, 2) == 0);
+    for (int round = 0; round < 20; round++)
+        for (int i = 0; i < 5; i++) {
+            if (lh_throttle_refused(&t, addrs[i], 100)) {
+                refused++;
+                continue;
+            }
+            waited += lh_throttle_attempt(&t, addrs[i], 0, 100, &b, &ended);
+        }
+    CHECK(waited > 60);
+    CHECK(refused > 0);
+    /* the first two keep their slots; the others, in the crowd, are refused together */
+    CHECK(lh_throttle_refused(&t, "e", 100) && lh_throttle_refused(&t, "new", 100));
     lh_throttle_dispose(&t);
 }
 
@@ -154,5 +188,6 @@ int main(void)
     RUN_TEST(test_cap);
     RUN_TEST(test_throttle);
     RUN_TEST(test_throttle_backlog_and_sweep);
+    RUN_TEST(test_throttle_many_addresses);
     return TEST_SUMMARY();
 }
