@@ -13,6 +13,7 @@
 #include "live.h"
 #include "log.h"
 #include "state.h"
+#include "urlencoded.h"
 
 #define API_PREFIX "/-/api/"
 
@@ -160,34 +161,6 @@ int lh_api_head(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, const lh_ses
 
 /* ------------------------------------------------------------------ query string */
 
-static int hexval(char c)
-{
-    return isdigit((unsigned char)c) ? c - '0' : tolower((unsigned char)c) - 'a' + 10;
-}
-
-/* Decodes s[0..n) (%XX, '+') into out; -1 on a bad escape or a NUL byte. */
-static int url_decode(const char *s, size_t n, char *out)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '+') {
-            c = ' ';
-        } else if (c == '%') {
-            if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
-                !isxdigit((unsigned char)s[i + 2]))
-                return -1;
-            c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            i += 2;
-        }
-        if (c == '\0')
-            return -1;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
 static void job_free(job_t *j)
 {
     if (j == NULL)
@@ -232,7 +205,8 @@ static int parse_query(job_t *j, const lh_request_t *r, char *err, size_t errlen
         memcpy(name, part, nlen);
         name[nlen] = '\0';
         char *v = o;
-        if (url_decode(eq ? eq + 1 : "", eq ? n - nlen - 1 : 0, v) != 0) {
+        if (lh_url_decode(eq ? eq + 1 : "", eq ? n - nlen - 1 : 0, v, (eq ? n - nlen - 1 : 0) + 1) <
+            0) {
             snprintf(err, errlen, "parameter %s: a bad %%-escape or a NUL byte", name);
             return -1;
         }
@@ -559,7 +533,7 @@ void lh_api_request(lh_app_t *app, lh_conn_t *c, const lh_request_t *r)
     }
     if (kind == JOB_SHOW || kind == JOB_BODY) {
         char *k = malloc(keylen + 1);
-        if (k == NULL || url_decode(key, keylen, k) != 0) {
+        if (k == NULL || lh_url_decode(key, keylen, k, keylen + 1) < 0) {
             free(k);
             job_free(j);
             answer_error(c, 400, NULL, "the delivery id: a bad %-escape or a NUL byte");

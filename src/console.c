@@ -1,6 +1,5 @@
 #include "console.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include "embedded.h"
 #include "log.h"
 #include "proxy.h"
+#include "urlencoded.h"
 
 #define COOKIE      "lh_session"
 #define MAX_DELAYED 1024 /* sign-in answers waiting on a timer, every address together */
@@ -206,11 +206,6 @@ static const lh_session_t *session_of(lh_console_t *con, const lh_request_t *r)
 
 /* ------------------------------------------------------------------ forms */
 
-static int hexval(char c)
-{
-    return isdigit((unsigned char)c) ? c - '0' : tolower((unsigned char)c) - 'a' + 10;
-}
-
 /* The value of form field `name` in a urlencoded body, decoded into out (outlen bytes):
 ** its length, or -1 when absent, badly escaped or too long. */
 static long form_field(const char *body, size_t n, const char *name, char *out, size_t outlen)
@@ -224,24 +219,7 @@ static long form_field(const char *body, size_t n, const char *name, char *out, 
         i += k + 1;
         if (k <= nl || part[nl] != '=' || memcmp(part, name, nl) != 0)
             continue;
-        size_t o = 0;
-        for (size_t j = nl + 1; j < k; j++) {
-            char ch = part[j];
-            if (ch == '+') {
-                ch = ' ';
-            } else if (ch == '%') {
-                if (j + 2 >= k || !isxdigit((unsigned char)part[j + 1]) ||
-                    !isxdigit((unsigned char)part[j + 2]))
-                    return -1;
-                ch = (char)(hexval(part[j + 1]) * 16 + hexval(part[j + 2]));
-                j += 2;
-            }
-            if (o + 1 >= outlen)
-                return -1;
-            out[o++] = ch;
-        }
-        out[o] = '\0';
-        return (long)o;
+        return lh_url_decode(part + nl + 1, k - nl - 1, out, outlen);
     }
     return -1;
 }
