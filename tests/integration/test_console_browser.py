@@ -93,9 +93,10 @@ class Page:
         return found[0].text if found else None
 
     def rows(self):
-        """The deliveries table's rows as (delivery id, status)."""
-        return [(r.get_attribute("data-delivery"), r.get_attribute("data-status"))
-                for r in self.find("#deliveries tbody tr")]
+        """The deliveries table's rows as (delivery id, status), read in one round trip."""
+        return [tuple(r) for r in self.js(
+            "return [...document.querySelectorAll('#deliveries tbody tr')]"
+            ".map(r => [r.dataset.delivery, r.dataset.status])")]
 
     def shot(self, name):
         os.makedirs(SHOTS, exist_ok=True)
@@ -130,18 +131,32 @@ class ConsoleBrowser(unittest.TestCase):
             if not os.access(path, os.X_OK):
                 raise AssertionError("%s is missing: scripts/setup test installs chromium and "
                                      "chromium-driver" % path)
+        # one browser for the class (its start is seconds of the run time); each test
+        # starts it clean: no cookie (cookies ignore ports), no log left by the last
+        cls.browser_td = h.TempDir()
+        try:
+            cls.driver = browser(cls.browser_td.join("browser"))
+        except BaseException:
+            cls.browser_td.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.driver.quit()
+        finally:
+            cls.browser_td.cleanup()
 
     def setUp(self):
         self.td = h.TempDir()
-        self.driver = browser(self.td.join("browser"))
+        self.driver.get("about:blank")
+        self.driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+        self.driver.get_log("browser")
         # served from a short path: the errors, tracebacks and screenshots stay readable
         self.script = self.td.fixture(__file__, "console.lua")
 
     def tearDown(self):
-        try:
-            self.driver.quit()
-        finally:
-            self.td.cleanup()
+        self.td.cleanup()
 
     def api(self, srv, path):
         r = h.request(srv.port, "GET", "/-/api/" + path, headers=AUTH)
