@@ -316,7 +316,16 @@
             clear(table).append(eventsTable(page.events, f));
             renderPager(pager, f, page);
         }
-        await load();
+        try {
+            await load();
+        } catch (e) {
+            // a filter the API refuses (a since= typed into the #): its error where the rows
+            // would be, the filters kept to mend it
+            if (route !== state.route || (e instanceof ApiError && e.status === 401)) return;
+            clear(table).append(el('p', { class: 'banner error', id: 'list-error' }, String(e.message || e)));
+            // a refused filter would only be refused again; luahook away is polled until back
+            if (e instanceof ApiError && e.status >= 400 && e.status < 500) return;
+        }
         // The first page follows new deliveries; a page further back stays as it was.
         if (!f.before) every(4000, load);
     }
@@ -420,7 +429,7 @@
         box.append(el('span', { class: 'muted small' }, page.events.length + ' shown' +
             (f.before ? ', older than #' + f.before : ', newest first')));
         if (f.before) {
-            box.append(el('a', { class: 'button', href: listHash(Object.assign({}, f, { before: '' })) },
+            box.append(el('a', { class: 'button', id: 'newest', href: listHash(Object.assign({}, f, { before: '' })) },
                 '« Newest'));
         }
         if (page.next !== null && page.next !== undefined) {
@@ -448,6 +457,8 @@
         }
         let ev;
         try {
+            // '.' and '..' are path segments to fetch(): /-/api/events/.. would be /-/api/
+            if (key === '.' || key === '..') throw new ApiError(404, 'no such delivery');
             ev = (await api('events/' + encodeURIComponent(key))).event;
         } catch (e) {
             if (isNoJournal(e)) {

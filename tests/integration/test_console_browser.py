@@ -4,14 +4,18 @@ journal. Signs in (a wrong token first), lists, filters by status, searches by d
 opens a dead delivery (its error and traceback), redelivers it once its downstream is back
 and sees it become ok; a delivery whose body, header and error are full of markup shows
 that markup as text and runs none of it; a body over 256 KiB is shown in part and
-downloaded whole (masked); the live view shows counters and charts; every
-resource the page loads is under /-/. Then a server without a journal: the live view and
-the "not kept" line. Screenshots of the main views go to $LUAHOOK_SCREENSHOTS (set by
+downloaded whole (masked); "Redeliver all" runs an ok delivery's handler again; the live
+view shows counters and charts; every resource the page loads is under /-/. A seeded
+journal of 60 deliveries: paging with "Older", the "since" filter, a filter the API refuses
+shown with the filters kept, and a session that ended under a view (its next poll gets a
+401) going to the sign-in form and back to the same view. Then a server without a journal:
+the live view and the "not kept" line. Screenshots of the main views go to $LUAHOOK_SCREENSHOTS (set by
 tests/CMakeLists.txt to the build folder), never into the source tree."""
 
 import json
 import os
 import sys
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -33,6 +37,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 import harness as h  # noqa: E402
+import journal_seed as js  # noqa: E402
 
 TOKEN = "console-s3cret"
 AUTH = {"Authorization": "Token " + TOKEN}
@@ -252,6 +257,28 @@ class ConsoleBrowser(unittest.TestCase):
                     "both attempts shown")
             self.assertEqual(srv.find_logs(msg="notify ok")[0]["attempt"], 2)
 
+            # an ok delivery: "Redeliver all" runs its handler once more, and it shows
+            p.open("/-/#/d/" + ok_ids[0])
+            p.until(lambda: p.text("#delivery-status") == "ok", "the ok delivery")
+            self.assertFalse(p.visible("#redeliver-failed").is_enabled())  # nothing failed
+            p.visible("#redeliver-all").click()
+            p.until(lambda: "Queued 1 run again" in (p.text("#flash") or ""), "the queued run")
+            p.until(lambda: len(p.find('.run[data-state="ok"] tr[data-attempt]')) == 2,
+                    "the second attempt of the ok delivery")
+            p.until(lambda: p.text("#delivery-status") == "ok", "the redelivered delivery ok")
+            self.assertEqual(len(srv.find_logs(msg="tasks ok")), len(ok_ids) + 1)
+            self.assertTrue(p.visible("#redeliver-all").is_enabled())
+
+            # "." and ".." are no delivery: the page asks nothing else of the API for them
+            before = len(p.resources())
+            p.open("/-/#/d/..")
+            p.visible("#not-found")
+            p.open("/-/#/d/" + flaky)  # a real one after it, so the timings are being kept
+            p.until(lambda: p.text("#delivery-id") == flaky, "the delivery after '..'")
+            asked = [u for u in p.resources()[before:] if "/-/api/" in u]
+            self.assertIn(p.base + "/-/api/events/" + flaky, asked)
+            self.assertNotIn(p.base + "/-/api/", asked)
+
             # markup from an event's body, header and error shows as text, never runs
             p.open("/-/#/d/" + bad)
             p.until(lambda: p.text("#delivery-status") == "dead", "the markup delivery")
@@ -306,6 +333,57 @@ class ConsoleBrowser(unittest.TestCase):
             self.assertEqual(p.outside(loaded), [])
             self.assertEqual(p.csp_violations(), [])
             self.assertIsNone(p.js("return window.__pwned"))
+
+    def test_paging_since_expiry(self):
+        state = self.td.join("state")
+        j = js.Journal(js.create(state, self.script))
+        now = time.time()
+        # 55 deliveries from three hours ago, then 5 of the last minutes (ids grow with time)
+        for k in range(55):
+            j.add(action="TASKS_CREATED", runs=(("console.lua#1", "ok", 1),),
+                  received=now - 3 * 3600 + k, commit=False)
+        recent = [j.add(action="TASKS_CREATED", runs=(("console.lua#1", "ok", 1),),
+                        received=now - 60 + k, commit=False)[1] for k in range(5)]
+        j.close()
+        with h.Server(self.script, "--state-dir", state, "--token", TOKEN) as srv:
+            every = [e["delivery"] for e in self.api(srv, "events?limit=100")["events"]]
+            self.assertEqual(len(every), 60)
+            p = Page(self.driver, srv.port)
+            p.open("/-/")
+            p.sign_in(TOKEN)
+
+            # the newest 50, then "Older" for the 10 before them, and back
+            p.until(lambda: [d for d, _ in p.rows()] == every[:50], "the first page")
+            p.visible("#older").click()
+            p.until(lambda: [d for d, _ in p.rows()] == every[50:], "the older page")
+            self.assertIn("before=", p.d.current_url)
+            self.assertEqual(p.find("#older"), [])  # nothing older
+            p.visible("#newest").click()
+            p.until(lambda: [d for d, _ in p.rows()] == every[:50], "the first page again")
+
+            # received in the last hour: the 5 recent ones only
+            Select(p.visible("#filter-since")).select_by_value("1h")
+            p.until(lambda: [d for d, _ in p.rows()] == recent[::-1], "the last hour")
+            self.assertIn("since=1h", p.d.current_url)
+
+            # a since= the API refuses, typed into the #: its error, and the filters to mend it
+            p.open("/-/#/?since=yesterday")
+            self.assertIn("since=yesterday", p.visible("#list-error").text)
+            p.visible("#filter-status")
+            p.visible("#clear-filters").click()
+            p.until(lambda: len(p.rows()) == 50, "the filters cleared")
+
+            # the session ends under a view: its next poll (a 401) brings the sign-in form,
+            # and signing in comes back to that same view
+            p.open("/-/#/?since=1h")
+            p.until(lambda: len(p.rows()) == 5, "the last hour again")
+            p.d.delete_cookie("lh_session")
+            p.visible("#token")
+            self.assertIn("/-/signin#/?since=1h", p.d.current_url)
+            p.sign_in(TOKEN)
+            p.until(lambda: [d for d, _ in p.rows()] == recent[::-1], "the same view again")
+            self.assertTrue(p.d.current_url.endswith("/-/#/?since=1h"), p.d.current_url)
+            self.assertEqual(p.csp_violations(), [])
 
     def test_no_journal(self):
         with h.Server(self.script, "--token", TOKEN) as srv:
