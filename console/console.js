@@ -486,9 +486,9 @@
             el('div', { class: 'grid-2 section' }, headers, body));
 
         let shown = '';
-        function draw(e) {
+        function draw(e, force) {
             const k = JSON.stringify([e.status, e.finished, e.runs]);
-            if (k === shown) return;
+            if (k === shown && !force) return;
             shown = k;
             renderSummary(summary, e, draw);
             renderRuns(runs, e);
@@ -523,7 +523,9 @@
                 flash('Queued ' + r.queued + ' run' + (r.queued === 1 ? '' : 's') +
                     ' again: luahook takes them up within about a second.', 'ok');
                 const fresh = (await api('events/' + encodeURIComponent(e.id))).event;
-                draw(fresh);
+                // redrawn even when nothing changed yet (nothing was queued): the buttons
+                // come back
+                draw(fresh, true);
             } catch (err) {
                 flash('Redelivery failed: ' + err.message, 'error');
                 redeliverFailed.disabled = !failed;
@@ -869,16 +871,29 @@
 
     // ------------------------------------------------------------------ start
 
+    // The server's 303 is the sign-out done; anything else (no CSRF token read, luahook
+    // away) is said, rather than showing the console again as if signed out.
     async function signOut() {
+        let res;
         try {
-            await fetch('/-/signout', {
+            res = await fetch('/-/signout', {
                 method: 'POST', credentials: 'same-origin', redirect: 'manual',
                 headers: { 'X-CSRF-Token': state.csrf || '', 'Content-Type': 'application/x-www-form-urlencoded' },
                 body: new URLSearchParams({ csrf: state.csrf || '' }).toString(),
             });
-        } finally {
-            location.replace('/-/');
+        } catch (e) {
+            flash('Not signed out: luahook does not answer (' + e.message + ')', 'error');
+            return;
         }
+        if (res.type === 'opaqueredirect' || res.ok || res.status === 401) {
+            location.replace('/-/');
+            return;
+        }
+        let why = 'HTTP ' + res.status;
+        try {
+            why = (await res.text()).trim() || why; // the server's plain-text reason
+        } catch (e) { /* no body */ }
+        flash('Not signed out: ' + why, 'error');
     }
 
     async function start() {

@@ -407,6 +407,13 @@ class ConsoleBrowser(unittest.TestCase):
             self.assertTrue([u for u in loaded if u.endswith("/-/api/live")], loaded)
             self.assertEqual(p.outside(loaded), [])
             self.assertEqual(p.csp_violations(), [])
+            # a sign-out that does not reach luahook says so, and keeps the page as it is
+            p.d.execute_cdp_cmd("Network.enable", {})
+            p.d.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/-/signout"]})
+            p.visible("#signout").click()
+            p.until(lambda: "Not signed out" in (p.text("#flash") or ""), "the failed sign-out")
+            p.visible("#live")
+            p.d.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
             # signing out ends the session: the form again, and the old view asks for it
             p.visible("#signout").click()
             p.visible("#token")
