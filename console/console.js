@@ -741,9 +741,13 @@
         return [...set].sort();
     }
 
+    // The start time, not the uptime: the header is drawn once and must not go stale on
+    // the views that do not poll /-/api/live.
     function renderMeta(live) {
-        document.getElementById('server-meta').textContent =
-            'luahook ' + (live.version || '') + ' · up ' + fmtDuration(live.uptime);
+        const meta = document.getElementById('server-meta');
+        meta.textContent = 'luahook ' + (live.version || '') + ' · started ' +
+            fmtTime(Date.now() / 1000 - (live.uptime || 0));
+        meta.title = 'up ' + fmtDuration(live.uptime);
     }
 
     function renderLive(box, live, prev) {

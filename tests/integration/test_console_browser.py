@@ -401,6 +401,7 @@ class ConsoleBrowser(unittest.TestCase):
             p.until(lambda: p.text("#stat-events .value") == str(live["totals"]["events"]),
                     "the events counter")
             self.assertEqual(p.text("#stat-journal .value"), "off")
+            self.assertIn(" · started ", p.text("#server-meta"))  # a time that stays true
             p.visible("#chart-events svg")
             p.shot("live-no-journal")
             loaded = p.resources()
