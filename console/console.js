@@ -316,7 +316,16 @@
             clear(table).append(eventsTable(page.events, f));
             renderPager(pager, f, page);
         }
-        await load();
+        try {
+            await load();
+        } catch (e) {
+            // a filter the API refuses (a since= typed into the #): its error where the rows
+            // would be, the filters kept to mend it
+            if (route !== state.route || (e instanceof ApiError && e.status === 401)) return;
+            clear(table).append(el('p', { class: 'banner error', id: 'list-error' }, String(e.message || e)));
+            // a refused filter would only be refused again; luahook away is polled until back
+            if (e instanceof ApiError && e.status >= 400 && e.status < 500) return;
+        }
         // The first page follows new deliveries; a page further back stays as it was.
         if (!f.before) every(4000, load);
     }
@@ -420,7 +429,7 @@
         box.append(el('span', { class: 'muted small' }, page.events.length + ' shown' +
             (f.before ? ', older than #' + f.before : ', newest first')));
         if (f.before) {
-            box.append(el('a', { class: 'button', href: listHash(Object.assign({}, f, { before: '' })) },
+            box.append(el('a', { class: 'button', id: 'newest', href: listHash(Object.assign({}, f, { before: '' })) },
                 '« Newest'));
         }
         if (page.next !== null && page.next !== undefined) {
@@ -448,6 +457,8 @@
         }
         let ev;
         try {
+            // '.' and '..' are path segments to fetch(): /-/api/events/.. would be /-/api/
+            if (key === '.' || key === '..') throw new ApiError(404, 'no such delivery');
             ev = (await api('events/' + encodeURIComponent(key))).event;
         } catch (e) {
             if (isNoJournal(e)) {
@@ -475,9 +486,9 @@
             el('div', { class: 'grid-2 section' }, headers, body));
 
         let shown = '';
-        function draw(e) {
+        function draw(e, force) {
             const k = JSON.stringify([e.status, e.finished, e.runs]);
-            if (k === shown) return;
+            if (k === shown && !force) return;
             shown = k;
             renderSummary(summary, e, draw);
             renderRuns(runs, e);
@@ -512,7 +523,9 @@
                 flash('Queued ' + r.queued + ' run' + (r.queued === 1 ? '' : 's') +
                     ' again: luahook takes them up within about a second.', 'ok');
                 const fresh = (await api('events/' + encodeURIComponent(e.id))).event;
-                draw(fresh);
+                // redrawn even when nothing changed yet (nothing was queued): the buttons
+                // come back
+                draw(fresh, true);
             } catch (err) {
                 flash('Redelivery failed: ' + err.message, 'error');
                 redeliverFailed.disabled = !failed;
@@ -728,9 +741,13 @@
         return [...set].sort();
     }
 
+    // The start time, not the uptime: the header is drawn once and must not go stale on
+    // the views that do not poll /-/api/live.
     function renderMeta(live) {
-        document.getElementById('server-meta').textContent =
-            'luahook ' + (live.version || '') + ' · up ' + fmtDuration(live.uptime);
+        const meta = document.getElementById('server-meta');
+        meta.textContent = 'luahook ' + (live.version || '') + ' · started ' +
+            fmtTime(Date.now() / 1000 - (live.uptime || 0));
+        meta.title = 'up ' + fmtDuration(live.uptime);
     }
 
     function renderLive(box, live, prev) {
@@ -858,16 +875,29 @@
 
     // ------------------------------------------------------------------ start
 
+    // The server's 303 is the sign-out done; anything else (no CSRF token read, luahook
+    // away) is said, rather than showing the console again as if signed out.
     async function signOut() {
+        let res;
         try {
-            await fetch('/-/signout', {
+            res = await fetch('/-/signout', {
                 method: 'POST', credentials: 'same-origin', redirect: 'manual',
                 headers: { 'X-CSRF-Token': state.csrf || '', 'Content-Type': 'application/x-www-form-urlencoded' },
                 body: new URLSearchParams({ csrf: state.csrf || '' }).toString(),
             });
-        } finally {
-            location.replace('/-/');
+        } catch (e) {
+            flash('Not signed out: luahook does not answer (' + e.message + ')', 'error');
+            return;
         }
+        if (res.type === 'opaqueredirect' || res.ok || res.status === 401) {
+            location.replace('/-/');
+            return;
+        }
+        let why = 'HTTP ' + res.status;
+        try {
+            why = (await res.text()).trim() || why; // the server's plain-text reason
+        } catch (e) { /* no body */ }
+        flash('Not signed out: ' + why, 'error');
     }
 
     async function start() {

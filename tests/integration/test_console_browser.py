@@ -4,14 +4,18 @@ journal. Signs in (a wrong token first), lists, filters by status, searches by d
 opens a dead delivery (its error and traceback), redelivers it once its downstream is back
 and sees it become ok; a delivery whose body, header and error are full of markup shows
 that markup as text and runs none of it; a body over 256 KiB is shown in part and
-downloaded whole (masked); the live view shows counters and charts; every
-resource the page loads is under /-/. Then a server without a journal: the live view and
-the "not kept" line. Screenshots of the main views go to $LUAHOOK_SCREENSHOTS (set by
+downloaded whole (masked); "Redeliver all" runs an ok delivery's handler again; the live
+view shows counters and charts; every resource the page loads is under /-/. A seeded
+journal of 60 deliveries: paging with "Older", the "since" filter, a filter the API refuses
+shown with the filters kept, and a session that ended under a view (its next poll gets a
+401) going to the sign-in form and back to the same view. Then a server without a journal:
+the live view and the "not kept" line. Screenshots of the main views go to $LUAHOOK_SCREENSHOTS (set by
 tests/CMakeLists.txt to the build folder), never into the source tree."""
 
 import json
 import os
 import sys
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -33,6 +37,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 import harness as h  # noqa: E402
+import journal_seed as js  # noqa: E402
 
 TOKEN = "console-s3cret"
 AUTH = {"Authorization": "Token " + TOKEN}
@@ -93,9 +98,10 @@ class Page:
         return found[0].text if found else None
 
     def rows(self):
-        """The deliveries table's rows as (delivery id, status)."""
-        return [(r.get_attribute("data-delivery"), r.get_attribute("data-status"))
-                for r in self.find("#deliveries tbody tr")]
+        """The deliveries table's rows as (delivery id, status), read in one round trip."""
+        return [tuple(r) for r in self.js(
+            "return [...document.querySelectorAll('#deliveries tbody tr')]"
+            ".map(r => [r.dataset.delivery, r.dataset.status])")]
 
     def shot(self, name):
         os.makedirs(SHOTS, exist_ok=True)
@@ -130,18 +136,32 @@ class ConsoleBrowser(unittest.TestCase):
             if not os.access(path, os.X_OK):
                 raise AssertionError("%s is missing: scripts/setup test installs chromium and "
                                      "chromium-driver" % path)
+        # one browser for the class (its start is seconds of the run time); each test
+        # starts it clean: no cookie (cookies ignore ports), no log left by the last
+        cls.browser_td = h.TempDir()
+        try:
+            cls.driver = browser(cls.browser_td.join("browser"))
+        except BaseException:
+            cls.browser_td.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.driver.quit()
+        finally:
+            cls.browser_td.cleanup()
 
     def setUp(self):
         self.td = h.TempDir()
-        self.driver = browser(self.td.join("browser"))
+        self.driver.get("about:blank")
+        self.driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+        self.driver.get_log("browser")
         # served from a short path: the errors, tracebacks and screenshots stay readable
         self.script = self.td.fixture(__file__, "console.lua")
 
     def tearDown(self):
-        try:
-            self.driver.quit()
-        finally:
-            self.td.cleanup()
+        self.td.cleanup()
 
     def api(self, srv, path):
         r = h.request(srv.port, "GET", "/-/api/" + path, headers=AUTH)
@@ -237,6 +257,28 @@ class ConsoleBrowser(unittest.TestCase):
                     "both attempts shown")
             self.assertEqual(srv.find_logs(msg="notify ok")[0]["attempt"], 2)
 
+            # an ok delivery: "Redeliver all" runs its handler once more, and it shows
+            p.open("/-/#/d/" + ok_ids[0])
+            p.until(lambda: p.text("#delivery-status") == "ok", "the ok delivery")
+            self.assertFalse(p.visible("#redeliver-failed").is_enabled())  # nothing failed
+            p.visible("#redeliver-all").click()
+            p.until(lambda: "Queued 1 run again" in (p.text("#flash") or ""), "the queued run")
+            p.until(lambda: len(p.find('.run[data-state="ok"] tr[data-attempt]')) == 2,
+                    "the second attempt of the ok delivery")
+            p.until(lambda: p.text("#delivery-status") == "ok", "the redelivered delivery ok")
+            self.assertEqual(len(srv.find_logs(msg="tasks ok")), len(ok_ids) + 1)
+            self.assertTrue(p.visible("#redeliver-all").is_enabled())
+
+            # "." and ".." are no delivery: the page asks nothing else of the API for them
+            before = len(p.resources())
+            p.open("/-/#/d/..")
+            p.visible("#not-found")
+            p.open("/-/#/d/" + flaky)  # a real one after it, so the timings are being kept
+            p.until(lambda: p.text("#delivery-id") == flaky, "the delivery after '..'")
+            asked = [u for u in p.resources()[before:] if "/-/api/" in u]
+            self.assertIn(p.base + "/-/api/events/" + flaky, asked)
+            self.assertNotIn(p.base + "/-/api/", asked)
+
             # markup from an event's body, header and error shows as text, never runs
             p.open("/-/#/d/" + bad)
             p.until(lambda: p.text("#delivery-status") == "dead", "the markup delivery")
@@ -292,6 +334,57 @@ class ConsoleBrowser(unittest.TestCase):
             self.assertEqual(p.csp_violations(), [])
             self.assertIsNone(p.js("return window.__pwned"))
 
+    def test_paging_since_expiry(self):
+        state = self.td.join("state")
+        j = js.Journal(js.create(state, self.script))
+        now = time.time()
+        # 55 deliveries from three hours ago, then 5 of the last minutes (ids grow with time)
+        for k in range(55):
+            j.add(action="TASKS_CREATED", runs=(("console.lua#1", "ok", 1),),
+                  received=now - 3 * 3600 + k, commit=False)
+        recent = [j.add(action="TASKS_CREATED", runs=(("console.lua#1", "ok", 1),),
+                        received=now - 60 + k, commit=False)[1] for k in range(5)]
+        j.close()
+        with h.Server(self.script, "--state-dir", state, "--token", TOKEN) as srv:
+            every = [e["delivery"] for e in self.api(srv, "events?limit=100")["events"]]
+            self.assertEqual(len(every), 60)
+            p = Page(self.driver, srv.port)
+            p.open("/-/")
+            p.sign_in(TOKEN)
+
+            # the newest 50, then "Older" for the 10 before them, and back
+            p.until(lambda: [d for d, _ in p.rows()] == every[:50], "the first page")
+            p.visible("#older").click()
+            p.until(lambda: [d for d, _ in p.rows()] == every[50:], "the older page")
+            self.assertIn("before=", p.d.current_url)
+            self.assertEqual(p.find("#older"), [])  # nothing older
+            p.visible("#newest").click()
+            p.until(lambda: [d for d, _ in p.rows()] == every[:50], "the first page again")
+
+            # received in the last hour: the 5 recent ones only
+            Select(p.visible("#filter-since")).select_by_value("1h")
+            p.until(lambda: [d for d, _ in p.rows()] == recent[::-1], "the last hour")
+            self.assertIn("since=1h", p.d.current_url)
+
+            # a since= the API refuses, typed into the #: its error, and the filters to mend it
+            p.open("/-/#/?since=yesterday")
+            self.assertIn("since=yesterday", p.visible("#list-error").text)
+            p.visible("#filter-status")
+            p.visible("#clear-filters").click()
+            p.until(lambda: len(p.rows()) == 50, "the filters cleared")
+
+            # the session ends under a view: its next poll (a 401) brings the sign-in form,
+            # and signing in comes back to that same view
+            p.open("/-/#/?since=1h")
+            p.until(lambda: len(p.rows()) == 5, "the last hour again")
+            p.d.delete_cookie("lh_session")
+            p.visible("#token")
+            self.assertIn("/-/signin#/?since=1h", p.d.current_url)
+            p.sign_in(TOKEN)
+            p.until(lambda: [d for d, _ in p.rows()] == recent[::-1], "the same view again")
+            self.assertTrue(p.d.current_url.endswith("/-/#/?since=1h"), p.d.current_url)
+            self.assertEqual(p.csp_violations(), [])
+
     def test_no_journal(self):
         with h.Server(self.script, "--token", TOKEN) as srv:
             h.post_event(srv.port, {"action": "TASKS_CREATED"}, headers=AUTH)
@@ -308,12 +401,20 @@ class ConsoleBrowser(unittest.TestCase):
             p.until(lambda: p.text("#stat-events .value") == str(live["totals"]["events"]),
                     "the events counter")
             self.assertEqual(p.text("#stat-journal .value"), "off")
+            self.assertIn(" · started ", p.text("#server-meta"))  # a time that stays true
             p.visible("#chart-events svg")
             p.shot("live-no-journal")
             loaded = p.resources()
             self.assertTrue([u for u in loaded if u.endswith("/-/api/live")], loaded)
             self.assertEqual(p.outside(loaded), [])
             self.assertEqual(p.csp_violations(), [])
+            # a sign-out that does not reach luahook says so, and keeps the page as it is
+            p.d.execute_cdp_cmd("Network.enable", {})
+            p.d.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/-/signout"]})
+            p.visible("#signout").click()
+            p.until(lambda: "Not signed out" in (p.text("#flash") or ""), "the failed sign-out")
+            p.visible("#live")
+            p.d.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
             # signing out ends the session: the form again, and the old view asks for it
             p.visible("#signout").click()
             p.visible("#token")
