@@ -132,12 +132,15 @@ struct lh_state_s {
     uv_thread_t ckpt_thread;
     uv_cond_t ckpt_cond; /* guarded by mu */
     int ckpt_want;       /* the writer saw the WAL pass CHECKPOINT_FRAMES */
+    int ckpt_copied;     /* frames the checkpointer's last pass had copied (of the WAL then) */
     int ckpt_stop, ckpt_started;
 };
 
 /* The WAL's size, in frames, past which the checkpointer copies it into the database
 ** (SQLite's default auto-checkpoint mark). */
 #define CHECKPOINT_FRAMES 1000
+/* ... and the writer copies the rest itself once no more than this is left. */
+#define CHECKPOINT_TAIL 256
 
 int lh_state_schema_version(void)
 {
@@ -824,17 +827,34 @@ static void hand_back(lh_state_t *st, op_t *done, int wake)
 }
 
 /* After each commit of the writer's connection: how large the WAL is. */
+/* After each commit of the writer's connection, with the WAL's size in frames. The
+** checkpointer copies the bulk while the writer appends, but only a checkpoint that copies
+** everything lets the next transaction start the WAL over, and with the writer appending
+** the checkpointer never gets to the end: the writer copies the last few frames itself,
+** in its commit, when the checkpointer has done the rest. */
 static int on_wal(void *data, sqlite3 *db, const char *name, int frames)
 {
     lh_state_t *st = data;
-    (void)db, (void)name;
-    if (frames >= CHECKPOINT_FRAMES) {
-        uv_mutex_lock(&st->mu);
-        if (!st->ckpt_want) {
-            st->ckpt_want = 1;
-            uv_cond_signal(&st->ckpt_cond);
+    (void)name;
+    if (frames < CHECKPOINT_FRAMES)
+        return SQLITE_OK;
+    uv_mutex_lock(&st->mu);
+    int left = frames - st->ckpt_copied;
+    if (left > CHECKPOINT_TAIL && !st->ckpt_want) {
+        st->ckpt_want = 1;
+        uv_cond_signal(&st->ckpt_cond);
+    }
+    int busy = st->ckpt_want;
+    uv_mutex_unlock(&st->mu);
+    if (left <= CHECKPOINT_TAIL && !busy) {
+        int log = 0, copied = 0;
+        if (sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied) ==
+                SQLITE_OK &&
+            log == copied) {
+            uv_mutex_lock(&st->mu);
+            st->ckpt_copied = 0; /* the next transaction starts the WAL over */
+            uv_mutex_unlock(&st->mu);
         }
-        uv_mutex_unlock(&st->mu);
     }
     return SQLITE_OK;
 }
@@ -851,8 +871,12 @@ static void checkpointer_main(void *arg)
         uv_mutex_unlock(&st->mu);
         /* passive: never waits for a reader or the writer; what it cannot copy now, the
         ** next one does. Its errors are the writer's to meet, if they are the disk's. */
-        sqlite3_wal_checkpoint_v2(st->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        int log = 0, copied = 0;
+        if (sqlite3_wal_checkpoint_v2(st->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log,
+                                      &copied) != SQLITE_OK)
+            copied = 0;
         uv_mutex_lock(&st->mu);
+        st->ckpt_copied = copied;
         st->ckpt_want = 0;
     }
     uv_mutex_unlock(&st->mu);
@@ -870,6 +894,14 @@ static void start_checkpointer(lh_state_t *st)
         return;
     }
     sqlite3_busy_timeout(st->ckpt_db, 5000);
+    /* a connection finds the WAL at its first read: before it, a checkpoint is a no-op */
+    if (sqlite3_exec(st->ckpt_db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
+        SQLITE_OK) {
+        sqlite3_close(st->ckpt_db);
+        st->ckpt_db = NULL;
+        uv_cond_destroy(&st->ckpt_cond);
+        return;
+    }
     sqlite3_wal_hook(st->db, on_wal, st); /* and with it no auto-checkpoint */
     if (uv_thread_create(&st->ckpt_thread, checkpointer_main, st) != 0) {
         sqlite3_wal_autocheckpoint(st->db, CHECKPOINT_FRAMES);

@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import unittest
 
@@ -372,6 +373,29 @@ class Journal(unittest.TestCase):
             kept = [r[0] for r in query(d, "SELECT delivery FROM deliveries")]
             self.assertGreater(len(kept), 10)
             self.assertEqual(set(kept), set(sent[-len(kept):]))
+
+    def test_wal_stays_bounded_under_a_stream(self):
+        """Checkpoints keep up with a stream of events: the write-ahead log is copied into
+        the database and started over, so its file stays near the checkpoint mark (1000
+        pages) instead of growing with every event."""
+        with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st")) as srv:
+            wal = os.path.join(td.join("st"), DB + "-wal")
+            body = json.dumps({"action": "OK", "pad": "x" * 5000}).encode()
+            largest = [0]
+
+            def stream(n):
+                with h.Conn(srv.port) as c:
+                    for _ in range(n):
+                        r = c.request("POST", "/", body, {"Content-Type": "application/json"})
+                        assert r.status == 200, r
+                        largest[0] = max(largest[0], os.path.getsize(wal))
+            threads = [threading.Thread(target=stream, args=(1500,)) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            # 6000 events of 5 KB: without checkpoints, over 40 MB of log
+            self.assertLess(largest[0], 24 << 20, "the WAL grew to %d bytes" % largest[0])
 
     def test_full_journal_answers_503(self):
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"),
