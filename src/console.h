@@ -12,14 +12,16 @@
 #include "request.h"
 #include "session.h"
 
-/* Every answer under /-/ carries these: nothing cached, sniffed, framed or referred, and a
-** page that runs only its own files (no inline script or style, no eval). */
+/* Every answer under /-/ carries these: nothing cached, sniffed or framed, no referrer to
+** another site (same-origin: under no-referrer Chromium sends "Origin: null" with the
+** sign-in form, which the same-origin check refuses), and a page that runs only its own
+** files (no inline script or style, no eval). */
 #define LH_CONSOLE_CSP                                                                             \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 #define LH_CONSOLE_HEADERS                                                                         \
     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"                               \
-    "Referrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n"                                    \
+    "Referrer-Policy: same-origin\r\nX-Frame-Options: DENY\r\n"                                    \
     "Content-Security-Policy: " LH_CONSOLE_CSP "\r\n"
 
 typedef struct lh_console_s lh_console_t;

@@ -81,7 +81,7 @@ class Pages(unittest.TestCase):
     def check_headers(self, r):
         self.assertEqual(r.header("Cache-Control"), "no-store", r)
         self.assertEqual(r.header("X-Content-Type-Options"), "nosniff")
-        self.assertEqual(r.header("Referrer-Policy"), "no-referrer")
+        self.assertEqual(r.header("Referrer-Policy"), "same-origin")
         self.assertEqual(r.header("X-Frame-Options"), "DENY")
         self.assertEqual(r.header("Content-Security-Policy"), CSP)
 
