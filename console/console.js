@@ -533,7 +533,17 @@
             }
         }
         redeliverFailed.addEventListener('click', () => redeliver(false));
-        redeliverAll.addEventListener('click', () => redeliver(true));
+        redeliverAll.addEventListener('click', () => {
+            // handlers that succeeded run again too: their side effects (a message, a
+            // training run) happen twice
+            const ok = (e.handlers || 0) - failed;
+            if (ok > 0 && !window.confirm('Run all ' + e.handlers + ' handler' +
+                (e.handlers === 1 ? '' : 's') + ' of this delivery again, including ' +
+                (ok === e.handlers ? 'every one' : ok + ' that succeeded') +
+                '? What they did happens again.'))
+                return;
+            redeliver(true);
+        });
 
         const done = e.finished !== null && e.finished !== undefined;
         const items = [

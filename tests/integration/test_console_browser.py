@@ -34,6 +34,7 @@ from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 import harness as h  # noqa: E402
@@ -78,6 +79,15 @@ class Page:
 
     def open(self, path):
         self.d.get(self.base + path)
+
+    def confirm(self, accept):
+        """Answers the page's confirmation dialog, once it shows."""
+        WebDriverWait(self.d, WAIT).until(EC.alert_is_present(), "a confirmation dialog")
+        alert = self.d.switch_to.alert
+        if accept:
+            alert.accept()
+        else:
+            alert.dismiss()
 
     def until(self, cond, what):
         def probe(d):
@@ -261,7 +271,13 @@ class ConsoleBrowser(unittest.TestCase):
             p.open("/-/#/d/" + ok_ids[0])
             p.until(lambda: p.text("#delivery-status") == "ok", "the ok delivery")
             self.assertFalse(p.visible("#redeliver-failed").is_enabled())  # nothing failed
+            # it asks first (what the handler did happens again); no: nothing queued
             p.visible("#redeliver-all").click()
+            p.confirm(False)
+            self.assertNotIn("Queued", p.text("#flash") or "")
+            self.assertEqual(len(srv.find_logs(msg="tasks ok")), len(ok_ids))
+            p.visible("#redeliver-all").click()
+            p.confirm(True)
             p.until(lambda: "Queued 1 run again" in (p.text("#flash") or ""), "the queued run")
             p.until(lambda: len(p.find('.run[data-state="ok"] tr[data-attempt]')) == 2,
                     "the second attempt of the ok delivery")
