@@ -5,18 +5,16 @@
 #include <string.h>
 
 /*
-** SQLite writes a WAL frame as two writes, header then page, each a system call, and a
-** checkpoint writes the database a page at a time: about six system calls per journaled
-** event, and system calls are what this server's CPU goes to. This layer, under the state's
-** own connections, keeps a file's writes in memory while they are contiguous and hands them
-** to the kernel in large writes when SQLite syncs, reads, truncates, locks, asks the size
-** or closes.
-** - The WAL: SQLite syncs it before it publishes a commit in the WAL index, so no reader can
-**   look for a frame still held here, provided every commit syncs (synchronous = FULL).
-**   Under NORMAL a commit has no sync: WAL writes then go straight through.
-** - The database file, in WAL mode, is written by checkpoints alone, in page order, and
-**   synced before the checkpoint is recorded (FULL and NORMAL alike); before that no reader
-**   reads those pages from it. Rollback mode (a new file, before WAL) syncs before it unlocks.
+** SQLite writes a WAL frame as two writes, header then page, each a system call: about six
+** per journaled event, and system calls are what this server's CPU goes to. This layer,
+** under the state's own connections, keeps a WAL file's writes in memory while they are
+** contiguous and hands them to the kernel in large writes when SQLite syncs, reads,
+** truncates, locks, asks the size or closes. SQLite syncs the WAL before it publishes a
+** commit in the WAL index, so no reader can look for a frame still held here, provided
+** every commit syncs (synchronous = FULL); under NORMAL a commit has no sync, and WAL writes
+** go straight through. The database file is never held: a checkpoint that stops short of
+** the WAL's end (a writer appending beside it) records what it copied without a sync, and
+** readers then read those pages from the file at once.
 */
 
 #define GATHER_MAX (4u << 20) /* held at most: beyond, written out at once */
@@ -25,8 +23,7 @@
 typedef struct {
     sqlite3_file base;  /* our methods */
     sqlite3_file *real; /* the file of the VFS beneath, in the same allocation */
-    int wal;            /* a WAL file: gathered only while commits sync */
-    int gather;         /* the main database or its WAL */
+    int wal;            /* a WAL file: gathered while commits sync */
     char *buf;          /* owned: what is held, for offsets [at, at + len) */
     size_t len, cap;
     sqlite3_int64 at;
@@ -78,7 +75,7 @@ static int g_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
 static int g_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
 {
     gfile_t *g = (gfile_t *)f;
-    if (!g->gather || (g->wal && !atomic_load(&gathering))) {
+    if (!g->wal || !atomic_load(&gathering)) {
         int rc = flush(g);
         return rc != SQLITE_OK ? rc : g->real->pMethods->xWrite(g->real, p, n, off);
     }
@@ -218,7 +215,6 @@ static int g_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int 
     memset(g, 0, sizeof(*g));
     g->real = (sqlite3_file *)(g + 1);
     g->wal = (flags & SQLITE_OPEN_WAL) != 0;
-    g->gather = g->wal || (flags & SQLITE_OPEN_MAIN_DB) != 0;
     int rc = below->xOpen(below, name, g->real, flags, out_flags);
     /* SQLite closes a file whose methods are set, even when opening failed */
     g->base.pMethods = g->real->pMethods != NULL ? &gather_methods : NULL;
