@@ -205,8 +205,8 @@ static int parse_query(job_t *j, const lh_request_t *r, char *err, size_t errlen
         memcpy(name, part, nlen);
         name[nlen] = '\0';
         char *v = o;
-        if (lh_url_decode(eq ? eq + 1 : "", eq ? n - nlen - 1 : 0, v, (eq ? n - nlen - 1 : 0) + 1) <
-            0) {
+        size_t vlen = eq ? n - nlen - 1 : 0;
+        if (lh_url_decode(eq ? eq + 1 : "", vlen, v, vlen + 1) < 0) {
             snprintf(err, errlen, "parameter %s: a bad %%-escape or a NUL byte", name);
             return -1;
         }

@@ -9,7 +9,7 @@
 ** per journaled event, and system calls are what this server's CPU goes to. This layer,
 ** under the state's own connections, keeps a WAL file's writes in memory while they are
 ** contiguous and hands them to the kernel in large writes when SQLite syncs, reads,
-** truncates, locks, asks the size or closes. SQLite syncs the WAL before it publishes a
+** truncates, asks the size or closes. SQLite syncs the WAL before it publishes a
 ** commit in the WAL index, so no reader can look for a frame still held here, provided
 ** every commit syncs (synchronous = FULL); under NORMAL a commit has no sync, and WAL writes
 ** go straight through. The database file is never held: a checkpoint that stops short of
@@ -27,7 +27,6 @@ typedef struct {
     char *buf;          /* owned: what is held, for offsets [at, at + len) */
     size_t len, cap;
     sqlite3_int64 at;
-    int err; /* a failed write-out not yet told to SQLite: the next sync reports it */
 } gfile_t;
 
 static sqlite3_vfs gather_vfs;
@@ -113,9 +112,6 @@ static int g_sync(sqlite3_file *f, int flags)
 {
     gfile_t *g = (gfile_t *)f;
     int rc = flush(g);
-    if (rc == SQLITE_OK)
-        rc = g->err; /* an earlier write-out's that nobody was told of */
-    g->err = SQLITE_OK;
     return rc != SQLITE_OK ? rc : g->real->pMethods->xSync(g->real, flags);
 }
 
@@ -126,21 +122,15 @@ static int g_file_size(sqlite3_file *f, sqlite3_int64 *size)
     return rc != SQLITE_OK ? rc : g->real->pMethods->xFileSize(g->real, size);
 }
 
-/* Locks change who may read: nothing held across them. */
+/* The rest pass through: locks are the database file's, which holds nothing. */
 static int g_lock(sqlite3_file *f, int l)
 {
-    gfile_t *g = (gfile_t *)f;
-    int rc = flush(g);
-    return rc != SQLITE_OK ? rc : g->real->pMethods->xLock(g->real, l);
+    return ((gfile_t *)f)->real->pMethods->xLock(((gfile_t *)f)->real, l);
 }
 static int g_unlock(sqlite3_file *f, int l)
 {
-    gfile_t *g = (gfile_t *)f;
-    int rc = flush(g);
-    return rc != SQLITE_OK ? rc : g->real->pMethods->xUnlock(g->real, l);
+    return ((gfile_t *)f)->real->pMethods->xUnlock(((gfile_t *)f)->real, l);
 }
-
-/* The rest pass through. */
 static int g_check_reserved(sqlite3_file *f, int *out)
 {
     return ((gfile_t *)f)->real->pMethods->xCheckReservedLock(((gfile_t *)f)->real, out);
@@ -165,21 +155,13 @@ static int g_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatil
 }
 static int g_shm_lock(sqlite3_file *f, int offset, int n, int flags)
 {
-    gfile_t *g = (gfile_t *)f;
-    sqlite3_file *r = g->real;
-    int rc = flush(g);
-    if (rc != SQLITE_OK)
-        return rc;
+    sqlite3_file *r = ((gfile_t *)f)->real;
     return r->pMethods->iVersion >= 2 ? r->pMethods->xShmLock(r, offset, n, flags)
                                       : SQLITE_IOERR_SHMLOCK;
 }
 static void g_shm_barrier(sqlite3_file *f)
 {
-    gfile_t *g = (gfile_t *)f;
-    sqlite3_file *r = g->real;
-    int rc = flush(g);
-    if (rc != SQLITE_OK && g->err == SQLITE_OK)
-        g->err = rc; /* no way to say it here: the next sync does */
+    sqlite3_file *r = ((gfile_t *)f)->real;
     if (r->pMethods->iVersion >= 2)
         r->pMethods->xShmBarrier(r);
 }
