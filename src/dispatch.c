@@ -768,6 +768,18 @@ static void redeliver_failed(lh_app_t *app, const lh_journal_run_t *run, lh_end_
     lh_journal_run_ended(app->journal, &end);
 }
 
+/* Under lua_pcall (decoding allocates): ctx.headers = the run's stored headers. Stack:
+** run ctx. */
+static int stored_headers(lua_State *L)
+{
+    const lh_journal_run_t *run = lua_touserdata(L, 1);
+    char err[128];
+    if (lh_json_decode(L, run->headers, run->headers_len, err, sizeof(err)) == 0 &&
+        lua_istable(L, -1))
+        lua_setfield(L, 2, "headers");
+    return 0;
+}
+
 void lh_dispatch_redeliver(void *data, const lh_journal_run_t *run)
 {
     lh_app_t *app = data;
@@ -801,11 +813,9 @@ void lh_dispatch_redeliver(void *data, const lh_journal_run_t *run)
     /* the stored headers, as the first attempt saw them (but the secret's) */
     lua_State *L = vm->L;
     int top = lua_gettop(L);
-    char err[128];
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref);
-    if (lh_json_decode(L, run->headers, run->headers_len, err, sizeof(err)) == 0 &&
-        lua_istable(L, -1))
-        lua_setfield(L, top + 1, "headers");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref); /* ctx */
+    /* out of memory: the event keeps the headers it was decoded with (none) */
+    lh_task_protect(L, stored_headers, (void *)run, 1, 0);
     lua_settop(L, top);
     snprintf(e->id, sizeof(e->id), "%s", run->delivery);
     e->jid = run->jid;

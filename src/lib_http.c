@@ -234,23 +234,43 @@ static void push_failure(lua_State *co, const http_op_t *op)
     lua_pushstring(co, kind_names[req->error]);
 }
 
+/* Under lua_pcall on the VM's main state: the values the waiting call returns, pushed.
+** They allocate, and a real out-of-memory here must fail the run, not abort the server. */
+static int push_outcome(lua_State *L)
+{
+    http_op_t *op = lua_touserdata(L, 1);
+    lh_http_req_t *req = op->req;
+    lua_settop(L, 0);
+    if (req->error == LH_HTTP_OK) {
+        push_response(L, req);
+    } else if (req->error == LH_HTTP_RAISE) {
+        lua_pushlightuserdata(L, &raise_key);
+        lua_pushstring(L, req->detail);
+    } else {
+        push_failure(L, op);
+    }
+    return lua_gettop(L);
+}
+
 static void on_done(lh_http_req_t *req)
 {
     http_op_t *op = req->data;
     lh_task_t *t = op->task;
-    int n;
+    lua_State *L = t->vm->L;
+    int top = lua_gettop(L);
+    char msg[sizeof(op->what) + 64];
     t->pending = NULL;
-    if (req->error == LH_HTTP_OK) {
-        push_response(t->co, req);
-        n = 1;
-    } else if (req->error == LH_HTTP_RAISE) {
-        lua_pushlightuserdata(t->co, &raise_key);
-        lua_pushstring(t->co, req->detail);
-        n = 2;
-    } else {
-        push_failure(t->co, op);
-        n = 3;
+    int status = lh_task_protect(L, push_outcome, op, 0, LUA_MULTRET);
+    int n = lua_gettop(L) - top;
+    if (status != LUA_OK || !lua_checkstack(t->co, n)) {
+        snprintf(msg, sizeof(msg), "not enough memory for the outcome of http %s", op->what);
+        lua_settop(L, top);
+        lh_http_req_free(req);
+        free(op);
+        lh_task_fail(t, LH_OUTCOME_MEMORY, msg);
+        return;
     }
+    lua_xmove(L, t->co, n); /* moves, allocates nothing */
     lh_http_req_free(req);
     free(op);
     lh_task_resume(t, n);

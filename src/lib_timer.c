@@ -76,6 +76,7 @@ struct lh_timer_s {
     lh_clock_timer_t *handle; /* owned */
     lh_vm_t *vm;              /* borrowed */
     int fn_ref;               /* registry ref to the callback */
+    int once_ref; /* registry ref: a once-timer's callback while its run starts; LUA_NOREF */
     int self_ref; /* registry ref to the userdata while active: a timer nobody keeps runs */
     int repeat;
     uint64_t delay_ns;
@@ -148,6 +149,26 @@ static void on_callback_done(lh_task_t *t, lh_outcome_t outcome, const char *err
     timer_maybe_free(tm);
 }
 
+/* A callback run that could not start (out of memory): reported as a failed run. */
+static void start_failed(lh_timer_t *tm)
+{
+    const lh_timer_observer_t *obs = tm->vm->timer_observer;
+    const char *err = "could not start the callback: not enough memory";
+    if (obs != NULL && obs->run_done != NULL)
+        obs->run_done(obs->data, tm->label, LH_OUTCOME_MEMORY, err, 0);
+    lh_log_run_failed("timer failed", NULL, NULL, NULL, tm->script, tm->line,
+                      lh_metrics_outcome_name(LH_OUTCOME_MEMORY), err, NULL);
+}
+
+/* Under lua_pcall: a ref of its own to a once-timer's callback, which outlives the timer. */
+static int ref_callback(lua_State *L)
+{
+    lh_timer_t *tm = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tm->fn_ref);
+    tm->once_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 static void on_timer(lh_clock_timer_t *handle)
 {
     lh_timer_t *tm = handle->data;
@@ -162,14 +183,15 @@ static void on_timer(lh_clock_timer_t *handle)
     tm->running += 2; /* the callback's run, and a hold on tm until this returns */
     if (!tm->repeat) {
         /* once: the callback keeps what it needs; the timer itself is done */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
-        fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        tm->once_ref = LUA_NOREF;
+        lh_task_protect(L, ref_callback, tm, 0, 0); /* out of memory: once_ref stays unset */
+        fn_ref = tm->once_ref;
         timer_stop(tm, 0);
     }
-    if (lh_task_spawn(vm, fn_ref, NULL, tm->label, tm->script, tm->line, 1, on_callback_done, tm,
-                      NULL, NULL) != 0) {
+    if (fn_ref == LUA_NOREF || lh_task_spawn(vm, fn_ref, NULL, tm->label, tm->script, tm->line,
+                                             1, on_callback_done, tm, NULL, NULL) != 0) {
         tm->running--;
-        LH_LOG(LH_ERROR, "%s: could not start the callback (out of memory)", tm->label);
+        start_failed(tm);
     }
     if (!tm->repeat)
         luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);

@@ -21,6 +21,38 @@ static lh_vm_t *vm_of_state(lua_State *L)
     return *(lh_vm_t **)lua_getextraspace(L); /* every thread inherits the main one's */
 }
 
+int lh_task_protect(lua_State *L, lua_CFunction fn, void *ud, int nargs, int nresults)
+{
+    int base = lua_gettop(L) - nargs;
+    if (!lua_checkstack(L, 2)) { /* fails without raising */
+        lua_settop(L, base);
+        return LUA_ERRMEM;
+    }
+    lua_pushcfunction(L, fn); /* ... args fn: a light C function, no allocation */
+    lua_insert(L, base + 1);
+    lua_pushlightuserdata(L, ud);
+    lua_insert(L, base + 2); /* ... fn ud args */
+    int status = lua_pcall(L, nargs + 1, nresults, 0);
+    if (status != LUA_OK)
+        lua_settop(L, base); /* the error object: the caller says what failed */
+    return status;
+}
+
+/* Under lua_pcall: the traceback of coroutine `ud`, pushed. */
+static int traceback_protected(lua_State *L)
+{
+    luaL_traceback(L, lua_touserdata(L, 1), NULL, 0);
+    return 1;
+}
+
+/* The traceback of `co` pushed on L, or, when memory ran out making it, nil. */
+static const char *push_traceback(lua_State *L, lua_State *co)
+{
+    if (lh_task_protect(L, traceback_protected, co, 0, 1) != LUA_OK)
+        lua_pushnil(L); /* the slot the protected call had */
+    return lua_tostring(L, -1);
+}
+
 static double timeout_seconds(const lh_task_t *t)
 {
     return t->vm->app->cfg->handler_timeout;
@@ -90,7 +122,7 @@ static void task_abort(lh_task_t *t, lh_outcome_t outcome, const char *msg)
         t->pending = NULL;
         p->cancel(p);
     }
-    luaL_traceback(L, t->co, NULL, 0); /* where it was waiting */
+    push_traceback(L, t->co); /* where it was waiting */
     /* its __close handlers run now: under the same guard, with a second of grace */
     lh_task_t *saved = t->vm->cur_task;
     int saved_limit = t->vm->limit_on;
@@ -163,6 +195,29 @@ static const char *error_text(lua_State *L, int idx)
     return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
 }
 
+typedef struct {
+    lh_task_t *t;
+    const char *msg; /* the text when C knows it (memory, a bare yield); else the error's */
+    lh_outcome_t outcome;
+} failure_t;
+
+/* Under lua_pcall: the failed run's text and traceback, pushed (both allocate: a real
+** out-of-memory here must fail the run, not the server). Stack: ud err. */
+static int describe_failure(lua_State *L)
+{
+    failure_t *f = lua_touserdata(L, 1);
+    if (f->msg != NULL) {
+        lua_pushstring(L, f->msg);
+    } else if (lua_tostring(L, 2) != NULL) { /* a number becomes its text in place */
+        lua_pushvalue(L, 2);
+    } else {
+        f->t->permanent = lh_lib_is_permanent(L, 2);
+        error_text(L, 2);
+    }
+    luaL_traceback(L, f->t->co, NULL, 0); /* the coroutine's stack, where it failed */
+    return 2;
+}
+
 void lh_task_resume(lh_task_t *t, int nargs)
 {
     lh_vm_t *vm = t->vm;
@@ -204,33 +259,33 @@ void lh_task_resume(lh_task_t *t, int nargs)
         task_finish(t, LH_OUTCOME_OK, NULL, NULL);
         return;
     }
+    int top = lua_gettop(L);
+    failure_t f = {t, NULL, LH_OUTCOME_ERROR};
+    char buf[160];
     if (status == LUA_YIELD) {
         lua_pop(t->co, nres);
-        lua_pushliteral(t->co, "coroutine.yield() in a handler: a handler may only wait on "
-                               "luahook's own I/O (http, sleep)");
+        lua_pushnil(L);
+        f.msg = "coroutine.yield() in a handler: a handler may only wait on luahook's own I/O "
+                "(http, sleep)";
+    } else {
+        lua_xmove(t->co, L, 1); /* the error object, to inspect it on a live thread */
     }
-    int top = lua_gettop(L);
-    lh_outcome_t outcome = LH_OUTCOME_ERROR;
-    char buf[160];
-    lua_xmove(t->co, L, 1); /* the error object, to inspect it on a live thread */
-    const char *msg = lua_tostring(L, -1);
     if (status == LUA_ERRMEM) {
-        outcome = LH_OUTCOME_MEMORY;
-        if (vm->mem_limit != 0) {
+        f.outcome = LH_OUTCOME_MEMORY;
+        f.msg = "not enough memory";
+        if (vm->mem_limit != 0 && !vm->oom_real) {
             snprintf(buf, sizeof(buf),
-                     "not enough memory: the VM's heap reached --memory-limit "
-                     "(%zu bytes)",
+                     "not enough memory: the VM's heap reached --memory-limit (%zu bytes)",
                      vm->mem_limit);
-            msg = buf;
-        } else {
-            msg = "not enough memory";
+            f.msg = buf;
         }
-    } else if (msg == NULL) {
-        t->permanent = lh_lib_is_permanent(L, top + 1);
-        msg = error_text(L, top + 1);
     }
-    luaL_traceback(L, t->co, NULL, 0); /* the coroutine's stack, where it failed */
-    task_finish(t, outcome, msg, lua_tostring(L, -1));
+    if (lh_task_protect(L, describe_failure, &f, 1, 2) == LUA_OK)
+        task_finish(t, f.outcome, lua_tostring(L, -2), lua_tostring(L, -1));
+    else /* the text and the traceback need memory too */
+        task_finish(t, f.outcome == LH_OUTCOME_ERROR ? LH_OUTCOME_MEMORY : f.outcome,
+                    f.msg != NULL ? f.msg : "not enough memory to describe the run's failure",
+                    NULL);
     lua_settop(L, top);
 }
 
@@ -240,18 +295,32 @@ lh_task_t *lh_task_current(lua_State *L)
     return t != NULL && t->co == L ? t : NULL;
 }
 
+/* Under lua_pcall: a new coroutine, anchored in the registry; its ref goes to *ud. */
+static int new_coroutine(lua_State *L)
+{
+    int *ref = lua_touserdata(L, 1);
+    lua_newthread(L);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 int lh_task_spawn(lh_vm_t *vm, int fn_ref, const lh_handler_t *handler, const char *label,
                   const char *script, int line, int nargs, lh_task_done_cb done, void *data,
                   const char *id, const char *action)
 {
     lua_State *L = vm->L;
+    int co_ref = LUA_NOREF;
     if (!lua_checkstack(L, nargs + 2))
         return -1;
-    /* the coroutine first: if Lua cannot allocate it, it raises with nothing of ours held */
-    lua_State *co = lua_newthread(L);            /* ... args co */
-    int co_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* ... args */
+    /* the coroutine first, protected: when Lua cannot allocate it, nothing of ours is held */
+    if (lh_task_protect(L, new_coroutine, &co_ref, 0, 0) != LUA_OK)
+        return -1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, co_ref); /* ... args co */
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1); /* ... args: the registry anchors it */
     lh_task_t *t = calloc(1, sizeof(*t));
-    if (t == NULL) {
+    if (t == NULL || !lua_checkstack(co, nargs + 1)) {
+        free(t);
         luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
         return -1;
     }
@@ -291,6 +360,12 @@ double lh_task_seconds(const lh_task_t *t)
 void lh_task_guard(lua_State *L)
 {
     lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_COUNT);
+}
+
+void lh_task_fail(lh_task_t *t, lh_outcome_t outcome, const char *msg)
+{
+    assert(t->pending == NULL); /* its wait is over */
+    task_abort(t, outcome, msg);
 }
 
 void lh_task_cancel_all(lh_vm_t *vm)

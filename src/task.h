@@ -66,6 +66,20 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const lh_handler_t *handler, const ch
  *  `nargs` values pushed on t->co. */
 void lh_task_resume(lh_task_t *t, int nargs);
 
+/** Ends a task whose wait is over but which cannot go on (the values to resume it with
+ *  could not be made: out of memory): closes its coroutine and reports `outcome` and
+ *  `msg` (borrowed for the call), as a failed run. */
+void lh_task_fail(lh_task_t *t, lh_outcome_t outcome, const char *msg);
+
+/**
+ * The one door into Lua from a libuv callback: runs `fn` under lua_pcall on `L` (a VM's
+ * main state) with `ud` as a light userdata at index 1 and the `nargs` values at the top
+ * of `L` after it. Returns LUA_OK with `nresults` results pushed, or the error status
+ * with the arguments gone and nothing pushed: a real out-of-memory, or an error in `fn`,
+ * fails the caller's step, never the process (Lua's panic handler aborts).
+ */
+int lh_task_protect(lua_State *L, lua_CFunction fn, void *ud, int nargs, int nresults);
+
 /** The task running now on `L` (the handler's coroutine itself), or NULL: at load time,
  *  in a coroutine the handler made, or outside Lua. Yielding stdlib calls need one. */
 lh_task_t *lh_task_current(lua_State *L);

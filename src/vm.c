@@ -37,11 +37,15 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     /* the cap applies to what handlers do; the host's own bookkeeping may pass it */
     if (nsize > osize && vm->limit_on && vm->mem_limit != 0 &&
-        vm->mem_used + (nsize - osize) > vm->mem_limit)
+        vm->mem_used + (nsize - osize) > vm->mem_limit) {
+        vm->oom_real = 0;
         return NULL;
+    }
     void *p = realloc(ptr, nsize);
     if (p != NULL)
         vm->mem_used += nsize - osize;
+    else
+        vm->oom_real = 1; /* the system's: not --memory-limit, whatever it is set to */
     return p;
 }
 

@@ -80,6 +80,7 @@ struct lh_vm_s {
     size_t mem_used;
     size_t mem_limit;                 /* 0: none */
     int limit_on;                     /* the limit applies while Lua code of a task runs */
+    int oom_real;                     /* the last refused allocation was the system's */
     struct lh_task_s *cur_task;       /* the task running now; NULL outside one */
     struct lh_task_s *task_list;      /* every live task */
     struct lh_timer_s *timers;        /* every active timer */
