@@ -149,6 +149,40 @@ static void log_changes(const lh_vm_t *old, const lh_vm_t *vm)
     log_missing(vm, old, LH_DEBUG, "script added", "handler added");
 }
 
+typedef struct {
+    lh_vm_t *vm;
+    char *const *paths;
+    size_t npaths;
+    lh_vm_report_cb report;
+    void *data;
+    int problems;
+} load_t;
+
+/* Counts what it passes on: a load cut short by memory returns no count of its own. */
+static void count_problem(void *data, const char *problem)
+{
+    load_t *a = data;
+    a->problems++;
+    a->report(a->data, problem);
+}
+
+/* Under lua_pcall: the scripts into the new VM. */
+static int load_protected(lua_State *L)
+{
+    load_t *a = lua_touserdata(L, 1);
+    lh_vm_load(a->vm, a->paths, a->npaths, count_problem, a);
+    return 0;
+}
+
+int lh_reload_load(lh_vm_t *vm, char *const *paths, size_t npaths, lh_vm_report_cb report,
+                   void *data)
+{
+    load_t a = {vm, paths, npaths, report, data, 0};
+    if (lh_task_protect(vm->L, load_protected, &a, 0, 0) != LUA_OK)
+        count_problem(&a, "not enough memory to load the scripts");
+    return a.problems;
+}
+
 static void do_reload(lh_reload_t *r, const char *why)
 {
     lh_app_t *app = r->app;
@@ -163,7 +197,7 @@ static void do_reload(lh_reload_t *r, const char *why)
     if (vm == NULL)
         report_problem(&problems, err);
     else
-        lh_vm_load(vm, app->cfg->paths, app->cfg->npaths, report_problem, &problems);
+        lh_reload_load(vm, app->cfg->paths, app->cfg->npaths, report_problem, &problems);
     double secs = (double)(uv_hrtime() - t0) / 1e9;
     app->metrics.reload_seconds = secs;
     snprintf(ms, sizeof(ms), "%.3f", secs * 1000);

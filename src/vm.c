@@ -245,6 +245,9 @@ static int lib_on(lua_State *L)
     lh_script_t *sc = &vm->scripts[vm->loading_script];
     lh_handler_t *h = &vm->handlers[vm->nhandlers];
     memset(h, 0, sizeof(*h));
+    /* the ref (which may raise) before the C allocations (which must not leak) */
+    lua_pushvalue(L, 2);
+    int fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, 2);
     lua_getinfo(L, ">S", &ar);
     const char *script = ar.source[0] == '@' ? ar.source + 1 : ar.short_src;
@@ -272,6 +275,7 @@ static int lib_on(lua_State *L)
         free(h->label);
         free(h->id);
         free(h->actions);
+        luaL_unref(L, LUA_REGISTRYINDEX, fn_ref);
         return luaL_error(L, "not enough memory");
     }
     h->line = ar.linedefined;
@@ -291,8 +295,7 @@ static int lib_on(lua_State *L)
     h->named = name != NULL;
     h->retries = retries;
     h->script_id = vm->loading_script;
-    lua_pushvalue(L, 2);
-    h->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    h->fn_ref = fn_ref;
     int idx = (int)vm->nhandlers++;
     if (!custom) {
         if (t == LUA_TSTRING) {
@@ -538,6 +541,45 @@ int lh_vm_package(lua_State *L)
     return 0;
 }
 
+typedef struct {
+    lh_vm_t *vm;
+    const char *path, *name;
+    int err; /* errno of a chunk that could not be read */
+} env_t;
+
+/* Under lua_pcall: luaL_loadfilex allocates the chunk's name before it protects itself.
+** Returns the chunk, or nil and the message. Stack: ea. */
+static int load_chunk(lua_State *L)
+{
+    env_t *ea = lua_touserdata(L, 1);
+    if (luaL_loadfilex(L, ea->path, "t") == LUA_OK)
+        return 1;
+    ea->err = errno;
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* Under lua_pcall (it allocates, and loading may run in a reload's loop callback): the
+** script's own globals, falling back to the shared ones, with its require and its store.
+** Stack: ea. Returns env. */
+static int make_env(lua_State *L)
+{
+    env_t *ea = lua_touserdata(L, 1);
+    lua_newtable(L);                     /* ea env */
+    lua_newtable(L);                     /* ea env mt */
+    lua_pushglobaltable(L);              /* ea env mt _G */
+    lua_setfield(L, -2, "__index");      /* ea env mt */
+    lua_setmetatable(L, -2);             /* ea env */
+    lua_pushcfunction(L, lh_vm_package); /* ea env install */
+    lua_pushvalue(L, -2);
+    lua_pushstring(L, ea->path); /* ea env install env path */
+    lua_call(L, 2, 0);           /* ea env */
+    lh_lib_store_push(L, ea->vm, ea->name); /* ea env store: bound to the script's stable name */
+    lua_setfield(L, -2, "store");           /* ea env */
+    return 1;
+}
+
 /* Loads the script at `path` under its stable `name`. Returns the number of problems. */
 static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_report_cb report,
                      void *data)
@@ -549,11 +591,14 @@ static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_repo
     int script_id = add_script(vm, path, name, report, data);
     if (script_id < 0)
         return 1;
-    if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+    env_t ea = {vm, path, name, 0};
+    lua_pushcfunction(L, load_chunk);
+    lua_pushlightuserdata(L, &ea);
+    if (lua_pcall(L, 1, 2, 0) != LUA_OK || lua_isnil(L, -2)) {
         const char *msg = lua_tostring(L, -1);
         if (msg != NULL && strncmp(msg, "cannot open", 11) == 0) {
             char buf[1024];
-            snprintf(buf, sizeof(buf), "%s: cannot open: %s", path, strerror(errno));
+            snprintf(buf, sizeof(buf), "%s: cannot open: %s", path, strerror(ea.err));
             report(data, buf);
         } else {
             report(data, msg ? msg : "unknown load error");
@@ -561,26 +606,18 @@ static int load_file(lh_vm_t *vm, const char *path, const char *name, lh_vm_repo
         lua_settop(L, top);
         return 1;
     }
+    lua_pop(L, 1); /* fn */
     /* from here until its chunk returned, lh_vm_script_name(vm, vm->loading_script) names
     ** the script: what its own environment (a per-script `store`) is bound to */
     vm->loading_script = script_id;
-    /* the script's own globals, falling back to the shared ones */
-    lua_newtable(L);                     /* fn env */
-    lua_newtable(L);                     /* fn env mt */
-    lua_pushglobaltable(L);              /* fn env mt _G */
-    lua_setfield(L, -2, "__index");      /* fn env mt */
-    lua_setmetatable(L, -2);             /* fn env */
-    lua_pushcfunction(L, lh_vm_package); /* fn env install */
-    lua_pushvalue(L, -2);
-    lua_pushstring(L, path); /* fn env install env path */
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lua_pushcfunction(L, make_env); /* fn make */
+    lua_pushlightuserdata(L, &ea);  /* fn make ea: nothing allocated outside the call */
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         report(data, lua_tostring(L, -1));
         vm->loading_script = -1;
         lua_settop(L, top);
         return 1;
     }
-    lh_lib_store_push(L, vm, name);       /* fn env store: bound to the script's stable name */
-    lua_setfield(L, -2, "store");         /* fn env */
     if (lua_setupvalue(L, -2, 1) == NULL) /* fn */
         lua_pop(L, 1);
     lua_pushcfunction(L, msghandler); /* fn mh */
@@ -601,6 +638,17 @@ static int name_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Under lua_pcall: M.check_folder(dir) of the recipes module. Stack: dir (light). */
+static int check_folder(lua_State *L)
+{
+    const char *dir = lua_touserdata(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, LH_RECIPES_KEY);
+    lua_getfield(L, -1, "check_folder");
+    lua_pushstring(L, dir);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
 /* A recipe folder (DIR/recipe.lua) given as a path: its modules are no handler scripts;
 ** its manifest is checked (lua/luahook/recipes.lua M.check_folder). Its handlers register
 ** only through use(). */
@@ -608,9 +656,8 @@ static int load_recipe_folder(lh_vm_t *vm, const char *dir, lh_vm_report_cb repo
 {
     lua_State *L = vm->L;
     int top = lua_gettop(L), problems = 0;
-    lua_getfield(L, LUA_REGISTRYINDEX, LH_RECIPES_KEY);
-    lua_getfield(L, -1, "check_folder");
-    lua_pushstring(L, dir);
+    lua_pushcfunction(L, check_folder);
+    lua_pushlightuserdata(L, (void *)dir); /* only read */
     if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isnil(L, -1)) {
         report(data, lua_isstring(L, -1) ? lua_tostring(L, -1) : "the recipe does not load");
         problems = 1;
@@ -704,8 +751,9 @@ static int seal_routes(lh_vm_t *vm)
     int pending = lua_gettop(L);
     if (lua_getfield(L, pending, "*") == LUA_TTABLE) {
         nstar = (size_t)lua_rawlen(L, -1);
-        if ((star = malloc((nstar + 1) * sizeof(int))) == NULL)
-            goto done;
+        /* Lua's memory: a raise (out of memory, under a reload's protected load) leaks none */
+        star = lua_newuserdatauv(L, (nstar + 1) * sizeof(int), 0); /* pending star-list star */
+        lua_insert(L, -2);                                         /* pending star star-list */
         for (size_t i = 1; i <= nstar; i++) {
             lua_rawgeti(L, -1, (lua_Integer)i);
             star[i - 1] = (int)lua_tointeger(L, -1);
@@ -731,12 +779,13 @@ static int seal_routes(lh_vm_t *vm)
             lh_route_t *rt = &vm->routes[vm->nroutes];
             if (build_route(L, rt, lua_gettop(L), star, nstar) != 0)
                 goto done;
+            lua_Integer route = (lua_Integer)vm->nroutes++; /* built: lh_vm_free frees it */
             size_t alen;
             const char *action = lua_tolstring(L, -2, &alen);
             /* named actions show in /metrics from the start, at zero */
             lh_metrics_action(&vm->app->metrics, action, alen);
             lua_pushvalue(L, -2); /* k list k */
-            lua_pushinteger(L, (lua_Integer)vm->nroutes++);
+            lua_pushinteger(L, route);
             lua_rawset(L, routes); /* k list */
         }
         lua_pop(L, 1); /* k */
@@ -757,8 +806,7 @@ static int seal_routes(lh_vm_t *vm)
     vm->pending_ref = LUA_NOREF;
     rc = 0;
 done:
-    free(star);
-    lua_settop(L, top);
+    lua_settop(L, top); /* star goes with the stack */
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -18,6 +19,7 @@
 #include "config.h"
 #include "lib.h"
 #include "metrics.h"
+#include "reload.h"
 #include "task.h"
 #include "transport.h"
 #include "vm.h"
@@ -359,6 +361,79 @@ static void test_oom_deadline_stop(void)
     sweep(E_DEADLINE);
 }
 
+/* ------------------------------------------------------------------ a reload's load */
+
+static void report_problem(void *data, const char *problem)
+{
+    (void)problem;
+    ++*(int *)data;
+}
+
+/* A reload builds a VM and loads a folder of scripts from a signal's (or --watch's)
+** callback: out of memory, the load is one more problem (the reload fails, the old VM
+** serves on), never an abort; nothing leaks (LeakSanitizer, in the asan build). */
+static void test_oom_reload_load(void)
+{
+    char folder[128], path[192];
+    snprintf(folder, sizeof(folder), "%s/app", dir);
+    mkdir(folder, 0700);
+    snprintf(path, sizeof(path), "%s/a.lua", folder);
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        fputs("local n = 0\non('A', function() n = n + 1 end)\non('*', function() end)\n", f);
+        fclose(f);
+    }
+    snprintf(path, sizeof(path), "%s/b.lua", folder);
+    if ((f = fopen(path, "w")) != NULL) {
+        fputs("on({ 'A', 'B' }, function() end, { name = 'two' })\n", f);
+        fclose(f);
+    }
+    lh_config_t cfg = {.handler_timeout = 30};
+    lh_app_t app = {.cfg = &cfg};
+    lh_metrics_init(&app.metrics);
+    app.clock = lh_clock_new_virtual(1700000000.0);
+    int hits = 0, failed = 0, n;
+    char *p = folder;
+    for (n = 1; n < 20000; n++) {
+        char err[256];
+        int problems = 0;
+        lh_vm_t *vm = lh_vm_new(&app, 2, err, sizeof(err));
+        CHECK(vm != NULL);
+        if (vm == NULL)
+            break;
+        fa.real = lua_getallocf(vm->L, &fa.real_ud);
+        lua_setallocf(vm->L, failing_alloc, NULL);
+        int top = lua_gettop(vm->L);
+        arm(n);
+        int rc = lh_reload_load(vm, &p, 1, report_problem, &problems);
+        fa.armed = 0;
+        hits += fa.hit;
+        if (lua_gettop(vm->L) != top)
+            TEST_FAILED_("reload, N=%d: stack %d, was %d", n, lua_gettop(vm->L), top);
+        if (rc != problems)
+            TEST_FAILED_("reload, N=%d: %d problems returned, %d reported", n, rc, problems);
+        if (rc > 0)
+            failed++;
+        else if (vm->nhandlers != 3)
+            TEST_FAILED_("reload, N=%d: no problem, but %zu handlers", n, vm->nhandlers);
+        if (!fa.hit && rc != 0)
+            TEST_FAILED_("reload, N=%d: %d problems without a failed allocation", n, rc);
+        int hit = fa.hit;
+        lh_vm_free(vm);
+        if (test_state.cur_failed || !hit)
+            break;
+    }
+    printf("# reload: %d allocations swept, %d loads failed for memory\n", n - 1, failed);
+    CHECK(hits > 0 && failed > 0 && n < 20000);
+    lh_clock_free(app.clock);
+    lh_metrics_dispose(&app.metrics);
+    snprintf(path, sizeof(path), "%s/a.lua", folder);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/b.lua", folder);
+    unlink(path);
+    rmdir(folder);
+}
+
 static const char *only; /* argv[1]: run only the tests whose name holds it */
 
 #define RUN(fn)                                                                                    \
@@ -380,6 +455,7 @@ int main(int argc, char **argv)
     RUN(test_oom_http_answer);
     RUN(test_oom_sleep_wake);
     RUN(test_oom_deadline_stop);
+    RUN(test_oom_reload_load);
     char path[128];
     snprintf(path, sizeof(path), "%s/oom.lua", dir);
     unlink(path);
