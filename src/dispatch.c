@@ -463,6 +463,24 @@ static char *headers_json(lua_State *L, int ctx, const char *secret_header, size
     return out;
 }
 
+/* Under lua_pcall (the keys' strings may need memory): ev.project.id into *ud. Stack:
+** ud ev. */
+static int event_project(lua_State *L)
+{
+    lh_journal_event_t *ev = lua_touserdata(L, 1);
+    lua_pushliteral(L, "project");
+    int pt = lua_rawget(L, 2); /* ud ev project */
+    if (pt == LUA_TTABLE) {
+        lua_pushliteral(L, "id");
+        pt = lua_rawget(L, -2);
+    }
+    if (pt == LUA_TNUMBER && lua_isinteger(L, -1)) {
+        ev->has_project = 1;
+        ev->project = (int64_t)lua_tointeger(L, -1);
+    }
+    return 0;
+}
+
 /* Asks the journal to store `e`; `journaled` continues. -1: refused at once (answered). */
 static int journal_event(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
 {
@@ -484,16 +502,9 @@ static int journal_event(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
     ev.body = lua_tolstring(L, -1, &ev.body_len);
     lua_getfield(L, top + 1, "received_at"); /* ctx ev body t */
     ev.received = lua_tonumber(L, -1);
-    lua_pushliteral(L, "project");
-    int pt = lua_rawget(L, top + 2); /* ... project */
-    if (pt == LUA_TTABLE) {
-        lua_pushliteral(L, "id");
-        pt = lua_rawget(L, -2);
-    }
-    if (pt == LUA_TNUMBER && lua_isinteger(L, -1)) {
-        ev.has_project = 1;
-        ev.project = (int64_t)lua_tointeger(L, -1);
-    }
+    lua_pushvalue(L, top + 2); /* ... ev */
+    if (lh_task_protect(L, event_project, &ev, 1, 0) != LUA_OK)
+        ev.has_project = 0; /* out of memory for the key's string: stored without it */
     char *headers = headers_json(L, top + 1, app->cfg->auth_header, &ev.headers_len);
     int rc = -1;
     if (headers == NULL || ids == NULL || ev.body == NULL) {
