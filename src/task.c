@@ -111,6 +111,21 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
         luaL_error(L, "handler timed out (--handler-timeout)");
 }
 
+/* Closes the coroutine of a task that ends without returning (an error, a stop): its
+** to-be-closed variables run now — a store.lock it holds goes to the next waiter —
+** not when the collector finds it. Under the same guard, with a second of grace. */
+static void close_coroutine(lh_task_t *t)
+{
+    lh_task_t *saved = t->vm->cur_task;
+    int saved_limit = t->vm->limit_on;
+    t->vm->cur_task = t;
+    t->vm->limit_on = 1;
+    t->cpu_deadline_ns = uv_hrtime() + 1000000000u;
+    lua_resetthread(t->co);
+    t->vm->cur_task = saved;
+    t->vm->limit_on = saved_limit;
+}
+
 /* Stops a task that is not running: cancels its wait, closes the coroutine (its
 ** to-be-closed variables run) and reports `outcome`. */
 static void task_abort(lh_task_t *t, lh_outcome_t outcome, const char *msg)
@@ -123,15 +138,7 @@ static void task_abort(lh_task_t *t, lh_outcome_t outcome, const char *msg)
         p->cancel(p);
     }
     push_traceback(L, t->co); /* where it was waiting */
-    /* its __close handlers run now: under the same guard, with a second of grace */
-    lh_task_t *saved = t->vm->cur_task;
-    int saved_limit = t->vm->limit_on;
-    t->vm->cur_task = t;
-    t->vm->limit_on = 1;
-    t->cpu_deadline_ns = uv_hrtime() + 1000000000u;
-    lua_resetthread(t->co);
-    t->vm->cur_task = saved;
-    t->vm->limit_on = saved_limit;
+    close_coroutine(t);
     task_finish(t, outcome, msg, lua_tostring(L, -1));
     lua_settop(L, top);
 }
@@ -280,7 +287,9 @@ void lh_task_resume(lh_task_t *t, int nargs)
             f.msg = buf;
         }
     }
-    if (lh_task_protect(L, describe_failure, &f, 1, 2) == LUA_OK)
+    int described = lh_task_protect(L, describe_failure, &f, 1, 2) == LUA_OK;
+    close_coroutine(t); /* after the traceback, which reads its stack */
+    if (described)
         task_finish(t, f.outcome, lua_tostring(L, -2), lua_tostring(L, -1));
     else /* the text and the traceback need memory too */
         task_finish(t, f.outcome == LH_OUTCOME_ERROR ? LH_OUTCOME_MEMORY : f.outcome,

@@ -1,6 +1,6 @@
 /* One out-of-memory policy: every entry into Lua from a libuv callback (a handler's start,
  * a timer callback's start, an http answer pushed onto the waiting coroutine, a sleep's
- * wake-up, a deadline that stops a waiting run, a failure's report) survives a real
+ * wake-up, a store.lock grant, a deadline that stops a waiting run, a failure's report) survives a real
  * out-of-memory. The VM's allocator is wrapped (lua_setallocf: no test branch in the
  * server) to fail every allocation from the Nth on; N sweeps every allocation the entry
  * makes. Each time: the process lives (Lua's panic handler aborts), the run ends exactly
@@ -20,6 +20,7 @@
 #include "lib.h"
 #include "metrics.h"
 #include "reload.h"
+#include "store.h"
 #include "task.h"
 #include "transport.h"
 #include "vm.h"
@@ -102,9 +103,15 @@ static const char SCRIPT[] =
     /* 4 */ "on('http', function()\n"
     "  local r = assert(http.get('http://upstream.test/a'))\n"
     "  assert(r.status == 200 and r.headers['x-a'] == 'b, c', 'the answer') work() end)\n"
-    /* 5 */ "on('sleep', function() sleep(1); work() end)\n";
+    /* 5 */ "on('sleep', function() sleep(1); work() end)\n"
+    /* 6 */ "on('hold', function() store.lock('k', function() sleep(1) end) end)\n"
+    /* 7 */ "on('wait', function() store.lock('k', function() work() end) end)\n"
+    /* 8 */ "on('closer', function()\n"
+    "  local x <close> = setmetatable({}, { __close = function() _G.closed = _G.closed + 1 end })\n"
+    "  error('after the close variable') end)\n"
+    "_G.closed = 0\n";
 
-enum { H_OK, H_BOOM, H_TIMER, H_HTTP, H_SLEEP };
+enum { H_OK, H_BOOM, H_TIMER, H_HTTP, H_SLEEP, H_HOLD, H_WAIT, H_CLOSER, NHANDLERS };
 
 typedef struct {
     int ended; /* the run's `done` calls */
@@ -119,6 +126,7 @@ typedef struct {
     lh_timer_observer_t obs;
     lh_vm_t *vm;
     run_t timer_run; /* the timer callback's run (the observer) */
+    run_t holder;    /* the run that holds the lock the entry's run waits for */
 } world_t;
 
 static char dir[64];
@@ -167,9 +175,13 @@ static world_t *world_new(void)
     w->tp.base.start = fake_start;
     w->tp.base.cancel = fake_cancel;
     w->app.transport = &w->tp.base;
+    /* the store as luahook test makes it: no loop, lock grants on the virtual clock */
+    if ((w->app.store = lh_store_new(NULL, NULL, 1000)) == NULL ||
+        lh_store_use_clock(w->app.store, w->app.clock) != 0)
+        return w;
     w->vm = lh_vm_new(&w->app, 1, err, sizeof(err));
     char *p = path;
-    if (w->vm == NULL || lh_vm_load(w->vm, &p, 1, report, w) != 0 || w->vm->nhandlers != 5) {
+    if (w->vm == NULL || lh_vm_load(w->vm, &p, 1, report, w) != 0 || w->vm->nhandlers != NHANDLERS) {
         fprintf(stderr, "world: %s\n", w->vm == NULL ? err : "the script did not load");
         return w;
     }
@@ -187,6 +199,10 @@ static void world_free(world_t *w)
         return;
     fa.armed = 0;
     lh_vm_free(w->vm);
+    if (w->app.store != NULL) {
+        lh_store_close(w->app.store);
+        lh_store_free(w->app.store);
+    }
     lh_clock_free(w->app.clock);
     lh_metrics_dispose(&w->app.metrics);
     free(w);
@@ -216,10 +232,11 @@ typedef enum {
     E_HTTP,     /* an answer is pushed onto the waiting coroutine (lib_http) */
     E_SLEEP,    /* a sleep wakes up (lib_timer; store.lock's grant resumes the same way) */
     E_DEADLINE, /* a waiting run's deadline passes: it is stopped and reported (task) */
+    E_LOCK,     /* store.lock is granted to a waiting run (lib_store) */
 } entry_t;
 
-static const char *const entry_names[] = {"start", "report", "timer", "http", "sleep",
-                                          "deadline"};
+static const char *const entry_names[] = {"start", "report", "timer", "http",
+                                          "sleep", "deadline", "lock"};
 
 /* Brings the world to just before the entry, unarmed. 0, or -1 when that failed. */
 static int prepare(world_t *w, entry_t e, run_t *r)
@@ -236,6 +253,11 @@ static int prepare(world_t *w, entry_t e, run_t *r)
         return spawn(w, H_HTTP, r) == 0 && r->ended == 0 && w->tp.req != NULL ? 0 : -1;
     case E_SLEEP:
         return spawn(w, H_SLEEP, r) == 0 && r->ended == 0 ? 0 : -1;
+    case E_LOCK:
+        return spawn(w, H_HOLD, &w->holder) == 0 && w->holder.ended == 0 &&
+                       spawn(w, H_WAIT, r) == 0 && r->ended == 0
+                   ? 0
+                   : -1;
     }
     return -1;
 }
@@ -262,6 +284,10 @@ static run_t *enter(world_t *w, entry_t e, run_t *r, int *started)
     case E_DEADLINE:
         run_next(w);
         return r;
+    case E_LOCK: /* the holder wakes and lets go; the grant comes on a timer */
+        while (r->ended == 0 && run_next(w))
+            ;
+        return r;
     }
     return r;
 }
@@ -269,8 +295,8 @@ static run_t *enter(world_t *w, entry_t e, run_t *r, int *started)
 static void sweep(entry_t e)
 {
     world_t *w = world_new();
-    CHECK(w != NULL && w->vm != NULL && w->vm->nhandlers == 5);
-    if (w == NULL || w->vm == NULL || w->vm->nhandlers != 5) {
+    CHECK(w != NULL && w->vm != NULL && w->vm->nhandlers == NHANDLERS);
+    if (w == NULL || w->vm == NULL || w->vm->nhandlers != NHANDLERS) {
         world_free(w);
         return;
     }
@@ -313,8 +339,15 @@ static void sweep(entry_t e)
                 TEST_FAILED_("%s: the error's text is \"%s\"", entry_names[e], ended->err);
             }
         }
+        if (e == E_LOCK && w->holder.ended != 1)
+            TEST_FAILED_("%s, N=%d: the holder ended %d times", entry_names[e], n,
+                         w->holder.ended);
         if (e == E_HTTP && w->tp.req != NULL)
             TEST_FAILED_("%s, N=%d: the request is still in flight", entry_names[e], n);
+        /* memory is back: a full collection finalizes what a failed run left behind when
+        ** not even its __close could be called (a store.lock guard's __gc lets go) */
+        if (e == E_LOCK)
+            lua_gc(L, LUA_GCCOLLECT);
         /* the next run works */
         if (spawn(w, H_OK, &next) != 0 || next.ended != 1 || next.outcome != LH_OUTCOME_OK)
             TEST_FAILED_("%s, N=%d: the next run failed: %s", entry_names[e], n, next.err);
@@ -372,6 +405,33 @@ static void report_problem(void *data, const char *problem)
 /* A reload builds a VM and loads a folder of scripts from a signal's (or --watch's)
 ** callback: out of memory, the load is one more problem (the reload fails, the old VM
 ** serves on), never an abort; nothing leaks (LeakSanitizer, in the asan build). */
+/* A run that fails closes its coroutine at once: its to-be-closed variables (a lock's
+** guard, a handler's own <close>) run now, not when the collector finds the coroutine. */
+static void test_failed_run_closes_its_variables(void)
+{
+    world_t *w = world_new();
+    run_t r;
+    CHECK(w != NULL && w->vm != NULL && w->vm->nhandlers == NHANDLERS);
+    if (w == NULL || w->vm == NULL || w->vm->nhandlers != NHANDLERS) {
+        world_free(w);
+        return;
+    }
+    lua_State *L = w->vm->L;
+    lua_gc(L, LUA_GCSTOP); /* no collection may close it instead */
+    CHECK(spawn(w, H_CLOSER, &r) == 0 && r.ended == 1 && r.outcome == LH_OUTCOME_ERROR);
+    CHECK(strstr(r.err, "after the close variable") != NULL);
+    lua_getglobal(L, "closed");
+    CHECK_EQ_INT(lua_tointeger(L, -1), 1);
+    lua_pop(L, 1);
+    lua_gc(L, LUA_GCRESTART);
+    world_free(w);
+}
+
+static void test_oom_lock_grant(void)
+{
+    sweep(E_LOCK);
+}
+
 static void test_oom_reload_load(void)
 {
     char folder[128], path[192];
@@ -455,6 +515,8 @@ int main(int argc, char **argv)
     RUN(test_oom_http_answer);
     RUN(test_oom_sleep_wake);
     RUN(test_oom_deadline_stop);
+    RUN(test_oom_lock_grant);
+    RUN(test_failed_run_closes_its_variables);
     RUN(test_oom_reload_load);
     char path[128];
     snprintf(path, sizeof(path), "%s/oom.lua", dir);
