@@ -188,8 +188,8 @@ static void on_timer(lh_clock_timer_t *handle)
         fn_ref = tm->once_ref;
         timer_stop(tm, 0);
     }
-    if (fn_ref == LUA_NOREF || lh_task_spawn(vm, fn_ref, NULL, tm->label, tm->script, tm->line,
-                                             1, on_callback_done, tm, NULL, NULL) != 0) {
+    if (fn_ref == LUA_NOREF || lh_task_spawn(vm, fn_ref, NULL, tm->label, tm->script, tm->line, 1,
+                                             on_callback_done, tm, NULL, NULL) != 0) {
         tm->running--;
         start_failed(tm);
     }

@@ -573,8 +573,8 @@ static int make_env(lua_State *L)
     lua_setmetatable(L, -2);             /* ea env */
     lua_pushcfunction(L, lh_vm_package); /* ea env install */
     lua_pushvalue(L, -2);
-    lua_pushstring(L, ea->path); /* ea env install env path */
-    lua_call(L, 2, 0);           /* ea env */
+    lua_pushstring(L, ea->path);            /* ea env install env path */
+    lua_call(L, 2, 0);                      /* ea env */
     lh_lib_store_push(L, ea->vm, ea->name); /* ea env store: bound to the script's stable name */
     lua_setfield(L, -2, "store");           /* ea env */
     return 1;

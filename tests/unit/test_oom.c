@@ -1,11 +1,10 @@
 /* One out-of-memory policy: every entry into Lua from a libuv callback (a handler's start,
  * a timer callback's start, an http answer pushed onto the waiting coroutine, a sleep's
- * wake-up, a store.lock grant, a deadline that stops a waiting run, a failure's report) survives a real
- * out-of-memory. The VM's allocator is wrapped (lua_setallocf: no test branch in the
- * server) to fail every allocation from the Nth on; N sweeps every allocation the entry
- * makes. Each time: the process lives (Lua's panic handler aborts), the run ends exactly
- * once — failed with a message that says memory — the main state's stack is as it was,
- * and the next run works. */
+ * wake-up, a store.lock grant, a deadline that stops a waiting run, a failure's report) survives a
+ * real out-of-memory. The VM's allocator is wrapped (lua_setallocf: no test branch in the server)
+ * to fail every allocation from the Nth on; N sweeps every allocation the entry makes. Each time:
+ * the process lives (Lua's panic handler aborts), the run ends exactly once — failed with a message
+ * that says memory — the main state's stack is as it was, and the next run works. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,7 +180,8 @@ static world_t *world_new(void)
         return w;
     w->vm = lh_vm_new(&w->app, 1, err, sizeof(err));
     char *p = path;
-    if (w->vm == NULL || lh_vm_load(w->vm, &p, 1, report, w) != 0 || w->vm->nhandlers != NHANDLERS) {
+    if (w->vm == NULL || lh_vm_load(w->vm, &p, 1, report, w) != 0 ||
+        w->vm->nhandlers != NHANDLERS) {
         fprintf(stderr, "world: %s\n", w->vm == NULL ? err : "the script did not load");
         return w;
     }
@@ -213,8 +213,8 @@ static int spawn(world_t *w, int h, run_t *r)
 {
     const lh_handler_t *hd = &w->vm->handlers[h];
     memset(r, 0, sizeof(*r));
-    return lh_task_spawn(w->vm, hd->fn_ref, hd, hd->label, hd->script, hd->line, 0, on_run_done,
-                         r, NULL, NULL);
+    return lh_task_spawn(w->vm, hd->fn_ref, hd, hd->label, hd->script, hd->line, 0, on_run_done, r,
+                         NULL, NULL);
 }
 
 /* Runs the next due timer of the virtual clock (a sleep, a timer, a deadline). */
@@ -235,7 +235,7 @@ typedef enum {
     E_LOCK,     /* store.lock is granted to a waiting run (lib_store) */
 } entry_t;
 
-static const char *const entry_names[] = {"start", "report", "timer", "http",
+static const char *const entry_names[] = {"start", "report",   "timer", "http",
                                           "sleep", "deadline", "lock"};
 
 /* Brings the world to just before the entry, unarmed. 0, or -1 when that failed. */
@@ -332,7 +332,8 @@ static void sweep(entry_t e)
             if (ended->outcome != want) {
                 failed_runs++;
                 /* failed by the memory that ran out, and it says so */
-                if (!hit || ended->outcome != LH_OUTCOME_MEMORY || strstr(ended->err, "memory") == NULL)
+                if (!hit || ended->outcome != LH_OUTCOME_MEMORY ||
+                    strstr(ended->err, "memory") == NULL)
                     TEST_FAILED_("%s, N=%d: outcome %s, \"%s\"", entry_names[e], n,
                                  lh_metrics_outcome_name(ended->outcome), ended->err);
             } else if (e == E_REPORT && !hit && strstr(ended->err, "boom xxx") == NULL) {
@@ -340,8 +341,7 @@ static void sweep(entry_t e)
             }
         }
         if (e == E_LOCK && w->holder.ended != 1)
-            TEST_FAILED_("%s, N=%d: the holder ended %d times", entry_names[e], n,
-                         w->holder.ended);
+            TEST_FAILED_("%s, N=%d: the holder ended %d times", entry_names[e], n, w->holder.ended);
         if (e == E_HTTP && w->tp.req != NULL)
             TEST_FAILED_("%s, N=%d: the request is still in flight", entry_names[e], n);
         /* memory is back: a full collection finalizes what a failed run left behind when
