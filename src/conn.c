@@ -17,7 +17,7 @@
 #define WRITE_QUEUE_MAX (1024 * 1024)
 /* A body answered on its head (401, 405) is read and dropped to keep the connection, up
 ** to this much; past it the connection lingers and closes, so no client can make the
-** server drain without end. */
+** server drain without end. A lingering connection drops as much again, then closes. */
 #define DISCARD_MAX (1024 * 1024)
 
 typedef struct {
@@ -72,6 +72,8 @@ static const char *status_text(int status)
         return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
     default:
@@ -339,6 +341,7 @@ static void start_linger(lh_conn_t *c)
 {
     if (set_state(c, LH_CONN_LINGERING) != 0)
         return;
+    c->discarded = 0;
     c->shutdown.data = c;
     int r = uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown);
     if (r != 0) {
@@ -735,7 +738,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (c->state == LH_CONN_LINGERING) {
-        if (nread < 0)
+        /* dropped, up to DISCARD_MAX: a client that goes on sending at full speed loses
+        ** its answer to the reset, rather than the server reading without end */
+        if (nread < 0 || (c->discarded += (size_t)nread) > DISCARD_MAX)
             lh_conn_close(c);
         return;
     }

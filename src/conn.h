@@ -60,7 +60,7 @@ struct lh_conn_s {
     int linger;         /* FLUSHING ends in LINGERING (a refusal), not a plain close */
     int throttled;      /* reads paused while the answers pile up unread (backpressure) */
     size_t writes_pending;
-    size_t discarded; /* body bytes dropped in DISCARDING_BODY (bounded by DISCARD_MAX) */
+    size_t discarded; /* bytes dropped in DISCARDING_BODY, or LINGERING (each <= DISCARD_MAX) */
     lh_request_parser_t *parser; /* owned; its current request is the one being answered */
     /* bytes read past a request while it was handled (or reads were throttled) */
     char *pending; /* owned */
