@@ -241,5 +241,179 @@ class Endpoints(unittest.TestCase):
         self.assertEqual(h.request(self.port, "GET", "/healthz").status, 200)
 
 
+class Slots(unittest.TestCase):
+    """Defect 9: a refused (503) or closing connection keeps no new one out. (A connection
+    that sends nothing is closed after --read-timeout: test_conn.py's
+    test_connection_that_sends_nothing_is_closed_after_the_read_timeout.)"""
+
+    def test_a_refused_connection_keeps_no_new_one_out(self):
+        with h.TempDir() as tmp, h.Server(tmp.script("ran.lua", SCRIPT),
+                                          "--max-connections", "2",
+                                          "--idle-timeout", "30") as srv:
+            with h.Conn(srv.port) as a, h.Conn(srv.port) as b, h.Conn(srv.port) as c:
+                self.assertEqual(a.request("GET", "/healthz").status, 200)
+                self.assertEqual(b.request("GET", "/healthz").status, 200)
+                # c is the third: 503, FIN; its client keeps the socket open, so the server
+                # lingers on it (2 s)
+                r = c.read_response()
+                self.assertEqual(r.status, 503, r)
+                self.assertTrue(c.closed_by_peer(), "open after its 503")
+                # b leaves; once its close is seen, the server has dropped it too
+                b.send(h.build_request("GET", "/healthz", headers={"Connection": "close"}))
+                self.assertEqual(b.read_response().status, 200)
+                self.assertTrue(b.closed_by_peer())
+                # a new client gets the slot b left, while c lingers
+                with h.Conn(srv.port) as d:
+                    r = d.request("GET", "/healthz")
+                    self.assertEqual(r.status, 200, r)
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+class Pipelining(unittest.TestCase):
+    """Defect 1: a client that pipelines thousands of cheap requests and reads slowly, or
+    not at all, makes the server hold a bounded memory, and others are answered meanwhile."""
+
+    REQUESTS = 20000
+    CLIENTS = 4
+    OUT_BYTES_MAX = 256 * 1024  # src/conn.c
+
+    def pipelined(self, path, pad):
+        one = ("GET %s HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n" % (path, "p" * pad)).encode()
+        return one * self.REQUESTS
+
+    def send_until_stalled(self, socks, data):
+        """Sends `data` on every socket, without reading, until each sent it all or made no
+        progress for a while (the server stopped reading; kernel buffers are full)."""
+        sent = [0] * len(socks)
+        last = time.monotonic()
+        while time.monotonic() - last < 1.0 * h.SLOW:
+            progress = False
+            _, w, _ = select.select([], [s for i, s in enumerate(socks) if sent[i] < len(data)],
+                                    [], 0.2)
+            for s in w:
+                i = socks.index(s)
+                try:
+                    n = s.send(data[sent[i]:sent[i] + 65536])
+                except BlockingIOError:
+                    continue
+                sent[i] += n
+                progress = progress or n > 0
+            if progress:
+                last = time.monotonic()
+            if all(n == len(data) for n in sent):
+                break
+        return sent
+
+    def read_all(self, s, data, sent):
+        """Sends the rest of `data` while reading; returns the answers counted."""
+        marker = b"HTTP/1.1 200 OK\r\n"
+        got, tail = 0, b""
+        deadline = time.monotonic() + 60 * h.SLOW
+        while got < self.REQUESTS and time.monotonic() < deadline:
+            r, w, _ = select.select([s], [s] if sent < len(data) else [], [], 1.0)
+            try:
+                if w:
+                    sent += s.send(data[sent:sent + 65536])
+                if r:
+                    d = s.recv(1 << 20)
+                    self.assertTrue(d, "closed after %d answers" % got)
+                    buf = tail + d
+                    got += buf.count(marker)
+                    tail = buf[-(len(marker) - 1):]
+            except BlockingIOError:
+                pass
+        return got
+
+    def test_a_client_that_reads_nothing_holds_bounded_answers(self):
+        with h.TempDir() as tmp, h.Server(tmp.script("ran.lua", SCRIPT), "--token", SECRET,
+                                          "--log-level", "debug") as srv:
+            data = self.pipelined("/metrics", 1000)  # 20 MB of requests, far past the buffers
+            before = rss_kib(srv.proc.pid)
+            socks = []
+            try:
+                for _ in range(self.CLIENTS):
+                    s = socket.socket()
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                    s.connect(("127.0.0.1", srv.port))
+                    s.setblocking(False)
+                    socks.append(s)
+                sent = self.send_until_stalled(socks, data)
+                # the server stopped reading: not every request went out
+                for n in sent:
+                    self.assertLess(n, len(data), "the server read all 20 000 requests unanswered")
+                if not h.SANITIZED:  # ASan keeps freed memory in quarantine
+                    grown = rss_kib(srv.proc.pid) - before
+                    self.assertLess(grown, self.CLIENTS * 1024,
+                                    "RSS grew %d KiB for %d clients" % (grown, self.CLIENTS))
+                # each pause had the answers in flight bounded
+                paused = srv.wait_log(lambda e: e.get("msg") == "reads paused: answers in flight",
+                                      what="a pause of reads")
+                for e in srv.find_logs(msg="reads paused: answers in flight"):
+                    self.assertLessEqual(int(e["bytes"]), self.OUT_BYTES_MAX + 64 * 1024, e)
+                    self.assertLessEqual(int(e["answers"]), 64, e)
+                self.assertTrue(paused)
+                # another client is answered meanwhile
+                self.assertEqual(h.request(srv.port, "GET", "/healthz").status, 200)
+                # and once it reads, every request is answered
+                self.assertEqual(self.read_all(socks[0], data, sent[0]), self.REQUESTS)
+            finally:
+                for s in socks:
+                    s.close()
+
+    def test_others_are_answered_between_pipelined_requests(self):
+        """The pause a probe sees while four clients pipeline /metrics at full speed:
+        without a bound on requests per loop turn, a median of about 100 ms (issue 15); the
+        bound is a few ms. The margin is generous: a loaded machine must not fail it."""
+        with h.TempDir() as tmp, h.Server(tmp.script("ran.lua", SCRIPT)) as srv:
+            data = self.pipelined("/metrics", 0)
+            stop = [False]
+
+            def pipeline():
+                s = socket.create_connection(("127.0.0.1", srv.port))
+                s.setblocking(False)
+                off = 0
+                try:
+                    while not stop[0]:
+                        r, w, _ = select.select([s], [s], [], 0.1)
+                        try:
+                            if r and not s.recv(1 << 20):
+                                return
+                            if w:
+                                off = (off + s.send(data[off:off + 65536])) % len(data)
+                        except BlockingIOError:
+                            pass
+                finally:
+                    s.close()
+
+            import threading
+            threads = [threading.Thread(target=pipeline) for _ in range(self.CLIENTS)]
+            for t in threads:
+                t.start()
+            try:
+                # the pipeliners are at work once /metrics has been asked for many times
+                # (each /metrics answer is counted nowhere, so wait on the probe's own view)
+                waits = []
+                for _ in range(40):
+                    with h.Conn(srv.port) as c:
+                        t0 = time.monotonic()
+                        self.assertEqual(c.request("GET", "/healthz").status, 200)
+                        waits.append(time.monotonic() - t0)
+            finally:
+                stop[0] = True
+                for t in threads:
+                    t.join()
+            waits.sort()
+            median = waits[len(waits) // 2]
+            self.assertLess(median, 0.05 * h.SLOW,
+                            "probe median %.1f ms (all: %s)" % (median * 1000, waits))
+
+
 if __name__ == "__main__":
     h.main()
