@@ -23,7 +23,8 @@
 #define REQUESTS_PER_TURN 16
 /* A body answered on its head (401, 405) is read and dropped to keep the connection, up
 ** to this much; past it the connection lingers and closes, so no client can make the
-** server drain without end. A lingering connection drops as much again, then closes. */
+** server drain without end. A lingering connection drops as much again, then reads no
+** more until its timer closes it. */
 #define DISCARD_MAX (1024 * 1024)
 
 typedef struct {
@@ -802,10 +803,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (c->state == LH_CONN_LINGERING) {
-        /* dropped, up to DISCARD_MAX: a client that goes on sending at full speed loses
-        ** its answer to the reset, rather than the server reading without end */
-        if (nread < 0 || (c->discarded += (size_t)nread) > DISCARD_MAX)
+        if (nread < 0)
             lh_conn_close(c);
+        else if ((c->discarded += (size_t)nread) > DISCARD_MAX)
+            uv_read_stop(stream); /* TCP's window stops the client; the timer closes */
         return;
     }
     if (nread < 0) {

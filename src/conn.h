@@ -31,7 +31,7 @@ typedef struct lh_conn_s lh_conn_t;
 **   any of those ──answer that closes, refusal, EOF with answers owed, stop──▶
 **                FLUSHING [idle-timeout, again at each write done]
 **   FLUSHING ──written, after a refusal or with a body unread──▶ LINGERING [2 s: FIN
-**                sent, reads dropped, 1 MiB at most]
+**                sent, reads dropped, 1 MiB at most, then none]
 **
 ** Between two requests, the parse stops (reads too) while the answers in flight hold
 ** too much (throttled, until half is written), or after REQUESTS_PER_TURN requests of one

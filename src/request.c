@@ -44,6 +44,7 @@ struct lh_request_parser_s {
     ** whether a line end came after the name in an earlier feed */
     uint64_t name_end, value_end;
     int lf_after_name;
+    char last_byte; /* the last byte the previous feed used */
     char reason[160];
     /* the head: url, then header names and values, each NUL-terminated, then the path */
     char *head; /* owned */
@@ -539,6 +540,11 @@ lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *dat
             break;
         case HPE_PAUSED: /* at a head or a request complete: the callbacks set p->event */
             llhttp_resume(&p->llhttp);
+            /* llhttp takes a bare LF for the empty line that ends the head, too */
+            if (p->event == LH_PARSE_HEAD && (n >= 2 ? data[n - 2] : p->last_byte) != '\r') {
+                refuse_why(p, 400, data + n - 1, "the head does not end in an empty line (CRLF)");
+                feed_failed(p);
+            }
             break;
         case HPE_PAUSED_UPGRADE:
             p->phase = P_UPGRADED;
@@ -558,6 +564,8 @@ lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *dat
         size_t i = (size_t)(from - p->base_off);
         p->lf_after_name = i < n && memchr(data + i, '\n', n - i) != NULL;
     }
+    if (n > 0)
+        p->last_byte = data[n - 1];
     p->base_off += n;
     *used = n;
     return p->event;

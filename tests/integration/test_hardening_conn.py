@@ -97,6 +97,10 @@ class Framing(unittest.TestCase):
     def test_bare_lf_after_the_request_line(self):
         expect_refusal(self, self.port, b"GET /healthz HTTP/1.1\nHost: x\r\n\r\n", 400, "CRLF")
 
+    def test_bare_lf_ending_the_head(self):
+        expect_refusal(self, self.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\n", 400,
+                       "empty line")
+
     def test_bare_lf_after_the_request_line_in_its_own_read(self):
         with h.Conn(self.port) as c:
             c.send(b"GET /healthz HTTP/1.1")

@@ -536,6 +536,8 @@ static void test_malformed(void)
         "POST / HTTP/1.1\r\nContent-Length:\r\n 2\r\n\r\n{}",
         "POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\tchunked\r\n\r\n0\r\n\r\n",
         "GET / HTTP/1.1\r\nX-A: 1\r\n 2\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\n\n",
+        "GET / HTTP/1.1\r\n\n",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *got = check_splits(&DEFAULTS, cases[i], strlen(cases[i]));
