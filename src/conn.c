@@ -13,11 +13,18 @@
 /* How long a refused client may go on sending before the connection is dropped. */
 #define LINGER_MS 2000
 
-/* Answers queued past this pause reading until half of them are taken. */
-#define WRITE_QUEUE_MAX (1024 * 1024)
+/* Answers in flight (queued, and those the kernel took whose write callbacks have not run)
+** past these pause the parse and the reads until half of them are done: the memory one
+** client can make the server hold, beyond its buffers. A bigger answer goes out alone. */
+#define OUT_BYTES_MAX (256 * 1024)
+#define OUT_ANSWERS_MAX 64
+/* Requests parsed from one read, or one resume, before the rest waits for a later loop
+** turn: a client that pipelines thousands yields to the others. */
+#define REQUESTS_PER_TURN 16
 /* A body answered on its head (401, 405) is read and dropped to keep the connection, up
 ** to this much; past it the connection lingers and closes, so no client can make the
-** server drain without end. */
+** server drain without end. A lingering connection drops as much again, then reads no
+** more until its timer closes it. */
 #define DISCARD_MAX (1024 * 1024)
 
 typedef struct {
@@ -32,6 +39,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_timer(uv_timer_t *t);
 static void on_write(uv_write_t *req, int status);
 static void conn_resume(lh_conn_t *c);
+static void on_turn(uv_idle_t *t);
 
 static const lh_config_t *cfg_of(const lh_conn_t *c)
 {
@@ -72,6 +80,8 @@ static const char *status_text(int status)
         return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
     default:
@@ -184,6 +194,12 @@ static int arm_timer(lh_conn_t *c)
     return r;
 }
 
+/* Refused, or on its way out: it keeps no one out (--max-connections). */
+static int is_closing(lh_conn_state_t s)
+{
+    return s == LH_CONN_FLUSHING || s == LH_CONN_LINGERING || s == LH_CONN_CLOSED;
+}
+
 /* The one place a connection changes state. Returns 0, or a negative UV_E* once the
 ** connection is closed because the new state's timer could not be armed. */
 static int set_state(lh_conn_t *c, lh_conn_state_t to)
@@ -205,6 +221,8 @@ static int set_state(lh_conn_t *c, lh_conn_state_t to)
     default:
         break;
     }
+    if (is_closing(to) && !is_closing(c->state))
+        c->server->nclosing++; /* until out of the list */
     c->state = to;
     if (to == LH_CONN_CLOSED)
         return 0; /* uv_close stops the timer */
@@ -236,15 +254,16 @@ int lh_conn_is_open(const lh_conn_t *c)
     return c->state != LH_CONN_CLOSED;
 }
 
-/* Two handles close; the second close callback drops the connection's own ref. */
+/* Three handles close; the last close callback drops the connection's own ref. */
 static void on_handle_closed(uv_handle_t *h)
 {
     lh_conn_t *c = h->data;
-    if (++c->handles_closed < 2)
+    if (++c->handles_closed < 3)
         return;
     lh_server_t *s = c->server;
     LH_LIST_REMOVE(s->conns, c);
     s->nconns--;
+    s->nclosing--;
     s->app->metrics.connections_open--;
     lh_conn_unref(c);
     if (s->on_drained != NULL && s->nconns == 0)
@@ -258,12 +277,15 @@ void lh_conn_close(lh_conn_t *c)
     set_state(c, LH_CONN_CLOSED);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->turn, on_handle_closed);
 }
 
-/* lh_conn_new failed after uv_tcp_init: the handle is closed, then the memory freed. */
+/* lh_conn_new failed after uv_tcp_init: the handles are closed, then the memory freed. */
 static void on_unborn_closed(uv_handle_t *h)
 {
-    conn_free(h->data);
+    lh_conn_t *c = h->data;
+    if (--c->refs == 0)
+        conn_free(c);
 }
 
 lh_conn_t *lh_conn_new(lh_server_t *s, int *err)
@@ -288,6 +310,14 @@ lh_conn_t *lh_conn_new(lh_server_t *s, int *err)
         return NULL;
     }
     c->timer.data = c;
+    if ((r = uv_idle_init(s->app->loop, &c->turn)) != 0) {
+        c->refs = 2;
+        uv_close((uv_handle_t *)&c->tcp, on_unborn_closed);
+        uv_close((uv_handle_t *)&c->timer, on_unborn_closed);
+        *err = r;
+        return NULL;
+    }
+    c->turn.data = c;
     LH_LIST_PUSH(s->conns, c);
     s->nconns++;
     s->app->metrics.connections_open++;
@@ -339,6 +369,7 @@ static void start_linger(lh_conn_t *c)
 {
     if (set_state(c, LH_CONN_LINGERING) != 0)
         return;
+    c->discarded = 0;
     c->shutdown.data = c;
     int r = uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown);
     if (r != 0) {
@@ -407,6 +438,7 @@ static int write_buf(lh_conn_t *c, wreq_t *w)
 {
     uv_buf_t b = uv_buf_init(w->data, (unsigned int)w->len);
     w->conn = c;
+    size_t len = w->len; /* w may be freed by a failed write */
     int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (r != 0) {
         free(w);
@@ -415,13 +447,15 @@ static int write_buf(lh_conn_t *c, wreq_t *w)
     }
     lh_conn_ref(c); /* until on_write */
     c->writes_pending++;
+    c->out_bytes += len;
     return 0;
 }
 
 /* A write is done: the client takes its answers. */
 static void written(lh_conn_t *c)
 {
-    if (c->throttled && c->tcp.write_queue_size <= WRITE_QUEUE_MAX / 2) {
+    if (c->throttled && c->out_bytes <= OUT_BYTES_MAX / 2 &&
+        c->writes_pending <= OUT_ANSWERS_MAX / 2) {
         c->throttled = 0;
         conn_resume(c);
     }
@@ -447,6 +481,7 @@ static void on_write(uv_write_t *req, int status)
 {
     wreq_t *w = (wreq_t *)req;
     lh_conn_t *c = w->conn;
+    c->out_bytes -= w->len;
     free(w);
     c->writes_pending--;
     if (c->state != LH_CONN_CLOSED) {
@@ -611,23 +646,43 @@ static void refused(lh_conn_t *c)
 }
 
 /* Parses data[0, len) while the connection takes requests; returns the bytes used. Stops
-** early when a request goes to the application, the answers pile up unread, or the
-** connection closes: the caller keeps the rest for later, or drops it. */
+** early when a request goes to the application, the answers in flight hold too much,
+** REQUESTS_PER_TURN requests were parsed, or the connection closes: the caller keeps the
+** rest for later, or drops it. */
 static size_t conn_parse(lh_conn_t *c, const char *data, size_t len)
 {
     size_t off = 0;
     int head = 0; /* a head was just parsed: feed again, even with nothing left */
+    int done = 0; /* requests complete in this call */
     assert(!c->throttled);
     while (off < len || head) {
         switch (c->state) {
         case LH_CONN_READING_HEAD:
         case LH_CONN_READING_BODY:
         case LH_CONN_DISCARDING_BODY:
-        case LH_CONN_IDLE:
             break;
-        case LH_CONN_WRITING:
-            if (c->tcp.write_queue_size > WRITE_QUEUE_MAX) {
+        case LH_CONN_WRITING: /* between two requests: the one place to pause */
+            if (c->out_bytes > OUT_BYTES_MAX || c->writes_pending >= OUT_ANSWERS_MAX) {
                 c->throttled = 1; /* until half the answers are taken (written) */
+                if (lh_log_enabled(LH_DEBUG)) {
+                    char n[24], b[24];
+                    snprintf(n, sizeof(n), "%zu", c->writes_pending);
+                    snprintf(b, sizeof(b), "%zu", c->out_bytes);
+                    lh_field_t f[] = {LH_FIELD("remote", c->remote), LH_FIELD_NUM("answers", n),
+                                      LH_FIELD_NUM("bytes", b)};
+                    lh_log_fields(LH_DEBUG, "reads paused: answers in flight", f, 3);
+                }
+                return off;
+            }
+            /* fallthrough */
+        case LH_CONN_IDLE:
+            if (done >= REQUESTS_PER_TURN) {
+                int r = uv_idle_start(&c->turn, on_turn);
+                if (r != 0) {
+                    conn_fail(c, "uv_idle_start", r);
+                    return off;
+                }
+                c->yielded = 1;
                 return off;
             }
             break;
@@ -652,6 +707,7 @@ static size_t conn_parse(lh_conn_t *c, const char *data, size_t len)
             head = 1;
             break;
         case LH_PARSE_DONE:
+            done++;
             request_complete(c);
             break;
         case LH_PARSE_ERROR:
@@ -673,7 +729,7 @@ static void conn_reading(lh_conn_t *c)
     case LH_CONN_DISCARDING_BODY:
     case LH_CONN_WRITING:
     case LH_CONN_IDLE:
-        want = !c->throttled && c->pending == NULL;
+        want = !c->throttled && !c->yielded && c->pending == NULL;
         break;
     case LH_CONN_LINGERING: /* reads on, to drop what arrives */
     case LH_CONN_CLOSED:
@@ -692,10 +748,12 @@ static void conn_reading(lh_conn_t *c)
         conn_fail(c, "uv_read_start", r);
 }
 
-/* The connection may take requests again (answered, or unthrottled): parses what was read
-** past the last request, then reads on. */
+/* The connection may take requests again (answered, unthrottled, its turn come): parses
+** what was read past the last request, then reads on. */
 static void conn_resume(lh_conn_t *c)
 {
+    if (c->yielded)
+        return; /* on_turn resumes */
     if (c->pending != NULL) {
         size_t used = conn_parse(c, c->pending + c->pending_off, c->pending_len - c->pending_off);
         c->pending_off += used;
@@ -706,6 +764,16 @@ static void conn_resume(lh_conn_t *c)
         }
     }
     conn_reading(c);
+}
+
+/* A later loop turn: the requests that yielded go on. */
+static void on_turn(uv_idle_t *t)
+{
+    lh_conn_t *c = t->data;
+    uv_idle_stop(t);
+    c->yielded = 0;
+    if (!c->throttled)
+        conn_resume(c);
 }
 
 /* ------------------------------------------------------------------ reading */
@@ -737,13 +805,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (c->state == LH_CONN_LINGERING) {
         if (nread < 0)
             lh_conn_close(c);
+        else if ((c->discarded += (size_t)nread) > DISCARD_MAX)
+            uv_read_stop(stream); /* TCP's window stops the client; the timer closes */
         return;
     }
     if (nread < 0) {
         on_eof(c, nread);
         return;
     }
-    assert(c->pending == NULL && !c->throttled);
+    assert(c->pending == NULL && !c->throttled && !c->yielded);
     if (c->state == LH_CONN_READING_BODY || c->state == LH_CONN_DISCARDING_BODY)
         arm_timer(c); /* a body may take long, but never pause longer than --read-timeout */
     if (c->state == LH_CONN_DISCARDING_BODY && (c->discarded += (size_t)nread) > DISCARD_MAX) {
@@ -752,7 +822,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     size_t used = conn_parse(c, buf->base, (size_t)nread);
     size_t rest = (size_t)nread - used;
-    if (rest > 0 && (c->state == LH_CONN_HANDLING || c->throttled)) {
+    if (rest > 0 && (c->state == LH_CONN_HANDLING || c->throttled || c->yielded)) {
         /* read past a request that waits for its answer: kept for later */
         if ((c->pending = malloc(rest)) == NULL) {
             conn_fail(c, "malloc", UV_ENOMEM);

@@ -31,7 +31,13 @@ typedef struct lh_conn_s lh_conn_t;
 **   any of those ──answer that closes, refusal, EOF with answers owed, stop──▶
 **                FLUSHING [idle-timeout, again at each write done]
 **   FLUSHING ──written, after a refusal or with a body unread──▶ LINGERING [2 s: FIN
-**                sent, reads dropped]
+**                sent, reads dropped, 1 MiB at most, then none]
+**
+** Between two requests, the parse stops (reads too) while the answers in flight hold
+** too much (throttled, until half is written), or after REQUESTS_PER_TURN requests of one
+** read (yielded, until a later loop turn): a pipelining client costs a bounded memory
+** and holds the loop for a bounded time. FLUSHING, LINGERING and CLOSED connections do not
+** count against --max-connections.
 **   any ──error, timeout, EOF──▶ CLOSED (uv_close called; freed once unreferenced)
 */
 typedef enum {
@@ -50,17 +56,20 @@ typedef enum {
 struct lh_conn_s {
     uv_tcp_t tcp;
     uv_timer_t timer; /* the deadline of the current state */
+    uv_idle_t turn;   /* a later loop turn, to parse the rest of a read (yielded) */
     uv_shutdown_t shutdown;
     lh_server_t *server; /* borrowed */
     lh_conn_t *prev, *next;
     lh_conn_state_t state;
     int refs;           /* lh_conn_ref holders + 1 until both handles are closed */
-    int handles_closed; /* 2: the connection is out of the server's list */
+    int handles_closed; /* 3: the connection is out of the server's list */
     int last_request;   /* read no request after the current one: close once it is answered */
     int linger;         /* FLUSHING ends in LINGERING (a refusal), not a plain close */
     int throttled;      /* reads paused while the answers pile up unread (backpressure) */
-    size_t writes_pending;
-    size_t discarded; /* body bytes dropped in DISCARDING_BODY (bounded by DISCARD_MAX) */
+    int yielded;        /* requests paused until a later loop turn: others go first */
+    size_t writes_pending; /* answers queued whose write callbacks have not run */
+    size_t out_bytes;      /* their bytes, sent or not: what the answers in flight hold */
+    size_t discarded; /* bytes dropped in DISCARDING_BODY, or LINGERING (each <= DISCARD_MAX) */
     lh_request_parser_t *parser; /* owned; its current request is the one being answered */
     /* bytes read past a request while it was handled (or reads were throttled) */
     char *pending; /* owned */

@@ -37,10 +37,13 @@ int lh_ingest_token_ok(const char *v, size_t len, const char *token)
         v++, len--;
     while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
         len--;
-    if (len > 6 && strncasecmp(v, "Token ", 6) == 0)
+    if (len > 6 && strncasecmp(v, "Token", 5) == 0 && (v[5] == ' ' || v[5] == '\t'))
+        skip = 5;
+    else if (len > 7 && strncasecmp(v, "Bearer", 6) == 0 && (v[6] == ' ' || v[6] == '\t'))
         skip = 6;
-    else if (len > 7 && strncasecmp(v, "Bearer ", 7) == 0)
-        skip = 7;
+    /* RFC 7235 allows any run of spaces (1*SP) after the scheme; tabs cost nothing more */
+    while (skip > 0 && skip < len && (v[skip] == ' ' || v[skip] == '\t'))
+        skip++;
     int prefixed = skip > 0 && same_secret(v + skip, len - skip, token, tlen);
     int bare = same_secret(v, len, token, tlen);
     return prefixed | bare;
@@ -115,10 +118,11 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
     lh_console_client(app, c, r); /* ctx.remote and the logs: a trusted proxy's client */
 
     if (is_health || is_metrics) {
-        if (r->method != LH_METHOD_GET) {
+        /* HEAD: the same head, no body (conn drops it), as RFC 9110 asks of every GET */
+        if (r->method != LH_METHOD_GET && r->method != LH_METHOD_HEAD) {
             rejected(app, c, r, 405, LH_REJECT_METHOD);
-            answer_json(c, 405, "Allow: GET\r\n",
-                        "{\"ok\":false,\"error\":\"method not allowed: use GET\"}");
+            answer_json(c, 405, "Allow: GET, HEAD\r\n",
+                        "{\"ok\":false,\"error\":\"method not allowed: use GET or HEAD\"}");
             return 1;
         }
         if (is_health) {

@@ -21,7 +21,8 @@ typedef enum {
     P_UPGRADED,    /* after an Upgrade request: what follows is not HTTP/1.1 */
 } phase_t;
 
-typedef enum { H_NONE = 0, H_NAME, H_VALUE } hpos_t; /* where the head's last bytes went */
+/* where the head's last bytes went; H_COLON: a name is complete, its value not begun */
+typedef enum { H_NONE = 0, H_NAME, H_COLON, H_VALUE } hpos_t;
 
 struct lh_request_parser_s {
     llhttp_t llhttp;
@@ -37,6 +38,13 @@ struct lh_request_parser_s {
     uint64_t base_off;
     lh_request_error_t error;
     int offset_set; /* a data callback set error.offset itself */
+    const char *why; /* our own reason for a 400 or 501; NULL: llhttp's */
+    int line_end_due; /* the request line's version is parsed: its CR is the next byte */
+    /* obs-fold: where the header's name and its value's last span ended, in the stream, and
+    ** whether a line end came after the name in an earlier feed */
+    uint64_t name_end, value_end;
+    int lf_after_name;
+    char last_byte; /* the last byte the previous feed used */
     char reason[160];
     /* the head: url, then header names and values, each NUL-terminated, then the path */
     char *head; /* owned */
@@ -69,6 +77,13 @@ static int refuse(lh_request_parser_t *p, int status, const char *at)
     return -1;
 }
 
+/* As refuse, with a reason of our own (llhttp's would name only the callback). */
+static int refuse_why(lh_request_parser_t *p, int status, const char *at, const char *why)
+{
+    p->why = why;
+    return refuse(p, status, at);
+}
+
 static lh_method_t method_of(uint8_t m)
 {
     switch (m) {
@@ -94,10 +109,11 @@ static lh_method_t method_of(uint8_t m)
 /* ------------------------------------------------------------------ the head buffer */
 
 /* Makes room for `len` more bytes and a NUL; may move the buffer. `at` is where those
-** bytes start in the input, or NULL when they are not input bytes. */
-static int head_reserve(lh_request_parser_t *p, size_t len, const char *at)
+** bytes start in the input, or NULL when they are not input bytes. `limited`: the bytes
+** count against max_header (the request's own bytes do; our copies of them do not). */
+static int head_grow(lh_request_parser_t *p, size_t len, const char *at, int limited)
 {
-    if (p->head_len + len + 1 > p->max_header) {
+    if (limited && p->head_len + len + 1 > p->max_header) {
         /* the first byte that does not fit */
         uint64_t fit = p->max_header > p->head_len + 1 ? p->max_header - p->head_len - 1 : 0;
         return refuse(p, 431, at != NULL ? at + fit : NULL);
@@ -112,6 +128,11 @@ static int head_reserve(lh_request_parser_t *p, size_t len, const char *at)
         p->head = n, p->head_cap = cap;
     }
     return 0;
+}
+
+static int head_reserve(lh_request_parser_t *p, size_t len, const char *at)
+{
+    return head_grow(p, len, at, 1);
 }
 
 /* `at` must not point into the head buffer itself (a reserve may move it). */
@@ -150,6 +171,7 @@ static int cb_message_begin(llhttp_t *l)
     p->body_len = 0;
     p->skip_body = p->has_body = 0;
     p->announced = 0;
+    p->line_end_due = 0;
     /* the last request is over: a big body buffer is not kept for the next one */
     if (p->body_cap > BODY_KEEP_MAX) {
         free(p->body);
@@ -174,6 +196,14 @@ static int cb_url_complete(llhttp_t *l)
     return head_terminate(parser_of(l));
 }
 
+/* llhttp, even strict, ends the request line at a bare LF: the feed looks at the byte
+** after the version itself, so it stops here. */
+static int cb_version_complete(llhttp_t *l)
+{
+    parser_of(l)->line_end_due = 1;
+    return HPE_PAUSED;
+}
+
 static int cb_header_field(llhttp_t *l, const char *at, size_t len)
 {
     lh_request_parser_t *p = parser_of(l);
@@ -192,7 +222,9 @@ static int cb_header_field(llhttp_t *l, const char *at, size_t len)
         p->hdr[p->nhdr].value_len = 0;
         p->nhdr++;
         p->hpos = H_NAME;
+        p->lf_after_name = 0;
     }
+    p->name_end = p->base_off + (uint64_t)(at - p->base) + len;
     return head_append(p, at, len, 1);
 }
 
@@ -202,6 +234,7 @@ static int cb_header_field_complete(llhttp_t *l)
     if (p->phase != P_HEAD)
         return 0;
     p->hdr[p->nhdr - 1].name_len = p->head_len - p->hdr[p->nhdr - 1].name_off;
+    p->hpos = H_COLON;
     return head_terminate(p);
 }
 
@@ -210,10 +243,28 @@ static int cb_header_value(llhttp_t *l, const char *at, size_t len)
     lh_request_parser_t *p = parser_of(l);
     if (p->phase != P_HEAD)
         return 0;
+    if (len == 0)
+        return 0; /* llhttp's span of an empty value sits after its line end */
+    uint64_t off = p->base_off + (uint64_t)(at - p->base); /* in the stream */
+    /* A value goes on in one span, cut only where a feed ends, and only the colon and
+    ** blanks come before it: a line end in a gap is a line folded onto the next
+    ** (obs-fold), which llhttp takes into the value, framing headers included, where a
+    ** proxy may read it otherwise (RFC 9112 5.2 allows a 400). */
+    int fold;
+    if (p->hpos == H_VALUE) {
+        fold = off != p->value_end;
+    } else {
+        uint64_t from = p->name_end > p->base_off ? p->name_end : p->base_off;
+        fold = p->lf_after_name ||
+               (off > from && memchr(p->base + (from - p->base_off), '\n', off - from) != NULL);
+    }
+    if (fold)
+        return refuse_why(p, 400, at, "a header line folded onto the next (obs-fold)");
     if (p->hpos != H_VALUE) {
         p->hdr[p->nhdr - 1].value_off = p->head_len;
         p->hpos = H_VALUE;
     }
+    p->value_end = off + len;
     return head_append(p, at, len, 0);
 }
 
@@ -237,6 +288,30 @@ static const lh_header_t *find_header(const lh_request_t *r, const char *name)
     return NULL;
 }
 
+/* 1 if every Transfer-Encoding header lists only "chunked" (llhttp checks that it is last
+** and that it comes once): a body in gzip or any other coding would be read as plain. */
+static int only_chunked(const lh_request_t *r)
+{
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (strcmp(r->headers[i].name, "transfer-encoding") != 0)
+            continue;
+        const char *v = r->headers[i].value, *end = v + r->headers[i].value_len;
+        while (v < end) {
+            const char *comma = memchr(v, ',', (size_t)(end - v));
+            const char *e = comma != NULL ? comma : end;
+            while (v < e && (*v == ' ' || *v == '\t'))
+                v++;
+            const char *t = e;
+            while (t > v && (t[-1] == ' ' || t[-1] == '\t'))
+                t--;
+            if (t > v && !((size_t)(t - v) == 7 && strncasecmp(v, "chunked", 7) == 0))
+                return 0;
+            v = comma != NULL ? comma + 1 : end;
+        }
+    }
+    return 1;
+}
+
 static int cb_headers_complete(llhttp_t *l)
 {
     lh_request_parser_t *p = parser_of(l);
@@ -247,12 +322,11 @@ static int cb_headers_complete(llhttp_t *l)
     while (plen < p->url_len && p->head[plen] != '?' && p->head[plen] != '#')
         plen++;
     size_t path_off = p->head_len;
-    if (head_reserve(p, plen, NULL) != 0)
+    if (head_grow(p, plen + 1, NULL, 0) != 0) /* a copy: the url counted once already */
         return -1;
     memcpy(p->head + p->head_len, p->head, plen); /* after the reserve: it may move head */
     p->head_len += plen;
-    if (head_terminate(p) != 0)
-        return -1;
+    p->head[p->head_len++] = '\0';
 
     if (p->nhdr > 0) {
         lh_header_t *h = realloc(p->headers, p->nhdr * sizeof(*h));
@@ -289,6 +363,8 @@ static int cb_headers_complete(llhttp_t *l)
     const lh_header_t *expect = find_header(r, "expect");
     r->expect_continue = p->has_body && expect != NULL && expect->value_len == 12 &&
                          strncasecmp(expect->value, "100-continue", 12) == 0;
+    if (!only_chunked(r))
+        return refuse_why(p, 501, NULL, "a transfer coding other than chunked");
     if ((l->flags & F_CONTENT_LENGTH) && l->content_length > p->max_body)
         return refuse(p, 413, NULL);
     p->phase = P_BODY;
@@ -346,6 +422,7 @@ static const llhttp_settings_t *parser_settings(void)
         s.on_message_begin = cb_message_begin;
         s.on_url = cb_url;
         s.on_url_complete = cb_url_complete;
+        s.on_version_complete = cb_version_complete;
         s.on_header_field = cb_header_field;
         s.on_header_field_complete = cb_header_field_complete;
         s.on_header_value = cb_header_value;
@@ -399,8 +476,11 @@ static void set_reason(lh_request_parser_t *p)
     case 500:
         snprintf(p->reason, sizeof(p->reason), "out of memory");
         break;
+    case 501:
+        snprintf(p->reason, sizeof(p->reason), "not implemented: %s", p->why);
+        break;
     default: {
-        const char *why = llhttp_get_error_reason(&p->llhttp);
+        const char *why = p->why != NULL ? p->why : llhttp_get_error_reason(&p->llhttp);
         if (why == NULL)
             why = llhttp_errno_name(llhttp_get_errno(&p->llhttp));
         p->error.status = 400;
@@ -409,6 +489,14 @@ static void set_reason(lh_request_parser_t *p)
     }
     }
     p->error.reason = p->reason;
+}
+
+/* The request is refused (refuse() set the status, and maybe the offset). */
+static void feed_failed(lh_request_parser_t *p)
+{
+    p->phase = P_ERROR;
+    p->event = LH_PARSE_ERROR;
+    set_reason(p);
 }
 
 lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *data, size_t len,
@@ -426,27 +514,58 @@ lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *dat
         data = "";
     p->event = LH_PARSE_MORE;
     p->base = data;
-    llhttp_errno_t err = llhttp_execute(&p->llhttp, data, len);
-    const char *pos = llhttp_get_error_pos(&p->llhttp);
-    size_t n = err == HPE_OK || pos == NULL ? len : (size_t)(pos - data);
-    switch (err) {
-    case HPE_OK:
-        break;
-    case HPE_PAUSED: /* at a head or a request complete: the callbacks set p->event */
-        llhttp_resume(&p->llhttp);
-        break;
-    case HPE_PAUSED_UPGRADE:
-        p->phase = P_UPGRADED;
-        n = len;
-        break;
-    default:
-        if (!p->offset_set)
-            p->error.offset = p->base_off + n;
-        p->phase = P_ERROR;
-        p->event = LH_PARSE_ERROR;
-        set_reason(p);
+    size_t n = 0;
+    for (;;) {
+        if (p->line_end_due && n < len) {
+            if (data[n] != '\r') {
+                refuse_why(p, 400, data + n, "the request line does not end in CRLF");
+                feed_failed(p);
+                break;
+            }
+            p->line_end_due = 0;
+        }
+        llhttp_errno_t err = llhttp_execute(&p->llhttp, data + n, len - n);
+        const char *pos = llhttp_get_error_pos(&p->llhttp);
+        size_t at = err == HPE_OK || pos == NULL ? len : (size_t)(pos - data);
+        if (err == HPE_PAUSED && p->line_end_due && p->event == LH_PARSE_MORE) {
+            llhttp_resume(&p->llhttp); /* at the version's end: look at the next byte */
+            n = at;
+            if (n < len)
+                continue;
+            break; /* the next feed begins with it */
+        }
+        n = at;
+        switch (err) {
+        case HPE_OK:
+            break;
+        case HPE_PAUSED: /* at a head or a request complete: the callbacks set p->event */
+            llhttp_resume(&p->llhttp);
+            /* llhttp takes a bare LF for the empty line that ends the head, too */
+            if (p->event == LH_PARSE_HEAD && (n >= 2 ? data[n - 2] : p->last_byte) != '\r') {
+                refuse_why(p, 400, data + n - 1, "the head does not end in an empty line (CRLF)");
+                feed_failed(p);
+            }
+            break;
+        case HPE_PAUSED_UPGRADE:
+            p->phase = P_UPGRADED;
+            n = len;
+            break;
+        default:
+            if (!p->offset_set)
+                p->error.offset = p->base_off + n;
+            feed_failed(p);
+            break;
+        }
         break;
     }
+    if (p->phase == P_HEAD && p->hpos == H_COLON && !p->lf_after_name) {
+        /* the value may begin in a later feed: what came after the name here counts too */
+        uint64_t from = p->name_end > p->base_off ? p->name_end : p->base_off;
+        size_t i = (size_t)(from - p->base_off);
+        p->lf_after_name = i < n && memchr(data + i, '\n', n - i) != NULL;
+    }
+    if (n > 0)
+        p->last_byte = data[n - 1];
     p->base_off += n;
     *used = n;
     return p->event;

@@ -2,7 +2,7 @@
 ** request — an HTTP/1.1 request, and its assembly from bytes. The parser (llhttp, kept
 ** inside request.c) is fed whatever arrived, in pieces of any size; it stops at each
 ** complete head, each complete request and the first error, which carries the status
-** to answer (400, 413, 431, 500). Knows nothing of sockets, timers or Lua: conn feeds it
+** to answer (400, 413, 431, 500, 501). Knows nothing of sockets, timers or Lua: conn feeds it
 ** from a socket, fire builds a request by hand, dispatch reads one.
 */
 #ifndef LH_REQUEST_H
@@ -65,7 +65,8 @@ typedef enum {
 } lh_parse_result_t;
 
 typedef struct {
-    int status;         /* 400 malformed, 413 body too large, 431 head too large, 500 memory */
+    int status; /* 400 malformed, 413 body too large, 431 head too large, 500 memory,
+                ** 501 a transfer coding other than chunked */
     const char *reason; /* for a person: "body larger than the limit of 1024 bytes" */
     uint64_t offset;    /* bytes of the stream (since the parser's first) accepted before the
                         ** refusal: for a limit, the offset of the first byte over it */

@@ -41,11 +41,18 @@ static void on_connection(uv_stream_t *l, int status)
         lh_conn_close(c);
         return;
     }
-    if (s->nconns > s->app->cfg->max_connections || s->app->stopping) {
+    /* refused and closing connections linger a little (their last answer, FIN, then
+    ** what the client still sends is dropped): they must not keep a new one out */
+    uint64_t max = s->app->cfg->max_connections;
+    if (s->nconns - s->nclosing > max || s->app->stopping) {
         static const char body[] = "{\"ok\":false,\"error\":\"too many connections, retry later\"}";
         s->app->metrics.rejected[LH_REJECT_OVERLOAD]++;
         LH_LOG(LH_WARN, "connection refused: %zu connections open (--max-connections %llu)",
-               s->nconns - 1, (unsigned long long)s->app->cfg->max_connections);
+               s->nconns - s->nclosing - 1, (unsigned long long)max);
+        if (s->nclosing >= max) { /* a flood: no answer, no linger, no memory held */
+            lh_conn_close(c);
+            return;
+        }
         lh_conn_respond_close(c, 503, "Retry-After: 1\r\n", "application/json", body,
                               sizeof(body) - 1);
         return;

@@ -370,12 +370,13 @@ static void test_keep_alive_and_upgrade(void)
            "  connection: keep-alive\n"
            "DONE body[0]=\n"
            "END\n");
-    /* after Connection: close, nothing more is a request */
+    /* after Connection: close, nothing more is a request: strict llhttp refuses it (conn
+    ** never feeds it: it closes after the answer) */
     expect(&DEFAULTS, "GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /no HTTP/1.1\r\n\r\n",
            "HEAD 1 GET url=/ path=/ keep_alive=0 expect_continue=0\n"
            "  connection: close\n"
            "DONE body[0]=\n"
-           "END\n");
+           "ERROR 400 at 38 malformed HTTP request: Data after `Connection: close`\n");
     /* after an Upgrade request nothing is HTTP any more: dropped, never parsed */
     expect(&DEFAULTS,
            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
@@ -528,6 +529,15 @@ static void test_malformed(void)
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n",
         "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nBad\x01Name: v\r\n\r\n",
+        /* strict framing (issue 15): two bytes after chunk data are not its CRLF, a bare
+        ** LF does not end the request line, no header line is folded onto the next */
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n",
+        "GET / HTTP/1.1\nHost: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length:\r\n 2\r\n\r\n{}",
+        "POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\tchunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-A: 1\r\n 2\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\n\n",
+        "GET / HTTP/1.1\r\n\n",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *got = check_splits(&DEFAULTS, cases[i], strlen(cases[i]));
@@ -537,6 +547,44 @@ static void test_malformed(void)
             TEST_FAILED_("case %zu: %s", i, got);
         free(got);
     }
+}
+
+static void test_transfer_coding_other_than_chunked(void)
+{
+    static const char *cases[] = {
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got = check_splits(&DEFAULTS, cases[i], strlen(cases[i]));
+        if (strstr(got, "ERROR 501 at ") != got ||
+            strstr(got, "not implemented: a transfer coding other than chunked") == NULL)
+            TEST_FAILED_("case %zu: %s", i, got);
+        free(got);
+    }
+    /* chunked alone, in any case and with blanks, is read */
+    expect(&DEFAULTS, "POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n1\r\nx\r\n0\r\n\r\n",
+           "HEAD 3 POST url=/ path=/ keep_alive=1 expect_continue=0\n"
+           "  transfer-encoding: Chunked \n"
+           "DONE body[1]=x\n"
+           "END\n");
+}
+
+static void test_path_counts_once(void)
+{
+    /* the path is kept twice (url, and without its query), but counts once: a 60-byte
+    ** url fits a 70-byte limit */
+    opts_t o = {70, 1024, NULL};
+    char in[256], want[256];
+    const char *p60 = "/ppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp";
+    snprintf(in, sizeof(in), "GET %s HTTP/1.1\r\n\r\n", p60);
+    snprintf(want, sizeof(want),
+             "HEAD 1 GET url=%s path=%s keep_alive=1 expect_continue=0\n"
+             "DONE body[0]=\n"
+             "END\n",
+             p60, p60);
+    expect(&o, in, want);
 }
 
 static void test_request_memory_is_reused(void)
@@ -602,6 +650,8 @@ int main(void)
     RUN_TEST(test_head_over_max_header);
     RUN_TEST(test_many_headers_over_max_header);
     RUN_TEST(test_malformed);
+    RUN_TEST(test_transfer_coding_other_than_chunked);
+    RUN_TEST(test_path_counts_once);
     RUN_TEST(test_request_memory_is_reused);
     RUN_TEST(test_path_so_far);
     return TEST_SUMMARY();
