@@ -31,8 +31,75 @@ static lua_State *new_state(void)
         }                                                                                          \
     } while (0)
 
+static int encode_protected(lua_State *L)
+{
+    luaL_Buffer b;
+
+    luaL_buffinit(L, &b);
+    lh_json_encode(L, 1, &b);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* The value at idx as JSON text (pushed), or nil when it cannot be encoded. */
+static void push_encoded(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushcfunction(L, encode_protected); /* f */
+    lua_pushvalue(L, idx);                  /* f v */
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {  /* text | err */
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+}
+
+/* A job over text, `budget` bytes a step, to its end: 1 or -1 as lh_json_job_step. */
+static int job_run(lh_json_job_t *j, size_t budget, char *err, size_t errlen)
+{
+    int rc;
+    int steps = 0;
+
+    while ((rc = lh_json_job_step(j, budget, err, errlen)) == 0)
+        steps++;
+    CHECK(steps < 100000000);
+    return rc;
+}
+
+/* The slices agree with the one-pass decoder: validation refuses exactly what it refuses, with
+ * the same message, and a build in tiny steps makes the same value. */
+static void check_jobs(lua_State *L, const char *copy, size_t len, int rc, const char *err)
+{
+    char verr[256] = "";
+    char berr[256] = "";
+    lh_json_job_t *v = lh_json_job_new(NULL, copy, len);
+    lua_State *co = lua_newthread(L); /* [v] co */
+    lh_json_job_t *b = lh_json_job_new(co, copy, len);
+    int vrc = job_run(v, 7, verr, sizeof verr);
+    int brc = job_run(b, 3, berr, sizeof berr);
+
+    CHECK_EQ_INT(vrc, rc == 0 ? 1 : -1);
+    CHECK_EQ_INT(brc, rc == 0 ? 1 : -1);
+    if (rc != 0) {
+        CHECK_STR(verr, err);
+        CHECK_STR(berr, err);
+        CHECK_EQ_INT(lua_gettop(co), 0);
+    } else {
+        CHECK_EQ_INT(lua_gettop(co), 1);
+        CHECK(lh_json_job_type(v) == lh_json_job_type(b));
+        lua_xmove(co, L, 1);    /* v co bv */
+        push_encoded(L, -3);    /* v co bv text */
+        push_encoded(L, -2);    /* v co bv text btext */
+        CHECK(lua_rawequal(L, -1, -2));
+        lua_pop(L, 3);          /* v co */
+    }
+    lua_pop(L, 1); /* [v] */
+    lh_json_job_free(v);
+    lh_json_job_free(b);
+}
+
 /* Decodes text[0..len) from an exactly sized heap copy (so ASan sees any over-read); returns 0 or
- * -1 like lh_json_decode and checks the stack grew by exactly one value or not at all. */
+ * -1 like lh_json_decode and checks the stack grew by exactly one value or not at all. Every text
+ * also goes through the jobs (check_jobs). */
 static int decode_n(lua_State *L, const char *text, size_t len, char *err, size_t errlen)
 {
     char *copy = malloc(len ? len : 1);
@@ -41,8 +108,11 @@ static int decode_n(lua_State *L, const char *text, size_t len, char *err, size_
 
     memcpy(copy, text, len);
     rc = lh_json_decode(L, copy, len, err, errlen);
-    free(copy);
     CHECK_EQ_INT(lua_gettop(L), top + (rc == 0));
+    if (errlen >= 256)
+        check_jobs(L, copy, len, rc, err);
+    CHECK_EQ_INT(lua_gettop(L), top + (rc == 0));
+    free(copy);
     return rc;
 }
 
