@@ -719,7 +719,9 @@ static int is_key(const Decoder *d, const char *word, size_t n)
 static void note_key(Decoder *d)
 {
     if (d->depth == 1)
-        d->member = is_key(d, "action", 6) ? M_ACTION : is_key(d, "project", 7) ? M_PROJECT : M_NONE;
+        d->member = is_key(d, "action", 6)    ? M_ACTION
+                    : is_key(d, "project", 7) ? M_PROJECT
+                                              : M_NONE;
     else if (d->depth == 2 && d->member == M_PROJECT)
         d->member2 = is_key(d, "id", 2) ? M_ID : M_NONE;
 }

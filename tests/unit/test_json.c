@@ -86,11 +86,11 @@ static void check_jobs(lua_State *L, const char *copy, size_t len, int rc, const
     } else {
         CHECK_EQ_INT(lua_gettop(co), 1);
         CHECK(lh_json_job_type(v) == lh_json_job_type(b));
-        lua_xmove(co, L, 1);    /* v co bv */
-        push_encoded(L, -3);    /* v co bv text */
-        push_encoded(L, -2);    /* v co bv text btext */
+        lua_xmove(co, L, 1); /* v co bv */
+        push_encoded(L, -3); /* v co bv text */
+        push_encoded(L, -2); /* v co bv text btext */
         CHECK(lua_rawequal(L, -1, -2));
-        lua_pop(L, 3);          /* v co */
+        lua_pop(L, 3); /* v co */
     }
     lua_pop(L, 1); /* [v] */
     lh_json_job_free(v);
