@@ -32,15 +32,6 @@ def tasks_body(n, action="TASKS_CREATED", project=7):
             % (action, project, tasks)).encode()
 
 
-def wait_for(cond, timeout=30 * h.SLOW, what="a condition"):
-    """Polls cond until it is true; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % (what() if callable(what) else what))
-        time.sleep(0.02)
-
-
 def chars_of(n):
     return sum(len(("task %d \u00e9t\u00e9 words" % i).encode()) for i in range(1, n + 1))
 
@@ -108,7 +99,8 @@ class BigBody(unittest.TestCase):
         with h.Server(SCRIPT) as srv:
             probe = Probe(srv.port)
             probe.start()
-            wait_for(lambda: probe.count >= 5 or probe.error, what="the probe's first answers")
+            h.wait_until(lambda: probe.count >= 5 or probe.error, timeout=30 * h.SLOW,
+                         what="the probe's first answers")
             with h.Conn(srv.port, timeout=120 * h.SLOW) as c:
                 sent = time.monotonic()
                 r = c.request("POST", "/", body)
@@ -212,9 +204,9 @@ class MemoryBack(unittest.TestCase):
             self.assertEqual(r.status, 200, r)
             srv.wait_log(lambda e: e.get("msg") == "big seen", timeout=120)
             peak = rss_kb(pid)
-            wait_for(lambda: rss_kb(pid) <= 2 * baseline, timeout=30,
-                     what=lambda: "RSS back within 2x its baseline of %d kB (peak %d kB, now "
-                     "%d kB)" % (baseline, peak, rss_kb(pid)))
+            h.wait_until(lambda: rss_kb(pid) <= 2 * baseline, timeout=30, interval=0.05,
+                         what="RSS back within 2x its baseline of %d kB (it was %d kB)"
+                         % (baseline, peak))
             print("\nRSS: baseline %d kB, after the event %d kB, back to %d kB"
                   % (baseline, peak, rss_kb(pid)), file=sys.stderr)
 
