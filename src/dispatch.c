@@ -1,6 +1,7 @@
 #include "dispatch.h"
 
 #include <assert.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,9 @@ struct lh_event_s {
     lh_route_t own_route; /* a redelivered run: its one handler (counted in app->retrying) */
     int own_handler;
     int redelivered;
+    struct big_s *big; /* owned: a big body's slices (NULL: decoded in one pass) */
+    int has_project;   /* a big body's project.id, for the journal before its tables exist */
+    int64_t project;
 };
 
 /* ------------------------------------------------------------------ answers */
@@ -119,9 +123,15 @@ static void refuse_request(lh_app_t *app, const char *path, size_t path_len, con
 
 /* ------------------------------------------------------------------ the event */
 
+struct big_s;
+static void big_event_gone(lh_event_t *e);
+static int big_holds(const lh_event_t *e);
+
 static void event_free(lh_event_t *e)
 {
     lua_State *L = e->vm->L;
+    if (e->big != NULL)
+        big_event_gone(e);
     e->app->admitted -= e->reserved;
     e->app->retrying -= e->redelivered;
     luaL_unref(L, LUA_REGISTRYINDEX, e->ev_ref);
@@ -170,7 +180,7 @@ static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_
     lua_createtable(L, 0, 9); /* ctx */
     lua_pushliteral(L, "");
     lua_setfield(L, -2, "id"); /* the slot exists: filling it cannot fail */
-    lua_pushstring(L, e->action);
+    lua_pushstring(L, e->action != NULL ? e->action : ""); /* a big body's: filled in later */
     lua_setfield(L, -2, "action");
     lua_pushinteger(L, in->attempt > 0 ? in->attempt : 1);
     lua_setfield(L, -2, "attempt");
@@ -231,11 +241,11 @@ static int decode_protected(lua_State *L)
     lh_json_type_t type = LH_JSON_NULL;
     lua_settop(L, 0);
 
-    int saved_limit = e->vm->limit_on;
-    e->vm->limit_on = 1; /* a body too big for --memory-limit is refused, not a crash */
+    /* a body too big for --memory-limit is refused, not a crash; the limit stays on for
+    ** ctx (its copy of the body): what an event holds counts against the limit */
+    e->vm->limit_on = 1;
     int rc = lh_json_decode_typed(L, in->req->body, in->req->body_len, d->err, sizeof(d->err),
                                   &type); /* ev */
-    e->vm->limit_on = saved_limit;
     if (rc != 0) {
         d->rc = -1, d->reason = LH_REJECT_INVALID_JSON;
         return 0;
@@ -278,7 +288,8 @@ static int decode_protected(lua_State *L)
     return 0;
 }
 
-lh_event_t *lh_dispatch_decode(lh_app_t *app, const lh_dispatch_input_t *in)
+/* A new event for `in`, before its body is read; NULL when refused (answered 503). */
+static lh_event_t *event_new(lh_app_t *app, const lh_dispatch_input_t *in)
 {
     const lh_request_t *req = in->req;
     const char *remote = in->remote != NULL ? in->remote : "";
@@ -302,10 +313,17 @@ lh_event_t *lh_dispatch_decode(lh_app_t *app, const lh_dispatch_input_t *in)
     e->stage = STAGE_DECODED;
     e->journal = in->journal && app->journal != NULL;
     e->attempt = in->attempt > 0 ? in->attempt : 1;
+    return e;
+}
 
+lh_event_t *lh_dispatch_decode(lh_app_t *app, const lh_dispatch_input_t *in)
+{
+    lh_event_t *e = event_new(app, in);
+    if (e == NULL)
+        return NULL;
     lua_State *L = e->vm->L;
     int top = lua_gettop(L);
-    int saved_limit = e->vm->limit_on;
+    int saved_limit = e->vm->limit_on; /* decode_protected turns it on */
     decode_t d = {.e = e, .in = in};
     d.err[0] = '\0';
     lua_pushcfunction(L, decode_protected);
@@ -315,7 +333,8 @@ lh_event_t *lh_dispatch_decode(lh_app_t *app, const lh_dispatch_input_t *in)
     lua_settop(L, top);
     if (st != LUA_OK) {
         lua_gc(L, LUA_GCCOLLECT);
-        refuse(e, 503, LH_REJECT_OVERLOAD, "not enough memory to decode the body (--memory-limit)");
+        refuse(e, 503, LH_REJECT_OVERLOAD,
+               "not enough memory for the body and its tables (--memory-limit)");
         return NULL;
     }
     if (d.rc != 0) {
@@ -332,12 +351,12 @@ int lh_dispatch_admit(lh_event_t *e)
 {
     lh_app_t *app = e->app;
     int n = e->nhandlers;
+    int tasks = app->tasks - big_holds(e); /* its own slices are no run */
     assert(e->stage == STAGE_DECODED);
-    if (n > 0 &&
-        (uint64_t)app->tasks + (uint64_t)app->admitted + (uint64_t)n > app->cfg->max_pending) {
+    if (n > 0 && (uint64_t)tasks + (uint64_t)app->admitted + (uint64_t)n > app->cfg->max_pending) {
         char msg[128];
         snprintf(msg, sizeof(msg), "too many handler runs in flight (%d, --max-pending %llu)",
-                 app->tasks + app->admitted, (unsigned long long)app->cfg->max_pending);
+                 tasks + app->admitted, (unsigned long long)app->cfg->max_pending);
         refuse(e, 503, LH_REJECT_OVERLOAD, msg);
         return -1;
     }
@@ -502,9 +521,14 @@ static int journal_event(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
     ev.body = lua_tolstring(L, -1, &ev.body_len);
     lua_getfield(L, top + 1, "received_at"); /* ctx ev body t */
     ev.received = lua_tonumber(L, -1);
-    lua_pushvalue(L, top + 2); /* ... ev */
-    if (lh_task_protect(L, event_project, &ev, 1, 0) != LUA_OK)
-        ev.has_project = 0; /* out of memory for the key's string: stored without it */
+    if (e->ev_ref == LUA_NOREF) { /* a big body's tables come later: validation found it */
+        ev.has_project = e->has_project;
+        ev.project = e->project;
+    } else {
+        lua_pushvalue(L, top + 2); /* ... ev */
+        if (lh_task_protect(L, event_project, &ev, 1, 0) != LUA_OK)
+            ev.has_project = 0; /* out of memory for the key's string: stored without it */
+    }
     char *headers = headers_json(L, top + 1, app->cfg->auth_header, &ev.headers_len);
     int rc = -1;
     if (headers == NULL || ids == NULL || ev.body == NULL) {
@@ -714,7 +738,15 @@ void lh_dispatch_run(lh_event_t *e)
     app->admitted -= e->reserved;
     e->reserved = 0;
     e->running = e->nhandlers + 1; /* +1: held while the tasks start */
-    if (e->nhandlers > 0) {
+    if (e->nhandlers > 0 && e->ev_ref == LUA_NOREF) {
+        /* a big body answered before its tables were built, and memory ran out building them */
+        for (size_t i = 0; i < e->route->n; i++) {
+            const lh_handler_t *h = &e->vm->handlers[e->route->handlers[i]];
+            handler_ended(e, h, LH_OUTCOME_MEMORY, LH_END_NOT_STARTED,
+                          "could not start the handler: not enough memory for the event's tables",
+                          NULL, 0);
+        }
+    } else if (e->nhandlers > 0) {
         start_t a = {e, 0};
         lua_pushcfunction(L, start_protected);
         lua_pushlightuserdata(L, &a);
@@ -728,6 +760,435 @@ void lh_dispatch_run(lh_event_t *e)
     }
     if (--e->running == 0)
         event_ended(e);
+}
+
+/* ------------------------------------------------------------------ big bodies */
+
+/*
+** A body of LH_DISPATCH_SLICED_MIN bytes or more is never decoded in one go: a 50 MB import
+** takes seconds, and the loop would answer nobody meanwhile. Its event goes through phases,
+** each in slices of about SLICE_NS run from a uv_idle handle, one slice per loop turn (the
+** loop polls other I/O between them):
+**
+**   VALIDATE  a json job checks the text, building nothing, and finds "action" and
+**             "project"."id"; then admit and accept as for any event (the 200, --ack accept)
+**   BUILD     the tables are built on a thread of their own (the values built so far live
+**             on its stack), then the event runs. When --memory-limit may not hold them they
+**             are built before admit instead: a body whose tables cannot fit is refused (503),
+**             never answered 200
+**   GC        once the event is gone: the collector runs in steps until the body's garbage is
+**             freed, so the memory goes back to the system without one long pause
+**
+** Until it runs, the event holds app->tasks (a stop waits for it); until the GC phase ends it
+** holds vm->tasks (a reload keeps its VM). While a VM has big events its collector is
+** incremental: generational mode frees old garbage only in a full, atomic collection.
+*/
+
+#define SLICE_NS     (4 * 1000 * 1000) /* aimed at; each budget follows the last slice's pace */
+#define BUDGET_FIRST (1024 * 1024)
+#define BUDGET_MIN   (16 * 1024)
+#define BUDGET_MAX   (256 * 1024 * 1024)
+#define GC_CYCLES    2 /* a cycle under way when the garbage appeared does not free all of it */
+/* Lua memory of a body's tables per byte of its text, at most (measured: ~5 for Label
+** Studio's tasks; strings of one byte in an array cost most, ~20) */
+#define TABLES_PER_BYTE 12
+
+typedef enum { BIG_VALIDATE, BIG_WAIT, BIG_BUILD, BIG_GC } big_phase_t;
+
+struct big_s {
+    uv_idle_t idle; /* data: this; runs the phase's slices */
+    lh_event_t *e;  /* NULL once the event is gone (GC) */
+    lh_app_t *app;
+    lh_vm_t *vm;
+    big_phase_t phase;
+    lh_json_job_t *job; /* owned; NULL between phases */
+    lua_State *co;      /* the building thread, anchored by co_ref */
+    int co_ref;         /* registry ref in vm->L, LUA_NOREF when unset */
+    const char *body;   /* borrowed from ctx.body: the event's ctx anchors it */
+    size_t body_len;
+    size_t budget;   /* bytes of text for the next slice */
+    int holds;       /* 1 while it counts in app->tasks */
+    int gc_cycles;   /* collector cycles finished since the event was freed */
+    int build_first; /* tables before the answer: --memory-limit may not hold them */
+};
+
+typedef struct big_s big_t;
+
+static void on_big_idle(uv_idle_t *h);
+
+static int big_holds(const lh_event_t *e)
+{
+    return e->big != NULL ? e->big->holds : 0;
+}
+
+static void big_close_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Its count in app->tasks ends (the event runs, or is gone). */
+static void big_release(big_t *b)
+{
+    if (!b->holds)
+        return;
+    b->holds = 0;
+    if (--b->app->tasks == 0 && b->app->on_tasks_drained != NULL)
+        b->app->on_tasks_drained(b->app);
+}
+
+/* The last phase ended: the collector goes back to generational, the hold on the VM ends, and
+** the handle closes (b is freed in its close callback). */
+static void big_end(big_t *b)
+{
+    lh_vm_t *vm = b->vm;
+    lh_json_job_free(b->job);
+    b->job = NULL;
+    luaL_unref(vm->L, LUA_REGISTRYINDEX, b->co_ref);
+    b->co_ref = LUA_NOREF;
+    if (--vm->big_events == 0)
+        lua_gc(vm->L, LUA_GCGEN, 0, 0);
+    big_release(b);
+    uv_close((uv_handle_t *)&b->idle, big_close_cb);
+    release_vm(vm);
+}
+
+/* Its event was freed (it ended, or was refused): its garbage is collected in steps. */
+static void big_event_gone(lh_event_t *e)
+{
+    big_t *b = e->big;
+    e->big = NULL;
+    b->e = NULL;
+    lh_json_job_free(b->job);
+    b->job = NULL;
+    luaL_unref(b->vm->L, LUA_REGISTRYINDEX, b->co_ref);
+    b->co_ref = LUA_NOREF;
+    big_release(b);
+    b->phase = BIG_GC;
+    b->gc_cycles = 0;
+    uv_idle_start(&b->idle, on_big_idle); /* cannot fail on an open handle */
+}
+
+/* The next slice's budget: as many bytes as fit in SLICE_NS at the pace of the last one. */
+static void big_pace(big_t *b, uint64_t t0)
+{
+    uint64_t ns = uv_hrtime() - t0;
+    double f = ns > 0 ? (double)SLICE_NS / (double)ns : 2.0;
+    if (f > 2.0)
+        f = 2.0; /* grow gently: one slice of quick values says little of the next */
+    if (f < 0.25)
+        f = 0.25;
+    double next = (double)b->budget * f;
+    b->budget = next < BUDGET_MIN ? BUDGET_MIN : next > BUDGET_MAX ? BUDGET_MAX : (size_t)next;
+}
+
+typedef struct {
+    big_t *b;
+    const lh_dispatch_input_t *in;
+} big_start_t;
+
+/* Under lua_pcall, inside --memory-limit: ctx with its copy of the body, and the thread the
+** tables will be built on. The text is read from ctx.body: no other copy is kept. */
+static int big_start_protected(lua_State *L)
+{
+    big_start_t *a = lua_touserdata(L, 1);
+    big_t *b = a->b;
+    lua_settop(L, 0);
+    push_ctx(L, b->e, a->in);   /* ctx */
+    lua_getfield(L, 1, "body"); /* ctx body */
+    b->body = lua_tolstring(L, 2, &b->body_len);
+    lua_pop(L, 1); /* ctx */
+    b->e->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    b->co = lua_newthread(L); /* co */
+    b->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Under lua_pcall: what validation found becomes the event's action, ctx.action, its route
+** and the project id the journal stores. */
+static int big_event_protected(lua_State *L)
+{
+    big_t *b = lua_touserdata(L, 1);
+    lh_event_t *e = b->e;
+    char err[256];
+    size_t n, alen;
+    const char *s = lh_json_job_member(b->job, LH_JSON_MEMBER_ACTION, &n);
+    lua_settop(L, 0);
+    if (lh_json_decode(L, s, n, err, sizeof(err)) != 0) /* action (valid: it was checked) */
+        return luaL_error(L, "%s", err);
+    const char *action = lua_tolstring(L, 1, &alen);
+    if ((e->action = malloc(alen + 1)) == NULL)
+        return luaL_error(L, "not enough memory");
+    memcpy(e->action, action, alen + 1);
+    e->action_len = alen;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref); /* action ctx */
+    lua_pushvalue(L, 1);                           /* action ctx action */
+    lua_setfield(L, 2, "action");                  /* action ctx */
+    lua_pop(L, 1);                                 /* action */
+    e->route = lh_vm_route(e->vm);
+    lua_pop(L, 1);
+    s = lh_json_job_member(b->job, LH_JSON_MEMBER_PROJECT_ID, &n);
+    if (s != NULL && (*s == '-' || (*s >= '0' && *s <= '9')) &&
+        lh_json_decode(L, s, n, err, sizeof(err)) == 0) { /* id */
+        if (lua_isinteger(L, 1)) {
+            e->has_project = 1;
+            e->project = (int64_t)lua_tointeger(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* Under lua_pcall: one slice of the build; the value, once whole, becomes the event's. */
+static int big_build_protected(lua_State *L)
+{
+    big_t *b = lua_touserdata(L, 1);
+    char err[256];
+    int rc = lh_json_job_step(b->job, b->budget, err, sizeof(err));
+    if (rc == 1) {
+        lua_xmove(b->co, L, 1); /* b ev */
+        b->e->ev_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_pushinteger(L, rc);
+    return 1;
+}
+
+/* A Lua call on the VM, inside --memory-limit; LUA_OK or the error's status. The collector
+** waits meanwhile: what these calls allocate stays alive (the body, the tables being built),
+** so collector work paid for by it would only hold the loop (a slice took 3-5x longer), and
+** a restart forgives the debt. The collector still runs for everything else, between. */
+static int big_call(big_t *b, lua_CFunction f, void *arg, int *result)
+{
+    lua_State *L = b->vm->L;
+    int top = lua_gettop(L);
+    int saved_limit = b->vm->limit_on;
+    int gc_was_on = lua_gc(L, LUA_GCISRUNNING);
+    b->vm->limit_on = 1;
+    lua_gc(L, LUA_GCSTOP);
+    lua_pushcfunction(L, f);
+    lua_pushlightuserdata(L, arg);
+    int st = lua_pcall(L, 1, 1, 0);
+    if (gc_was_on)
+        lua_gc(L, LUA_GCRESTART);
+    b->vm->limit_on = saved_limit;
+    if (result != NULL)
+        *result = st == LUA_OK ? (int)lua_tointeger(L, -1) : 0;
+    lua_settop(L, top);
+    return st;
+}
+
+static const char *json_kind(char c)
+{
+    switch (c) {
+    case '{':
+    case '[':
+        return "table";
+    case 'n':
+        return "null";
+    case 't':
+    case 'f':
+        return "boolean";
+    }
+    return "number";
+}
+
+static void big_build_start(big_t *b);
+
+/* The tables exist (or could not be made after the answer): the event runs. */
+static void big_run(big_t *b)
+{
+    b->phase = BIG_WAIT;
+    uv_idle_stop(&b->idle);
+    lh_dispatch_run(b->e); /* its runs count in app->tasks now; the event may be gone */
+    big_release(b);
+}
+
+static void big_accepted(void *data, lh_event_t *e, int status)
+{
+    big_t *b = data;
+    if (status != 0) /* not to run: freed when this returns */
+        return;
+    if (e->ev_ref != LUA_NOREF)
+        big_run(b);
+    else
+        big_build_start(b);
+}
+
+/* Validated (and, under --memory-limit, built): the steps every event takes. */
+static void big_admit(big_t *b)
+{
+    lh_event_t *e = b->e;
+    b->phase = BIG_WAIT;
+    uv_idle_stop(&b->idle);
+    e->nhandlers = (int)e->route->n;
+    if (lh_dispatch_admit(e) != 0)
+        return; /* refused: gone */
+    lh_dispatch_accept(e, big_accepted, b);
+}
+
+static void big_build_start(big_t *b)
+{
+    b->job = lh_json_job_new(b->co, b->body, b->body_len);
+    if (b->job == NULL) { /* before the answer: refused; after it: the handlers fail */
+        if (b->e->stage < STAGE_ACCEPTED)
+            refuse(b->e, 503, LH_REJECT_OVERLOAD, "out of memory");
+        else
+            big_run(b);
+        return;
+    }
+    b->phase = BIG_BUILD;
+    b->budget = BUDGET_MIN * 4;
+    uv_idle_start(&b->idle, on_big_idle);
+}
+
+static void big_validate(big_t *b, uint64_t t0)
+{
+    lh_event_t *e = b->e;
+    char err[256];
+    int rc = lh_json_job_step(b->job, b->budget, err, sizeof(err));
+    big_pace(b, t0);
+    if (rc == 0)
+        return;
+    if (rc < 0) {
+        refuse(e, 400, LH_REJECT_INVALID_JSON, err);
+        return;
+    }
+    if (lh_json_job_type(b->job) != LH_JSON_OBJECT) {
+        snprintf(err, sizeof(err),
+                 "the body is not a JSON object (it is %s): an event is an object with a "
+                 "string \"action\"",
+                 type_text(lh_json_job_type(b->job)));
+        refuse(e, 400, LH_REJECT_NOT_OBJECT, err);
+        return;
+    }
+    size_t n;
+    const char *action = lh_json_job_member(b->job, LH_JSON_MEMBER_ACTION, &n);
+    if (action == NULL) {
+        refuse(e, 400, LH_REJECT_NO_ACTION,
+               "the event has no \"action\": an event is an object with a string \"action\"");
+        return;
+    }
+    if (*action != '"') {
+        snprintf(err, sizeof(err), "\"action\" must be a string, not %s", json_kind(*action));
+        refuse(e, 400, LH_REJECT_NO_ACTION, err);
+        return;
+    }
+    if (big_call(b, big_event_protected, b, NULL) != LUA_OK) {
+        refuse(e, 503, LH_REJECT_OVERLOAD, "not enough memory for the event (--memory-limit)");
+        return;
+    }
+    lh_json_job_free(b->job);
+    b->job = NULL;
+    /* answered before its tables exist only when they surely fit: else they are built first,
+    ** and a body that cannot fit is refused rather than answered 200 */
+    lh_vm_t *vm = b->vm;
+    b->build_first =
+        vm->mem_limit != 0 && (b->body_len > vm->mem_limit / TABLES_PER_BYTE ||
+                               vm->mem_used + b->body_len * TABLES_PER_BYTE > vm->mem_limit);
+    if (b->build_first)
+        big_build_start(b);
+    else
+        big_admit(b);
+}
+
+static void big_build(big_t *b, uint64_t t0)
+{
+    lh_event_t *e = b->e;
+    int rc = 0;
+    if (big_call(b, big_build_protected, b, &rc) != LUA_OK)
+        rc = -1; /* out of memory: the thread is dead */
+    big_pace(b, t0);
+    if (rc == 0)
+        return;
+    lh_json_job_free(b->job);
+    b->job = NULL;
+    luaL_unref(b->vm->L, LUA_REGISTRYINDEX, b->co_ref);
+    b->co_ref = LUA_NOREF;
+    if (e->stage >= STAGE_ACCEPTED) { /* answered: without tables, its handlers fail */
+        big_run(b);
+    } else if (rc != 1) {
+        lua_gc(b->vm->L, LUA_GCCOLLECT);
+        refuse(e, 503, LH_REJECT_OVERLOAD,
+               "not enough memory for the body and its tables (--memory-limit)");
+    } else {
+        big_admit(b);
+    }
+}
+
+/* Collector steps for about SLICE_NS; the end once GC_CYCLES cycles finished. */
+static void big_gc(big_t *b, uint64_t t0)
+{
+    lua_State *L = b->vm->L;
+    lua_gc(L, LUA_GCINC, 0, 0, 0); /* in case a script switched modes: a generational step
+                                      never reports a cycle's end */
+    while (b->gc_cycles < GC_CYCLES && !b->app->stopping) {
+        if (lua_gc(L, LUA_GCSTEP, 0))
+            b->gc_cycles++;
+        if (uv_hrtime() - t0 >= SLICE_NS)
+            return;
+    }
+    malloc_trim(0); /* freed pages of the heap's middle go back too, not just its top */
+    big_end(b);
+}
+
+static void on_big_idle(uv_idle_t *h)
+{
+    big_t *b = h->data;
+    uint64_t t0 = uv_hrtime();
+
+    switch (b->phase) {
+    case BIG_VALIDATE:
+        big_validate(b, t0);
+        break;
+    case BIG_BUILD:
+        big_build(b, t0);
+        break;
+    case BIG_GC:
+        big_gc(b, t0);
+        break;
+    case BIG_WAIT:
+        uv_idle_stop(h);
+        break;
+    }
+}
+
+/* lh_dispatch_event for a big body: its phases begin. */
+static void big_submit(lh_app_t *app, const lh_dispatch_input_t *in)
+{
+    lh_event_t *e = event_new(app, in);
+    if (e == NULL)
+        return;
+    big_t *b = calloc(1, sizeof(*b));
+    if (b == NULL || uv_idle_init(app->loop, &b->idle) != 0) {
+        free(b);
+        refuse(e, 503, LH_REJECT_OVERLOAD, "out of memory");
+        return;
+    }
+    lh_vm_t *vm = e->vm;
+    b->idle.data = b;
+    b->e = e;
+    b->app = app;
+    b->vm = vm;
+    b->co_ref = LUA_NOREF;
+    b->budget = BUDGET_FIRST;
+    b->phase = BIG_VALIDATE;
+    e->big = b;
+    vm->tasks++;
+    if (vm->big_events++ == 0)
+        lua_gc(vm->L, LUA_GCINC, 0, 0, 0);
+    b->holds = 1;
+    app->tasks++;
+    if (uv_idle_start(&b->idle, on_big_idle) != 0) {
+        refuse(e, 503, LH_REJECT_OVERLOAD, "out of memory");
+        return;
+    }
+    big_start_t a = {b, in};
+    if (big_call(b, big_start_protected, &a, NULL) != LUA_OK) {
+        lua_gc(vm->L, LUA_GCCOLLECT);
+        refuse(e, 503, LH_REJECT_OVERLOAD, "not enough memory for the body (--memory-limit)");
+        return;
+    }
+    if ((b->job = lh_json_job_new(NULL, b->body, b->body_len)) == NULL)
+        refuse(e, 503, LH_REJECT_OVERLOAD, "out of memory");
 }
 
 /* ------------------------------------------------------------------ all steps */
@@ -758,7 +1219,10 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         .reply_data = data,
         .journal = 1,
     };
-    lh_dispatch_submit(app, &in);
+    if (req->body_len >= LH_DISPATCH_SLICED_MIN && app->loop != NULL)
+        big_submit(app, &in);
+    else
+        lh_dispatch_submit(app, &in);
 }
 
 /* A run the journal cannot deliver ends at once, recorded as dead or failed. */

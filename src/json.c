@@ -1,11 +1,14 @@
-/* json.c - JSON text -> Lua value (single-pass recursive descent) and Lua value -> JSON text.
+/* json.c - JSON text -> Lua value (one pass over an explicit stack, resumable) and Lua value ->
+ * JSON text.
  *
  * The decoder runs on attacker-controlled bytes: it never reads outside [s, s + len) (the text is
- * not NUL-terminated), recursion is bounded by LH_JSON_MAX_DEPTH, and on any syntax error it
- * restores the Lua stack and reports the position. Speed comes from building every array and
- * object on the Lua stack first and creating the table at the close with its exact size (no
- * rehashing), from scanning string bodies 8 bytes at a time, and from a small per-call cache of
- * object keys (repeated keys skip Lua's string hashing). No state outlives a call. */
+ * not NUL-terminated), nesting is bounded by LH_JSON_MAX_DEPTH (in an array of frames, not in C
+ * recursion), and on any syntax error it restores the Lua stack and reports the position. Speed
+ * comes from building every array and object on the Lua stack first and creating the table at the
+ * close with its exact size (no rehashing), from scanning string bodies 8 bytes at a time, and
+ * from a small per-decode cache of object keys (repeated keys skip Lua's string hashing). The
+ * same parser validates without building, and stops and resumes between values (jobs), so a big
+ * body can be checked and decoded in slices between other work. */
 #include "json.h"
 
 #include <float.h>
@@ -94,20 +97,51 @@ lh_json_type_t lh_json_marked(lua_State *L, int idx)
  * Decoder
  * ------------------------------------------------------------------------------------------- */
 
+/* One open array or object. In validation only `kind` is used. */
 typedef struct {
-    lua_State *L;
+    char kind;          /* '[' or '{' */
+    int created;        /* its table exists (values were flushed into it) */
+    int pending;        /* values (arrays) or key/value pairs (objects) above tbl */
+    int room;           /* pending values the Lua stack has room for */
+    int tbl;            /* stack slot of the table (nil until created) */
+    lua_Integer stored; /* array elements already in the table */
+} Frame;
+
+/* A top-level member's value found by validation: its text [s, e). */
+typedef struct {
+    const char *s, *e;
+} Span;
+
+/* The whole state of a decode, so that it can stop at a value boundary and resume later: the
+ * nesting lives in `frames`, not in C recursion, and in build mode the values built so far
+ * live on the Lua stack of L. */
+typedef struct lh_json_job_s {
+    lua_State *L;       /* NULL: validation, which builds nothing */
+    int build;          /* L != NULL */
+    int base;           /* L's top before the decode */
+    const char *start;  /* the text */
     const char *end;    /* one past the last byte */
     const char *errpos; /* where the error is */
+    const char *p;      /* where a stopped decode resumes: at a value */
+    const char *stop;   /* stop at the first value that starts past this */
     int depth;          /* open arrays/objects */
     int kbase;          /* stack slot of key cache entry 0 */
     int markslot;       /* stack slot of the array mark, nil until the first empty array */
+    int done;           /* 1: complete, -1: failed */
     struct {
         const char *s; /* the key's bytes in the text (unescaped keys only) */
         uint32_t len;  /* 0: empty entry */
         uint32_t live; /* its Lua string is in the stack slot (only from the 2nd sighting) */
     } keys[KEYCACHE];
+    /* validation: the string just read, unescaped (in the text or scratch); NULL when its
+     * escapes make it longer than scratch */
+    const char *str;
+    size_t str_len;
+    int member, member2; /* the key being read at depth 1, and at depth 2 of "project" */
+    Span action, project_id;
     char msg[160];         /* what is wrong (without the position) */
     char scratch[SCRATCH]; /* unescaped string bodies */
+    Frame frames[LH_JSON_MAX_DEPTH + 1];
 } Decoder;
 
 static const char *fail(Decoder *d, const char *pos, const char *fmt, ...)
@@ -147,8 +181,6 @@ static inline const char *skip_ws(const char *p, const char *end)
         p++;
     return p;
 }
-
-static const char *parse_value(Decoder *d, const char *p);
 
 /* --- strings --- */
 
@@ -240,19 +272,25 @@ static char *put_utf8(char *o, unsigned long cp)
 
 /* Slow path of parse_string: the body [p, close) contains escapes; q is the first backslash.
  * Every escape decodes to no more bytes than it occupies, so close - p bytes of output suffice
- * (a \uXXXX escape is 6 bytes for at most 3 of UTF-8, a surrogate pair 12 for 4). */
+ * (a \uXXXX escape is 6 bytes for at most 3 of UTF-8, a surrogate pair 12 for 4).
+ * Validation checks the same escapes; it keeps the output only when it fits in scratch (a key
+ * it must compare), else writes each escape over the last ("sink"). */
 static const char *parse_escaped(Decoder *d, const char *p, const char *q, const char *close)
 {
     lua_State *L = d->L;
     size_t cap = (size_t)(close - p);
     char *buf = d->scratch;
     char *o;
-    int boxed = cap > sizeof d->scratch;
+    int boxed = d->build && cap > sizeof d->scratch;
+    int sink = !d->build && cap > sizeof d->scratch;
 
     if (boxed)
         buf = lua_newuserdatauv(L, cap, 0); /* box */
-    memcpy(buf, p, (size_t)(q - p));
-    o = buf + (q - p);
+    o = buf;
+    if (!sink) {
+        memcpy(buf, p, (size_t)(q - p));
+        o = buf + (q - p);
+    }
     while (q < close) {
         unsigned char c = (unsigned char)*q;
 
@@ -315,15 +353,24 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
                 return fail(d, esc, "invalid escape in string: backslash followed by byte 0x%02X",
                             (unsigned char)q[-1]);
             }
+            if (sink)
+                o = buf;
         } else if (c < 0x20) {
             return fail(d, q, "control character 0x%02X in string must be escaped", c);
         } else {
             const char *r = scan_string(q, close);
 
-            memcpy(o, q, (size_t)(r - q));
-            o += r - q;
+            if (!sink) {
+                memcpy(o, q, (size_t)(r - q));
+                o += r - q;
+            }
             q = r;
         }
+    }
+    if (!d->build) {
+        d->str = sink ? NULL : buf;
+        d->str_len = (size_t)(o - buf);
+        return close + 1;
     }
     lua_pushlstring(L, buf, (size_t)(o - buf)); /* [box] s */
     if (boxed)
@@ -339,7 +386,12 @@ static const char *parse_string(Decoder *d, const char *p)
     const char *close;
 
     if (LIKELY(q < end && *q == '"')) {
-        lua_pushlstring(d->L, p, (size_t)(q - p)); /* s */
+        if (LIKELY(d->build)) {
+            lua_pushlstring(d->L, p, (size_t)(q - p)); /* s */
+        } else {
+            d->str = p;
+            d->str_len = (size_t)(q - p);
+        }
         return q + 1;
     }
     if (q == end)
@@ -372,7 +424,7 @@ static const char *parse_key(Decoder *d, const char *p)
     size_t len = (size_t)(q - p);
     unsigned h;
 
-    if (UNLIKELY(q == d->end || *q != '"' || len > KEYMAX || len == 0))
+    if (UNLIKELY(q == d->end || *q != '"' || len > KEYMAX || len == 0 || !d->build))
         return parse_string(d, p);
     h = ((unsigned)len * 31u + (unsigned char)p[0] * 7u + (unsigned char)p[len - 1] * 131u +
          (unsigned char)p[len >> 1]) &
@@ -548,6 +600,8 @@ static const char *parse_number(Decoder *d, const char *p)
         } while (is_digit(p, end));
         e10 += eneg ? -ev : ev;
     }
+    if (!d->build) /* valid: the value itself is not needed */
+        return p;
     if (!isfloat && !lost) {
         if (!neg && m <= (uint64_t)INT64_MAX) {
             lua_pushinteger(d->L, (lua_Integer)m);
@@ -652,135 +706,115 @@ static void mark_empty_array(Decoder *d)
     lua_setmetatable(L, -2);       /* t */
 }
 
-static const char *parse_array(Decoder *d, const char *p)
+/* The members validation looks for: the top-level object's "action", and "id" in its
+ * "project" object (what an event needs before its tables are built). */
+enum { M_NONE = 0, M_ACTION, M_PROJECT, M_ID };
+
+static int is_key(const Decoder *d, const char *word, size_t n)
+{
+    return d->str != NULL && d->str_len == n && memcmp(d->str, word, n) == 0;
+}
+
+/* Validation read the key of a member at depth 1 or 2: note whether its value is wanted. */
+static void note_key(Decoder *d)
+{
+    if (d->depth == 1)
+        d->member = is_key(d, "action", 6)    ? M_ACTION
+                    : is_key(d, "project", 7) ? M_PROJECT
+                                              : M_NONE;
+    else if (d->depth == 2 && d->member == M_PROJECT)
+        d->member2 = is_key(d, "id", 2) ? M_ID : M_NONE;
+}
+
+/* The span the value at depth d->depth belongs to, or NULL. */
+static Span *wanted(Decoder *d)
+{
+    if (d->depth == 1 && d->frames[1].kind == '{') {
+        if (d->member == M_ACTION)
+            return &d->action;
+    } else if (d->depth == 2 && d->member == M_PROJECT && d->frames[1].kind == '{' &&
+               d->frames[2].kind == '{' && d->member2 == M_ID) {
+        return &d->project_id;
+    }
+    return NULL;
+}
+
+/*
+ * The parser: a loop over an explicit stack of open arrays and objects, so that it can stop
+ * before any value (when it passed d->stop) and resume there. Returns 1 when the top-level value
+ * is complete (pushed, in build mode), 0 when it stopped (d->p says where), -1 on an error
+ * (d->errpos and d->msg say what). The checks and messages are those of a recursive descent:
+ * array and object members are read in order, values of one container are collected on the
+ * Lua stack and moved into its table in chunks (with its exact size when it fits in one).
+ */
+static int run(Decoder *d)
 {
     lua_State *L = d->L;
     const char *end = d->end;
-    lua_Integer stored = 0; /* elements already in the table */
-    int pending = 0;        /* elements on the stack above the table slot */
-    int created = 0;
-    int room;
-    int tbl;
-
-    if (++d->depth > LH_JSON_MAX_DEPTH)
-        return fail(d, p, "nesting deeper than %d levels", LH_JSON_MAX_DEPTH);
-    room = reserve(L, 1);
-    if (room == 0)
-        return fail(d, p, "nesting too deep for the Lua stack");
-    lua_pushnil(L); /* t? (the table is created at the close, with its size) */
-    tbl = lua_gettop(L);
-    p = skip_ws(p + 1, end);
-    if (p < end && *p == ']') {
-        lua_createtable(L, 0, 0); /* t? t */
-        mark_empty_array(d);      /* so that it encodes as [] again, not {} */
-        lua_replace(L, tbl);      /* t */
-        d->depth--;
-        return p + 1;
-    }
-    for (;;) {
-        if (pending == room) {
-            flush_array(L, tbl, pending, stored, &created); /* t */
-            stored += pending;
-            pending = 0;
-            room = reserve(L, 1);
-            if (room == 0)
-                return fail(d, p, "nesting too deep for the Lua stack");
-        }
-        p = parse_value(d, p); /* t v1..vn v */
-        if (p == NULL)
-            return NULL;
-        pending++;
-        p = skip_ws(p, end);
-        if (p < end && *p == ',') {
-            p = skip_ws(p + 1, end);
-            if (p < end && *p == ']')
-                return fail(d, p, "trailing comma before ']'");
-            continue;
-        }
-        if (p < end && *p == ']')
-            break;
-        return expected(d, p, "',' or ']' after array element");
-    }
-    flush_array(L, tbl, pending, stored, &created); /* t */
-    d->depth--;
-    return p + 1;
-}
-
-static const char *parse_object(Decoder *d, const char *p)
-{
-    lua_State *L = d->L;
-    const char *end = d->end;
-    int pending = 0; /* key/value pairs on the stack above the table slot */
-    int created = 0;
-    int room;
-    int tbl;
-
-    if (++d->depth > LH_JSON_MAX_DEPTH)
-        return fail(d, p, "nesting deeper than %d levels", LH_JSON_MAX_DEPTH);
-    room = reserve(L, 2);
-    if (room == 0)
-        return fail(d, p, "nesting too deep for the Lua stack");
-    lua_pushnil(L); /* t? (the table is created at the close, with its size) */
-    tbl = lua_gettop(L);
-    p = skip_ws(p + 1, end);
-    if (p < end && *p == '}') {
-        lua_createtable(L, 0, 0); /* t? t */
-        lua_replace(L, tbl);      /* t */
-        d->depth--;
-        return p + 1;
-    }
-    for (;;) {
-        if (p >= end || *p != '"') {
-            if (p < end && *p == '}')
-                return fail(d, p, "trailing comma before '}'");
-            return expected(d, p, "a string key for object member");
-        }
-        if (pending == room) {
-            flush_object(L, tbl, pending, &created); /* t */
-            pending = 0;
-            room = reserve(L, 2);
-            if (room == 0)
-                return fail(d, p, "nesting too deep for the Lua stack");
-        }
-        p = parse_key(d, p + 1); /* t k1 v1..kn vn k */
-        if (p == NULL)
-            return NULL;
-        p = skip_ws(p, end);
-        if (p >= end || *p != ':')
-            return expected(d, p, "':' after object key");
-        p = skip_ws(p + 1, end);
-        p = parse_value(d, p); /* t k1 v1..kn vn k v */
-        if (p == NULL)
-            return NULL;
-        pending++;
-        p = skip_ws(p, end);
-        if (p < end && *p == ',') {
-            p = skip_ws(p + 1, end);
-            continue;
-        }
-        if (p < end && *p == '}')
-            break;
-        return expected(d, p, "',' or '}' after object member");
-    }
-    flush_object(L, tbl, pending, &created); /* t */
-    d->depth--;
-    return p + 1;
-}
-
-/* Parses the value at p (whitespace already skipped) and pushes it. */
-static const char *parse_value(Decoder *d, const char *p)
-{
+    const char *p = d->p;
+    const char *stop = d->stop;
+    const int build = d->build;
+    Frame *f = &d->frames[d->depth];
     char what[32];
 
-    if (p >= d->end)
-        return expected(d, p, "a JSON value");
+value: /* p: at a value (whitespace skipped) */
+    if (UNLIKELY(p > stop)) {
+        d->p = p;
+        return 0;
+    }
+    if (!build && d->depth > 0 && d->depth <= 2) {
+        Span *sp = wanted(d);
+        if (sp != NULL)
+            sp->s = p, sp->e = NULL;
+        /* the last member of a name wins, as in the table: a new "project" drops an "id" */
+        if (d->depth == 1 && d->member == M_PROJECT && d->frames[1].kind == '{')
+            d->project_id.s = d->project_id.e = NULL;
+    }
+    if (p >= end) {
+        expected(d, p, "a JSON value");
+        return -1;
+    }
     switch (*p) {
     case '"':
-        return parse_string(d, p + 1);
-    case '{':
-        return parse_object(d, p);
+        p = parse_string(d, p + 1);
+        break;
     case '[':
-        return parse_array(d, p);
+    case '{': {
+        int obj = *p == '{';
+        if (d->depth >= LH_JSON_MAX_DEPTH) {
+            fail(d, p, "nesting deeper than %d levels", LH_JSON_MAX_DEPTH);
+            return -1;
+        }
+        f = &d->frames[++d->depth];
+        f->kind = *p;
+        if (build) {
+            f->room = reserve(L, obj ? 2 : 1);
+            if (f->room == 0) {
+                fail(d, p, "nesting too deep for the Lua stack");
+                return -1;
+            }
+            lua_pushnil(L); /* t? (the table is created at the close, with its size) */
+            f->tbl = lua_gettop(L);
+            f->pending = 0;
+            f->created = 0;
+            f->stored = 0;
+        }
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == (obj ? '}' : ']')) {
+            if (build) {
+                lua_createtable(L, 0, 0); /* t? t */
+                if (!obj)
+                    mark_empty_array(d); /* so that it encodes as [] again, not {} */
+                lua_replace(L, f->tbl);  /* t */
+            }
+            p++;
+            f = &d->frames[--d->depth];
+            goto after;
+        }
+        if (obj)
+            goto key;
+        goto element;
+    }
     case '-':
     case '0':
     case '1':
@@ -792,36 +826,135 @@ static const char *parse_value(Decoder *d, const char *p)
     case '7':
     case '8':
     case '9':
-        return parse_number(d, p);
+        p = parse_number(d, p);
+        break;
     case 't':
         p = parse_literal(d, p, "true", 4);
-        if (p)
-            lua_pushboolean(d->L, 1);
-        return p;
+        if (p && build)
+            lua_pushboolean(L, 1);
+        break;
     case 'f':
         p = parse_literal(d, p, "false", 5);
-        if (p)
-            lua_pushboolean(d->L, 0);
-        return p;
+        if (p && build)
+            lua_pushboolean(L, 0);
+        break;
     case 'n':
         p = parse_literal(d, p, "null", 4);
-        if (p)
-            lua_pushlightuserdata(d->L, NULL);
-        return p;
+        if (p && build)
+            lua_pushlightuserdata(L, NULL);
+        break;
     case 'N':
-        if (d->end - p >= 3 && memcmp(p, "NaN", 3) == 0)
-            return fail(d, p, "NaN is not valid JSON");
+        if (end - p >= 3 && memcmp(p, "NaN", 3) == 0)
+            p = fail(d, p, "NaN is not valid JSON");
+        else
+            p = fail(d, p, "unexpected %s, expected a JSON value", describe(p, what, sizeof what));
         break;
     case 'I':
-        if (d->end - p >= 8 && memcmp(p, "Infinity", 8) == 0)
-            return fail(d, p, "Infinity is not valid JSON");
+        if (end - p >= 8 && memcmp(p, "Infinity", 8) == 0)
+            p = fail(d, p, "Infinity is not valid JSON");
+        else
+            p = fail(d, p, "unexpected %s, expected a JSON value", describe(p, what, sizeof what));
         break;
     case '\'':
-        return fail(d, p, "single-quoted strings are not valid JSON");
+        p = fail(d, p, "single-quoted strings are not valid JSON");
+        break;
     case '/':
-        return fail(d, p, "comments are not valid JSON");
+        p = fail(d, p, "comments are not valid JSON");
+        break;
+    default:
+        p = fail(d, p, "unexpected %s, expected a JSON value", describe(p, what, sizeof what));
+        break;
     }
-    return fail(d, p, "unexpected %s, expected a JSON value", describe(p, what, sizeof what));
+    if (p == NULL)
+        return -1;
+
+after: /* a value ended just before p; f is its container's frame (frames[0] at the top) */
+    if (d->depth == 0) {
+        d->p = p;
+        return 1;
+    }
+    if (!build && d->depth <= 2) {
+        Span *sp = wanted(d);
+        if (sp != NULL && sp->e == NULL)
+            sp->e = p;
+    }
+    f->pending++;
+    p = skip_ws(p, end);
+    if (f->kind == '[') {
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            if (p < end && *p == ']') {
+                fail(d, p, "trailing comma before ']'");
+                return -1;
+            }
+            goto element;
+        }
+        if (p < end && *p == ']') {
+            if (build)
+                flush_array(L, f->tbl, f->pending, f->stored, &f->created); /* t */
+            p++;
+            f = &d->frames[--d->depth];
+            goto after;
+        }
+        expected(d, p, "',' or ']' after array element");
+        return -1;
+    }
+    if (p < end && *p == ',') {
+        p = skip_ws(p + 1, end);
+        goto key;
+    }
+    if (p < end && *p == '}') {
+        if (build)
+            flush_object(L, f->tbl, f->pending, &f->created); /* t */
+        p++;
+        f = &d->frames[--d->depth];
+        goto after;
+    }
+    expected(d, p, "',' or '}' after object member");
+    return -1;
+
+element: /* p: at an array element */
+    if (build && f->pending == f->room) {
+        flush_array(L, f->tbl, f->pending, f->stored, &f->created); /* t */
+        f->stored += f->pending;
+        f->pending = 0;
+        f->room = reserve(L, 1);
+        if (f->room == 0) {
+            fail(d, p, "nesting too deep for the Lua stack");
+            return -1;
+        }
+    }
+    goto value;
+
+key: /* p: at an object member */
+    if (p >= end || *p != '"') {
+        if (p < end && *p == '}')
+            fail(d, p, "trailing comma before '}'");
+        else
+            expected(d, p, "a string key for object member");
+        return -1;
+    }
+    if (build && f->pending == f->room) {
+        flush_object(L, f->tbl, f->pending, &f->created); /* t */
+        f->pending = 0;
+        f->room = reserve(L, 2);
+        if (f->room == 0) {
+            fail(d, p, "nesting too deep for the Lua stack");
+            return -1;
+        }
+    }
+    p = parse_key(d, p + 1); /* t k1 v1..kn vn k */
+    if (p == NULL)
+        return -1;
+    if (!build && d->depth <= 2)
+        note_key(d);
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':') {
+        expected(d, p, "':' after object key");
+        return -1;
+    }
+    p = skip_ws(p + 1, end);
+    goto value;
 }
 
 int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
@@ -849,48 +982,67 @@ static lh_json_type_t top_type(const char *p)
     }
 }
 
-int lh_json_decode_typed(lua_State *L, const char *s, size_t len, char *err, size_t errlen,
-                         lh_json_type_t *type)
+/* Sets up a decode of s[0..len) on L (NULL: validation). -1: the text is empty (err says so). */
+static int start(Decoder *d, lua_State *L, const char *s, size_t len, char *err, size_t errlen)
 {
-    Decoder d;
-    int base = lua_gettop(L);
-    const char *p;
-
     if (len == 0 || skip_ws(s, s + len) == s + len) {
         if (errlen > 0)
             snprintf(err, errlen, "invalid JSON at line 1, column 1 (byte 0): empty input");
         return -1;
     }
-    d.L = L;
-    d.end = s + len;
-    d.errpos = s;
-    d.depth = 0;
-    d.msg[0] = '\0';
+    d->L = L;
+    d->build = L != NULL;
+    d->start = s;
+    d->end = s + len;
+    d->stop = d->end; /* no stop: a value never starts past the end */
+    d->errpos = s;
+    d->depth = 0;
+    d->done = 0;
+    d->msg[0] = '\0';
+    d->frames[0].kind = 0;
+    d->frames[0].pending = 0;
+    d->str = NULL;
+    d->member = d->member2 = M_NONE;
+    d->action.s = d->action.e = d->project_id.s = d->project_id.e = NULL;
+    d->p = skip_ws(s, d->end);
+    d->kbase = 0; /* a scalar document has no keys: the cache stays unused */
+    if (!d->build)
+        return 0;
+    d->base = lua_gettop(L);
     if (!lua_checkstack(L, KEYCACHE + 1 + SLACK))
         luaL_error(L, "json: not enough Lua stack");
-    p = skip_ws(s, d.end);
-    if (*p == '{' || *p == '[') {
+    if (*d->p == '{' || *d->p == '[') {
         /* Key cache slots below everything else, so they never move. */
-        memset(d.keys, 0, sizeof d.keys);
-        lua_settop(L, base + KEYCACHE + 1); /* cache.. mark (nils) */
-        d.kbase = base + 1;
-        d.markslot = base + KEYCACHE + 1;
-    } else {
-        d.kbase = 0; /* a scalar document has no keys: the cache stays unused */
+        memset(d->keys, 0, sizeof d->keys);
+        lua_settop(L, d->base + KEYCACHE + 1); /* cache.. mark (nils) */
+        d->kbase = d->base + 1;
+        d->markslot = d->base + KEYCACHE + 1;
     }
-    p = parse_value(&d, p);
-    if (p != NULL) {
-        p = skip_ws(p, d.end);
-        if (p != d.end)
-            p = fail(&d, p, "unexpected data after the JSON value");
+    return 0;
+}
+
+/* Runs d on; at its end checks what follows the value, and leaves the value alone above the
+ * base (build) or the stack as it was with the error in err (1, 0 or -1 as run). */
+static int resume(Decoder *d, char *err, size_t errlen)
+{
+    int rc = run(d);
+
+    if (rc == 1) {
+        const char *p = skip_ws(d->p, d->end);
+
+        if (p != d->end) {
+            fail(d, p, "unexpected data after the JSON value");
+            rc = -1;
+        }
     }
-    if (p == NULL) {
+    if (rc == -1) {
         size_t line = 1;
         size_t col = 1;
 
-        lua_settop(L, base);
+        if (d->build)
+            lua_settop(d->L, d->base);
         /* The column counts characters (UTF-8 continuation bytes do not start one). */
-        for (const char *q = s; q < d.errpos; q++) {
+        for (const char *q = d->start; q < d->errpos; q++) {
             if (*q == '\n') {
                 line++;
                 col = 1;
@@ -900,16 +1052,81 @@ int lh_json_decode_typed(lua_State *L, const char *s, size_t len, char *err, siz
         }
         if (errlen > 0)
             snprintf(err, errlen, "invalid JSON at line %zu, column %zu (byte %zu): %s", line, col,
-                     (size_t)(d.errpos - s), d.msg);
+                     (size_t)(d->errpos - d->start), d->msg);
+    } else if (rc == 1 && d->build && d->kbase != 0) {
+        lua_replace(d->L, d->base + 1); /* v cache.. */
+        lua_settop(d->L, d->base + 1);  /* v */
+    }
+    if (rc != 0)
+        d->done = rc;
+    return rc;
+}
+
+int lh_json_decode_typed(lua_State *L, const char *s, size_t len, char *err, size_t errlen,
+                         lh_json_type_t *type)
+{
+    Decoder d;
+
+    if (start(&d, L, s, len, err, errlen) != 0)
         return -1;
-    }
-    if (d.kbase != 0) {
-        lua_replace(L, base + 1); /* v cache.. */
-        lua_settop(L, base + 1);  /* v */
-    }
+    if (resume(&d, err, errlen) != 1)
+        return -1;
     if (type != NULL)
         *type = top_type(skip_ws(s, d.end));
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Decoding in slices
+ * ------------------------------------------------------------------------------------------- */
+
+lh_json_job_t *lh_json_job_new(lua_State *L, const char *s, size_t len)
+{
+    Decoder *d = malloc(sizeof *d);
+
+    if (d == NULL)
+        return NULL;
+    d->p = NULL;
+    if (start(d, L, s, len, d->msg, sizeof d->msg) != 0) {
+        /* the message is kept for the first step (start fills none of d but msg) */
+        d->L = L;
+        d->build = L != NULL;
+        d->done = -1;
+        d->start = s;
+    }
+    return d;
+}
+
+int lh_json_job_step(lh_json_job_t *d, size_t budget, char *err, size_t errlen)
+{
+    if (d->done == -1 && d->p == NULL) {
+        snprintf(err, errlen, "%s", d->msg);
+        return -1;
+    }
+    if (d->done != 0)
+        return d->done;
+    d->stop = (size_t)(d->end - d->p) > budget ? d->p + budget : d->end;
+    return resume(d, err, errlen);
+}
+
+lh_json_type_t lh_json_job_type(const lh_json_job_t *d)
+{
+    return top_type(skip_ws(d->start, d->end));
+}
+
+const char *lh_json_job_member(const lh_json_job_t *d, lh_json_member_t which, size_t *len)
+{
+    const Span *sp = which == LH_JSON_MEMBER_ACTION ? &d->action : &d->project_id;
+
+    if (d->done != 1 || d->build || sp->s == NULL || sp->e == NULL)
+        return NULL;
+    *len = (size_t)(sp->e - sp->s);
+    return sp->s;
+}
+
+void lh_json_job_free(lh_json_job_t *d)
+{
+    free(d);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -39,6 +39,41 @@ typedef enum {
 int lh_json_decode_typed(lua_State *L, const char *s, size_t len, char *err, size_t errlen,
                          lh_json_type_t *type);
 
+/* ---- decoding in slices: a big body must not hold the event loop ---- */
+
+typedef struct lh_json_job_s lh_json_job_t;
+
+/** Starts a decode of s[0..len) that runs in steps. With L NULL it validates: it builds
+ *  nothing and refuses exactly what lh_json_decode refuses, with the same message. Else it
+ *  builds the value on L, which must be a thread nothing else touches until the job ended
+ *  (its stack holds the values built so far). s is borrowed: it must stay valid and in place
+ *  until lh_json_job_free. Returns NULL when out of memory. */
+lh_json_job_t *lh_json_job_new(lua_State *L, const char *s, size_t len);
+
+/** Decodes about `budget` more bytes of text: it stops before the first value that starts
+ *  past them (one string or number is never cut). Returns 0 when there is more to do, 1 when
+ *  the document is complete and valid (when building, its value is on top of L), -1 when it
+ *  is not (err as lh_json_decode's; L's stack is back where it was). Once it returned 1 or
+ *  -1 it returns the same again. When building it may raise a Lua error on memory
+ *  exhaustion: call it under lua_pcall, and drop the job and its thread then. */
+int lh_json_job_step(lh_json_job_t *j, size_t budget, char *err, size_t errlen);
+
+/** The type of the document's top-level value (after a step returned 1). */
+lh_json_type_t lh_json_job_type(const lh_json_job_t *j);
+
+/* The members a validation finds, so that an event is known before its tables exist. */
+typedef enum {
+    LH_JSON_MEMBER_ACTION,     /* the top-level object's "action" */
+    LH_JSON_MEMBER_PROJECT_ID, /* the "id" of its "project" object */
+} lh_json_member_t;
+
+/** After a validation returned 1: the text of the member's value (the last one of that name,
+ *  as in the decoded table) and its length, or NULL when the document has none. */
+const char *lh_json_job_member(const lh_json_job_t *j, lh_json_member_t which, size_t *len);
+
+/** Frees the job (NULL: nothing). A building job's values left on L are the caller's. */
+void lh_json_job_free(lh_json_job_t *j);
+
 /* The marks that say how a table encodes whatever its contents: shared metatables (named so in
 ** the registry), set on decoded empty arrays and by json.array/json.object. */
 #define LH_JSON_ARRAY_MT  "json.array"

@@ -77,6 +77,8 @@ struct lh_vm_s {
     size_t nroutes;
     int routes_ref;  /* registry ref: action -> route index (integer); LUA_NOREF until sealed */
     int pending_ref; /* registry ref while loading: action -> {handler index...} */
+    /* dispatch's big events alive: the collector runs incrementally while > 0 */
+    int big_events;
     size_t mem_used;
     size_t mem_limit;                 /* 0: none */
     int limit_on;                     /* the limit applies while Lua code of a task runs */

@@ -31,8 +31,75 @@ static lua_State *new_state(void)
         }                                                                                          \
     } while (0)
 
+static int encode_protected(lua_State *L)
+{
+    luaL_Buffer b;
+
+    luaL_buffinit(L, &b);
+    lh_json_encode(L, 1, &b);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* The value at idx as JSON text (pushed), or nil when it cannot be encoded. */
+static void push_encoded(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushcfunction(L, encode_protected); /* f */
+    lua_pushvalue(L, idx);                  /* f v */
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {  /* text | err */
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+}
+
+/* A job over text, `budget` bytes a step, to its end: 1 or -1 as lh_json_job_step. */
+static int job_run(lh_json_job_t *j, size_t budget, char *err, size_t errlen)
+{
+    int rc;
+    int steps = 0;
+
+    while ((rc = lh_json_job_step(j, budget, err, errlen)) == 0)
+        steps++;
+    CHECK(steps < 100000000);
+    return rc;
+}
+
+/* The slices agree with the one-pass decoder: validation refuses exactly what it refuses, with
+ * the same message, and a build in tiny steps makes the same value. */
+static void check_jobs(lua_State *L, const char *copy, size_t len, int rc, const char *err)
+{
+    char verr[256] = "";
+    char berr[256] = "";
+    lh_json_job_t *v = lh_json_job_new(NULL, copy, len);
+    lua_State *co = lua_newthread(L); /* [v] co */
+    lh_json_job_t *b = lh_json_job_new(co, copy, len);
+    int vrc = job_run(v, 7, verr, sizeof verr);
+    int brc = job_run(b, 3, berr, sizeof berr);
+
+    CHECK_EQ_INT(vrc, rc == 0 ? 1 : -1);
+    CHECK_EQ_INT(brc, rc == 0 ? 1 : -1);
+    if (rc != 0) {
+        CHECK_STR(verr, err);
+        CHECK_STR(berr, err);
+        CHECK_EQ_INT(lua_gettop(co), 0);
+    } else {
+        CHECK_EQ_INT(lua_gettop(co), 1);
+        CHECK(lh_json_job_type(v) == lh_json_job_type(b));
+        lua_xmove(co, L, 1); /* v co bv */
+        push_encoded(L, -3); /* v co bv text */
+        push_encoded(L, -2); /* v co bv text btext */
+        CHECK(lua_rawequal(L, -1, -2));
+        lua_pop(L, 3); /* v co */
+    }
+    lua_pop(L, 1); /* [v] */
+    lh_json_job_free(v);
+    lh_json_job_free(b);
+}
+
 /* Decodes text[0..len) from an exactly sized heap copy (so ASan sees any over-read); returns 0 or
- * -1 like lh_json_decode and checks the stack grew by exactly one value or not at all. */
+ * -1 like lh_json_decode and checks the stack grew by exactly one value or not at all. Every text
+ * also goes through the jobs (check_jobs). */
 static int decode_n(lua_State *L, const char *text, size_t len, char *err, size_t errlen)
 {
     char *copy = malloc(len ? len : 1);
@@ -41,8 +108,11 @@ static int decode_n(lua_State *L, const char *text, size_t len, char *err, size_
 
     memcpy(copy, text, len);
     rc = lh_json_decode(L, copy, len, err, errlen);
-    free(copy);
     CHECK_EQ_INT(lua_gettop(L), top + (rc == 0));
+    if (errlen >= 256)
+        check_jobs(L, copy, len, rc, err);
+    CHECK_EQ_INT(lua_gettop(L), top + (rc == 0));
+    free(copy);
     return rc;
 }
 
@@ -1260,6 +1330,85 @@ static void test_escape(void)
     CHECK_EQ_INT(n, 0);
 }
 
+/* Every Label Studio fixture, whole, cut short and with bytes changed: validation and slices
+** agree with the one-pass decoder (decode_n checks), and validation finds the event's action
+** and project id as the table has them. */
+static void test_fixtures_in_slices(void)
+{
+    static const char *const names[] = {
+        "ANNOTATION_CREATED.json",    "ANNOTATIONS_CREATED.json", "ANNOTATIONS_DELETED.json",
+        "ANNOTATION_UPDATED.json",    "LABEL_LINK_CREATED.json",  "PROJECT_CREATED.json",
+        "PROJECT_UPDATED.json",       "START_TRAINING.json",      "TASKS_CREATED.json",
+        "TASKS_CREATED.storage.json", "TASKS_DELETED.json",
+    };
+    static const char swaps[] = {',', ']', '}', '"', '\\', 1, ' ', '0'};
+    lua_State *L = new_state();
+    char err[256];
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[512];
+        FILE *f;
+        long len;
+        char *text;
+
+        snprintf(path, sizeof path, "%s/labelstudio/%s", LH_FIXTURES, names[i]);
+        f = fopen(path, "rb");
+        CHECK(f != NULL);
+        if (f == NULL)
+            continue;
+        fseek(f, 0, SEEK_END);
+        len = ftell(f);
+        rewind(f);
+        text = malloc((size_t)len);
+        CHECK(fread(text, 1, (size_t)len, f) == (size_t)len);
+        fclose(f);
+        CHECK(decode_n(L, text, (size_t)len, err, sizeof err) == 0);
+        {
+            lh_json_job_t *v = lh_json_job_new(NULL, text, (size_t)len);
+            size_t n;
+            const char *a;
+
+            CHECK(job_run(v, 64, err, sizeof err) == 1);
+            a = lh_json_job_member(v, LH_JSON_MEMBER_ACTION, &n);
+            lua_getfield(L, -1, "action"); /* t action */
+            CHECK(a != NULL && n == lua_rawlen(L, -1) + 2 && a[0] == '"' &&
+                  memcmp(a + 1, lua_tostring(L, -1), n - 2) == 0);
+            lua_pop(L, 1);
+            a = lh_json_job_member(v, LH_JSON_MEMBER_PROJECT_ID, &n);
+            lua_getfield(L, -1, "project"); /* t project */
+            if (lua_istable(L, -1)) {
+                char want[32];
+
+                lua_getfield(L, -1, "id"); /* t project id */
+                snprintf(want, sizeof want, "%lld", (long long)lua_tointeger(L, -1));
+                CHECK(a != NULL && n == strlen(want) && memcmp(a, want, n) == 0);
+                lua_pop(L, 1);
+            } else {
+                CHECK(a == NULL);
+            }
+            lua_pop(L, 1);
+            lh_json_job_free(v);
+        }
+        lua_pop(L, 1);
+        for (long cut = 0; cut < len; cut += len / 41 + 1) {
+            if (decode_n(L, text, (size_t)cut, err, sizeof err) == 0)
+                lua_pop(L, 1);
+        }
+        for (long at = 1; at < len; at += len / 29 + 1) {
+            char keep = text[at];
+
+            for (size_t k = 0; k < sizeof swaps; k++) {
+                text[at] = swaps[k];
+                if (decode_n(L, text, (size_t)len, err, sizeof err) == 0)
+                    lua_pop(L, 1);
+            }
+            text[at] = keep;
+        }
+        free(text);
+    }
+    lua_close(L);
+}
+
 int main(void)
 {
     setlocale(LC_ALL, "C");
@@ -1285,6 +1434,7 @@ int main(void)
     RUN_TEST(test_module);
     RUN_TEST(test_roundtrip);
     RUN_TEST(test_payload);
+    RUN_TEST(test_fixtures_in_slices);
     RUN_TEST(test_marks_roundtrip);
     RUN_TEST(test_marks_decoded);
     RUN_TEST(test_marks_by_hand);

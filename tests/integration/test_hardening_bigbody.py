@@ -1,0 +1,249 @@
+"""Issue 15, big bodies: a big event never holds the loop (defect 3), the collector gives its
+memory back afterwards (defect 7), and the body's copy in ctx.body counts against
+--memory-limit (defect 8).
+
+A body of 256 KiB or more is validated in slices (building nothing), answered, then decoded
+into tables in slices; the probes here measure the longest wait of other clients meanwhile
+with a bound far below what one decode in a single pass takes (structure, not speed)."""
+
+import json
+import os
+import sys
+import threading
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+
+SCRIPT = h.lua_path(__file__, "big.lua")
+
+# About 30 MB of tasks in Label Studio's shape: a single-pass decode of it takes ~1.5 s in the
+# release build, several under ASan.
+TASKS = 240000
+
+
+def tasks_body(n, action="TASKS_CREATED", project=7):
+    tasks = ",".join(
+        '{"id":%d,"data":{"text":"task %d \\u00e9t\\u00e9 words"},"meta":{},"annotations":[],'
+        '"is_labeled":false,"created_at":"2024-05-02T09:21:40.552310Z"}' % (i, i)
+        for i in range(1, n + 1))
+    return ('{"action":"%s","project":{"title":"p","id":%d},"tasks":[%s]}'
+            % (action, project, tasks)).encode()
+
+
+def chars_of(n):
+    return sum(len(("task %d \u00e9t\u00e9 words" % i).encode()) for i in range(1, n + 1))
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+class Probe(threading.Thread):
+    """Keeps asking GET /healthz and posting small events on one keep-alive connection; keeps
+    the longest wait for an answer."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port = port
+        self.worst = 0.0
+        self.count = 0
+        self.error = None
+        self.done = threading.Event()
+
+    def run(self):
+        try:
+            with h.Conn(self.port, timeout=60 * h.SLOW) as c:
+                i = 0
+                while not self.done.is_set():
+                    t = time.monotonic()
+                    if i % 2:
+                        r = c.request("GET", "/healthz")
+                    else:
+                        r = c.request("POST", "/", {"action": "PROBE", "n": i})
+                    self.worst = max(self.worst, time.monotonic() - t)
+                    if r.status != 200:
+                        raise AssertionError("probe answered %r" % r)
+                    self.count += 1
+                    i += 1
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+    def stop(self):
+        self.done.set()
+        self.join(60 * h.SLOW)
+
+
+class BigBody(unittest.TestCase):
+    def single_pass_seconds(self, body):
+        """How long `luahook fire` takes for the body: one pass, as serve did before slices
+        (read, copy, decode, the handler), on this machine under its load now."""
+        with h.TempDir() as tmp:
+            path = os.path.join(tmp.path, "big.json")
+            with open(path, "wb") as f:
+                f.write(body)
+            t = time.monotonic()
+            res = h.run_luahook("fire", SCRIPT, path, timeout=300 * h.SLOW)
+            took = time.monotonic() - t
+        self.assertEqual(res.returncode, 0, res.stderr[-2000:])
+        return took
+
+    def test_big_event_never_holds_the_loop(self):
+        body = tasks_body(TASKS)
+        single = self.single_pass_seconds(body)
+        with h.Server(SCRIPT) as srv:
+            probe = Probe(srv.port)
+            probe.start()
+            h.wait_until(lambda: probe.count >= 5 or probe.error, timeout=30 * h.SLOW,
+                         what="the probe's first answers")
+            with h.Conn(srv.port, timeout=120 * h.SLOW) as c:
+                sent = time.monotonic()
+                r = c.request("POST", "/", body)
+                answered = time.monotonic() - sent
+                # answered after validation, before its tables exist: no handler ran yet
+                built_before_answer = srv.find_logs(msg="big seen")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["ok"], True)
+            self.assertEqual(built_before_answer, [])
+            line = srv.wait_log(lambda e: e.get("msg") == "big seen", timeout=120 * h.SLOW)
+            probes_during = probe.count
+            probe.stop()
+            self.assertIsNone(probe.error)
+            self.assertGreater(probes_during, 10)  # the loop kept answering
+            self.assertEqual(line["tasks"], TASKS)
+            self.assertEqual(line["ids"], TASKS * (TASKS + 1) // 2)
+            self.assertEqual(line["chars"], chars_of(TASKS))
+            self.assertEqual(line["body"], len(body))
+            self.assertEqual(line["project"], 7)
+            self.assertEqual(line["ctx_action"], "TASKS_CREATED")  # ctx.action, filled in late
+            # far below one pass: what is left is one memcpy of the body into ctx.body (in a
+            # VM that faults fresh pages in slowly, ~10 ms per MB) and the handler's own run
+            print("\n30 MB body: longest probe wait %.0f ms, answered after %.0f ms; one pass "
+                  "(fire) %.0f ms" % (probe.worst * 1000, answered * 1000, single * 1000),
+                  file=sys.stderr)
+            self.assertLess(probe.worst, single / 2,
+                            "a probe waited %.3f s (answer after %.3f s, one pass %.3f s)"
+                            % (probe.worst, answered, single))
+
+    def test_big_bodies_refused_as_small_ones(self):
+        # the same refusals, with the same messages, as the one-pass decoder gives
+        pad = b" " * (300 * 1024)
+        cases = [
+            (b'{"action":"TASKS_CREATED","tasks":[1,2,]' + pad + b"}", 400,
+             "invalid JSON at line 1, column 40 (byte 39): trailing comma before ']'"),
+            (pad + b'[{"action":"TASKS_CREATED"}]', 400,
+             "the body is not a JSON object (it is an array): an event is an object with a "
+             "string \"action\""),
+            (b'{"tasks":[' + pad + b"]}", 400,
+             "the event has no \"action\": an event is an object with a string \"action\""),
+            (b'{"action":{"a":1},"x":"' + pad + b'"}', 400,
+             "\"action\" must be a string, not table"),
+            (b'{"action":"TASKS_CREATED","x":"' + pad + b'"', 400, None),
+        ]
+        with h.Server(SCRIPT) as srv:
+            for body, status, msg in cases:
+                r = h.post_event(srv.port, body)
+                self.assertEqual(r.status, status, (r, body[:60]))
+                if msg is not None:
+                    self.assertEqual(r.json()["error"], msg)
+                else:
+                    self.assertIn("(byte %d): unexpected end of input, expected ',' or '}' after "
+                                  "object member" % len(body), r.json()["error"])
+            # the last member of a name wins, as in the table; an escaped key is the same key
+            body = (b'{"action":"NOPE","x":"' + pad + b'","\\u0061ction":"TASKS_CREATED",'
+                    b'"project":{"id":3},"tasks":[{"id":5,"data":{"text":"ab"}}]}')
+            r = h.post_event(srv.port, body)
+            self.assertEqual(r.status, 200, r)
+            line = srv.wait_log(lambda e: e.get("msg") == "big seen")
+            self.assertEqual((line["tasks"], line["ids"], line["chars"], line["project"]),
+                             (1, 5, 2, 3))
+            self.assertEqual(line["ctx_action"], "TASKS_CREATED")
+
+
+class BigBodyAckModes(unittest.TestCase):
+    """The answer waits for what the ack mode says: the journal's commit, or the handlers."""
+
+    def test_journal_and_ack_handled(self):
+        body = tasks_body(4000)  # ~500 KB: sliced
+        self.assertGreater(len(body), 256 * 1024)
+        with h.TempDir() as tmp:
+            with h.Server(SCRIPT, "--state-dir", tmp.path) as srv:
+                r = h.post_event(srv.port, body, timeout=60 * h.SLOW)
+                self.assertEqual(r.status, 200, r)
+                line = srv.wait_log(lambda e: e.get("msg") == "big seen", timeout=60 * h.SLOW)
+                self.assertEqual(line["id"], r.json()["id"])
+                self.assertEqual((line["tasks"], line["project"]), (4000, 7))
+        with h.Server(SCRIPT, "--ack", "handled") as srv:
+            r = h.post_event(srv.port, body, timeout=60 * h.SLOW)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["handlers"], 1)
+            # a task without data makes the handler fail: the 500 says it ran before the answer
+            bad = ('{"action":"TASKS_CREATED","pad":"%s","tasks":[{"id":1}]}'
+                   % ("p" * 300 * 1024)).encode()
+            r = h.post_event(srv.port, bad, timeout=60 * h.SLOW)
+            self.assertEqual(r.status, 500, r)
+            self.assertEqual(len(r.json()["failed"]), 1)
+
+
+@unittest.skipIf(h.SANITIZED, "ASan keeps freed memory in quarantine: RSS says nothing there")
+class MemoryBack(unittest.TestCase):
+    def test_rss_returns_after_a_big_event(self):
+        body = tasks_body(160000)  # ~20 MB
+        self.assertGreater(len(body), 19 * 1000 * 1000)
+        with h.Server(SCRIPT) as srv:
+            pid = srv.proc.pid
+            for i in range(50):  # warm: the baseline is a server that has served
+                self.assertEqual(h.post_event(srv.port, {"action": "PROBE", "i": i}).status, 200)
+            baseline = rss_kb(pid)
+            r = h.post_event(srv.port, body, timeout=120)
+            self.assertEqual(r.status, 200, r)
+            srv.wait_log(lambda e: e.get("msg") == "big seen", timeout=120)
+            peak = rss_kb(pid)
+            h.wait_until(lambda: rss_kb(pid) <= 2 * baseline, timeout=30, interval=0.05,
+                         what="RSS back within 2x its baseline of %d kB (it was %d kB)"
+                         % (baseline, peak))
+            print("\nRSS: baseline %d kB, after the event %d kB, back to %d kB"
+                  % (baseline, peak, rss_kb(pid)), file=sys.stderr)
+
+
+class MemoryLimit(unittest.TestCase):
+    """ctx.body, the body's copy, counts against --memory-limit with the tables: an event whose
+    body and tables cannot fit is refused (503) before any 200; one that fits is handled."""
+
+    def blob(self, size):
+        return json.dumps({"action": "BLOB", "blob": "b" * size}).encode()
+
+    def check(self, srv, size, fits):
+        r = h.post_event(srv.port, self.blob(size), timeout=60 * h.SLOW)
+        if fits:
+            self.assertEqual(r.status, 200, r)
+            line = srv.wait_log(lambda e: e.get("msg") == "blob seen" and e.get("len") == size)
+            self.assertEqual(line["body"], len(self.blob(size)))
+        else:
+            self.assertEqual(r.status, 503, r)
+            self.assertEqual(r.json()["error"],
+                             "not enough memory for the body and its tables (--memory-limit)")
+
+    def test_small_and_big_bodies(self):
+        with h.Server(SCRIPT, "--memory-limit", "8m") as srv:
+            self.check(srv, 100 * 1000, True)        # one pass
+            self.check(srv, 1000 * 1000, True)       # slices
+            self.check(srv, 5 * 1000 * 1000, False)  # 5 MB copy + 5 MB string > 8 MB
+            self.check(srv, 200 * 1000, True)        # and it goes on
+            self.assertEqual(srv.find_logs(msg="handler failed"), [])
+            self.assertEqual(len(srv.find_logs(msg="blob seen")), 3)
+        # one pass: 650 KB held from the start, so the 200 KB string fits in 1 MB but not with
+        # the body's 200 KB copy
+        with h.Server(SCRIPT, "--memory-limit", "1m", env={"BALLAST": "650"}) as srv:
+            self.check(srv, 20 * 1000, True)
+            self.check(srv, 200 * 1000, False)
+            self.assertEqual(srv.find_logs(msg="handler failed"), [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
