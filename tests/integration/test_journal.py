@@ -303,12 +303,10 @@ class Journal(unittest.TestCase):
                                          "--max-pending", "4") as srv:
             d = td.join("st")
             held = [post(srv, {"action": "HOLD", "n": i}) for i in range(8)]
-            # while the retries run, new events are taken (200, never 503)
-            deadline = time.monotonic() + 2.0
-            n = 0
-            while time.monotonic() < deadline:
+            # while the retries run, new events are taken (200, never 503): a count, not a
+            # rate, so a slow machine cannot fail it
+            for n in range(12):
                 post(srv, {"action": "OK", "n": 1000 + n})
-                n += 1
                 time.sleep(0.02)
             for i in held:
                 wait_state(d, i, "journal.lua#hold", "ok", 2)
@@ -318,7 +316,6 @@ class Journal(unittest.TestCase):
             self.assertEqual(len(spans), 8)
             most = max(sum(1 for s2, e2 in spans if s2 <= s1 < e2) for s1, _ in spans)
             self.assertLessEqual(most, 2, spans)
-            self.assertGreater(n, 10)
 
     def test_retention_by_age(self):
         with h.TempDir() as td, h.Server(SCRIPT, "--state-dir", td.join("st"), "--keep", "1s",
