@@ -75,7 +75,7 @@ static void answer(lh_reply_cb reply, void *data, int status, const char *extra,
         return;
     if (error != NULL) {
         len = (size_t)snprintf(buf, sizeof(buf), "{\"ok\":false,\"error\":\"");
-        len += lh_json_escape(buf + len, sizeof(buf) - len - 3, error, strlen(error));
+        len += lh_json_escape_utf8(buf + len, sizeof(buf) - len - 3, error, strlen(error), NULL);
         len += (size_t)snprintf(buf + len, sizeof(buf) - len, "\"}");
     } else if (e->nfailed == 0) {
         len = (size_t)snprintf(buf, sizeof(buf), "{\"ok\":true,\"id\":\"%s\",\"handlers\":%d}",
@@ -553,7 +553,7 @@ static void failures_put(lh_event_t *e, const char *s, int escape)
         e->failures = p, e->failures_cap = cap;
     }
     if (escape) {
-        e->failures_len += lh_json_escape(e->failures + e->failures_len, need, s, n);
+        e->failures_len += lh_json_escape_utf8(e->failures + e->failures_len, need, s, n, NULL);
     } else {
         memcpy(e->failures + e->failures_len, s, n);
         e->failures_len += n;
