@@ -127,13 +127,12 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
             return 1;
         }
         size_t len = 0;
-        char *text = lh_metrics_render(&app->metrics, &len);
+        const char *text = lh_metrics_text(&app->metrics, &len); /* cached while unchanged */
         if (text == NULL) {
             answer_json(c, 500, NULL, "{\"ok\":false,\"error\":\"out of memory\"}");
             return 1;
         }
         lh_conn_respond(c, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", text, len);
-        free(text);
         return 1;
     }
     /* luahook's own: never an event; only with a secret, and behind it */

@@ -3,10 +3,12 @@
 - log lines (defect 4): in both formats every line is one line; json lines parse and are
   valid UTF-8; text lines hold no control byte, so a sender cannot forge lines, CR or
   terminal escapes through a handler that logs its data;
+- /metrics label values (defect 5) follow the exposition format and are valid UTF-8;
+- /metrics' text (defect 1, in part) is built again only when a number changed;
 - the --ack handled 500 answer (defect 11, in part) is valid UTF-8 JSON.
 
 Each test fails against the code before its fix: raw bytes >= 0x80 or control bytes in a
-line or answer.
+line, label or answer, a missing luahook_metrics_renders_total.
 """
 
 import json
@@ -18,6 +20,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 
 SCRIPT = h.lua_path(__file__, "echo_log.lua")
+TOKEN = "s3cret-output"
 
 # What a sender can put in a string: a forged line, CR, terminal escapes (7-bit and the C1
 # CSI), bytes that are not UTF-8, a lone surrogate's bytes, valid UTF-8, quotes, '='.
@@ -133,6 +136,76 @@ class LogLines(unittest.TestCase):
 
     def test_text_lines_cannot_be_forged(self):
         self.run_format("text")
+
+
+def strict_metrics(test, body):
+    """Parses the exposition text strictly: UTF-8, '\\n' line ends, no other control
+    character, label values with only the \\\\, \\" and \\n escapes. Returns
+    {(name, ((label, value), ...)): value}."""
+    text = body.decode("utf-8")
+    test.assertTrue(text.endswith("\n"))
+    out = {}
+    for line in text[:-1].split("\n"):
+        for ch in line:
+            test.assertFalse(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0,
+                             "control character %r in %r" % (ch, line))
+        if line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
+        test.assertIsNotNone(m, line)
+        labels, rest = [], m.group(2) or ""
+        while rest:
+            lm = re.match(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\[\\"n])*)"(,|$)', rest)
+            test.assertIsNotNone(lm, "bad labels in %r" % line)
+            value = re.sub(r'\\([\\"n])', lambda e: "\n" if e.group(1) == "n" else e.group(1),
+                           lm.group(2))
+            labels.append((lm.group(1), value))
+            rest = rest[lm.end():]
+        out[(m.group(1), tuple(labels))] = float(m.group(3))
+    return out
+
+
+class Metrics(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = h.Server(SCRIPT).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop(check=True)
+
+    def scrape(self, conn):
+        r = conn.request("GET", "/metrics")
+        self.assertEqual(r.status, 200)
+        return r.body
+
+    def test_label_values_escaped_and_utf8(self):
+        action = b'A"b\\c\nd\re\x1bf\xff\xc2\x9bg\xc3\xa9'
+        r = h.post_event(self.srv.port, event_body(action, b"t"))
+        self.assertEqual(r.status, 200, r)
+        with h.Conn(self.srv.port) as c:
+            samples = strict_metrics(self, self.scrape(c))
+        want = 'A"b\\c\nd\ufffde\ufffdf\ufffd\ufffdg\u00e9'
+        self.assertEqual(samples.get(("luahook_events_received_total", (("action", want),))),
+                         1.0, sorted(k for k in samples if k[0] == "luahook_events_received_total"))
+
+    def test_text_cached_until_a_number_changes(self):
+        with h.Conn(self.srv.port) as c:
+            first = self.scrape(c)
+            again = self.scrape(c)
+            # nothing changed in between: the same text, not built again
+            self.assertEqual(first, again)
+            renders = strict_metrics(self, first)[("luahook_metrics_renders_total", ())]
+            # a scraper that pipelines: one send, every answer, still the same text
+            c.send(h.build_request("GET", "/metrics") * 50)
+            for _ in range(50):
+                r = c.read_response()
+                self.assertEqual(r.body, first)
+            # an event changes numbers: the next scrape sees them at once (no staleness)
+            self.assertEqual(h.post_event(self.srv.port, event_body(b"CACHE", b"t")).status, 200)
+            after = strict_metrics(self, self.scrape(c))
+        self.assertEqual(after[("luahook_events_received_total", (("action", "CACHE"),))], 1.0)
+        self.assertGreater(after[("luahook_metrics_renders_total", ())], renders)
 
 
 class AckHandledAnswer(unittest.TestCase):
