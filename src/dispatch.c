@@ -11,6 +11,7 @@
 #include "journal.h"
 #include "json.h"
 #include "log.h"
+#include "reject.h"
 #include "task.h"
 #include "vm.h"
 
@@ -112,7 +113,7 @@ static void refuse_request(lh_app_t *app, const char *path, size_t path_len, con
             LH_FIELD("remote", remote), LH_FIELDN("path", path, path_len),
             LH_FIELD("error", msg),
         };
-        lh_log_fields(LH_WARN, "rejected", f, 5);
+        lh_reject_log(app, f, 5);
     }
     answer(reply, data, status, status == 503 ? "Retry-After: 1\r\n" : NULL, NULL, msg);
 }

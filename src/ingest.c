@@ -9,6 +9,7 @@
 #include "console.h"
 #include "dispatch.h"
 #include "log.h"
+#include "reject.h"
 
 static const char json_type[] = "application/json";
 
@@ -60,7 +61,7 @@ static void rejected(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, int sta
             LH_FIELD("method", r->method_name),
             LH_FIELDN("path", r->path, r->path_len),
         };
-        lh_log_fields(LH_WARN, "rejected", f, 5);
+        lh_reject_log(app, f, 5);
     }
 }
 

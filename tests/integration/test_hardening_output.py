@@ -4,16 +4,18 @@
   valid UTF-8; text lines hold no control byte, so a sender cannot forge lines, CR or
   terminal escapes through a handler that logs its data;
 - /metrics label values (defect 5) follow the exposition format and are valid UTF-8;
+- "rejected" lines (defect 6) are rate-limited, and what was left out is counted;
 - /metrics' text (defect 1, in part) is built again only when a number changed;
 - the --ack handled 500 answer (defect 11, in part) is valid UTF-8 JSON.
 
 Each test fails against the code before its fix: raw bytes >= 0x80 or control bytes in a
-line, label or answer, a missing luahook_metrics_renders_total.
+line, label or answer, a missing luahook_metrics_renders_total, 2000 "rejected" lines.
 """
 
 import json
 import re
 import sys
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -206,6 +208,43 @@ class Metrics(unittest.TestCase):
             after = strict_metrics(self, self.scrape(c))
         self.assertEqual(after[("luahook_events_received_total", (("action", "CACHE"),))], 1.0)
         self.assertGreater(after[("luahook_metrics_renders_total", ())], renders)
+
+
+class Rejected(unittest.TestCase):
+    N = 2000
+
+    def test_rejected_lines_are_rate_limited_and_counted(self):
+        srv = h.Server(SCRIPT, "--token", TOKEN).start()
+        try:
+            start = time.monotonic()
+            sent = 0
+            with h.Conn(srv.port) as c:
+                while sent < self.N:
+                    batch = min(100, self.N - sent)
+                    c.send(h.build_request("POST", "/", b"{}") * batch)  # no token: 401
+                    for _ in range(batch):
+                        self.assertEqual(c.read_response().status, 401)
+                    sent += batch
+            elapsed = time.monotonic() - start
+
+            def counts():
+                logs = srv.logs()
+                shown = sum(1 for o in logs if o.get("msg") == "rejected")
+                hidden = sum(o["suppressed"] for o in logs
+                             if o.get("msg") == "suppressed rejected lines")
+                return shown, hidden
+
+            # the summary comes a second after the first line left out
+            h.wait_until(lambda: sum(counts()) == self.N, timeout=10 * h.SLOW,
+                         what="every refusal in a line or a suppressed count: %r" % (counts(),))
+            shown, hidden = counts()
+            # a burst of 100, then 20 a second, for as long as the hammering lasted
+            self.assertLessEqual(shown, 100 + 20 * (elapsed + 1), (shown, hidden, elapsed))
+            self.assertGreater(hidden, 0)
+            m = h.get_metrics(srv.port)
+            self.assertEqual(m.get("luahook_events_rejected_total", reason="unauthorized"), self.N)
+        finally:
+            srv.stop(check=True)
 
 
 class AckHandledAnswer(unittest.TestCase):
