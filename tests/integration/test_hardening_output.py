@@ -193,9 +193,14 @@ class Metrics(unittest.TestCase):
 
     def test_text_cached_until_a_number_changes(self):
         with h.Conn(self.srv.port) as c:
+            # nothing changed in between: the same text, not built again (a connection an
+            # earlier test closed may still be counted down first: then scrape again)
             first = self.scrape(c)
-            again = self.scrape(c)
-            # nothing changed in between: the same text, not built again
+            for _ in range(50):
+                again = self.scrape(c)
+                if again == first:
+                    break
+                first = again
             self.assertEqual(first, again)
             renders = strict_metrics(self, first)[("luahook_metrics_renders_total", ())]
             # a scraper that pipelines: one send, every answer, still the same text
