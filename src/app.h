@@ -10,6 +10,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "reject.h"
 
 typedef struct lh_vm_s lh_vm_t;
 typedef struct lh_http_s lh_http_t;
@@ -48,6 +49,8 @@ struct lh_app_s {
     lh_console_t *console; /* owned: the console's sessions (serve); NULL: none */
     lh_live_t *live;       /* owned: the last hour's counts, per minute (serve); NULL: none */
     lh_reload_result_t last_reload;
+    /* the "rejected" lines' rate limit (reject.c) */
+    lh_reject_log_t reject_log;
     uint32_t id_prefix; /* delivery ids: random per process, then a counter */
     uint64_t id_counter;
     /* the start-up line's fields after version, pid and address, in order: main adds

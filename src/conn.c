@@ -8,6 +8,7 @@
 #include "json_escape.h"
 #include "list.h"
 #include "log.h"
+#include "reject.h"
 #include "server.h"
 
 /* How long a refused client may go on sending before the connection is dropped. */
@@ -347,7 +348,7 @@ static void reject_log(lh_conn_t *c, int status, lh_reject_t reason)
             LH_FIELD("remote", c->remote),
             LH_FIELDN("path", path, plen),
         };
-        lh_log_fields(LH_WARN, "rejected", f, 4);
+        lh_reject_log(c->server->app, f, 4);
     }
 }
 

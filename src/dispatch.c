@@ -12,6 +12,7 @@
 #include "journal.h"
 #include "json.h"
 #include "log.h"
+#include "reject.h"
 #include "task.h"
 #include "vm.h"
 
@@ -79,7 +80,7 @@ static void answer(lh_reply_cb reply, void *data, int status, const char *extra,
         return;
     if (error != NULL) {
         len = (size_t)snprintf(buf, sizeof(buf), "{\"ok\":false,\"error\":\"");
-        len += lh_json_escape(buf + len, sizeof(buf) - len - 3, error, strlen(error));
+        len += lh_json_escape_utf8(buf + len, sizeof(buf) - len - 3, error, strlen(error), NULL);
         len += (size_t)snprintf(buf + len, sizeof(buf) - len, "\"}");
     } else if (e->nfailed == 0) {
         len = (size_t)snprintf(buf, sizeof(buf), "{\"ok\":true,\"id\":\"%s\",\"handlers\":%d}",
@@ -116,7 +117,7 @@ static void refuse_request(lh_app_t *app, const char *path, size_t path_len, con
             LH_FIELD("remote", remote), LH_FIELDN("path", path, path_len),
             LH_FIELD("error", msg),
         };
-        lh_log_fields(LH_WARN, "rejected", f, 5);
+        lh_reject_log(app, f, 5);
     }
     answer(reply, data, status, status == 503 ? "Retry-After: 1\r\n" : NULL, NULL, msg);
 }
@@ -588,7 +589,7 @@ static void failures_put(lh_event_t *e, const char *s, int escape)
         e->failures = p, e->failures_cap = cap;
     }
     if (escape) {
-        e->failures_len += lh_json_escape(e->failures + e->failures_len, need, s, n);
+        e->failures_len += lh_json_escape_utf8(e->failures + e->failures_len, need, s, n, NULL);
     } else {
         memcpy(e->failures + e->failures_len, s, n);
         e->failures_len += n;

@@ -9,6 +9,7 @@
 #include "console.h"
 #include "dispatch.h"
 #include "log.h"
+#include "reject.h"
 
 static const char json_type[] = "application/json";
 
@@ -63,7 +64,7 @@ static void rejected(lh_app_t *app, lh_conn_t *c, const lh_request_t *r, int sta
             LH_FIELD("method", r->method_name),
             LH_FIELDN("path", r->path, r->path_len),
         };
-        lh_log_fields(LH_WARN, "rejected", f, 5);
+        lh_reject_log(app, f, 5);
     }
 }
 
@@ -131,13 +132,12 @@ static int on_head(void *data, lh_conn_t *c, lh_request_t *r)
             return 1;
         }
         size_t len = 0;
-        char *text = lh_metrics_render(&app->metrics, &len);
+        const char *text = lh_metrics_text(&app->metrics, &len); /* cached while unchanged */
         if (text == NULL) {
             answer_json(c, 500, NULL, "{\"ok\":false,\"error\":\"out of memory\"}");
             return 1;
         }
         lh_conn_respond(c, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", text, len);
-        free(text);
         return 1;
     }
     /* luahook's own: never an event; only with a secret, and behind it */

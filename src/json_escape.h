@@ -19,4 +19,19 @@
  */
 size_t lh_json_escape(char *out, size_t cap, const char *s, size_t n);
 
+/**
+ * The length (1..4) of the UTF-8 character at p[0..n), or 0 when the bytes there are not
+ * one (a stray continuation byte, an overlong form, a surrogate, past U+10FFFF, cut short).
+ */
+size_t lh_utf8_seq(const char *p, size_t n);
+
+/**
+ * As lh_json_escape, and the result is valid UTF-8 whatever s holds: for text luahook
+ * writes itself (log lines, answers), never for json.encode, which keeps a handler's
+ * bytes. A byte that does not start a valid UTF-8 character becomes U+FFFD (3 bytes),
+ * C1 controls (U+0080..U+009F) become \u0080..\u009f. A cut falls between characters.
+ * `used` (if not NULL) gets how many bytes of s were written: n unless cut.
+ */
+size_t lh_json_escape_utf8(char *out, size_t cap, const char *s, size_t n, size_t *used);
+
 #endif

@@ -1,9 +1,13 @@
 #include "metrics.h"
 
+#include <stddef.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "json_escape.h"
 
 static const double bucket_bounds[LH_METRICS_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
                                                          0.1,    0.25,  0.5,    1,     5,    30};
@@ -26,6 +30,8 @@ void lh_metrics_init(lh_metrics_t *m)
 
 void lh_metrics_dispose(lh_metrics_t *m)
 {
+    free(m->text);
+    free(m->text_of);
     for (size_t i = 0; i < m->nactions; i++)
         free(m->actions[i].name);
     for (size_t i = 0; i < m->nhandlers; i++) {
@@ -142,18 +148,30 @@ static void outf(out_t *o, const char *fmt, ...)
     }
 }
 
-/* Action names come from the network, handler ids from file names: escape them as
-** Prometheus label values. */
-static const char *label(const char *s, char *buf, size_t len)
+/* Action names come from the network, handler ids from file names: written as Prometheus
+** label values, which escape only '\\', '"' and newline and must be UTF-8. Any other control
+** character (CR, ESC, C1) and any byte that is not UTF-8 becomes U+FFFD: a scraper that
+** splits lines or a terminal that shows them sees nothing it would obey. Cut between
+** characters when buf is short. */
+static const char *label(const char *s, char *buf, size_t cap)
 {
-    size_t j = 0;
-    for (; *s && j + 3 < len; s++) {
-        if (*s == '"' || *s == '\\')
-            buf[j++] = '\\', buf[j++] = *s;
-        else if (*s == '\n')
-            buf[j++] = '\\', buf[j++] = 'n';
-        else
-            buf[j++] = *s;
+    size_t j = 0, n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = lh_utf8_seq(s + i, n - i);
+        const char *w = s + i;
+        size_t wl = len;
+        if (c == '"' || c == '\\')
+            w = c == '"' ? "\\\"" : "\\\\", wl = 2;
+        else if (c == '\n')
+            w = "\\n", wl = 2;
+        else if (len == 0 || c < 0x20 || c == 0x7f || (c == 0xC2 && (unsigned char)s[i + 1] < 0xA0))
+            w = "\xEF\xBF\xBD", wl = 3;
+        if (wl >= cap - j)
+            break;
+        memcpy(buf + j, w, wl);
+        j += wl;
+        i += len ? len : 1;
     }
     buf[j] = '\0';
     return buf;
@@ -339,10 +357,35 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
          (unsigned long long)m->state_writes);
     if (m->journal_on)
         render_journal(&o, m);
+    outf(&o,
+         "# HELP luahook_metrics_renders_total Times this text was built; scrapes in between "
+         "that found every number unchanged got the text built before.\n"
+         "# TYPE luahook_metrics_renders_total counter\n"
+         "luahook_metrics_renders_total %llu\n",
+         (unsigned long long)m->renders);
     if (o.failed) {
         free(o.p);
         return NULL;
     }
     *len = o.len;
     return o.p;
+}
+
+const char *lh_metrics_text(lh_metrics_t *m, size_t *len)
+{
+    size_t numbers = offsetof(lh_metrics_t, text);
+    if (m->text != NULL && memcmp(m->text_of, m, numbers) == 0) {
+        *len = m->text_len;
+        return m->text;
+    }
+    if (m->text_of == NULL && (m->text_of = malloc(numbers)) == NULL)
+        return NULL;
+    free(m->text);
+    m->renders++;
+    m->text = lh_metrics_render(m, &m->text_len);
+    if (m->text == NULL)
+        return NULL;
+    memcpy(m->text_of, m, numbers);
+    *len = m->text_len;
+    return m->text;
 }

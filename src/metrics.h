@@ -88,6 +88,12 @@ typedef struct lh_metrics_s {
     uint64_t journal_commit_buckets[LH_JOURNAL_COMMIT_BUCKETS]; /* not cumulative here */
     double journal_commit_sum;
     uint64_t journal_commit_count;
+    /* the cache of /metrics' text (lh_metrics_text); every field above this one is a number
+    ** the text shows, compared as bytes: keep new numbers above */
+    char *text; /* owned; NULL: not built yet */
+    size_t text_len;
+    unsigned char *text_of; /* owned: the bytes above `text` when it was built */
+    uint64_t renders;       /* times the text was built */
 } lh_metrics_t;
 
 /* Upper bounds (seconds) of the journal's commit latency buckets. */
@@ -112,5 +118,13 @@ const char *lh_metrics_outcome_name(lh_outcome_t o);
 
 /** Renders every series; returns a malloc'd NUL-terminated text (caller frees) or NULL. */
 char *lh_metrics_render(const lh_metrics_t *m, size_t *len);
+
+/**
+ * /metrics' text: built again only when a number in `m` changed since the last time, else
+ * the same text (a pipelining or over-eager scraper costs a comparison, and no scrape ever
+ * sees a stale number). Borrowed: valid until the next call or lh_metrics_dispose. NULL
+ * when out of memory.
+ */
+const char *lh_metrics_text(lh_metrics_t *m, size_t *len);
 
 #endif
