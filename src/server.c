@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "reject.h"
 
 /* A connection that cannot be taken on: accepted anyway, so that the loop does not spin
 ** on it, and closed at once. */
@@ -47,8 +48,18 @@ static void on_connection(uv_stream_t *l, int status)
     if (s->nconns - s->nclosing > max || s->app->stopping) {
         static const char body[] = "{\"ok\":false,\"error\":\"too many connections, retry later\"}";
         s->app->metrics.rejected[LH_REJECT_OVERLOAD]++;
-        LH_LOG(LH_WARN, "connection refused: %zu connections open (--max-connections %llu)",
-               s->nconns - s->nclosing - 1, (unsigned long long)max);
+        if (lh_log_enabled(LH_WARN)) { /* a flood of these is rate-limited like the rest */
+            char open[24], lim[24];
+            snprintf(open, sizeof(open), "%zu", s->nconns - s->nclosing - 1);
+            snprintf(lim, sizeof(lim), "%llu", (unsigned long long)max);
+            lh_field_t f[] = {
+                LH_FIELD_NUM("status", s->nclosing >= max ? "0" : "503"),
+                LH_FIELD("reason", lh_metrics_reject_name(LH_REJECT_OVERLOAD)),
+                LH_FIELD_NUM("connections", open),
+                LH_FIELD_NUM("max_connections", lim),
+            };
+            lh_reject_log(s->app, f, 4);
+        }
         if (s->nclosing >= max) { /* a flood: no answer, no linger, no memory held */
             lh_conn_close(c);
             return;

@@ -252,6 +252,39 @@ class Rejected(unittest.TestCase):
             srv.stop(check=True)
 
 
+    def test_refused_connections_share_the_limit(self):
+        # --max-connections 1 held by one client: each further connection is refused with
+        # a line of its own before, 400 of them 400 lines; now the same bucket
+        srv = h.Server(SCRIPT, "--max-connections", "1").start()
+        try:
+            with h.Conn(srv.port) as held:
+                held.send(h.build_request("GET", "/healthz"))
+                self.assertEqual(held.read_response().status, 200)
+                for _ in range(400):
+                    with h.Conn(srv.port) as c:
+                        try:
+                            c.read_response()  # a 503, or closed without one
+                        except Exception:
+                            pass
+
+                def counts():
+                    logs = srv.logs()
+                    shown = sum(1 for o in logs if o.get("msg") == "rejected"
+                                and o.get("reason") == "overload")
+                    hidden = sum(o["suppressed"] for o in logs
+                                 if o.get("msg") == "suppressed rejected lines")
+                    return shown, hidden
+
+                h.wait_until(lambda: sum(counts()) == 400, timeout=10 * h.SLOW,
+                             what="every refused connection in a line or a count: %r"
+                             % (counts(),))
+                self.assertGreater(counts()[1], 0)
+            m = h.get_metrics(srv.port)
+            self.assertEqual(m.get("luahook_events_rejected_total", reason="overload"), 400)
+        finally:
+            srv.stop(check=True)
+
+
 class AckHandledAnswer(unittest.TestCase):
     def test_500_body_is_valid_utf8_json(self):
         with h.Server(SCRIPT, "--ack", "handled") as srv:
