@@ -4,7 +4,8 @@
 ** leaves the stack as it found it. For a value it decoded: the encoder takes it, the text
 ** it writes decodes again, that value equals the first (decode(encode(decode(x))) ==
 ** decode(x): same types, integers still integers, same floats bit for bit, same keys, same
-** marks of empty tables), and encoding it again gives the same text.
+** marks of empty tables), and encoding it again gives the same text. Then all of it once
+** more under an allocator that fails.
 */
 #include <assert.h>
 #include <math.h>
@@ -99,6 +100,62 @@ static int same(lua_State *L, int a, int b, int depth)
     return na == nb;
 }
 
+/*
+** The same input again in a state whose allocator fails the Nth allocation (N from the
+** input): decoding and encoding end in a memory error or as before, never a crash, a leak
+** (libFuzzer checks each input) or a stack left unbalanced.
+*/
+static long alloc_left = -1; /* growing allocations before one fails; -1: no limit */
+
+static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (ptr == NULL || nsize > osize) { /* Lua needs shrinking to succeed */
+        if (alloc_left == 0)
+            return NULL;
+        if (alloc_left > 0)
+            alloc_left--;
+    }
+    return realloc(ptr, nsize);
+}
+
+static void under_failing_alloc(const uint8_t *data, size_t size, int decoded)
+{
+    static lua_State *L;
+    if (L == NULL) {
+        L = lua_newstate(budget_alloc, NULL);
+        assert(L != NULL);
+    }
+    uint32_t h = 2166136261u; /* FNV-1a: N follows the input, the same every run */
+    for (size_t i = 0; i < size && i < 64; i++)
+        h = (h ^ data[i]) * 16777619u;
+    lua_settop(L, 0);
+    decode_t d = {(const char *)data, size, 0, 0, ""};
+    lua_pushcfunction(L, decode);
+    lua_pushlightuserdata(L, &d);
+    alloc_left = (long)(h % 256);
+    int status = lua_pcall(L, 1, 1, 0);
+    if (status == LUA_OK && decoded) {
+        lua_pushcfunction(L, encode); /* v encode */
+        lua_insert(L, 1);             /* encode v */
+        status = lua_pcall(L, 1, 1, 0);
+    }
+    alloc_left = -1;
+    if (status != LUA_OK && status != LUA_ERRMEM) {
+        fprintf(stderr, "fuzz_json: %s\n", lua_tostring(L, -1));
+        fail(L, "under a failing allocator: an error other than memory");
+    }
+    if (status == LUA_OK && d.ok != decoded)
+        fail(L, "under a failing allocator: a different verdict");
+    if (lua_gettop(L) != 1)
+        fail(L, "under a failing allocator: the stack unbalanced");
+    lua_settop(L, 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -119,6 +176,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (strncmp(d1.err, "invalid JSON", 12) != 0 || strlen(d1.err) >= sizeof(d1.err))
             fail(L, "a refusal without its message");
         lua_settop(L, 0);
+        under_failing_alloc(data, size, 0);
         return 0;
     }
     /* 1: v1 */
@@ -130,7 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *why = lua_tostring(L, -1);
         if (why != NULL && (strstr(why, "cannot encode inf") || strstr(why, "cannot encode -inf"))) {
             lua_settop(L, 0);
-            return 0;
+            return 0; /* no memory pass: its encode would fail as well */
         }
         fprintf(stderr, "fuzz_json: %s\n", why);
         fail(L, "a decoded value does not encode");
@@ -158,5 +216,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!lua_rawequal(L, 2, 4))
         fail(L, "encoding the same value twice gives two texts");
     lua_settop(L, 0);
+    under_failing_alloc(data, size, 1);
     return 0;
 }
