@@ -9,7 +9,9 @@ local function enc(v)
     if #v > 0 or next(v) == nil then
       local p = {} for i = 1, #v do p[i] = enc(v[i]) end return "[" .. table.concat(p, ",") .. "]"
     end
-    local p = {} for k, x in pairs(v) do p[#p + 1] = enc(tostring(k)) .. ":" .. enc(x) end
+    local ks = {} for k in pairs(v) do ks[#ks + 1] = tostring(k) end
+    table.sort(ks) -- the same text every run
+    local p = {} for _, k in ipairs(ks) do p[#p + 1] = enc(k) .. ":" .. enc(v[k]) end
     return "{" .. table.concat(p, ",") .. "}"
   end
   return "null"
