@@ -8,10 +8,11 @@
 size_t lh_utf8_seq(const char *p, size_t n)
 {
     const unsigned char *s = (const unsigned char *)p;
-    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    unsigned char c, lo = 0x80, hi = 0xBF;
     size_t len;
     if (n == 0)
-        return 0;
+        return 0; /* before reading s[0]: p may point at the end of its buffer */
+    c = s[0];
     if (c < 0x80)
         return 1;
     if (c >= 0xC2 && c <= 0xDF)

@@ -37,8 +37,8 @@ struct lh_request_parser_s {
     const char *base;
     uint64_t base_off;
     lh_request_error_t error;
-    int offset_set; /* a data callback set error.offset itself */
-    const char *why; /* our own reason for a 400 or 501; NULL: llhttp's */
+    int offset_set;   /* a data callback set error.offset itself */
+    const char *why;  /* our own reason for a 400 or 501; NULL: llhttp's */
     int line_end_due; /* the request line's version is parsed: its CR is the next byte */
     /* obs-fold: where the header's name and its value's last span ended, in the stream, and
     ** whether a line end came after the name in an earlier feed */
@@ -524,9 +524,20 @@ lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *dat
             }
             p->line_end_due = 0;
         }
-        llhttp_errno_t err = llhttp_execute(&p->llhttp, data + n, len - n);
+        /* A head is fed no more bytes than it has room for: llhttp hands a span to its
+        ** callback (where the room is checked) only when the span or the feed ends, so a
+        ** bad byte later in a long span would else be found first, and the same bytes
+        ** would get 400 or 431 as TCP cut them. */
+        size_t lim = len - n;
+        if ((p->phase == P_BETWEEN || p->phase == P_HEAD) && p->max_header > 0) {
+            uint64_t used_room = p->phase == P_HEAD ? p->head_len : 0;
+            uint64_t room = used_room < p->max_header ? p->max_header - used_room : 1;
+            if (room < lim)
+                lim = (size_t)room;
+        }
+        llhttp_errno_t err = llhttp_execute(&p->llhttp, data + n, lim);
         const char *pos = llhttp_get_error_pos(&p->llhttp);
-        size_t at = err == HPE_OK || pos == NULL ? len : (size_t)(pos - data);
+        size_t at = err == HPE_OK || pos == NULL ? n + lim : (size_t)(pos - data);
         if (err == HPE_PAUSED && p->line_end_due && p->event == LH_PARSE_MORE) {
             llhttp_resume(&p->llhttp); /* at the version's end: look at the next byte */
             n = at;
@@ -537,6 +548,8 @@ lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *dat
         n = at;
         switch (err) {
         case HPE_OK:
+            if (n < len)
+                continue; /* a head fed up to its room: the rest */
             break;
         case HPE_PAUSED: /* at a head or a request complete: the callbacks set p->event */
             llhttp_resume(&p->llhttp);

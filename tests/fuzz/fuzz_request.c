@@ -92,8 +92,8 @@ static void record_request(trace_t *t, const lh_request_t *r, int done, uint64_t
 }
 
 /* Parses `stream` fed in pieces of the sizes in `cuts` (used in turn; none: whole). */
-static void parse(trace_t *t, const uint8_t *stream, size_t len, const uint8_t *cuts,
-                  size_t ncuts, uint64_t max_header, uint64_t max_body, uint8_t skips)
+static void parse(trace_t *t, const uint8_t *stream, size_t len, const uint8_t *cuts, size_t ncuts,
+                  uint64_t max_header, uint64_t max_body, uint8_t skips)
 {
     lh_request_parser_t *p = lh_request_parser_new(max_header, max_body);
     assert(p != NULL);
@@ -156,36 +156,6 @@ static uint64_t limit(uint8_t b)
     return b < 16 ? (uint64_t)1 << 20 : (uint64_t)b * 4; /* mostly small: limits get hit */
 }
 
-/*
-** Known until request.c checks --max-header inside llhttp's spans (tests/fuzz/pending):
-** llhttp reports a span when it ends or when the bytes fed end, so bytes cut finely hit
-** the limit (431) where the same bytes whole first hit a malformed byte (400) further on.
-** With LH_FUZZ_KNOWN=limit-cut (scripts/fuzz ci sets it from tests/fuzz/pending) that one
-** difference passes, so the rest is still fuzzed; the kept crasher replays without it.
-*/
-/* where the trace's refusal starts ("\nerror "), or NULL */
-static const char *refusal(const trace_t *t)
-{
-    for (size_t i = t->len; i-- > 0;)
-        if (t->len - i >= 7 && memcmp(t->p + i, "\nerror ", 7) == 0)
-            return t->p + i;
-    return NULL;
-}
-
-static int known_limit_cut(const trace_t *whole, const trace_t *pieces)
-{
-    const char *known = getenv("LH_FUZZ_KNOWN");
-    if (known == NULL || strstr(known, "limit-cut") == NULL)
-        return 0;
-    const char *we = refusal(whole), *pe = refusal(pieces);
-    if (we == NULL || pe == NULL || we - whole->p != pe - pieces->p ||
-        memcmp(whole->p, pieces->p, (size_t)(we - whole->p)) != 0)
-        return 0;
-    unsigned long long wo, po;
-    return sscanf(we, "\nerror 400 %llu", &wo) == 1 && sscanf(pe, "\nerror 431 %llu", &po) == 1 &&
-           po <= wo;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -203,12 +173,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     trace_t whole = {0}, pieces = {0};
     parse(&whole, stream, len, NULL, 0, max_header, max_body, skips);
     static const uint8_t one[1] = {0}; /* no sizes given: byte by byte */
-    parse(&pieces, stream, len, ncuts ? cuts : one, ncuts ? ncuts : 1, max_header, max_body,
-          skips);
-    if ((whole.len != pieces.len || memcmp(whole.p, pieces.p, whole.len) != 0) &&
-        !known_limit_cut(&whole, &pieces)) {
-        fprintf(stderr, "fuzz_request: the stream whole and cut in pieces parse differently\n"
-                        "whole:%.*s\npieces:%.*s\n",
+    parse(&pieces, stream, len, ncuts ? cuts : one, ncuts ? ncuts : 1, max_header, max_body, skips);
+    if (whole.len != pieces.len || memcmp(whole.p, pieces.p, whole.len) != 0) {
+        fprintf(stderr,
+                "fuzz_request: the stream whole and cut in pieces parse differently\n"
+                "whole:%.*s\npieces:%.*s\n",
                 (int)whole.len, whole.p, (int)pieces.len, pieces.p);
         abort();
     }
