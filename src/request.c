@@ -530,7 +530,9 @@ lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *dat
         ** would get 400 or 431 as TCP cut them. */
         size_t lim = len - n;
         if ((p->phase == P_BETWEEN || p->phase == P_HEAD) && p->max_header > 0) {
-            uint64_t used_room = p->phase == P_HEAD ? p->head_len : 0;
+            /* a value's NUL comes with the byte after its line end, from this feed */
+            int nul_due = p->hpos == H_VALUE || p->hpos == H_COLON;
+            uint64_t used_room = p->phase == P_HEAD ? p->head_len + (uint64_t)nul_due : 0;
             uint64_t room = used_room < p->max_header ? p->max_header - used_room : 1;
             if (room < lim)
                 lim = (size_t)room;
