@@ -62,6 +62,11 @@ struct lh_event_s {
     struct big_s *big; /* owned: a big body's slices (NULL: decoded in one pass) */
     int has_project;   /* a big body's project.id, for the journal before its tables exist */
     int64_t project;
+    /* a big body: its bytes in C memory, owned by a userdata (ctx.body is made from them on
+    ** first read); NULL: ctx.body holds the body */
+    const char *body;
+    size_t body_len;
+    int body_ref; /* registry ref to that userdata: the bytes live while the event does */
 };
 
 /* ------------------------------------------------------------------ answers */
@@ -137,6 +142,7 @@ static void event_free(lh_event_t *e)
     e->app->retrying -= e->redelivered;
     luaL_unref(L, LUA_REGISTRYINDEX, e->ev_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, e->ctx_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, e->body_ref);
     free(e->action);
     free(e->path);
     free(e->failures);
@@ -173,9 +179,63 @@ typedef struct {
     char err[256];
 } decode_t;
 
+/* A big body's bytes, in C memory: a 50 MB body is not copied into the Lua heap before the
+** answer (fresh memory costs ~10 ms per MB to touch on a small VM), only when a handler reads
+** ctx.body. Until __gc, `bytes` is owned (NULL while being set up). */
+typedef struct {
+    char *bytes;
+    size_t len;
+} body_t;
+
+#define BODY_META "luahook.body"
+
+static int body_gc(lua_State *L)
+{
+    body_t *b = luaL_checkudata(L, 1, BODY_META);
+    free(b->bytes);
+    b->bytes = NULL;
+    return 0;
+}
+
+/* Pushes a body userdata for `bytes` (may raise: memory; `*bytes` is then still the
+** caller's, else it is the userdata's and *bytes becomes NULL). */
+static body_t *push_body(lua_State *L, char **bytes, size_t len)
+{
+    body_t *b = lua_newuserdatauv(L, sizeof(*b), 0); /* ud */
+    b->bytes = NULL;
+    b->len = 0;
+    if (luaL_newmetatable(L, BODY_META)) { /* ud mt */
+        lua_pushcfunction(L, body_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushliteral(L, "luahook body");
+        lua_setfield(L, -2, "__metatable"); /* not reachable from Lua, but never changed */
+    }
+    lua_setmetatable(L, -2); /* ud */
+    b->bytes = *bytes, b->len = len;
+    *bytes = NULL;
+    return b;
+}
+
+/* ctx's __index (upvalue: the body userdata): ctx.body, made once, on its first read, inside
+** the run's --memory-limit (a body too big for it fails the run with `memory`). */
+static int ctx_index(lua_State *L)
+{
+    size_t klen = 0;
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &klen) : NULL;
+    if (k == NULL || klen != 4 || memcmp(k, "body", 4) != 0)
+        return 0;
+    const body_t *b = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushlstring(L, b->bytes != NULL ? b->bytes : "", b->len); /* body */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* the copy happens once per event */
+    return 1;
+}
+
 /* ctx: what the handler knows of the delivery. One table per event, shared by its
-** handlers; ctx.id is filled in when the event runs. */
-static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_t *in)
+** handlers; ctx.id is filled in when the event runs. With `body` (a stack index of a body
+** userdata), ctx.body is made from it on first read; else it is the request's body now. */
+static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_t *in, int body)
 {
     const lh_request_t *req = in->req;
     lua_createtable(L, 0, 9); /* ctx */
@@ -191,8 +251,16 @@ static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_
     lua_setfield(L, -2, "remote");
     lua_pushnumber(L, req->received_at);
     lua_setfield(L, -2, "received_at");
-    lua_pushlstring(L, req->body, req->body_len);
-    lua_setfield(L, -2, "body");
+    if (body != 0) {
+        lua_createtable(L, 0, 1); /* ctx mt */
+        lua_pushvalue(L, body);
+        lua_pushcclosure(L, ctx_index, 1);
+        lua_setfield(L, -2, "__index");
+        lua_setmetatable(L, -2); /* ctx */
+    } else {
+        lua_pushlstring(L, req->body, req->body_len);
+        lua_setfield(L, -2, "body");
+    }
     lua_createtable(L, 0, (int)req->nheaders); /* ctx headers */
     for (size_t i = 0; i < req->nheaders; i++) {
         const lh_header_t *h = &req->headers[i];
@@ -283,7 +351,7 @@ static int decode_protected(lua_State *L)
     e->action_len = alen;
     e->route = lh_vm_route(e->vm); /* ev action */
     lua_pop(L, 1);                 /* ev */
-    push_ctx(L, e, in);            /* ev ctx */
+    push_ctx(L, e, in, 0);         /* ev ctx */
     e->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     e->ev_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
@@ -306,7 +374,7 @@ static lh_event_t *event_new(lh_app_t *app, const lh_dispatch_input_t *in)
     snprintf(e->remote, sizeof(e->remote), "%s", remote);
     e->app = app;
     e->vm = app->vm;
-    e->ev_ref = e->ctx_ref = LUA_NOREF;
+    e->ev_ref = e->ctx_ref = e->body_ref = LUA_NOREF;
     e->start_ns = req->received_ns;
     e->reply = in->reply;
     e->reply_data = in->reply_data;
@@ -516,10 +584,15 @@ static int journal_event(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
     const char **ids = calloc(e->route->n ? e->route->n : 1, sizeof(*ids));
     lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref); /* ctx */
     lua_rawgeti(L, LUA_REGISTRYINDEX, e->ev_ref);  /* ctx ev */
-    lua_getfield(L, top + 1, "body");              /* ctx ev body */
-    /* borrowed by the journal till `journaled`: ctx holds the string, and no handler runs
-    ** (nothing can drop it) before then */
-    ev.body = lua_tolstring(L, -1, &ev.body_len);
+    /* borrowed by the journal till `journaled`: a big body's userdata (e->body_ref) or ctx
+    ** holds the bytes, and no handler runs (nothing can drop them) before then */
+    if (e->body != NULL) {
+        lua_pushnil(L); /* ctx ev nil: ctx.body is not made for the journal */
+        ev.body = e->body, ev.body_len = e->body_len;
+    } else {
+        lua_getfield(L, top + 1, "body"); /* ctx ev body */
+        ev.body = lua_tolstring(L, -1, &ev.body_len);
+    }
     lua_getfield(L, top + 1, "received_at"); /* ctx ev body t */
     ev.received = lua_tonumber(L, -1);
     if (e->ev_ref == LUA_NOREF) { /* a big body's tables come later: validation found it */
@@ -805,7 +878,7 @@ struct big_s {
     lh_json_job_t *job; /* owned; NULL between phases */
     lua_State *co;      /* the building thread, anchored by co_ref */
     int co_ref;         /* registry ref in vm->L, LUA_NOREF when unset */
-    const char *body;   /* borrowed from ctx.body: the event's ctx anchors it */
+    const char *body;   /* borrowed from the event's body userdata (e->body_ref) */
     size_t body_len;
     size_t budget;   /* bytes of text for the next slice */
     int holds;       /* 1 while it counts in app->tasks */
@@ -885,22 +958,53 @@ static void big_pace(big_t *b, uint64_t t0)
 typedef struct {
     big_t *b;
     const lh_dispatch_input_t *in;
+    char *owned; /* the body's bytes until the userdata owns them */
+    size_t len;
 } big_start_t;
 
-/* Under lua_pcall, inside --memory-limit: ctx with its copy of the body, and the thread the
-** tables will be built on. The text is read from ctx.body: no other copy is kept. */
+/* Under lua_pcall, inside --memory-limit: the body's userdata (its bytes moved in, not
+** copied), ctx, which makes ctx.body from them on first read, and the thread the tables will
+** be built on. Validation, the build and the journal read the same bytes. */
 static int big_start_protected(lua_State *L)
 {
     big_start_t *a = lua_touserdata(L, 1);
     big_t *b = a->b;
+    lh_event_t *e = b->e;
     lua_settop(L, 0);
-    push_ctx(L, b->e, a->in);   /* ctx */
-    lua_getfield(L, 1, "body"); /* ctx body */
-    b->body = lua_tolstring(L, 2, &b->body_len);
-    lua_pop(L, 1); /* ctx */
-    b->e->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    const body_t *body = push_body(L, &a->owned, a->len); /* ud */
+    e->body = b->body = body->bytes;
+    e->body_len = b->body_len = body->len;
+    push_ctx(L, e, a->in, 1); /* ud ctx */
+    e->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    e->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     b->co = lua_newthread(L); /* co */
     b->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Under lua_pcall: a redelivered body's action, read from its tables once they exist (it
+** was valid when accepted: no validation pass finds it first). */
+static int big_action_protected(lua_State *L)
+{
+    lh_event_t *e = ((big_t *)lua_touserdata(L, 1))->e;
+    size_t alen;
+    lua_settop(L, 0);
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, e->ev_ref) != LUA_TTABLE) /* ev */
+        return 0;
+    lua_pushliteral(L, "action");
+    if (lua_rawget(L, 1) != LUA_TSTRING) /* ev action */
+        return 0;
+    const char *action = lua_tolstring(L, 2, &alen);
+    char *copy = malloc(alen + 1);
+    if (copy == NULL)
+        return luaL_error(L, "not enough memory");
+    memcpy(copy, action, alen + 1);
+    free(e->action);
+    e->action = copy;
+    e->action_len = alen;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref); /* ev action ctx */
+    lua_pushvalue(L, 2);
+    lua_setfield(L, 3, "action");
     return 0;
 }
 
@@ -997,8 +1101,13 @@ static void big_build_start(big_t *b);
 /* The tables exist (or could not be made after the answer): the event runs. */
 static void big_run(big_t *b)
 {
+    lh_event_t *e = b->e;
     b->phase = BIG_WAIT;
     uv_idle_stop(&b->idle);
+    if (e->stats == NULL) { /* redelivered: its action is known from its tables only */
+        big_call(b, big_action_protected, b, NULL); /* without memory: the action stays "" */
+        e->stats = lh_metrics_action(&e->app->metrics, e->action, e->action_len);
+    }
     lh_dispatch_run(b->e); /* its runs count in app->tasks now; the event may be gone */
     big_release(b);
 }
@@ -1152,17 +1261,21 @@ static void on_big_idle(uv_idle_t *h)
     }
 }
 
-/* lh_dispatch_event for a big body: its phases begin. */
-static void big_submit(lh_app_t *app, const lh_dispatch_input_t *in)
+/* A big body's event, with its body userdata (`owned` moved in: always taken, freed on
+** failure) and ctx; NULL when it was refused (answered 503). Its phases are not started. */
+static big_t *big_new(lh_app_t *app, const lh_dispatch_input_t *in, char *owned, size_t len)
 {
     lh_event_t *e = event_new(app, in);
-    if (e == NULL)
-        return;
+    if (e == NULL) {
+        free(owned);
+        return NULL;
+    }
     big_t *b = calloc(1, sizeof(*b));
     if (b == NULL || uv_idle_init(app->loop, &b->idle) != 0) {
         free(b);
+        free(owned);
         refuse(e, 503, LH_REJECT_OVERLOAD, "out of memory");
-        return;
+        return NULL;
     }
     lh_vm_t *vm = e->vm;
     b->idle.data = b;
@@ -1171,25 +1284,46 @@ static void big_submit(lh_app_t *app, const lh_dispatch_input_t *in)
     b->vm = vm;
     b->co_ref = LUA_NOREF;
     b->budget = BUDGET_FIRST;
-    b->phase = BIG_VALIDATE;
+    b->phase = BIG_WAIT;
     e->big = b;
     vm->tasks++;
     if (vm->big_events++ == 0)
         lua_gc(vm->L, LUA_GCINC, 0, 0, 0);
     b->holds = 1;
     app->tasks++;
-    if (uv_idle_start(&b->idle, on_big_idle) != 0) {
+    if (owned == NULL) {
         refuse(e, 503, LH_REJECT_OVERLOAD, "out of memory");
-        return;
+        return NULL;
     }
-    big_start_t a = {b, in};
+    big_start_t a = {b, in, owned, len};
     if (big_call(b, big_start_protected, &a, NULL) != LUA_OK) {
+        free(a.owned); /* NULL once the userdata has it: its __gc frees it */
         lua_gc(vm->L, LUA_GCCOLLECT);
         refuse(e, 503, LH_REJECT_OVERLOAD, "not enough memory for the body (--memory-limit)");
+        return NULL;
+    }
+    return b;
+}
+
+/* lh_dispatch_event for a big body: its phases begin. Its bytes are moved out of the request
+** when they can be (a copy of 50 MB would hold the loop for a good part of a second). */
+static void big_submit(lh_app_t *app, const lh_dispatch_input_t *in, lh_request_t *req)
+{
+    char *owned = lh_request_take_body(req);
+    if (owned == NULL && (owned = malloc(req->body_len + 1)) != NULL) {
+        memcpy(owned, req->body, req->body_len);
+        owned[req->body_len] = '\0';
+    }
+    big_t *b = big_new(app, in, owned, req->body_len);
+    if (b == NULL)
+        return;
+    b->phase = BIG_VALIDATE;
+    if (uv_idle_start(&b->idle, on_big_idle) != 0) {
+        refuse(b->e, 503, LH_REJECT_OVERLOAD, "out of memory");
         return;
     }
     if ((b->job = lh_json_job_new(NULL, b->body, b->body_len)) == NULL)
-        refuse(e, 503, LH_REJECT_OVERLOAD, "out of memory");
+        refuse(b->e, 503, LH_REJECT_OVERLOAD, "out of memory");
 }
 
 /* ------------------------------------------------------------------ all steps */
@@ -1209,8 +1343,8 @@ void lh_dispatch_submit(lh_app_t *app, const lh_dispatch_input_t *in)
     lh_dispatch_accept(e, run_when_accepted, NULL);
 }
 
-void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remote,
-                       lh_reply_cb reply, void *data)
+void lh_dispatch_event(lh_app_t *app, lh_request_t *req, const char *remote, lh_reply_cb reply,
+                       void *data)
 {
     lh_dispatch_input_t in = {
         .req = req,
@@ -1221,7 +1355,7 @@ void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remot
         .journal = 1,
     };
     if (req->body_len >= LH_DISPATCH_SLICED_MIN && app->loop != NULL)
-        big_submit(app, &in);
+        big_submit(app, &in, req);
     else
         lh_dispatch_submit(app, &in);
 }
@@ -1256,6 +1390,56 @@ static int stored_headers(lua_State *L)
     return 0;
 }
 
+/* A redelivered event, decoded: its stored headers, delivery id and the one handler it runs
+** again (counted in app->retrying). */
+static void redelivered(lh_event_t *e, const lh_journal_run_t *run, const lh_handler_t *h)
+{
+    lh_vm_t *vm = e->vm;
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    /* the stored headers, as the first attempt saw them (but the secret's) */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref); /* ctx */
+    /* out of memory: the event keeps the headers it was decoded with (none) */
+    lh_task_protect(L, stored_headers, (void *)run, 1, 0);
+    lua_settop(L, top);
+    snprintf(e->id, sizeof(e->id), "%s", run->delivery);
+    e->jid = run->jid;
+    e->own_handler = (int)(h - vm->handlers);
+    e->own_route.handlers = &e->own_handler;
+    e->own_route.n = 1;
+    e->route = &e->own_route;
+    e->nhandlers = 1;
+    e->stage = STAGE_ACCEPTED;
+    e->redelivered = 1;
+    e->app->retrying++;
+}
+
+/* A big stored body runs again as a fresh one would: its tables built in slices, from its
+** bytes taken over from the journal (not copied), without validation (it was valid when
+** accepted); its action is read from the tables. */
+static void redeliver_big(lh_app_t *app, const lh_journal_run_t *run, const lh_handler_t *h,
+                          const lh_dispatch_input_t *in)
+{
+    char *owned = lh_journal_run_take_body(run);
+    if (owned == NULL && (owned = malloc(run->body_len + 1)) != NULL) {
+        memcpy(owned, run->body, run->body_len);
+        owned[run->body_len] = '\0';
+    }
+    big_t *b = big_new(app, in, owned, run->body_len);
+    if (b == NULL) {
+        redeliver_failed(app, run, LH_END_NORMAL, "not enough memory for the stored body");
+        return;
+    }
+    lh_event_t *e = b->e;
+    if ((e->action = calloc(1, 1)) == NULL) { /* "" until the tables say */
+        refuse(e, 503, LH_REJECT_OVERLOAD, "out of memory");
+        redeliver_failed(app, run, LH_END_NORMAL, "not enough memory for the stored body");
+        return;
+    }
+    redelivered(e, run, h);
+    big_build_start(b); /* then big_run: the action, then the run */
+}
+
 void lh_dispatch_redeliver(void *data, const lh_journal_run_t *run)
 {
     lh_app_t *app = data;
@@ -1281,28 +1465,16 @@ void lh_dispatch_redeliver(void *data, const lh_journal_run_t *run)
     req.received_at = run->received;
     req.received_ns = uv_hrtime();
     lh_dispatch_input_t in = {.req = &req, .remote = run->remote, .attempt = run->attempt};
+    if (run->body_len >= LH_DISPATCH_SLICED_MIN && app->loop != NULL) {
+        redeliver_big(app, run, h, &in);
+        return;
+    }
     lh_event_t *e = lh_dispatch_decode(app, &in);
     if (e == NULL) {
         redeliver_failed(app, run, LH_END_NORMAL, "the stored body could not be decoded again");
         return;
     }
-    /* the stored headers, as the first attempt saw them (but the secret's) */
-    lua_State *L = vm->L;
-    int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ctx_ref); /* ctx */
-    /* out of memory: the event keeps the headers it was decoded with (none) */
-    lh_task_protect(L, stored_headers, (void *)run, 1, 0);
-    lua_settop(L, top);
-    snprintf(e->id, sizeof(e->id), "%s", run->delivery);
-    e->jid = run->jid;
-    e->own_handler = (int)(h - vm->handlers);
-    e->own_route.handlers = &e->own_handler;
-    e->own_route.n = 1;
-    e->route = &e->own_route;
-    e->nhandlers = 1;
+    redelivered(e, run, h);
     e->stats = lh_metrics_action(&app->metrics, e->action, e->action_len);
-    e->stage = STAGE_ACCEPTED;
-    e->redelivered = 1;
-    app->retrying++;
     lh_dispatch_run(e);
 }

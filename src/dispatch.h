@@ -125,9 +125,10 @@ void lh_dispatch_run(lh_event_t *e);
 /** Every step in turn, each run continuing into the next. */
 void lh_dispatch_submit(lh_app_t *app, const lh_dispatch_input_t *in);
 
-/** serve's shorthand for lh_dispatch_submit: attempt 1, no action override, no observer. */
-void lh_dispatch_event(lh_app_t *app, const lh_request_t *req, const char *remote,
-                       lh_reply_cb reply, void *data);
+/** serve's shorthand for lh_dispatch_submit: attempt 1, no action override, no observer. A
+ *  big body's buffer is taken from `req` (lh_request_take_body), not copied. */
+void lh_dispatch_event(lh_app_t *app, lh_request_t *req, const char *remote, lh_reply_cb reply,
+                       void *data);
 
 struct lh_journal_run_s;
 /** The journal's deliverer (lh_journal_hooks_t.deliver; `data` is the app): runs one

@@ -1,6 +1,7 @@
 #include "journal.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -665,6 +666,7 @@ void lh_journal_run_ended(lh_journal_t *j, const lh_journal_end_t *x)
 typedef struct taken_s {
     struct taken_s *next;
     lh_journal_run_t run;
+    char *body; /* owned, apart: the deliverer may take it (a big body is not copied again) */
     char mem[];
 } taken_t;
 
@@ -693,9 +695,13 @@ static taken_t *taken_new(sqlite3_stmt *s)
         return NULL;
     size_t dl = strlen(delivery) + 1, hl = strlen(handler) + 1, pl = strlen(path) + 1,
            rl = remote ? strlen(remote) + 1 : 1;
-    taken_t *t = malloc(sizeof(*t) + dl + hl + pl + rl + hdl + 1 + bl + 1);
-    if (t == NULL)
+    taken_t *t = malloc(sizeof(*t) + dl + hl + pl + rl + hdl + 1);
+    char *bp = malloc(bl + 1);
+    if (t == NULL || bp == NULL) {
+        free(t);
+        free(bp);
         return NULL;
+    }
     memset(t, 0, sizeof(*t));
     char *p = t->mem;
     memcpy(p, delivery, dl), t->run.delivery = p, p += dl;
@@ -709,15 +715,24 @@ static taken_t *taken_new(sqlite3_stmt *s)
     if (hdl)
         memcpy(p, headers, hdl);
     p[hdl] = '\0';
-    t->run.headers = p, t->run.headers_len = hdl, p += hdl + 1;
+    t->run.headers = p, t->run.headers_len = hdl;
     if (bl)
-        memcpy(p, body, bl);
-    p[bl] = '\0';
-    t->run.body = p, t->run.body_len = bl;
+        memcpy(bp, body, bl);
+    bp[bl] = '\0';
+    t->body = bp;
+    t->run.body = bp, t->run.body_len = bl;
     t->run.jid = sqlite3_column_int64(s, 0);
     t->run.attempt = sqlite3_column_int(s, 2) + 1;
     t->run.received = sqlite3_column_double(s, 4);
     return t;
+}
+
+char *lh_journal_run_take_body(const lh_journal_run_t *run)
+{
+    taken_t *t = (taken_t *)((char *)run - offsetof(taken_t, run));
+    char *body = t->body;
+    t->body = NULL;
+    return body;
 }
 
 static int64_t count_of(sqlite3 *db, const char *q)
@@ -809,6 +824,7 @@ static void free_taken(taken_t *x)
 {
     while (x) {
         taken_t *n = x->next;
+        free(x->body);
         free(x);
         x = n;
     }

@@ -115,6 +115,10 @@ typedef struct lh_journal_run_s {
     size_t body_len;
 } lh_journal_run_t;
 
+/** During the deliverer's call: the run's body (run->body), handed over — the caller frees
+ *  it, run->body stays readable until the call returns. NULL when taken already. */
+char *lh_journal_run_take_body(const lh_journal_run_t *run);
+
 typedef struct lh_journal_hooks_s {
     /* runs the attempt; must end it with lh_journal_run_ended (also when it cannot start) */
     void (*deliver)(void *data, const lh_journal_run_t *run);

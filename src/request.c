@@ -407,6 +407,7 @@ static int cb_message_complete(llhttp_t *l)
     if (!p->skip_body) {
         p->req.body = p->body;
         p->req.body_len = p->body_len;
+        p->req.body_owner = p;
     }
     p->phase = P_BETWEEN;
     p->event = LH_PARSE_DONE;
@@ -589,6 +590,17 @@ lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *dat
 lh_request_t *lh_request_parser_request(lh_request_parser_t *p)
 {
     return &p->req;
+}
+
+char *lh_request_take_body(lh_request_t *req)
+{
+    lh_request_parser_t *p = req->body_owner;
+    if (p == NULL || req->body != p->body)
+        return NULL;
+    req->body_owner = NULL;
+    p->body = NULL;
+    p->body_cap = 0;
+    return req->body;
 }
 
 void lh_request_parser_skip_body(lh_request_parser_t *p)

@@ -53,6 +53,7 @@ typedef struct lh_request_s {
     size_t host_len;
     uint64_t received_ns; /* uv_hrtime() when the head was complete */
     double received_at;   /* seconds since the epoch, same moment */
+    void *body_owner;     /* the parser whose buffer `body` is; NULL: built by hand */
 } lh_request_t;
 
 typedef struct lh_request_parser_s lh_request_parser_t;
@@ -93,6 +94,11 @@ lh_parse_result_t lh_request_parser_feed(lh_request_parser_t *p, const char *dat
 
 /** The current request: its head once LH_PARSE_HEAD was returned, all of it after DONE. */
 lh_request_t *lh_request_parser_request(lh_request_parser_t *p);
+
+/** After LH_PARSE_DONE: the body's buffer, handed over (the caller frees it; the parser
+ *  starts another), so that a big body is never copied. NULL for a request built by hand or
+ *  when taken already. */
+char *lh_request_take_body(lh_request_t *req);
 
 /** After LH_PARSE_HEAD: the body is read and dropped (the request was answered on its
  *  head); no LH_PARSE_ERROR for its size. */
