@@ -255,6 +255,11 @@ int lh_conn_is_open(const lh_conn_t *c)
     return c->state != LH_CONN_CLOSED;
 }
 
+int lh_conn_is_closing(const lh_conn_t *c)
+{
+    return c->state == LH_CONN_FLUSHING || c->state == LH_CONN_LINGERING;
+}
+
 /* Three handles close; the last close callback drops the connection's own ref. */
 static void on_handle_closed(uv_handle_t *h)
 {
