@@ -255,6 +255,11 @@ int lh_conn_is_open(const lh_conn_t *c)
     return c->state != LH_CONN_CLOSED;
 }
 
+int lh_conn_is_closing(const lh_conn_t *c)
+{
+    return c->state == LH_CONN_FLUSHING || c->state == LH_CONN_LINGERING;
+}
+
 /* Three handles close; the last close callback drops the connection's own ref. */
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -422,7 +427,9 @@ void lh_conn_shutdown(lh_conn_t *c)
         c->last_request = 1;
         break;
     case LH_CONN_WRITING:
-        conn_flush(c, 0);
+        /* reads paused (answers in flight, a later turn, bytes kept): the client sent more
+        ** than was read, and a close with bytes unread resets the answers away */
+        conn_flush(c, c->throttled || c->yielded || c->pending != NULL);
         break;
     case LH_CONN_FLUSHING:
     case LH_CONN_LINGERING:

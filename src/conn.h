@@ -117,5 +117,7 @@ void lh_conn_shutdown(lh_conn_t *c);
 void lh_conn_ref(lh_conn_t *c);
 void lh_conn_unref(lh_conn_t *c);
 int lh_conn_is_open(const lh_conn_t *c);
+/** 1 while refused or closing (FLUSHING, LINGERING): not counted as live, not yet closed. */
+int lh_conn_is_closing(const lh_conn_t *c);
 
 #endif

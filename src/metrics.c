@@ -96,6 +96,7 @@ void lh_metrics_handler_site(lh_handler_stats_t *s, const char *site, const char
     }
     free(s->site);
     s->site = copy;
+    s->site_changes++;
 }
 
 lh_handler_stats_t *lh_metrics_handler(lh_metrics_t *m, const char *id)

@@ -55,6 +55,8 @@ typedef struct lh_handler_stats_s {
     char *id;   /* owned */
     char *site; /* owned: a recipe instance's handler: "use-script:line recipe-file" of the
                    last VM that had it (the luahook_handler_info series); else NULL */
+    uint64_t site_changes; /* the cache of /metrics compares `site` as a pointer, which a
+                              new copy may reuse: this tells it the text changed */
     uint64_t runs[LH_OUTCOME_COUNT_];
 } lh_handler_stats_t;
 

@@ -23,6 +23,20 @@ static void drop_connection(lh_server_t *s, uv_stream_t *l)
     uv_close((uv_handle_t *)t, (uv_close_cb)free);
 }
 
+/* Refused and closing connections keep no new one out, but each still holds a descriptor
+** and its last answers: when as many are closing as may be live, the oldest goes, so a
+** client that makes every connection close at once cannot hold more than that. */
+static void make_room(lh_server_t *s)
+{
+    lh_conn_t *oldest = NULL;
+    uint64_t closing = 0;
+    for (lh_conn_t *c = s->conns; c != NULL; c = c->next) /* newest first */
+        if (lh_conn_is_closing(c))
+            closing++, oldest = c;
+    if (oldest != NULL && closing >= s->app->cfg->max_connections)
+        lh_conn_close(oldest);
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
     lh_server_t *s = l->data;
@@ -68,6 +82,8 @@ static void on_connection(uv_stream_t *l, int status)
                               sizeof(body) - 1);
         return;
     }
+    if (s->nclosing >= max) /* counts those closed already too: look closer */
+        make_room(s);
     lh_conn_start(c); /* on failure it is closed, and logged */
 }
 
