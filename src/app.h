@@ -61,6 +61,7 @@ struct lh_app_s {
     int admitted; /* handler runs of admitted events not started yet (dispatch) */
     int retrying; /* of `tasks`: runs the journal started again (retries, replays) */
     int stopping;
+    int finished; /* past the stop's wait (deadline, second signal): nothing new runs */
     /* runs when `tasks` drops to 0, inside the ending task's caller (defer real work);
     ** NULL: nobody waits for that */
     void (*on_tasks_drained)(lh_app_t *app);

@@ -1240,10 +1240,32 @@ static void big_gc(big_t *b, uint64_t t0)
     big_end(b);
 }
 
+/* The stop's wait ended (deadline, second signal) while the body was still checked or its
+** tables built: it never runs now, with the journal closed and the handlers' runs
+** cancelled. Unanswered, it gets 503; answered, the journal keeps its runs as a stop leaves
+** any run cut short, and they run at the next start. */
+static void big_stop(big_t *b)
+{
+    lh_event_t *e = b->e;
+    if (e->stage < STAGE_ACCEPTED) {
+        refuse(e, 503, LH_REJECT_OVERLOAD, "the server is stopping");
+        return;
+    }
+    answer(e->reply, e->reply_data, 503, "Retry-After: 1\r\n", NULL,
+           "the server stopped before the event's handlers ran");
+    e->reply = NULL;
+    event_free(e);
+}
+
 static void on_big_idle(uv_idle_t *h)
 {
     big_t *b = h->data;
     uint64_t t0 = uv_hrtime();
+
+    if (b->app->finished && b->e != NULL && (b->phase == BIG_VALIDATE || b->phase == BIG_BUILD)) {
+        big_stop(b);
+        return;
+    }
 
     switch (b->phase) {
     case BIG_VALIDATE:

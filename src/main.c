@@ -92,6 +92,7 @@ static void finish(lh_main_t *m)
     if (m->finished)
         return;
     m->finished = 1;
+    m->app.finished = 1; /* a big body still checked or built never runs now */
     /* closing the watchers restores the default action: a late signal must not kill us */
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
