@@ -17,7 +17,7 @@
 /* Answers in flight (queued, and those the kernel took whose write callbacks have not run)
 ** past these pause the parse and the reads until half of them are done: the memory one
 ** client can make the server hold, beyond its buffers. A bigger answer goes out alone. */
-#define OUT_BYTES_MAX (256 * 1024)
+#define OUT_BYTES_MAX   (256 * 1024)
 #define OUT_ANSWERS_MAX 64
 /* Requests parsed from one read, or one resume, before the rest waits for a later loop
 ** turn: a client that pipelines thousands yields to the others. */

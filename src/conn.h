@@ -61,12 +61,12 @@ struct lh_conn_s {
     lh_server_t *server; /* borrowed */
     lh_conn_t *prev, *next;
     lh_conn_state_t state;
-    int refs;           /* lh_conn_ref holders + 1 until both handles are closed */
-    int handles_closed; /* 3: the connection is out of the server's list */
-    int last_request;   /* read no request after the current one: close once it is answered */
-    int linger;         /* FLUSHING ends in LINGERING (a refusal), not a plain close */
-    int throttled;      /* reads paused while the answers pile up unread (backpressure) */
-    int yielded;        /* requests paused until a later loop turn: others go first */
+    int refs;              /* lh_conn_ref holders + 1 until both handles are closed */
+    int handles_closed;    /* 3: the connection is out of the server's list */
+    int last_request;      /* read no request after the current one: close once it is answered */
+    int linger;            /* FLUSHING ends in LINGERING (a refusal), not a plain close */
+    int throttled;         /* reads paused while the answers pile up unread (backpressure) */
+    int yielded;           /* requests paused until a later loop turn: others go first */
     size_t writes_pending; /* answers queued whose write callbacks have not run */
     size_t out_bytes;      /* their bytes, sent or not: what the answers in flight hold */
     size_t discarded; /* bytes dropped in DISCARDING_BODY, or LINGERING (each <= DISCARD_MAX) */

@@ -66,8 +66,8 @@ typedef enum {
 } lh_parse_result_t;
 
 typedef struct {
-    int status; /* 400 malformed, 413 body too large, 431 head too large, 500 memory,
-                ** 501 a transfer coding other than chunked */
+    int status;         /* 400 malformed, 413 body too large, 431 head too large, 500 memory,
+                        ** 501 a transfer coding other than chunked */
     const char *reason; /* for a person: "body larger than the limit of 1024 bytes" */
     uint64_t offset;    /* bytes of the stream (since the parser's first) accepted before the
                         ** refusal: for a limit, the offset of the first byte over it */

@@ -26,7 +26,7 @@ struct lh_server_s {
     lh_server_handler_t handler;
     lh_conn_t *conns; /* every open connection, a doubly linked list */
     size_t nconns;
-    size_t nclosing; /* of those, the ones refused or closing: they keep no one out */
+    size_t nclosing;  /* of those, the ones refused or closing: they keep no one out */
     char rbuf[65536]; /* read buffer shared by all connections: reads are handled at once */
     int listening;
     void (*on_drained)(lh_server_t *s); /* stop: the last connection closed */

@@ -80,13 +80,13 @@ static int same(lua_State *L, int a, int b, int depth)
     if (lh_json_marked(L, a) != lh_json_marked(L, b))
         return 0;
     size_t na = 0, nb = 0;
-    lua_pushnil(L); /* k */
+    lua_pushnil(L);          /* k */
     while (lua_next(L, a)) { /* k va */
         na++;
-        lua_pushvalue(L, -2);   /* k va k */
-        lua_rawget(L, b);       /* k va vb */
+        lua_pushvalue(L, -2); /* k va k */
+        lua_rawget(L, b);     /* k va vb */
         int eq = !lua_isnil(L, -1) && same(L, -2, -1, depth + 1);
-        lua_pop(L, 2);          /* k */
+        lua_pop(L, 2); /* k */
         if (!eq) {
             lua_pop(L, 1);
             return 0;
@@ -186,7 +186,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* a number past a double's range decodes as +-inf (as in cjson and Python), which
         ** JSON cannot write: the one value that has no way back */
         const char *why = lua_tostring(L, -1);
-        if (why != NULL && (strstr(why, "cannot encode inf") || strstr(why, "cannot encode -inf"))) {
+        if (why != NULL &&
+            (strstr(why, "cannot encode inf") || strstr(why, "cannot encode -inf"))) {
             lua_settop(L, 0);
             return 0; /* no memory pass: its encode would fail as well */
         }

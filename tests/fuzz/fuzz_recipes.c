@@ -98,19 +98,19 @@ static struct {
 /* the bundled recipes' manifests, in name order: (M) -> list */
 static int manifests(lua_State *L)
 {
-    lua_getfield(L, 1, "all");  /* M all */
-    lua_call(L, 0, 1);          /* M wheres */
-    lua_newtable(L);            /* M wheres list */
+    lua_getfield(L, 1, "all"); /* M all */
+    lua_call(L, 0, 1);         /* M wheres */
+    lua_newtable(L);           /* M wheres list */
     lua_Integer n = 0;
     for (lua_Integer i = 1; lua_rawgeti(L, 2, i) == LUA_TTABLE; i++) { /* M wheres list w */
-        lua_getfield(L, 1, "manifest");                                  /* ... w manifest */
-        lua_pushvalue(L, -2);                                            /* ... w manifest w */
-        lua_call(L, 1, 2);                                               /* ... w r chunkname */
+        lua_getfield(L, 1, "manifest");                                /* ... w manifest */
+        lua_pushvalue(L, -2);                                          /* ... w manifest w */
+        lua_call(L, 1, 2);                                             /* ... w r chunkname */
         if (!lua_istable(L, -2))
             return luaL_error(L, "a bundled recipe does not load: %s", lua_tostring(L, -1));
-        lua_pop(L, 1);                /* M wheres list w r */
-        lua_rawseti(L, 3, ++n);       /* M wheres list w */
-        lua_pop(L, 1);                /* M wheres list */
+        lua_pop(L, 1);          /* M wheres list w r */
+        lua_rawseti(L, 3, ++n); /* M wheres list w */
+        lua_pop(L, 1);          /* M wheres list */
     }
     lua_pop(L, 1); /* M wheres list */
     return 1;
@@ -160,14 +160,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int top = lua_gettop(L);
     char err[256];
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, world.check);  /* check */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, world.check);     /* check */
     lua_getfield(L, LUA_REGISTRYINDEX, LH_RECIPES_KEY); /* check M */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, world.recipes);  /* check M list */
-    lua_rawgeti(L, -1, data[0] % world.nrecipes + 1);  /* check M list r */
-    lua_remove(L, -2);                                 /* check M r */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, world.build);    /* check M r build */
-    lh_json_pushnull(L);                               /* check M r build null */
-    lua_pushinteger(L, data[1]);                       /* check M r build null flags */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, world.recipes);   /* check M list */
+    lua_rawgeti(L, -1, data[0] % world.nrecipes + 1);   /* check M list r */
+    lua_remove(L, -2);                                  /* check M r */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, world.build);     /* check M r build */
+    lh_json_pushnull(L);                                /* check M r build null */
+    lua_pushinteger(L, data[1]);                        /* check M r build null flags */
     if (lh_json_decode(L, (const char *)data + 2, size - 2, err, sizeof(err)) != 0) {
         lua_settop(L, top); /* not JSON: fuzz_json's part */
         return 0;
