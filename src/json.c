@@ -12,6 +12,7 @@
 #include "json.h"
 
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -105,7 +106,19 @@ typedef struct {
     int room;           /* pending values the Lua stack has room for */
     int tbl;            /* stack slot of the table (nil until created) */
     lua_Integer stored; /* array elements already in the table */
+    const char *open;   /* its '[' or '{' */
 } Frame;
+
+/* One big array's or object's size: its values or members, by the offset of its bracket. */
+typedef struct {
+    size_t at;
+    size_t n;
+} Size;
+
+struct lh_json_sizes_s {
+    Size *v; /* sorted by `at` once taken */
+    size_t n, cap;
+};
 
 /* A top-level member's value found by validation: its text [s, e). */
 typedef struct {
@@ -116,18 +129,19 @@ typedef struct {
  * nesting lives in `frames`, not in C recursion, and in build mode the values built so far
  * live on the Lua stack of L. */
 typedef struct lh_json_job_s {
-    lua_State *L;       /* NULL: validation, which builds nothing */
-    int build;          /* L != NULL */
-    int base;           /* L's top before the decode */
-    const char *start;  /* the text */
-    const char *end;    /* one past the last byte */
-    const char *errpos; /* where the error is */
-    const char *p;      /* where a stopped decode resumes: at a value */
-    const char *stop;   /* stop at the first value that starts past this */
-    int depth;          /* open arrays/objects */
-    int kbase;          /* stack slot of key cache entry 0 */
-    int markslot;       /* stack slot of the array mark, nil until the first empty array */
-    int done;           /* 1: complete, -1: failed */
+    lua_State *L;           /* NULL: validation, which builds nothing */
+    int build;              /* L != NULL */
+    int base;               /* L's top before the decode */
+    const char *start;      /* the text */
+    const char *end;        /* one past the last byte */
+    const char *errpos;     /* where the error is */
+    const char *p;          /* where a stopped decode resumes: at a value */
+    const char *stop;       /* stop at the first value that starts past this */
+    int depth;              /* open arrays/objects */
+    int kbase;              /* stack slot of key cache entry 0 */
+    int markslot;           /* stack slot of the array mark, nil until the first empty array */
+    int done;               /* 1: complete, -1: failed */
+    lh_json_sizes_t *sizes; /* validation: noted; build: used; NULL: none */
     struct {
         const char *s; /* the key's bytes in the text (unescaped keys only) */
         uint32_t len;  /* 0: empty entry */
@@ -657,12 +671,13 @@ static int reserve(lua_State *L, int per_value)
     return 0;
 }
 
-/* Moves the n values above the table slot tbl into the table as elements first+1..first+n. */
-static void flush_array(lua_State *L, int tbl, int n, lua_Integer first, int *created)
+/* Moves the n values above the table slot tbl into the table as elements first+1..first+n;
+ * `size`: the whole array's, when known (else 0). */
+static void flush_array(lua_State *L, int tbl, int n, lua_Integer first, int *created, int size)
 {
     if (!*created) {
-        lua_createtable(L, n, 0); /* t? v1..vn t */
-        lua_replace(L, tbl);      /* t v1..vn */
+        lua_createtable(L, size > n ? size : n, 0); /* t? v1..vn t */
+        lua_replace(L, tbl);                        /* t v1..vn */
         *created = 1;
         for (int i = n; i > 0; i--)
             lua_rawseti(L, tbl, first + i); /* t v1..vi-1 */
@@ -676,12 +691,13 @@ static void flush_array(lua_State *L, int tbl, int n, lua_Integer first, int *cr
     }
 }
 
-/* Moves the n key/value pairs above the table slot tbl into the table, in order (last wins). */
-static void flush_object(lua_State *L, int tbl, int n, int *created)
+/* Moves the n key/value pairs above the table slot tbl into the table, in order (last wins);
+ * `size`: the whole object's members, when known (else 0). */
+static void flush_object(lua_State *L, int tbl, int n, int *created, int size)
 {
     if (!*created) {
-        lua_createtable(L, 0, n); /* t? k1 v1..kn vn t */
-        lua_replace(L, tbl);      /* t k1 v1..kn vn */
+        lua_createtable(L, 0, size > n ? size : n); /* t? k1 v1..kn vn t */
+        lua_replace(L, tbl);                        /* t k1 v1..kn vn */
         *created = 1;
     }
     for (int i = 0; i < n; i++) {
@@ -704,6 +720,44 @@ static void mark_empty_array(Decoder *d)
     }
     lua_pushvalue(L, d->markslot); /* t mt */
     lua_setmetatable(L, -2);       /* t */
+}
+
+/* Validation: notes the size of the big array or object f closing now. */
+static void note_size(Decoder *d, const Frame *f)
+{
+    lh_json_sizes_t *z = d->sizes;
+    if (z == NULL && (z = d->sizes = calloc(1, sizeof *z)) == NULL)
+        return;
+    if (z->n == z->cap) {
+        size_t cap = z->cap ? 2 * z->cap : 16;
+        Size *v = realloc(z->v, cap * sizeof *v);
+        if (v == NULL)
+            return; /* sizes only save time */
+        z->v = v;
+        z->cap = cap;
+    }
+    z->v[z->n++] = (Size){(size_t)(f->open - d->start), (size_t)f->pending};
+}
+
+/* Build: the size validation noted for f's table, or 0. Looked up only when a first chunk of
+ * it fills, so once per big table. */
+static int size_of(const Decoder *d, const Frame *f)
+{
+    if (f->created || d->sizes == NULL)
+        return 0;
+    size_t at = (size_t)(f->open - d->start);
+    size_t lo = 0, hi = d->sizes->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (d->sizes->v[mid].at < at)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == d->sizes->n || d->sizes->v[lo].at != at)
+        return 0;
+    size_t n = d->sizes->v[lo].n;
+    return n > INT_MAX ? INT_MAX : (int)n; /* a larger one grows past it as usual */
 }
 
 /* The members validation looks for: the top-level object's "action", and "id" in its
@@ -787,6 +841,8 @@ value: /* p: at a value (whitespace skipped) */
         }
         f = &d->frames[++d->depth];
         f->kind = *p;
+        f->open = p;
+        f->pending = 0;
         if (build) {
             f->room = reserve(L, obj ? 2 : 1);
             if (f->room == 0) {
@@ -795,7 +851,6 @@ value: /* p: at a value (whitespace skipped) */
             }
             lua_pushnil(L); /* t? (the table is created at the close, with its size) */
             f->tbl = lua_gettop(L);
-            f->pending = 0;
             f->created = 0;
             f->stored = 0;
         }
@@ -891,7 +946,9 @@ after: /* a value ended just before p; f is its container's frame (frames[0] at 
         }
         if (p < end && *p == ']') {
             if (build)
-                flush_array(L, f->tbl, f->pending, f->stored, &f->created); /* t */
+                flush_array(L, f->tbl, f->pending, f->stored, &f->created, 0); /* t */
+            else if (f->pending > CHUNK)
+                note_size(d, f);
             p++;
             f = &d->frames[--d->depth];
             goto after;
@@ -905,7 +962,9 @@ after: /* a value ended just before p; f is its container's frame (frames[0] at 
     }
     if (p < end && *p == '}') {
         if (build)
-            flush_object(L, f->tbl, f->pending, &f->created); /* t */
+            flush_object(L, f->tbl, f->pending, &f->created, 0); /* t */
+        else if (f->pending > CHUNK)
+            note_size(d, f);
         p++;
         f = &d->frames[--d->depth];
         goto after;
@@ -915,7 +974,7 @@ after: /* a value ended just before p; f is its container's frame (frames[0] at 
 
 element: /* p: at an array element */
     if (build && f->pending == f->room) {
-        flush_array(L, f->tbl, f->pending, f->stored, &f->created); /* t */
+        flush_array(L, f->tbl, f->pending, f->stored, &f->created, size_of(d, f)); /* t */
         f->stored += f->pending;
         f->pending = 0;
         f->room = reserve(L, 1);
@@ -935,7 +994,7 @@ key: /* p: at an object member */
         return -1;
     }
     if (build && f->pending == f->room) {
-        flush_object(L, f->tbl, f->pending, &f->created); /* t */
+        flush_object(L, f->tbl, f->pending, &f->created, size_of(d, f)); /* t */
         f->pending = 0;
         f->room = reserve(L, 2);
         if (f->room == 0) {
@@ -992,6 +1051,7 @@ static int start(Decoder *d, lua_State *L, const char *s, size_t len, char *err,
     }
     d->L = L;
     d->build = L != NULL;
+    d->sizes = NULL;
     d->start = s;
     d->end = s + len;
     d->stop = d->end; /* no stop: a value never starts past the end */
@@ -1091,6 +1151,7 @@ lh_json_job_t *lh_json_job_new(lua_State *L, const char *s, size_t len)
         /* the message is kept for the first step (start fills none of d but msg) */
         d->L = L;
         d->build = L != NULL;
+        d->sizes = NULL;
         d->done = -1;
         d->start = s;
     }
@@ -1126,7 +1187,42 @@ const char *lh_json_job_member(const lh_json_job_t *d, lh_json_member_t which, s
 
 void lh_json_job_free(lh_json_job_t *d)
 {
+    if (d != NULL)
+        lh_json_sizes_free(d->sizes);
     free(d);
+}
+
+static int size_cmp(const void *a, const void *b)
+{
+    size_t x = ((const Size *)a)->at, y = ((const Size *)b)->at;
+    return (x > y) - (x < y);
+}
+
+lh_json_sizes_t *lh_json_job_take_sizes(lh_json_job_t *d)
+{
+    lh_json_sizes_t *z = d->sizes;
+    if (d->build || d->done != 1 || z == NULL)
+        return NULL;
+    d->sizes = NULL;
+    qsort(z->v, z->n, sizeof *z->v, size_cmp); /* noted as they closed: inner ones first */
+    return z;
+}
+
+void lh_json_job_use_sizes(lh_json_job_t *d, lh_json_sizes_t *sizes)
+{
+    if (!d->build) {
+        lh_json_sizes_free(sizes);
+        return;
+    }
+    lh_json_sizes_free(d->sizes);
+    d->sizes = sizes;
+}
+
+void lh_json_sizes_free(lh_json_sizes_t *sizes)
+{
+    if (sizes != NULL)
+        free(sizes->v);
+    free(sizes);
 }
 
 /* ---------------------------------------------------------------------------------------------

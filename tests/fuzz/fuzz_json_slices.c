@@ -69,7 +69,8 @@ static int same(lua_State *L, int a, int b)
 typedef struct {
     const char *s;
     size_t len, budget;
-    int whole, sliced; /* 0: refused, 1: taken */
+    lh_json_sizes_t *sizes; /* from the validation, for the build (taken by it) */
+    int whole, sliced;      /* 0: refused, 1: taken */
     lh_json_type_t wtype, stype;
     char werr[256], serr[256];
 } run_t;
@@ -87,6 +88,8 @@ static int both(lua_State *L)
     lua_State *co = lua_newthread(L); /* w co: the job's own stack */
     lh_json_job_t *j = lh_json_job_new(co, r->s, r->len);
     assert(j != NULL);
+    lh_json_job_use_sizes(j, r->sizes); /* big tables made at their size: the same value */
+    r->sizes = NULL;
     int st;
     while ((st = lh_json_job_step(j, r->budget, r->serr, sizeof(r->serr))) == 0)
         ;
@@ -121,7 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = size - 1;
 
     /* validation in slices: the same verdict and message as in one go */
-    run_t r = {s, len, budget, 0, 0, 0, 0, "", ""};
+    run_t r = {s, len, budget, NULL, 0, 0, 0, 0, "", ""};
     char verr[256] = "";
     lh_json_job_t *v = lh_json_job_new(NULL, s, len);
     assert(v != NULL);
@@ -129,8 +132,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lh_json_type_t vtype = LH_JSON_NULL;
     while ((vst = lh_json_job_step(v, budget, verr, sizeof(verr))) == 0)
         ;
-    if (vst == 1)
+    if (vst == 1) {
         vtype = lh_json_job_type(v);
+        r.sizes = lh_json_job_take_sizes(v);
+    }
     lh_json_job_free(v);
 
     lua_settop(L, 0);

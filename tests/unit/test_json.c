@@ -1409,6 +1409,128 @@ static void test_fixtures_in_slices(void)
     lua_close(L);
 }
 
+/* Appends to b the text of an array of n integers from `from`. */
+static void put_ints(luaL_Buffer *b, int n, int from)
+{
+    luaL_addchar(b, '[');
+    for (int i = 0; i < n; i++) {
+        char num[24];
+        snprintf(num, sizeof num, "%s%d", i ? "," : "", from + i);
+        luaL_addstring(b, num);
+    }
+    luaL_addchar(b, ']');
+}
+
+/* Builds text in steps of `budget` with the sizes `sizes` (taken), leaving its value pushed. */
+static void build_with(lua_State *L, const char *text, size_t len, lh_json_sizes_t *sizes)
+{
+    char err[256];
+    lua_State *co = lua_newthread(L); /* co */
+    lh_json_job_t *b = lh_json_job_new(co, text, len);
+    lh_json_job_use_sizes(b, sizes);
+    CHECK_EQ_INT(job_run(b, 5000, err, sizeof err), 1);
+    lua_xmove(co, L, 1); /* co v */
+    lua_remove(L, -2);   /* v */
+    lh_json_job_free(b);
+}
+
+/* Validation notes the sizes of arrays and objects too big for one chunk, and a build given
+ * them makes the same value, with those tables at their full size at once. */
+static void test_sizes(void)
+{
+    lua_State *L = new_state();
+    luaL_Buffer b;
+    char err[256];
+
+    /* big arrays (one nested in another), a big object with a repeated key, small ones */
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "{\"a\":");
+    put_ints(&b, 3000, 0);
+    luaL_addstring(&b, ",\"n\":[[1,2],");
+    put_ints(&b, 1500, 7);
+    luaL_addstring(&b, ",[]],\"o\":{");
+    for (int i = 0; i < 2000; i++) {
+        char kv[40];
+        snprintf(kv, sizeof kv, "%s\"k%d\":%d", i ? "," : "", i % 1900, i);
+        luaL_addstring(&b, kv);
+    }
+    luaL_addstring(&b, "},\"s\":[1,2]}");
+    luaL_pushresult(&b); /* text */
+    size_t len;
+    const char *text = lua_tolstring(L, -1, &len);
+
+    lh_json_job_t *v = lh_json_job_new(NULL, text, len);
+    CHECK_EQ_INT(job_run(v, 100, err, sizeof err), 1);
+    lh_json_sizes_t *sizes = lh_json_job_take_sizes(v);
+    CHECK(sizes != NULL);
+    CHECK(lh_json_job_take_sizes(v) == NULL); /* moved out */
+    lh_json_job_free(v);
+
+    CHECK(lh_json_decode(L, text, len, err, sizeof err) == 0); /* text one */
+    push_encoded(L, -1);                                       /* text one etext */
+    build_with(L, text, len, sizes);                           /* text one etext built */
+    push_encoded(L, -1);                                       /* ... built ebuilt */
+    CHECK(lua_isstring(L, -1) && lua_rawequal(L, -1, -3));
+    lua_pop(L, 2); /* text one etext */
+
+    /* sizes of another text only cost or save memory: the value is the same */
+    static const char other[] = "{\"z\":[1,2,3]}";
+    char *wide = malloc(8000);
+    int w = snprintf(wide, 8000, "[[%s", "");
+    for (int i = 0; i < 1200; i++)
+        w += snprintf(wide + w, 8000 - (size_t)w, "%s%d", i ? "," : "", i % 10);
+    snprintf(wide + w, 8000 - (size_t)w, "]]");
+    v = lh_json_job_new(NULL, wide, strlen(wide));
+    CHECK_EQ_INT(job_run(v, 100, err, sizeof err), 1);
+    sizes = lh_json_job_take_sizes(v);
+    CHECK(sizes != NULL);
+    lh_json_job_free(v);
+    build_with(L, text, len, sizes); /* text one etext built */
+    push_encoded(L, -1);
+    CHECK(lua_isstring(L, -1) && lua_rawequal(L, -1, -3));
+    lua_pop(L, 4); /* text */
+    free(wide);
+
+    /* a small document has none; a validation job given sizes frees them */
+    v = lh_json_job_new(NULL, other, strlen(other));
+    CHECK_EQ_INT(job_run(v, 100, err, sizeof err), 1);
+    CHECK(lh_json_job_take_sizes(v) == NULL);
+    lh_json_job_t *v2 = lh_json_job_new(NULL, text, len);
+    CHECK_EQ_INT(job_run(v2, 1 << 20, err, sizeof err), 1);
+    lh_json_job_use_sizes(v, lh_json_job_take_sizes(v2));
+    lh_json_job_free(v);
+    lh_json_job_free(v2);
+    lua_pop(L, 1);
+
+    /* 200 000 elements: sized at once, the array holds 200 000 slots; grown by doubling, it
+     * holds 262 144 (about 1 MB more) */
+    luaL_buffinit(L, &b);
+    put_ints(&b, 200000, 1);
+    luaL_pushresult(&b); /* text */
+    text = lua_tolstring(L, -1, &len);
+    lua_gc(L, LUA_GCCOLLECT);
+    lua_gc(L, LUA_GCSTOP);
+    int before = lua_gc(L, LUA_GCCOUNT);
+    build_with(L, text, len, NULL); /* text grown */
+    int grown = lua_gc(L, LUA_GCCOUNT) - before;
+    lua_pop(L, 1);
+    lua_gc(L, LUA_GCCOLLECT);
+    lua_gc(L, LUA_GCSTOP);
+    v = lh_json_job_new(NULL, text, len);
+    CHECK_EQ_INT(job_run(v, 1 << 20, err, sizeof err), 1);
+    sizes = lh_json_job_take_sizes(v);
+    lh_json_job_free(v);
+    before = lua_gc(L, LUA_GCCOUNT);
+    build_with(L, text, len, sizes); /* text sized */
+    int sized = lua_gc(L, LUA_GCCOUNT) - before;
+    CHECK(grown - sized > 512); /* KB */
+    CHECK_EQ_INT((int)lua_rawlen(L, -1), 200000);
+    lua_rawgeti(L, -1, 200000);
+    CHECK_EQ_INT((int)lua_tointeger(L, -1), 200000);
+    lua_pop(L, 3);
+    lua_close(L);
+}
+
 int main(void)
 {
     setlocale(LC_ALL, "C");
@@ -1435,6 +1557,7 @@ int main(void)
     RUN_TEST(test_roundtrip);
     RUN_TEST(test_payload);
     RUN_TEST(test_fixtures_in_slices);
+    RUN_TEST(test_sizes);
     RUN_TEST(test_marks_roundtrip);
     RUN_TEST(test_marks_decoded);
     RUN_TEST(test_marks_by_hand);
