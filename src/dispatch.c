@@ -863,6 +863,7 @@ void lh_dispatch_run(lh_event_t *e)
 #define BUDGET_MIN   (16 * 1024)
 #define BUDGET_MAX   (256 * 1024 * 1024)
 #define GC_CYCLES    2 /* a cycle under way when the garbage appeared does not free all of it */
+#define GC_HOLD_MS   1000
 /* Lua memory of a body's tables per byte of its text, at most (measured: ~5 for Label
 ** Studio's tasks; strings of one byte in an array cost most, ~20) */
 #define TABLES_PER_BYTE 12
@@ -870,25 +871,35 @@ void lh_dispatch_run(lh_event_t *e)
 typedef enum { BIG_VALIDATE, BIG_WAIT, BIG_BUILD, BIG_GC } big_phase_t;
 
 struct big_s {
-    uv_idle_t idle; /* data: this; runs the phase's slices */
-    lh_event_t *e;  /* NULL once the event is gone (GC) */
+    uv_idle_t idle;   /* data: this; runs the phase's slices */
+    uv_timer_t timer; /* data: this; ends the collector's hold (GC_HOLD_MS), or waits for it */
+    int open_handles;
+    lh_event_t *e; /* NULL once the event is gone (GC) */
     lh_app_t *app;
     lh_vm_t *vm;
     big_phase_t phase;
-    lh_json_job_t *job; /* owned; NULL between phases */
-    lua_State *co;      /* the building thread, anchored by co_ref */
-    int co_ref;         /* registry ref in vm->L, LUA_NOREF when unset */
-    const char *body;   /* borrowed from the event's body userdata (e->body_ref) */
+    lh_json_job_t *job;     /* owned; NULL between phases */
+    lh_json_sizes_t *sizes; /* owned: its big tables' sizes, from validation to build */
+    lua_State *co;          /* the building thread, anchored by co_ref */
+    int co_ref;             /* registry ref in vm->L, LUA_NOREF when unset */
+    const char *body;       /* borrowed from the event's body userdata (e->body_ref) */
     size_t body_len;
-    size_t budget;   /* bytes of text for the next slice */
-    int holds;       /* 1 while it counts in app->tasks */
-    int gc_cycles;   /* collector cycles finished since the event was freed */
-    int build_first; /* tables before the answer: --memory-limit may not hold them */
+    size_t budget;     /* bytes of text for the next slice */
+    int holds;         /* 1 while it counts in app->tasks */
+    int gc_cycles;     /* collector cycles finished since the event was freed */
+    int newer_ref;     /* a live table newer than the garbage, LUA_NOREF when unset (big_gc) */
+    int gc_held;       /* 1 while it holds the collector at a cycle's end (big_build) */
+    int fast_bins_off; /* 1 while its garbage is swept (big_fast_bins) */
+    int build_first;   /* tables before the answer: --memory-limit may not hold them */
 };
 
 typedef struct big_s big_t;
 
 static void on_big_idle(uv_idle_t *h);
+static int big_call(big_t *b, lua_CFunction f, void *arg, int *result);
+static void big_unhold_gc(big_t *b);
+static void big_fast_bins(big_t *b, int on);
+static void on_hold_end(uv_timer_t *t);
 
 static int big_holds(const lh_event_t *e)
 {
@@ -897,7 +908,9 @@ static int big_holds(const lh_event_t *e)
 
 static void big_close_cb(uv_handle_t *h)
 {
-    free(h->data);
+    big_t *b = h->data;
+    if (--b->open_handles == 0)
+        free(b);
 }
 
 /* Its count in app->tasks ends (the event runs, or is gone). */
@@ -917,13 +930,43 @@ static void big_end(big_t *b)
     lh_vm_t *vm = b->vm;
     lh_json_job_free(b->job);
     b->job = NULL;
+    lh_json_sizes_free(b->sizes);
+    b->sizes = NULL;
     luaL_unref(vm->L, LUA_REGISTRYINDEX, b->co_ref);
     b->co_ref = LUA_NOREF;
+    luaL_unref(vm->L, LUA_REGISTRYINDEX, b->newer_ref);
+    b->newer_ref = LUA_NOREF;
+    big_unhold_gc(b);
     if (--vm->big_events == 0)
         lua_gc(vm->L, LUA_GCGEN, 0, 0);
     big_release(b);
+    big_fast_bins(b, 1);
     uv_close((uv_handle_t *)&b->idle, big_close_cb);
+    uv_close((uv_handle_t *)&b->timer, big_close_cb);
     release_vm(vm);
+}
+
+/* glibc keeps small freed blocks in fast bins unmerged until a large free or malloc_trim merges
+** them all at once: 2 million Lua objects swept made one free() take 45 ms. While garbage is
+** swept they are off, so each free merges its own block. */
+static void big_fast_bins(big_t *b, int on)
+{
+    static int off; /* big events sweeping now */
+    if (b->fast_bins_off == !on)
+        return;
+    b->fast_bins_off = !on;
+    if (on ? --off == 0 : off++ == 0)
+        mallopt(M_MXFAST, on ? (int)(64 * sizeof(size_t) / 4) : 0); /* glibc's default */
+}
+
+/* The collector frees at once every dead object between the newest object and the newest live
+** one, when a cycle's sweep begins: with a live object newer than the garbage, that garbage is
+** swept in steps instead (2 million objects at once held the loop for 80 ms). */
+static int big_newer_protected(lua_State *L)
+{
+    lua_newtable(L);
+    lua_pushinteger(L, luaL_ref(L, LUA_REGISTRYINDEX));
+    return 1;
 }
 
 /* Its event was freed (it ended, or was refused): its garbage is collected in steps. */
@@ -932,13 +975,20 @@ static void big_event_gone(lh_event_t *e)
     big_t *b = e->big;
     e->big = NULL;
     b->e = NULL;
+    big_unhold_gc(b);
     lh_json_job_free(b->job);
     b->job = NULL;
+    lh_json_sizes_free(b->sizes);
+    b->sizes = NULL;
     luaL_unref(b->vm->L, LUA_REGISTRYINDEX, b->co_ref);
     b->co_ref = LUA_NOREF;
     big_release(b);
     b->phase = BIG_GC;
     b->gc_cycles = 0;
+    big_fast_bins(b, 0);
+    int ref = LUA_NOREF;
+    if (big_call(b, big_newer_protected, NULL, &ref) == LUA_OK)
+        b->newer_ref = ref;
     uv_idle_start(&b->idle, on_big_idle); /* cannot fail on an open handle */
 }
 
@@ -1108,6 +1158,8 @@ static void big_run(big_t *b)
         big_call(b, big_action_protected, b, NULL); /* without memory: the action stays "" */
         e->stats = lh_metrics_action(&e->app->metrics, e->action, e->action_len);
     }
+    if (b->gc_held)
+        uv_timer_start(&b->timer, on_hold_end, GC_HOLD_MS, 0);
     lh_dispatch_run(b->e); /* its runs count in app->tasks now; the event may be gone */
     big_release(b);
 }
@@ -1138,6 +1190,10 @@ static void big_admit(big_t *b)
 static void big_build_start(big_t *b)
 {
     b->job = lh_json_job_new(b->co, b->body, b->body_len);
+    if (b->job != NULL) {
+        lh_json_job_use_sizes(b->job, b->sizes);
+        b->sizes = NULL;
+    }
     if (b->job == NULL) { /* before the answer: refused; after it: the handlers fail */
         if (b->e->stage < STAGE_ACCEPTED)
             refuse(b->e, 503, LH_REJECT_OVERLOAD, "out of memory");
@@ -1186,6 +1242,7 @@ static void big_validate(big_t *b, uint64_t t0)
         refuse(e, 503, LH_REJECT_OVERLOAD, "not enough memory for the event (--memory-limit)");
         return;
     }
+    b->sizes = lh_json_job_take_sizes(b->job);
     lh_json_job_free(b->job);
     b->job = NULL;
     /* answered before its tables exist only when they surely fit: else they are built first,
@@ -1200,10 +1257,51 @@ static void big_validate(big_t *b, uint64_t t0)
         big_admit(b);
 }
 
+/* The collector holds off while a big event's tables are built and its handlers run, from the
+** end of a cycle: the tables being built sit on the building thread's stack, which the atomic
+** step ending a cycle scans again whole (2 million objects marked at once: 24 ms), and marking
+** one array of 335 000 tables is a step Lua cannot cut (18 ms). Tables that are garbage before
+** the next cycle begins are never marked at all, only swept, in steps (big_gc). Handlers that
+** run long end the hold after GC_HOLD_MS, so other events' garbage is collected again. 0: the
+** cycle is not over yet. */
+static int big_hold_gc(big_t *b, uint64_t t0)
+{
+    lh_vm_t *vm = b->vm;
+    lua_State *L = vm->L;
+    if (vm->gc_holds == 0) {
+        lua_gc(L, LUA_GCINC, 0, 0, 0); /* a generational step never reports a cycle's end */
+        while (!lua_gc(L, LUA_GCSTEP, 0))
+            if (uv_hrtime() - t0 >= SLICE_NS)
+                return 0;
+        vm->gc_hold_restart = lua_gc(L, LUA_GCISRUNNING);
+        lua_gc(L, LUA_GCSTOP);
+    }
+    vm->gc_holds++;
+    b->gc_held = 1;
+    return 1;
+}
+
+static void big_unhold_gc(big_t *b)
+{
+    if (!b->gc_held)
+        return;
+    b->gc_held = 0;
+    uv_timer_stop(&b->timer);
+    if (--b->vm->gc_holds == 0 && b->vm->gc_hold_restart)
+        lua_gc(b->vm->L, LUA_GCRESTART);
+}
+
+static void on_hold_end(uv_timer_t *t)
+{
+    big_unhold_gc(t->data);
+}
+
 static void big_build(big_t *b, uint64_t t0)
 {
     lh_event_t *e = b->e;
     int rc = 0;
+    if (!b->gc_held && !big_hold_gc(b, t0))
+        return;
     if (big_call(b, big_build_protected, b, &rc) != LUA_OK)
         rc = -1; /* out of memory: the thread is dead */
     big_pace(b, t0);
@@ -1225,9 +1323,20 @@ static void big_build(big_t *b, uint64_t t0)
 }
 
 /* Collector steps for about SLICE_NS; the end once GC_CYCLES cycles finished. */
+static void on_hold_waited(uv_timer_t *t)
+{
+    big_t *b = t->data;
+    uv_idle_start(&b->idle, on_big_idle);
+}
+
 static void big_gc(big_t *b, uint64_t t0)
 {
     lua_State *L = b->vm->L;
+    if (b->vm->gc_holds > 0 && !b->app->stopping) { /* another big event's: its tables wait */
+        uv_idle_stop(&b->idle);
+        uv_timer_start(&b->timer, on_hold_waited, 10, 0);
+        return;
+    }
     lua_gc(L, LUA_GCINC, 0, 0, 0); /* in case a script switched modes: a generational step
                                       never reports a cycle's end */
     while (b->gc_cycles < GC_CYCLES && !b->app->stopping) {
@@ -1261,6 +1370,8 @@ static void on_big_idle(uv_idle_t *h)
 {
     big_t *b = h->data;
     uint64_t t0 = uv_hrtime();
+    big_phase_t phase = b->phase;
+    lh_metrics_t *m = &b->app->metrics; /* b may be freed by the slice */
 
     if (b->app->finished && b->e != NULL && (b->phase == BIG_VALIDATE || b->phase == BIG_BUILD)) {
         big_stop(b);
@@ -1281,6 +1392,16 @@ static void on_big_idle(uv_idle_t *h)
         uv_idle_stop(h);
         break;
     }
+    if (phase != BIG_WAIT) {
+        int i = phase == BIG_VALIDATE ? LH_BIG_CHECK
+                : phase == BIG_BUILD  ? LH_BIG_BUILD
+                                      : LH_BIG_COLLECT;
+        double s = (double)(uv_hrtime() - t0) / 1e9;
+        m->big_slices[i]++;
+        m->big_slice_sum[i] += s;
+        if (s > m->big_slice_max[i])
+            m->big_slice_max[i] = s;
+    }
 }
 
 /* A big body's event, with its body userdata (`owned` moved in: always taken, freed on
@@ -1299,12 +1420,16 @@ static big_t *big_new(lh_app_t *app, const lh_dispatch_input_t *in, char *owned,
         refuse(e, 503, LH_REJECT_OVERLOAD, "out of memory");
         return NULL;
     }
+    uv_timer_init(app->loop, &b->timer); /* cannot fail */
+    b->open_handles = 2;
     lh_vm_t *vm = e->vm;
     b->idle.data = b;
+    b->timer.data = b;
     b->e = e;
     b->app = app;
     b->vm = vm;
     b->co_ref = LUA_NOREF;
+    b->newer_ref = LUA_NOREF;
     b->budget = BUDGET_FIRST;
     b->phase = BIG_WAIT;
     e->big = b;

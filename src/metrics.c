@@ -337,6 +337,25 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
          (long long)m->connections_open, (unsigned long long)m->connections_total,
          (unsigned long long)m->vm_generation, (unsigned long long)m->reloads_ok,
          (unsigned long long)m->reloads_failed, m->reload_seconds);
+    static const char *const big_phases[3] = {"check", "build", "collect"};
+    outf(&o, "# HELP luahook_big_body_slice_seconds_max Longest slice of work on big bodies "
+             "since start, by phase (check: validation; build: the tables, then the handlers' "
+             "start; collect: their garbage, after the event).\n"
+             "# TYPE luahook_big_body_slice_seconds_max gauge\n");
+    for (int i = 0; i < 3; i++)
+        outf(&o, "luahook_big_body_slice_seconds_max{phase=\"%s\"} %.6f\n", big_phases[i],
+             m->big_slice_max[i]);
+    outf(&o, "# HELP luahook_big_body_slice_seconds_total Time big bodies held the loop, in "
+             "slices, by phase.\n"
+             "# TYPE luahook_big_body_slice_seconds_total counter\n");
+    for (int i = 0; i < 3; i++)
+        outf(&o, "luahook_big_body_slice_seconds_total{phase=\"%s\"} %.6f\n", big_phases[i],
+             m->big_slice_sum[i]);
+    outf(&o, "# HELP luahook_big_body_slices_total Slices of work on big bodies, by phase.\n"
+             "# TYPE luahook_big_body_slices_total counter\n");
+    for (int i = 0; i < 3; i++)
+        outf(&o, "luahook_big_body_slices_total{phase=\"%s\"} %llu\n", big_phases[i],
+             (unsigned long long)m->big_slices[i]);
     outf(&o,
          "# HELP luahook_store_keys Keys in the store.\n"
          "# TYPE luahook_store_keys gauge\n"

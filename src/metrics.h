@@ -39,6 +39,13 @@ typedef enum {
     LH_REJECT_COUNT_
 } lh_reject_t;
 
+/* The phases of a big body's work, as /metrics names them. */
+typedef enum {
+    LH_BIG_CHECK = 0, /* validation */
+    LH_BIG_BUILD,     /* its tables, then its handlers' start */
+    LH_BIG_COLLECT,   /* its garbage, collected after it */
+} lh_big_phase_t;
+
 typedef struct lh_action_stats_s {
     char *name; /* owned */
     size_t nlen;
@@ -90,6 +97,10 @@ typedef struct lh_metrics_s {
     uint64_t journal_commit_buckets[LH_JOURNAL_COMMIT_BUCKETS]; /* not cumulative here */
     double journal_commit_sum;
     uint64_t journal_commit_count;
+    /* big bodies' slices of work (dispatch.c), by lh_big_phase_t: how long each held the loop */
+    double big_slice_max[3]; /* seconds, the longest since start */
+    double big_slice_sum[3];
+    uint64_t big_slices[3];
     /* the cache of /metrics' text (lh_metrics_text); every field above this one is a number
     ** the text shows, compared as bytes: keep new numbers above */
     char *text; /* owned; NULL: not built yet */

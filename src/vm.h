@@ -79,6 +79,10 @@ struct lh_vm_s {
     int pending_ref; /* registry ref while loading: action -> {handler index...} */
     /* dispatch's big events alive: the collector runs incrementally while > 0 */
     int big_events;
+    /* big events whose tables are being built: the collector waits at a cycle's end while > 0
+       (dispatch.c); gc_hold_restart: it ran when the first of them stopped it */
+    int gc_holds;
+    int gc_hold_restart;
     size_t mem_used;
     size_t mem_limit;                 /* 0: none */
     int limit_on;                     /* the limit applies while Lua code of a task runs */
