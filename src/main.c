@@ -93,9 +93,6 @@ static void finish(lh_main_t *m)
         return;
     m->finished = 1;
     m->app.finished = 1; /* a big body still checked or built never runs now */
-    /* closing the watchers restores the default action: a late signal must not kill us */
-    signal(SIGINT, SIG_IGN);
-    signal(SIGTERM, SIG_IGN);
     /* runs first: a __close handler of a cancelled run may still start a timer */
     lh_journal_close(m->app.journal); /* no run taken up any more; runs cut short are pending */
     lh_task_cancel_all(m->app.vm);
@@ -109,6 +106,10 @@ static void finish(lh_main_t *m)
     lh_live_close(m->app.live);
     close_handle((uv_handle_t *)&m->sigint);
     close_handle((uv_handle_t *)&m->sigterm);
+    /* closing the watchers restored the default action: a late signal must not kill us (an
+    ** orchestrator's repeated SIGTERM while the VM's memory is freed, say) */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     close_handle((uv_handle_t *)&m->shutdown_timer);
     close_handle((uv_handle_t *)&m->finish_soon);
     lh_log_fields(LH_INFO, "stopped", NULL, 0);
