@@ -340,13 +340,13 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
     static const char *const big_phases[3] = {"check", "build", "collect"};
     outf(&o, "# HELP luahook_big_body_slice_seconds_max Longest slice of work on big bodies "
              "since start, by phase (check: validation; build: the tables, then the handlers' "
-             "start; collect: their garbage, after the event).\n"
+             "start; collect: their garbage, after the event), in CPU time of the loop's thread.\n"
              "# TYPE luahook_big_body_slice_seconds_max gauge\n");
     for (int i = 0; i < 3; i++)
         outf(&o, "luahook_big_body_slice_seconds_max{phase=\"%s\"} %.6f\n", big_phases[i],
              m->big_slice_max[i]);
-    outf(&o, "# HELP luahook_big_body_slice_seconds_total Time big bodies held the loop, in "
-             "slices, by phase.\n"
+    outf(&o, "# HELP luahook_big_body_slice_seconds_total CPU time big bodies held the loop, "
+             "in slices, by phase.\n"
              "# TYPE luahook_big_body_slice_seconds_total counter\n");
     for (int i = 0; i < 3; i++)
         outf(&o, "luahook_big_body_slice_seconds_total{phase=\"%s\"} %.6f\n", big_phases[i],

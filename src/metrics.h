@@ -97,7 +97,8 @@ typedef struct lh_metrics_s {
     uint64_t journal_commit_buckets[LH_JOURNAL_COMMIT_BUCKETS]; /* not cumulative here */
     double journal_commit_sum;
     uint64_t journal_commit_count;
-    /* big bodies' slices of work (dispatch.c), by lh_big_phase_t: how long each held the loop */
+    /* big bodies' slices of work (dispatch.c), by lh_big_phase_t: how long each held the loop
+    ** (the loop thread's CPU time) */
     double big_slice_max[3]; /* seconds, the longest since start */
     double big_slice_sum[3];
     uint64_t big_slices[3];
