@@ -26,6 +26,7 @@ typedef struct lh_conn_s lh_conn_t;
 **   READING_BODY ──complete──▶ HANDLING [none: the handler timeout bounds it]
 **   HANDLING, READING_BODY (answered at once), DISCARDING_BODY (complete)
 **                ──answer queued──▶ WRITING [idle-timeout, again at each write done]
+**                ──answer taken by the socket at once──▶ IDLE
 **   WRITING, DISCARDING_BODY ──all written──▶ IDLE [idle-timeout]
 **   IDLE, WRITING ──a request's first byte──▶ READING_HEAD
 **   any of those ──answer that closes, refusal, EOF with answers owed, stop──▶
