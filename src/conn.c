@@ -215,6 +215,8 @@ static int set_state(lh_conn_t *c, lh_conn_state_t to)
         break;
     case LH_CONN_IDLE: /* nothing owed, nothing begun */
         assert(c->writes_pending == 0 && !c->throttled && !lh_request_parser_started(c->parser));
+        if (!c->yielded && c->pending == NULL)
+            lh_request_parser_idle(c->parser); /* an idle keep-alive connection holds no buffer */
         break;
     case LH_CONN_LINGERING: /* the last answer is written */
         assert(c->writes_pending == 0);
@@ -307,6 +309,7 @@ lh_conn_t *lh_conn_new(lh_server_t *s, int *err)
     snprintf(c->remote, sizeof(c->remote), "?");
     if ((c->parser = lh_request_parser_new(cfg->max_header, cfg->max_body)) == NULL)
         goto fail;
+    lh_request_parser_account(c->parser, &s->app->metrics.request_buffer_bytes);
     if ((r = uv_tcp_init(s->app->loop, &c->tcp)) != 0)
         goto fail;
     c->tcp.data = c;

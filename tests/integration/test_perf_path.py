@@ -1,0 +1,96 @@
+"""Issue 16, the event path's share (src/conn.c, src/request.c): what an idle keep-alive
+connection holds, and answers written at once.
+
+10 000 idle keep-alive connections must cost at most 4 KiB each (measured by
+tests/bench/idle_conns.py on the release build). The structural fact behind it is tested
+here: once a connection's answer is written and no request has begun, it holds no request
+buffer (head, headers, body), as luahook_request_buffer_bytes shows.
+"""
+
+import sys
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+import harness as h  # noqa: E402
+
+SCRIPT = r"""
+on("*", function(ev, ctx) log.info("ran", { action = ev.action }) end)
+"""
+
+GAUGE = "luahook_request_buffer_bytes"
+
+
+def held(port):
+    """The gauge, read by a GET /metrics whose own head is the same each time."""
+    return h.get_metrics(port).get(GAUGE, default=None)
+
+
+def wait_held(test, port, pred, what):
+    deadline = time.monotonic() + 10.0 * h.SLOW
+    while True:
+        v = held(port)
+        if pred(v):
+            return v
+        if time.monotonic() > deadline:
+            test.fail("%s: %s stayed at %r" % (what, GAUGE, v))
+        time.sleep(0.02)
+
+
+class IdleConnections(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = h.TempDir()
+        cls.srv = h.Server(cls.tmp.script("ran.lua", SCRIPT)).start()
+        cls.port = cls.srv.port
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.srv.stop(check=True)
+        finally:
+            cls.tmp.cleanup()
+
+    def test_idle_keep_alive_connections_hold_no_request_buffer(self):
+        base = held(self.port)
+        self.assertIsNotNone(base, "no %s series" % GAUGE)
+        body = h.fixture_bytes("ANNOTATION_CREATED.json")
+        conns = []
+        try:
+            for i in range(20):
+                c = h.Conn(self.port)
+                conns.append(c)
+                r = c.request("POST", "/", body, {"Content-Type": "application/json"})
+                self.assertEqual(r.status, 200, r)
+                self.assertNotEqual(r.header("connection"), "close", r)
+            # 20 connections open, each answered, none closed: they hold what none would
+            self.assertEqual(held(self.port), base)
+            for c in conns:  # and they are still usable
+                r = c.request("POST", "/", body, {"Content-Type": "application/json"})
+                self.assertEqual(r.status, 200, r)
+            self.assertEqual(held(self.port), base)
+        finally:
+            for c in conns:
+                c.close()
+
+    def test_a_request_being_read_is_counted_until_answered(self):
+        """The gauge sees the buffers of a request under way (so the test above can fail),
+        and they go once it is answered, the connection kept."""
+        base = held(self.port)
+        body = h.fixture_bytes("ANNOTATION_CREATED.json")
+        with h.Conn(self.port) as c:
+            c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2])
+            wait_held(self, self.port, lambda v: v >= base + len(body),
+                      "a half-sent body of %d bytes" % len(body))
+            c.send(body[len(body) // 2:])
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            wait_held(self, self.port, lambda v: v == base, "the request answered")
+            r = c.request("GET", "/healthz")
+            self.assertEqual(r.status, 200, r)
+        self.srv.wait_log(lambda e: e.get("msg") == "ran", what="the handler ran")
+
+
+if __name__ == "__main__":
+    unittest.main()
