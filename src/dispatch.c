@@ -232,9 +232,86 @@ static int ctx_index(lua_State *L)
     return 1;
 }
 
+/* A small event's headers and body, copied into one userdata (inside --memory-limit, as
+** the copy in ctx.body was): ctx.headers and ctx.body are made from it on first read, so
+** a handler that reads neither costs no table and no string. Layout: this, the headers,
+** their names and values, the body; every pointer points into the same block. */
+typedef struct {
+    size_t nheaders;
+    lh_header_t *headers;
+    const char *body;
+    size_t body_len;
+} req_copy_t;
+
+static req_copy_t *push_req_copy(lua_State *L, const lh_request_t *req)
+{
+    size_t size = sizeof(req_copy_t) + req->nheaders * sizeof(lh_header_t) + req->body_len + 1;
+    for (size_t i = 0; i < req->nheaders; i++)
+        size += req->headers[i].name_len + req->headers[i].value_len;
+    req_copy_t *rc = lua_newuserdatauv(L, size, 0); /* rc */
+    rc->nheaders = req->nheaders;
+    rc->headers = (lh_header_t *)(rc + 1);
+    char *p = (char *)(rc->headers + req->nheaders);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const lh_header_t *h = &req->headers[i];
+        lh_header_t *c = &rc->headers[i];
+        c->name = memcpy(p, h->name, h->name_len), c->name_len = h->name_len;
+        p += h->name_len;
+        c->value = memcpy(p, h->value, h->value_len), c->value_len = h->value_len;
+        p += h->value_len;
+    }
+    if (req->body_len)
+        memcpy(p, req->body, req->body_len);
+    p[req->body_len] = '\0';
+    rc->body = p, rc->body_len = req->body_len;
+    return rc;
+}
+
+/* Pushes ctx.headers: lower-case names; a repeated header keeps every value, joined as HTTP
+** allows. */
+static void push_headers(lua_State *L, const lh_header_t *hs, size_t n)
+{
+    lua_createtable(L, 0, (int)n); /* headers */
+    for (size_t i = 0; i < n; i++) {
+        const lh_header_t *h = &hs[i];
+        lua_pushlstring(L, h->name, h->name_len); /* headers k */
+        if (lua_rawget(L, -2) == LUA_TSTRING) {   /* headers old */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, h->value, h->value_len);
+            lua_concat(L, 3); /* headers joined */
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, h->value, h->value_len); /* headers v */
+        }
+        lua_pushlstring(L, h->name, h->name_len);
+        lua_insert(L, -2); /* headers k v */
+        lua_rawset(L, -3); /* headers */
+    }
+}
+
+/* ctx's __index for a small event (upvalue: its req_copy_t): ctx.headers and ctx.body,
+** each made once, on its first read, inside the reading run's --memory-limit. */
+static int ctx_lazy_index(lua_State *L)
+{
+    size_t klen = 0;
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &klen) : NULL;
+    const req_copy_t *rc = lua_touserdata(L, lua_upvalueindex(1));
+    if (k != NULL && klen == 7 && memcmp(k, "headers", 7) == 0)
+        push_headers(L, rc->headers, rc->nheaders); /* headers */
+    else if (k != NULL && klen == 4 && memcmp(k, "body", 4) == 0)
+        lua_pushlstring(L, rc->body, rc->body_len); /* body */
+    else
+        return 0;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* made once per event */
+    return 1;
+}
+
 /* ctx: what the handler knows of the delivery. One table per event, shared by its
-** handlers; ctx.id is filled in when the event runs. With `body` (a stack index of a body
-** userdata), ctx.body is made from it on first read; else it is the request's body now. */
+** handlers; ctx.id is filled in when the event runs. With `body` (a stack index of a big
+** body's userdata), ctx.body is made from it on first read, and ctx.headers now; else both
+** are made on first read from a copy of the request's. */
 static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_t *in, int body)
 {
     const lh_request_t *req = in->req;
@@ -251,34 +328,20 @@ static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_
     lua_setfield(L, -2, "remote");
     lua_pushnumber(L, req->received_at);
     lua_setfield(L, -2, "received_at");
+    lua_createtable(L, 0, 1); /* ctx mt */
     if (body != 0) {
-        lua_createtable(L, 0, 1); /* ctx mt */
         lua_pushvalue(L, body);
         lua_pushcclosure(L, ctx_index, 1);
         lua_setfield(L, -2, "__index");
-        lua_setmetatable(L, -2); /* ctx */
+        lua_setmetatable(L, -2);                      /* ctx */
+        push_headers(L, req->headers, req->nheaders); /* ctx headers */
+        lua_setfield(L, -2, "headers");               /* ctx */
     } else {
-        lua_pushlstring(L, req->body, req->body_len);
-        lua_setfield(L, -2, "body");
+        push_req_copy(L, req); /* ctx mt rc */
+        lua_pushcclosure(L, ctx_lazy_index, 1);
+        lua_setfield(L, -2, "__index");
+        lua_setmetatable(L, -2); /* ctx */
     }
-    lua_createtable(L, 0, (int)req->nheaders); /* ctx headers */
-    for (size_t i = 0; i < req->nheaders; i++) {
-        const lh_header_t *h = &req->headers[i];
-        lua_pushlstring(L, h->name, h->name_len); /* ctx headers k */
-        /* a repeated header keeps every value, joined as HTTP allows */
-        if (lua_rawget(L, -2) == LUA_TSTRING) { /* ctx headers old */
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, h->value, h->value_len);
-            lua_concat(L, 3); /* ctx headers joined */
-        } else {
-            lua_pop(L, 1);
-            lua_pushlstring(L, h->value, h->value_len); /* ctx headers v */
-        }
-        lua_pushlstring(L, h->name, h->name_len);
-        lua_insert(L, -2); /* ctx headers k v */
-        lua_rawset(L, -3); /* ctx headers */
-    }
-    lua_setfield(L, -2, "headers"); /* ctx */
 }
 
 static const char *type_text(lh_json_type_t t)
