@@ -1,5 +1,5 @@
-"""Issue 16, the event path's share (src/conn.c, src/request.c): what an idle keep-alive
-connection holds, and answers written at once.
+"""Issue 16, the event path's share (src/conn.c, src/request.c, src/task.c): what an idle
+keep-alive connection holds, and coroutines reused from run to run.
 
 10 000 idle keep-alive connections must cost at most 4 KiB each (measured by
 tests/bench/idle_conns.py on the release build). The structural fact behind it is tested
@@ -90,6 +90,57 @@ class IdleConnections(unittest.TestCase):
             r = c.request("GET", "/healthz")
             self.assertEqual(r.status, 200, r)
         self.srv.wait_log(lambda e: e.get("msg") == "ran", what="the handler ran")
+
+
+# a run that leaves its coroutine dirty (a hook that raises, a value on its stack, a
+# coroutine it made suspended) and returns; the runs after it must start clean
+POOL_SCRIPT = r"""
+local current -- the seq of the run under way
+collected = 0
+local custom = { custom = true }
+on("DIRTY", function(ev, ctx)
+  current = ev.seq
+  local mine = ev.seq
+  debug.sethook(function() if current ~= mine then error("a stale hook ran") end end, "", 1)
+  local co = coroutine.create(function() coroutine.yield() end)
+  coroutine.resume(co)
+  -- what a run returns is dropped with its coroutine: a reused one must not keep it
+  return setmetatable({}, { __gc = function() collected = collected + 1 end }), co
+end, custom)
+on("CLEAN", function(ev, ctx)
+  current = ev.seq
+  local co, main = coroutine.running()
+  assert(not main, "a handler runs in a coroutine of its own")
+  assert(coroutine.status(co) == "running")
+  local n = 0
+  for i = 1, 20000 do n = n + i end
+  collectgarbage()
+  collectgarbage()
+  log.info("clean", { n = n, seq = ev.seq, collected = collected })
+end, custom)
+on("FAIL", function(ev, ctx) current = ev.seq; error("failed on purpose") end, custom)
+"""
+
+
+class CoroutineReuse(unittest.TestCase):
+    def test_runs_after_a_dirty_or_failed_one_start_clean(self):
+        with h.TempDir() as tmp, h.Server(tmp.script("pool.lua", POOL_SCRIPT)) as srv:
+            seq = dirty = 0
+            for action in ["DIRTY", "CLEAN", "FAIL", "CLEAN", "DIRTY", "DIRTY", "CLEAN"] * 5:
+                seq += 1
+                dirty += action == "DIRTY"
+                r = h.post_event(srv.port, {"action": action, "seq": seq})
+                self.assertEqual(r.status, 200, r)
+                if action == "CLEAN":
+                    line = srv.wait_log(lambda e, s=seq: e.get("msg") == "clean"
+                                        and e.get("seq") == s, what="CLEAN run %d" % seq)
+                    self.assertEqual(line["n"], 20000 * 20001 // 2)
+                    self.assertEqual(line["collected"], dirty)  # nothing kept alive
+            m = h.get_metrics(srv.port)
+            self.assertEqual(m.get("luahook_handler_runs_total", action="CLEAN", outcome="ok"), 15)
+            self.assertEqual(m.get("luahook_handler_runs_total", action="DIRTY", outcome="ok"), 15)
+            self.assertEqual(m.get("luahook_handler_runs_total", action="FAIL", outcome="error"), 5)
+            self.assertEqual(m.get("luahook_handler_runs_total", action="CLEAN", outcome="error"), 0)
 
 
 if __name__ == "__main__":
