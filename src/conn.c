@@ -807,15 +807,16 @@ static void conn_reading(lh_conn_t *c)
     case LH_CONN_READING_HEAD:
     case LH_CONN_READING_BODY:
     case LH_CONN_DISCARDING_BODY:
+    case LH_CONN_HANDLING: /* reads go on until bytes arrive: they are kept, then reads stop
+                           ** (a stop and start for each request would cost system calls) */
     case LH_CONN_WRITING:
     case LH_CONN_IDLE:
-        want = !c->throttled && !c->yielded && c->pending == NULL;
+        want = !c->throttled && !c->yielded && c->pending == NULL && !c->read_eof;
         break;
     case LH_CONN_LINGERING: /* reads on, to drop what arrives */
     case LH_CONN_CLOSED:
         return;
     case LH_CONN_NEW:
-    case LH_CONN_HANDLING:
     case LH_CONN_FLUSHING:
         break;
     }
@@ -871,6 +872,12 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void on_eof(lh_conn_t *c, ssize_t err)
 {
     uv_read_stop((uv_stream_t *)&c->tcp);
+    if (err == UV_EOF && c->state == LH_CONN_HANDLING) {
+        /* a client that half-closes after its request still gets its answer */
+        c->read_eof = 1;
+        c->last_request = 1;
+        return;
+    }
     if (err == UV_EOF && c->writes_pending > 0)
         conn_flush(c, 0); /* a client that half-closes after its requests gets its answers */
     else

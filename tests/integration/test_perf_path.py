@@ -1,5 +1,6 @@
 """Issue 16, the event path's share (src/conn.c, src/request.c, src/task.c): what an idle
-keep-alive connection holds, and coroutines reused from run to run.
+keep-alive connection holds, coroutines reused from run to run, and reads that go on while
+a request is handled.
 
 10 000 idle keep-alive connections must cost at most 4 KiB each (measured by
 tests/bench/idle_conns.py on the release build). The structural fact behind it is tested
@@ -7,6 +8,7 @@ here: once a connection's answer is written and no request has begun, it holds n
 buffer (head, headers, body), as luahook_request_buffer_bytes shows.
 """
 
+import socket
 import sys
 import time
 import unittest
@@ -141,6 +143,53 @@ class CoroutineReuse(unittest.TestCase):
             self.assertEqual(m.get("luahook_handler_runs_total", action="DIRTY", outcome="ok"), 15)
             self.assertEqual(m.get("luahook_handler_runs_total", action="FAIL", outcome="error"), 5)
             self.assertEqual(m.get("luahook_handler_runs_total", action="CLEAN", outcome="error"), 0)
+
+
+NAP_SCRIPT = r"""
+on("NAP", function(ev, ctx) sleep(ev.seconds); log.info("napped", { seq = ev.seq }) end,
+   { custom = true })
+"""
+
+
+class ReadsWhileHandling(unittest.TestCase):
+    """Reads are not stopped and started again around each request handled later (--ack
+    handled, a handler that waits): what arrives meanwhile is kept, in order, and a
+    client's end of sending does not lose the answer it waits for."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = h.TempDir()
+        cls.srv = h.Server(cls.tmp.script("nap.lua", NAP_SCRIPT), "--ack", "handled").start()
+        cls.port = cls.srv.port
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.srv.stop(check=True)
+        finally:
+            cls.tmp.cleanup()
+
+    def test_half_close_while_the_handler_waits(self):
+        with h.Conn(self.port) as c:
+            c.send(h.build_request("POST", "/", {"action": "NAP", "seconds": 0.3, "seq": 1}))
+            c.sock.shutdown(socket.SHUT_WR)  # arrives while the handler sleeps
+            r = c.read_response(timeout=10.0 * h.SLOW)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["handlers"], 1)
+            self.assertTrue(c.closed_by_peer(), "open after the client's FIN and its answer")
+
+    def test_requests_sent_while_one_is_handled_are_answered_in_order(self):
+        with h.Conn(self.port) as c:
+            c.send(h.build_request("POST", "/", {"action": "NAP", "seconds": 0.3, "seq": 10}))
+            time.sleep(0.05)  # not a wait for a result: the next bytes come during the nap
+            c.send(h.build_request("POST", "/", {"action": "NAP", "seconds": 0, "seq": 11})
+                   + h.build_request("GET", "/healthz"))
+            first = c.read_response(timeout=10.0 * h.SLOW)
+            second = c.read_response(timeout=10.0 * h.SLOW)
+            third = c.read_response(timeout=10.0 * h.SLOW)
+            self.assertEqual([first.status, second.status, third.status], [200, 200, 200])
+            self.assertLess(first.json()["id"], second.json()["id"])
+            self.assertEqual(c.request("GET", "/healthz").status, 200)
 
 
 if __name__ == "__main__":
