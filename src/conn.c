@@ -309,7 +309,7 @@ lh_conn_t *lh_conn_new(lh_server_t *s, int *err)
     snprintf(c->remote, sizeof(c->remote), "?");
     if ((c->parser = lh_request_parser_new(cfg->max_header, cfg->max_body)) == NULL)
         goto fail;
-    lh_request_parser_account(c->parser, &s->app->metrics.request_buffer_bytes);
+    lh_request_parser_account(c->parser, &s->app->metrics.connections_buffered);
     if ((r = uv_tcp_init(s->app->loop, &c->tcp)) != 0)
         goto fail;
     c->tcp.data = c;

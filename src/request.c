@@ -1,5 +1,6 @@
 #include "request.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,15 +60,19 @@ struct lh_request_parser_s {
     char *body; /* owned */
     size_t body_len, body_cap;
     lh_request_t req;
-    uint64_t
-        *held; /* borrowed, or NULL: a count of the buffers' bytes (lh_request_parser_account) */
+    size_t bytes;      /* what the buffers hold */
+    int64_t *buffered; /* borrowed, or NULL: parsers holding buffers (lh_request_parser_account) */
 };
 
-/* The buffers' bytes changed from `was` to `now`: the owner's count follows. */
+/* The buffers' bytes changed from `was` to `now`: the owner's count follows whether any
+** are held (a count of parsers, not of bytes: the same request gives the same figure
+** whatever its buffers' history, and /metrics' text stays cached). */
 static void held(lh_request_parser_t *p, size_t was, size_t now)
 {
-    if (p->held != NULL)
-        *p->held = *p->held - was + now;
+    size_t before = p->bytes;
+    p->bytes = p->bytes - was + now;
+    if (p->buffered != NULL && (before == 0) != (p->bytes == 0))
+        *p->buffered += p->bytes != 0 ? 1 : -1;
 }
 
 static lh_request_parser_t *parser_of(llhttp_t *l)
@@ -495,9 +500,10 @@ void lh_request_parser_free(lh_request_parser_t *p)
     free(p);
 }
 
-void lh_request_parser_account(lh_request_parser_t *p, uint64_t *bytes)
+void lh_request_parser_account(lh_request_parser_t *p, int64_t *buffered)
 {
-    p->held = bytes;
+    assert(p->bytes == 0); /* counted from no buffer on */
+    p->buffered = buffered;
 }
 
 void lh_request_parser_idle(lh_request_parser_t *p)

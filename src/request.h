@@ -83,10 +83,10 @@ lh_request_parser_t *lh_request_parser_new(uint64_t max_header, uint64_t max_bod
 /** Frees the parser and every request it assembled. NULL is a no-op. */
 void lh_request_parser_free(lh_request_parser_t *p);
 
-/** From now on `*bytes` follows the bytes of the parser's buffers (head, headers, body):
- *  added as they grow, taken off as they are freed or handed over. Borrowed: `bytes`
- *  must outlive the parser. */
-void lh_request_parser_account(lh_request_parser_t *p, uint64_t *bytes);
+/** From now on `*buffered` counts this parser while it holds buffers (head, headers,
+ *  body): 1 added when it allocates its first, taken off when it frees or hands over its
+ *  last. Call it before the first feed. Borrowed: `buffered` must outlive the parser. */
+void lh_request_parser_account(lh_request_parser_t *p, int64_t *buffered);
 
 /**
  * Between two requests (none begun), frees the buffers so that an idle keep-alive

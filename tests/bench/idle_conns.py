@@ -4,8 +4,8 @@
 Starts the binary (release build: ASan keeps freed memory in quarantine), warms it up with
 a few events on one connection, reads its RSS, then opens N connections that each post one
 event, read the answer and stay open, idle. Reads the RSS again and prints the difference
-per connection, with luahook_request_buffer_bytes (what the connections still hold for
-requests: 0 once they are idle).
+per connection, with luahook_connections_buffered (connections still holding request
+buffers: none once they are idle, but the scrape's own).
 
     tests/bench/idle_conns.py [--bin build/release/luahook] [--conns 10000] [--body FILE]
 
@@ -135,14 +135,14 @@ def main():
                 conns.append(s)
             took = time.monotonic() - t0
             after = rss_kib(proc.pid)
-            held = metric(port, "luahook_request_buffer_bytes")
+            held = metric(port, "luahook_connections_buffered")
             open_now = metric(port, "luahook_connections_open")
             per = (after - base) / a.conns
             print("idle keep-alive connections: %d (open: %d), each posted one %d-byte event"
                   % (a.conns, open_now, len(body)))
             print("RSS: %d KiB before, %d KiB after: %.2f KiB per idle connection"
                   % (base, after, per))
-            print("luahook_request_buffer_bytes with all of them idle: %s (the /metrics "
+            print("luahook_connections_buffered with all of them idle: %s (1: the /metrics "
                   "request's own)" % ("n/a" if held is None else "%d" % held))
             print("opening them took %.1f s" % took)
         finally:
