@@ -126,11 +126,11 @@ const char *lh_conn_state_name(lh_conn_state_t s)
 static const unsigned allowed[] = {
     [LH_CONN_NEW] = TO(READING_HEAD) | TO(FLUSHING) | TO(CLOSED),
     [LH_CONN_READING_HEAD] = TO(READING_BODY) | TO(DISCARDING_BODY) | TO(FLUSHING) | TO(CLOSED),
-    [LH_CONN_READING_BODY] = TO(HANDLING) | TO(WRITING) | TO(FLUSHING) | TO(CLOSED),
+    [LH_CONN_READING_BODY] = TO(HANDLING) | TO(WRITING) | TO(IDLE) | TO(FLUSHING) | TO(CLOSED),
     [LH_CONN_DISCARDING_BODY] = TO(WRITING) | TO(IDLE) | TO(FLUSHING) | TO(CLOSED),
-    [LH_CONN_HANDLING] = TO(WRITING) | TO(FLUSHING) | TO(CLOSED),
+    [LH_CONN_HANDLING] = TO(WRITING) | TO(IDLE) | TO(FLUSHING) | TO(CLOSED),
     [LH_CONN_WRITING] = TO(IDLE) | TO(READING_HEAD) | TO(FLUSHING) | TO(CLOSED),
-    [LH_CONN_IDLE] = TO(READING_HEAD) | TO(CLOSED),
+    [LH_CONN_IDLE] = TO(READING_HEAD) | TO(FLUSHING) | TO(CLOSED),
     [LH_CONN_FLUSHING] = TO(LINGERING) | TO(CLOSED),
     [LH_CONN_LINGERING] = TO(CLOSED),
     [LH_CONN_CLOSED] = 0,
@@ -215,6 +215,8 @@ static int set_state(lh_conn_t *c, lh_conn_state_t to)
         break;
     case LH_CONN_IDLE: /* nothing owed, nothing begun */
         assert(c->writes_pending == 0 && !c->throttled && !lh_request_parser_started(c->parser));
+        if (!c->yielded && c->pending == NULL)
+            lh_request_parser_idle(c->parser); /* an idle keep-alive connection holds no buffer */
         break;
     case LH_CONN_LINGERING: /* the last answer is written */
         assert(c->writes_pending == 0);
@@ -307,6 +309,7 @@ lh_conn_t *lh_conn_new(lh_server_t *s, int *err)
     snprintf(c->remote, sizeof(c->remote), "?");
     if ((c->parser = lh_request_parser_new(cfg->max_header, cfg->max_body)) == NULL)
         goto fail;
+    lh_request_parser_account(c->parser, &s->app->metrics.connections_buffered);
     if ((r = uv_tcp_init(s->app->loop, &c->tcp)) != 0)
         goto fail;
     c->tcp.data = c;
@@ -412,8 +415,15 @@ void lh_conn_shutdown(lh_conn_t *c)
 {
     switch (c->state) {
     case LH_CONN_NEW:
-    case LH_CONN_IDLE:
         lh_conn_close(c);
+        break;
+    case LH_CONN_IDLE:
+        /* every answer is written, but pipelined bytes may wait unread (a later turn, bytes
+        ** kept): a close with bytes unread resets the answers away */
+        if (c->yielded || c->pending != NULL)
+            conn_flush(c, 1);
+        else
+            lh_conn_close(c);
         break;
     case LH_CONN_READING_HEAD: /* a request begun is answered, then the connection closes */
         if (!lh_request_parser_started(c->parser))
@@ -501,8 +511,63 @@ static void on_write(uv_write_t *req, int status)
     lh_conn_unref(c);
 }
 
+/* Sends head + body: at once when the socket takes all of it (one writev, no request, no
+** callback; libuv would else re-arm the socket's epoll entry when its write queue drains),
+** else what is left is queued. Returns 0, or a negative UV_E* once the connection is
+** closed. */
+static int send_answer(lh_conn_t *c, const char *head, size_t hn, const char *body, size_t len)
+{
+    uv_buf_t b[2] = {uv_buf_init((char *)head, (unsigned int)hn),
+                     uv_buf_init((char *)body, (unsigned int)len)};
+    int n = uv_try_write((uv_stream_t *)&c->tcp, b, len ? 2 : 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        conn_fail(c, "write", n);
+        return n;
+    }
+    size_t sent = n < 0 ? 0 : (size_t)n;
+    if (sent == hn + len)
+        return 0;
+    /* the client reads slowly (or others are queued): the rest goes in request order */
+    size_t rest = hn + len - sent;
+    wreq_t *w = malloc(sizeof(*w) + rest);
+    if (w == NULL) {
+        conn_fail(c, "malloc", UV_ENOMEM);
+        return UV_ENOMEM;
+    }
+    size_t hrest = sent < hn ? hn - sent : 0;
+    memcpy(w->data, head + (hn - hrest), hrest);
+    if (rest > hrest)
+        memcpy(w->data + hrest, body + (len - (rest - hrest)), rest - hrest);
+    w->len = rest;
+    return write_buf(c, w);
+}
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *put_str(char *p, const char *s)
+{
+    return put(p, s, strlen(s));
+}
+
+static char *put_uint(char *p, uint64_t v)
+{
+    char d[24];
+    size_t n = 0;
+    do
+        d[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n > 0)
+        *p++ = d[--n];
+    return p;
+}
+
 /* Writes the answer to the current request, then moves on: to DISCARDING_BODY when it is
-** given on the head, to WRITING, or to FLUSHING when the connection closes after it. */
+** given on the head, to WRITING (IDLE when the socket took it at once), or to FLUSHING when
+** the connection closes after it. */
 static void answer(lh_conn_t *c, int status, const char *extra, const char *ctype, const char *body,
                    size_t len, int refusal)
 {
@@ -529,27 +594,33 @@ static void answer(lh_conn_t *c, int status, const char *extra, const char *ctyp
     /* answered on its head, a client waiting for 100-continue sends no body: no request
     ** could be told from the next one */
     int close = refusal || c->last_request || !req->keep_alive || (on_head && req->expect_continue);
+    /* the head, by hand: printf's parsing costs more than the rest of the answer */
+    static const char close_line[] = "Connection: close\r\n";
+    const char *text = status_text(status);
+    size_t tlen = strlen(text), clen = strlen(ctype), elen = extra ? strlen(extra) : 0;
     char head[1536]; /* the console's answers carry a CSP, a cookie and a Location */
-    int hn = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
-                      status, status_text(status), ctype, len, close ? "Connection: close\r\n" : "",
-                      extra ? extra : "");
-    if (hn < 0 || (size_t)hn >= sizeof(head)) {
+    if (64 + tlen + clen + sizeof(close_line) + elen > sizeof(head) || status < 100 ||
+        status > 999) {
         conn_fail(c, "answer head", UV_E2BIG);
         return;
     }
+    char *p = put(head, "HTTP/1.1 ", 9);
+    p = put_uint(p, (uint64_t)status);
+    *p++ = ' ';
+    p = put(p, text, tlen);
+    p = put_str(p, "\r\nContent-Type: ");
+    p = put(p, ctype, clen);
+    p = put_str(p, "\r\nContent-Length: ");
+    p = put_uint(p, len);
+    p = put(p, "\r\n", 2);
+    if (close)
+        p = put(p, close_line, sizeof(close_line) - 1);
+    if (elen)
+        p = put(p, extra, elen);
+    p = put(p, "\r\n", 2);
     if (req->method == LH_METHOD_HEAD && !refusal)
         len = 0; /* HEAD: the headers say what a GET would get, no body follows */
-    wreq_t *w = malloc(sizeof(*w) + (size_t)hn + len);
-    if (w == NULL) {
-        conn_fail(c, "malloc", UV_ENOMEM);
-        return;
-    }
-    memcpy(w->data, head, (size_t)hn);
-    if (len)
-        memcpy(w->data + hn, body, len);
-    w->len = (size_t)hn + len;
-    if (write_buf(c, w) != 0)
+    if (send_answer(c, head, (size_t)(p - head), body, len) != 0)
         return;
 
     if (close) {
@@ -562,7 +633,8 @@ static void answer(lh_conn_t *c, int status, const char *extra, const char *ctyp
         lh_request_parser_skip_body(c->parser);
         c->discarded = 0;
         set_state(c, LH_CONN_DISCARDING_BODY);
-    } else if (set_state(c, LH_CONN_WRITING) == 0 && was == LH_CONN_HANDLING) {
+    } else if (set_state(c, c->writes_pending ? LH_CONN_WRITING : LH_CONN_IDLE) == 0 &&
+               was == LH_CONN_HANDLING) {
         conn_resume(c); /* from READING_BODY, the parse loop that called on_request goes on */
     }
 }
@@ -735,15 +807,16 @@ static void conn_reading(lh_conn_t *c)
     case LH_CONN_READING_HEAD:
     case LH_CONN_READING_BODY:
     case LH_CONN_DISCARDING_BODY:
+    case LH_CONN_HANDLING: /* reads go on until bytes arrive: they are kept, then reads stop
+                           ** (a stop and start for each request would cost system calls) */
     case LH_CONN_WRITING:
     case LH_CONN_IDLE:
-        want = !c->throttled && !c->yielded && c->pending == NULL;
+        want = !c->throttled && !c->yielded && c->pending == NULL && !c->read_eof;
         break;
     case LH_CONN_LINGERING: /* reads on, to drop what arrives */
     case LH_CONN_CLOSED:
         return;
     case LH_CONN_NEW:
-    case LH_CONN_HANDLING:
     case LH_CONN_FLUSHING:
         break;
     }
@@ -799,6 +872,12 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void on_eof(lh_conn_t *c, ssize_t err)
 {
     uv_read_stop((uv_stream_t *)&c->tcp);
+    if (err == UV_EOF && c->state == LH_CONN_HANDLING) {
+        /* a client that half-closes after its request still gets its answer */
+        c->read_eof = 1;
+        c->last_request = 1;
+        return;
+    }
     if (err == UV_EOF && c->writes_pending > 0)
         conn_flush(c, 0); /* a client that half-closes after its requests gets its answers */
     else

@@ -26,6 +26,7 @@ typedef struct lh_conn_s lh_conn_t;
 **   READING_BODY ──complete──▶ HANDLING [none: the handler timeout bounds it]
 **   HANDLING, READING_BODY (answered at once), DISCARDING_BODY (complete)
 **                ──answer queued──▶ WRITING [idle-timeout, again at each write done]
+**                ──answer taken by the socket at once──▶ IDLE
 **   WRITING, DISCARDING_BODY ──all written──▶ IDLE [idle-timeout]
 **   IDLE, WRITING ──a request's first byte──▶ READING_HEAD
 **   any of those ──answer that closes, refusal, EOF with answers owed, stop──▶
@@ -45,7 +46,8 @@ typedef enum {
     LH_CONN_READING_HEAD,    /* waiting for a request, or reading its line and headers */
     LH_CONN_READING_BODY,    /* reading the body of a request the application will see */
     LH_CONN_DISCARDING_BODY, /* the request was answered on its head: its body is dropped */
-    LH_CONN_HANDLING,        /* a complete request is with the application; reads paused */
+    LH_CONN_HANDLING,        /* a complete request is with the application; bytes read
+                                meanwhile are kept (reads then pause) */
     LH_CONN_WRITING,         /* answered; waiting for the client to take the answers */
     LH_CONN_IDLE,            /* keep-alive between requests, every answer taken */
     LH_CONN_FLUSHING,        /* writing the last answers; then LINGERING or CLOSED */
@@ -67,6 +69,7 @@ struct lh_conn_s {
     int linger;            /* FLUSHING ends in LINGERING (a refusal), not a plain close */
     int throttled;         /* reads paused while the answers pile up unread (backpressure) */
     int yielded;           /* requests paused until a later loop turn: others go first */
+    int read_eof;          /* the client half-closed while its request was handled */
     size_t writes_pending; /* answers queued whose write callbacks have not run */
     size_t out_bytes;      /* their bytes, sent or not: what the answers in flight hold */
     size_t discarded; /* bytes dropped in DISCARDING_BODY, or LINGERING (each <= DISCARD_MAX) */

@@ -89,8 +89,22 @@ static void answer(lh_reply_cb reply, void *data, int status, const char *extra,
         len += lh_json_escape_utf8(buf + len, sizeof(buf) - len - 3, error, strlen(error), NULL);
         len += (size_t)snprintf(buf + len, sizeof(buf) - len, "\"}");
     } else if (e->nfailed == 0) {
-        len = (size_t)snprintf(buf, sizeof(buf), "{\"ok\":true,\"id\":\"%s\",\"handlers\":%d}",
-                               e->id, e->nhandlers);
+        /* the common answer, by hand: {"ok":true,"id":"ID","handlers":N} */
+        static const char a[] = "{\"ok\":true,\"id\":\"", b[] = "\",\"handlers\":";
+        size_t idlen = strlen(e->id);
+        char num[16];
+        size_t nlen = 0;
+        unsigned v = e->nhandlers > 0 ? (unsigned)e->nhandlers : 0;
+        do
+            num[nlen++] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        len = 0;
+        memcpy(buf, a, sizeof(a) - 1), len += sizeof(a) - 1;
+        memcpy(buf + len, e->id, idlen), len += idlen;
+        memcpy(buf + len, b, sizeof(b) - 1), len += sizeof(b) - 1;
+        while (nlen > 0)
+            buf[len++] = num[--nlen];
+        buf[len++] = '}';
     } else {
         size_t cap = e->failures_whole + 128;
         char *body = malloc(cap);
@@ -233,9 +247,86 @@ static int ctx_index(lua_State *L)
     return 1;
 }
 
+/* A small event's headers and body, copied into one userdata (inside --memory-limit, as
+** the copy in ctx.body was): ctx.headers and ctx.body are made from it on first read, so
+** a handler that reads neither costs no table and no string. Layout: this, the headers,
+** their names and values, the body; every pointer points into the same block. */
+typedef struct {
+    size_t nheaders;
+    lh_header_t *headers;
+    const char *body;
+    size_t body_len;
+} req_copy_t;
+
+static req_copy_t *push_req_copy(lua_State *L, const lh_request_t *req)
+{
+    size_t size = sizeof(req_copy_t) + req->nheaders * sizeof(lh_header_t) + req->body_len + 1;
+    for (size_t i = 0; i < req->nheaders; i++)
+        size += req->headers[i].name_len + req->headers[i].value_len;
+    req_copy_t *rc = lua_newuserdatauv(L, size, 0); /* rc */
+    rc->nheaders = req->nheaders;
+    rc->headers = (lh_header_t *)(rc + 1);
+    char *p = (char *)(rc->headers + req->nheaders);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const lh_header_t *h = &req->headers[i];
+        lh_header_t *c = &rc->headers[i];
+        c->name = memcpy(p, h->name, h->name_len), c->name_len = h->name_len;
+        p += h->name_len;
+        c->value = memcpy(p, h->value, h->value_len), c->value_len = h->value_len;
+        p += h->value_len;
+    }
+    if (req->body_len)
+        memcpy(p, req->body, req->body_len);
+    p[req->body_len] = '\0';
+    rc->body = p, rc->body_len = req->body_len;
+    return rc;
+}
+
+/* Pushes ctx.headers: lower-case names; a repeated header keeps every value, joined as HTTP
+** allows. */
+static void push_headers(lua_State *L, const lh_header_t *hs, size_t n)
+{
+    lua_createtable(L, 0, (int)n); /* headers */
+    for (size_t i = 0; i < n; i++) {
+        const lh_header_t *h = &hs[i];
+        lua_pushlstring(L, h->name, h->name_len); /* headers k */
+        if (lua_rawget(L, -2) == LUA_TSTRING) {   /* headers old */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, h->value, h->value_len);
+            lua_concat(L, 3); /* headers joined */
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, h->value, h->value_len); /* headers v */
+        }
+        lua_pushlstring(L, h->name, h->name_len);
+        lua_insert(L, -2); /* headers k v */
+        lua_rawset(L, -3); /* headers */
+    }
+}
+
+/* ctx's __index for a small event (upvalue: its req_copy_t): ctx.headers and ctx.body,
+** each made once, on its first read, inside the reading run's --memory-limit. */
+static int ctx_lazy_index(lua_State *L)
+{
+    size_t klen = 0;
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &klen) : NULL;
+    const req_copy_t *rc = lua_touserdata(L, lua_upvalueindex(1));
+    if (k != NULL && klen == 7 && memcmp(k, "headers", 7) == 0)
+        push_headers(L, rc->headers, rc->nheaders); /* headers */
+    else if (k != NULL && klen == 4 && memcmp(k, "body", 4) == 0)
+        lua_pushlstring(L, rc->body, rc->body_len); /* body */
+    else
+        return 0;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* made once per event */
+    return 1;
+}
+
 /* ctx: what the handler knows of the delivery. One table per event, shared by its
-** handlers; ctx.id is filled in when the event runs. With `body` (a stack index of a body
-** userdata), ctx.body is made from it on first read; else it is the request's body now. */
+** handlers; ctx.id is filled in when the event runs. With `body` (a stack index of a big
+** body's userdata), ctx.body is made from it on first read, and ctx.headers now; else both
+** are made on first read from a copy of the request's. */
 static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_t *in, int body)
 {
     const lh_request_t *req = in->req;
@@ -252,34 +343,20 @@ static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_
     lua_setfield(L, -2, "remote");
     lua_pushnumber(L, req->received_at);
     lua_setfield(L, -2, "received_at");
+    lua_createtable(L, 0, 1); /* ctx mt */
     if (body != 0) {
-        lua_createtable(L, 0, 1); /* ctx mt */
         lua_pushvalue(L, body);
         lua_pushcclosure(L, ctx_index, 1);
         lua_setfield(L, -2, "__index");
-        lua_setmetatable(L, -2); /* ctx */
+        lua_setmetatable(L, -2);                      /* ctx */
+        push_headers(L, req->headers, req->nheaders); /* ctx headers */
+        lua_setfield(L, -2, "headers");               /* ctx */
     } else {
-        lua_pushlstring(L, req->body, req->body_len);
-        lua_setfield(L, -2, "body");
+        push_req_copy(L, req); /* ctx mt rc */
+        lua_pushcclosure(L, ctx_lazy_index, 1);
+        lua_setfield(L, -2, "__index");
+        lua_setmetatable(L, -2); /* ctx */
     }
-    lua_createtable(L, 0, (int)req->nheaders); /* ctx headers */
-    for (size_t i = 0; i < req->nheaders; i++) {
-        const lh_header_t *h = &req->headers[i];
-        lua_pushlstring(L, h->name, h->name_len); /* ctx headers k */
-        /* a repeated header keeps every value, joined as HTTP allows */
-        if (lua_rawget(L, -2) == LUA_TSTRING) { /* ctx headers old */
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, h->value, h->value_len);
-            lua_concat(L, 3); /* ctx headers joined */
-        } else {
-            lua_pop(L, 1);
-            lua_pushlstring(L, h->value, h->value_len); /* ctx headers v */
-        }
-        lua_pushlstring(L, h->name, h->name_len);
-        lua_insert(L, -2); /* ctx headers k v */
-        lua_rawset(L, -3); /* ctx headers */
-    }
-    lua_setfield(L, -2, "headers"); /* ctx */
 }
 
 static const char *type_text(lh_json_type_t t)
@@ -372,7 +449,9 @@ static lh_event_t *event_new(lh_app_t *app, const lh_dispatch_input_t *in)
     }
     memcpy(e->path, req->path, req->path_len);
     e->path[req->path_len] = '\0';
-    snprintf(e->remote, sizeof(e->remote), "%s", remote);
+    size_t rlen = strnlen(remote, sizeof(e->remote) - 1);
+    memcpy(e->remote, remote, rlen); /* cut as snprintf would */
+    e->remote[rlen] = '\0';
     e->app = app;
     e->vm = app->vm;
     e->ev_ref = e->ctx_ref = e->body_ref = LUA_NOREF;
@@ -448,7 +527,22 @@ static void next_id(lh_app_t *app, char *out, size_t len)
             r = (uint32_t)(uv_hrtime() ^ (uint64_t)uv_os_getpid()) | 1u;
         app->id_prefix = r;
     }
-    snprintf(out, len, "%08x%012llx", app->id_prefix, (unsigned long long)++app->id_counter);
+    /* "%08x%012llx" by hand: printf's parsing costs more than the rest of the id */
+    static const char hex[] = "0123456789abcdef";
+    char buf[32];
+    size_t n = 0;
+    for (int shift = 28; shift >= 0; shift -= 4)
+        buf[n++] = hex[(app->id_prefix >> shift) & 0xf];
+    uint64_t c = ++app->id_counter;
+    int digits = 12;
+    while (digits < 16 && (c >> (4 * digits)) != 0)
+        digits++;
+    for (int d = digits - 1; d >= 0; d--)
+        buf[n++] = hex[(c >> (4 * d)) & 0xf];
+    if (n > len - 1)
+        n = len - 1;
+    memcpy(out, buf, n);
+    out[n] = '\0';
 }
 
 /* The event is durable (today: at once). A journal's commit callback lands here. */

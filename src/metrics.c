@@ -324,6 +324,10 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
          "# HELP luahook_connections_total Client connections accepted.\n"
          "# TYPE luahook_connections_total counter\n"
          "luahook_connections_total %llu\n"
+         "# HELP luahook_connections_buffered Connections holding request buffers (a request "
+         "read or handled now); an idle keep-alive connection holds none.\n"
+         "# TYPE luahook_connections_buffered gauge\n"
+         "luahook_connections_buffered %lld\n"
          "# HELP luahook_vm_generation Generation of the Lua VM serving new events.\n"
          "# TYPE luahook_vm_generation gauge\n"
          "luahook_vm_generation %llu\n"
@@ -335,8 +339,9 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
          "# TYPE luahook_reload_duration_seconds gauge\n"
          "luahook_reload_duration_seconds %.6f\n",
          (long long)m->connections_open, (unsigned long long)m->connections_total,
-         (unsigned long long)m->vm_generation, (unsigned long long)m->reloads_ok,
-         (unsigned long long)m->reloads_failed, m->reload_seconds);
+         (long long)m->connections_buffered, (unsigned long long)m->vm_generation,
+         (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed,
+         m->reload_seconds);
     static const char *const big_phases[3] = {"check", "build", "collect"};
     outf(&o, "# HELP luahook_big_body_slice_seconds_max Longest slice of work on big bodies "
              "since start, by phase (check: validation; build: the tables, then the handlers' "

@@ -75,6 +75,7 @@ typedef struct lh_metrics_s {
     uint64_t rejected[LH_REJECT_COUNT_];
     int64_t connections_open;
     uint64_t connections_total;
+    int64_t connections_buffered; /* holding request buffers (conn.c, request.c) */
     uint64_t vm_generation;
     uint64_t reloads_ok;
     uint64_t reloads_failed;

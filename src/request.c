@@ -1,5 +1,6 @@
 #include "request.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,10 +56,24 @@ struct lh_request_parser_s {
     } * hdr; /* owned */
     size_t nhdr, hdr_cap;
     lh_header_t *headers; /* owned; built when the head is complete */
-    char *body;           /* owned */
+    size_t headers_cap;
+    char *body; /* owned */
     size_t body_len, body_cap;
     lh_request_t req;
+    size_t bytes;      /* what the buffers hold */
+    int64_t *buffered; /* borrowed, or NULL: parsers holding buffers (lh_request_parser_account) */
 };
+
+/* The buffers' bytes changed from `was` to `now`: the owner's count follows whether any
+** are held (a count of parsers, not of bytes: the same request gives the same figure
+** whatever its buffers' history, and /metrics' text stays cached). */
+static void held(lh_request_parser_t *p, size_t was, size_t now)
+{
+    size_t before = p->bytes;
+    p->bytes = p->bytes - was + now;
+    if (p->buffered != NULL && (before == 0) != (p->bytes == 0))
+        *p->buffered += p->bytes != 0 ? 1 : -1;
+}
 
 static lh_request_parser_t *parser_of(llhttp_t *l)
 {
@@ -125,6 +140,7 @@ static int head_grow(lh_request_parser_t *p, size_t len, const char *at, int lim
         char *n = realloc(p->head, cap);
         if (n == NULL)
             return refuse(p, 500, NULL);
+        held(p, p->head_cap, cap);
         p->head = n, p->head_cap = cap;
     }
     return 0;
@@ -174,6 +190,7 @@ static int cb_message_begin(llhttp_t *l)
     p->line_end_due = 0;
     /* the last request is over: a big body buffer is not kept for the next one */
     if (p->body_cap > BODY_KEEP_MAX) {
+        held(p, p->body_cap, 0);
         free(p->body);
         p->body = NULL;
         p->body_cap = 0;
@@ -215,6 +232,7 @@ static int cb_header_field(llhttp_t *l, const char *at, size_t len)
             void *n = realloc(p->hdr, cap * sizeof(*p->hdr));
             if (n == NULL)
                 return refuse(p, 500, NULL);
+            held(p, p->hdr_cap * sizeof(*p->hdr), cap * sizeof(*p->hdr));
             p->hdr = n, p->hdr_cap = cap;
         }
         p->hdr[p->nhdr].name_off = p->head_len;
@@ -328,11 +346,12 @@ static int cb_headers_complete(llhttp_t *l)
     p->head_len += plen;
     p->head[p->head_len++] = '\0';
 
-    if (p->nhdr > 0) {
+    if (p->nhdr > p->headers_cap) {
         lh_header_t *h = realloc(p->headers, p->nhdr * sizeof(*h));
         if (h == NULL)
             return refuse(p, 500, NULL);
-        p->headers = h;
+        held(p, p->headers_cap * sizeof(*h), p->nhdr * sizeof(*h));
+        p->headers = h, p->headers_cap = p->nhdr;
     }
     for (size_t i = 0; i < p->nhdr; i++) {
         p->headers[i].name = p->head + p->hdr[i].name_off;
@@ -388,6 +407,7 @@ static int cb_body(llhttp_t *l, const char *at, size_t len)
         char *b = realloc(p->body, cap);
         if (b == NULL)
             return refuse(p, 500, NULL);
+        held(p, p->body_cap, cap);
         p->body = b, p->body_cap = cap;
     }
     memcpy(p->body + p->body_len, at, len);
@@ -401,6 +421,7 @@ static int cb_message_complete(llhttp_t *l)
     if (p->body == NULL) {
         if ((p->body = malloc(64)) == NULL)
             return refuse(p, 500, NULL);
+        held(p, 0, 64);
         p->body_cap = 64;
     }
     p->body[p->body_len] = '\0';
@@ -451,15 +472,44 @@ lh_request_parser_t *lh_request_parser_new(uint64_t max_header, uint64_t max_bod
     return p;
 }
 
-void lh_request_parser_free(lh_request_parser_t *p)
+/* Frees the buffers; the request, whose pointers went into them, is emptied. */
+static void drop_buffers(lh_request_parser_t *p)
 {
-    if (p == NULL)
-        return;
+    held(p,
+         p->head_cap + p->hdr_cap * sizeof(*p->hdr) + p->headers_cap * sizeof(*p->headers) +
+             p->body_cap,
+         0);
     free(p->head);
     free(p->hdr);
     free(p->headers);
     free(p->body);
+    p->head = NULL, p->head_cap = p->head_len = p->url_len = 0;
+    p->hdr = NULL, p->hdr_cap = p->nhdr = 0;
+    p->headers = NULL, p->headers_cap = 0;
+    p->body = NULL, p->body_cap = p->body_len = 0;
+    memset(&p->req, 0, sizeof(p->req));
+    p->req.method = LH_METHOD_OTHER;
+    p->req.method_name = "";
+}
+
+void lh_request_parser_free(lh_request_parser_t *p)
+{
+    if (p == NULL)
+        return;
+    drop_buffers(p);
     free(p);
+}
+
+void lh_request_parser_account(lh_request_parser_t *p, int64_t *buffered)
+{
+    assert(p->bytes == 0); /* counted from no buffer on */
+    p->buffered = buffered;
+}
+
+void lh_request_parser_idle(lh_request_parser_t *p)
+{
+    if (p->phase == P_BETWEEN)
+        drop_buffers(p);
 }
 
 static void set_reason(lh_request_parser_t *p)
@@ -598,6 +648,7 @@ char *lh_request_take_body(lh_request_t *req)
     if (p == NULL || req->body != p->body)
         return NULL;
     req->body_owner = NULL;
+    held(p, p->body_cap, 0);
     p->body = NULL;
     p->body_cap = 0;
     return req->body;

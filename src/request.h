@@ -83,6 +83,18 @@ lh_request_parser_t *lh_request_parser_new(uint64_t max_header, uint64_t max_bod
 /** Frees the parser and every request it assembled. NULL is a no-op. */
 void lh_request_parser_free(lh_request_parser_t *p);
 
+/** From now on `*buffered` counts this parser while it holds buffers (head, headers,
+ *  body): 1 added when it allocates its first, taken off when it frees or hands over its
+ *  last. Call it before the first feed. Borrowed: `buffered` must outlive the parser. */
+void lh_request_parser_account(lh_request_parser_t *p, int64_t *buffered);
+
+/**
+ * Between two requests (none begun), frees the buffers so that an idle keep-alive
+ * connection holds none; the next request allocates them again. The current request,
+ * answered, is emptied: nothing may read it after this. A no-op in any other phase.
+ */
+void lh_request_parser_idle(lh_request_parser_t *p);
+
 /**
  * Parses `data` up to the first head complete, request complete or error, and says which;
  * `*used` gets the bytes consumed (all of them for LH_PARSE_MORE). Feed the rest next,

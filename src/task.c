@@ -75,7 +75,15 @@ static void task_finish(lh_task_t *t, lh_outcome_t outcome, const char *err, con
     t->timer = NULL;
     t->co_ref = LUA_NOREF;
     t->done(t, outcome, err, tb);
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    if (t->returned && vm->co_pooled < LH_VM_CO_POOL) {
+        /* a coroutine whose function returned starts the next function pushed on it: a
+        ** new one would cost a thread, its stack and a ref, and their collection */
+        lua_settop(t->co, 0);
+        vm->co_pool[vm->co_pooled] = t->co;
+        vm->co_pool_ref[vm->co_pooled++] = ref;
+    } else {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    }
     free(t);
     if (vm->tasks == 0 && vm->on_drained != NULL)
         vm->on_drained(vm);
@@ -263,6 +271,7 @@ void lh_task_resume(lh_task_t *t, int nargs)
         return;
     }
     if (status == LUA_OK) {
+        t->returned = 1;
         task_finish(t, LH_OUTCOME_OK, NULL, NULL);
         return;
     }
@@ -321,12 +330,20 @@ int lh_task_spawn(lh_vm_t *vm, int fn_ref, const lh_handler_t *handler, const ch
     int co_ref = LUA_NOREF;
     if (!lua_checkstack(L, nargs + 2))
         return -1;
-    /* the coroutine first, protected: when Lua cannot allocate it, nothing of ours is held */
-    if (lh_task_protect(L, new_coroutine, &co_ref, 0, 0) != LUA_OK)
-        return -1;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, co_ref); /* ... args co */
-    lua_State *co = lua_tothread(L, -1);
-    lua_pop(L, 1); /* ... args: the registry anchors it */
+    lua_State *co;
+    if (vm->co_pooled > 0) {
+        co = vm->co_pool[--vm->co_pooled];
+        co_ref = vm->co_pool_ref[vm->co_pooled];
+        lua_sethook(co, lua_gethook(L), lua_gethookmask(L), lua_gethookcount(L)); /* as new */
+    } else {
+        /* the coroutine first, protected: when Lua cannot allocate it, nothing of ours is
+        ** held */
+        if (lh_task_protect(L, new_coroutine, &co_ref, 0, 0) != LUA_OK)
+            return -1;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, co_ref); /* ... args co */
+        co = lua_tothread(L, -1);
+        lua_pop(L, 1); /* ... args: the registry anchors it */
+    }
     lh_task_t *t = calloc(1, sizeof(*t));
     if (t == NULL || !lua_checkstack(co, nargs + 1)) {
         free(t);

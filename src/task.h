@@ -46,6 +46,7 @@ struct lh_task_s {
     int timed_out;
     int cpu_stopped; /* stopped computing past its deadline (not while waiting) */
     int permanent;   /* it raised permanent(...): retrying cannot help */
+    int returned;    /* its function returned: the coroutine can run another (vm->co_pool) */
     lh_task_done_cb done;
     void *data;              /* for `done` */
     const char *id, *action; /* borrowed from `data`'s owner, for log.*; may be NULL */

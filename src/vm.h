@@ -33,6 +33,8 @@ typedef struct lh_script_s {
 /* The longest name on()'s `name` option takes: a letter, then letters, digits, '_', '.' or
 ** '-' (so a name never reads as an ordinal, and never holds the id's '#'). */
 #define LH_HANDLER_NAME_MAX 64
+/* Coroutines of runs that returned, kept for the next runs (task.c), as OpenResty does. */
+#define LH_VM_CO_POOL 16
 
 typedef struct lh_handler_s {
     int fn_ref;    /* registry ref to the function */
@@ -84,11 +86,14 @@ struct lh_vm_s {
     int gc_holds;
     int gc_hold_restart;
     size_t mem_used;
-    size_t mem_limit;                 /* 0: none */
-    int limit_on;                     /* the limit applies while Lua code of a task runs */
-    int oom_real;                     /* the last refused allocation was the system's */
-    struct lh_task_s *cur_task;       /* the task running now; NULL outside one */
-    struct lh_task_s *task_list;      /* every live task */
+    size_t mem_limit;                  /* 0: none */
+    int limit_on;                      /* the limit applies while Lua code of a task runs */
+    int oom_real;                      /* the last refused allocation was the system's */
+    struct lh_task_s *cur_task;        /* the task running now; NULL outside one */
+    struct lh_task_s *task_list;       /* every live task */
+    lua_State *co_pool[LH_VM_CO_POOL]; /* finished coroutines, empty, for lh_task_spawn */
+    int co_pool_ref[LH_VM_CO_POOL];    /* their registry refs (what anchors them) */
+    int co_pooled;
     struct lh_timer_s *timers;        /* every active timer */
     struct lh_timer_s *parked_timers; /* luahook test: stopped ones started at load */
     lh_clock_t *clock;                /* borrowed from app->clock, or owned (the loop's) */
