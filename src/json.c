@@ -18,6 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* Values of one array/object collected on the Lua stack before they are moved into the table. */
 #define CHUNK 1024
@@ -25,10 +28,15 @@
 #define SLACK 8
 /* Unescaped strings up to this size are built on the C stack, longer ones in a userdata. */
 #define SCRATCH 2048
-/* Recently seen object keys, kept as Lua strings on the stack: pushing one again is a compare and
- * a lua_pushvalue instead of hashing and interning it. Power of two. */
-#define KEYCACHE 128
-#define KEYMAX   40
+/* Object keys seen lately, kept across decodes in a userdata of the registry (the Lua strings in
+ * its user values): pushing a known key is a compare of two words and a copy, instead of hashing
+ * and interning it. Four ways per set, so that the keys of a document that hash alike do not evict
+ * each other on every object (with two ways, the ~120 keys of a typical event missed a tenth of
+ * the time). KEYMAX is Lua's longest interned string. */
+#define KEYSET_BITS 7
+#define KEYSETS     (1 << KEYSET_BITS)
+#define KEYWAYS     4
+#define KEYMAX      40
 
 #if defined(__GNUC__)
 #define LIKELY(x)   __builtin_expect(!!(x), 1)
@@ -97,6 +105,19 @@ lh_json_type_t lh_json_marked(lua_State *L, int idx)
  * Decoder
  * ------------------------------------------------------------------------------------------- */
 
+/* One key of the cache. Its first and last 8 bytes (overlapping, zero-padded when shorter) decide
+ * equality up to 16 bytes; a longer key also compares its middle. */
+typedef struct {
+    uint64_t head, tail;
+    uint32_t len;             /* 0: empty */
+    char middle[KEYMAX - 16]; /* bytes 8 .. len - 8 */
+} KeyEntry;
+
+typedef struct {
+    KeyEntry e[KEYSETS][KEYWAYS];
+    unsigned char victim[KEYSETS]; /* the way a miss replaces next, round robin */
+} KeyCache;
+
 /* One open array or object. In validation only `kind` is used. */
 typedef struct {
     char kind;          /* '[' or '{' */
@@ -125,14 +146,10 @@ typedef struct lh_json_job_s {
     const char *p;      /* where a stopped decode resumes: at a value */
     const char *stop;   /* stop at the first value that starts past this */
     int depth;          /* open arrays/objects */
-    int kbase;          /* stack slot of key cache entry 0 */
+    int cacheslot;      /* stack slot of the key cache, 0 when unused */
     int markslot;       /* stack slot of the array mark, nil until the first empty array */
     int done;           /* 1: complete, -1: failed */
-    struct {
-        const char *s; /* the key's bytes in the text (unescaped keys only) */
-        uint32_t len;  /* 0: empty entry */
-        uint32_t live; /* its Lua string is in the stack slot (only from the 2nd sighting) */
-    } keys[KEYCACHE];
+    KeyCache *keys;     /* the key cache's memory (the userdata in cacheslot) */
     /* validation: the string just read, unescaped (in the text or scratch); NULL when its
      * escapes make it longer than scratch */
     const char *str;
@@ -177,6 +194,8 @@ static const char *describe(const char *pos, char *buf, size_t len)
 
 static inline const char *skip_ws(const char *p, const char *end)
 {
+    if (LIKELY(p < end && (unsigned char)*p > ' ')) /* most often: no whitespace */
+        return p;
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
         p++;
     return p;
@@ -202,9 +221,27 @@ static inline int is_special(unsigned char c)
     return c == '"' || c == '\\' || c < 0x20;
 }
 
-/* First byte in [p, end) that is '"', '\\' or a control character, or end. */
+/* First byte in [p, end) that is '"', '\\' or a control character, or end. 16 bytes at a time
+ * where SSE2 is there (every x86-64), then 8. */
 static inline const char *scan_string(const char *p, const char *end)
 {
+#if defined(__SSE2__) && defined(__GNUC__)
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i bslash = _mm_set1_epi8('\\');
+    const __m128i ctl = _mm_set1_epi8(0x1F);
+
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        /* min(v, 0x1F) == v: v <= 0x1F unsigned, a control character */
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                 _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v));
+        int bits = _mm_movemask_epi8(m);
+
+        if (bits != 0)
+            return p + __builtin_ctz((unsigned)bits);
+        p += 16;
+    }
+#endif
     while (end - p >= 8) {
         uint64_t v;
         uint64_t m;
@@ -417,34 +454,70 @@ static const char *parse_string(Decoder *d, const char *p)
     return parse_escaped(d, p, q, close);
 }
 
+static inline uint64_t load8(const char *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* The first n (< 8) bytes in memory of the word w, the others zeroed. */
+static inline uint64_t first_bytes(uint64_t w, size_t n)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return n == 0 ? 0 : w & ~(~0ULL >> (8 * n));
+#else
+    return w & ((1ULL << (8 * n)) - 1);
+#endif
+}
+
+static inline int key_is(const KeyEntry *k, const char *p, size_t len, uint64_t head, uint64_t tail)
+{
+    return k->len == len && k->head == head && k->tail == tail &&
+           (len <= 16 || memcmp(k->middle, p + 8, len - 16) == 0);
+}
+
 /* Pushes an object key: like parse_string, through the key cache. */
 static const char *parse_key(Decoder *d, const char *p)
 {
+    lua_State *L = d->L;
     const char *q = scan_string(p, d->end);
     size_t len = (size_t)(q - p);
-    unsigned h;
+    uint64_t head, tail;
+    unsigned set;
+    int way;
+    KeyEntry *k;
 
-    if (UNLIKELY(q == d->end || *q != '"' || len > KEYMAX || len == 0 || !d->build))
+    /* escaped or unterminated (parse_string reports it), empty, too long to be interned, or too
+     * near the end for a word load */
+    if (UNLIKELY(q == d->end || *q != '"' || len - 1 >= KEYMAX || d->end - p < 8 || !d->build))
         return parse_string(d, p);
-    h = ((unsigned)len * 31u + (unsigned char)p[0] * 7u + (unsigned char)p[len - 1] * 131u +
-         (unsigned char)p[len >> 1]) &
-        (KEYCACHE - 1);
-    if (d->keys[h].len == len && memcmp(d->keys[h].s, p, len) == 0) {
-        if (LIKELY(d->keys[h].live)) {
-            lua_pushvalue(d->L, d->kbase + (int)h); /* k */
-        } else {
-            lua_pushlstring(d->L, p, len);        /* k */
-            lua_pushvalue(d->L, -1);              /* k k */
-            lua_replace(d->L, d->kbase + (int)h); /* k */
-            d->keys[h].live = 1;
+    head = load8(p);
+    if (len < 8)
+        tail = head = first_bytes(head, len);
+    else
+        tail = load8(p + len - 8);
+    set = (unsigned)(((head ^ len) * 0x9E3779B97F4A7C15ULL + tail * 0xC2B2AE3D27D4EB4FULL) >>
+                     (64 - KEYSET_BITS));
+    k = d->keys->e[set];
+    for (way = 0; way < KEYWAYS; way++) {
+        if (key_is(&k[way], p, len, head, tail)) {
+            lua_getiuservalue(L, d->cacheslot, (int)(KEYWAYS * set) + way + 1); /* k */
+            return q + 1;
         }
-    } else {
-        /* Most keys of a small document are seen once: caching costs only on a repeat. */
-        lua_pushlstring(d->L, p, len); /* k */
-        d->keys[h].s = p;
-        d->keys[h].len = (uint32_t)len;
-        d->keys[h].live = 0;
     }
+    way = d->keys->victim[set];
+    d->keys->victim[set] = (unsigned char)((way + 1) % KEYWAYS);
+    lua_pushlstring(L, p, len);                                         /* k */
+    lua_pushvalue(L, -1);                                               /* k k */
+    lua_setiuservalue(L, d->cacheslot, (int)(KEYWAYS * set) + way + 1); /* k */
+    k += way;
+    k->head = head;
+    k->tail = tail;
+    k->len = (uint32_t)len;
+    if (len > 16)
+        memcpy(k->middle, p + 8, len - 16);
     return q + 1;
 }
 
@@ -982,6 +1055,25 @@ static lh_json_type_t top_type(const char *p)
     }
 }
 
+/* Registry key of the key cache (one per Lua state, shared by its threads). */
+static const char keycache_key;
+
+/* Pushes the key cache, creating it on first use in this state. Its strings stay alive with it:
+ * at most KEYSETS * KEYWAYS of at most KEYMAX bytes. */
+static KeyCache *push_key_cache(lua_State *L)
+{
+    KeyCache *c;
+
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &keycache_key) == LUA_TUSERDATA) /* c */
+        return lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    c = lua_newuserdatauv(L, sizeof *c, KEYSETS * KEYWAYS); /* c */
+    memset(c, 0, sizeof *c);
+    lua_pushvalue(L, -1);                             /* c c */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &keycache_key); /* c */
+    return c;
+}
+
 /* Sets up a decode of s[0..len) on L (NULL: validation). -1: the text is empty (err says so). */
 static int start(Decoder *d, lua_State *L, const char *s, size_t len, char *err, size_t errlen)
 {
@@ -1005,18 +1097,17 @@ static int start(Decoder *d, lua_State *L, const char *s, size_t len, char *err,
     d->member = d->member2 = M_NONE;
     d->action.s = d->action.e = d->project_id.s = d->project_id.e = NULL;
     d->p = skip_ws(s, d->end);
-    d->kbase = 0; /* a scalar document has no keys: the cache stays unused */
+    d->cacheslot = 0; /* a scalar document has no keys: the cache stays unused */
     if (!d->build)
         return 0;
     d->base = lua_gettop(L);
-    if (!lua_checkstack(L, KEYCACHE + 1 + SLACK))
+    if (!lua_checkstack(L, 2 + SLACK))
         luaL_error(L, "json: not enough Lua stack");
     if (*d->p == '{' || *d->p == '[') {
-        /* Key cache slots below everything else, so they never move. */
-        memset(d->keys, 0, sizeof d->keys);
-        lua_settop(L, d->base + KEYCACHE + 1); /* cache.. mark (nils) */
-        d->kbase = d->base + 1;
-        d->markslot = d->base + KEYCACHE + 1;
+        d->keys = push_key_cache(L); /* cache */
+        lua_pushnil(L);              /* cache mark */
+        d->cacheslot = d->base + 1;
+        d->markslot = d->base + 2;
     }
     return 0;
 }
@@ -1053,7 +1144,7 @@ static int resume(Decoder *d, char *err, size_t errlen)
         if (errlen > 0)
             snprintf(err, errlen, "invalid JSON at line %zu, column %zu (byte %zu): %s", line, col,
                      (size_t)(d->errpos - d->start), d->msg);
-    } else if (rc == 1 && d->build && d->kbase != 0) {
+    } else if (rc == 1 && d->build && d->cacheslot != 0) {
         lua_replace(d->L, d->base + 1); /* v cache.. */
         lua_settop(d->L, d->base + 1);  /* v */
     }

@@ -370,19 +370,28 @@ static void test_strings(void)
     /* Raw UTF-8 (and any byte >= 0x80) passes through; DEL is not a control character. */
     CHECK_STRING(L, "\"caf\xc3\xa9 \xf0\x9f\x98\x9e\"", "caf\xc3\xa9 \xf0\x9f\x98\x9e");
     CHECK_STRING(L, "\"\xff\xfe\x80\x7f\"", "\xff\xfe\x80\x7f");
-    /* Special characters at every offset of the 8-byte scan. */
-    for (int i = 0; i < 20; i++) {
-        char text[64];
+    /* Special characters at every offset of the 16- and 8-byte scans. */
+    for (int i = 0; i < 40; i++) {
+        char text[96];
         char want[64];
+        const char *as = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"; /* 40 */
 
         memset(want, 'a', sizeof want);
         snprintf(text, sizeof text, "\"%.*s\\naaaaa\"", i, want);
         want[i] = '\n';
         check_string(L, text, want, (size_t)i + 6);
-        snprintf(text, sizeof text, "\"%.*s\"", i, "aaaaaaaaaaaaaaaaaaaaaaaa");
-        check_string(L, text, "aaaaaaaaaaaaaaaaaaaaaaaa", (size_t)i);
-        snprintf(text, sizeof text, "\"%.*s\x1f\"", i, "aaaaaaaaaaaaaaaaaaaaaaaa");
+        snprintf(text, sizeof text, "\"%.*s\"", i, as);
+        check_string(L, text, as, (size_t)i);
+        snprintf(text, sizeof text, "\"%.*s\\\"\"", i, as);
+        want[i] = '"';
+        check_string(L, text, want, (size_t)i + 1);
+        snprintf(text, sizeof text, "\"%.*s\x1f\"", i, as);
         CHECK(strstr(decode_error(L, text), "control character 0x1F") != NULL);
+        snprintf(text, sizeof text, "\"%.*s\x7f\x80\xff\x20\"", i, as);
+        memcpy(want + i, "\x7f\x80\xff\x20", 4);
+        check_string(L, text, want, (size_t)i + 4);
+        snprintf(text, sizeof text, "\"%.*s", i, as);
+        CHECK(strstr(decode_error(L, text), "end of input inside a string") != NULL);
     }
     {
         /* Long strings: plain, and escaped beyond the on-stack scratch buffer. */
@@ -460,6 +469,97 @@ static void test_structures(void)
                  "assert(#t == 20000 and t[20000][1] == 20000 and t[777][2].x[1] == 777)");
     CHECK_LUA(L, "local t = json.decode('{\"tasks\": [{\"id\": 1}, {\"id\": 2}], \"\": 5}')\n"
                  "assert(t.tasks[2].id == 2 and t[''] == 5 and #t.tasks == 2)");
+    lua_close(L);
+}
+
+/* Object keys go through a cache kept across decodes (keys of 1..40 bytes, compared by their
+ * first and last 8 bytes and their middle): a key must never come back as another one. */
+static void test_key_cache(void)
+{
+    lua_State *L = new_state();
+    const char *abc = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+    /* Every length around the word and cache limits, and keys that differ in one byte only (at
+     * the start, in the middle, at the end), decoded twice so the second run hits the cache. */
+    for (int round = 0; round < 2; round++) {
+        for (int len = 0; len <= 45; len++) {
+            for (int at = 0; at < len || (len == 0 && at == 0); at += len > 3 ? len / 3 : 1) {
+                char text[256];
+                char a[64], b[64];
+
+                memcpy(a, abc, (size_t)len);
+                memcpy(b, abc, (size_t)len);
+                if (len > 0)
+                    b[at] = '#';
+                snprintf(text, sizeof text, "{\"%.*s\": 1, \"%.*s\": 2, \"%.*s\": 3}", len, a, len,
+                         b, len, a);
+                if (decode(L, text) != 0) {
+                    TEST_FAILED_("rejected %s", text);
+                    continue;
+                }
+                lua_pushlstring(L, a, (size_t)len); /* t a */
+                lua_rawget(L, -2);                  /* t 3|2 */
+                CHECK_EQ_INT((int)lua_tointeger(L, -1), 3);
+                lua_pop(L, 1);
+                if (len > 0) {
+                    lua_pushlstring(L, b, (size_t)len); /* t b */
+                    lua_rawget(L, -2);                  /* t 2 */
+                    CHECK_EQ_INT((int)lua_tointeger(L, -1), 2);
+                    lua_pop(L, 1);
+                }
+                lua_pop(L, 1);
+            }
+        }
+    }
+    /* Keys of more than 16 bytes with the same first and last 8 bytes, and a key at the very end
+     * of the text (too near it for a word load). */
+    CHECK_LUA(L,
+              "local t = json.decode('{\"abcdefgh-1-stuvwxyz\": 1, \"abcdefgh-2-stuvwxyz\": 2}')\n"
+              "assert(t['abcdefgh-1-stuvwxyz'] == 1 and t['abcdefgh-2-stuvwxyz'] == 2)\n"
+              "t = json.decode('{\"abcdefgh-12345678901234-stuvwxyz\": 1,"
+              "\"abcdefgh-12345678901235-stuvwxyz\": 2}')\n"
+              "assert(t['abcdefgh-12345678901234-stuvwxyz'] == 1)\n"
+              "assert(t['abcdefgh-12345678901235-stuvwxyz'] == 2)\n"
+              "assert(json.decode('{\"a\":1}').a == 1 and json.decode('{\"\":1}')[''] == 1)");
+    /* Escaped keys bypass the cache but mean the same key; more distinct keys than the cache
+     * holds, twice (evictions), each still mapped to its own value. */
+    CHECK_LUA(L, "local t = json.decode('{\"k\\\\u0041\": 1, \"kA\": 2, \"a\\\\\"b\": 3}')\n"
+                 "assert(t.kA == 2 and t['a\"b'] == 3)\n"
+                 "for round = 1, 2 do\n"
+                 "  local p = {}\n"
+                 "  for i = 1, 3000 do p[i] = ('\"key%d\": %d'):format(i, i) end\n"
+                 "  local t = json.decode('{' .. table.concat(p, ',') .. '}')\n"
+                 "  for i = 1, 3000 do assert(t['key' .. i] == i) end\n"
+                 "end");
+    /* A build in slices on a thread while other decodes on the same state replace the cache's
+     * entries between its steps. */
+    {
+        const char *text = "{\"alpha\": 1, \"beta\": {\"alpha\": 2, \"gamma\": [3]}, \"delta\": 4}";
+        lua_State *co = lua_newthread(L); /* co */
+        lh_json_job_t *j = lh_json_job_new(co, text, strlen(text));
+        char err[256];
+        int rc;
+
+        while ((rc = lh_json_job_step(j, 1, err, sizeof err)) == 0) {
+            char other[2048];
+            size_t n = 0;
+
+            n += (size_t)snprintf(other, sizeof other, "{");
+            for (int i = 0; i < 100; i++)
+                n += (size_t)snprintf(other + n, sizeof other - n, "%s\"x%d\": %d", i ? "," : "",
+                                      i + rc * 1000, i);
+            snprintf(other + n, sizeof other - n, "}");
+            CHECK_EQ_INT(lh_json_decode(L, other, strlen(other), err, sizeof err), 0);
+            lua_pop(L, 1);
+        }
+        CHECK_EQ_INT(rc, 1);
+        lua_xmove(co, L, 1); /* co t */
+        lua_setglobal(L, "sliced");
+        CHECK_LUA(L, "assert(sliced.alpha == 1 and sliced.beta.alpha == 2)\n"
+                     "assert(sliced.beta.gamma[1] == 3 and sliced.delta == 4)");
+        lh_json_job_free(j);
+        lua_pop(L, 1);
+    }
     lua_close(L);
 }
 
@@ -1419,6 +1519,7 @@ int main(void)
     RUN_TEST(test_strings);
     RUN_TEST(test_literals);
     RUN_TEST(test_structures);
+    RUN_TEST(test_key_cache);
     RUN_TEST(test_depth);
     RUN_TEST(test_errors);
     RUN_TEST(test_error_buffer);
