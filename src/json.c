@@ -116,7 +116,13 @@ typedef struct {
 typedef struct {
     KeyEntry e[KEYSETS][KEYWAYS];
     unsigned char victim[KEYSETS]; /* the way a miss replaces next, round robin */
+    uint64_t evictions;            /* keys replaced so far (by any decode of this state) */
 } KeyCache;
+
+/* Objects nested up to this deep note which cache entries their keys came from (a bit each), so
+ * that keys known distinct go into the table in any order; deeper ones keep the text's order. */
+#define SEENDEPTH 16
+#define SEENWORDS (KEYSETS * KEYWAYS / 64)
 
 /* One open array or object. In validation only `kind` is used. */
 typedef struct {
@@ -126,6 +132,8 @@ typedef struct {
     int room;           /* pending values the Lua stack has room for */
     int tbl;            /* stack slot of the table (nil until created) */
     lua_Integer stored; /* array elements already in the table */
+    int ordered;        /* object: its keys may repeat, so they go in in the text's order */
+    uint64_t evictions; /* object: the cache's evictions when it opened */
 } Frame;
 
 /* A top-level member's value found by validation: its text [s, e). */
@@ -150,6 +158,7 @@ typedef struct lh_json_job_s {
     int markslot;       /* stack slot of the array mark, nil until the first empty array */
     int done;           /* 1: complete, -1: failed */
     KeyCache *keys;     /* the key cache's memory (the userdata in cacheslot) */
+    int keyslot;        /* cache entry of the key just pushed, -1 when it did not go through it */
     /* validation: the string just read, unescaped (in the text or scratch); NULL when its
      * escapes make it longer than scratch */
     const char *str;
@@ -159,6 +168,7 @@ typedef struct lh_json_job_s {
     char msg[160];         /* what is wrong (without the position) */
     char scratch[SCRATCH]; /* unescaped string bodies */
     Frame frames[LH_JSON_MAX_DEPTH + 1];
+    uint64_t seen[SEENDEPTH][SEENWORDS]; /* per open object: the cache entries of its keys */
 } Decoder;
 
 static const char *fail(Decoder *d, const char *pos, const char *fmt, ...)
@@ -194,8 +204,11 @@ static const char *describe(const char *pos, char *buf, size_t len)
 
 static inline const char *skip_ws(const char *p, const char *end)
 {
-    if (LIKELY(p < end && (unsigned char)*p > ' ')) /* most often: no whitespace */
+    /* most often no whitespace, or the one space after ',' or ':' */
+    if (LIKELY(p < end && (unsigned char)*p > ' '))
         return p;
+    if (LIKELY(end - p >= 2 && *p == ' ' && (unsigned char)p[1] > ' '))
+        return p + 1;
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
         p++;
     return p;
@@ -491,6 +504,7 @@ static const char *parse_key(Decoder *d, const char *p)
 
     /* escaped or unterminated (parse_string reports it), empty, too long to be interned, or too
      * near the end for a word load */
+    d->keyslot = -1;
     if (UNLIKELY(q == d->end || *q != '"' || len - 1 >= KEYMAX || d->end - p < 8 || !d->build))
         return parse_string(d, p);
     head = load8(p);
@@ -503,15 +517,18 @@ static const char *parse_key(Decoder *d, const char *p)
     k = d->keys->e[set];
     for (way = 0; way < KEYWAYS; way++) {
         if (key_is(&k[way], p, len, head, tail)) {
-            lua_getiuservalue(L, d->cacheslot, (int)(KEYWAYS * set) + way + 1); /* k */
+            d->keyslot = (int)(KEYWAYS * set) + way;
+            lua_getiuservalue(L, d->cacheslot, d->keyslot + 1); /* k */
             return q + 1;
         }
     }
     way = d->keys->victim[set];
     d->keys->victim[set] = (unsigned char)((way + 1) % KEYWAYS);
-    lua_pushlstring(L, p, len);                                         /* k */
-    lua_pushvalue(L, -1);                                               /* k k */
-    lua_setiuservalue(L, d->cacheslot, (int)(KEYWAYS * set) + way + 1); /* k */
+    d->keys->evictions += k[way].len != 0;
+    d->keyslot = (int)(KEYWAYS * set) + way;
+    lua_pushlstring(L, p, len);                         /* k */
+    lua_pushvalue(L, -1);                               /* k k */
+    lua_setiuservalue(L, d->cacheslot, d->keyslot + 1); /* k */
     k += way;
     k->head = head;
     k->tail = tail;
@@ -599,7 +616,23 @@ static double slow_number(const char *s, const char *e)
         exp10 = 100000;
     if (exp10 < -100000)
         exp10 = -100000;
-    snprintf(o, sizeof buf - (size_t)(o - buf), "e%lld", exp10);
+    *o++ = 'e';
+    if (exp10 < 0) {
+        *o++ = '-';
+        exp10 = -exp10;
+    }
+    {
+        char digits[8];
+        int n = 0;
+
+        do {
+            digits[n++] = (char)('0' + exp10 % 10);
+            exp10 /= 10;
+        } while (exp10 > 0);
+        while (n > 0)
+            *o++ = digits[--n];
+    }
+    *o = '\0';
     return strtod(buf, NULL);
 }
 
@@ -749,13 +782,19 @@ static void flush_array(lua_State *L, int tbl, int n, lua_Integer first, int *cr
     }
 }
 
-/* Moves the n key/value pairs above the table slot tbl into the table, in order (last wins). */
-static void flush_object(lua_State *L, int tbl, int n, int *created)
+/* Moves the n key/value pairs above the table slot tbl into the table: in order (last wins) when
+ * a key may repeat, else popped from the top, which spares copying each pair. */
+static void flush_object(lua_State *L, int tbl, int n, int *created, int ordered)
 {
     if (!*created) {
         lua_createtable(L, 0, n); /* t? k1 v1..kn vn t */
         lua_replace(L, tbl);      /* t k1 v1..kn vn */
         *created = 1;
+    }
+    if (!ordered) {
+        for (int i = 0; i < n; i++)
+            lua_rawset(L, tbl); /* t k1 v1..kn-i vn-i */
+        return;
     }
     for (int i = 0; i < n; i++) {
         lua_pushvalue(L, tbl + 1 + 2 * i); /* t k1 v1..kn vn ki */
@@ -820,13 +859,24 @@ static Span *wanted(Decoder *d)
  * array and object members are read in order, values of one container are collected on the
  * Lua stack and moved into its table in chunks (with its exact size when it fits in one).
  */
-static int run(Decoder *d)
+/* Whether the pending pairs of the object f must go in in order: a key did not go through the
+ * cache, or two came from one entry, or an entry was replaced meanwhile (a key seen before
+ * could then come back from another entry unnoticed). */
+static inline int keys_may_repeat(const Decoder *d, const Frame *f)
+{
+    return f->ordered || f->evictions != d->keys->evictions;
+}
+
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline int
+run_as(Decoder *d, const int build)
 {
     lua_State *L = d->L;
     const char *end = d->end;
     const char *p = d->p;
     const char *stop = d->stop;
-    const int build = d->build;
     Frame *f = &d->frames[d->depth];
     char what[32];
 
@@ -871,6 +921,12 @@ value: /* p: at a value (whitespace skipped) */
             f->pending = 0;
             f->created = 0;
             f->stored = 0;
+            if (obj) {
+                f->ordered = d->depth >= SEENDEPTH;
+                f->evictions = d->keys->evictions;
+                if (!f->ordered)
+                    memset(d->seen[d->depth], 0, sizeof d->seen[0]);
+            }
         }
         p = skip_ws(p + 1, end);
         if (p < end && *p == (obj ? '}' : ']')) {
@@ -978,7 +1034,7 @@ after: /* a value ended just before p; f is its container's frame (frames[0] at 
     }
     if (p < end && *p == '}') {
         if (build)
-            flush_object(L, f->tbl, f->pending, &f->created); /* t */
+            flush_object(L, f->tbl, f->pending, &f->created, keys_may_repeat(d, f)); /* t */
         p++;
         f = &d->frames[--d->depth];
         goto after;
@@ -1008,7 +1064,7 @@ key: /* p: at an object member */
         return -1;
     }
     if (build && f->pending == f->room) {
-        flush_object(L, f->tbl, f->pending, &f->created); /* t */
+        flush_object(L, f->tbl, f->pending, &f->created, keys_may_repeat(d, f)); /* t */
         f->pending = 0;
         f->room = reserve(L, 2);
         if (f->room == 0) {
@@ -1019,6 +1075,15 @@ key: /* p: at an object member */
     p = parse_key(d, p + 1); /* t k1 v1..kn vn k */
     if (p == NULL)
         return -1;
+    if (build && !f->ordered) {
+        /* a cache entry seen twice in this object may be the same key twice */
+        int e = d->keyslot;
+
+        if (e < 0 || (d->seen[d->depth][e >> 6] & 1ULL << (e & 63)) != 0)
+            f->ordered = 1;
+        else
+            d->seen[d->depth][e >> 6] |= 1ULL << (e & 63);
+    }
     if (!build && d->depth <= 2)
         note_key(d);
     p = skip_ws(p, end);
@@ -1028,6 +1093,12 @@ key: /* p: at an object member */
     }
     p = skip_ws(p + 1, end);
     goto value;
+}
+
+/* Two copies of the parser, so that neither tests the mode at every value. */
+static int run(Decoder *d)
+{
+    return d->build ? run_as(d, 1) : run_as(d, 0);
 }
 
 int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)

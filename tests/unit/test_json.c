@@ -531,10 +531,36 @@ static void test_key_cache(void)
                  "  local t = json.decode('{' .. table.concat(p, ',') .. '}')\n"
                  "  for i = 1, 3000 do assert(t['key' .. i] == i) end\n"
                  "end");
+    /* Keys known distinct go into the table in any order: a repeated key must still win last,
+     * also when the cache replaced it meanwhile (more keys between than it holds, in the same or
+     * a nested object), and deeper than the objects that track their keys. */
+    CHECK_LUA(L,
+              "local p = {}\n"
+              "for i = 1, 3000 do p[i] = ('\"key%d\": %d'):format(i, i) end\n"
+              "local many = table.concat(p, ',')\n"
+              "for round = 1, 2 do\n"
+              "  local t = json.decode('{\"dup\": 1, ' .. many .. ', \"dup\": 2}')\n"
+              "  assert(t.dup == 2 and t.key3000 == 3000)\n"
+              "  t = json.decode('{\"dup\": 1, \"x\": {' .. many .. '}, \"dup\": 2, \"y\": 3}')\n"
+              "  assert(t.dup == 2 and t.y == 3 and t.x.key1 == 1)\n"
+              "  for j = 1, 50 do\n"
+              "    local k = 'dup' .. j\n"
+              "    t = json.decode(('{\"%s\": 1, \"x\": {%s}, \"%s\": 2}'):format(k, many, k))\n"
+              "    assert(t[k] == 2, k)\n"
+              "  end\n"
+              "  t = json.decode('[{\"dup\": 1, \"z\": 0, \"dup\": 2}, {\"dup\": 3}]')\n"
+              "  assert(t[1].dup == 2 and t[2].dup == 3)\n"
+              "end\n"
+              "local s = ''\n"
+              "for i = 1, 40 do s = s .. '{\"a\": 1, \"b\": 2, \"a\": ' .. i .. ', \"n\": ' end\n"
+              "s = s .. '0' .. ('}'):rep(40)\n"
+              "local t = json.decode(s)\n"
+              "for i = 1, 40 do assert(t.a == i and t.b == 2, i) t = t.n end");
     /* A build in slices on a thread while other decodes on the same state replace the cache's
      * entries between its steps. */
     {
-        const char *text = "{\"alpha\": 1, \"beta\": {\"alpha\": 2, \"gamma\": [3]}, \"delta\": 4}";
+        const char *text = "{\"alpha\": 1, \"beta\": {\"alpha\": 2, \"gamma\": [3]}, \"delta\": 4, "
+                           "\"alpha\": 5}";
         lua_State *co = lua_newthread(L); /* co */
         lh_json_job_t *j = lh_json_job_new(co, text, strlen(text));
         char err[256];
@@ -555,7 +581,7 @@ static void test_key_cache(void)
         CHECK_EQ_INT(rc, 1);
         lua_xmove(co, L, 1); /* co t */
         lua_setglobal(L, "sliced");
-        CHECK_LUA(L, "assert(sliced.alpha == 1 and sliced.beta.alpha == 2)\n"
+        CHECK_LUA(L, "assert(sliced.alpha == 5 and sliced.beta.alpha == 2)\n"
                      "assert(sliced.beta.gamma[1] == 3 and sliced.delta == 4)");
         lh_json_job_free(j);
         lua_pop(L, 1);
