@@ -39,11 +39,15 @@
 #define KEYMAX      40
 
 #if defined(__GNUC__)
-#define LIKELY(x)   __builtin_expect(!!(x), 1)
-#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LIKELY(x)     __builtin_expect(!!(x), 1)
+#define UNLIKELY(x)   __builtin_expect(!!(x), 0)
+#define ALWAYS_INLINE __attribute__((always_inline)) inline
+#define NOINLINE      __attribute__((noinline))
 #else
-#define LIKELY(x)   (x)
-#define UNLIKELY(x) (x)
+#define LIKELY(x)     (x)
+#define UNLIKELY(x)   (x)
+#define ALWAYS_INLINE inline
+#define NOINLINE
 #endif
 
 void lh_json_pushnull(lua_State *L)
@@ -491,15 +495,36 @@ static inline int key_is(const KeyEntry *k, const char *p, size_t len, uint64_t 
            (len <= 16 || memcmp(k->middle, p + 8, len - 16) == 0);
 }
 
-/* Pushes an object key: like parse_string, through the key cache. */
-static const char *parse_key(Decoder *d, const char *p)
+/* A key the cache does not hold: pushes it and puts it in the entry of its set that is next to go.
+ */
+static NOINLINE void cache_key(Decoder *d, const char *p, size_t len, unsigned set, uint64_t head,
+                               uint64_t tail)
 {
     lua_State *L = d->L;
+    int way = d->keys->victim[set];
+    KeyEntry *k = &d->keys->e[set][way];
+
+    d->keys->victim[set] = (unsigned char)((way + 1) % KEYWAYS);
+    d->keys->evictions += k->len != 0;
+    d->keyslot = (int)(KEYWAYS * set) + way;
+    lua_pushlstring(L, p, len);                         /* k */
+    lua_pushvalue(L, -1);                               /* k k */
+    lua_setiuservalue(L, d->cacheslot, d->keyslot + 1); /* k */
+    k->head = head;
+    k->tail = tail;
+    k->len = (uint32_t)len;
+    if (len > 16)
+        memcpy(k->middle, p + 8, len - 16);
+}
+
+/* Pushes an object key: like parse_string, through the key cache. Inlined in the parser: it runs
+ * for every member. */
+static ALWAYS_INLINE const char *parse_key(Decoder *d, const char *p)
+{
     const char *q = scan_string(p, d->end);
     size_t len = (size_t)(q - p);
     uint64_t head, tail;
     unsigned set;
-    int way;
     KeyEntry *k;
 
     /* escaped or unterminated (parse_string reports it), empty, too long to be interned, or too
@@ -515,26 +540,14 @@ static const char *parse_key(Decoder *d, const char *p)
     set = (unsigned)(((head ^ len) * 0x9E3779B97F4A7C15ULL + tail * 0xC2B2AE3D27D4EB4FULL) >>
                      (64 - KEYSET_BITS));
     k = d->keys->e[set];
-    for (way = 0; way < KEYWAYS; way++) {
+    for (int way = 0; way < KEYWAYS; way++) {
         if (key_is(&k[way], p, len, head, tail)) {
             d->keyslot = (int)(KEYWAYS * set) + way;
-            lua_getiuservalue(L, d->cacheslot, d->keyslot + 1); /* k */
+            lua_getiuservalue(d->L, d->cacheslot, d->keyslot + 1); /* k */
             return q + 1;
         }
     }
-    way = d->keys->victim[set];
-    d->keys->victim[set] = (unsigned char)((way + 1) % KEYWAYS);
-    d->keys->evictions += k[way].len != 0;
-    d->keyslot = (int)(KEYWAYS * set) + way;
-    lua_pushlstring(L, p, len);                         /* k */
-    lua_pushvalue(L, -1);                               /* k k */
-    lua_setiuservalue(L, d->cacheslot, d->keyslot + 1); /* k */
-    k += way;
-    k->head = head;
-    k->tail = tail;
-    k->len = (uint32_t)len;
-    if (len > 16)
-        memcpy(k->middle, p + 8, len - 16);
+    cache_key(d, p, len, set, head, tail); /* k */
     return q + 1;
 }
 
@@ -660,15 +673,28 @@ static const char *parse_number(Decoder *d, const char *p)
         if (is_digit(p, end))
             return fail(d, s, "invalid number: leading zeros are not allowed");
     } else {
+        /* the first 19 digits without counting each: they fit in m */
+        const char *lim = end - p > 19 ? p + 19 : end;
+        const char *first = p;
+
         do {
-            if (sig < 19) {
-                m = m * 10 + (unsigned)(*p - '0');
-                sig++;
-            } else {
-                lost = 1; /* e10 is unused then */
-            }
+            m = m * 10 + (unsigned)(*p - '0');
             p++;
-        } while (is_digit(p, end));
+        } while (p < lim && (unsigned)(*p - '0') < 10);
+        sig = (int)(p - first);
+        while (is_digit(p, end)) {
+            lost = 1; /* e10 is unused then */
+            p++;
+        }
+    }
+    /* most numbers are integers that fit: done */
+    if (LIKELY(!lost && (p == end || (*p != '.' && (*p | 0x20) != 'e')))) {
+        if (!d->build)
+            return p;
+        if (!neg && m <= (uint64_t)INT64_MAX) {
+            lua_pushinteger(d->L, (lua_Integer)m);
+            return p;
+        }
     }
     if (p < end && *p == '.') {
         isfloat = 1;
@@ -851,14 +877,6 @@ static Span *wanted(Decoder *d)
     return NULL;
 }
 
-/*
- * The parser: a loop over an explicit stack of open arrays and objects, so that it can stop
- * before any value (when it passed d->stop) and resume there. Returns 1 when the top-level value
- * is complete (pushed, in build mode), 0 when it stopped (d->p says where), -1 on an error
- * (d->errpos and d->msg say what). The checks and messages are those of a recursive descent:
- * array and object members are read in order, values of one container are collected on the
- * Lua stack and moved into its table in chunks (with its exact size when it fits in one).
- */
 /* Whether the pending pairs of the object f must go in in order: a key did not go through the
  * cache, or two came from one entry, or an entry was replaced meanwhile (a key seen before
  * could then come back from another entry unnoticed). */
@@ -867,11 +885,15 @@ static inline int keys_may_repeat(const Decoder *d, const Frame *f)
     return f->ordered || f->evictions != d->keys->evictions;
 }
 
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-static inline int
-run_as(Decoder *d, const int build)
+/*
+ * The parser: a loop over an explicit stack of open arrays and objects, so that it can stop
+ * before any value (when it passed d->stop) and resume there. Returns 1 when the top-level value
+ * is complete (pushed, in build mode), 0 when it stopped (d->p says where), -1 on an error
+ * (d->errpos and d->msg say what). The checks and messages are those of a recursive descent:
+ * array and object members are read in order, values of one container are collected on the
+ * Lua stack and moved into its table in chunks (with its exact size when it fits in one).
+ */
+static ALWAYS_INLINE int run_as(Decoder *d, const int build)
 {
     lua_State *L = d->L;
     const char *end = d->end;

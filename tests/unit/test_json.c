@@ -203,6 +203,19 @@ static void test_integers(void)
     check_int(L, "-9223372036854775808", INT64_MIN);
     check_int(L, "1000000000000000000", 1000000000000000000LL);
     check_int(L, " \t\r\n42 \n", 42);
+    /* The integer fast path ends at 19 digits and at anything but '.', 'e' or 'E'. */
+    check_int(L, "1234567890123456789", 1234567890123456789LL);
+    check_float(L, "9999999999999999999", 9999999999999999999.0);
+    check_float(L, "10000000000000000000", 1e19);
+    check_float(L, "1234567890123456789.5", 1234567890123456789.5);
+    check_float(L, "12E3", 12000.0);
+    check_float(L, "12e-1", 1.2);
+    check_float(L, "7.0", 7.0);
+    CHECK_LUA(L, "local t = json.decode('[1,22,333,{\"a\":4444}]')\n"
+                 "assert(math.type(t[3]) == 'integer' and t[4].a == 4444)");
+    CHECK(strstr(decode_error(L, "12."), "a digit after '.'") != NULL);
+    CHECK(strstr(decode_error(L, "12e"), "a digit in the exponent") != NULL);
+    CHECK(strstr(decode_error(L, "12x"), "unexpected data after the JSON value") != NULL);
     /* Outside int64: the closest double. */
     check_float(L, "9223372036854775808", 9223372036854775808.0);
     check_float(L, "-9223372036854775809", -9223372036854775808.0);
