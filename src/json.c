@@ -238,21 +238,25 @@ static inline int is_special(unsigned char c)
     return c == '"' || c == '\\' || c < 0x20;
 }
 
+#if defined(__SSE2__) && defined(__GNUC__)
+/* 0xFF in each byte of v that is '"', '\\' or < 0x20 (min(v, 0x1F) == v, unsigned). */
+static inline __m128i special16(__m128i v)
+{
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i c = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
+
+    return _mm_or_si128(_mm_or_si128(q, b), c);
+}
+#endif
+
 /* First byte in [p, end) that is '"', '\\' or a control character, or end. 16 bytes at a time
  * where SSE2 is there (every x86-64), then 8. */
 static inline const char *scan_string(const char *p, const char *end)
 {
 #if defined(__SSE2__) && defined(__GNUC__)
-    const __m128i quote = _mm_set1_epi8('"');
-    const __m128i bslash = _mm_set1_epi8('\\');
-    const __m128i ctl = _mm_set1_epi8(0x1F);
-
     while (end - p >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-        /* min(v, 0x1F) == v: v <= 0x1F unsigned, a control character */
-        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-                                 _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v));
-        int bits = _mm_movemask_epi8(m);
+        int bits = _mm_movemask_epi8(special16(_mm_loadu_si128((const __m128i *)(const void *)p)));
 
         if (bits != 0)
             return p + __builtin_ctz((unsigned)bits);
@@ -411,13 +415,34 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
                 o = buf;
         } else if (c < 0x20) {
             return fail(d, q, "control character 0x%02X in string must be escaped", c);
+        } else if (sink) {
+            q = scan_string(q, close);
         } else {
-            const char *r = scan_string(q, close);
+            const char *r;
 
-            if (!sink) {
-                memcpy(o, q, (size_t)(r - q));
-                o += r - q;
+#if defined(__SSE2__) && defined(__GNUC__)
+            /* Copy 16 bytes, then keep those before the first special one. The store stays in
+             * buf: the output never runs ahead of the input (o - buf <= q - p). */
+            if (close - q >= 16) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+                int bits = _mm_movemask_epi8(special16(v));
+
+                _mm_storeu_si128((__m128i *)(void *)o, v);
+                if (bits != 0) {
+                    int n = __builtin_ctz((unsigned)bits);
+
+                    q += n;
+                    o += n;
+                    continue;
+                }
+                q += 16;
+                o += 16;
+                continue;
             }
+#endif
+            r = scan_string(q, close);
+            memcpy(o, q, (size_t)(r - q));
+            o += r - q;
             q = r;
         }
     }

@@ -406,6 +406,27 @@ static void test_strings(void)
         snprintf(text, sizeof text, "\"%.*s", i, as);
         CHECK(strstr(decode_error(L, text), "end of input inside a string") != NULL);
     }
+    /* Escapes between runs of every length, copied 16 bytes at a time: the copy must keep the
+     * bytes before each escape and nothing after. */
+    for (int gap = 0; gap < 40; gap++) {
+        char text[512];
+        char want[512];
+        size_t t = 0;
+        size_t w = 0;
+
+        text[t++] = '"';
+        for (int run = 0; run < 6; run++) {
+            for (int i = 0; i < gap + run; i++)
+                text[t++] = want[w++] = (char)('A' + (i + run) % 26);
+            memcpy(text + t, run % 2 ? "\\u00e9" : "\\\"", run % 2 ? 6 : 2);
+            t += run % 2 ? 6 : 2;
+            memcpy(want + w, run % 2 ? "\xc3\xa9" : "\"", run % 2 ? 2 : 1);
+            w += run % 2 ? 2 : 1;
+        }
+        text[t++] = '"';
+        text[t] = '\0';
+        check_string(L, text, want, w);
+    }
     {
         /* Long strings: plain, and escaped beyond the on-stack scratch buffer. */
         size_t n = 100000;
