@@ -674,6 +674,75 @@ static double slow_number(const char *s, const char *e)
     return strtod(buf, NULL);
 }
 
+#if defined(__SIZEOF_INT128__)
+#define HAVE_EXACT_SCALED 1
+static const uint64_t pow10_u64[20] = {
+    1ULL,
+    10ULL,
+    100ULL,
+    1000ULL,
+    10000ULL,
+    100000ULL,
+    1000000ULL,
+    10000000ULL,
+    100000000ULL,
+    1000000000ULL,
+    10000000000ULL,
+    100000000000ULL,
+    1000000000000ULL,
+    10000000000000ULL,
+    100000000000000ULL,
+    1000000000000000ULL,
+    10000000000000000ULL,
+    100000000000000000ULL,
+    1000000000000000000ULL,
+    10000000000000000000ULL,
+};
+
+/* m * 10^e10 correctly rounded (half to even), for 0 < m and -19 <= e10 <= 19: the exact
+ * 128-bit product, or a quotient of at least 64 bits with a sticky bit for its remainder. This is
+ * the common case the fast path above cannot take: 17 significant digits (33.52777777777778),
+ * where m is beyond 2^53. */
+static double exact_scaled(uint64_t m, int e10)
+{
+    unsigned __int128 x;
+    int bexp = 0;   /* value = (x + fraction) * 2^bexp */
+    int sticky = 0; /* the fraction is not zero */
+    int bits;
+    int shift;
+    uint64_t mant;
+    unsigned __int128 rest;
+    unsigned __int128 half;
+
+    if (e10 >= 0) {
+        x = (unsigned __int128)m * pow10_u64[e10];
+    } else {
+        uint64_t div = pow10_u64[-e10];
+        int lz = __builtin_clzll(m);
+        unsigned __int128 n = (unsigned __int128)(m << lz) << 64;
+
+        x = n / div;
+        sticky = n % div != 0;
+        bexp = -64 - lz;
+    }
+    bits = (uint64_t)(x >> 64) != 0 ? 128 - __builtin_clzll((uint64_t)(x >> 64))
+                                    : 64 - __builtin_clzll((uint64_t)x);
+    if (bits <= 53) /* exact (a product only: a quotient has 64 bits or more) */
+        return ldexp((double)(uint64_t)x, bexp);
+    shift = bits - 53;
+    mant = (uint64_t)(x >> shift);
+    rest = x & (((unsigned __int128)1 << shift) - 1); /* the bits below the 53 kept */
+    half = (unsigned __int128)1 << (shift - 1);
+    if (rest > half || (rest == half && (sticky || (mant & 1))))
+        mant++;
+    if (mant == (1ULL << 53)) {
+        mant >>= 1;
+        shift++;
+    }
+    return ldexp((double)mant, bexp + shift);
+}
+#endif
+
 static const char *parse_number(Decoder *d, const char *p)
 {
     const char *s = p;
@@ -778,6 +847,14 @@ static const char *parse_number(Decoder *d, const char *p)
         double x = (double)m;
 
         x = e10 < 0 ? x / pow10_exact[-e10] : x * pow10_exact[e10];
+        lua_pushnumber(d->L, neg ? -x : x);
+        return p;
+    }
+#endif
+#if defined(HAVE_EXACT_SCALED)
+    if (!lost && m != 0 && e10 >= -19 && e10 <= 19) {
+        double x = exact_scaled(m, e10);
+
         lua_pushnumber(d->L, neg ? -x : x);
         return p;
     }

@@ -318,6 +318,58 @@ static void test_float_roundtrip_random(void)
 }
 
 /* Decoding and encoding must not depend on LC_NUMERIC (skipped if no comma locale exists). */
+/* Up to 19 significant digits with a decimal exponent within 19 take the integer path
+ * (exact_scaled): random ones of every length must decode to strtod's double. */
+static void test_float_19_digits(void)
+{
+    lua_State *L = new_state();
+    int bad = 0;
+
+    for (int i = 0; i < 40000 && bad < 5; i++) {
+        uint64_t r = rng();
+        int digits = 1 + (int)(r % 19);
+        int e10 = (int)(rng() % 39) - 19;
+        char mant[24];
+        char text[64];
+
+        snprintf(mant, sizeof mant, "%019llu",
+                 (unsigned long long)(rng() % 10000000000000000000ULL));
+        mant[0] = (char)('1' + r % 9);
+        if (i % 3 == 0) /* a decimal point instead of an exponent: 33.52777777777778 */
+            snprintf(text, sizeof text, "%s%.*s.%.*s", i % 2 ? "-" : "", 2, mant, digits, mant + 2);
+        else
+            snprintf(text, sizeof text, "%s%.*se%d", i % 2 ? "-" : "", digits, mant, e10);
+        if (decode(L, text) != 0) {
+            bad++;
+            continue;
+        }
+        double got = lua_tonumber(L, -1);
+        double want = strtod(text, NULL);
+
+        if (lua_isinteger(L, -1) || memcmp(&got, &want, sizeof got) != 0) {
+            TEST_FAILED_("%s: got %.17g want %.17g", text, got, want);
+            bad++;
+        }
+        lua_pop(L, 1);
+    }
+    /* Halfway cases: 2^53 + 1 (ties to even, down), 2^53 + 3 (ties to even, up), and one digit
+     * past them deciding. */
+    check_float(L, "9007199254740993e0", 9007199254740992.0);
+    check_float(L, "9007199254740995e0", 9007199254740996.0);
+    check_float(L, "90071992547409930001e-4", 9007199254740994.0);
+    check_float(L, "900719925474099300.1e-2", 9007199254740994.0);
+    check_float(L, "18014398509481985e-1", 1801439850948198.5);
+    check_float(L, "9999999999999999999e19", 9.999999999999999999e37);
+    check_float(L, "1e-19", 1e-19);
+    check_float(L, "9999999999999999999e-19", 0.9999999999999999999);
+    /* The quotient's bits below the 53 kept are exactly a half, and only the remainder of the
+     * division says it is more. */
+    check_float(L, "9516237000573218308e-19", 9516237000573218308e-19);
+    check_float(L, "33.52777777777778", 33.52777777777778);
+    check_float(L, "-31.296296296296298", -31.296296296296298);
+    lua_close(L);
+}
+
 static void test_locale_independence(void)
 {
     const char *names[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "ru_RU.UTF-8", NULL};
@@ -1575,6 +1627,7 @@ int main(void)
     RUN_TEST(test_integers);
     RUN_TEST(test_floats);
     RUN_TEST(test_float_roundtrip_random);
+    RUN_TEST(test_float_19_digits);
     RUN_TEST(test_locale_independence);
     RUN_TEST(test_strings);
     RUN_TEST(test_literals);
