@@ -1299,8 +1299,12 @@ static int start(Decoder *d, lua_State *L, const char *s, size_t len, char *err,
     if (!lua_checkstack(L, 2 + SLACK))
         luaL_error(L, "json: not enough Lua stack");
     if (*d->p == '{' || *d->p == '[') {
-        d->keys = push_key_cache(L); /* cache */
-        lua_pushnil(L);              /* cache mark */
+        /* Made on the first run (resume) when this state has none yet: a job is set up outside
+         * lua_pcall, where an allocation must not raise. */
+        d->keys = NULL;
+        if (lua_rawgetp(L, LUA_REGISTRYINDEX, &keycache_key) == LUA_TUSERDATA) /* cache|nil */
+            d->keys = lua_touserdata(L, -1);
+        lua_pushnil(L); /* cache|nil mark */
         d->cacheslot = d->base + 1;
         d->markslot = d->base + 2;
     }
@@ -1311,7 +1315,13 @@ static int start(Decoder *d, lua_State *L, const char *s, size_t len, char *err,
  * base (build) or the stack as it was with the error in err (1, 0 or -1 as run). */
 static int resume(Decoder *d, char *err, size_t errlen)
 {
-    int rc = run(d);
+    int rc;
+
+    if (d->build && d->cacheslot != 0 && d->keys == NULL) {
+        d->keys = push_key_cache(d->L); /* .. cache */
+        lua_replace(d->L, d->cacheslot);
+    }
+    rc = run(d);
 
     if (rc == 1) {
         const char *p = skip_ws(d->p, d->end);

@@ -1040,6 +1040,47 @@ static int pdecode(lua_State *L)
     return lh_json_decode(L, s, len, err, sizeof err) == 0;
 }
 
+static int pstep(lua_State *L)
+{
+    char err[256];
+
+    lua_pushinteger(L, lh_json_job_step(lua_touserdata(L, 1), 1 << 20, err, sizeof err));
+    return 1;
+}
+
+/* A building job is set up outside lua_pcall (dispatch.c's big bodies): in a state that has no
+ * key cache yet, with every allocation failing, setting it up must not raise (that would abort
+ * the process); its first step, under lua_pcall, fails for memory, and a later job works. */
+static void test_job_out_of_memory(void)
+{
+    const char *text = "{\"tasks\": [{\"id\": 1}, {\"id\": 2}]}";
+    lua_State *L;
+    lua_State *co;
+    lh_json_job_t *j;
+
+    alloc_budget = 1000000;
+    L = lua_newstate(limited_alloc, NULL);
+    co = lua_newthread(L); /* co */
+    alloc_budget = 0;
+    j = lh_json_job_new(co, text, strlen(text));
+    CHECK(j != NULL);
+    lua_pushcfunction(L, pstep);            /* co f */
+    lua_pushlightuserdata(L, j);            /* co f j */
+    CHECK(lua_pcall(L, 1, 1, 0) != LUA_OK); /* co err */
+    alloc_budget = 1000000;
+    lh_json_job_free(j);
+    lua_settop(L, 0);
+    co = lua_newthread(L); /* co */
+    j = lh_json_job_new(co, text, strlen(text));
+    lua_pushcfunction(L, pstep);                 /* co f */
+    lua_pushlightuserdata(L, j);                 /* co f j */
+    CHECK_EQ_INT(lua_pcall(L, 1, 1, 0), LUA_OK); /* co rc */
+    CHECK_EQ_INT((int)lua_tointeger(L, -1), 1);
+    CHECK_EQ_INT(lua_gettop(co), 1);
+    lh_json_job_free(j);
+    lua_close(L);
+}
+
 static void test_out_of_memory(void)
 {
     int raised = 0;
@@ -1640,6 +1681,7 @@ int main(void)
     RUN_TEST(test_truncation);
     RUN_TEST(test_mutations);
     RUN_TEST(test_out_of_memory);
+    RUN_TEST(test_job_out_of_memory);
     RUN_TEST(test_escape);
     RUN_TEST(test_encode_scalars);
     RUN_TEST(test_encode_tables);
