@@ -19,6 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* Values of one array/object collected on the Lua stack before they are moved into the table. */
 #define CHUNK 1024
@@ -26,17 +29,26 @@
 #define SLACK 8
 /* Unescaped strings up to this size are built on the C stack, longer ones in a userdata. */
 #define SCRATCH 2048
-/* Recently seen object keys, kept as Lua strings on the stack: pushing one again is a compare and
- * a lua_pushvalue instead of hashing and interning it. Power of two. */
-#define KEYCACHE 128
-#define KEYMAX   40
+/* Object keys seen lately, kept across decodes in a userdata of the registry (the Lua strings in
+ * its user values): pushing a known key is a compare of two words and a copy, instead of hashing
+ * and interning it. Four ways per set, so that the keys of a document that hash alike do not evict
+ * each other on every object (with two ways, the ~120 keys of a typical event missed a tenth of
+ * the time). KEYMAX is Lua's longest interned string. */
+#define KEYSET_BITS 7
+#define KEYSETS     (1 << KEYSET_BITS)
+#define KEYWAYS     4
+#define KEYMAX      40
 
 #if defined(__GNUC__)
-#define LIKELY(x)   __builtin_expect(!!(x), 1)
-#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LIKELY(x)     __builtin_expect(!!(x), 1)
+#define UNLIKELY(x)   __builtin_expect(!!(x), 0)
+#define ALWAYS_INLINE __attribute__((always_inline)) inline
+#define NOINLINE      __attribute__((noinline))
 #else
-#define LIKELY(x)   (x)
-#define UNLIKELY(x) (x)
+#define LIKELY(x)     (x)
+#define UNLIKELY(x)   (x)
+#define ALWAYS_INLINE inline
+#define NOINLINE
 #endif
 
 void lh_json_pushnull(lua_State *L)
@@ -98,6 +110,25 @@ lh_json_type_t lh_json_marked(lua_State *L, int idx)
  * Decoder
  * ------------------------------------------------------------------------------------------- */
 
+/* One key of the cache. Its first and last 8 bytes (overlapping, zero-padded when shorter) decide
+ * equality up to 16 bytes; a longer key also compares its middle. */
+typedef struct {
+    uint64_t head, tail;
+    uint32_t len;             /* 0: empty */
+    char middle[KEYMAX - 16]; /* bytes 8 .. len - 8 */
+} KeyEntry;
+
+typedef struct {
+    KeyEntry e[KEYSETS][KEYWAYS];
+    unsigned char victim[KEYSETS]; /* the way a miss replaces next, round robin */
+    uint64_t evictions;            /* keys replaced so far (by any decode of this state) */
+} KeyCache;
+
+/* Objects nested up to this deep note which cache entries their keys came from (a bit each), so
+ * that keys known distinct go into the table in any order; deeper ones keep the text's order. */
+#define SEENDEPTH 16
+#define SEENWORDS (KEYSETS * KEYWAYS / 64)
+
 /* One open array or object. In validation only `kind` is used. */
 typedef struct {
     char kind;          /* '[' or '{' */
@@ -106,6 +137,8 @@ typedef struct {
     int room;           /* pending values the Lua stack has room for */
     int tbl;            /* stack slot of the table (nil until created) */
     lua_Integer stored; /* array elements already in the table */
+    int ordered;        /* object: its keys may repeat, so they go in in the text's order */
+    uint64_t evictions; /* object: the cache's evictions when it opened */
     const char *open;   /* its '[' or '{' */
 } Frame;
 
@@ -129,24 +162,21 @@ typedef struct {
  * nesting lives in `frames`, not in C recursion, and in build mode the values built so far
  * live on the Lua stack of L. */
 typedef struct lh_json_job_s {
-    lua_State *L;           /* NULL: validation, which builds nothing */
-    int build;              /* L != NULL */
-    int base;               /* L's top before the decode */
-    const char *start;      /* the text */
-    const char *end;        /* one past the last byte */
-    const char *errpos;     /* where the error is */
-    const char *p;          /* where a stopped decode resumes: at a value */
-    const char *stop;       /* stop at the first value that starts past this */
-    int depth;              /* open arrays/objects */
-    int kbase;              /* stack slot of key cache entry 0 */
-    int markslot;           /* stack slot of the array mark, nil until the first empty array */
-    int done;               /* 1: complete, -1: failed */
+    lua_State *L;       /* NULL: validation, which builds nothing */
+    int build;          /* L != NULL */
+    int base;           /* L's top before the decode */
+    const char *start;  /* the text */
+    const char *end;    /* one past the last byte */
+    const char *errpos; /* where the error is */
+    const char *p;      /* where a stopped decode resumes: at a value */
+    const char *stop;   /* stop at the first value that starts past this */
+    int depth;          /* open arrays/objects */
+    int cacheslot;      /* stack slot of the key cache, 0 when unused */
+    int markslot;       /* stack slot of the array mark, nil until the first empty array */
+    int done;           /* 1: complete, -1: failed */
+    KeyCache *keys;     /* the key cache's memory (the userdata in cacheslot) */
+    int keyslot;        /* cache entry of the key just pushed, -1 when it did not go through it */
     lh_json_sizes_t *sizes; /* validation: noted; build: used; NULL: none */
-    struct {
-        const char *s; /* the key's bytes in the text (unescaped keys only) */
-        uint32_t len;  /* 0: empty entry */
-        uint32_t live; /* its Lua string is in the stack slot (only from the 2nd sighting) */
-    } keys[KEYCACHE];
     /* validation: the string just read, unescaped (in the text or scratch); NULL when its
      * escapes make it longer than scratch */
     const char *str;
@@ -156,6 +186,7 @@ typedef struct lh_json_job_s {
     char msg[160];         /* what is wrong (without the position) */
     char scratch[SCRATCH]; /* unescaped string bodies */
     Frame frames[LH_JSON_MAX_DEPTH + 1];
+    uint64_t seen[SEENDEPTH][SEENWORDS]; /* per open object: the cache entries of its keys */
 } Decoder;
 
 static const char *fail(Decoder *d, const char *pos, const char *fmt, ...)
@@ -191,6 +222,11 @@ static const char *describe(const char *pos, char *buf, size_t len)
 
 static inline const char *skip_ws(const char *p, const char *end)
 {
+    /* most often no whitespace, or the one space after ',' or ':' */
+    if (LIKELY(p < end && (unsigned char)*p > ' '))
+        return p;
+    if (LIKELY(end - p >= 2 && *p == ' ' && (unsigned char)p[1] > ' '))
+        return p + 1;
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
         p++;
     return p;
@@ -216,9 +252,31 @@ static inline int is_special(unsigned char c)
     return c == '"' || c == '\\' || c < 0x20;
 }
 
-/* First byte in [p, end) that is '"', '\\' or a control character, or end. */
+#if defined(__SSE2__) && defined(__GNUC__)
+/* 0xFF in each byte of v that is '"', '\\' or < 0x20 (min(v, 0x1F) == v, unsigned). */
+static inline __m128i special16(__m128i v)
+{
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i c = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
+
+    return _mm_or_si128(_mm_or_si128(q, b), c);
+}
+#endif
+
+/* First byte in [p, end) that is '"', '\\' or a control character, or end. 16 bytes at a time
+ * where SSE2 is there (every x86-64), then 8. */
 static inline const char *scan_string(const char *p, const char *end)
 {
+#if defined(__SSE2__) && defined(__GNUC__)
+    while (end - p >= 16) {
+        int bits = _mm_movemask_epi8(special16(_mm_loadu_si128((const __m128i *)(const void *)p)));
+
+        if (bits != 0)
+            return p + __builtin_ctz((unsigned)bits);
+        p += 16;
+    }
+#endif
     while (end - p >= 8) {
         uint64_t v;
         uint64_t m;
@@ -371,13 +429,34 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
                 o = buf;
         } else if (c < 0x20) {
             return fail(d, q, "control character 0x%02X in string must be escaped", c);
+        } else if (sink) {
+            q = scan_string(q, close);
         } else {
-            const char *r = scan_string(q, close);
+            const char *r;
 
-            if (!sink) {
-                memcpy(o, q, (size_t)(r - q));
-                o += r - q;
+#if defined(__SSE2__) && defined(__GNUC__)
+            /* Copy 16 bytes, then keep those before the first special one. The store stays in
+             * buf: the output never runs ahead of the input (o - buf <= q - p). */
+            if (close - q >= 16) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+                int bits = _mm_movemask_epi8(special16(v));
+
+                _mm_storeu_si128((__m128i *)(void *)o, v);
+                if (bits != 0) {
+                    int n = __builtin_ctz((unsigned)bits);
+
+                    q += n;
+                    o += n;
+                    continue;
+                }
+                q += 16;
+                o += 16;
+                continue;
             }
+#endif
+            r = scan_string(q, close);
+            memcpy(o, q, (size_t)(r - q));
+            o += r - q;
             q = r;
         }
     }
@@ -431,34 +510,83 @@ static const char *parse_string(Decoder *d, const char *p)
     return parse_escaped(d, p, q, close);
 }
 
-/* Pushes an object key: like parse_string, through the key cache. */
-static const char *parse_key(Decoder *d, const char *p)
+static inline uint64_t load8(const char *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* The first n (< 8) bytes in memory of the word w, the others zeroed. */
+static inline uint64_t first_bytes(uint64_t w, size_t n)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return n == 0 ? 0 : w & ~(~0ULL >> (8 * n));
+#else
+    return w & ((1ULL << (8 * n)) - 1);
+#endif
+}
+
+static inline int key_is(const KeyEntry *k, const char *p, size_t len, uint64_t head, uint64_t tail)
+{
+    return k->len == len && k->head == head && k->tail == tail &&
+           (len <= 16 || memcmp(k->middle, p + 8, len - 16) == 0);
+}
+
+/* A key the cache does not hold: pushes it and puts it in the entry of its set that is next to go.
+ */
+static NOINLINE void cache_key(Decoder *d, const char *p, size_t len, unsigned set, uint64_t head,
+                               uint64_t tail)
+{
+    lua_State *L = d->L;
+    int way = d->keys->victim[set];
+    KeyEntry *k = &d->keys->e[set][way];
+
+    d->keys->victim[set] = (unsigned char)((way + 1) % KEYWAYS);
+    d->keys->evictions += k->len != 0;
+    d->keyslot = (int)(KEYWAYS * set) + way;
+    lua_pushlstring(L, p, len);                         /* k */
+    lua_pushvalue(L, -1);                               /* k k */
+    lua_setiuservalue(L, d->cacheslot, d->keyslot + 1); /* k */
+    k->head = head;
+    k->tail = tail;
+    k->len = (uint32_t)len;
+    if (len > 16)
+        memcpy(k->middle, p + 8, len - 16);
+}
+
+/* Pushes an object key: like parse_string, through the key cache. Inlined in the parser: it runs
+ * for every member. */
+static ALWAYS_INLINE const char *parse_key(Decoder *d, const char *p)
 {
     const char *q = scan_string(p, d->end);
     size_t len = (size_t)(q - p);
-    unsigned h;
+    uint64_t head, tail;
+    unsigned set;
+    KeyEntry *k;
 
-    if (UNLIKELY(q == d->end || *q != '"' || len > KEYMAX || len == 0 || !d->build))
+    /* escaped or unterminated (parse_string reports it), empty, too long to be interned, or too
+     * near the end for a word load */
+    d->keyslot = -1;
+    if (UNLIKELY(q == d->end || *q != '"' || len - 1 >= KEYMAX || d->end - p < 8 || !d->build))
         return parse_string(d, p);
-    h = ((unsigned)len * 31u + (unsigned char)p[0] * 7u + (unsigned char)p[len - 1] * 131u +
-         (unsigned char)p[len >> 1]) &
-        (KEYCACHE - 1);
-    if (d->keys[h].len == len && memcmp(d->keys[h].s, p, len) == 0) {
-        if (LIKELY(d->keys[h].live)) {
-            lua_pushvalue(d->L, d->kbase + (int)h); /* k */
-        } else {
-            lua_pushlstring(d->L, p, len);        /* k */
-            lua_pushvalue(d->L, -1);              /* k k */
-            lua_replace(d->L, d->kbase + (int)h); /* k */
-            d->keys[h].live = 1;
+    head = load8(p);
+    if (len < 8)
+        tail = head = first_bytes(head, len);
+    else
+        tail = load8(p + len - 8);
+    set = (unsigned)(((head ^ len) * 0x9E3779B97F4A7C15ULL + tail * 0xC2B2AE3D27D4EB4FULL) >>
+                     (64 - KEYSET_BITS));
+    k = d->keys->e[set];
+    for (int way = 0; way < KEYWAYS; way++) {
+        if (key_is(&k[way], p, len, head, tail)) {
+            d->keyslot = (int)(KEYWAYS * set) + way;
+            lua_getiuservalue(d->L, d->cacheslot, d->keyslot + 1); /* k */
+            return q + 1;
         }
-    } else {
-        /* Most keys of a small document are seen once: caching costs only on a repeat. */
-        lua_pushlstring(d->L, p, len); /* k */
-        d->keys[h].s = p;
-        d->keys[h].len = (uint32_t)len;
-        d->keys[h].live = 0;
     }
+    cache_key(d, p, len, set, head, tail); /* k */
     return q + 1;
 }
 
@@ -540,9 +668,94 @@ static double slow_number(const char *s, const char *e)
         exp10 = 100000;
     if (exp10 < -100000)
         exp10 = -100000;
-    snprintf(o, sizeof buf - (size_t)(o - buf), "e%lld", exp10);
+    *o++ = 'e';
+    if (exp10 < 0) {
+        *o++ = '-';
+        exp10 = -exp10;
+    }
+    {
+        char digits[8];
+        int n = 0;
+
+        do {
+            digits[n++] = (char)('0' + exp10 % 10);
+            exp10 /= 10;
+        } while (exp10 > 0);
+        while (n > 0)
+            *o++ = digits[--n];
+    }
+    *o = '\0';
     return strtod(buf, NULL);
 }
+
+#if defined(__SIZEOF_INT128__)
+#define HAVE_EXACT_SCALED 1
+static const uint64_t pow10_u64[20] = {
+    1ULL,
+    10ULL,
+    100ULL,
+    1000ULL,
+    10000ULL,
+    100000ULL,
+    1000000ULL,
+    10000000ULL,
+    100000000ULL,
+    1000000000ULL,
+    10000000000ULL,
+    100000000000ULL,
+    1000000000000ULL,
+    10000000000000ULL,
+    100000000000000ULL,
+    1000000000000000ULL,
+    10000000000000000ULL,
+    100000000000000000ULL,
+    1000000000000000000ULL,
+    10000000000000000000ULL,
+};
+
+/* m * 10^e10 correctly rounded (half to even), for 0 < m and -19 <= e10 <= 19: the exact
+ * 128-bit product, or a quotient of at least 64 bits with a sticky bit for its remainder. This is
+ * the common case the fast path above cannot take: 17 significant digits (33.52777777777778),
+ * where m is beyond 2^53. */
+static double exact_scaled(uint64_t m, int e10)
+{
+    unsigned __int128 x;
+    int bexp = 0;   /* value = (x + fraction) * 2^bexp */
+    int sticky = 0; /* the fraction is not zero */
+    int bits;
+    int shift;
+    uint64_t mant;
+    unsigned __int128 rest;
+    unsigned __int128 half;
+
+    if (e10 >= 0) {
+        x = (unsigned __int128)m * pow10_u64[e10];
+    } else {
+        uint64_t div = pow10_u64[-e10];
+        int lz = __builtin_clzll(m);
+        unsigned __int128 n = (unsigned __int128)(m << lz) << 64;
+
+        x = n / div;
+        sticky = n % div != 0;
+        bexp = -64 - lz;
+    }
+    bits = (uint64_t)(x >> 64) != 0 ? 128 - __builtin_clzll((uint64_t)(x >> 64))
+                                    : 64 - __builtin_clzll((uint64_t)x);
+    if (bits <= 53) /* exact (a product only: a quotient has 64 bits or more) */
+        return ldexp((double)(uint64_t)x, bexp);
+    shift = bits - 53;
+    mant = (uint64_t)(x >> shift);
+    rest = x & (((unsigned __int128)1 << shift) - 1); /* the bits below the 53 kept */
+    half = (unsigned __int128)1 << (shift - 1);
+    if (rest > half || (rest == half && (sticky || (mant & 1))))
+        mant++;
+    if (mant == (1ULL << 53)) {
+        mant >>= 1;
+        shift++;
+    }
+    return ldexp((double)mant, bexp + shift);
+}
+#endif
 
 static const char *parse_number(Decoder *d, const char *p)
 {
@@ -568,15 +781,28 @@ static const char *parse_number(Decoder *d, const char *p)
         if (is_digit(p, end))
             return fail(d, s, "invalid number: leading zeros are not allowed");
     } else {
+        /* the first 19 digits without counting each: they fit in m */
+        const char *lim = end - p > 19 ? p + 19 : end;
+        const char *first = p;
+
         do {
-            if (sig < 19) {
-                m = m * 10 + (unsigned)(*p - '0');
-                sig++;
-            } else {
-                lost = 1; /* e10 is unused then */
-            }
+            m = m * 10 + (unsigned)(*p - '0');
             p++;
-        } while (is_digit(p, end));
+        } while (p < lim && (unsigned)(*p - '0') < 10);
+        sig = (int)(p - first);
+        while (is_digit(p, end)) {
+            lost = 1; /* e10 is unused then */
+            p++;
+        }
+    }
+    /* most numbers are integers that fit: done */
+    if (LIKELY(!lost && (p == end || (*p != '.' && (*p | 0x20) != 'e')))) {
+        if (!d->build)
+            return p;
+        if (!neg && m <= (uint64_t)INT64_MAX) {
+            lua_pushinteger(d->L, (lua_Integer)m);
+            return p;
+        }
     }
     if (p < end && *p == '.') {
         isfloat = 1;
@@ -639,6 +865,14 @@ static const char *parse_number(Decoder *d, const char *p)
         return p;
     }
 #endif
+#if defined(HAVE_EXACT_SCALED)
+    if (!lost && m != 0 && e10 >= -19 && e10 <= 19) {
+        double x = exact_scaled(m, e10);
+
+        lua_pushnumber(d->L, neg ? -x : x);
+        return p;
+    }
+#endif
     lua_pushnumber(d->L, slow_number(s, p));
     return p;
 }
@@ -691,14 +925,20 @@ static void flush_array(lua_State *L, int tbl, int n, lua_Integer first, int *cr
     }
 }
 
-/* Moves the n key/value pairs above the table slot tbl into the table, in order (last wins);
- * `size`: the whole object's members, when known (else 0). */
-static void flush_object(lua_State *L, int tbl, int n, int *created, int size)
+/* Moves the n key/value pairs above the table slot tbl into the table: in order (last wins) when
+ * a key may repeat, else popped from the top, which spares copying each pair. `size`: the whole
+ * object's members, when known (else 0). */
+static void flush_object(lua_State *L, int tbl, int n, int *created, int ordered, int size)
 {
     if (!*created) {
         lua_createtable(L, 0, size > n ? size : n); /* t? k1 v1..kn vn t */
         lua_replace(L, tbl);                        /* t k1 v1..kn vn */
         *created = 1;
+    }
+    if (!ordered) {
+        for (int i = 0; i < n; i++)
+            lua_rawset(L, tbl); /* t k1 v1..kn-i vn-i */
+        return;
     }
     for (int i = 0; i < n; i++) {
         lua_pushvalue(L, tbl + 1 + 2 * i); /* t k1 v1..kn vn ki */
@@ -793,6 +1033,14 @@ static Span *wanted(Decoder *d)
     return NULL;
 }
 
+/* Whether the pending pairs of the object f must go in in order: a key did not go through the
+ * cache, or two came from one entry, or an entry was replaced meanwhile (a key seen before
+ * could then come back from another entry unnoticed). */
+static inline int keys_may_repeat(const Decoder *d, const Frame *f)
+{
+    return f->ordered || f->evictions != d->keys->evictions;
+}
+
 /*
  * The parser: a loop over an explicit stack of open arrays and objects, so that it can stop
  * before any value (when it passed d->stop) and resume there. Returns 1 when the top-level value
@@ -801,13 +1049,12 @@ static Span *wanted(Decoder *d)
  * array and object members are read in order, values of one container are collected on the
  * Lua stack and moved into its table in chunks (with its exact size when it fits in one).
  */
-static int run(Decoder *d)
+static ALWAYS_INLINE int run_as(Decoder *d, const int build)
 {
     lua_State *L = d->L;
     const char *end = d->end;
     const char *p = d->p;
     const char *stop = d->stop;
-    const int build = d->build;
     Frame *f = &d->frames[d->depth];
     char what[32];
 
@@ -853,6 +1100,12 @@ value: /* p: at a value (whitespace skipped) */
             f->tbl = lua_gettop(L);
             f->created = 0;
             f->stored = 0;
+            if (obj) {
+                f->ordered = d->depth >= SEENDEPTH;
+                f->evictions = d->keys->evictions;
+                if (!f->ordered)
+                    memset(d->seen[d->depth], 0, sizeof d->seen[0]);
+            }
         }
         p = skip_ws(p + 1, end);
         if (p < end && *p == (obj ? '}' : ']')) {
@@ -962,7 +1215,7 @@ after: /* a value ended just before p; f is its container's frame (frames[0] at 
     }
     if (p < end && *p == '}') {
         if (build)
-            flush_object(L, f->tbl, f->pending, &f->created, 0); /* t */
+            flush_object(L, f->tbl, f->pending, &f->created, keys_may_repeat(d, f), 0); /* t */
         else if (f->pending > CHUNK)
             note_size(d, f);
         p++;
@@ -994,7 +1247,7 @@ key: /* p: at an object member */
         return -1;
     }
     if (build && f->pending == f->room) {
-        flush_object(L, f->tbl, f->pending, &f->created, size_of(d, f)); /* t */
+        flush_object(L, f->tbl, f->pending, &f->created, keys_may_repeat(d, f), size_of(d, f));
         f->pending = 0;
         f->room = reserve(L, 2);
         if (f->room == 0) {
@@ -1005,6 +1258,15 @@ key: /* p: at an object member */
     p = parse_key(d, p + 1); /* t k1 v1..kn vn k */
     if (p == NULL)
         return -1;
+    if (build && !f->ordered) {
+        /* a cache entry seen twice in this object may be the same key twice */
+        int e = d->keyslot;
+
+        if (e < 0 || (d->seen[d->depth][e >> 6] & 1ULL << (e & 63)) != 0)
+            f->ordered = 1;
+        else
+            d->seen[d->depth][e >> 6] |= 1ULL << (e & 63);
+    }
     if (!build && d->depth <= 2)
         note_key(d);
     p = skip_ws(p, end);
@@ -1014,6 +1276,12 @@ key: /* p: at an object member */
     }
     p = skip_ws(p + 1, end);
     goto value;
+}
+
+/* Two copies of the parser, so that neither tests the mode at every value. */
+static int run(Decoder *d)
+{
+    return d->build ? run_as(d, 1) : run_as(d, 0);
 }
 
 int lh_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
@@ -1041,6 +1309,25 @@ static lh_json_type_t top_type(const char *p)
     }
 }
 
+/* Registry key of the key cache (one per Lua state, shared by its threads). */
+static const char keycache_key;
+
+/* Pushes the key cache, creating it on first use in this state. Its strings stay alive with it:
+ * at most KEYSETS * KEYWAYS of at most KEYMAX bytes. */
+static KeyCache *push_key_cache(lua_State *L)
+{
+    KeyCache *c;
+
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &keycache_key) == LUA_TUSERDATA) /* c */
+        return lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    c = lua_newuserdatauv(L, sizeof *c, KEYSETS * KEYWAYS); /* c */
+    memset(c, 0, sizeof *c);
+    lua_pushvalue(L, -1);                             /* c c */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &keycache_key); /* c */
+    return c;
+}
+
 /* Sets up a decode of s[0..len) on L (NULL: validation). -1: the text is empty (err says so). */
 static int start(Decoder *d, lua_State *L, const char *s, size_t len, char *err, size_t errlen)
 {
@@ -1065,18 +1352,21 @@ static int start(Decoder *d, lua_State *L, const char *s, size_t len, char *err,
     d->member = d->member2 = M_NONE;
     d->action.s = d->action.e = d->project_id.s = d->project_id.e = NULL;
     d->p = skip_ws(s, d->end);
-    d->kbase = 0; /* a scalar document has no keys: the cache stays unused */
+    d->cacheslot = 0; /* a scalar document has no keys: the cache stays unused */
     if (!d->build)
         return 0;
     d->base = lua_gettop(L);
-    if (!lua_checkstack(L, KEYCACHE + 1 + SLACK))
+    if (!lua_checkstack(L, 2 + SLACK))
         luaL_error(L, "json: not enough Lua stack");
     if (*d->p == '{' || *d->p == '[') {
-        /* Key cache slots below everything else, so they never move. */
-        memset(d->keys, 0, sizeof d->keys);
-        lua_settop(L, d->base + KEYCACHE + 1); /* cache.. mark (nils) */
-        d->kbase = d->base + 1;
-        d->markslot = d->base + KEYCACHE + 1;
+        /* Made on the first run (resume) when this state has none yet: a job is set up outside
+         * lua_pcall, where an allocation must not raise. */
+        d->keys = NULL;
+        if (lua_rawgetp(L, LUA_REGISTRYINDEX, &keycache_key) == LUA_TUSERDATA) /* cache|nil */
+            d->keys = lua_touserdata(L, -1);
+        lua_pushnil(L); /* cache|nil mark */
+        d->cacheslot = d->base + 1;
+        d->markslot = d->base + 2;
     }
     return 0;
 }
@@ -1085,7 +1375,13 @@ static int start(Decoder *d, lua_State *L, const char *s, size_t len, char *err,
  * base (build) or the stack as it was with the error in err (1, 0 or -1 as run). */
 static int resume(Decoder *d, char *err, size_t errlen)
 {
-    int rc = run(d);
+    int rc;
+
+    if (d->build && d->cacheslot != 0 && d->keys == NULL) {
+        d->keys = push_key_cache(d->L); /* .. cache */
+        lua_replace(d->L, d->cacheslot);
+    }
+    rc = run(d);
 
     if (rc == 1) {
         const char *p = skip_ws(d->p, d->end);
@@ -1113,7 +1409,7 @@ static int resume(Decoder *d, char *err, size_t errlen)
         if (errlen > 0)
             snprintf(err, errlen, "invalid JSON at line %zu, column %zu (byte %zu): %s", line, col,
                      (size_t)(d->errpos - d->start), d->msg);
-    } else if (rc == 1 && d->build && d->kbase != 0) {
+    } else if (rc == 1 && d->build && d->cacheslot != 0) {
         lua_replace(d->L, d->base + 1); /* v cache.. */
         lua_settop(d->L, d->base + 1);  /* v */
     }

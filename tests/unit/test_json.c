@@ -203,6 +203,19 @@ static void test_integers(void)
     check_int(L, "-9223372036854775808", INT64_MIN);
     check_int(L, "1000000000000000000", 1000000000000000000LL);
     check_int(L, " \t\r\n42 \n", 42);
+    /* The integer fast path ends at 19 digits and at anything but '.', 'e' or 'E'. */
+    check_int(L, "1234567890123456789", 1234567890123456789LL);
+    check_float(L, "9999999999999999999", 9999999999999999999.0);
+    check_float(L, "10000000000000000000", 1e19);
+    check_float(L, "1234567890123456789.5", 1234567890123456789.5);
+    check_float(L, "12E3", 12000.0);
+    check_float(L, "12e-1", 1.2);
+    check_float(L, "7.0", 7.0);
+    CHECK_LUA(L, "local t = json.decode('[1,22,333,{\"a\":4444}]')\n"
+                 "assert(math.type(t[3]) == 'integer' and t[4].a == 4444)");
+    CHECK(strstr(decode_error(L, "12."), "a digit after '.'") != NULL);
+    CHECK(strstr(decode_error(L, "12e"), "a digit in the exponent") != NULL);
+    CHECK(strstr(decode_error(L, "12x"), "unexpected data after the JSON value") != NULL);
     /* Outside int64: the closest double. */
     check_float(L, "9223372036854775808", 9223372036854775808.0);
     check_float(L, "-9223372036854775809", -9223372036854775808.0);
@@ -305,6 +318,58 @@ static void test_float_roundtrip_random(void)
 }
 
 /* Decoding and encoding must not depend on LC_NUMERIC (skipped if no comma locale exists). */
+/* Up to 19 significant digits with a decimal exponent within 19 take the integer path
+ * (exact_scaled): random ones of every length must decode to strtod's double. */
+static void test_float_19_digits(void)
+{
+    lua_State *L = new_state();
+    int bad = 0;
+
+    for (int i = 0; i < 40000 && bad < 5; i++) {
+        uint64_t r = rng();
+        int digits = 1 + (int)(r % 19);
+        int e10 = (int)(rng() % 39) - 19;
+        char mant[24];
+        char text[64];
+
+        snprintf(mant, sizeof mant, "%019llu",
+                 (unsigned long long)(rng() % 10000000000000000000ULL));
+        mant[0] = (char)('1' + r % 9);
+        if (i % 3 == 0) /* a decimal point instead of an exponent: 33.52777777777778 */
+            snprintf(text, sizeof text, "%s%.*s.%.*s", i % 2 ? "-" : "", 2, mant, digits, mant + 2);
+        else
+            snprintf(text, sizeof text, "%s%.*se%d", i % 2 ? "-" : "", digits, mant, e10);
+        if (decode(L, text) != 0) {
+            bad++;
+            continue;
+        }
+        double got = lua_tonumber(L, -1);
+        double want = strtod(text, NULL);
+
+        if (lua_isinteger(L, -1) || memcmp(&got, &want, sizeof got) != 0) {
+            TEST_FAILED_("%s: got %.17g want %.17g", text, got, want);
+            bad++;
+        }
+        lua_pop(L, 1);
+    }
+    /* Halfway cases: 2^53 + 1 (ties to even, down), 2^53 + 3 (ties to even, up), and one digit
+     * past them deciding. */
+    check_float(L, "9007199254740993e0", 9007199254740992.0);
+    check_float(L, "9007199254740995e0", 9007199254740996.0);
+    check_float(L, "90071992547409930001e-4", 9007199254740994.0);
+    check_float(L, "900719925474099300.1e-2", 9007199254740994.0);
+    check_float(L, "18014398509481985e-1", 1801439850948198.5);
+    check_float(L, "9999999999999999999e19", 9.999999999999999999e37);
+    check_float(L, "1e-19", 1e-19);
+    check_float(L, "9999999999999999999e-19", 0.9999999999999999999);
+    /* The quotient's bits below the 53 kept are exactly a half, and only the remainder of the
+     * division says it is more. */
+    check_float(L, "9516237000573218308e-19", 9516237000573218308e-19);
+    check_float(L, "33.52777777777778", 33.52777777777778);
+    check_float(L, "-31.296296296296298", -31.296296296296298);
+    lua_close(L);
+}
+
 static void test_locale_independence(void)
 {
     const char *names[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "ru_RU.UTF-8", NULL};
@@ -370,19 +435,49 @@ static void test_strings(void)
     /* Raw UTF-8 (and any byte >= 0x80) passes through; DEL is not a control character. */
     CHECK_STRING(L, "\"caf\xc3\xa9 \xf0\x9f\x98\x9e\"", "caf\xc3\xa9 \xf0\x9f\x98\x9e");
     CHECK_STRING(L, "\"\xff\xfe\x80\x7f\"", "\xff\xfe\x80\x7f");
-    /* Special characters at every offset of the 8-byte scan. */
-    for (int i = 0; i < 20; i++) {
-        char text[64];
+    /* Special characters at every offset of the 16- and 8-byte scans. */
+    for (int i = 0; i < 40; i++) {
+        char text[96];
         char want[64];
+        const char *as = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"; /* 40 */
 
         memset(want, 'a', sizeof want);
         snprintf(text, sizeof text, "\"%.*s\\naaaaa\"", i, want);
         want[i] = '\n';
         check_string(L, text, want, (size_t)i + 6);
-        snprintf(text, sizeof text, "\"%.*s\"", i, "aaaaaaaaaaaaaaaaaaaaaaaa");
-        check_string(L, text, "aaaaaaaaaaaaaaaaaaaaaaaa", (size_t)i);
-        snprintf(text, sizeof text, "\"%.*s\x1f\"", i, "aaaaaaaaaaaaaaaaaaaaaaaa");
+        snprintf(text, sizeof text, "\"%.*s\"", i, as);
+        check_string(L, text, as, (size_t)i);
+        snprintf(text, sizeof text, "\"%.*s\\\"\"", i, as);
+        want[i] = '"';
+        check_string(L, text, want, (size_t)i + 1);
+        snprintf(text, sizeof text, "\"%.*s\x1f\"", i, as);
         CHECK(strstr(decode_error(L, text), "control character 0x1F") != NULL);
+        snprintf(text, sizeof text, "\"%.*s\x7f\x80\xff\x20\"", i, as);
+        memcpy(want + i, "\x7f\x80\xff\x20", 4);
+        check_string(L, text, want, (size_t)i + 4);
+        snprintf(text, sizeof text, "\"%.*s", i, as);
+        CHECK(strstr(decode_error(L, text), "end of input inside a string") != NULL);
+    }
+    /* Escapes between runs of every length, copied 16 bytes at a time: the copy must keep the
+     * bytes before each escape and nothing after. */
+    for (int gap = 0; gap < 40; gap++) {
+        char text[512];
+        char want[512];
+        size_t t = 0;
+        size_t w = 0;
+
+        text[t++] = '"';
+        for (int run = 0; run < 6; run++) {
+            for (int i = 0; i < gap + run; i++)
+                text[t++] = want[w++] = (char)('A' + (i + run) % 26);
+            memcpy(text + t, run % 2 ? "\\u00e9" : "\\\"", run % 2 ? 6 : 2);
+            t += run % 2 ? 6 : 2;
+            memcpy(want + w, run % 2 ? "\xc3\xa9" : "\"", run % 2 ? 2 : 1);
+            w += run % 2 ? 2 : 1;
+        }
+        text[t++] = '"';
+        text[t] = '\0';
+        check_string(L, text, want, w);
     }
     {
         /* Long strings: plain, and escaped beyond the on-stack scratch buffer. */
@@ -460,6 +555,123 @@ static void test_structures(void)
                  "assert(#t == 20000 and t[20000][1] == 20000 and t[777][2].x[1] == 777)");
     CHECK_LUA(L, "local t = json.decode('{\"tasks\": [{\"id\": 1}, {\"id\": 2}], \"\": 5}')\n"
                  "assert(t.tasks[2].id == 2 and t[''] == 5 and #t.tasks == 2)");
+    lua_close(L);
+}
+
+/* Object keys go through a cache kept across decodes (keys of 1..40 bytes, compared by their
+ * first and last 8 bytes and their middle): a key must never come back as another one. */
+static void test_key_cache(void)
+{
+    lua_State *L = new_state();
+    const char *abc = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+    /* Every length around the word and cache limits, and keys that differ in one byte only (at
+     * the start, in the middle, at the end), decoded twice so the second run hits the cache. */
+    for (int round = 0; round < 2; round++) {
+        for (int len = 0; len <= 45; len++) {
+            for (int at = 0; at < len || (len == 0 && at == 0); at += len > 3 ? len / 3 : 1) {
+                char text[256];
+                char a[64], b[64];
+
+                memcpy(a, abc, (size_t)len);
+                memcpy(b, abc, (size_t)len);
+                if (len > 0)
+                    b[at] = '#';
+                snprintf(text, sizeof text, "{\"%.*s\": 1, \"%.*s\": 2, \"%.*s\": 3}", len, a, len,
+                         b, len, a);
+                if (decode(L, text) != 0) {
+                    TEST_FAILED_("rejected %s", text);
+                    continue;
+                }
+                lua_pushlstring(L, a, (size_t)len); /* t a */
+                lua_rawget(L, -2);                  /* t 3|2 */
+                CHECK_EQ_INT((int)lua_tointeger(L, -1), 3);
+                lua_pop(L, 1);
+                if (len > 0) {
+                    lua_pushlstring(L, b, (size_t)len); /* t b */
+                    lua_rawget(L, -2);                  /* t 2 */
+                    CHECK_EQ_INT((int)lua_tointeger(L, -1), 2);
+                    lua_pop(L, 1);
+                }
+                lua_pop(L, 1);
+            }
+        }
+    }
+    /* Keys of more than 16 bytes with the same first and last 8 bytes, and a key at the very end
+     * of the text (too near it for a word load). */
+    CHECK_LUA(L,
+              "local t = json.decode('{\"abcdefgh-1-stuvwxyz\": 1, \"abcdefgh-2-stuvwxyz\": 2}')\n"
+              "assert(t['abcdefgh-1-stuvwxyz'] == 1 and t['abcdefgh-2-stuvwxyz'] == 2)\n"
+              "t = json.decode('{\"abcdefgh-12345678901234-stuvwxyz\": 1,"
+              "\"abcdefgh-12345678901235-stuvwxyz\": 2}')\n"
+              "assert(t['abcdefgh-12345678901234-stuvwxyz'] == 1)\n"
+              "assert(t['abcdefgh-12345678901235-stuvwxyz'] == 2)\n"
+              "assert(json.decode('{\"a\":1}').a == 1 and json.decode('{\"\":1}')[''] == 1)");
+    /* Escaped keys bypass the cache but mean the same key; more distinct keys than the cache
+     * holds, twice (evictions), each still mapped to its own value. */
+    CHECK_LUA(L, "local t = json.decode('{\"k\\\\u0041\": 1, \"kA\": 2, \"a\\\\\"b\": 3}')\n"
+                 "assert(t.kA == 2 and t['a\"b'] == 3)\n"
+                 "for round = 1, 2 do\n"
+                 "  local p = {}\n"
+                 "  for i = 1, 3000 do p[i] = ('\"key%d\": %d'):format(i, i) end\n"
+                 "  local t = json.decode('{' .. table.concat(p, ',') .. '}')\n"
+                 "  for i = 1, 3000 do assert(t['key' .. i] == i) end\n"
+                 "end");
+    /* Keys known distinct go into the table in any order: a repeated key must still win last,
+     * also when the cache replaced it meanwhile (more keys between than it holds, in the same or
+     * a nested object), and deeper than the objects that track their keys. */
+    CHECK_LUA(L,
+              "local p = {}\n"
+              "for i = 1, 3000 do p[i] = ('\"key%d\": %d'):format(i, i) end\n"
+              "local many = table.concat(p, ',')\n"
+              "for round = 1, 2 do\n"
+              "  local t = json.decode('{\"dup\": 1, ' .. many .. ', \"dup\": 2}')\n"
+              "  assert(t.dup == 2 and t.key3000 == 3000)\n"
+              "  t = json.decode('{\"dup\": 1, \"x\": {' .. many .. '}, \"dup\": 2, \"y\": 3}')\n"
+              "  assert(t.dup == 2 and t.y == 3 and t.x.key1 == 1)\n"
+              "  for j = 1, 50 do\n"
+              "    local k = 'dup' .. j\n"
+              "    t = json.decode(('{\"%s\": 1, \"x\": {%s}, \"%s\": 2}'):format(k, many, k))\n"
+              "    assert(t[k] == 2, k)\n"
+              "  end\n"
+              "  t = json.decode('[{\"dup\": 1, \"z\": 0, \"dup\": 2}, {\"dup\": 3}]')\n"
+              "  assert(t[1].dup == 2 and t[2].dup == 3)\n"
+              "end\n"
+              "local s = ''\n"
+              "for i = 1, 40 do s = s .. '{\"a\": 1, \"b\": 2, \"a\": ' .. i .. ', \"n\": ' end\n"
+              "s = s .. '0' .. ('}'):rep(40)\n"
+              "local t = json.decode(s)\n"
+              "for i = 1, 40 do assert(t.a == i and t.b == 2, i) t = t.n end");
+    /* A build in slices on a thread while other decodes on the same state replace the cache's
+     * entries between its steps. */
+    {
+        const char *text = "{\"alpha\": 1, \"beta\": {\"alpha\": 2, \"gamma\": [3]}, \"delta\": 4, "
+                           "\"alpha\": 5}";
+        lua_State *co = lua_newthread(L); /* co */
+        lh_json_job_t *j = lh_json_job_new(co, text, strlen(text));
+        char err[256];
+        int rc;
+
+        while ((rc = lh_json_job_step(j, 1, err, sizeof err)) == 0) {
+            char other[2048];
+            size_t n = 0;
+
+            n += (size_t)snprintf(other, sizeof other, "{");
+            for (int i = 0; i < 100; i++)
+                n += (size_t)snprintf(other + n, sizeof other - n, "%s\"x%d\": %d", i ? "," : "",
+                                      i + rc * 1000, i);
+            snprintf(other + n, sizeof other - n, "}");
+            CHECK_EQ_INT(lh_json_decode(L, other, strlen(other), err, sizeof err), 0);
+            lua_pop(L, 1);
+        }
+        CHECK_EQ_INT(rc, 1);
+        lua_xmove(co, L, 1); /* co t */
+        lua_setglobal(L, "sliced");
+        CHECK_LUA(L, "assert(sliced.alpha == 5 and sliced.beta.alpha == 2)\n"
+                     "assert(sliced.beta.gamma[1] == 3 and sliced.delta == 4)");
+        lh_json_job_free(j);
+        lua_pop(L, 1);
+    }
     lua_close(L);
 }
 
@@ -826,6 +1038,47 @@ static int pdecode(lua_State *L)
     char err[256];
 
     return lh_json_decode(L, s, len, err, sizeof err) == 0;
+}
+
+static int pstep(lua_State *L)
+{
+    char err[256];
+
+    lua_pushinteger(L, lh_json_job_step(lua_touserdata(L, 1), 1 << 20, err, sizeof err));
+    return 1;
+}
+
+/* A building job is set up outside lua_pcall (dispatch.c's big bodies): in a state that has no
+ * key cache yet, with every allocation failing, setting it up must not raise (that would abort
+ * the process); its first step, under lua_pcall, fails for memory, and a later job works. */
+static void test_job_out_of_memory(void)
+{
+    const char *text = "{\"tasks\": [{\"id\": 1}, {\"id\": 2}]}";
+    lua_State *L;
+    lua_State *co;
+    lh_json_job_t *j;
+
+    alloc_budget = 1000000;
+    L = lua_newstate(limited_alloc, NULL);
+    co = lua_newthread(L); /* co */
+    alloc_budget = 0;
+    j = lh_json_job_new(co, text, strlen(text));
+    CHECK(j != NULL);
+    lua_pushcfunction(L, pstep);            /* co f */
+    lua_pushlightuserdata(L, j);            /* co f j */
+    CHECK(lua_pcall(L, 1, 1, 0) != LUA_OK); /* co err */
+    alloc_budget = 1000000;
+    lh_json_job_free(j);
+    lua_settop(L, 0);
+    co = lua_newthread(L); /* co */
+    j = lh_json_job_new(co, text, strlen(text));
+    lua_pushcfunction(L, pstep);                 /* co f */
+    lua_pushlightuserdata(L, j);                 /* co f j */
+    CHECK_EQ_INT(lua_pcall(L, 1, 1, 0), LUA_OK); /* co rc */
+    CHECK_EQ_INT((int)lua_tointeger(L, -1), 1);
+    CHECK_EQ_INT(lua_gettop(co), 1);
+    lh_json_job_free(j);
+    lua_close(L);
 }
 
 static void test_out_of_memory(void)
@@ -1537,10 +1790,12 @@ int main(void)
     RUN_TEST(test_integers);
     RUN_TEST(test_floats);
     RUN_TEST(test_float_roundtrip_random);
+    RUN_TEST(test_float_19_digits);
     RUN_TEST(test_locale_independence);
     RUN_TEST(test_strings);
     RUN_TEST(test_literals);
     RUN_TEST(test_structures);
+    RUN_TEST(test_key_cache);
     RUN_TEST(test_depth);
     RUN_TEST(test_errors);
     RUN_TEST(test_error_buffer);
@@ -1548,6 +1803,7 @@ int main(void)
     RUN_TEST(test_truncation);
     RUN_TEST(test_mutations);
     RUN_TEST(test_out_of_memory);
+    RUN_TEST(test_job_out_of_memory);
     RUN_TEST(test_escape);
     RUN_TEST(test_encode_scalars);
     RUN_TEST(test_encode_tables);
