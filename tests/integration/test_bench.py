@@ -70,6 +70,10 @@ class Quick(unittest.TestCase):
             self.assertGreater(size, 0)
             self.assertGreater(lh, 0)
             self.assertAlmostEqual(ratio, cj / lh, delta=0.01 + ratio * 0.01, msg=out)
+        if os.path.exists(os.path.join(h.REPO, "tests", "bench", "idle_conns.py")):
+            self.assertIn("== 1000 idle keep-alive connections", out)
+        else:
+            self.assertIn("idle connections: tests/bench/idle_conns.py is absent; skipped", out)
         self.assertIn("peers: skipped (--no-peers)", out)
         self.check_stopped(out)
 
