@@ -34,17 +34,24 @@ def run_bench(*args, env=None):
     return p.returncode, p.stdout.decode("utf-8", "replace")
 
 
+def servers_of(out):
+    return [(int(pid), int(port)) for pid, port in
+            re.findall(r"server pid (\d+) on port (\d+)", out)]
+
+
 def server_of(out):
-    m = re.search(r"server pid (\d+) on port (\d+)", out)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    found = servers_of(out)
+    return found[0] if found else None
 
 
 class Quick(unittest.TestCase):
-    def check_stopped(self, out):
-        pid, port = server_of(out)
-        h.wait_until(lambda: not alive(pid), timeout=30, what="the callgrind server to be gone")
-        with self.assertRaises(ConnectionRefusedError):
-            h.Conn(port, timeout=5).close()
+    def check_stopped(self, out, servers=1):
+        found = servers_of(out)
+        self.assertEqual(len(found), servers, out)
+        for pid, port in found:
+            h.wait_until(lambda: not alive(pid), timeout=30, what="server %d to be gone" % pid)
+            with self.assertRaises(ConnectionRefusedError):
+                h.Conn(port, timeout=5).close()
 
     def test_quick_run_without_peers(self):
         rc, out = run_bench("--quick", "--no-peers")
@@ -75,7 +82,14 @@ class Quick(unittest.TestCase):
         else:
             self.assertIn("idle connections: tests/bench/idle_conns.py is absent; skipped", out)
         self.assertIn("peers: skipped (--no-peers)", out)
-        self.check_stopped(out)
+        # system calls: the total is the sum of the calls listed (those under 0.005 left out)
+        m = re.search(r"events: (\d+); system calls per event, all threads: ([\d.]+)", out)
+        self.assertIsNotNone(m, out)
+        self.assertGreater(int(m.group(1)), 0)
+        calls = [float(x) for x in re.findall(r"^   [a-z_0-9]+:\s+([\d.]+)$", out, re.M)]
+        self.assertIn("read", re.findall(r"^   ([a-z_0-9]+):\s+[\d.]+$", out, re.M), out)
+        self.assertLessEqual(abs(sum(calls) - float(m.group(2))), 0.01 * len(calls) + 0.2, out)
+        self.check_stopped(out, servers=2)
 
     def test_absent_harness_is_said_and_skipped(self):
         with h.TempDir() as tmp:
@@ -84,7 +98,7 @@ class Quick(unittest.TestCase):
         self.assertEqual(rc, 0, out)
         self.assertIn("no peer harness at %s" % tmp.join("no-harness"), out)
         self.assertIn("skipped", out.splitlines()[-1])
-        self.check_stopped(out)
+        self.check_stopped(out, servers=2)
 
     def test_interrupted_run_leaves_nothing(self):
         p = subprocess.Popen([BENCH, "--quick", "--no-peers"], stdout=subprocess.PIPE,
