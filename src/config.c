@@ -323,6 +323,9 @@ static const opt_t options[] = {
              "(Authorization)\n"},
     {"max-body", "LUAHOOK_MAX_BODY", AT(max_body), set_size, "64m", .min = 1,
      .help = "  --max-body SIZE          largest request body (64m); larger gets 413\n"},
+    {"big-body", "LUAHOOK_BIG_BODY", AT(big_body), set_size, "1m", .min = 1,
+     .help = "  --big-body SIZE          bodies this big or bigger are checked, answered and\n"
+             "                           decoded in slices between other work (1m)\n"},
     {"max-header", "LUAHOOK_MAX_HEADER", AT(max_header), set_size, "32k", .min = 256,
      .too_small = "must be at least 256 bytes",
      .help = "  --max-header SIZE        largest request line + headers (32k); larger gets "

@@ -38,6 +38,7 @@ typedef struct lh_config_s {
     char *token;       /* owned; NULL: no authentication */
     char *auth_header; /* owned; lower-case */
     uint64_t max_body;
+    uint64_t big_body; /* bodies from this size on are checked and decoded in slices */
     uint64_t max_header;
     uint64_t max_connections;
     uint64_t max_pending; /* handler runs in flight before new events get 503 */

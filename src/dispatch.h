@@ -33,11 +33,6 @@
 
 typedef struct lh_event_s lh_event_t;
 
-/* Bodies from this size on are validated, answered and decoded in slices between other work
-** (lh_dispatch_event), so that no event holds the loop for more than ~20 ms. Below it one pass
-** stays under that (50 MB took 2.6 s: ~13 ms for 256 KiB) and costs no second pass, no thread
-** and no loop turns: the typical Label Studio event is ~5 KB. */
-#define LH_DISPATCH_SLICED_MIN (256 * 1024)
 
 /** The answer to an event: runs at most once (exactly once unless the event's reply is
  *  NULL), now or later. `extra_headers` (lines ending in "\r\n", or NULL) and `body` are

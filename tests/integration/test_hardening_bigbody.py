@@ -2,7 +2,7 @@
 the journal, the collector gives its memory back afterwards (defect 7), and ctx.body, made
 from the body's bytes when a handler first reads it, counts against --memory-limit (defect 8).
 
-A body of 256 KiB or more is validated in slices (building nothing), answered, then decoded
+A body of --big-body or more (256 KiB here, 1 MiB by default) is validated in slices (building nothing), answered, then decoded
 into tables in slices; the probes here measure the longest wait of other clients meanwhile
 with a bound far below what one decode in a single pass takes (structure, not speed)."""
 
@@ -19,6 +19,8 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
 
 SCRIPT = h.lua_path(__file__, "big.lua")
+# the ~300-500 KB bodies here go through the slices too (the default is 1 MiB)
+SLICED = ("--big-body", "256k")
 
 # About 30 MB of tasks in Label Studio's shape: a single-pass decode of it takes ~1.5 s in the
 # release build, several under ASan.
@@ -111,7 +113,7 @@ class BigBody(unittest.TestCase):
     def test_big_event_never_holds_the_loop(self):
         body = tasks_body(TASKS)
         single = self.single_pass_seconds(body)
-        with h.Server(SCRIPT) as srv:
+        with h.Server(SCRIPT, *SLICED) as srv:
             probe = Probe(srv.port)
             probe.start()
             h.wait_until(lambda: probe.count >= 5 or probe.error, timeout=30 * h.SLOW,
@@ -150,7 +152,7 @@ class BigBody(unittest.TestCase):
         # it must not run after the server stopped (journal closed, runs cancelled), and the
         # server exits cleanly
         body = tasks_body(TASKS)
-        srv = h.Server(SCRIPT).start()
+        srv = h.Server(SCRIPT, *SLICED).start()
         try:
             with h.Conn(srv.port, timeout=120 * h.SLOW) as c:
                 c.send(h.build_request("POST", "/", body))
@@ -175,7 +177,7 @@ class BigBody(unittest.TestCase):
         # it never pays for the copy, and the loop is held by neither
         body = tasks_body(TASKS, action="TASKS_DELETED")
         single = self.single_pass_seconds(body)
-        with h.Server(SCRIPT) as srv:
+        with h.Server(SCRIPT, *SLICED) as srv:
             probe = start_probe(srv.port)
             sent = time.monotonic()
             r = h.post_event(srv.port, body, timeout=120 * h.SLOW)
@@ -219,7 +221,7 @@ class BigBody(unittest.TestCase):
              "\"action\" must be a string, not table"),
             (b'{"action":"TASKS_CREATED","x":"' + pad + b'"', 400, None),
         ]
-        with h.Server(SCRIPT) as srv:
+        with h.Server(SCRIPT, *SLICED) as srv:
             for body, status, msg in cases:
                 r = h.post_event(srv.port, body)
                 self.assertEqual(r.status, status, (r, body[:60]))
@@ -239,6 +241,23 @@ class BigBody(unittest.TestCase):
             self.assertEqual(line["ctx_action"], "TASKS_CREATED")
 
 
+class BigBodyThreshold(unittest.TestCase):
+    """--big-body says which bodies go through the slices: below it one pass (a 1 MB import
+    decodes in a few ms), which needs no second pass, loop turns or collection of its own."""
+
+    def test_below_big_body_one_pass(self):
+        body = tasks_body(4000)  # ~500 KB
+        for args, sliced in (((), False), (SLICED, True)):
+            with h.Server(SCRIPT, *args) as srv:
+                r = h.post_event(srv.port, body, timeout=60 * h.SLOW)
+                self.assertEqual(r.status, 200, r)
+                line = srv.wait_log(lambda e: e.get("msg") == "big seen", timeout=60 * h.SLOW)
+                self.assertEqual((line["tasks"], line["project"]), (4000, 7))
+                m = h.get_metrics(srv.port)
+                checked = m.get("luahook_big_body_slices_total", phase="check")
+                self.assertEqual(checked > 0, sliced, (args, checked))
+
+
 class BigCollector(unittest.TestCase):
     """After a big event the collector frees its garbage in steps: no single slice of the
     collect phase holds a large share of it (sweeping two million objects at once, or glibc
@@ -248,7 +267,7 @@ class BigCollector(unittest.TestCase):
 
     def test_garbage_freed_in_steps(self):
         body = tasks_body(TASKS, action="TASKS_HELD")
-        with h.Server(SCRIPT) as srv:
+        with h.Server(SCRIPT, *SLICED) as srv:
             r = h.post_event(srv.port, body, timeout=120 * h.SLOW)
             self.assertEqual(r.status, 200, r)
             line = srv.wait_log(lambda e: e.get("msg") == "held", timeout=120 * h.SLOW)
@@ -285,7 +304,7 @@ class BigRetry(unittest.TestCase):
         with h.TempDir() as tmp:
             # the retry comes 2 s after the failure (at least 1.6 s, with jitter): the test
             # has seen the failure by then
-            with h.Server(SCRIPT, "--state-dir", tmp.path, "--retry-first", "2",
+            with h.Server(SCRIPT, *SLICED, "--state-dir", tmp.path, "--retry-first", "2",
                           "--retry-cap", "2") as srv:
                 # the stored bytes come back exact, and ctx.body is made from them
                 r = h.post_event(srv.port, small, timeout=60 * h.SLOW)
@@ -327,13 +346,13 @@ class BigBodyAckModes(unittest.TestCase):
         body = tasks_body(4000)  # ~500 KB: sliced
         self.assertGreater(len(body), 256 * 1024)
         with h.TempDir() as tmp:
-            with h.Server(SCRIPT, "--state-dir", tmp.path) as srv:
+            with h.Server(SCRIPT, *SLICED, "--state-dir", tmp.path) as srv:
                 r = h.post_event(srv.port, body, timeout=60 * h.SLOW)
                 self.assertEqual(r.status, 200, r)
                 line = srv.wait_log(lambda e: e.get("msg") == "big seen", timeout=60 * h.SLOW)
                 self.assertEqual(line["id"], r.json()["id"])
                 self.assertEqual((line["tasks"], line["project"]), (4000, 7))
-        with h.Server(SCRIPT, "--ack", "handled") as srv:
+        with h.Server(SCRIPT, *SLICED, "--ack", "handled") as srv:
             r = h.post_event(srv.port, body, timeout=60 * h.SLOW)
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.json()["handlers"], 1)
@@ -350,7 +369,7 @@ class MemoryBack(unittest.TestCase):
     def test_rss_returns_after_a_big_event(self):
         body = tasks_body(160000)  # ~20 MB
         self.assertGreater(len(body), 19 * 1000 * 1000)
-        with h.Server(SCRIPT) as srv:
+        with h.Server(SCRIPT, *SLICED) as srv:
             pid = srv.proc.pid
             for i in range(50):  # warm: the baseline is a server that has served
                 self.assertEqual(h.post_event(srv.port, {"action": "PROBE", "i": i}).status, 200)
@@ -394,7 +413,7 @@ class MemoryLimit(unittest.TestCase):
                              "not enough memory for the body and its tables (--memory-limit)")
 
     def test_small_and_big_bodies(self):
-        with h.Server(SCRIPT, "--memory-limit", "8m") as srv:
+        with h.Server(SCRIPT, *SLICED, "--memory-limit", "8m") as srv:
             self.check(srv, 100 * 1000, "ok")          # one pass
             self.check(srv, 1000 * 1000, "ok")         # slices
             self.check(srv, 5 * 1000 * 1000, "memory")  # 5 MB string fits, + ctx.body does not
@@ -404,7 +423,7 @@ class MemoryLimit(unittest.TestCase):
             self.assertEqual(len(srv.find_logs(msg="blob seen")), 3)
         # one pass: 650 KB held from the start, so the 200 KB string fits in 1 MB but not with
         # the body's 200 KB copy
-        with h.Server(SCRIPT, "--memory-limit", "1m", env={"BALLAST": "650"}) as srv:
+        with h.Server(SCRIPT, *SLICED, "--memory-limit", "1m", env={"BALLAST": "650"}) as srv:
             self.check(srv, 20 * 1000, "ok")
             self.check(srv, 200 * 1000, "refused")
             self.assertEqual(srv.find_logs(msg="handler failed"), [])
