@@ -149,6 +149,16 @@ static void outf(out_t *o, const char *fmt, ...)
     }
 }
 
+/* One series per big-body phase (lh_big_phase_t). */
+static void by_phase(out_t *o, const char *name, const char *type, const char *help,
+                     const double v[3])
+{
+    static const char *const phases[3] = {"check", "build", "collect"};
+    outf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (int i = 0; i < 3; i++)
+        outf(o, "%s{phase=\"%s\"} %.9g\n", name, phases[i], v[i]);
+}
+
 /* Action names come from the network, handler ids from file names: written as Prometheus
 ** label values, which escape only '\\', '"' and newline and must be UTF-8. Any other control
 ** character (CR, ESC, C1) and any byte that is not UTF-8 becomes U+FFFD: a scraper that
@@ -342,25 +352,18 @@ char *lh_metrics_render(const lh_metrics_t *m, size_t *len)
          (long long)m->connections_buffered, (unsigned long long)m->vm_generation,
          (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed,
          m->reload_seconds);
-    static const char *const big_phases[3] = {"check", "build", "collect"};
-    outf(&o, "# HELP luahook_big_body_slice_seconds_max Longest slice of work on big bodies "
-             "since start, by phase (check: validation; build: the tables, then the handlers' "
-             "start; collect: their garbage, after the event), in CPU time of the loop's thread.\n"
-             "# TYPE luahook_big_body_slice_seconds_max gauge\n");
+    double counts[3];
     for (int i = 0; i < 3; i++)
-        outf(&o, "luahook_big_body_slice_seconds_max{phase=\"%s\"} %.6f\n", big_phases[i],
-             m->big_slice_max[i]);
-    outf(&o, "# HELP luahook_big_body_slice_seconds_total CPU time big bodies held the loop, "
-             "in slices, by phase.\n"
-             "# TYPE luahook_big_body_slice_seconds_total counter\n");
-    for (int i = 0; i < 3; i++)
-        outf(&o, "luahook_big_body_slice_seconds_total{phase=\"%s\"} %.6f\n", big_phases[i],
-             m->big_slice_sum[i]);
-    outf(&o, "# HELP luahook_big_body_slices_total Slices of work on big bodies, by phase.\n"
-             "# TYPE luahook_big_body_slices_total counter\n");
-    for (int i = 0; i < 3; i++)
-        outf(&o, "luahook_big_body_slices_total{phase=\"%s\"} %llu\n", big_phases[i],
-             (unsigned long long)m->big_slices[i]);
+        counts[i] = (double)m->big_slices[i];
+    by_phase(&o, "luahook_big_body_slice_seconds_max", "gauge",
+             "Longest slice of work on big bodies since start, by phase (check: validation; "
+             "build: the tables, then the handlers' start; collect: their garbage, after the "
+             "event), in CPU time of the loop's thread.",
+             m->big_slice_max);
+    by_phase(&o, "luahook_big_body_slice_seconds_total", "counter",
+             "CPU time big bodies held the loop, in slices, by phase.", m->big_slice_sum);
+    by_phase(&o, "luahook_big_body_slices_total", "counter",
+             "Slices of work on big bodies, by phase.", counts);
     outf(&o,
          "# HELP luahook_store_keys Keys in the store.\n"
          "# TYPE luahook_store_keys gauge\n"

@@ -731,6 +731,41 @@ def free_port():
     return port
 
 
+def rss_kib(pid):
+    """The resident memory of process `pid` in KiB (VmRSS)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/%d/status" % pid)
+
+
+class SharedServer(unittest.TestCase):
+    """A test case whose tests share one server, started once: the Lua source SCRIPT (as
+    SCRIPT_NAME in a temporary folder) with the command-line ARGS; self.srv, self.port."""
+
+    SCRIPT = None
+    SCRIPT_NAME = "s.lua"
+    ARGS = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        try:
+            cls.srv = Server(cls.tmp.script(cls.SCRIPT_NAME, cls.SCRIPT), *cls.ARGS).start()
+        except BaseException:
+            cls.tmp.cleanup()
+            raise
+        cls.port = cls.srv.port
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.srv.stop(check=True)
+        finally:
+            cls.tmp.cleanup()
+
+
 def wait_until(pred, timeout=5.0 * SLOW, interval=0.01, what="condition"):
     deadline = time.monotonic() + timeout
     while True:

@@ -40,12 +40,6 @@ def chars_of(n):
     return sum(len(("task %d \u00e9t\u00e9 words" % i).encode()) for i in range(1, n + 1))
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
 
 
 class Probe(threading.Thread):
@@ -373,16 +367,16 @@ class MemoryBack(unittest.TestCase):
             pid = srv.proc.pid
             for i in range(50):  # warm: the baseline is a server that has served
                 self.assertEqual(h.post_event(srv.port, {"action": "PROBE", "i": i}).status, 200)
-            baseline = rss_kb(pid)
+            baseline = h.rss_kib(pid)
             r = h.post_event(srv.port, body, timeout=120)
             self.assertEqual(r.status, 200, r)
             srv.wait_log(lambda e: e.get("msg") == "big seen", timeout=120)
-            peak = rss_kb(pid)
-            h.wait_until(lambda: rss_kb(pid) <= 2 * baseline, timeout=30, interval=0.05,
+            peak = h.rss_kib(pid)
+            h.wait_until(lambda: h.rss_kib(pid) <= 2 * baseline, timeout=30, interval=0.05,
                          what="RSS back within 2x its baseline of %d kB (it was %d kB)"
                          % (baseline, peak))
             print("\nRSS: baseline %d kB, after the event %d kB, back to %d kB"
-                  % (baseline, peak, rss_kb(pid)), file=sys.stderr)
+                  % (baseline, peak, h.rss_kib(pid)), file=sys.stderr)
 
 
 class MemoryLimit(unittest.TestCase):

@@ -272,12 +272,6 @@ class Slots(unittest.TestCase):
                     self.assertEqual(r.status, 200, r)
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
 
 
 class Pipelining(unittest.TestCase):
@@ -339,7 +333,7 @@ class Pipelining(unittest.TestCase):
         with h.TempDir() as tmp, h.Server(tmp.script("ran.lua", SCRIPT), "--token", SECRET,
                                           "--log-level", "debug") as srv:
             data = self.pipelined("/metrics", 1000)  # 20 MB of requests, far past the buffers
-            before = rss_kib(srv.proc.pid)
+            before = h.rss_kib(srv.proc.pid)
             socks = []
             try:
                 for _ in range(self.CLIENTS):
@@ -353,7 +347,7 @@ class Pipelining(unittest.TestCase):
                 for n in sent:
                     self.assertLess(n, len(data), "the server read all 20 000 requests unanswered")
                 if not h.SANITIZED:  # ASan keeps freed memory in quarantine
-                    grown = rss_kib(srv.proc.pid) - before
+                    grown = h.rss_kib(srv.proc.pid) - before
                     self.assertLess(grown, self.CLIENTS * 1024,
                                     "RSS grew %d KiB for %d clients" % (grown, self.CLIENTS))
                 # each pause had the answers in flight bounded

@@ -182,12 +182,6 @@ class DefaultTimeout(Base):
         self.assertGreaterEqual(elapsed, 1.2)
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class MemoryLimit(Base):
@@ -200,7 +194,7 @@ class MemoryLimit(Base):
                 self.assert_stopped("MEM", "memory", "memory")
                 self.assert_alive()
                 self.assert_alive("BIG")    # 12 MB fit again: the failed run's memory is back
-                rss.append(rss_kib(self.srv.proc.pid))
+                rss.append(h.rss_kib(self.srv.proc.pid))
         self.assertEqual(self.metric("MEM", "memory"), 4)
         self.assertEqual(self.metric("MEM", "error"), 0)
         print("\n[memory] RSS after each failed MEM event (KiB): %s" % rss, file=sys.stderr)

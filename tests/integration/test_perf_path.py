@@ -39,19 +39,8 @@ def wait_held(test, port, pred, what):
         time.sleep(0.02)
 
 
-class IdleConnections(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.TempDir()
-        cls.srv = h.Server(cls.tmp.script("ran.lua", SCRIPT)).start()
-        cls.port = cls.srv.port
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.srv.stop(check=True)
-        finally:
-            cls.tmp.cleanup()
+class IdleConnections(h.SharedServer):
+    SCRIPT = SCRIPT
 
     def test_idle_keep_alive_connections_hold_no_request_buffer(self):
         base = held(self.port)
@@ -150,23 +139,13 @@ on("NAP", function(ev, ctx) sleep(ev.seconds); log.info("napped", { seq = ev.seq
 """
 
 
-class ReadsWhileHandling(unittest.TestCase):
+class ReadsWhileHandling(h.SharedServer):
     """Reads are not stopped and started again around each request handled later (--ack
     handled, a handler that waits): what arrives meanwhile is kept, in order, and a
     client's end of sending does not lose the answer it waits for."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.TempDir()
-        cls.srv = h.Server(cls.tmp.script("nap.lua", NAP_SCRIPT), "--ack", "handled").start()
-        cls.port = cls.srv.port
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.srv.stop(check=True)
-        finally:
-            cls.tmp.cleanup()
+    SCRIPT = NAP_SCRIPT
+    ARGS = ("--ack", "handled")
 
     def test_half_close_while_the_handler_waits(self):
         with h.Conn(self.port) as c:

@@ -82,12 +82,6 @@ def reload_counts(srv):
             m.get("luahook_vm_generation", None))
 
 
-def vm_rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/%d/status" % pid)
 
 
 def log_time(line):
@@ -620,7 +614,7 @@ class ManyReloads(unittest.TestCase):
                     if i in (10, total):
                         h.request(srv.port, "GET", "/healthz")   # wake the loop (reaper)
                         time.sleep(0.2)
-                        rss[i] = vm_rss_kb(pid)
+                        rss[i] = h.rss_kib(pid)
                 elapsed = time.monotonic() - t0
                 self.assertEqual(reload_counts(srv), (float(total), 0.0, float(total + 1)))
                 say("RSS: %d kB after 10 reloads, %d kB after %d reloads (%+.1f%%); "
