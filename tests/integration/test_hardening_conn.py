@@ -42,21 +42,11 @@ def expect_refusal(test, port, raw, status, reason_part):
     return r
 
 
-class Framing(unittest.TestCase):
+class Framing(h.SharedServer):
     """Defect 2: strict llhttp, and what it leaves to us. And defect 11's codings."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = h.TempDir()
-        cls.srv = h.Server(cls.tmp.script("ran.lua", SCRIPT)).start()
-        cls.port = cls.srv.port
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.srv.stop(check=True)
-        finally:
-            cls.tmp.cleanup()
+    SCRIPT = SCRIPT
+    SCRIPT_NAME = "ran.lua"
 
     def test_two_bytes_after_chunk_data_are_not_its_crlf(self):
         """Lenient llhttp took any two bytes for the CRLF: the request behind them ran."""
