@@ -222,6 +222,7 @@ static const row_case_t row_cases[] = {
     {"token", "tok-a", "tok-b", ""},
     {"auth-header", "X-Secret", "X-Other", ""},
     {"max-body", "2k", "3m", "0"},
+    {"big-body", "256k", "2m", "0"},
     {"max-header", "300", "1k", "255"},
     {"max-connections", "7", "8", "10000001"},
     {"max-pending", "9", "1k", "0"},
