@@ -19,6 +19,7 @@
 #include <lualib.h>
 
 #include "json.h"
+#include "same_value.h"
 
 static void fail(lua_State *L, const char *why)
 {
@@ -54,51 +55,6 @@ static int decode(lua_State *L)
     return d->ok ? 1 : 0;
 }
 
-/* 1 when the values at a and b are the same JSON value */
-static int same(lua_State *L, int a, int b, int depth)
-{
-    a = lua_absindex(L, a), b = lua_absindex(L, b);
-    int t = lua_type(L, a);
-    if (t != lua_type(L, b))
-        return 0;
-    switch (t) {
-    case LUA_TNUMBER:
-        if (lua_isinteger(L, a) != lua_isinteger(L, b))
-            return 0;
-        if (lua_isinteger(L, a))
-            return lua_tointeger(L, a) == lua_tointeger(L, b);
-        else {
-            lua_Number x = lua_tonumber(L, a), y = lua_tonumber(L, b);
-            return memcmp(&x, &y, sizeof(x)) == 0; /* -0.0 stays -0.0 */
-        }
-    case LUA_TTABLE:
-        break;
-    default:
-        return lua_rawequal(L, a, b);
-    }
-    assert(depth <= LH_JSON_MAX_DEPTH + 1);
-    if (lh_json_marked(L, a) != lh_json_marked(L, b))
-        return 0;
-    size_t na = 0, nb = 0;
-    lua_pushnil(L);          /* k */
-    while (lua_next(L, a)) { /* k va */
-        na++;
-        lua_pushvalue(L, -2); /* k va k */
-        lua_rawget(L, b);     /* k va vb */
-        int eq = !lua_isnil(L, -1) && same(L, -2, -1, depth + 1);
-        lua_pop(L, 2); /* k */
-        if (!eq) {
-            lua_pop(L, 1);
-            return 0;
-        }
-    }
-    lua_pushnil(L);
-    while (lua_next(L, b)) {
-        nb++;
-        lua_pop(L, 1);
-    }
-    return na == nb;
-}
 
 /*
 ** The same input again in a state whose allocator fails the Nth allocation (N from the
@@ -216,7 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fail(L, "the encoder's text does not decode");
     }
     /* 1: v1, 2: t1, 3: v2 */
-    if (d1.type != d2.type || !same(L, 1, 3, 0))
+    if (d1.type != d2.type || !same_value(L, 1, 3, 0))
         fail(L, "decode(encode(decode(x))) differs from decode(x)");
     lua_pushcfunction(L, encode);
     lua_pushvalue(L, 3);

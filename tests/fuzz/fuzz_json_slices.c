@@ -19,6 +19,7 @@
 #include <lauxlib.h>
 
 #include "json.h"
+#include "same_value.h"
 
 static void fail(const char *why, const char *a, const char *b)
 {
@@ -26,45 +27,6 @@ static void fail(const char *why, const char *a, const char *b)
     abort();
 }
 
-/* 1 when the values at a and b are the same JSON value */
-static int same(lua_State *L, int a, int b)
-{
-    a = lua_absindex(L, a), b = lua_absindex(L, b);
-    int t = lua_type(L, a);
-    if (t != lua_type(L, b))
-        return 0;
-    if (t == LUA_TNUMBER) {
-        if (lua_isinteger(L, a) != lua_isinteger(L, b))
-            return 0;
-        if (lua_isinteger(L, a))
-            return lua_tointeger(L, a) == lua_tointeger(L, b);
-        lua_Number x = lua_tonumber(L, a), y = lua_tonumber(L, b);
-        return memcmp(&x, &y, sizeof(x)) == 0;
-    }
-    if (t != LUA_TTABLE)
-        return lua_rawequal(L, a, b);
-    if (lh_json_marked(L, a) != lh_json_marked(L, b))
-        return 0;
-    size_t na = 0, nb = 0;
-    lua_pushnil(L);
-    while (lua_next(L, a)) {
-        na++;
-        lua_pushvalue(L, -2);
-        lua_rawget(L, b);
-        int eq = !lua_isnil(L, -1) && same(L, -2, -1);
-        lua_pop(L, 2);
-        if (!eq) {
-            lua_pop(L, 1);
-            return 0;
-        }
-    }
-    lua_pushnil(L);
-    while (lua_next(L, b)) {
-        nb++;
-        lua_pop(L, 1);
-    }
-    return na == nb;
-}
 
 typedef struct {
     const char *s;
@@ -155,7 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
              r.sliced ? "taken" : r.serr);
     if (!r.whole && strcmp(r.serr, r.werr) != 0)
         fail("building in slices refuses with another message", r.werr, r.serr);
-    if (r.whole && (r.stype != r.wtype || !same(L, 1, 2)))
+    if (r.whole && (r.stype != r.wtype || !same_value(L, 1, 2, 0)))
         fail("building in slices gives another value", "", "");
     lua_settop(L, 0);
     return 0;
