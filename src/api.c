@@ -9,6 +9,7 @@
 #include <sys/time.h>
 
 #include "console.h"
+#include "journal.h"
 #include "journal_query.h"
 #include "live.h"
 #include "log.h"
@@ -470,6 +471,30 @@ static void on_work_done(uv_work_t *w, int status)
     start_next(api);
 }
 
+/* Queues the running job's query on the pool; 0, or -1 when it could not (answered). */
+static int run_job(lh_api_t *api)
+{
+    job_t *j = api->running;
+    j->work.data = j;
+    int rc = uv_queue_work(api->app->loop, &j->work, on_work, on_work_done);
+    if (rc == 0)
+        return 0;
+    api->running = NULL; /* the callbacks never run: answer here */
+    if (lh_conn_is_open(j->c))
+        answer_error(j->c, 500, NULL, uv_strerror(rc));
+    lh_conn_unref(j->c);
+    job_free(j);
+    return -1;
+}
+
+/* The index caught up with every event answered before the job started. */
+static void index_ready(void *data)
+{
+    lh_api_t *api = data;
+    if (run_job(api) != 0)
+        start_next(api);
+}
+
 static void start_next(lh_api_t *api)
 {
     while (api->running == NULL && api->head != NULL) {
@@ -477,16 +502,13 @@ static void start_next(lh_api_t *api)
         api->head = j->next;
         if (api->head == NULL)
             api->tail = NULL;
-        j->work.data = j;
         api->running = j;
-        int rc = uv_queue_work(api->app->loop, &j->work, on_work, on_work_done);
-        if (rc == 0)
+        /* an event answered 200 is in the log at once and in the database (the log's index)
+        ** a few ms later: the API reads its own server's events */
+        if (lh_journal_index_wait(api->app->journal, index_ready, api))
             return;
-        api->running = NULL; /* the callbacks never run: answer here */
-        if (lh_conn_is_open(j->c))
-            answer_error(j->c, 500, NULL, uv_strerror(rc));
-        lh_conn_unref(j->c);
-        job_free(j);
+        if (run_job(api) == 0)
+            return;
     }
 }
 

@@ -6,10 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include "jlog.h"
+#include "journal_dedup.h"
+#include "journal_record.h"
 #include "log.h"
 
 /* How often the scheduler looks in the database for due runs (replay's "within a
@@ -22,12 +27,22 @@
 #define PRUNE_STEP     8 /* over the size bound: deleted this many at a time */
 /* The counts for /metrics, every this many takes. */
 #define STATS_EVERY 4
+/* The index (the database) takes the log's records in commits at most this often under
+** load, or of at most this many records: fewer, fuller commits cost less per event. Idle,
+** a record goes at once. A failed commit is tried again after INDEX_RETRY_MS. */
+#define INDEX_EVERY_MS 10
+#define INDEX_MAX      2048
+#define INDEX_RETRY_MS 500
+/* Records applied per transaction when the index catches up at start-up. */
+#define REPLAY_BATCH 1000
+/* Segments looked at per retention pass. */
+#define RETIRE_MAX 8
 
 /* Statements of the writer thread, prepared on first use. */
 enum {
-    S_DUP,
     S_INS_DELIVERY,
     S_INS_RUN,
+    S_INS_RUN_ENDED,
     S_INS_ATTEMPT,
     S_END_RUN,
     S_COUNT_RUNS,
@@ -41,20 +56,26 @@ enum {
     S_DEL_RUNS,
     S_DEL_DELIVERY,
     S_DEL_BODY,
-    S_INS_BODY,
+    S_APPLIED,
+    S_SEG_NOTE,
+    S_SEGS,
+    S_SEG_BODIES,
+    S_MOVE_BODY,
+    S_BODY_MOVED,
+    S_SEG_GONE,
     S_COUNT_
 };
 
 static const char *const sql[S_COUNT_] = {
-    [S_DUP] = "SELECT id FROM deliveries WHERE digest = ?1 AND received >= ?2"
-              " AND duplicate_of IS NULL ORDER BY id LIMIT 1",
-    [S_INS_DELIVERY] = "INSERT INTO deliveries(delivery, received, path, remote, action, project,"
-                       " headers, digest, duplicate_of, status, finished)"
-                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?12)",
-    [S_INS_BODY] = "INSERT INTO bodies(id, body) VALUES (?1, ?2)",
-    [S_INS_RUN] =
-        "INSERT OR REPLACE INTO runs(delivery, handler, state, attempts, next_at, updated)"
-        " VALUES (?1, ?2, 'running', 1, NULL, ?3)",
+    [S_INS_DELIVERY] = "INSERT OR IGNORE INTO deliveries(id, delivery, received, path, remote,"
+                       " action, project, headers, digest, duplicate_of, status, finished,"
+                       " body_at, body_len)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    [S_INS_RUN] = "INSERT OR IGNORE INTO runs(delivery, handler, state, attempts, next_at, updated)"
+                  " VALUES (?1, ?2, 'running', 1, NULL, ?3)",
+    [S_INS_RUN_ENDED] = "INSERT OR IGNORE INTO runs(delivery, handler, state, attempts, next_at,"
+                        " error, traceback, updated, started)"
+                        " VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)",
     [S_INS_ATTEMPT] = "INSERT OR REPLACE INTO attempts(delivery, handler, n, started, ended,"
                       " outcome, error, traceback) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [S_END_RUN] = "UPDATE runs SET state = ?4, next_at = ?5, error = ?6, traceback = ?7,"
@@ -66,9 +87,10 @@ static const char *const sql[S_COUNT_] = {
                      " FROM runs WHERE delivery = ?1",
     [S_SET_STATUS] = "UPDATE deliveries SET status = ?2, finished = ?3"
                      " WHERE id = ?1 AND status <> 'duplicate'",
+    /* the body: in `bodies` when its segment went before it, else in the log */
     [S_DUE] = "SELECT r.delivery, r.handler, r.attempts, d.delivery, d.received, d.path,"
-              " d.remote, d.headers, b.body FROM runs r JOIN deliveries d ON d.id = r.delivery"
-              " JOIN bodies b ON b.id = d.id"
+              " d.remote, d.headers, b.body, d.body_at, d.body_len FROM runs r"
+              " JOIN deliveries d ON d.id = r.delivery LEFT JOIN bodies b ON b.id = d.id"
               " WHERE r.state <> 'ok' AND r.state IN ('pending', 'retrying') AND r.next_at <= ?1"
               " ORDER BY r.next_at LIMIT ?2",
     [S_CLAIM] = "UPDATE runs SET state = 'running', attempts = attempts + 1, updated = ?3"
@@ -86,25 +108,54 @@ static const char *const sql[S_COUNT_] = {
     [S_DEL_RUNS] = "DELETE FROM runs WHERE delivery = ?1",
     [S_DEL_DELIVERY] = "DELETE FROM deliveries WHERE id = ?1",
     [S_DEL_BODY] = "DELETE FROM bodies WHERE id = ?1",
+    [S_APPLIED] = "UPDATE journal_log SET applied = ?1 WHERE id = 1 AND applied < ?1",
+    [S_SEG_NOTE] = "INSERT INTO journal_segments(seg, first_id, last_id) VALUES (?1, ?2, ?3)"
+                   " ON CONFLICT(seg) DO UPDATE SET first_id = coalesce(first_id, ?2),"
+                   " last_id = coalesce(?3, last_id)",
+    [S_SEGS] = "SELECT seg, first_id, last_id FROM journal_segments WHERE seg < ?1 ORDER BY seg"
+               " LIMIT ?2",
+    [S_SEG_BODIES] = "SELECT id, body_at, body_len, received FROM deliveries"
+                     " WHERE id BETWEEN ?1 AND ?2 AND body_at IS NOT NULL",
+    [S_MOVE_BODY] = "INSERT OR REPLACE INTO bodies(id, body) VALUES (?1, ?2)",
+    [S_BODY_MOVED] = "UPDATE deliveries SET body_at = NULL WHERE id = ?1",
+    [S_SEG_GONE] = "DELETE FROM journal_segments WHERE seg = ?1",
 };
+
+typedef struct end_s end_t;
 
 struct lh_journal_s {
     lh_state_t *st; /* borrowed */
+    lh_jlog_t *log; /* owned: the point of durability */
+    char *dir;      /* owned: the state folder */
     lh_journal_config_t cfg;
     sqlite3_stmt *s[S_COUNT_]; /* the writer's */
     uv_loop_t *loop;
-    uv_timer_t take_timer, prune_timer;
+    uv_timer_t take_timer, prune_timer, index_timer;
     int timers_open, closed;
     lh_journal_hooks_t hooks;
     lh_metrics_t *metrics; /* borrowed; NULL: none */
     /* the loop's view */
-    int taking, pruning;       /* an op of that kind is queued */
-    unsigned takes;            /* take ops sent: every STATS_EVERY-th also counts */
-    double next_due;           /* earliest next_at the loop knows of; 0: none */
-    uint64_t used_bytes;       /* database pages in use, at the last count, plus accepts since */
-    int full;                  /* over --journal-max-size, and the last prune found nothing */
-    uint64_t prune_every;      /* ms between retention passes */
-    struct end_s *failed_ends; /* ends whose commit failed, to queue again */
+    int taking, pruning;  /* an op of that kind is queued */
+    unsigned takes;       /* take ops sent: every STATS_EVERY-th also counts */
+    double next_due;      /* earliest next_at the loop knows of; 0: none */
+    uint64_t used_bytes;  /* database pages in use, at the last count, plus accepts since */
+    uint64_t db_bytes;    /* the database file, at the last count */
+    int full;             /* over --journal-max-size, and the last prune found nothing */
+    uint64_t prune_every; /* ms between retention passes */
+    int64_t next_jid;     /* ids are given here, in the log's order */
+    end_t *failed_ends;   /* ends the log could not take, to append again */
+    /* ends waiting for the store writes made before them (lh_state_flush) */
+    end_t *waiting;
+    int flushing;
+    uint64_t flush_target, store_durable;
+    /* records written to the log, not yet in the index */
+    lh_jlog_rec_t *ix_head, *ix_tail;
+    size_t ix_n;
+    uint64_t ix_pushed, ix_applied; /* records given to the index, and applied (or failed) */
+    struct ix_waiter_s *waiters;    /* lh_journal_index_wait */
+    int ix_busy;                    /* an index op is queued */
+    uint64_t ix_last;               /* uv_now of the last index commit's end */
+    lh_dedup_t dedup;               /* --dedup-window */
 };
 
 static double now_unix(void)
@@ -129,14 +180,6 @@ static int step_done(sqlite3 *db, sqlite3_stmt *s)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : sqlite3_errcode(db);
-}
-
-static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
-{
-    if (v != NULL)
-        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(s, i);
 }
 
 static int set_status(lh_journal_t *j, sqlite3 *db, int64_t id, const char *status, int final,
@@ -269,30 +312,424 @@ fail:
     return -1;
 }
 
-lh_journal_t *lh_journal_open(lh_state_t *st, const lh_journal_config_t *cfg, char *err,
-                              size_t errlen)
+static void bind_str(sqlite3_stmt *s, int i, const char *v, size_t n)
 {
-    lh_journal_t *j = calloc(1, sizeof(*j));
-    if (j == NULL) {
-        snprintf(err, errlen, "journal: out of memory");
-        return NULL;
+    if (v != NULL)
+        sqlite3_bind_text(s, i, v, (int)n, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+/* ------------------------------------------------------------------ the index (writer) */
+
+static int insert_attempt(lh_journal_t *j, sqlite3 *db, const lh_jrec_end_t *e);
+
+/* An event record into deliveries and runs. `fin`: the end of its one run's first attempt,
+** from the same batch: the rows are written as they end up, not written twice. */
+static int apply_event(lh_journal_t *j, sqlite3 *db, const lh_jrec_event_t *v, uint64_t body_at,
+                       size_t body_len, const lh_jrec_end_t *fin)
+{
+    int rc;
+    sqlite3_stmt *s = stmt(j, db, S_INS_DELIVERY);
+    if (s == NULL)
+        return sqlite3_errcode(db);
+    int dup = v->dup_of != 0, final = dup || v->nhandlers == 0;
+    if (dup || v->nhandlers != 1)
+        fin = NULL;
+    sqlite3_bind_int64(s, 1, v->id);
+    sqlite3_bind_text(s, 2, v->delivery, (int)v->delivery_len, SQLITE_STATIC);
+    sqlite3_bind_double(s, 3, v->received);
+    sqlite3_bind_text(s, 4, v->path, (int)v->path_len, SQLITE_STATIC);
+    bind_str(s, 5, v->remote, v->remote_len);
+    bind_str(s, 6, v->action, v->action_len);
+    if (v->has_project)
+        sqlite3_bind_int64(s, 7, v->project);
+    sqlite3_bind_text(s, 8, v->headers, (int)v->headers_len, SQLITE_STATIC);
+    if (v->digest != NULL)
+        sqlite3_bind_blob(s, 9, v->digest, 32, SQLITE_STATIC);
+    if (dup)
+        sqlite3_bind_int64(s, 10, v->dup_of);
+    sqlite3_bind_text(s, 11,
+                      dup            ? "duplicate"
+                      : fin          ? lh_run_state_name(fin->state)
+                      : v->nhandlers ? "pending"
+                                     : "none",
+                      -1, SQLITE_STATIC);
+    if (final)
+        sqlite3_bind_double(s, 12, v->received);
+    else if (fin && (fin->state == LH_RUN_OK || fin->state == LH_RUN_DEAD))
+        sqlite3_bind_double(s, 12, fin->ended);
+    sqlite3_bind_int64(s, 13, (int64_t)body_at);
+    sqlite3_bind_int64(s, 14, (int64_t)body_len);
+    if ((rc = step_done(db, s)) != SQLITE_OK || dup)
+        return rc;
+    if (fin != NULL) {
+        sqlite3_stmt *f = stmt(j, db, S_INS_RUN_ENDED);
+        if (f == NULL)
+            return sqlite3_errcode(db);
+        sqlite3_bind_int64(f, 1, v->id);
+        sqlite3_bind_text(f, 2, fin->handler, (int)fin->handler_len, SQLITE_STATIC);
+        sqlite3_bind_text(f, 3, lh_run_state_name(fin->state), -1, SQLITE_STATIC);
+        if (fin->next_at > 0)
+            sqlite3_bind_double(f, 4, fin->next_at);
+        bind_str(f, 5, fin->error, fin->error_len);
+        bind_str(f, 6, fin->traceback, fin->traceback_len);
+        sqlite3_bind_double(f, 7, fin->ended);
+        sqlite3_bind_double(f, 8, fin->started);
+        if ((rc = step_done(db, f)) != SQLITE_OK)
+            return rc;
+        return fin->state == LH_RUN_OK ? SQLITE_OK : insert_attempt(j, db, fin);
     }
-    j->st = st;
-    j->cfg = *cfg;
-    /* a short --keep is kept to, within a quarter of it */
-    double every = cfg->keep < cfg->keep_dead ? cfg->keep : cfg->keep_dead;
-    every = every / 4 * 1000;
-    j->prune_every = every < 100 ? 100 : every > PRUNE_EVERY_MS ? PRUNE_EVERY_MS : (uint64_t)every;
-    sqlite3 *db = lh_state_db(st);
-    /* the WAL is cut back after each checkpoint: it cannot grow without bound */
-    if (lh_state_set_sync(st, cfg->sync_full, err, errlen) != 0 ||
-        sqlite3_exec(db, "PRAGMA journal_size_limit = 16777216", 0, 0, 0) != SQLITE_OK ||
-        recover(j, db, err, errlen) != 0) {
-        lh_journal_free(j);
-        return NULL;
+    sqlite3_stmt *r = stmt(j, db, S_INS_RUN);
+    if (r == NULL)
+        return sqlite3_errcode(db);
+    lh_jrec_event_t h = *v;
+    for (uint32_t i = 0; i < v->nhandlers; i++) {
+        size_t hl;
+        const char *name = lh_jrec_event_handler(&h, &hl);
+        if (name == NULL)
+            return SQLITE_CORRUPT;
+        sqlite3_bind_int64(r, 1, v->id);
+        sqlite3_bind_text(r, 2, name, (int)hl, SQLITE_STATIC);
+        sqlite3_bind_double(r, 3, v->received);
+        if ((rc = step_done(db, r)) != SQLITE_OK)
+            return rc;
     }
-    /* the statements recovery prepared belong to the writer from here */
-    return j;
+    return SQLITE_OK;
+}
+
+static int insert_attempt(lh_journal_t *j, sqlite3 *db, const lh_jrec_end_t *e)
+{
+    sqlite3_stmt *a = stmt(j, db, S_INS_ATTEMPT);
+    if (a == NULL)
+        return sqlite3_errcode(db);
+    sqlite3_bind_int64(a, 1, e->id);
+    sqlite3_bind_text(a, 2, e->handler, (int)e->handler_len, SQLITE_STATIC);
+    sqlite3_bind_int(a, 3, e->attempt);
+    sqlite3_bind_double(a, 4, e->started);
+    sqlite3_bind_double(a, 5, e->ended);
+    sqlite3_bind_text(a, 6, e->outcome, (int)e->outcome_len, SQLITE_STATIC);
+    bind_str(a, 7, e->error, e->error_len);
+    bind_str(a, 8, e->traceback, e->traceback_len);
+    return step_done(db, a);
+}
+
+/* An attempt's end record into runs, attempts and the delivery's status. */
+static int apply_end(lh_journal_t *j, sqlite3 *db, const lh_jrec_end_t *e)
+{
+    sqlite3_stmt *r = stmt(j, db, S_END_RUN);
+    int rc;
+    if (r == NULL)
+        return sqlite3_errcode(db);
+    sqlite3_bind_int64(r, 1, e->id);
+    sqlite3_bind_text(r, 2, e->handler, (int)e->handler_len, SQLITE_STATIC);
+    sqlite3_bind_int(r, 3, e->attempt);
+    sqlite3_bind_text(r, 4, lh_run_state_name(e->state), -1, SQLITE_STATIC);
+    if (e->next_at > 0)
+        sqlite3_bind_double(r, 5, e->next_at);
+    bind_str(r, 6, e->error, e->error_len);
+    bind_str(r, 7, e->traceback, e->traceback_len);
+    sqlite3_bind_double(r, 8, e->ended);
+    sqlite3_bind_double(r, 9, e->started);
+    if ((rc = step_done(db, r)) != SQLITE_OK)
+        return rc;
+    int ended = sqlite3_changes(db) == 1;
+    /* the common case, a first attempt that ended ok, is told by its run's row alone
+    ** (journal_query shows it as attempt 1): one row fewer to write per event */
+    if ((e->attempt != 1 || e->state != LH_RUN_OK || !ended) &&
+        (rc = insert_attempt(j, db, e)) != SQLITE_OK)
+        return rc;
+    if (e->only_run && ended) /* no count to make */
+        return set_status(j, db, e->id, lh_run_state_name(e->state),
+                          e->state == LH_RUN_OK || e->state == LH_RUN_DEAD, e->ended);
+    return refresh_status(j, db, e->id, e->ended);
+}
+
+/* What one index transaction applies: the ids each segment's events took. */
+typedef struct seg_note_s {
+    uint32_t seg;
+    int64_t first, last; /* 0: no event in it */
+} seg_note_t;
+
+typedef struct apply_s {
+    seg_note_t notes[8];
+    int nnotes;
+    uint64_t applied; /* the end of the last record applied */
+} apply_t;
+
+static void note_segment(apply_t *x, uint32_t seg, int64_t id)
+{
+    seg_note_t *n = x->nnotes ? &x->notes[x->nnotes - 1] : NULL;
+    if (n == NULL || n->seg != seg) {
+        if (x->nnotes == (int)(sizeof(x->notes) / sizeof(x->notes[0]))) {
+            n = &x->notes[x->nnotes - 1]; /* a batch over 8 segments: keep the span */
+            n->seg = seg;
+        } else {
+            n = &x->notes[x->nnotes++];
+            *n = (seg_note_t){seg, 0, 0};
+        }
+    }
+    if (id > 0) {
+        if (n->first == 0)
+            n->first = id;
+        n->last = id;
+    }
+}
+
+static int apply_record(lh_journal_t *j, sqlite3 *db, apply_t *x, uint32_t type,
+                        const unsigned char *meta, size_t meta_len, uint64_t at, uint64_t body_at,
+                        size_t body_len, uint64_t end)
+{
+    int rc = SQLITE_OK;
+    if (type == LH_JLOG_EVENT) {
+        lh_jrec_event_t v;
+        if (lh_jrec_event_read(meta, meta_len, &v) != 0)
+            return SQLITE_CORRUPT;
+        rc = apply_event(j, db, &v, body_at, body_len, NULL);
+        note_segment(x, (uint32_t)(at >> 32), v.id);
+    } else if (type == LH_JLOG_END) {
+        lh_jrec_end_t e;
+        if (lh_jrec_end_read(meta, meta_len, &e) != 0)
+            return SQLITE_CORRUPT;
+        rc = apply_end(j, db, &e);
+        note_segment(x, (uint32_t)(at >> 32), 0);
+    }
+    if (end > x->applied)
+        x->applied = end;
+    return rc;
+}
+
+/* The position applied up to, and the segments' ids, in the same transaction. */
+static int apply_finish(lh_journal_t *j, sqlite3 *db, apply_t *x)
+{
+    int rc;
+    sqlite3_stmt *s = stmt(j, db, S_SEG_NOTE), *a = stmt(j, db, S_APPLIED);
+    if (s == NULL || a == NULL)
+        return sqlite3_errcode(db);
+    for (int i = 0; i < x->nnotes; i++) {
+        sqlite3_bind_int64(s, 1, x->notes[i].seg);
+        if (x->notes[i].first > 0) {
+            sqlite3_bind_int64(s, 2, x->notes[i].first);
+            sqlite3_bind_int64(s, 3, x->notes[i].last);
+        }
+        if ((rc = step_done(db, s)) != SQLITE_OK)
+            return rc;
+    }
+    sqlite3_bind_int64(a, 1, (int64_t)x->applied);
+    return step_done(db, a);
+}
+
+typedef struct index_op_s {
+    lh_journal_t *j;
+    lh_jlog_rec_t *recs; /* in the log's order */
+    size_t n;
+} index_op_t;
+
+/* The ends of first attempts of one-run events in a batch, by event id: such an event and
+** its end, committed together, are written once as they end up. */
+typedef struct fin_s {
+    int64_t id;
+    const lh_jlog_rec_t *rec;
+    int used;
+} fin_t;
+
+static fin_t *fin_find(fin_t *t, size_t cap, int64_t id)
+{
+    for (size_t k = (size_t)id & (cap - 1);; k = (k + 1) & (cap - 1))
+        if (t[k].rec == NULL || t[k].id == id)
+            return &t[k];
+}
+
+static int w_index(sqlite3 *db, void *data)
+{
+    index_op_t *op = data;
+    lh_journal_t *j = op->j;
+    apply_t x = {0};
+    int rc = SQLITE_OK;
+    size_t cap = 16;
+    while (cap < op->n * 2)
+        cap *= 2;
+    fin_t *fins = calloc(cap, sizeof(*fins)); /* NULL: each record alone */
+    for (lh_jlog_rec_t *r = op->recs; fins && r; r = r->next) {
+        lh_jrec_end_t e;
+        if (r->type == LH_JLOG_END && lh_jrec_end_read(r->meta, r->meta_len, &e) == 0 &&
+            e.attempt == 1 && e.only_run) {
+            fin_t *f = fin_find(fins, cap, e.id);
+            if (f->rec == NULL)
+                *f = (fin_t){e.id, r, 0};
+        }
+    }
+    for (lh_jlog_rec_t *r = op->recs; r && rc == SQLITE_OK; r = r->next) {
+        lh_jrec_event_t v;
+        lh_jrec_end_t e;
+        fin_t *f = NULL;
+        if (fins && r->type == LH_JLOG_EVENT && lh_jrec_event_read(r->meta, r->meta_len, &v) == 0 &&
+            (f = fin_find(fins, cap, v.id))->rec != NULL &&
+            lh_jrec_end_read(f->rec->meta, f->rec->meta_len, &e) == 0) {
+            rc = apply_event(j, db, &v, r->body_at, r->body_len, &e);
+            f->used = v.nhandlers == 1 && v.dup_of == 0;
+            note_segment(&x, (uint32_t)(r->at >> 32), v.id);
+            x.applied = lh_jlog_rec_end(r);
+            continue;
+        }
+        if (fins && r->type == LH_JLOG_END && lh_jrec_end_read(r->meta, r->meta_len, &e) == 0 &&
+            (f = fin_find(fins, cap, e.id))->rec == r && f->used) {
+            note_segment(&x, (uint32_t)(r->at >> 32), 0); /* written with its event */
+            x.applied = lh_jlog_rec_end(r);
+            continue;
+        }
+        rc = apply_record(j, db, &x, r->type, r->meta, r->meta_len, r->at, r->body_at, r->body_len,
+                          lh_jlog_rec_end(r));
+        if (rc == SQLITE_CORRUPT) { /* our own bytes: cannot be, but never stop the index */
+            LH_LOG(LH_ERROR, "journal: a log record at %llu could not be read: left out",
+                   (unsigned long long)r->at);
+            rc = SQLITE_OK;
+        }
+    }
+    free(fins);
+    return rc == SQLITE_OK ? apply_finish(j, db, &x) : rc;
+}
+
+/* ------------------------------------------------------------------ the index (loop) */
+
+static void index_kick(lh_journal_t *j);
+static void on_index_timer(uv_timer_t *h);
+
+static void free_recs(lh_jlog_rec_t *r)
+{
+    while (r) {
+        lh_jlog_rec_t *next = r->next;
+        free(r);
+        r = next;
+    }
+}
+
+typedef struct ix_waiter_s {
+    struct ix_waiter_s *next;
+    uint64_t upto; /* ix_pushed when it came */
+    void (*cb)(void *data);
+    void *data;
+} ix_waiter_t;
+
+/* Calls the waiters the index has caught up with (`all`: every one). */
+static void release_waiters(lh_journal_t *j, int all)
+{
+    ix_waiter_t **p = &j->waiters, *ready = NULL, **tail = &ready;
+    while (*p) {
+        ix_waiter_t *w = *p;
+        if (all || w->upto <= j->ix_applied) {
+            *p = w->next;
+            w->next = NULL;
+            *tail = w, tail = &w->next;
+        } else {
+            p = &w->next;
+        }
+    }
+    while (ready) {
+        ix_waiter_t *w = ready;
+        ready = w->next;
+        w->cb(w->data);
+        free(w);
+    }
+}
+
+static void index_done(void *data, int status)
+{
+    index_op_t *op = data;
+    lh_journal_t *j = op->j;
+    j->ix_busy = 0;
+    j->ix_last = uv_now(j->loop);
+    j->ix_applied += op->n;
+    if (status < 0) {
+        /* the disk refused: the records stay in the log, and go to the index again */
+        lh_jlog_rec_t *tail = op->recs;
+        while (tail->next)
+            tail = tail->next;
+        tail->next = j->ix_head;
+        j->ix_head = op->recs;
+        if (j->ix_tail == NULL)
+            j->ix_tail = tail;
+        j->ix_n += op->n;
+        char msg[256];
+        lh_state_last_error(j->st, msg, sizeof(msg));
+        lh_field_t f[] = {LH_FIELD("error", msg)};
+        lh_log_fields(LH_WARN, "journal: the index could not take the log's records: tried again",
+                      f, 1);
+        if (j->timers_open && !j->closed)
+            uv_timer_start(&j->index_timer, on_index_timer, INDEX_RETRY_MS, 0);
+    } else {
+        free_recs(op->recs);
+    }
+    free(op);
+    release_waiters(j, status < 0);
+    if (status >= 0)
+        index_kick(j);
+}
+
+static void index_send(lh_journal_t *j)
+{
+    index_op_t *op = malloc(sizeof(*op));
+    if (op == NULL) {
+        release_waiters(j, 1);
+        return; /* tried again with the next record */
+    }
+    op->j = j;
+    op->recs = j->ix_head;
+    op->n = j->ix_n;
+    if (lh_state_call(j->st, w_index, index_done, op) != 0) {
+        free(op);
+        release_waiters(j, 1);
+        return;
+    }
+    j->ix_head = j->ix_tail = NULL;
+    j->ix_n = 0;
+    j->ix_busy = 1;
+}
+
+/* Sends what waits for the index: at once when idle, else at most every INDEX_EVERY_MS. */
+static void index_kick(lh_journal_t *j)
+{
+    if (j->ix_busy || j->ix_head == NULL)
+        return;
+    if (j->loop == NULL || j->closed || !j->timers_open) {
+        index_send(j);
+        return;
+    }
+    uint64_t now = uv_now(j->loop), since = now - j->ix_last;
+    if (j->ix_n >= INDEX_MAX || since >= INDEX_EVERY_MS || j->waiters != NULL) {
+        index_send(j);
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&j->index_timer))
+        uv_timer_start(&j->index_timer, on_index_timer, INDEX_EVERY_MS - since, 0);
+}
+
+int lh_journal_index_wait(lh_journal_t *j, void (*cb)(void *data), void *data)
+{
+    if (j == NULL || j->ix_applied >= j->ix_pushed)
+        return 0;
+    ix_waiter_t *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return 0; /* reads what the database has */
+    *w = (ix_waiter_t){j->waiters, j->ix_pushed, cb, data};
+    j->waiters = w;
+    if (j->timers_open && uv_is_active((uv_handle_t *)&j->index_timer))
+        uv_timer_stop(&j->index_timer);
+    index_kick(j);
+    return 1;
+}
+
+static void index_push(lh_journal_t *j, lh_jlog_rec_t *r)
+{
+    j->ix_pushed++;
+    r->next = NULL;
+    if (j->ix_tail)
+        j->ix_tail->next = r;
+    else
+        j->ix_head = r;
+    j->ix_tail = r;
+    j->ix_n++;
+    index_kick(j);
 }
 
 /* ------------------------------------------------------------------ accept */
@@ -302,91 +739,18 @@ typedef struct accept_s {
     lh_journal_accept_cb cb;
     void *data;
     uint64_t queued_ns;
-    double received;
-    int has_project, has_digest;
-    int64_t project;
-    int64_t jid, dup_of; /* the writer's answers */
-    unsigned char digest[32];
-    const char *delivery, *path, *remote, *action, *headers; /* into mem */
-    const char *body;                                        /* borrowed */
-    size_t path_len, headers_len, body_len;
-    char **handlers; /* into mem */
-    size_t nhandlers;
-    char mem[];
+    int64_t id, dup_of;
 } accept_t;
 
-static int w_accept(sqlite3 *db, void *data)
-{
-    accept_t *a = data;
-    lh_journal_t *j = a->j;
-    int rc;
-    a->dup_of = 0;
-    if (a->has_digest) {
-        sqlite3_stmt *d = stmt(j, db, S_DUP);
-        if (d == NULL)
-            return sqlite3_errcode(db);
-        sqlite3_bind_blob(d, 1, a->digest, sizeof(a->digest), SQLITE_STATIC);
-        sqlite3_bind_double(d, 2, a->received - j->cfg.dedup_window);
-        if (sqlite3_step(d) == SQLITE_ROW)
-            a->dup_of = sqlite3_column_int64(d, 0);
-        sqlite3_reset(d);
-        sqlite3_clear_bindings(d);
-    }
-    sqlite3_stmt *s = stmt(j, db, S_INS_DELIVERY);
-    if (s == NULL)
-        return sqlite3_errcode(db);
-    int final = a->dup_of != 0 || a->nhandlers == 0;
-    sqlite3_bind_text(s, 1, a->delivery, -1, SQLITE_STATIC);
-    sqlite3_bind_double(s, 2, a->received);
-    sqlite3_bind_text(s, 3, a->path, (int)a->path_len, SQLITE_STATIC);
-    bind_text_or_null(s, 4, a->remote);
-    bind_text_or_null(s, 5, a->action);
-    if (a->has_project)
-        sqlite3_bind_int64(s, 6, a->project);
-    sqlite3_bind_text(s, 7, a->headers, (int)a->headers_len, SQLITE_STATIC);
-    if (a->has_digest)
-        sqlite3_bind_blob(s, 9, a->digest, sizeof(a->digest), SQLITE_STATIC);
-    if (a->dup_of != 0)
-        sqlite3_bind_int64(s, 10, a->dup_of);
-    sqlite3_bind_text(s, 11,
-                      a->dup_of      ? "duplicate"
-                      : a->nhandlers ? "pending"
-                                     : "none",
-                      -1, SQLITE_STATIC);
-    if (final)
-        sqlite3_bind_double(s, 12, a->received);
-    if ((rc = step_done(db, s)) != SQLITE_OK)
-        return rc;
-    a->jid = sqlite3_last_insert_rowid(db);
-    sqlite3_stmt *b = stmt(j, db, S_INS_BODY);
-    if (b == NULL)
-        return sqlite3_errcode(db);
-    sqlite3_bind_int64(b, 1, a->jid);
-    sqlite3_bind_blob(b, 2, a->body, (int)a->body_len, SQLITE_STATIC);
-    if ((rc = step_done(db, b)) != SQLITE_OK)
-        return rc;
-    if (a->dup_of != 0)
-        return SQLITE_OK;
-    sqlite3_stmt *r = stmt(j, db, S_INS_RUN);
-    if (r == NULL)
-        return sqlite3_errcode(db);
-    for (size_t i = 0; i < a->nhandlers; i++) {
-        sqlite3_bind_int64(r, 1, a->jid);
-        sqlite3_bind_text(r, 2, a->handlers[i], -1, SQLITE_STATIC);
-        sqlite3_bind_double(r, 3, a->received);
-        if ((rc = step_done(db, r)) != SQLITE_OK)
-            return rc;
-    }
-    return SQLITE_OK;
-}
+static void prune_now(lh_journal_t *j);
 
-static void accept_done(void *data, int status)
+static void accept_done(void *data, lh_jlog_rec_t *r)
 {
     accept_t *a = data;
     lh_journal_t *j = a->j;
     char why[400];
     double secs = (double)(uv_hrtime() - a->queued_ns) / 1e9;
-    if (j->metrics != NULL && status == 0) {
+    if (j->metrics != NULL && r->status == 0) {
         lh_metrics_t *m = j->metrics;
         for (int i = 0; i < LH_JOURNAL_COMMIT_BUCKETS; i++)
             if (secs <= lh_metrics_commit_bounds[i]) {
@@ -396,28 +760,32 @@ static void accept_done(void *data, int status)
         m->journal_commit_sum += secs;
         m->journal_commit_count++;
     }
-    if (status < 0) {
+    if (r->status < 0) {
         char msg[256];
-        lh_state_last_error(j->st, msg, sizeof(msg));
+        lh_jlog_last_error(j->log, msg, sizeof(msg));
         snprintf(why, sizeof(why), "the journal could not store the event (%s): %s",
-                 status == UV_ENOSPC  ? "disk full"
-                 : status == UV_EROFS ? "read-only"
-                                      : uv_err_name(status),
+                 r->status == UV_ENOSPC  ? "disk full"
+                 : r->status == UV_EROFS ? "read-only"
+                 : r->status == UV_EIO   ? "I/O error"
+                                         : uv_err_name(r->status),
                  msg);
         if (j->metrics != NULL)
             j->metrics->journal_refused++;
+        lh_dedup_drop(&j->dedup, a->id);
+        int status = r->status;
+        free(r);
         a->cb(a->data, status, 0, why);
     } else {
+        /* the index takes it first: a handler's end must find its run */
+        index_push(j, r);
         a->cb(a->data,
               a->dup_of   ? LH_JOURNAL_DUPLICATE
               : j->closed ? LH_JOURNAL_CLOSED
                           : LH_JOURNAL_STORED,
-              a->jid, NULL);
+              a->id, NULL);
     }
     free(a);
 }
-
-static void prune_now(lh_journal_t *j);
 
 int lh_journal_accept(lh_journal_t *j, const lh_journal_event_t *ev, lh_journal_accept_cb cb,
                       void *data, char *err, size_t errlen)
@@ -434,168 +802,213 @@ int lh_journal_accept(lh_journal_t *j, const lh_journal_event_t *ev, lh_journal_
         }
         prune_now(j);
     }
-    size_t dl = strlen(ev->delivery) + 1, rl = ev->remote ? strlen(ev->remote) + 1 : 0,
-           al = ev->action ? strlen(ev->action) + 1 : 0, hl = 0;
-    for (size_t i = 0; i < ev->nhandlers; i++)
-        hl += strlen(ev->handlers[i]) + 1;
-    size_t need = sizeof(accept_t) + ev->nhandlers * sizeof(char *) + dl + rl + al + hl +
-                  ev->path_len + 1 + ev->headers_len + 1;
-    accept_t *a = malloc(need);
-    if (a == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    memset(a, 0, sizeof(*a));
-    a->j = j;
-    a->cb = cb;
-    a->data = data;
-    a->queued_ns = uv_hrtime();
-    a->received = ev->received;
-    a->has_project = ev->has_project;
-    a->project = ev->project;
-    a->handlers = (char **)(void *)a->mem;
-    a->nhandlers = ev->nhandlers;
-    char *p = a->mem + ev->nhandlers * sizeof(char *);
-#define PUT(dst, src, n)                                                                           \
-    do {                                                                                           \
-        memcpy(p, (src), (n));                                                                     \
-        p[(n)] = '\0';                                                                             \
-        (dst) = p;                                                                                 \
-        p += (n) + 1;                                                                              \
-    } while (0)
-    PUT(a->delivery, ev->delivery, dl - 1);
-    if (ev->remote)
-        PUT(a->remote, ev->remote, rl - 1);
-    if (ev->action)
-        PUT(a->action, ev->action, al - 1);
-    for (size_t i = 0; i < ev->nhandlers; i++) {
-        size_t n = strlen(ev->handlers[i]);
-        memcpy(p, ev->handlers[i], n + 1);
-        a->handlers[i] = p;
-        p += n + 1;
-    }
-    PUT(a->path, ev->path, ev->path_len);
-    PUT(a->headers, ev->headers, ev->headers_len);
-#undef PUT
-    a->body = ev->body; /* the caller's till accept_done: a body may be megabytes */
-    a->path_len = ev->path_len;
-    a->headers_len = ev->headers_len;
-    a->body_len = ev->body_len;
+    unsigned char digest[32];
+    int has_digest = 0;
+    int64_t dup_of = 0;
     if (j->cfg.dedup_window > 0) {
         /* path and body, with a separator no path holds */
         EVP_MD_CTX *md = EVP_MD_CTX_new();
         unsigned int n = 0;
-        a->has_digest = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-                        EVP_DigestUpdate(md, ev->path, ev->path_len) == 1 &&
-                        EVP_DigestUpdate(md, "\n", 1) == 1 &&
-                        EVP_DigestUpdate(md, ev->body, ev->body_len) == 1 &&
-                        EVP_DigestFinal_ex(md, a->digest, &n) == 1 && n == 32;
+        has_digest = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+                     EVP_DigestUpdate(md, ev->path, ev->path_len) == 1 &&
+                     EVP_DigestUpdate(md, "\n", 1) == 1 &&
+                     EVP_DigestUpdate(md, ev->body, ev->body_len) == 1 &&
+                     EVP_DigestFinal_ex(md, digest, &n) == 1 && n == 32;
         EVP_MD_CTX_free(md);
+        if (has_digest)
+            dup_of = lh_dedup_find(&j->dedup, digest, ev->received);
     }
-    if (lh_state_call(j->st, w_accept, accept_done, a) != 0) {
+    lh_jrec_event_t rec = {.id = j->next_jid,
+                           .received = ev->received,
+                           .has_project = ev->has_project,
+                           .project = ev->project,
+                           .dup_of = dup_of,
+                           .digest = has_digest ? digest : NULL,
+                           .delivery = ev->delivery,
+                           .delivery_len = strlen(ev->delivery),
+                           .path = ev->path,
+                           .path_len = ev->path_len,
+                           .remote = ev->remote,
+                           .remote_len = ev->remote ? strlen(ev->remote) : 0,
+                           .action = ev->action,
+                           .action_len = ev->action ? strlen(ev->action) : 0,
+                           .headers = ev->headers,
+                           .headers_len = ev->headers_len,
+                           .nhandlers = (uint32_t)ev->nhandlers,
+                           .handlers = ev->handlers};
+    accept_t *a = malloc(sizeof(*a));
+    lh_jlog_rec_t *r = lh_jlog_rec_new(LH_JLOG_EVENT, lh_jrec_event_size(&rec));
+    if (a == NULL || r == NULL) {
         free(a);
+        free(r);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    int64_t id = j->next_jid++;
+    lh_jrec_event_write(r->meta, &rec);
+    *a = (accept_t){j, cb, data, uv_hrtime(), id, dup_of};
+    r->body = ev->body; /* the caller's till accept_done: a body may be megabytes */
+    r->body_len = ev->body_len;
+    r->done = accept_done;
+    r->data = a;
+    if (has_digest && dup_of == 0)
+        lh_dedup_add(&j->dedup, digest, id, ev->received);
+    lh_jlog_append(j->log, r);
     j->used_bytes += ev->body_len + ev->headers_len + 256;
     return 0;
 }
 
 /* ------------------------------------------------------------------ a run's end */
 
-typedef struct end_s {
+struct end_s {
     lh_journal_t *j;
     int64_t jid;
     int attempt;
     int only_run;                   /* the delivery has this run alone: its state is the status */
-    struct end_s *next_failed;      /* lh_journal_t.failed_ends */
+    end_t *next;                    /* failed_ends, waiting */
+    uint64_t store_write;           /* the last store write queued before it */
     double started, ended, next_at; /* next_at 0: none */
     lh_run_state_t state;
     const char *outcome;               /* static */
-    char *handler, *error, *traceback; /* into mem (error: or static, see end_done) */
+    char *handler, *error, *traceback; /* into mem (error: or static, see end_send) */
     char mem[];
-} end_t;
+};
 
-static int w_end(sqlite3 *db, void *data)
+static void end_send(lh_journal_t *j, end_t *e);
+
+static void end_done(void *data, lh_jlog_rec_t *r)
 {
     end_t *e = data;
     lh_journal_t *j = e->j;
-    sqlite3_stmt *a = stmt(j, db, S_INS_ATTEMPT), *r = stmt(j, db, S_END_RUN);
-    int rc;
-    if (a == NULL || r == NULL)
-        return sqlite3_errcode(db);
-    sqlite3_bind_int64(r, 1, e->jid);
-    sqlite3_bind_text(r, 2, e->handler, -1, SQLITE_STATIC);
-    sqlite3_bind_int(r, 3, e->attempt);
-    sqlite3_bind_text(r, 4, lh_run_state_name(e->state), -1, SQLITE_STATIC);
-    if (e->next_at > 0)
-        sqlite3_bind_double(r, 5, e->next_at);
-    bind_text_or_null(r, 6, e->error);
-    bind_text_or_null(r, 7, e->traceback);
-    sqlite3_bind_double(r, 8, e->ended);
-    sqlite3_bind_double(r, 9, e->started);
-    if ((rc = step_done(db, r)) != SQLITE_OK)
-        return rc;
-    int ended = sqlite3_changes(db) == 1;
-    /* the common case, a first attempt that ended ok, is told by its run's row alone
-    ** (journal_query shows it as attempt 1): one row fewer to write per event */
-    if (e->attempt != 1 || e->state != LH_RUN_OK || !ended) {
-        sqlite3_bind_int64(a, 1, e->jid);
-        sqlite3_bind_text(a, 2, e->handler, -1, SQLITE_STATIC);
-        sqlite3_bind_int(a, 3, e->attempt);
-        sqlite3_bind_double(a, 4, e->started);
-        sqlite3_bind_double(a, 5, e->ended);
-        sqlite3_bind_text(a, 6, e->outcome, -1, SQLITE_STATIC);
-        bind_text_or_null(a, 7, e->error);
-        bind_text_or_null(a, 8, e->traceback);
-        if ((rc = step_done(db, a)) != SQLITE_OK)
-            return rc;
-    }
-    if (e->only_run && ended) /* no count to make */
-        return set_status(j, db, e->jid, lh_run_state_name(e->state),
-                          e->state == LH_RUN_OK || e->state == LH_RUN_DEAD, e->ended);
-    return refresh_status(j, db, e->jid, e->ended);
-}
-
-static void end_done(void *data, int status)
-{
-    end_t *e = data;
-    lh_journal_t *j = e->j;
-    if (status < 0) {
+    if (r->status < 0) {
         char msg[256];
-        lh_state_last_error(j->st, msg, sizeof(msg));
+        lh_jlog_last_error(j->log, msg, sizeof(msg));
         lh_field_t f[] = {LH_FIELD("handler", e->handler), LH_FIELD("error", msg)};
         lh_log_fields(LH_ERROR,
                       "journal: a run's end could not be stored: tried again with the next look "
                       "(a restart runs it again if it never is)",
                       f, 2);
-        if (e->state == LH_RUN_OK) {
-            /* the handler's store writes were in that batch or before it, and may be lost
-            ** with it: not ok, an interrupted attempt, run again once the end is stored */
-            e->state = LH_RUN_PENDING;
-            e->next_at = e->ended;
-            e->outcome = "interrupted";
-            e->error = "the run's end could not be stored, nor perhaps its store writes: run again";
-        }
+        free(r);
         if (!j->closed) { /* a full disk may have room again in a moment */
-            e->next_failed = j->failed_ends;
+            e->next = j->failed_ends;
             j->failed_ends = e;
             return;
         }
+        free(e);
+        return;
     }
+    index_push(j, r);
     free(e);
 }
 
-/* Ends whose commit failed, queued again (loop side). */
+/* Writes `e` to the log now (its store writes are durable, or known lost). */
+static void end_append(lh_journal_t *j, end_t *e)
+{
+    lh_jrec_end_t rec = {.id = e->jid,
+                         .attempt = e->attempt,
+                         .only_run = e->only_run,
+                         .started = e->started,
+                         .ended = e->ended,
+                         .next_at = e->next_at,
+                         .state = e->state,
+                         .handler = e->handler,
+                         .handler_len = strlen(e->handler),
+                         .outcome = e->outcome,
+                         .outcome_len = strlen(e->outcome),
+                         .error = e->error,
+                         .error_len = e->error ? strlen(e->error) : 0,
+                         .traceback = e->traceback,
+                         .traceback_len = e->traceback ? strlen(e->traceback) : 0};
+    lh_jlog_rec_t *r = lh_jlog_rec_new(LH_JLOG_END, lh_jrec_end_size(&rec));
+    if (r == NULL) {
+        LH_LOG(LH_ERROR,
+               "journal: out of memory recording a run of %s: it runs again after a "
+               "restart",
+               e->handler);
+        free(e);
+        return;
+    }
+    lh_jrec_end_write(r->meta, &rec);
+    r->done = end_done;
+    r->data = e;
+    lh_jlog_append(j->log, r);
+}
+
+static void store_flushed(void *data, int status);
+
+static void flush_store(lh_journal_t *j)
+{
+    j->flush_target = lh_state_last_write(j->st);
+    if (lh_state_flush(j->st, store_flushed, j) == 0)
+        j->flushing = 1;
+    else
+        store_flushed(j, UV_ENOMEM);
+}
+
+/* The store writes made before the waiting ends are durable (or lost, status < 0). */
+static void store_flushed(void *data, int status)
+{
+    lh_journal_t *j = data;
+    uint64_t target = j->flush_target;
+    j->flushing = 0;
+    if (status == 0 && target > j->store_durable)
+        j->store_durable = target;
+    end_t *w = j->waiting, *later = NULL;
+    j->waiting = NULL;
+    while (w) {
+        end_t *e = w;
+        w = e->next;
+        e->next = NULL;
+        if (e->store_write > target) { /* made after the flush went: the next one */
+            e->next = later, later = e;
+            continue;
+        }
+        if (status < 0 && e->state == LH_RUN_OK) {
+            /* the handler's store writes may be lost: not ok, an interrupted attempt, run
+            ** again once its end is stored */
+            char msg[256];
+            lh_state_last_error(j->st, msg, sizeof(msg));
+            lh_field_t f[] = {LH_FIELD("handler", e->handler), LH_FIELD("error", msg)};
+            lh_log_fields(LH_ERROR,
+                          "journal: a run's store writes could not be stored: it counts as "
+                          "interrupted and runs again",
+                          f, 2);
+            e->state = LH_RUN_PENDING;
+            e->next_at = e->ended;
+            e->outcome = "interrupted";
+            e->error = "the run's store writes could not be stored: run again";
+        }
+        end_append(j, e);
+    }
+    j->waiting = later;
+    if (later != NULL)
+        flush_store(j);
+}
+
+/* A run's end goes to the log after the store writes made before it: a run recorded as
+** done never lost what it wrote. */
+static void end_send(lh_journal_t *j, end_t *e)
+{
+    e->store_write = lh_state_last_write(j->st);
+    if (e->store_write <= j->store_durable) {
+        end_append(j, e);
+        return;
+    }
+    e->next = j->waiting;
+    j->waiting = e;
+    if (!j->flushing)
+        flush_store(j);
+}
+
+/* Ends the log refused, sent again (loop side). */
 static void retry_failed_ends(lh_journal_t *j)
 {
     end_t *e = j->failed_ends;
     j->failed_ends = NULL;
     while (e) {
-        end_t *next = e->next_failed;
-        e->next_failed = NULL;
-        if (lh_state_call(j->st, w_end, end_done, e) != 0)
-            free(e);
+        end_t *next = e->next;
+        e->next = NULL;
+        end_send(j, e);
         e = next;
     }
 }
@@ -652,13 +1065,191 @@ void lh_journal_run_ended(lh_journal_t *j, const lh_journal_end_t *x)
                           LH_FIELD("outcome", e->outcome)};
         lh_log_fields(LH_WARN, "run dead: no more retries", f, 3);
     }
-    if (lh_state_call(j->st, w_end, end_done, e) != 0) {
-        free(e);
-        LH_LOG(LH_ERROR, "journal: out of memory recording a run of %s", x->handler);
+    double next_at = e->next_at;
+    int retrying = e->state == LH_RUN_RETRYING;
+    end_send(j, e); /* e may be gone after it */
+    if (retrying && !j->closed)
+        arm_take(j, next_at);
+}
+
+/* ------------------------------------------------------------------ opening */
+
+typedef struct replay_s {
+    lh_journal_t *j;
+    sqlite3 *db;
+    apply_t x;
+    int in_tx, n, rc;
+    int64_t records;
+} replay_t;
+
+static int replay_commit(replay_t *p)
+{
+    if (!p->in_tx)
+        return SQLITE_OK;
+    int rc = apply_finish(p->j, p->db, &p->x);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(p->db, "COMMIT", 0, 0, 0);
+    p->in_tx = 0;
+    p->n = 0;
+    memset(&p->x, 0, sizeof(p->x));
+    return rc;
+}
+
+static int replay_one(void *data, const lh_jlog_found_t *f)
+{
+    replay_t *p = data;
+    if (!p->in_tx) {
+        if ((p->rc = sqlite3_exec(p->db, "BEGIN IMMEDIATE", 0, 0, 0)) != SQLITE_OK)
+            return 1;
+        p->in_tx = 1;
+    }
+    p->rc = apply_record(p->j, p->db, &p->x, f->type, f->meta, f->meta_len, f->at, f->body_at,
+                         f->body_len, f->end);
+    if (p->rc == SQLITE_CORRUPT) {
+        LH_LOG(LH_ERROR, "journal: a log record at %llu could not be read: left out",
+               (unsigned long long)f->at);
+        p->rc = SQLITE_OK;
+    }
+    if (p->rc != SQLITE_OK)
+        return 1;
+    p->records++;
+    if (++p->n >= REPLAY_BATCH && (p->rc = replay_commit(p)) != SQLITE_OK)
+        return 1;
+    return 0;
+}
+
+/* The index catches up with the log: records a crash left out of it are applied. */
+static int replay(lh_journal_t *j, sqlite3 *db, char *err, size_t errlen)
+{
+    int64_t applied = 0;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT applied FROM journal_log WHERE id = 1", -1, &s, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        applied = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    replay_t p = {.j = j, .db = db};
+    char why[512] = "";
+    int rc = lh_jlog_scan(j->dir, (uint64_t)applied, replay_one, &p, NULL, why, sizeof(why));
+    if (rc == 0 && p.rc == SQLITE_OK)
+        p.rc = replay_commit(&p);
+    if (rc < 0 || p.rc != SQLITE_OK) {
+        if (p.in_tx)
+            sqlite3_exec(db, "ROLLBACK", 0, 0, 0);
+        snprintf(err, errlen, "journal: bringing %s up to date with its log: %s",
+                 lh_state_path(j->st), rc < 0 ? why : sqlite3_errmsg(db));
+        return -1;
+    }
+    if (p.records > 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%lld", (long long)p.records);
+        lh_field_t f[] = {LH_FIELD_NUM("records", n)};
+        lh_log_fields(LH_INFO, "journal: the index took up the log's last records", f, 1);
+    }
+    return 0;
+}
+
+/* Segment files no row names are left from a retention a crash cut short, or empty. */
+static void drop_orphans(lh_journal_t *j, sqlite3 *db)
+{
+    char jdir[4096], path[4200], why[256];
+    snprintf(jdir, sizeof(jdir), "%s/%s", j->dir, LH_JLOG_DIR);
+    uint32_t *segs = NULL;
+    size_t n = 0;
+    sqlite3_stmt *s = NULL;
+    if (lh_jlog_segments(jdir, &segs, &n, why, sizeof(why)) != 0 ||
+        sqlite3_prepare_v2(db, "SELECT 1 FROM journal_segments WHERE seg = ?1", -1, &s, NULL) !=
+            SQLITE_OK) {
+        free(segs);
         return;
     }
-    if (e->state == LH_RUN_RETRYING && !j->closed)
-        arm_take(j, e->next_at); /* e is the writer's now: next_at was read before */
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_bind_int64(s, 1, segs[i]);
+        int named = sqlite3_step(s) == SQLITE_ROW;
+        sqlite3_reset(s);
+        if (!named) {
+            lh_jlog_segment_path(jdir, segs[i], path, sizeof(path));
+            unlink(path);
+        }
+    }
+    sqlite3_finalize(s);
+    free(segs);
+}
+
+static int load_state(lh_journal_t *j, sqlite3 *db)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM deliveries", -1, &s, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_ROW) {
+        sqlite3_finalize(s);
+        return -1;
+    }
+    j->next_jid = sqlite3_column_int64(s, 0) + 1;
+    sqlite3_finalize(s);
+    if (j->cfg.dedup_window <= 0)
+        return 0;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT digest, id, received FROM deliveries WHERE digest IS NOT NULL"
+                           " AND duplicate_of IS NULL AND received >= ?1 ORDER BY id",
+                           -1, &s, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_double(s, 1, now_unix() - j->cfg.dedup_window);
+    while (sqlite3_step(s) == SQLITE_ROW)
+        if (sqlite3_column_bytes(s, 0) == 32)
+            lh_dedup_add(&j->dedup, sqlite3_column_blob(s, 0), sqlite3_column_int64(s, 1),
+                         sqlite3_column_double(s, 2));
+    sqlite3_finalize(s);
+    return 0;
+}
+
+lh_journal_t *lh_journal_open(lh_state_t *st, const lh_journal_config_t *cfg, char *err,
+                              size_t errlen)
+{
+    lh_journal_t *j = calloc(1, sizeof(*j));
+    const char *db_path = lh_state_path(st);
+    const char *slash = strrchr(db_path, '/');
+    size_t dl = slash ? (size_t)(slash - db_path) : 1;
+    if (j == NULL || (j->dir = malloc(dl + 1)) == NULL) {
+        free(j);
+        snprintf(err, errlen, "journal: out of memory");
+        return NULL;
+    }
+    memcpy(j->dir, slash ? db_path : ".", dl);
+    j->dir[dl] = '\0';
+    j->st = st;
+    j->cfg = *cfg;
+    lh_dedup_init(&j->dedup, cfg->dedup_window);
+    /* a short --keep is kept to, within a quarter of it */
+    double every = cfg->keep < cfg->keep_dead ? cfg->keep : cfg->keep_dead;
+    every = every / 4 * 1000;
+    j->prune_every = every < 100 ? 100 : every > PRUNE_EVERY_MS ? PRUNE_EVERY_MS : (uint64_t)every;
+    sqlite3 *db = lh_state_db(st);
+    /* a small bound gets small segments, or one would hold most of it */
+    uint64_t seg_max = cfg->max_size ? cfg->max_size / 16 : 0;
+    if (seg_max != 0 && seg_max < (256u << 10))
+        seg_max = 256u << 10;
+    if (seg_max > LH_JLOG_MAX_SEG)
+        seg_max = LH_JLOG_MAX_SEG;
+    /* the WAL is cut back after each checkpoint: it cannot grow without bound */
+    if (lh_state_set_sync(st, cfg->sync_full, err, errlen) != 0 ||
+        sqlite3_exec(db, "PRAGMA journal_size_limit = 16777216", 0, 0, 0) != SQLITE_OK ||
+        replay(j, db, err, errlen) != 0 || recover(j, db, err, errlen) != 0) {
+        lh_journal_free(j);
+        return NULL;
+    }
+    if (load_state(j, db) != 0) {
+        snprintf(err, errlen, "journal: reading %s: %s", db_path, sqlite3_errmsg(db));
+        lh_journal_free(j);
+        return NULL;
+    }
+    drop_orphans(j, db);
+    if (lh_jlog_open(&j->log, j->dir, cfg->sync_full, seg_max, err, errlen) != 0) {
+        lh_journal_free(j);
+        return NULL;
+    }
+    /* the statements recovery prepared belong to the writer from here */
+    return j;
 }
 
 /* ------------------------------------------------------------------ taking due runs */
@@ -681,7 +1272,7 @@ typedef struct take_s {
     int64_t page_count, freelist, page_size;
 } take_t;
 
-static taken_t *taken_new(sqlite3_stmt *s)
+static taken_t *taken_new(lh_journal_t *j, sqlite3_stmt *s)
 {
     const char *delivery = (const char *)sqlite3_column_text(s, 3),
                *handler = (const char *)sqlite3_column_text(s, 1),
@@ -691,6 +1282,10 @@ static taken_t *taken_new(sqlite3_stmt *s)
     size_t hdl = (size_t)sqlite3_column_bytes(s, 7);
     const void *body = sqlite3_column_blob(s, 8);
     size_t bl = (size_t)sqlite3_column_bytes(s, 8);
+    int in_log =
+        sqlite3_column_type(s, 8) == SQLITE_NULL && sqlite3_column_type(s, 9) != SQLITE_NULL;
+    if (in_log)
+        bl = (size_t)sqlite3_column_int64(s, 10);
     if (delivery == NULL || handler == NULL || path == NULL)
         return NULL;
     size_t dl = strlen(delivery) + 1, hl = strlen(handler) + 1, pl = strlen(path) + 1,
@@ -716,7 +1311,16 @@ static taken_t *taken_new(sqlite3_stmt *s)
         memcpy(p, headers, hdl);
     p[hdl] = '\0';
     t->run.headers = p, t->run.headers_len = hdl;
-    if (bl)
+    char why[512];
+    if (in_log && bl &&
+        lh_jlog_read(j->dir, (uint64_t)sqlite3_column_int64(s, 9), bp, bl, why, sizeof(why)) != 0) {
+        lh_field_t f[] = {LH_FIELD("id", delivery), LH_FIELD("error", why)};
+        lh_log_fields(LH_ERROR, "journal: a run's body could not be read from the log", f, 2);
+        free(t);
+        free(bp);
+        return NULL;
+    }
+    if (bl && !in_log)
         memcpy(bp, body, bl);
     bp[bl] = '\0';
     t->body = bp;
@@ -792,7 +1396,7 @@ static int w_take(sqlite3 *db, void *data)
         sqlite3_bind_double(s, 1, t->now);
         sqlite3_bind_int(s, 2, t->limit);
         while (sqlite3_step(s) == SQLITE_ROW) {
-            taken_t *x = taken_new(s);
+            taken_t *x = taken_new(j, s);
             if (x == NULL)
                 break;
             *t->tail = x, t->tail = &x->next;
@@ -836,13 +1440,15 @@ static void take_done(void *data, int status)
     lh_journal_t *j = t->j;
     j->taking = 0;
     if (status == 0) {
-        j->used_bytes = (uint64_t)((t->page_count - t->freelist) * t->page_size);
+        j->used_bytes =
+            (uint64_t)((t->page_count - t->freelist) * t->page_size) + lh_jlog_bytes(j->log);
         if (j->cfg.max_size != 0 && j->used_bytes < j->cfg.max_size)
             j->full = 0;
         if (j->cfg.max_size != 0 && j->used_bytes > j->cfg.max_size / 10 * 8)
             prune_now(j); /* also what finished since the last pass */
         if (j->metrics != NULL)
-            j->metrics->journal_bytes = (uint64_t)(t->page_count * t->page_size);
+            j->metrics->journal_bytes =
+                (uint64_t)(t->page_count * t->page_size) + lh_jlog_bytes(j->log);
         if (j->metrics != NULL && t->with_stats) {
             lh_metrics_t *m = j->metrics;
             for (int k = 0; k < 5; k++)
@@ -916,7 +1522,11 @@ typedef struct prune_s {
     double now;
     int64_t removed;
     int more;      /* a full batch went: another pass soon */
-    uint64_t used; /* bytes of pages in use after the pass */
+    uint64_t used; /* bytes in use after the pass: database pages and log segments */
+    /* segments retired: their files go once the pass is committed */
+    uint32_t gone[RETIRE_MAX];
+    uint64_t gone_bytes[RETIRE_MAX];
+    int ngone;
 } prune_t;
 
 static uint64_t used_bytes(sqlite3 *db)
@@ -924,6 +1534,15 @@ static uint64_t used_bytes(sqlite3 *db)
     int64_t pages = count_of(db, "PRAGMA page_count"), fl = count_of(db, "PRAGMA freelist_count"),
             ps = count_of(db, "PRAGMA page_size");
     return pages > fl ? (uint64_t)((pages - fl) * ps) : 0;
+}
+
+/* What the pass leaves in use: the database's pages and the segments not retired. */
+static uint64_t pass_used(prune_t *p, sqlite3 *db)
+{
+    uint64_t log = lh_jlog_bytes(p->j->log);
+    for (int i = 0; i < p->ngone; i++)
+        log = log > p->gone_bytes[i] ? log - p->gone_bytes[i] : 0;
+    return used_bytes(db) + log;
 }
 
 static int delete_delivery(lh_journal_t *j, sqlite3 *db, int64_t id)
@@ -939,6 +1558,106 @@ static int delete_delivery(lh_journal_t *j, sqlite3 *db, int64_t id)
             return rc;
     }
     return SQLITE_OK;
+}
+
+/* Moves the body of delivery `id` out of the log into `bodies`. */
+static int move_body(lh_journal_t *j, sqlite3 *db, int64_t id, uint64_t at, size_t len)
+{
+    char why[512];
+    char *buf = malloc(len ? len : 1);
+    int rc;
+    if (buf == NULL)
+        return SQLITE_NOMEM;
+    if (lh_jlog_read(j->dir, at, buf, len, why, sizeof(why)) != 0) {
+        free(buf);
+        LH_LOG(LH_ERROR, "journal: retention could not read a body from the log: %s", why);
+        return SQLITE_IOERR;
+    }
+    sqlite3_stmt *m = stmt(j, db, S_MOVE_BODY), *u = stmt(j, db, S_BODY_MOVED);
+    if (m == NULL || u == NULL) {
+        free(buf);
+        return sqlite3_errcode(db);
+    }
+    sqlite3_bind_int64(m, 1, id);
+    sqlite3_bind_blob(m, 2, buf, (int)len, SQLITE_STATIC);
+    rc = step_done(db, m);
+    free(buf);
+    if (rc != SQLITE_OK)
+        return rc;
+    sqlite3_bind_int64(u, 1, id);
+    return step_done(db, u);
+}
+
+/* A segment holding no more than this many live bodies may go before they do (over the
+** size bound): they move into the database. */
+#define RETIRE_MOVE_MAX 64
+
+/*
+** Segments go, oldest first, once no delivery's body is left in them. A segment whose every
+** event is older than --keep also goes when some are kept longer (dead ones, runs still
+** retrying): their bodies move into `bodies` first. Over the size bound, so does one with a
+** few bodies left. Never the segment the log writes, nor one the index has not passed.
+*/
+static int retire_segments(prune_t *p, sqlite3 *db, int over)
+{
+    lh_journal_t *j = p->j;
+    int64_t applied = count_of(db, "SELECT applied FROM journal_log WHERE id = 1");
+    sqlite3_stmt *s = stmt(j, db, S_SEGS);
+    if (s == NULL)
+        return sqlite3_errcode(db);
+    uint32_t segs[RETIRE_MAX];
+    int64_t first[RETIRE_MAX], last[RETIRE_MAX];
+    int n = 0, rc = SQLITE_OK;
+    sqlite3_bind_int64(s, 1, applied >> 32);
+    sqlite3_bind_int(s, 2, RETIRE_MAX - p->ngone);
+    while (n < RETIRE_MAX - p->ngone && sqlite3_step(s) == SQLITE_ROW) {
+        segs[n] = (uint32_t)sqlite3_column_int64(s, 0);
+        first[n] = sqlite3_column_int64(s, 1);
+        last[n] = sqlite3_column_int64(s, 2);
+        n++;
+    }
+    sqlite3_reset(s);
+    for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+        int64_t ids[RETIRE_MOVE_MAX];
+        uint64_t ats[RETIRE_MOVE_MAX];
+        size_t lens[RETIRE_MOVE_MAX];
+        int live = 0, young = 0;
+        if (first[i] > 0) {
+            sqlite3_stmt *b = stmt(j, db, S_SEG_BODIES);
+            if (b == NULL)
+                return sqlite3_errcode(db);
+            sqlite3_bind_int64(b, 1, first[i]);
+            sqlite3_bind_int64(b, 2, last[i]);
+            while (sqlite3_step(b) == SQLITE_ROW) {
+                if (live < RETIRE_MOVE_MAX) {
+                    ids[live] = sqlite3_column_int64(b, 0);
+                    ats[live] = (uint64_t)sqlite3_column_int64(b, 1);
+                    lens[live] = (size_t)sqlite3_column_int64(b, 2);
+                }
+                live++;
+                young |= sqlite3_column_double(b, 3) >= p->now - j->cfg.keep;
+            }
+            sqlite3_reset(b);
+        }
+        if (live > 0 && (live > RETIRE_MOVE_MAX || (young && !over)))
+            break; /* kept: so are the younger ones after it */
+        for (int k = 0; k < live && rc == SQLITE_OK; k++)
+            rc = move_body(j, db, ids[k], ats[k], lens[k]);
+        sqlite3_stmt *g = stmt(j, db, S_SEG_GONE);
+        if (rc != SQLITE_OK || g == NULL)
+            return rc != SQLITE_OK ? rc : sqlite3_errcode(db);
+        sqlite3_bind_int64(g, 1, segs[i]);
+        if ((rc = step_done(db, g)) != SQLITE_OK)
+            return rc;
+        char jdir[4096], path[4200];
+        struct stat sb;
+        snprintf(jdir, sizeof(jdir), "%s/%s", j->dir, LH_JLOG_DIR);
+        lh_jlog_segment_path(jdir, segs[i], path, sizeof(path));
+        p->gone[p->ngone] = segs[i];
+        p->gone_bytes[p->ngone] = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+        p->ngone++;
+    }
+    return rc;
 }
 
 static int w_prune(sqlite3 *db, void *data)
@@ -957,11 +1676,11 @@ static int w_prune(sqlite3 *db, void *data)
     while (n < PRUNE_BATCH && sqlite3_step(s) == SQLITE_ROW)
         ids[n++] = sqlite3_column_int64(s, 0);
     sqlite3_reset(s);
+    uint64_t target = j->cfg.max_size / 10 * 8;
     if (n == 0 && j->cfg.max_size != 0) {
         /* the oldest finished, a few at a time, until under 80 % of the bound: deleted
-        ** pages go to the free list, so the count of pages in use falls as they go */
-        uint64_t target = j->cfg.max_size / 10 * 8;
-        while (rc == SQLITE_OK && n < PRUNE_BATCH && used_bytes(db) > target) {
+        ** pages go to the free list and emptied segments go, so what is in use falls */
+        while (rc == SQLITE_OK && n < PRUNE_BATCH && pass_used(p, db) > target) {
             int got = 0;
             int64_t some[PRUNE_STEP];
             if ((s = stmt(j, db, S_PRUNABLE_SIZE)) == NULL)
@@ -972,6 +1691,8 @@ static int w_prune(sqlite3 *db, void *data)
             sqlite3_reset(s);
             for (int i = 0; i < got && rc == SQLITE_OK; i++)
                 rc = delete_delivery(j, db, some[i]);
+            if (rc == SQLITE_OK && p->ngone < RETIRE_MAX)
+                rc = retire_segments(p, db, 1);
             n += got;
             if (got < PRUNE_STEP)
                 break; /* nothing finished left */
@@ -982,12 +1703,35 @@ static int w_prune(sqlite3 *db, void *data)
         for (int i = 0; i < n && rc == SQLITE_OK; i++)
             rc = delete_delivery(j, db, ids[i]);
     }
+    if (rc == SQLITE_OK && p->ngone < RETIRE_MAX)
+        rc = retire_segments(p, db, j->cfg.max_size != 0 && pass_used(p, db) > target);
     p->removed = n;
     /* the space goes back to the file system at once, not at the writer's next pass */
     if (rc == SQLITE_OK && n > 0)
         sqlite3_exec(db, "PRAGMA incremental_vacuum", 0, 0, 0);
-    p->used = used_bytes(db);
+    p->used = pass_used(p, db);
     return rc;
+}
+
+static void unlinked(uv_fs_t *req)
+{
+    uv_fs_req_cleanup(req);
+    free(req);
+}
+
+/* A retired segment's file goes (its retirement is committed), on the pool: a big file's
+** unlink takes a while. */
+static void unlink_segment(lh_journal_t *j, uint32_t seg, uint64_t bytes)
+{
+    char jdir[4096], path[4200];
+    snprintf(jdir, sizeof(jdir), "%s/%s", j->dir, LH_JLOG_DIR);
+    lh_jlog_segment_path(jdir, seg, path, sizeof(path));
+    lh_jlog_forget(j->log, bytes);
+    uv_fs_t *req = malloc(sizeof(*req));
+    if (req == NULL || uv_fs_unlink(j->loop, req, path, unlinked) != 0) {
+        free(req);
+        unlink(path);
+    }
 }
 
 static void prune_timer_start(lh_journal_t *j, uint64_t ms);
@@ -997,6 +1741,8 @@ static void prune_done(void *data, int status)
     prune_t *p = data;
     lh_journal_t *j = p->j;
     j->pruning = 0;
+    for (int i = 0; status == 0 && i < p->ngone; i++)
+        unlink_segment(j, p->gone[i], p->gone_bytes[i]);
     if (status == 0) {
         /* full: over the bound with nothing finished left to remove; new events get 503 */
         j->used_bytes = p->used;
@@ -1049,6 +1795,11 @@ static void prune_timer_start(lh_journal_t *j, uint64_t ms)
 
 /* ------------------------------------------------------------------ life */
 
+static void on_index_timer(uv_timer_t *h)
+{
+    index_kick(h->data);
+}
+
 int lh_journal_start(lh_journal_t *j, uv_loop_t *loop, const lh_journal_hooks_t *hooks)
 {
     int rc;
@@ -1060,11 +1811,19 @@ int lh_journal_start(lh_journal_t *j, uv_loop_t *loop, const lh_journal_hooks_t 
         uv_close((uv_handle_t *)&j->take_timer, NULL);
         return rc;
     }
-    j->take_timer.data = j->prune_timer.data = j;
+    if ((rc = uv_timer_init(loop, &j->index_timer)) != 0) {
+        uv_close((uv_handle_t *)&j->take_timer, NULL);
+        uv_close((uv_handle_t *)&j->prune_timer, NULL);
+        return rc;
+    }
+    j->take_timer.data = j->prune_timer.data = j->index_timer.data = j;
     j->timers_open = 1;
     /* timers never keep the loop alive: a stopping server does not wait for retries */
     uv_unref((uv_handle_t *)&j->take_timer);
     uv_unref((uv_handle_t *)&j->prune_timer);
+    uv_unref((uv_handle_t *)&j->index_timer);
+    if ((rc = lh_jlog_start(j->log, loop)) != 0)
+        return rc;
     uv_timer_start(&j->take_timer, on_take_timer, 0, 0); /* what was due at start-up */
     uv_timer_start(&j->prune_timer, on_prune_timer, j->prune_every, 0);
     return 0;
@@ -1084,7 +1843,13 @@ void lh_journal_close(lh_journal_t *j)
     if (j->timers_open) {
         uv_close((uv_handle_t *)&j->take_timer, NULL);
         uv_close((uv_handle_t *)&j->prune_timer, NULL);
+        uv_close((uv_handle_t *)&j->index_timer, NULL);
+        j->timers_open = 0;
     }
+    /* what the log still holds is written, its accepts answered (stored, not run); from here
+    ** appends are written at once, and the index takes every record as it comes */
+    lh_jlog_stop(j->log);
+    index_kick(j);
 }
 
 void lh_journal_free(lh_journal_t *j)
@@ -1093,10 +1858,21 @@ void lh_journal_free(lh_journal_t *j)
         return;
     for (int k = 0; k < S_COUNT_; k++)
         sqlite3_finalize(j->s[k]);
-    while (j->failed_ends) {
-        struct end_s *e = j->failed_ends;
-        j->failed_ends = e->next_failed;
-        free(e);
+    end_t *lists[] = {j->failed_ends, j->waiting};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        while (lists[i]) {
+            end_t *e = lists[i];
+            lists[i] = e->next;
+            free(e);
+        }
+    free_recs(j->ix_head);
+    while (j->waiters) {
+        ix_waiter_t *w = j->waiters;
+        j->waiters = w->next;
+        free(w);
     }
+    lh_dedup_free(&j->dedup);
+    lh_jlog_free(j->log);
+    free(j->dir);
     free(j);
 }

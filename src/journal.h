@@ -130,6 +130,14 @@ typedef struct lh_journal_hooks_s {
 /** Starts the scheduler and retention timers on `loop` (after lh_state_start). */
 int lh_journal_start(lh_journal_t *j, uv_loop_t *loop, const lh_journal_hooks_t *hooks);
 
+/**
+ * Calls `cb` on the loop once the index (the database) holds every record the log had
+ * written before this call — at once (returning 0, `cb` not called) when it does already,
+ * or `j` is NULL. Returns 1 when `cb` will run. A failing index releases the waiters: they
+ * read what the database has.
+ */
+int lh_journal_index_wait(lh_journal_t *j, void (*cb)(void *data), void *data);
+
 /** Keeps the luahook_journal_* series of `m` current. */
 void lh_journal_observe(lh_journal_t *j, lh_metrics_t *m);
 

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "jlog.h"
 #include "json_escape.h"
 
 const char *const lh_jq_statuses[] = {"pending",   "ok",   "retrying", "dead",
@@ -563,6 +564,18 @@ int lh_jq_open(lh_jq_t *q, const char *db_path, int write, char *err, size_t err
         lh_jq_close(q);
         return -1;
     }
+    /* bodies in the journal's log came with schema 6 (state.c) */
+    if (sqlite3_prepare_v2(q->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_ROW || sqlite3_column_int(s, 0) < 6) {
+        sqlite3_finalize(s);
+        snprintf(err, errlen,
+                 "%s has an older journal: start the server (this version) once with "
+                 "--state-dir to upgrade it",
+                 db_path);
+        lh_jq_close(q);
+        return -1;
+    }
+    sqlite3_finalize(s);
     return 0;
 }
 
@@ -576,7 +589,8 @@ void lh_jq_close(lh_jq_t *q)
 
 #define EVENT_COLUMNS                                                                              \
     "d.id, d.delivery, d.received, d.path, d.remote, d.action, d.project, d.status, "              \
-    "d.finished, d.duplicate_of, (SELECT length(b.body) FROM bodies b WHERE b.id = d.id), "        \
+    "d.finished, d.duplicate_of,"                                                                  \
+    " coalesce(d.body_len, (SELECT length(b.body) FROM bodies b WHERE b.id = d.id)), "             \
     "(SELECT count(*) FROM runs r WHERE r.delivery = d.id), "                                      \
     "(SELECT count(*) FROM runs r WHERE r.delivery = d.id AND r.state IN ('retrying', 'dead')), "  \
     "(SELECT coalesce(sum(r.attempts), 0) FROM runs r WHERE r.delivery = d.id)"
@@ -783,8 +797,8 @@ int lh_jq_show(lh_jq_t *q, const char *key, const lh_jq_show_t *cb, char *err, s
     int ret = -1, rc;
     if (sqlite3_prepare_v2(q->db,
                            "SELECT " EVENT_COLUMNS
-                           ", d.headers, b.body FROM deliveries d JOIN bodies b ON b.id = d.id "
-                           "WHERE d.id = ?1",
+                           ", d.headers, b.body, d.body_at, d.body_len FROM deliveries d"
+                           " LEFT JOIN bodies b ON b.id = d.id WHERE d.id = ?1",
                            -1, &s, NULL) != SQLITE_OK)
         goto db_fail;
     sqlite3_bind_int64(s, 1, id);
@@ -799,7 +813,28 @@ int lh_jq_show(lh_jq_t *q, const char *key, const lh_jq_show_t *cb, char *err, s
     read_event(s, &e);
     const char *body = sqlite3_column_blob(s, 15);
     size_t body_len = (size_t)sqlite3_column_bytes(s, 15);
-    if (cb->event(cb->data, &e, col_text(s, 14), body ? body : "", body_len) != 0) {
+    char *logged = NULL; /* the body, from the journal's log (jlog.h) */
+    if (sqlite3_column_type(s, 15) == SQLITE_NULL && sqlite3_column_type(s, 16) != SQLITE_NULL) {
+        body_len = (size_t)sqlite3_column_int64(s, 17);
+        if ((logged = malloc(body_len + 1)) == NULL) {
+            snprintf(err, errlen, "out of memory reading a body of %zu bytes", body_len);
+            goto done;
+        }
+        char dir[sizeof(q->path)];
+        const char *slash = strrchr(q->path, '/');
+        snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - q->path) : 1,
+                 slash ? q->path : ".");
+        if (lh_jlog_read(dir, (uint64_t)sqlite3_column_int64(s, 16), logged, body_len, err,
+                         errlen) != 0) {
+            free(logged);
+            goto done;
+        }
+        logged[body_len] = '\0';
+        body = logged;
+    }
+    int stop = cb->event(cb->data, &e, col_text(s, 14), body ? body : "", body_len);
+    free(logged);
+    if (stop != 0) {
         ret = 1;
         goto done;
     }

@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -65,6 +66,16 @@ static const char *const schema_steps[] = {
     "DROP INDEX deliveries_status;"
     "CREATE INDEX deliveries_open ON deliveries(status) WHERE status <> 'ok';"
     "ALTER TABLE runs ADD COLUMN started REAL;",
+    /* 6: the journal's log (jlog.c) is the point of durability and this its index: an
+    ** event's body stays in the log, at body_at (`seg << 32 | offset`), and moves to
+    ** `bodies` only when its segment goes before it does. `applied`: the log's position up
+    ** to which this index holds every record; journal_segments: the deliveries of each
+    ** segment (ids follow the log's order), for retention. */
+    "ALTER TABLE deliveries ADD COLUMN body_at INTEGER;"
+    "ALTER TABLE deliveries ADD COLUMN body_len INTEGER;"
+    "CREATE TABLE journal_log(id INTEGER PRIMARY KEY CHECK (id = 1), applied INTEGER NOT NULL);"
+    "INSERT INTO journal_log VALUES (1, 0);"
+    "CREATE TABLE journal_segments(seg INTEGER PRIMARY KEY, first_id INTEGER, last_id INTEGER);",
 };
 #define NSTEPS ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
 
@@ -116,6 +127,7 @@ struct lh_state_s {
     unsigned q_n;     /* ops queued */
     int started, async_open, idle_open, sync_init;
     uint64_t seq;         /* last sequence number given (loop thread) */
+    uint64_t write_seq;   /* that of the last store write queued (loop thread) */
     uint64_t committed;   /* writer: last seq processed */
     int64_t data_version; /* writer: last seen */
     int64_t change_seq;   /* writer: last store_changes row applied */
@@ -560,7 +572,7 @@ uint64_t lh_state_put(lh_state_t *st, const lh_state_row_t *r)
     op->r.i = r->i;
     op->r.f = r->f;
     op->r.expires = r->expires;
-    uint64_t seq = op->seq = ++st->seq;
+    uint64_t seq = op->seq = st->write_seq = ++st->seq;
     enqueue(st, op); /* the writer may commit and free op at once: not read after this */
     return seq;
 }
@@ -570,7 +582,7 @@ uint64_t lh_state_delete(lh_state_t *st, const char *ns, const char *key)
     op_t *op = op_new(OP_DEL, ns, key, NULL, 0);
     if (op == NULL)
         return 0;
-    uint64_t seq = op->seq = ++st->seq;
+    uint64_t seq = op->seq = st->write_seq = ++st->seq;
     enqueue(st, op); /* as in lh_state_put: op is the writer's from here */
     return seq;
 }
@@ -584,6 +596,16 @@ int lh_state_flush(lh_state_t *st, void (*cb)(void *data, int status), void *dat
     op->data = data;
     enqueue(st, op);
     return 0;
+}
+
+uint64_t lh_state_last_write(const lh_state_t *st)
+{
+    return st->write_seq;
+}
+
+uint64_t lh_state_seq(const lh_state_t *st)
+{
+    return st->seq;
 }
 
 int lh_state_call(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
@@ -862,6 +884,7 @@ static int on_wal(void *data, sqlite3 *db, const char *name, int frames)
 static void checkpointer_main(void *arg)
 {
     lh_state_t *st = arg;
+    prctl(PR_SET_NAME, "luahook-ckpt", 0, 0, 0); /* as top -H and perf show it */
     uv_mutex_lock(&st->mu);
     for (;;) {
         while (!st->ckpt_want && !st->ckpt_stop)
@@ -932,6 +955,7 @@ static void stop_checkpointer(lh_state_t *st)
 static void writer_main(void *arg)
 {
     lh_state_t *st = arg;
+    prctl(PR_SET_NAME, "luahook-state", 0, 0, 0);
     unsigned last_n = 0; /* ops in the last batch */
     for (;;) {
         uv_mutex_lock(&st->mu);
@@ -1081,13 +1105,19 @@ void lh_state_stop(lh_state_t *st)
         uv_thread_join(&st->thread);
         stop_checkpointer(st);
         st->started = 0;
-    } else if (st->db != NULL) { /* never started: what was queued commits here */
+    }
+    /* what is queued commits here, on the caller: also what the callbacks queue (the
+    ** journal's index takes the log's last records) */
+    for (int round = 0; st->db != NULL && round < 64; round++) {
         op_t *done = NULL;
+        run_done(st);
         uv_mutex_lock(&st->mu);
         op_t *batch = st->q_head;
         st->q_head = st->q_tail = NULL;
         st->q_n = 0;
         uv_mutex_unlock(&st->mu);
+        if (batch == NULL)
+            break;
         commit_batch(st, batch, &done);
         uv_mutex_lock(&st->mu);
         if (done)

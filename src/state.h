@@ -116,6 +116,11 @@ int lh_state_flush(lh_state_t *st, void (*cb)(void *data, int status), void *dat
  */
 int lh_state_call(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
                   void (*cb)(void *data, int status), void *data);
+/** The sequence number of the last store write (put, delete) queued, and of the last
+ *  operation of any kind: a flush queued after it makes that write durable. Loop thread. */
+uint64_t lh_state_last_write(const lh_state_t *st);
+uint64_t lh_state_seq(const lh_state_t *st);
+
 /** The message of the last failed batch (the loop side, after a failed status). */
 void lh_state_last_error(lh_state_t *st, char *buf, size_t len);
 /** PRAGMA synchronous FULL (`full`: fsync at every commit) or NORMAL (at checkpoints).

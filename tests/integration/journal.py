@@ -55,6 +55,107 @@ def seeded(what):
 
 
 # --------------------------------------------------------------------------------------------
+# The log (src/jlog.h): the point of durability; the database is its index
+# --------------------------------------------------------------------------------------------
+
+LOG_DIR = "journal"
+LOG_MAGIC = b"LHJLOG\0\1"
+EVENT, END = 1, 2
+
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    c = crc ^ 0xFFFFFFFF
+    for b in data:
+        c = (c >> 8) ^ _CRC[(c ^ b) & 0xFF]
+    return c ^ 0xFFFFFFFF
+
+
+def segments(state_dir):
+    """The log's segment numbers, ascending."""
+    d = os.path.join(state_dir, LOG_DIR)
+    if not os.path.isdir(d):
+        return []
+    return sorted(int(n[:16], 16) for n in os.listdir(d)
+                  if len(n) == 20 and n.endswith(".log"))
+
+
+def segment_path(state_dir, seg):
+    return os.path.join(state_dir, LOG_DIR, "%016x.log" % seg)
+
+
+def read_body(state_dir, body_at, body_len):
+    """`body_len` bytes of the log at position `body_at` (seg << 32 | offset)."""
+    with open(segment_path(state_dir, body_at >> 32), "rb") as f:
+        f.seek(body_at & 0xFFFFFFFF)
+        data = f.read(body_len)
+    if len(data) != body_len:
+        raise AssertionError("the log ends before the body at %#x (%d of %d bytes)"
+                             % (body_at, len(data), body_len))
+    return data
+
+
+def log_records(state_dir):
+    """Every valid record of the log, in order: dicts of type, meta, body, at. Each segment
+    is read up to its first invalid record, as luahook reads it."""
+    out = []
+    for seg in segments(state_dir):
+        with open(segment_path(state_dir, seg), "rb") as f:
+            data = f.read()
+        if data[:8] != LOG_MAGIC or int.from_bytes(data[8:16], "little") != seg:
+            continue
+        off = 16
+        while off + 16 <= len(data):
+            payload, crc, typ, meta = (int.from_bytes(data[off + 4 * i:off + 4 * i + 4], "little")
+                                       for i in range(4))
+            if typ not in (EVENT, END) or meta > payload or off + 16 + payload > len(data):
+                break
+            rest = data[off + 16:off + 16 + payload]
+            head = (seg.to_bytes(8, "little") + off.to_bytes(4, "little")
+                    + typ.to_bytes(4, "little") + meta.to_bytes(4, "little"))
+            if crc32c(rest, crc32c(head)) != crc:
+                break
+            out.append({"type": typ, "meta": rest[:meta], "body": rest[meta:],
+                        "at": seg << 32 | off})
+            off += (16 + payload + 7) // 8 * 8
+    return out
+
+
+def logged_event_ids(state_dir):
+    """The delivery ids of the log's event records (their meta: u64 id, f64 received,
+    u8 flags, i64 project, i64 dup_of, [32 digest], then str delivery)."""
+    ids = []
+    for r in log_records(state_dir):
+        if r["type"] != EVENT:
+            continue
+        m = r["meta"]
+        at = 8 + 8 + 1 + 8 + 8 + (32 if m[16] & 2 else 0)
+        n = int.from_bytes(m[at:at + 4], "little")
+        ids.append(m[at + 4:at + 4 + n].decode())
+    return ids
+
+
+def body_of(state_dir, row):
+    """A delivery row's body: in `bodies` once its segment went (column moved_body), else in
+    the log at body_at."""
+    if row.get("moved_body") is not None:
+        return bytes(row["moved_body"])
+    return read_body(state_dir, row["body_at"], row["body_len"])
+
+
+# --------------------------------------------------------------------------------------------
 # The journal, read with sqlite3
 # --------------------------------------------------------------------------------------------
 
@@ -64,6 +165,7 @@ class Journal:
     a reader never blocks the writer). Rows come back as dicts."""
 
     def __init__(self, state_dir):
+        self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB)
         self.db = None
 
@@ -96,14 +198,21 @@ class Journal:
             self.open()
         return self.db.execute(sql, args).fetchone()[0]
 
+    def with_bodies(self, rows):
+        for r in rows:
+            r["body"] = body_of(self.state_dir, r)
+        return rows
+
     def deliveries(self):
-        return self.query("SELECT d.*, b.body FROM deliveries d JOIN bodies b ON b.id = d.id"
-                          " ORDER BY d.id")
+        return self.with_bodies(self.query(
+            "SELECT d.*, b.body AS moved_body FROM deliveries d LEFT JOIN bodies b"
+            " ON b.id = d.id ORDER BY d.id"))
 
     def delivery(self, delivery_id):
         """The row of delivery id `delivery_id` (the id luahook answers and logs), or None."""
-        rows = self.query("SELECT d.*, b.body FROM deliveries d JOIN bodies b ON b.id = d.id"
-                          " WHERE d.delivery = ?", delivery_id)
+        rows = self.with_bodies(self.query(
+            "SELECT d.*, b.body AS moved_body FROM deliveries d LEFT JOIN bodies b"
+            " ON b.id = d.id WHERE d.delivery = ?", delivery_id))
         return rows[0] if rows else None
 
     def runs(self):

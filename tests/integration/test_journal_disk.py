@@ -301,8 +301,13 @@ class ReadOnly(Mounts):
 
 
 def folder(path):
-    """{name: bytes} of the files of `path`."""
-    return {n: read(os.path.join(path, n)) for n in sorted(os.listdir(path))}
+    """{relative name: bytes} of the files under `path` (the log's segments too)."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for n in files:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, path)] = read(p)
+    return out
 
 
 def read(path):

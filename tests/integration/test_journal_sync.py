@@ -1,7 +1,7 @@
 """The journal when the disk cannot sync (issue 12, --sync full): luahook answers 200 only
-after the fsync of the commit that holds the event succeeded. A preloaded shim
+after the fsync of the log write that holds the event succeeded. A preloaded shim
 (tests/fixtures/integration/failsync/failsync.c, built here with cc) makes every sync of the
-WAL fail with EIO while a flag file exists:
+journal's log segments and of the database's WAL fail with EIO while a flag file exists:
 - before the flag, events are answered 200 and handled;
 - while it exists, every event is answered 503 with an error that names the I/O error,
   and a log line; the server keeps serving;

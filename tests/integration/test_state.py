@@ -16,6 +16,8 @@ import harness as h  # noqa: E402
 FIX = os.path.join(h.REPO, "tests", "fixtures", "integration", "test_state")
 NOOP = os.path.join(FIX, "noop.lua")
 DB = "luahook.db"
+# the schema version this luahook writes (state.c: one per step)
+SCHEMA = 6
 
 
 def pragma(path, name):
@@ -45,7 +47,7 @@ class StateFolder(unittest.TestCase):
                 self.assertEqual(line["dir"], d)
                 self.assertEqual(line["database"], os.path.join(d, DB))
             p = os.path.join(d, DB)
-            self.assertEqual(pragma(p, "user_version"), 5)
+            self.assertEqual(pragma(p, "user_version"), SCHEMA)
             self.assertEqual(pragma(p, "auto_vacuum"), 2)  # incremental
             self.assertEqual(pragma(p, "journal_mode"), "wal")
             # the environment variable works too
@@ -58,7 +60,7 @@ class StateFolder(unittest.TestCase):
             open(td.join(DB), "wb").close()
             with h.Server(NOOP, "--state-dir", td.path):
                 pass
-            self.assertEqual(pragma(td.join(DB), "user_version"), 5)
+            self.assertEqual(pragma(td.join(DB), "user_version"), SCHEMA)
 
     def test_one_server_per_folder(self):
         with h.TempDir() as td:
@@ -78,7 +80,7 @@ class StateFolder(unittest.TestCase):
             with h.Server(NOOP, "--state-dir", d):
                 pass
             p = os.path.join(d, DB)
-            self.assertEqual(pragma(p, "user_version"), 5)
+            self.assertEqual(pragma(p, "user_version"), SCHEMA)
             db = sqlite3.connect(p)
             rows = db.execute("SELECT ns, key, type, value FROM store ORDER BY key").fetchall()
             names = [r[0] for r in db.execute("SELECT name FROM sqlite_master")]
@@ -138,7 +140,7 @@ class StateFolder(unittest.TestCase):
             db.execute("PRAGMA user_version = 7")
             db.commit()
             db.close()
-            self.refused(d, "schema version 7, newer than this luahook knows (5)")
+            self.refused(d, "schema version 7, newer than this luahook knows (%d)" % SCHEMA)
 
     @unittest.skipUnless(os.geteuid() == 0, "needs root")
     def test_root_serve_refused(self):
