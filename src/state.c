@@ -106,6 +106,7 @@ struct op_s {
     int (*fn)(sqlite3 *db, void *data); /* OP_CALL: runs on the writer, in the batch */
     void *data;
     int status;
+    uint64_t since; /* OP_FLUSH: `seq` of the flush queued before it */
 };
 
 struct lh_state_s {
@@ -128,6 +129,9 @@ struct lh_state_s {
     int started, async_open, idle_open, sync_init;
     uint64_t seq;         /* last sequence number given (loop thread) */
     uint64_t write_seq;   /* that of the last store write queued (loop thread) */
+    uint64_t flush_seq;   /* `seq` when the last flush was queued (loop thread) */
+    uint64_t failed_seq;  /* writer: the last seq of the last batch that failed */
+    int failed_status;    /* writer: and how it failed */
     uint64_t committed;   /* writer: last seq processed */
     int64_t data_version; /* writer: last seen */
     int64_t change_seq;   /* writer: last store_changes row applied */
@@ -594,6 +598,8 @@ int lh_state_flush(lh_state_t *st, void (*cb)(void *data, int status), void *dat
         return -1;
     op->cb = cb;
     op->data = data;
+    op->since = st->flush_seq;
+    op->seq = st->flush_seq = st->seq;
     enqueue(st, op);
     return 0;
 }
@@ -749,10 +755,20 @@ static void commit_batch(lh_state_t *st, op_t *batch, op_t **done)
     uv_mutex_unlock(&st->mu);
     if (last > st->committed)
         st->committed = last;
+    if (rc != SQLITE_OK && nops > 0) {
+        st->failed_seq = last;
+        st->failed_status = uv_status(rc);
+    }
     while (batch) {
         op_t *op = batch;
         batch = op->next;
-        if (op->kind == OP_FLUSH || op->kind == OP_CALL) {
+        if (op->kind == OP_FLUSH) {
+            /* a write queued since the last flush was lost in an earlier batch: so said */
+            op->status = rc != SQLITE_OK              ? uv_status(rc)
+                         : st->failed_seq > op->since ? st->failed_status
+                                                      : 0;
+            op->next = *done, *done = op;
+        } else if (op->kind == OP_CALL) {
             op->status = rc == SQLITE_OK ? 0 : uv_status(rc);
             op->next = *done, *done = op;
         } else {

@@ -104,7 +104,8 @@ uint64_t lh_state_put(lh_state_t *st, const lh_state_row_t *r);
 uint64_t lh_state_delete(lh_state_t *st, const char *ns, const char *key);
 
 /** `cb` runs exactly once on the loop, once everything queued before it is durable
- *  (status 0) or failed (negative). Returns 0, or -1 (out of memory; `cb` never runs). */
+ *  (status 0), or failed (negative: also when a write queued since the previous flush was
+ *  lost in an earlier batch). Returns 0, or -1 (out of memory; `cb` never runs). */
 int lh_state_flush(lh_state_t *st, void (*cb)(void *data, int status), void *data);
 
 /**
