@@ -68,6 +68,10 @@ struct lh_event_s {
     const char *body;
     size_t body_len;
     int body_ref; /* registry ref to that userdata: the bytes live while the event does */
+    /* a small event: the copy of its request's headers and body that ctx reads them from
+    ** (ctx's __index upvalue, alive as ctx is); the journal reads it too, so it never makes
+    ** ctx.headers or ctx.body itself */
+    const struct req_copy_s *req;
 };
 
 /* ------------------------------------------------------------------ answers */
@@ -251,7 +255,7 @@ static int ctx_index(lua_State *L)
 ** the copy in ctx.body was): ctx.headers and ctx.body are made from it on first read, so
 ** a handler that reads neither costs no table and no string. Layout: this, the headers,
 ** their names and values, the body; every pointer points into the same block. */
-typedef struct {
+typedef struct req_copy_s {
     size_t nheaders;
     lh_header_t *headers;
     const char *body;
@@ -327,7 +331,7 @@ static int ctx_lazy_index(lua_State *L)
 ** handlers; ctx.id is filled in when the event runs. With `body` (a stack index of a big
 ** body's userdata), ctx.body is made from it on first read, and ctx.headers now; else both
 ** are made on first read from a copy of the request's. */
-static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_t *in, int body)
+static void push_ctx(lua_State *L, lh_event_t *e, const lh_dispatch_input_t *in, int body)
 {
     const lh_request_t *req = in->req;
     lua_createtable(L, 0, 9); /* ctx */
@@ -352,7 +356,7 @@ static void push_ctx(lua_State *L, const lh_event_t *e, const lh_dispatch_input_
         push_headers(L, req->headers, req->nheaders); /* ctx headers */
         lua_setfield(L, -2, "headers");               /* ctx */
     } else {
-        push_req_copy(L, req); /* ctx mt rc */
+        e->req = push_req_copy(L, req); /* ctx mt rc */
         lua_pushcclosure(L, ctx_lazy_index, 1);
         lua_setfield(L, -2, "__index");
         lua_setmetatable(L, -2); /* ctx */
@@ -603,6 +607,53 @@ static void journaled(void *data, int status, int64_t jid, const char *err)
     release_vm(vm);
 }
 
+/* The headers a handler can read (a repeated one's values joined as ctx.headers joins
+** them), as a JSON object, without the secret's header: from a small event's request
+** copy, without making ctx.headers. */
+static char *headers_json_of(const req_copy_t *rc, const char *secret_header, size_t *len)
+{
+    size_t cap = 2, n = 0;
+    for (size_t i = 0; i < rc->nheaders; i++)
+        cap += LH_JSON_ESCAPED_MAX(rc->headers[i].name_len) +
+               LH_JSON_ESCAPED_MAX(rc->headers[i].value_len) + 8;
+    char *out = malloc(cap + 1);
+    if (out == NULL)
+        return NULL;
+    out[n++] = '{';
+    for (size_t i = 0; i < rc->nheaders; i++) {
+        const lh_header_t *h = &rc->headers[i];
+        size_t seen = 0;
+        while (seen < i && (rc->headers[seen].name_len != h->name_len ||
+                            memcmp(rc->headers[seen].name, h->name, h->name_len) != 0))
+            seen++;
+        /* never stored: the secret's header, nor Authorization when the secret is elsewhere
+         * (a proxy's credentials); a repeated one went with its first */
+        if (seen < i ||
+            (strlen(secret_header) == h->name_len &&
+             memcmp(h->name, secret_header, h->name_len) == 0) ||
+            (h->name_len == 13 && memcmp(h->name, "authorization", 13) == 0))
+            continue;
+        if (n > 1)
+            out[n++] = ',';
+        out[n++] = '"';
+        n += lh_json_escape(out + n, cap - n, h->name, h->name_len);
+        out[n++] = '"', out[n++] = ':', out[n++] = '"';
+        n += lh_json_escape(out + n, cap - n, h->value, h->value_len);
+        for (size_t k = i + 1; k < rc->nheaders; k++) {
+            const lh_header_t *o = &rc->headers[k];
+            if (o->name_len == h->name_len && memcmp(o->name, h->name, h->name_len) == 0) {
+                out[n++] = ',', out[n++] = ' ';
+                n += lh_json_escape(out + n, cap - n, o->value, o->value_len);
+            }
+        }
+        out[n++] = '"';
+    }
+    out[n++] = '}';
+    out[n] = '\0';
+    *len = n;
+    return out;
+}
+
 /* The headers a handler can read, as a JSON object, without the secret's header. */
 static char *headers_json(lua_State *L, int ctx, const char *secret_header, size_t *len)
 {
@@ -684,6 +735,9 @@ static int journal_event(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
     if (e->body != NULL) {
         lua_pushnil(L); /* ctx ev nil: ctx.body is not made for the journal */
         ev.body = e->body, ev.body_len = e->body_len;
+    } else if (e->req != NULL) {
+        lua_pushnil(L); /* ctx ev nil: the same, from the request's copy */
+        ev.body = e->req->body, ev.body_len = e->req->body_len;
     } else {
         lua_getfield(L, top + 1, "body"); /* ctx ev body */
         ev.body = lua_tolstring(L, -1, &ev.body_len);
@@ -698,7 +752,9 @@ static int journal_event(lh_event_t *e, lh_dispatch_accept_cb cb, void *data)
         if (lh_task_protect(L, event_project, &ev, 1, 0) != LUA_OK)
             ev.has_project = 0; /* out of memory for the key's string: stored without it */
     }
-    char *headers = headers_json(L, top + 1, app->cfg->auth_header, &ev.headers_len);
+    char *headers = e->req != NULL
+                        ? headers_json_of(e->req, app->cfg->auth_header, &ev.headers_len)
+                        : headers_json(L, top + 1, app->cfg->auth_header, &ev.headers_len);
     int rc = -1;
     if (headers == NULL || ids == NULL || ev.body == NULL) {
         snprintf(err, sizeof(err), "out of memory");
