@@ -34,6 +34,7 @@ struct lh_jlog_s {
     unsigned q_n;
     lh_jlog_rec_t *done_head, *done_tail; /* written, for the loop */
     uint64_t bytes;                       /* of every segment of ours on disk */
+    uint64_t batches;                     /* written */
     char last_error[256];
     int stopping;
     /* the loop's */
@@ -465,6 +466,7 @@ static void write_batch(lh_jlog_t *log, lh_jlog_rec_t *batch)
     log->off = off;
     uv_mutex_lock(&log->mu);
     log->bytes += total;
+    log->batches++;
     uv_mutex_unlock(&log->mu);
     fail_batch(batch, 0);
 }
@@ -635,6 +637,15 @@ uint64_t lh_jlog_bytes(const lh_jlog_t *log)
     uint64_t b = l->bytes;
     uv_mutex_unlock(&l->mu);
     return b;
+}
+
+uint64_t lh_jlog_batches(const lh_jlog_t *log)
+{
+    lh_jlog_t *l = (lh_jlog_t *)log;
+    uv_mutex_lock(&l->mu);
+    uint64_t n = l->batches;
+    uv_mutex_unlock(&l->mu);
+    return n;
 }
 
 void lh_jlog_forget(lh_jlog_t *log, uint64_t bytes)

@@ -92,6 +92,9 @@ uint32_t lh_jlog_segment(const lh_jlog_t *log);
 uint64_t lh_jlog_bytes(const lh_jlog_t *log);
 void lh_jlog_last_error(lh_jlog_t *log, char *buf, size_t len);
 
+/** Batches written (each one write, and one sync when syncing), since the open. */
+uint64_t lh_jlog_batches(const lh_jlog_t *log);
+
 /** Counts `bytes` of a segment gone (retention), for lh_jlog_bytes. */
 void lh_jlog_forget(lh_jlog_t *log, uint64_t bytes);
 

@@ -640,6 +640,8 @@ static void index_done(void *data, int status)
     j->ix_busy = 0;
     j->ix_last = uv_now(j->loop);
     j->ix_applied += op->n;
+    if (j->metrics != NULL)
+        j->metrics->journal_log_writes = lh_jlog_batches(j->log);
     if (status < 0) {
         /* the disk refused: the records stay in the log, and go to the index again */
         lh_jlog_rec_t *tail = op->recs;

@@ -229,14 +229,21 @@ static void render_journal(out_t *o, const lh_metrics_t *m)
          "# HELP luahook_journal_pruned_total Deliveries removed by retention.\n"
          "# TYPE luahook_journal_pruned_total counter\n"
          "luahook_journal_pruned_total %llu\n"
-         "# HELP luahook_journal_database_bytes Size of the state database.\n"
+         "# HELP luahook_journal_database_bytes Size of the state database and the journal's "
+         "log.\n"
          "# TYPE luahook_journal_database_bytes gauge\n"
          "luahook_journal_database_bytes %llu\n"
-         "# HELP luahook_journal_commit_seconds From an event's accept to its durable commit.\n"
+         "# HELP luahook_journal_log_writes_total Batches written to the journal's log: one "
+         "write, and one fdatasync with --sync full, each.\n"
+         "# TYPE luahook_journal_log_writes_total counter\n"
+         "luahook_journal_log_writes_total %llu\n"
+         "# HELP luahook_journal_commit_seconds From an event's accept to its write to the "
+         "log, synced.\n"
          "# TYPE luahook_journal_commit_seconds histogram\n",
          m->journal_oldest_age, (unsigned long long)m->journal_retries,
          (unsigned long long)m->journal_dead_total, (unsigned long long)m->journal_refused,
-         (unsigned long long)m->journal_pruned, (unsigned long long)m->journal_bytes);
+         (unsigned long long)m->journal_pruned, (unsigned long long)m->journal_bytes,
+         (unsigned long long)m->journal_log_writes);
     uint64_t cum = 0;
     for (int i = 0; i < LH_JOURNAL_COMMIT_BUCKETS; i++) {
         cum += m->journal_commit_buckets[i];

@@ -95,6 +95,7 @@ typedef struct lh_metrics_s {
     uint64_t journal_bytes; /* the database's size */
     uint64_t journal_refused;
     uint64_t journal_pruned;
+    uint64_t journal_log_writes;                                /* batches written to the log */
     uint64_t journal_commit_buckets[LH_JOURNAL_COMMIT_BUCKETS]; /* not cumulative here */
     double journal_commit_sum;
     uint64_t journal_commit_count;

@@ -80,7 +80,8 @@ class Journal(unittest.TestCase):
                                          "--dedup-window", "0") as srv:
             body = json.dumps({"action": "OK", "n": 1, "project": {"id": 42}}).encode()
             r = h.post_event(srv.port, body, path="/hooks/ls?x=1",
-                             headers={"Authorization": "Token s3", "X-Seen": "yes"})
+                             headers=[("Authorization", "Token s3"), ("X-Seen", "yes"),
+                                      ("X-Multi", "a"), ("x-multi", "b")])
             self.assertEqual(r.status, 200, r)
             did = r.json()["id"]
             # read at once after the 200: the log's write came first
@@ -97,6 +98,7 @@ class Journal(unittest.TestCase):
             self.assertEqual(bytes(stored), body)
             hd = json.loads(headers)
             self.assertEqual(hd.get("x-seen"), "yes")
+            self.assertEqual(hd.get("x-multi"), "a, b")  # joined as ctx.headers joins them
             self.assertNotIn("authorization", hd)
             self.assertNotIn("s3", headers)
             wait_state(td.join("st"), did, "journal.lua#ok", "ok", 1)
@@ -531,6 +533,10 @@ class Journal(unittest.TestCase):
             self.assertEqual(m.get("luahook_journal_commit_seconds_count"), 6)
             self.assertEqual(m.get("luahook_journal_commit_seconds_bucket", le="+Inf"), 6)
             self.assertGreater(m.get("luahook_journal_database_bytes"), 0)
+            # events posted one after another: a write to the log each, and the runs' ends
+            writes = m.get("luahook_journal_log_writes_total")
+            self.assertGreaterEqual(writes, 6)
+            self.assertLessEqual(writes, 12)
             self.assertEqual(m.get("luahook_journal_runs", state="retrying"), 0)
             self.assertTrue(m.has("luahook_journal_oldest_pending_seconds"))
 
