@@ -678,7 +678,7 @@ static void index_send(lh_journal_t *j)
     op->j = j;
     op->recs = j->ix_head;
     op->n = j->ix_n;
-    if (lh_state_call(j->st, w_index, index_done, op) != 0) {
+    if (lh_state_call_unsynced(j->st, w_index, index_done, op) != 0) {
         free(op);
         release_waiters(j, 1);
         return;

@@ -104,6 +104,7 @@ struct op_s {
     char *mem;        /* owned: ns, key, bytes (OP_LOG: the message) */
     void (*cb)(void *data, int status); /* OP_FLUSH, OP_CALL */
     int (*fn)(sqlite3 *db, void *data); /* OP_CALL: runs on the writer, in the batch */
+    int unsynced; /* OP_CALL: what it writes can be made again (the journal's index) */
     void *data;
     int status;
     uint64_t since; /* OP_FLUSH: `seq` of the flush queued before it */
@@ -127,6 +128,7 @@ struct lh_state_s {
     int gathering;    /* the writer waits for a fuller batch: wake it at GATHER_OPS queued */
     unsigned q_n;     /* ops queued */
     int started, async_open, idle_open, sync_init;
+    int sync_full;        /* --sync full: commits are synced, but for unsynced calls alone */
     uint64_t seq;         /* last sequence number given (loop thread) */
     uint64_t write_seq;   /* that of the last store write queued (loop thread) */
     uint64_t flush_seq;   /* `seq` when the last flush was queued (loop thread) */
@@ -614,18 +616,31 @@ uint64_t lh_state_seq(const lh_state_t *st)
     return st->seq;
 }
 
-int lh_state_call(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
-                  void (*cb)(void *data, int status), void *data)
+static int call_op(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
+                   void (*cb)(void *data, int status), void *data, int unsynced)
 {
     op_t *op = op_new(OP_CALL, NULL, NULL, NULL, 0);
     if (op == NULL)
         return -1;
     op->fn = fn;
+    op->unsynced = unsynced;
     op->cb = cb;
     op->data = data;
     op->seq = ++st->seq;
     enqueue(st, op);
     return 0;
+}
+
+int lh_state_call(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
+                  void (*cb)(void *data, int status), void *data)
+{
+    return call_op(st, fn, cb, data, 0);
+}
+
+int lh_state_call_unsynced(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
+                           void (*cb)(void *data, int status), void *data)
+{
+    return call_op(st, fn, cb, data, 1);
 }
 
 void lh_state_last_error(lh_state_t *st, char *buf, size_t len)
@@ -640,6 +655,7 @@ int lh_state_set_sync(lh_state_t *st, int full, char *err, size_t errlen)
     int rc = exec(st->db, full ? "PRAGMA synchronous = FULL;" : "PRAGMA synchronous = NORMAL;", err,
                   errlen, st->path);
     lh_wal_gather_set(full); /* a commit without a sync must not leave its frames unwritten */
+    st->sync_full = full;
     return rc;
 }
 
@@ -682,14 +698,22 @@ static int uv_status(int rc)
 ** to *done and frees the rest. Runs on the writer (or at stop, on the caller). */
 static void commit_batch(lh_state_t *st, op_t *batch, op_t **done)
 {
-    uint64_t nops = 0, nstore = 0, last = 0;
+    uint64_t nops = 0, nstore = 0, last = 0, synced = 0;
     int rc = SQLITE_OK;
     const char *what = "";
     for (op_t *op = batch; op; op = op->next)
         if (op->kind == OP_PUT || op->kind == OP_DEL || op->kind == OP_CALL) {
             nops++, last = op->seq > last ? op->seq : last;
             nstore += op->kind != OP_CALL; /* the journal counts its own */
+            synced += op->kind != OP_CALL || !op->unsynced;
         }
+    /* a batch of unsynced calls alone is not synced: the journal's index, which its log
+    ** makes again after a power cut; the next synced commit syncs it with its own */
+    int unsynced = st->sync_full && nops > 0 && synced == 0 && st->forget_upto == 0;
+    if (unsynced && sqlite3_exec(st->db, "PRAGMA synchronous = NORMAL", 0, 0, 0) == SQLITE_OK)
+        lh_wal_gather_set(0);
+    else
+        unsynced = 0;
     if (nops > 0 || st->forget_upto > 0) {
         if (st->put == NULL &&
             ((rc = sqlite3_prepare_v2(st->db, put_sql, -1, &st->put, NULL)) != SQLITE_OK ||
@@ -728,6 +752,10 @@ static void commit_batch(lh_state_t *st, op_t *batch, op_t **done)
         }
         if (rc == SQLITE_OK && (rc = sqlite3_exec(st->db, "COMMIT", 0, 0, 0)) != SQLITE_OK)
             what = "commit";
+        if (unsynced) {
+            lh_wal_gather_set(1);
+            sqlite3_exec(st->db, "PRAGMA synchronous = FULL", 0, 0, 0);
+        }
         if (rc != SQLITE_OK) {
             op_t *l = log_op("state: %s failed, the batch is lost to the disk: %s", what,
                              sqlite3_errmsg(st->db));

@@ -122,6 +122,12 @@ int lh_state_call(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
 uint64_t lh_state_last_write(const lh_state_t *st);
 uint64_t lh_state_seq(const lh_state_t *st);
 
+/** lh_state_call for writes that can be made again after a power cut (the journal's
+ *  index, made from its log): with --sync full, a batch of these alone is committed
+ *  without a sync; the next synced commit syncs it too. */
+int lh_state_call_unsynced(lh_state_t *st, int (*fn)(sqlite3 *db, void *data),
+                           void (*cb)(void *data, int status), void *data);
+
 /** The message of the last failed batch (the loop side, after a failed status). */
 void lh_state_last_error(lh_state_t *st, char *buf, size_t len);
 /** PRAGMA synchronous FULL (`full`: fsync at every commit) or NORMAL (at checkpoints).

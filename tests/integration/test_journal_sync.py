@@ -7,6 +7,8 @@ journal's log segments and of the database's WAL fail with EIO while a flag file
   and a log line; the server keeps serving;
 - once the disk syncs again, events are answered 200 again, and every event answered 200 at
   any point is in the journal and handled (journal.py's check, as in the crash test).
+With the WAL alone unable to sync, events are answered 200 and indexed all the same: the
+database is the log's index, and its commits are not synced.
 Skipped with a message when no C compiler is there to build the shim."""
 
 import os
@@ -78,6 +80,37 @@ class FailedSync(unittest.TestCase):
             _, problems = journal.check_at_least_once(state, effects, sent, accepted)
             self.assertEqual(problems, [])
             self.assertEqual(len(accepted), 20)
+
+    def test_index_needs_no_sync(self):
+        # the database is the log's index: its commits are not synced (the log makes them
+        # again after a power cut), so a WAL that cannot sync stops neither the answers nor
+        # the index
+        with h.TempDir() as td:
+            shim = build_shim(td)
+            if shim is None:
+                self.skipTest("no C compiler (cc) to build the fdatasync shim")
+            state, flag, effects = td.join("state"), td.join("fail"), td.join("effects.log")
+            script = td.fixture("journal", journal.EFFECTS_SCRIPT)
+            rng = journal.seeded(self.id())
+            env = {"LD_PRELOAD": shim, "FAILSYNC_FLAG": flag, "FAILSYNC_ONLY": "-wal",
+                   **journal.effects_env(effects),
+                   "ASAN_OPTIONS": "halt_on_error=1:detect_leaks=1:verify_asan_link_order=0"}
+            sent, accepted = [], {}
+            with h.Server(script, "--state-dir", state, env=env) as srv:
+                open(flag, "w").close()  # from here the WAL cannot sync
+                for seq in range(10):
+                    body = journal.event_body(seq, rng, max_sleep_ms=0)
+                    sent.append(body)
+                    r = h.post_event(srv.port, body)
+                    self.assertEqual(r.status, 200, r)
+                    accepted[r.json()["id"]] = seq
+                with journal.Journal(state) as j:
+                    h.wait_until(lambda: j.count() == 10, timeout=30 * h.SLOW,
+                                 what="the index to hold every event")
+                    j.wait_final(timeout=30 * h.SLOW)
+                os.unlink(flag)
+            _, problems = journal.check_at_least_once(state, effects, sent, accepted)
+            self.assertEqual(problems, [])
 
 
 if __name__ == "__main__":
