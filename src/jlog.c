@@ -621,31 +621,13 @@ void lh_jlog_free(lh_jlog_t *log)
     free(log);
 }
 
-uint32_t lh_jlog_segment(const lh_jlog_t *log)
+lh_jlog_stats_t lh_jlog_stats(const lh_jlog_t *log)
 {
-    lh_jlog_t *l = (lh_jlog_t *)log;
+    lh_jlog_t *l = (lh_jlog_t *)log; /* the mutex only */
     uv_mutex_lock(&l->mu);
-    uint32_t seg = l->seg;
+    lh_jlog_stats_t st = {l->seg, l->bytes, l->batches};
     uv_mutex_unlock(&l->mu);
-    return seg;
-}
-
-uint64_t lh_jlog_bytes(const lh_jlog_t *log)
-{
-    lh_jlog_t *l = (lh_jlog_t *)log;
-    uv_mutex_lock(&l->mu);
-    uint64_t b = l->bytes;
-    uv_mutex_unlock(&l->mu);
-    return b;
-}
-
-uint64_t lh_jlog_batches(const lh_jlog_t *log)
-{
-    lh_jlog_t *l = (lh_jlog_t *)log;
-    uv_mutex_lock(&l->mu);
-    uint64_t n = l->batches;
-    uv_mutex_unlock(&l->mu);
-    return n;
+    return st;
 }
 
 void lh_jlog_forget(lh_jlog_t *log, uint64_t bytes)

@@ -87,15 +87,17 @@ void lh_jlog_stop(lh_jlog_t *log);
 /** Frees the log (after lh_jlog_stop). NULL is a no-op. */
 void lh_jlog_free(lh_jlog_t *log);
 
-/** The segment being written; bytes of every segment on disk (ours); the last error. */
-uint32_t lh_jlog_segment(const lh_jlog_t *log);
-uint64_t lh_jlog_bytes(const lh_jlog_t *log);
+typedef struct lh_jlog_stats_s {
+    uint32_t segment; /* the one being written */
+    uint64_t bytes;   /* of every segment on disk (ours) */
+    uint64_t batches; /* written since the open: one write, and one sync when syncing, each */
+} lh_jlog_stats_t;
+lh_jlog_stats_t lh_jlog_stats(const lh_jlog_t *log);
+
+/** What the last failed write or sync said. */
 void lh_jlog_last_error(lh_jlog_t *log, char *buf, size_t len);
 
-/** Batches written (each one write, and one sync when syncing), since the open. */
-uint64_t lh_jlog_batches(const lh_jlog_t *log);
-
-/** Counts `bytes` of a segment gone (retention), for lh_jlog_bytes. */
+/** Counts `bytes` of a segment gone (retention), for lh_jlog_stats. */
 void lh_jlog_forget(lh_jlog_t *log, uint64_t bytes);
 
 /* ------------------------------------------------------------------ reading */

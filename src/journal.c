@@ -641,7 +641,7 @@ static void index_done(void *data, int status)
     j->ix_last = uv_now(j->loop);
     j->ix_applied += op->n;
     if (j->metrics != NULL)
-        j->metrics->journal_log_writes = lh_jlog_batches(j->log);
+        j->metrics->journal_log_writes = lh_jlog_stats(j->log).batches;
     if (status < 0) {
         /* the disk refused: the records stay in the log, and go to the index again */
         lh_jlog_rec_t *tail = op->recs;
@@ -1443,14 +1443,14 @@ static void take_done(void *data, int status)
     j->taking = 0;
     if (status == 0) {
         j->used_bytes =
-            (uint64_t)((t->page_count - t->freelist) * t->page_size) + lh_jlog_bytes(j->log);
+            (uint64_t)((t->page_count - t->freelist) * t->page_size) + lh_jlog_stats(j->log).bytes;
         if (j->cfg.max_size != 0 && j->used_bytes < j->cfg.max_size)
             j->full = 0;
         if (j->cfg.max_size != 0 && j->used_bytes > j->cfg.max_size / 10 * 8)
             prune_now(j); /* also what finished since the last pass */
         if (j->metrics != NULL)
             j->metrics->journal_bytes =
-                (uint64_t)(t->page_count * t->page_size) + lh_jlog_bytes(j->log);
+                (uint64_t)(t->page_count * t->page_size) + lh_jlog_stats(j->log).bytes;
         if (j->metrics != NULL && t->with_stats) {
             lh_metrics_t *m = j->metrics;
             for (int k = 0; k < 5; k++)
@@ -1541,7 +1541,7 @@ static uint64_t used_bytes(sqlite3 *db)
 /* What the pass leaves in use: the database's pages and the segments not retired. */
 static uint64_t pass_used(prune_t *p, sqlite3 *db)
 {
-    uint64_t log = lh_jlog_bytes(p->j->log);
+    uint64_t log = lh_jlog_stats(p->j->log).bytes;
     for (int i = 0; i < p->ngone; i++)
         log = log > p->gone_bytes[i] ? log - p->gone_bytes[i] : 0;
     return used_bytes(db) + log;

@@ -38,17 +38,23 @@ def build_shim(td):
 
 
 class FailedSync(unittest.TestCase):
+    def setup(self, td, **extra_env):
+        """The state folder, flag file, effects log, script, random source and environment
+        of a server with the shim preloaded."""
+        shim = build_shim(td)
+        if shim is None:
+            self.skipTest("no C compiler (cc) to build the fdatasync shim")
+        state, flag, effects = td.join("state"), td.join("fail"), td.join("effects.log")
+        env = {"LD_PRELOAD": shim, "FAILSYNC_FLAG": flag, **journal.effects_env(effects),
+               # the shim comes before the sanitizer's runtime in the preload order
+               "ASAN_OPTIONS": "halt_on_error=1:detect_leaks=1:verify_asan_link_order=0",
+               **extra_env}
+        return (state, flag, effects, td.fixture("journal", journal.EFFECTS_SCRIPT),
+                journal.seeded(self.id()), env)
+
     def test_no_200_without_a_sync(self):
         with h.TempDir() as td:
-            shim = build_shim(td)
-            if shim is None:
-                self.skipTest("no C compiler (cc) to build the fdatasync shim")
-            state, flag, effects = td.join("state"), td.join("fail"), td.join("effects.log")
-            script = td.fixture("journal", journal.EFFECTS_SCRIPT)
-            rng = journal.seeded(self.id())
-            env = {"LD_PRELOAD": shim, "FAILSYNC_FLAG": flag, **journal.effects_env(effects),
-                   # the shim comes before the sanitizer's runtime in the preload order
-                   "ASAN_OPTIONS": "halt_on_error=1:detect_leaks=1:verify_asan_link_order=0"}
+            state, flag, effects, script, rng, env = self.setup(td)
             sent, accepted = [], {}
 
             def post(srv, seq):
@@ -86,15 +92,7 @@ class FailedSync(unittest.TestCase):
         # again after a power cut), so a WAL that cannot sync stops neither the answers nor
         # the index
         with h.TempDir() as td:
-            shim = build_shim(td)
-            if shim is None:
-                self.skipTest("no C compiler (cc) to build the fdatasync shim")
-            state, flag, effects = td.join("state"), td.join("fail"), td.join("effects.log")
-            script = td.fixture("journal", journal.EFFECTS_SCRIPT)
-            rng = journal.seeded(self.id())
-            env = {"LD_PRELOAD": shim, "FAILSYNC_FLAG": flag, "FAILSYNC_ONLY": "-wal",
-                   **journal.effects_env(effects),
-                   "ASAN_OPTIONS": "halt_on_error=1:detect_leaks=1:verify_asan_link_order=0"}
+            state, flag, effects, script, rng, env = self.setup(td, FAILSYNC_ONLY="-wal")
             sent, accepted = [], {}
             with h.Server(script, "--state-dir", state, env=env) as srv:
                 open(flag, "w").close()  # from here the WAL cannot sync

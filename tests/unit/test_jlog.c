@@ -310,7 +310,7 @@ static void test_round_trip(void)
     lh_jlog_t *log;
     uv_loop_t loop;
     CHECK_EQ_INT(lh_jlog_open(&log, dir, 1, 0, err, sizeof(err)), 0);
-    CHECK_EQ_INT(lh_jlog_segment(log), 1);
+    CHECK_EQ_INT(lh_jlog_stats(log).segment, 1);
     CHECK_EQ_INT(uv_loop_init(&loop), 0);
     CHECK_EQ_INT(lh_jlog_start(log, &loop), 0);
     n_done = 0;
@@ -331,7 +331,7 @@ static void test_round_trip(void)
             bad++;
     }
     CHECK_EQ_INT(bad, 0);
-    CHECK_EQ_INT(lh_jlog_bytes(log), file_size(dir, 1));
+    CHECK_EQ_INT(lh_jlog_stats(log).bytes, file_size(dir, 1));
     CHECK_EQ_INT(file_size(dir, 1), (long long)(uint32_t)v[N_ROUND - 1].end);
     close_all(log, &loop);
 
@@ -474,7 +474,7 @@ static void test_torn_tail(void)
 
     /* the next open writes a fresh segment 2, scanned after the torn segment 1 */
     lh_jlog_t *log = write_sync(dir, 0, v + 5, 2);
-    CHECK_EQ_INT(lh_jlog_segment(log), 2);
+    CHECK_EQ_INT(lh_jlog_stats(log).segment, 2);
     close_all(log, NULL);
     CHECK(v[5].at == ((uint64_t)2 << 32 | LH_JLOG_HEADER));
     rec_t both[3] = {v[0], v[5], v[6]};
@@ -536,7 +536,7 @@ static void test_rotation(void)
     }
     CHECK_EQ_INT(bad, 0);
     CHECK(seg >= 6);
-    CHECK_EQ_INT(lh_jlog_segment(log), seg);
+    CHECK_EQ_INT(lh_jlog_stats(log).segment, seg);
 
     /* then batches from the thread */
     uv_loop_t loop;
@@ -554,7 +554,7 @@ static void test_rotation(void)
     CHECK(v[N_SYNC + N_LOOP - 1].at >> 32 > seg);
 
     size_t n;
-    uint64_t bytes = lh_jlog_bytes(log);
+    uint64_t bytes = lh_jlog_stats(log).bytes;
     CHECK_EQ_INT(bytes, segs_size(dir, &n));
     close_all(log, &loop);
 
@@ -607,11 +607,11 @@ static void test_reopen_numbering(void)
     }
     lh_jlog_t *log;
     CHECK_EQ_INT(lh_jlog_open(&log, dir, 1, 0, err, sizeof(err)), 0);
-    CHECK_EQ_INT(lh_jlog_segment(log), 2);
+    CHECK_EQ_INT(lh_jlog_stats(log).segment, 2);
     lh_jlog_forget(log, 5);
-    CHECK_EQ_INT(lh_jlog_bytes(log), file_size(dir, 1) + file_size(dir, 2) - 5);
+    CHECK_EQ_INT(lh_jlog_stats(log).bytes, file_size(dir, 1) + file_size(dir, 2) - 5);
     lh_jlog_forget(log, 1u << 30);
-    CHECK_EQ_INT(lh_jlog_bytes(log), 0);
+    CHECK_EQ_INT(lh_jlog_stats(log).bytes, 0);
     close_all(log, NULL);
 
     /* an empty file in the numbering (not ours: no header) counts, and is skipped by scan */
@@ -621,9 +621,9 @@ static void test_reopen_numbering(void)
     if (f)
         fclose(f);
     log = write_sync(dir, 0, v + 1, 1);
-    CHECK_EQ_INT(lh_jlog_segment(log), 7);
+    CHECK_EQ_INT(lh_jlog_stats(log).segment, 7);
     size_t n;
-    CHECK_EQ_INT(lh_jlog_bytes(log), segs_size(dir, &n));
+    CHECK_EQ_INT(lh_jlog_stats(log).bytes, segs_size(dir, &n));
     close_all(log, NULL);
 
     uint32_t *segs;
@@ -705,7 +705,7 @@ static void test_write_failure(void)
     rec_t ok[4] = {v[0], v[1], v[5]};
     CHECK_SCAN(dir, 0, ok, 3);
     size_t n;
-    CHECK_EQ_INT(lh_jlog_bytes(log), segs_size(dir, &n));
+    CHECK_EQ_INT(lh_jlog_stats(log).bytes, segs_size(dir, &n));
     lh_jlog_stop(log);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_EQ_INT(uv_loop_close(&loop), 0);
@@ -719,7 +719,7 @@ static void test_write_failure(void)
     append(log, &v[7]);
     CHECK_EQ_INT(v[7].status, 0);
     CHECK(v[7].at == ((uint64_t)3 << 32 | LH_JLOG_HEADER));
-    CHECK_EQ_INT(lh_jlog_bytes(log), segs_size(dir, &n));
+    CHECK_EQ_INT(lh_jlog_stats(log).bytes, segs_size(dir, &n));
     lh_jlog_free(log);
     ok[3] = v[7];
     CHECK_SCAN(dir, 0, ok, 4);
