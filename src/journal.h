@@ -1,19 +1,24 @@
 /*
 ** journal — the durable record of every accepted event and of its handler runs (issue 12).
 **
-** This is the one interface the rest of luahook uses; today's backend keeps it in the state
-** folder's SQLite database through the state writer (group commit, never on the loop). A
-** second backend (PostgreSQL, shared by several instances) implements the same calls:
+** This is the one interface the rest of luahook uses. Today's backend writes every event
+** and every attempt's end to an append-only log (jlog.c: the point of durability, group
+** commit on a thread of its own) and builds the state folder's SQLite database from it as
+** an index (through the state writer, a few ms behind; at open, from the log's records it
+** lacks). A second backend (PostgreSQL, shared by several instances) implements the same
+** calls, with its own commit as the point of durability:
 **
 **   accept      store an event and its runs (one per handler, "running"); answer later
 **   run_ended   record an attempt's end; the run becomes ok, retrying (with its next_at),
 **               pending (interrupted) or dead; the delivery's status follows
+**   index_wait  a reader (the API) sees every event answered before it asked
 **   take        (inside, on a timer) claim due runs — also those another process set to
 **               pending (luahook replay) — and hand them to the deliverer
 **   recover     at open: runs left "running" by a crash count as an interrupted attempt
 **   prune       retention by age and size, off the loop
 **
-** The schema is the shared contract of src/state.c's step 3 (deliveries, runs, attempts).
+** The schema is the shared contract of src/state.c's steps 3 to 6 (deliveries, runs,
+** attempts; bodies in the log, journal_log, journal_segments).
 ** Everything here runs on the loop thread; callbacks run on the loop.
 */
 #ifndef LH_JOURNAL_H
