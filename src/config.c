@@ -399,8 +399,9 @@ static const opt_t options[] = {
      .help = "  --keep-dead DURATION     journal: keep dead ones this long (30d)\n"},
     {"journal-max-size", "LUAHOOK_JOURNAL_MAX_SIZE", AT(journal_max_size), set_size, "0",
      .min = 1024 * 1024, .zero_ok = 1, .too_small = "must be 0 (no bound) or at least 1m",
-     .help = "  --journal-max-size SIZE  journal: bound the database; the oldest finished\n"
-             "                           deliveries go first, then new events get 503 (0: none)\n"},
+     .help = "  --journal-max-size SIZE  journal: bound the database and its log; the oldest\n"
+             "                           finished deliveries go first, then new events get 503\n"
+             "                           (0: none)\n"},
     /* luahook fire's own: no environment variable, described in their own paragraph */
     {"sample", NULL, AT(sample), set_string, NULL, .fire_only = 1,
      .empty = "expected an action name"},

@@ -156,9 +156,10 @@ static int uv_err(int e)
     return e > 0 ? -e : e == 0 ? UV_EIO : e;
 }
 
-void lh_jlog_segment_path(const char *dir, uint32_t seg, char *buf, size_t len)
+/* The path of segment `seg` of journal folder `jdir`. */
+static void path_in(const char *jdir, uint32_t seg, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/%016llx.log", dir, (unsigned long long)seg);
+    snprintf(buf, len, "%s/%016llx.log", jdir, (unsigned long long)seg);
 }
 
 static void set_error(lh_jlog_t *log, const char *what, uint32_t seg, int e)
@@ -221,7 +222,8 @@ static int cmp_seg(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int lh_jlog_segments(const char *dir, uint32_t **out, size_t *n, char *err, size_t errlen)
+/* The segment numbers in journal folder `dir`. */
+static int segments_in(const char *dir, uint32_t **out, size_t *n, char *err, size_t errlen)
 {
     *out = NULL;
     *n = 0;
@@ -264,7 +266,7 @@ static int new_segment(lh_jlog_t *log)
 {
     char path[4200];
     uint32_t seg = log->last_seg + 1;
-    lh_jlog_segment_path(log->dir, seg, path, sizeof(path));
+    path_in(log->dir, seg, path, sizeof(path));
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e = errno;
@@ -336,12 +338,12 @@ int lh_jlog_open(lh_jlog_t **out, const char *dir, int sync_full, uint64_t seg_m
     }
     uint32_t *segs;
     size_t n;
-    if (lh_jlog_segments(log->dir, &segs, &n, err, errlen) != 0)
+    if (segments_in(log->dir, &segs, &n, err, errlen) != 0)
         goto fail;
     for (size_t i = 0; i < n; i++) {
         char path[4200];
         struct stat sb;
-        lh_jlog_segment_path(log->dir, segs[i], path, sizeof(path));
+        path_in(log->dir, segs[i], path, sizeof(path));
         if (stat(path, &sb) == 0)
             log->bytes += (uint64_t)sb.st_size;
     }
@@ -731,7 +733,7 @@ int lh_jlog_scan(const char *dir, uint64_t from, int (*fn)(void *data, const lh_
     snprintf(jdir, sizeof(jdir), "%s/%s", dir, LH_JLOG_DIR);
     uint32_t *segs;
     size_t n;
-    if (lh_jlog_segments(jdir, &segs, &n, err, errlen) != 0)
+    if (segments_in(jdir, &segs, &n, err, errlen) != 0)
         return -1;
     if (last_seg != NULL)
         *last_seg = n ? segs[n - 1] : 0;
@@ -740,7 +742,7 @@ int lh_jlog_scan(const char *dir, uint64_t from, int (*fn)(void *data, const lh_
     for (size_t i = 0; i < n && ret == 0; i++) {
         if (segs[i] < from_seg)
             continue;
-        lh_jlog_segment_path(jdir, segs[i], path, sizeof(path));
+        path_in(jdir, segs[i], path, sizeof(path));
         ret = scan_segment(path, segs[i], segs[i] == from_seg ? (uint32_t)from : 0, fn, data, &stop,
                            err, errlen);
     }
@@ -752,7 +754,7 @@ int lh_jlog_read(const char *dir, uint64_t at, char *buf, size_t len, char *err,
 {
     char path[4200], jdir[4096];
     snprintf(jdir, sizeof(jdir), "%s/%s", dir, LH_JLOG_DIR);
-    lh_jlog_segment_path(jdir, (uint32_t)(at >> 32), path, sizeof(path));
+    path_in(jdir, (uint32_t)(at >> 32), path, sizeof(path));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
@@ -766,4 +768,18 @@ int lh_jlog_read(const char *dir, uint64_t at, char *buf, size_t len, char *err,
         return -1;
     }
     return 0;
+}
+
+void lh_jlog_segment_path(const char *dir, uint32_t seg, char *buf, size_t len)
+{
+    char jdir[4096];
+    snprintf(jdir, sizeof(jdir), "%s/%s", dir, LH_JLOG_DIR);
+    path_in(jdir, seg, buf, len);
+}
+
+int lh_jlog_segments(const char *dir, uint32_t **out, size_t *n, char *err, size_t errlen)
+{
+    char jdir[4096];
+    snprintf(jdir, sizeof(jdir), "%s/%s", dir, LH_JLOG_DIR);
+    return segments_in(jdir, out, n, err, errlen);
 }

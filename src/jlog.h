@@ -124,11 +124,11 @@ int lh_jlog_scan(const char *dir, uint64_t from, int (*fn)(void *data, const lh_
 /** Reads `len` bytes at position `at` of DIR/journal into `buf`. 0, or -1 with `err`. */
 int lh_jlog_read(const char *dir, uint64_t at, char *buf, size_t len, char *err, size_t errlen);
 
-/** The path of segment `seg` of DIR/journal into `buf`. */
+/** The path of segment `seg` of state folder `dir` (DIR/journal/...) into `buf`. */
 void lh_jlog_segment_path(const char *dir, uint32_t seg, char *buf, size_t len);
 
-/** Segment numbers present in DIR/journal, ascending, into *out (malloc'ed; *n of them).
- *  0, or -1 with `err`. */
+/** Segment numbers present in state folder `dir`'s DIR/journal, ascending, into *out (malloc'ed; *n
+ * of them). 0, or -1 with `err`. */
 int lh_jlog_segments(const char *dir, uint32_t **out, size_t *n, char *err, size_t errlen);
 
 /** CRC-32C (Castagnoli) of `len` bytes, continuing `crc` (0 to start). */

@@ -622,12 +622,11 @@ void lh_journal_run_ended(lh_journal_t *j, const lh_journal_end_t *x)
 /* Segment files no row names are left from a retention a crash cut short, or empty. */
 static void drop_orphans(lh_journal_t *j, sqlite3 *db)
 {
-    char jdir[4096], path[4200], why[256];
-    snprintf(jdir, sizeof(jdir), "%s/%s", j->dir, LH_JLOG_DIR);
+    char path[4200], why[256];
     uint32_t *segs = NULL;
     size_t n = 0;
     sqlite3_stmt *s = NULL;
-    if (lh_jlog_segments(jdir, &segs, &n, why, sizeof(why)) != 0 ||
+    if (lh_jlog_segments(j->dir, &segs, &n, why, sizeof(why)) != 0 ||
         sqlite3_prepare_v2(db, "SELECT 1 FROM journal_segments WHERE seg = ?1", -1, &s, NULL) !=
             SQLITE_OK) {
         free(segs);
@@ -638,7 +637,7 @@ static void drop_orphans(lh_journal_t *j, sqlite3 *db)
         int named = sqlite3_step(s) == SQLITE_ROW;
         sqlite3_reset(s);
         if (!named) {
-            lh_jlog_segment_path(jdir, segs[i], path, sizeof(path));
+            lh_jlog_segment_path(j->dir, segs[i], path, sizeof(path));
             unlink(path);
         }
     }
@@ -1119,10 +1118,9 @@ static int retire_segments(prune_t *p, sqlite3 *db, int over)
         sqlite3_bind_int64(g, 1, segs[i]);
         if ((rc = lh_jx_step(db, g)) != SQLITE_OK)
             return rc;
-        char jdir[4096], path[4200];
+        char path[4200];
         struct stat sb;
-        snprintf(jdir, sizeof(jdir), "%s/%s", j->dir, LH_JLOG_DIR);
-        lh_jlog_segment_path(jdir, segs[i], path, sizeof(path));
+        lh_jlog_segment_path(j->dir, segs[i], path, sizeof(path));
         p->gone[p->ngone] = segs[i];
         p->gone_bytes[p->ngone] = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
         p->ngone++;
@@ -1193,9 +1191,8 @@ static void unlinked(uv_fs_t *req)
 ** unlink takes a while. */
 static void unlink_segment(lh_journal_t *j, uint32_t seg, uint64_t bytes)
 {
-    char jdir[4096], path[4200];
-    snprintf(jdir, sizeof(jdir), "%s/%s", j->dir, LH_JLOG_DIR);
-    lh_jlog_segment_path(jdir, seg, path, sizeof(path));
+    char path[4200];
+    lh_jlog_segment_path(j->dir, seg, path, sizeof(path));
     lh_jlog_forget(j->log, bytes);
     uv_fs_t *req = malloc(sizeof(*req));
     if (req == NULL || uv_fs_unlink(j->loop, req, path, unlinked) != 0) {

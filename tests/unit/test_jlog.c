@@ -115,9 +115,7 @@ static void remove_dir(const char *dir)
 
 static void seg_path(const char *dir, uint32_t seg, char *buf, size_t len)
 {
-    char jdir[256];
-    snprintf(jdir, sizeof(jdir), "%s/%s", dir, LH_JLOG_DIR);
-    lh_jlog_segment_path(jdir, seg, buf, len);
+    lh_jlog_segment_path(dir, seg, buf, len);
 }
 
 static long long file_size(const char *dir, uint32_t seg)
@@ -131,11 +129,10 @@ static long long file_size(const char *dir, uint32_t seg)
 /* The sum of the sizes of the segments lh_jlog_segments lists; their count in *n. */
 static long long segs_size(const char *dir, size_t *n)
 {
-    char jdir[256], err[256];
+    char err[256];
     uint32_t *segs;
     long long sum = 0;
-    snprintf(jdir, sizeof(jdir), "%s/%s", dir, LH_JLOG_DIR);
-    CHECK_EQ_INT(lh_jlog_segments(jdir, &segs, n, err, sizeof(err)), 0);
+    CHECK_EQ_INT(lh_jlog_segments(dir, &segs, n, err, sizeof(err)), 0);
     for (size_t i = 0; i < *n; i++)
         sum += file_size(dir, segs[i]);
     free(segs);
@@ -558,10 +555,8 @@ static void test_rotation(void)
     CHECK_EQ_INT(bytes, segs_size(dir, &n));
     close_all(log, &loop);
 
-    char jdir[256];
     uint32_t *segs;
-    snprintf(jdir, sizeof(jdir), "%s/%s", dir, LH_JLOG_DIR);
-    CHECK_EQ_INT(lh_jlog_segments(jdir, &segs, &n, err, sizeof(err)), 0);
+    CHECK_EQ_INT(lh_jlog_segments(dir, &segs, &n, err, sizeof(err)), 0);
     CHECK_EQ_INT(n, v[N_SYNC + N_LOOP - 1].at >> 32);
     for (size_t i = 0; i < n; i++)
         bad += segs[i] != i + 1;
@@ -627,8 +622,7 @@ static void test_reopen_numbering(void)
     close_all(log, NULL);
 
     uint32_t *segs;
-    snprintf(path, sizeof(path), "%s/%s", dir, LH_JLOG_DIR);
-    CHECK_EQ_INT(lh_jlog_segments(path, &segs, &n, err, sizeof(err)), 0);
+    CHECK_EQ_INT(lh_jlog_segments(dir, &segs, &n, err, sizeof(err)), 0);
     CHECK_EQ_INT(n, 4);
     if (n == 4)
         CHECK(segs[0] == 1 && segs[1] == 2 && segs[2] == 6 && segs[3] == 7);
@@ -648,8 +642,7 @@ static void test_reopen_numbering(void)
     CHECK_EQ_INT(lh_jlog_scan("/tmp/lh_test_jlog_none", 0, collect, &s, &last, err, sizeof(err)),
                  0);
     CHECK_EQ_INT(last, 0);
-    CHECK_EQ_INT(lh_jlog_segments("/tmp/lh_test_jlog_none/journal", &segs, &n, err, sizeof(err)),
-                 0);
+    CHECK_EQ_INT(lh_jlog_segments("/tmp/lh_test_jlog_none", &segs, &n, err, sizeof(err)), 0);
     CHECK_EQ_INT(n, 0);
     free(segs);
 }
