@@ -1,4 +1,6 @@
+#define _GNU_SOURCE /* O_DIRECT */
 #include "jlog.h"
+#include "jlog_spare.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,8 +17,9 @@
 static const unsigned char seg_magic[8] = {'L', 'H', 'J', 'L', 'O', 'G', 0, 1};
 
 /* A segment is never written past this offset (positions keep 32 bits for it). */
-#define OFF_LIMIT 0xF0000000u
-#define IOV_BATCH 1020 /* iovecs per pwritev: under IOV_MAX (a record takes up to 4) */
+#define OFF_LIMIT    0xF0000000u
+#define ENDS_WAIT_MS 10   /* see on_prepare */
+#define IOV_BATCH    1020 /* iovecs per pwritev: under IOV_MAX (a record takes up to 4) */
 
 struct lh_jlog_s {
     char *dir;  /* owned: DIR/journal */
@@ -31,18 +34,30 @@ struct lh_jlog_s {
     uv_mutex_t mu;
     uv_cond_t cond;
     lh_jlog_rec_t *q_head, *q_tail; /* queued by the loop */
-    unsigned q_n;
+    unsigned q_events;              /* of them, events' (an answer waits for each) */
+    int ends_due; /* runs' ends alone may go: they waited long enough (on_prepare) */
     lh_jlog_rec_t *done_head, *done_tail; /* written, for the loop */
     uint64_t bytes;                       /* of every segment of ours on disk */
     uint64_t batches;                     /* written */
     char last_error[256];
     int stopping;
+    /* direct segments (--sync full): written with O_DIRECT over a spare's zeros, whole
+    ** blocks at a time; `tail` holds the bytes of the last block written so far */
+    lh_jlog_spare_t *spare; /* NULL: every segment is appended to */
+    uint64_t spare_size;    /* of the next spare asked for: doubles up to seg_max */
+    int direct;             /* the segment being written is one */
+    uint64_t direct_size;   /* of its file: the spare's, or more once a batch went past */
+    unsigned char *stage;   /* a batch's blocks, aligned */
+    size_t stage_cap;
+    unsigned char tail[LH_JLOG_ALIGN];
     /* the loop's */
     uv_async_t async;
     uv_prepare_t prepare; /* the loop is about to wait: what it queued is one batch */
+    uv_timer_t ends;      /* ends alone wait for an event to share their sync */
     uv_thread_t thread;
-    int started, async_open, prepare_open;
-    int queued; /* records queued since the writer was last woken */
+    int started, async_open, prepare_open, ends_open;
+    int queued;       /* records queued since the writer was last woken */
+    int queued_event; /* of them, an event's (an answer waits for it) */
 };
 
 /* ------------------------------------------------------------------ CRC-32C */
@@ -261,23 +276,57 @@ static int segments_in(const char *dir, uint32_t **out, size_t *n, char *err, si
     return 0;
 }
 
+/* Starts segment `path` from the spare: renamed into place, its first block written with
+** O_DIRECT. The descriptor, or -1 (no spare ready, or O_DIRECT refused: nothing left). */
+static int direct_segment(lh_jlog_t *log, const char *path, const unsigned char *h)
+{
+    uint64_t size;
+    if (log->spare == NULL || lh_jlog_spare_take(log->spare, path, &size) != 0)
+        return -1;
+    log->direct_size = size;
+    log->spare_size = size * 2 < log->seg_max ? size * 2 : log->seg_max;
+    lh_jlog_spare_want(log->spare, log->spare_size); /* the next one */
+    int fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    void *block = NULL;
+    if (fd >= 0 && posix_memalign(&block, LH_JLOG_ALIGN, LH_JLOG_ALIGN) == 0) {
+        memset(block, 0, LH_JLOG_ALIGN);
+        memcpy(block, h, LH_JLOG_HEADER);
+        if (pwrite(fd, block, LH_JLOG_ALIGN, 0) == (ssize_t)LH_JLOG_ALIGN) {
+            free(block);
+            memcpy(log->tail, h, LH_JLOG_HEADER);
+            return fd;
+        }
+    }
+    free(block);
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    return -1;
+}
+
 /* Makes segment log->last_seg + 1 and writes to it from now on. 0 or a negative UV_E*. */
 static int new_segment(lh_jlog_t *log)
 {
     char path[4200];
     uint32_t seg = log->last_seg + 1;
     path_in(log->dir, seg, path, sizeof(path));
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int e = errno;
-        set_error(log, "cannot create", seg, e);
-        return uv_err(e);
-    }
     unsigned char h[LH_JLOG_HEADER];
     memcpy(h, seg_magic, 8);
     put64(h + 8, seg);
-    ssize_t w = write(fd, h, sizeof(h));
-    int e = w == (ssize_t)sizeof(h) ? 0 : w < 0 ? errno : ENOSPC;
+    int e = 0, direct = 1, fd = direct_segment(log, path, h);
+    if (fd < 0) {
+        direct = 0;
+        if (log->spare != NULL) /* none was ready: the next segment, then */
+            lh_jlog_spare_want(log->spare, log->spare_size);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            e = errno;
+            set_error(log, "cannot create", seg, e);
+            return uv_err(e);
+        }
+        ssize_t w = write(fd, h, sizeof(h));
+        e = w == (ssize_t)sizeof(h) ? 0 : w < 0 ? errno : ENOSPC;
+    }
     /* the file's name must be durable before a record in it is answered */
     if (e == 0 && log->sync_full && (fdatasync(fd) != 0 || fsync(log->dir_fd) != 0))
         e = errno;
@@ -290,11 +339,12 @@ static int new_segment(lh_jlog_t *log)
     if (log->fd >= 0)
         close(log->fd);
     log->fd = fd;
+    log->direct = direct;
     log->last_seg = seg;
     log->off = LH_JLOG_HEADER;
     uv_mutex_lock(&log->mu);
     log->seg = seg;
-    log->bytes += LH_JLOG_HEADER;
+    log->bytes += direct ? log->direct_size : LH_JLOG_HEADER;
     uv_mutex_unlock(&log->mu);
     return 0;
 }
@@ -314,6 +364,7 @@ int lh_jlog_open(lh_jlog_t **out, const char *dir, int sync_full, uint64_t seg_m
     log->fd = log->dir_fd = -1;
     log->sync_full = sync_full;
     log->seg_max = seg_max ? seg_max : LH_JLOG_MAX_SEG;
+    log->seg_max = (log->seg_max + LH_JLOG_ALIGN - 1) / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
     if (uv_mutex_init(&log->mu) != 0) {
         free(log->dir);
         free(log);
@@ -360,6 +411,17 @@ fail:
     return -1;
 }
 
+void lh_jlog_use_spares(lh_jlog_t *log, uint64_t first)
+{
+    if (!log->sync_full || log->spare != NULL || log->started)
+        return;
+    log->spare_size = (first + LH_JLOG_ALIGN - 1) / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
+    if (log->spare_size > log->seg_max)
+        log->spare_size = log->seg_max;
+    if ((log->spare = lh_jlog_spare_new(log->dir)) != NULL)
+        lh_jlog_spare_want(log->spare, log->spare_size);
+}
+
 /* ------------------------------------------------------------------ writing */
 
 /* Writes `iov` whole at `off`. 0 or an errno. */
@@ -393,6 +455,56 @@ static void fail_batch(lh_jlog_rec_t *batch, int status)
         r->status = status;
 }
 
+/* Writes `iov` at `off` of a direct segment: the blocks from the one `off` is in, that
+** block's earlier bytes (`tail`) first, the last one padded with zeros. 0 or an errno. */
+static int write_direct(lh_jlog_t *log, const struct iovec *iov, int n, uint64_t off, uint64_t end)
+{
+    uint64_t first = off / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
+    size_t len = (size_t)((end - first + LH_JLOG_ALIGN - 1) / LH_JLOG_ALIGN * LH_JLOG_ALIGN);
+    if (len > log->stage_cap) {
+        void *b = NULL;
+        if (posix_memalign(&b, LH_JLOG_ALIGN, len) != 0)
+            return ENOMEM;
+        free(log->stage);
+        log->stage = b;
+        log->stage_cap = len;
+    }
+    unsigned char *p = log->stage;
+    memcpy(p, log->tail, (size_t)(off - first));
+    p += off - first;
+    for (int i = 0; i < n; i++) {
+        memcpy(p, iov[i].iov_base, iov[i].iov_len);
+        p += iov[i].iov_len;
+    }
+    memset(p, 0, (size_t)(log->stage + len - p));
+    for (size_t done = 0; done < len;) {
+        ssize_t w = pwrite(log->fd, log->stage + done, len - done, (off_t)(first + done));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? errno : ENOSPC;
+        done += (size_t)w;
+    }
+    size_t last = (size_t)((end - first) / LH_JLOG_ALIGN * LH_JLOG_ALIGN);
+    memcpy(log->tail, log->stage + last, (size_t)(end - first) - last);
+    if (log->stage_cap > (8u << 20)) { /* after a big event: not kept */
+        free(log->stage);
+        log->stage = NULL;
+        log->stage_cap = 0;
+    }
+    return 0;
+}
+
+/* A spare is ready, and the segment being written is appended to, or has no room for the
+** batch: the log goes on in the spare. */
+static int to_spare(lh_jlog_t *log, size_t total)
+{
+    if (log->spare == NULL ||
+        (log->direct && (log->off <= LH_JLOG_HEADER || log->off + total <= log->direct_size)))
+        return 0;
+    return lh_jlog_spare_bytes(log->spare) > 0;
+}
+
 /* Writes and syncs `batch` (the writer). Every record gets its status and position. */
 static void write_batch(lh_jlog_t *log, lh_jlog_rec_t *batch)
 {
@@ -403,7 +515,7 @@ static void write_batch(lh_jlog_t *log, lh_jlog_rec_t *batch)
         total += rec_size(r->meta_len, r->body_len);
     }
     int rc;
-    if (log->fd < 0 ||
+    if (log->fd < 0 || to_spare(log, total) ||
         (log->off > LH_JLOG_HEADER && (log->off >= log->seg_max || log->off + total > OFF_LIMIT))) {
         if ((rc = new_segment(log)) != 0) {
             fail_batch(batch, rc);
@@ -446,7 +558,7 @@ static void write_batch(lh_jlog_t *log, lh_jlog_rec_t *batch)
             iov[k++] = (struct iovec){(void *)zeros, pad};
         off += rec_size(r->meta_len, r->body_len);
     }
-    int e = write_all(log->fd, iov, k, start);
+    int e = log->direct ? write_direct(log, iov, k, start, off) : write_all(log->fd, iov, k, start);
     const char *what = "cannot write to";
     if (e == 0 && log->sync_full && fdatasync(log->fd) != 0)
         e = errno, what = "cannot sync";
@@ -457,6 +569,11 @@ static void write_batch(lh_jlog_t *log, lh_jlog_rec_t *batch)
         ** (after a failed sync the kernel may have dropped pages it could not write) */
         set_error(log, what, log->last_seg, e);
         int t = ftruncate(log->fd, (off_t)start);
+        if (t == 0 && log->direct) { /* the file is shorter than the spare it was */
+            uv_mutex_lock(&log->mu);
+            log->bytes -= log->direct_size - start;
+            uv_mutex_unlock(&log->mu);
+        }
         if (t == 0 && log->sync_full)
             t = fdatasync(log->fd);
         (void)t; /* the segment is left either way */
@@ -466,8 +583,15 @@ static void write_batch(lh_jlog_t *log, lh_jlog_rec_t *batch)
         return;
     }
     log->off = off;
+    uint64_t grew = total;
+    if (log->direct) {
+        uint64_t size = (off + LH_JLOG_ALIGN - 1) / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
+        grew = size > log->direct_size ? size - log->direct_size : 0;
+        if (grew)
+            log->direct_size = size;
+    }
     uv_mutex_lock(&log->mu);
-    log->bytes += total;
+    log->bytes += grew;
     log->batches++;
     uv_mutex_unlock(&log->mu);
     fail_batch(batch, 0);
@@ -493,10 +617,11 @@ static void writer_main(void *arg)
     prctl(PR_SET_NAME, "luahook-log", 0, 0, 0); /* as top -H and perf show it */
     for (;;) {
         uv_mutex_lock(&log->mu);
-        while (log->q_head == NULL && !log->stopping)
+        while ((log->q_head == NULL || (log->q_events == 0 && !log->ends_due)) && !log->stopping)
             uv_cond_wait(&log->cond, &log->mu);
         lh_jlog_rec_t *batch = log->q_head;
-        log->q_n = 0;
+        log->q_events = 0;
+        log->ends_due = 0;
         log->q_head = log->q_tail = NULL;
         int stopping = log->stopping;
         uv_mutex_unlock(&log->mu);
@@ -531,17 +656,38 @@ static void on_async(uv_async_t *a)
     run_done(a->data);
 }
 
+static void wake_writer(lh_jlog_t *log)
+{
+    log->queued = log->queued_event = 0;
+    uv_mutex_lock(&log->mu);
+    log->ends_due = 1;
+    uv_cond_signal(&log->cond);
+    uv_mutex_unlock(&log->mu);
+}
+
+static void on_ends_due(uv_timer_t *t)
+{
+    lh_jlog_t *log = t->data;
+    if (log->queued)
+        wake_writer(log);
+}
+
 /* The writer is woken once per turn of the loop, before it waits: a batch holds every
-** event read in that turn, not the first of them alone (each batch costs a sync). */
+** event read in that turn, not the first of them alone (each batch costs a sync). Runs'
+** ends alone wait up to ENDS_WAIT_MS for an event: no answer waits for them, and one
+** client posting events one by one would otherwise pay two syncs an event. */
 static void on_prepare(uv_prepare_t *p)
 {
     lh_jlog_t *log = p->data;
     if (!log->queued)
         return;
-    log->queued = 0;
-    uv_mutex_lock(&log->mu);
-    uv_cond_signal(&log->cond);
-    uv_mutex_unlock(&log->mu);
+    if (!log->queued_event) {
+        if (!uv_is_active((uv_handle_t *)&log->ends))
+            uv_timer_start(&log->ends, on_ends_due, ENDS_WAIT_MS, 0);
+        return;
+    }
+    uv_timer_stop(&log->ends);
+    wake_writer(log);
 }
 
 int lh_jlog_start(lh_jlog_t *log, uv_loop_t *loop)
@@ -560,10 +706,18 @@ int lh_jlog_start(lh_jlog_t *log, uv_loop_t *loop)
     log->prepare_open = 1;
     uv_prepare_start(&log->prepare, on_prepare);
     uv_unref((uv_handle_t *)&log->prepare);
-    if ((rc = uv_thread_create(&log->thread, writer_main, log)) != 0) {
+    if ((rc = uv_timer_init(loop, &log->ends)) == 0) {
+        log->ends.data = log;
+        log->ends_open = 1;
+        uv_unref((uv_handle_t *)&log->ends);
+        rc = uv_thread_create(&log->thread, writer_main, log);
+    }
+    if (rc != 0) {
         uv_close((uv_handle_t *)&log->async, NULL);
         uv_close((uv_handle_t *)&log->prepare, NULL);
-        log->async_open = log->prepare_open = 0;
+        if (log->ends_open)
+            uv_close((uv_handle_t *)&log->ends, NULL);
+        log->async_open = log->prepare_open = log->ends_open = 0;
         return rc;
     }
     log->started = 1;
@@ -585,9 +739,11 @@ void lh_jlog_append(lh_jlog_t *log, lh_jlog_rec_t *r)
     else
         log->q_head = r;
     log->q_tail = r;
-    log->q_n++;
+    log->q_events += r->type != LH_JLOG_END;
     uv_mutex_unlock(&log->mu);
     log->queued = 1; /* the writer is woken at the end of this turn (on_prepare) */
+    if (r->type != LH_JLOG_END)
+        log->queued_event = 1;
 }
 
 void lh_jlog_stop(lh_jlog_t *log)
@@ -607,6 +763,8 @@ void lh_jlog_stop(lh_jlog_t *log)
         uv_close((uv_handle_t *)&log->async, NULL);
     if (log->prepare_open && !uv_is_closing((uv_handle_t *)&log->prepare))
         uv_close((uv_handle_t *)&log->prepare, NULL);
+    if (log->ends_open && !uv_is_closing((uv_handle_t *)&log->ends))
+        uv_close((uv_handle_t *)&log->ends, NULL);
 }
 
 void lh_jlog_free(lh_jlog_t *log)
@@ -617,6 +775,8 @@ void lh_jlog_free(lh_jlog_t *log)
         close(log->fd);
     if (log->dir_fd >= 0)
         close(log->dir_fd);
+    lh_jlog_spare_free(log->spare);
+    free(log->stage);
     uv_cond_destroy(&log->cond);
     uv_mutex_destroy(&log->mu);
     free(log->dir);
@@ -629,6 +789,8 @@ lh_jlog_stats_t lh_jlog_stats(const lh_jlog_t *log)
     uv_mutex_lock(&l->mu);
     lh_jlog_stats_t st = {l->seg, l->bytes, l->batches};
     uv_mutex_unlock(&l->mu);
+    if (l->spare != NULL)
+        st.bytes += lh_jlog_spare_bytes(l->spare);
     return st;
 }
 

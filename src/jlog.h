@@ -6,7 +6,8 @@
 **
 ** Files: DIR/journal/SSSSSSSSSSSSSSSS.log, one per segment, numbered from 1 in hex. A new
 ** segment starts at each open and when the current one passes its size; old ones go when
-** the index no longer points into them (journal.c's retention).
+** the index no longer points into them (journal.c's retention). DIR/journal/next.spare is
+** the next segment's file, made ahead (jlog_spare.h).
 **
 ** A segment: a 16-byte header ("LHJLOG\0\1", the segment number, little-endian u64), then
 ** records, each 8-byte aligned:
@@ -23,8 +24,11 @@
 ** little-endian. The position of a byte of the log is `seg << 32 | offset`.
 **
 ** One thread writes: the loop queues records (lh_jlog_append), the log's own thread writes
-** what is queued with one pwritev and one fdatasync (group commit), and the loop learns
-** the outcome of each record through its `done` callback, in the order queued.
+** what is queued with one write and one fdatasync (group commit), and the loop learns
+** the outcome of each record through its `done` callback, in the order queued. A segment
+** is appended to (pwritev), or, once lh_jlog_use_spares made a file of zeros for it ahead
+** of time, written over those zeros with O_DIRECT, whole blocks at a time: a sync then
+** writes no metadata. Either way the bytes after the last valid record read as invalid.
 */
 #ifndef LH_JLOG_H
 #define LH_JLOG_H
@@ -73,6 +77,13 @@ uint64_t lh_jlog_rec_end(const lh_jlog_rec_t *r);
 int lh_jlog_open(lh_jlog_t **out, const char *dir, int sync_full, uint64_t seg_max, char *err,
                  size_t errlen);
 
+/**
+ * With sync_full, segments from now on are written with O_DIRECT over files of zeros made
+ * ahead of time (jlog_spare.h): a sync then writes data and no metadata. The first such file
+ * has `first` bytes, each next one twice the last, up to seg_max; until one is ready, and
+ * wherever O_DIRECT is refused, segments are appended to. Before lh_jlog_start.
+ */
+void lh_jlog_use_spares(lh_jlog_t *log, uint64_t first);
 /** Starts the writing thread; `done` callbacks run on `loop`. 0 or a negative UV_E*. */
 int lh_jlog_start(lh_jlog_t *log, uv_loop_t *loop);
 

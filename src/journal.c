@@ -721,6 +721,10 @@ lh_journal_t *lh_journal_open(lh_state_t *st, const lh_journal_config_t *cfg, ch
     return j;
 }
 
+/* The first segment written over zeros made ahead: small, so that a server started for a
+** moment writes little; the log doubles them up to the segment size (jlog.h). */
+#define SPARE_FIRST (1u << 20)
+
 /* ------------------------------------------------------------------ taking due runs */
 
 typedef struct taken_s {
@@ -1289,6 +1293,7 @@ int lh_journal_start(lh_journal_t *j, uv_loop_t *loop, const lh_journal_hooks_t 
     uv_unref((uv_handle_t *)&j->take_timer);
     uv_unref((uv_handle_t *)&j->prune_timer);
     uv_unref((uv_handle_t *)&j->index_timer);
+    lh_jlog_use_spares(j->log, SPARE_FIRST);
     if ((rc = lh_jlog_start(j->log, loop)) != 0)
         return rc;
     uv_timer_start(&j->take_timer, on_take_timer, 0, 0); /* what was due at start-up */

@@ -346,7 +346,7 @@ class Stream:
     the stream's lock) after the n-th event was answered or failed."""
 
     def __init__(self, port, total, rng, clients=3, fail_share=0.0, max_sleep_ms=20,
-                 on_sent=None):
+                 on_sent=None, pad=0):
         self.port = port
         self.total = total
         self.clients = clients
@@ -356,7 +356,7 @@ class Stream:
         self.lock = threading.Lock()
         # bodies are drawn up front from the seeded source: the stream's content does not
         # depend on thread scheduling
-        self.bodies = [event_body(i, rng, fail_share, max_sleep_ms) for i in range(total)]
+        self.bodies = [event_body(i, rng, fail_share, max_sleep_ms, pad) for i in range(total)]
         self.next = 0
         self.done = 0
         self.answers = {}  # seq -> (status, body dict or None)

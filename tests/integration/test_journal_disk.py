@@ -41,10 +41,10 @@ def umount(path):
 
 
 def fill(path):
-    """Writes `path` until the file system is full; returns the bytes written."""
+    """Writes `path` (appending) until the file system is full; returns the bytes written."""
     n = 0
     chunk = b"\0" * 65536
-    with open(path, "wb", buffering=0) as f:
+    with open(path, "ab", buffering=0) as f:
         while True:
             try:
                 n += f.write(chunk)
@@ -86,8 +86,8 @@ class Mounts(unittest.TestCase):
             self.skipTest("mount is not permitted here (mount %s: %s)" % (" ".join(args), err))
         self.addCleanup(umount, target)
 
-    def serve(self, state):
-        return h.Server(self.script, "--state-dir", state, "--handler-timeout", "300",
+    def serve(self, state, *args):
+        return h.Server(self.script, "--state-dir", state, "--handler-timeout", "300", *args,
                         env=journal.effects_env(self.effects))
 
     def post(self, port, pad=0, gate=None):
@@ -118,6 +118,16 @@ class Mounts(unittest.TestCase):
 
 
 class DiskFull(Mounts):
+    def fill_all(self):
+        """Fills the disk, the room of the log's next segment (its spare) included."""
+        spare = os.path.join(self.state, journal.LOG_DIR, "next.spare")
+        fill(self.filler)
+        h.wait_until(lambda: not os.path.exists(spare + ".tmp"), timeout=10.0 * h.SLOW,
+                     what="the spare being made to fail")
+        if os.path.exists(spare):
+            os.unlink(spare)
+        fill(self.filler)
+
     def fill_state(self, srv):
         """A tmpfs state folder with a server on it that has handled a few events."""
         for _ in range(3):
@@ -153,7 +163,7 @@ class DiskFull(Mounts):
         gate = self.td.join("gate")
         with self.serve(self.state) as srv:
             self.fill_state(srv)
-            fill(self.filler)
+            self.fill_all()
             # events the WAL still takes hold their runs open until space has returned
             self.refuse_in_a_row(srv.port, gate=gate)
             for _, r in self.refused:
@@ -182,7 +192,7 @@ class DiskFull(Mounts):
             r = self.post(srv.port, gate=gate)
             self.assertEqual(r.status, 200, r)
             gated = r.json()["id"]
-            fill(self.filler)
+            self.fill_all()
             self.refuse_in_a_row(srv.port, gate=gate)
             with open(gate, "w"):
                 pass
@@ -210,16 +220,19 @@ class DiskFull(Mounts):
         def sent(n):
             with reached:
                 reached.notify_all()
+        # the log's segment is written over a file made ahead (jlog_spare.h): it takes
+        # events while the disk is full, until it is full itself. Segments of 2 MiB
+        # (--journal-max-size / 16) and events of about 10 KB: some 200 events at most
         stream = journal.Stream(None, 1200, self.rng, clients=8, fail_share=0.1,
-                                on_sent=sent)
-        with self.serve(self.state) as srv:
+                                on_sent=sent, pad=8192)
+        with self.serve(self.state, "--journal-max-size", "32m") as srv:
             stream.port = lambda: srv.port
             stream.start()
             for start in (200, 700):
                 with reached:
                     self.assertTrue(reached.wait_for(lambda: stream.done >= start,
                                                      timeout=120.0 * h.SLOW))
-                fill(self.filler)
+                self.fill_all()
                 refused = stream.statuses().get(503, 0)
                 with reached:
                     self.assertTrue(reached.wait_for(

@@ -1,0 +1,41 @@
+/*
+** jlog_spare — the journal log's next segment file, made ahead of time (issue 12).
+**
+** With --sync full every batch of the log is synced. Appending to a file makes each sync
+** write the file's metadata too (its size, its new blocks), one more disk round trip per
+** batch. A segment written over blocks that are already allocated and written needs only
+** its data written and the disk's cache flushed. So, while a segment fills, a thread of its
+** own writes the next one's file ahead: DIR/journal/next.spare, `size` bytes of zeros
+** written with O_DIRECT (no page cache; a few ms of CPU for 64 MiB), then synced. The log's
+** writer renames it into place when it starts a segment (lh_jlog_spare_take).
+**
+** Never at the cost of the events: a spare is made only while the file system keeps room
+** for four more segments and a reserve (5 %, at most 256 MiB) beside it, a failed one is removed at
+*once, and where O_DIRECT is
+** not supported no spare is made (the log appends, as before).
+*/
+#ifndef LH_JLOG_SPARE_H
+#define LH_JLOG_SPARE_H
+
+#include <stdint.h>
+
+#define LH_JLOG_SPARE_NAME "next.spare"
+#define LH_JLOG_ALIGN      4096u /* of O_DIRECT offsets, lengths and buffers */
+
+typedef struct lh_jlog_spare_s lh_jlog_spare_t;
+
+/** For journal folder `jdir` (DIR/journal). A spare left by the last run is ready at once.
+ *  Starts the thread. NULL when out of memory or no thread can be made. */
+lh_jlog_spare_t *lh_jlog_spare_new(const char *jdir);
+/** Asks for a spare of `size` bytes (a multiple of LH_JLOG_ALIGN), unless one is ready or
+ *  being made. Any thread. */
+void lh_jlog_spare_want(lh_jlog_spare_t *sp, uint64_t size);
+/** Renames the ready spare to `path`, its size into *size: 0; -1: none is ready. */
+int lh_jlog_spare_take(lh_jlog_spare_t *sp, const char *path, uint64_t *size);
+/** Bytes of the ready spare; 0: none is ready. */
+uint64_t lh_jlog_spare_bytes(lh_jlog_spare_t *sp);
+/** Stops the thread (a spare half made is removed; a ready one stays for the next run) and
+ *  frees. NULL is a no-op. */
+void lh_jlog_spare_free(lh_jlog_spare_t *sp);
+
+#endif
