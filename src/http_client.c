@@ -13,7 +13,8 @@
 struct lh_http_s {
     lh_transport_t base; /* first: lh_http_transport */
     uv_loop_t *loop;     /* borrowed */
-    CURLM *multi;        /* owned */
+    CURLM *multi;        /* owned; NULL until the first request (start_curl) */
+    int global;          /* curl_global_init done */
     uv_timer_t timer;
     struct curl_s *active; /* requests in flight */
 };
@@ -284,6 +285,24 @@ static int setup(curl_t *c, const lh_http_req_t *req)
     return failed ? -1 : 0;
 }
 
+/* libcurl (and the TLS and other libraries it starts) is started at the first request: a
+** server whose handlers never call out does not carry it (about 2 MB of resident pages). */
+static int start_curl(lh_http_t *h)
+{
+    if (h->multi != NULL)
+        return 0;
+    if (!h->global && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return -1;
+    h->global = 1;
+    if ((h->multi = curl_multi_init()) == NULL)
+        return -1;
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    return 0;
+}
+
 static int curl_start(lh_transport_t *tp, lh_http_req_t *req)
 {
     lh_http_t *h = (lh_http_t *)tp;
@@ -291,7 +310,7 @@ static int curl_start(lh_transport_t *tp, lh_http_req_t *req)
     if (c == NULL)
         return -1;
     c->req = req;
-    if ((c->easy = curl_easy_init()) == NULL || setup(c, req) != 0 ||
+    if (start_curl(h) != 0 || (c->easy = curl_easy_init()) == NULL || setup(c, req) != 0 ||
         curl_multi_add_handle(h->multi, c->easy) != CURLM_OK) {
         curl_easy_cleanup(c->easy);
         curl_slist_free_all(c->headers);
@@ -314,19 +333,11 @@ lh_http_t *lh_http_new(uv_loop_t *loop)
     lh_http_t *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return NULL;
-    if ((h->multi = curl_multi_init()) == NULL) {
-        free(h);
-        return NULL;
-    }
     h->base.start = curl_start;
     h->base.cancel = curl_cancel;
     h->loop = loop;
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     return h;
 }
 
@@ -347,7 +358,10 @@ void lh_http_free(lh_http_t *h)
     while (h->active != NULL)
         xfer_free(h, h->active);
     /* closes the connection cache; its sockets come back through CURL_POLL_REMOVE */
-    curl_multi_cleanup(h->multi);
+    if (h->multi != NULL)
+        curl_multi_cleanup(h->multi);
+    if (h->global)
+        curl_global_cleanup();
     uv_close((uv_handle_t *)&h->timer, http_close_cb);
 }
 

@@ -445,9 +445,8 @@ int main(int argc, char **argv)
     m.app.loop = &loop;
     m.app.cfg = &cfg;
     lh_metrics_init(&m.app.metrics);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
-        (cfg.command != LH_CMD_CHECK && (m.app.http = lh_http_new(&loop)) == NULL)) {
-        fprintf(stderr, "luahook: cannot start libcurl\n");
+    if (cfg.command != LH_CMD_CHECK && (m.app.http = lh_http_new(&loop)) == NULL) {
+        fprintf(stderr, "luahook: out of memory\n");
         rc = 2;
         goto done;
     }
@@ -544,7 +543,6 @@ done:
     lh_state_free(m.app.state);
     if (uv_loop_close(&loop) != 0)
         LH_LOG(LH_WARN, "the loop closed with handles still open");
-    curl_global_cleanup();
     lh_metrics_dispose(&m.app.metrics);
     lh_config_dispose(&cfg);
     return rc;

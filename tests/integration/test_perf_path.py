@@ -1,6 +1,6 @@
 """Issue 16, the event path's share (src/conn.c, src/request.c, src/task.c): what an idle
 keep-alive connection holds, coroutines reused from run to run, and reads that go on while
-a request is handled.
+a request is handled; libcurl started at the first outbound request, not before.
 
 10 000 idle keep-alive connections must cost at most 4 KiB each (measured by
 tests/bench/idle_conns.py on the release build). The structural fact behind it is tested
@@ -15,6 +15,7 @@ import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import harness as h  # noqa: E402
+import upstream as u  # noqa: E402
 
 SCRIPT = r"""
 on("*", function(ev, ctx) log.info("ran", { action = ev.action }) end)
@@ -170,5 +171,49 @@ class ReadsWhileHandling(h.SharedServer):
             self.assertEqual(c.request("GET", "/healthz").status, 200)
 
 
+def rss_file_kib(pid):
+    """The resident pages of process `pid` mapped from files (RssFile), in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/%d/status" % pid)
+
+
+CALLS = r"""
+on("*", function(ev, ctx)
+  if ev.call then
+    local r = http.get(ev.call)
+    log.info("called", { status = r.status })
+  end
+end)
+"""
+
+
+class LazyLibcurl(unittest.TestCase):
+    # libcurl and what it starts (OpenSSL, GnuTLS and the rest: about 2 MB of library pages
+    # made resident) wait for the first outbound request: a server whose handlers never
+    # call out does not carry them
+    def test_libcurl_starts_at_the_first_request(self):
+        with h.TempDir() as td, u.Upstream() as up:
+            script = td.script("calls.lua", CALLS)
+            with h.Server(script, "--ack", "handled") as srv:
+                for i in range(20):
+                    self.assertEqual(h.post_event(srv.port, {"action": "A", "i": i}).status, 200)
+                before = rss_file_kib(srv.proc.pid)
+                r = h.post_event(srv.port, {"action": "A", "call": up.url("/ok")})
+                self.assertEqual(r.status, 200, r)
+                srv.wait_log(lambda e: e.get("msg") == "called" and isinstance(e.get("status"), int),
+                             what="the handler's call answered")
+                after = rss_file_kib(srv.proc.pid)
+                self.assertGreater(after - before, 1024,
+                                   "RssFile %d -> %d KiB: libcurl was started before its "
+                                   "first request" % (before, after))
+                # and it goes on working
+                r = h.post_event(srv.port, {"action": "A", "call": up.url("/again")})
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(len(up.requests), 2)
+
+
 if __name__ == "__main__":
-    unittest.main()
+    h.main()
