@@ -731,13 +731,14 @@ def free_port():
     return port
 
 
-def rss_kib(pid):
-    """The resident memory of process `pid` in KiB (VmRSS)."""
+def rss_kib(pid, field="VmRSS"):
+    """The resident memory of process `pid` in KiB: VmRSS, or another field of
+    /proc/PID/status (RssFile: the pages mapped from files)."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/%d/status" % pid)
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
 
 
 class SharedServer(unittest.TestCase):

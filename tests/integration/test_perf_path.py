@@ -171,15 +171,6 @@ class ReadsWhileHandling(h.SharedServer):
             self.assertEqual(c.request("GET", "/healthz").status, 200)
 
 
-def rss_file_kib(pid):
-    """The resident pages of process `pid` mapped from files (RssFile), in KiB."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("RssFile:"):
-                return int(line.split()[1])
-    raise AssertionError("no RssFile in /proc/%d/status" % pid)
-
-
 CALLS = r"""
 on("*", function(ev, ctx)
   if ev.call then
@@ -200,12 +191,12 @@ class LazyLibcurl(unittest.TestCase):
             with h.Server(script, "--ack", "handled") as srv:
                 for i in range(20):
                     self.assertEqual(h.post_event(srv.port, {"action": "A", "i": i}).status, 200)
-                before = rss_file_kib(srv.proc.pid)
+                before = h.rss_kib(srv.proc.pid, "RssFile")
                 r = h.post_event(srv.port, {"action": "A", "call": up.url("/ok")})
                 self.assertEqual(r.status, 200, r)
                 srv.wait_log(lambda e: e.get("msg") == "called" and isinstance(e.get("status"), int),
                              what="the handler's call answered")
-                after = rss_file_kib(srv.proc.pid)
+                after = h.rss_kib(srv.proc.pid, "RssFile")
                 self.assertGreater(after - before, 1024,
                                    "RssFile %d -> %d KiB: libcurl was started before its "
                                    "first request" % (before, after))

@@ -32,19 +32,8 @@ typedef struct {
     uint64_t at, body_at, end;
 } rec_t;
 
-static int n_done;
+#include "jlog_util.h"
 
-static void on_done(void *data, lh_jlog_rec_t *r)
-{
-    rec_t *w = data;
-    w->done++;
-    w->order = n_done++;
-    w->status = r->status;
-    w->at = r->at;
-    w->body_at = r->body_at;
-    w->end = lh_jlog_rec_end(r);
-    free(r);
-}
 
 /* Record `i` with a body of `len` bytes; every fifth has no meta, every third is an END. */
 static void set_rec(rec_t *w, int i, size_t len)
@@ -64,54 +53,6 @@ static void free_recs(rec_t *v, size_t n)
         free(v[i].body);
 }
 
-static void append(lh_jlog_t *log, rec_t *w)
-{
-    lh_jlog_rec_t *r = lh_jlog_rec_new(w->type, w->meta_len);
-    CHECK(r != NULL);
-    if (r == NULL)
-        return;
-    memcpy(r->meta, w->meta, w->meta_len);
-    r->body = w->body;
-    r->body_len = w->body_len;
-    r->done = on_done;
-    r->data = w;
-    lh_jlog_append(log, r);
-}
-
-/* Runs `loop` until `n_done` reaches `want` (10 s at most: a lost callback fails, not hangs). */
-static void run_until(uv_loop_t *loop, int want)
-{
-    for (int i = 0; i < 10000 && n_done < want; i++) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        if (n_done < want)
-            usleep(1000);
-    }
-    CHECK_EQ_INT(n_done, want);
-}
-
-/* Stops the log, lets the loop close its handle, frees both. */
-static void close_all(lh_jlog_t *log, uv_loop_t *loop)
-{
-    lh_jlog_stop(log);
-    if (loop != NULL) {
-        uv_run(loop, UV_RUN_DEFAULT);
-        CHECK_EQ_INT(uv_loop_close(loop), 0);
-    }
-    lh_jlog_free(log);
-}
-
-static void make_dir(char *dir, size_t len)
-{
-    snprintf(dir, len, "/tmp/lh_test_jlog.XXXXXX");
-    CHECK(mkdtemp(dir) != NULL);
-}
-
-static void remove_dir(const char *dir)
-{
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    CHECK(system(cmd) == 0);
-}
 
 static void seg_path(const char *dir, uint32_t seg, char *buf, size_t len)
 {

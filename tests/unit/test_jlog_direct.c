@@ -26,7 +26,7 @@
 #define SEG(w)  ((uint32_t)((w).at >> 32))
 #define OFF(x)  ((uint64_t)(uint32_t)(x))
 
-/* ------------------------------------------------------------------ helpers (test_jlog.c's) */
+/* ------------------------------------------------------------------ helpers */
 
 typedef struct {
     uint32_t type;
@@ -34,22 +34,11 @@ typedef struct {
     uint32_t meta_len;
     const char *body;
     size_t body_len;
-    int done, status;
+    int done, order, status;
     uint64_t at, body_at, end;
 } rec_t;
 
-static int n_done;
-
-static void on_done(void *data, lh_jlog_rec_t *r)
-{
-    rec_t *w = data;
-    w->done++, n_done++;
-    w->status = r->status;
-    w->at = r->at;
-    w->body_at = r->body_at;
-    w->end = lh_jlog_rec_end(r);
-    free(r);
-}
+#include "jlog_util.h"
 
 /* Record `i` with a body of `len` bytes (borrowed from a pattern); every fifth has no meta,
  * every third is an END. */
@@ -73,52 +62,6 @@ static void set_recs(rec_t *v, int n)
         set_rec(&v[i], i, i % 13 == 0 ? 20000u - i : i % 7 ? 1 + (size_t)(i * 2657) % 7000 : 1);
 }
 
-static void append(lh_jlog_t *log, rec_t *w)
-{
-    lh_jlog_rec_t *r = lh_jlog_rec_new(w->type, w->meta_len);
-    CHECK(r != NULL);
-    if (r == NULL)
-        return;
-    memcpy(r->meta, w->meta, w->meta_len);
-    r->body = w->body;
-    r->body_len = w->body_len;
-    r->done = on_done;
-    r->data = w;
-    lh_jlog_append(log, r);
-}
-
-/* Runs `loop` until `n_done` reaches `want` (10 s at most). 0, or -1 (checked failed). */
-static int run_until(uv_loop_t *loop, int want)
-{
-    for (int i = 0; i < 10000 && n_done < want; i++) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        if (n_done < want)
-            usleep(1000);
-    }
-    CHECK_EQ_INT(n_done, want);
-    return n_done == want ? 0 : -1;
-}
-
-static void close_all(lh_jlog_t *log, uv_loop_t *loop)
-{
-    lh_jlog_stop(log);
-    uv_run(loop, UV_RUN_DEFAULT);
-    CHECK_EQ_INT(uv_loop_close(loop), 0);
-    lh_jlog_free(log);
-}
-
-static void make_dir(char *dir, size_t len)
-{
-    snprintf(dir, len, "/tmp/lh_test_jlogd.XXXXXX");
-    CHECK(mkdtemp(dir) != NULL);
-}
-
-static void remove_dir(const char *dir)
-{
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    CHECK(system(cmd) == 0);
-}
 
 /* The size of DIR/journal/`name`, or of segment `seg` when `name` is NULL; -1: none. */
 static long long jsize(const char *dir, uint32_t seg, const char *name)
