@@ -278,14 +278,10 @@ static int segments_in(const char *dir, uint32_t **out, size_t *n, char *err, si
 
 /* Starts segment `path` from the spare: renamed into place, its first block written with
 ** O_DIRECT. The descriptor, or -1 (no spare ready, or O_DIRECT refused: nothing left). */
-static int direct_segment(lh_jlog_t *log, const char *path, const unsigned char *h)
+static int direct_segment(lh_jlog_t *log, const char *path, const unsigned char *h, uint64_t *size)
 {
-    uint64_t size;
-    if (log->spare == NULL || lh_jlog_spare_take(log->spare, path, &size) != 0)
+    if (log->spare == NULL || lh_jlog_spare_take(log->spare, path, size) != 0)
         return -1;
-    log->direct_size = size;
-    log->spare_size = size * 2 < log->seg_max ? size * 2 : log->seg_max;
-    lh_jlog_spare_want(log->spare, log->spare_size); /* the next one */
     int fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
     void *block = NULL;
     if (fd >= 0 && posix_memalign(&block, LH_JLOG_ALIGN, LH_JLOG_ALIGN) == 0) {
@@ -293,7 +289,6 @@ static int direct_segment(lh_jlog_t *log, const char *path, const unsigned char 
         memcpy(block, h, LH_JLOG_HEADER);
         if (pwrite(fd, block, LH_JLOG_ALIGN, 0) == (ssize_t)LH_JLOG_ALIGN) {
             free(block);
-            memcpy(log->tail, h, LH_JLOG_HEADER);
             return fd;
         }
     }
@@ -313,11 +308,14 @@ static int new_segment(lh_jlog_t *log)
     unsigned char h[LH_JLOG_HEADER];
     memcpy(h, seg_magic, 8);
     put64(h + 8, seg);
-    int e = 0, direct = 1, fd = direct_segment(log, path, h);
-    if (fd < 0) {
-        direct = 0;
-        if (log->spare != NULL) /* none was ready: the next segment, then */
-            lh_jlog_spare_want(log->spare, log->spare_size);
+    uint64_t size = 0;
+    int e = 0, fd = direct_segment(log, path, h, &size), direct = fd >= 0;
+    if (log->spare != NULL) { /* for the next segment: twice this one, or as asked before */
+        if (direct)
+            log->spare_size = size * 2 < log->seg_max ? size * 2 : log->seg_max;
+        lh_jlog_spare_want(log->spare, log->spare_size);
+    }
+    if (!direct) {
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0) {
             e = errno;
@@ -336,15 +334,20 @@ static int new_segment(lh_jlog_t *log)
         set_error(log, "cannot start", seg, e);
         return uv_err(e);
     }
+    /* nothing of the segment before is touched until here: a failed start leaves it whole */
     if (log->fd >= 0)
         close(log->fd);
     log->fd = fd;
     log->direct = direct;
+    if (direct) {
+        log->direct_size = size;
+        memcpy(log->tail, h, LH_JLOG_HEADER);
+    }
     log->last_seg = seg;
     log->off = LH_JLOG_HEADER;
     uv_mutex_lock(&log->mu);
     log->seg = seg;
-    log->bytes += direct ? log->direct_size : LH_JLOG_HEADER;
+    log->bytes += direct ? size : LH_JLOG_HEADER;
     uv_mutex_unlock(&log->mu);
     return 0;
 }
@@ -400,6 +403,13 @@ int lh_jlog_open(lh_jlog_t **out, const char *dir, int sync_full, uint64_t seg_m
     }
     log->last_seg = n ? segs[n - 1] : 0;
     free(segs);
+    if (!sync_full) { /* spares left by a server with --sync full: not used, not kept */
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%s", log->dir, LH_JLOG_SPARE_NAME);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/%s.tmp", log->dir, LH_JLOG_SPARE_NAME);
+        unlink(path);
+    }
     if (new_segment(log) != 0) {
         lh_jlog_last_error(log, err, errlen);
         goto fail;
@@ -418,7 +428,7 @@ void lh_jlog_use_spares(lh_jlog_t *log, uint64_t first)
     log->spare_size = (first + LH_JLOG_ALIGN - 1) / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
     if (log->spare_size > log->seg_max)
         log->spare_size = log->seg_max;
-    if ((log->spare = lh_jlog_spare_new(log->dir)) != NULL)
+    if ((log->spare = lh_jlog_spare_new(log->dir, log->seg_max)) != NULL)
         lh_jlog_spare_want(log->spare, log->spare_size);
 }
 
@@ -481,17 +491,12 @@ static int write_direct(lh_jlog_t *log, const struct iovec *iov, int n, uint64_t
         ssize_t w = pwrite(log->fd, log->stage + done, len - done, (off_t)(first + done));
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
-            return w < 0 ? errno : ENOSPC;
+        if (w <= 0 || w % LH_JLOG_ALIGN != 0) /* (a part block cannot go on aligned) */
+            return w < 0 ? errno : w == 0 ? ENOSPC : EIO;
         done += (size_t)w;
     }
     size_t last = (size_t)((end - first) / LH_JLOG_ALIGN * LH_JLOG_ALIGN);
     memcpy(log->tail, log->stage + last, (size_t)(end - first) - last);
-    if (log->stage_cap > (8u << 20)) { /* after a big event: not kept */
-        free(log->stage);
-        log->stage = NULL;
-        log->stage_cap = 0;
-    }
     return 0;
 }
 
@@ -515,13 +520,12 @@ static void write_batch(lh_jlog_t *log, lh_jlog_rec_t *batch)
         total += rec_size(r->meta_len, r->body_len);
     }
     int rc;
-    if (log->fd < 0 || to_spare(log, total) ||
-        (log->off > LH_JLOG_HEADER && (log->off >= log->seg_max || log->off + total > OFF_LIMIT))) {
-        if ((rc = new_segment(log)) != 0) {
-            fail_batch(batch, rc);
-            return;
-        }
-    }
+    int must = log->fd < 0 || (log->off > LH_JLOG_HEADER &&
+                               (log->off >= log->seg_max || log->off + total > OFF_LIMIT));
+    if ((must || to_spare(log, total)) && (rc = new_segment(log)) != 0 && must) {
+        fail_batch(batch, rc);
+        return;
+    } /* a move to the spare that failed: the batch goes on in the segment it was in */
     if (log->off + total > OFF_LIMIT) {
         set_error(log, "a batch too large for", log->last_seg, EFBIG);
         fail_batch(batch, UV_EFBIG);
@@ -559,21 +563,28 @@ static void write_batch(lh_jlog_t *log, lh_jlog_rec_t *batch)
         off += rec_size(r->meta_len, r->body_len);
     }
     int e = log->direct ? write_direct(log, iov, k, start, off) : write_all(log->fd, iov, k, start);
+    if (log->stage_cap > (8u << 20)) { /* after a big event: not kept */
+        free(log->stage);
+        log->stage = NULL;
+        log->stage_cap = 0;
+    }
     const char *what = "cannot write to";
     if (e == 0 && log->sync_full && fdatasync(log->fd) != 0)
         e = errno, what = "cannot sync";
     free(heads);
     free(iov);
+    if (e == ENOMEM) { /* no room for the blocks: nothing was written, the segment goes on */
+        set_error(log, "out of memory writing", log->last_seg, ENOMEM);
+        fail_batch(batch, UV_ENOMEM);
+        return;
+    }
     if (e != 0) {
         /* nothing of the batch may be read back: cut it off, and go on in a fresh segment
         ** (after a failed sync the kernel may have dropped pages it could not write) */
         set_error(log, what, log->last_seg, e);
         int t = ftruncate(log->fd, (off_t)start);
-        if (t == 0 && log->direct) { /* the file is shorter than the spare it was */
-            uv_mutex_lock(&log->mu);
-            log->bytes -= log->direct_size - start;
-            uv_mutex_unlock(&log->mu);
-        }
+        if (t == 0 && log->direct && log->direct_size > start) /* shorter than its spare */
+            lh_jlog_forget(log, log->direct_size - start);
         if (t == 0 && log->sync_full)
             t = fdatasync(log->fd);
         (void)t; /* the segment is left either way */

@@ -102,7 +102,20 @@ static void spare_main(void *arg)
     uv_mutex_unlock(&sp->mu);
 }
 
-lh_jlog_spare_t *lh_jlog_spare_new(const char *jdir)
+/* Renames `from` to `to` unless `to` exists (a segment is never replaced). 0 or -1. */
+static int rename_new(const char *from, const char *to)
+{
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS) /* a file system without the flag: link */
+        return -1;
+    if (link(from, to) != 0)
+        return -1;
+    unlink(from);
+    return 0;
+}
+
+lh_jlog_spare_t *lh_jlog_spare_new(const char *jdir, uint64_t max)
 {
     lh_jlog_spare_t *sp = calloc(1, sizeof(*sp));
     size_t n = strlen(jdir) + sizeof(LH_JLOG_SPARE_NAME) + 8;
@@ -118,7 +131,7 @@ lh_jlog_spare_t *lh_jlog_spare_new(const char *jdir)
     unlink(sp->tmp); /* cut short by a crash */
     struct stat sb;
     if (stat(sp->path, &sb) == 0) {
-        if (sb.st_size > 0 && sb.st_size % LH_JLOG_ALIGN == 0)
+        if (sb.st_size > 0 && sb.st_size % LH_JLOG_ALIGN == 0 && (uint64_t)sb.st_size <= max)
             sp->ready = 1, sp->size = (uint64_t)sb.st_size;
         else
             unlink(sp->path);
@@ -159,7 +172,7 @@ int lh_jlog_spare_take(lh_jlog_spare_t *sp, const char *path, uint64_t *size)
     if (sp->ready) {
         sp->ready = 0;
         *size = sp->size;
-        if (rename(sp->path, path) == 0)
+        if (rename_new(sp->path, path) == 0)
             rc = 0;
         else
             unlink(sp->path);

@@ -24,9 +24,10 @@
 
 typedef struct lh_jlog_spare_s lh_jlog_spare_t;
 
-/** For journal folder `jdir` (DIR/journal). A spare left by the last run is ready at once.
- *  Starts the thread. NULL when out of memory or no thread can be made. */
-lh_jlog_spare_t *lh_jlog_spare_new(const char *jdir);
+/** For journal folder `jdir` (DIR/journal), spares of at most `max` bytes. A spare left by
+ *  the last run is ready at once (removed when bigger). Starts the thread. NULL when out of
+ *  memory or no thread can be made. */
+lh_jlog_spare_t *lh_jlog_spare_new(const char *jdir, uint64_t max);
 /** Asks for a spare of `size` bytes (a multiple of LH_JLOG_ALIGN), unless one is ready or
  *  being made. Any thread. */
 void lh_jlog_spare_want(lh_jlog_spare_t *sp, uint64_t size);

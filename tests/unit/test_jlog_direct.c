@@ -502,12 +502,102 @@ static int direct_usable(void)
     return ok;
 }
 
+/* fsync is wrapped at link time (tests/CMakeLists.txt): `fail_fsync` fails the next one. */
+static int fail_fsync;
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
+int __wrap_fsync(int fd)
+{
+    if (fail_fsync) {
+        fail_fsync = 0;
+        errno = EIO;
+        return -1;
+    }
+    return __real_fsync(fd);
+}
+
+/* The next segment cannot start (its folder's fsync fails) after its spare was taken: the
+ * segment being written stays whole and takes the batch, and what follows. */
+static void test_failed_start_keeps_segment(void)
+{
+    char dir[64], err[256];
+    static rec_t v[3];
+    make_dir(dir, sizeof(dir));
+    set_rec(&v[0], 0, 100);
+    set_rec(&v[1], 1, 5000);
+    set_rec(&v[2], 3, 100);
+    lh_jlog_t *log;
+    CHECK_EQ_INT(lh_jlog_open(&log, dir, 1, 4 * LH_JLOG_ALIGN, err, sizeof(err)), 0);
+    lh_jlog_use_spares(log, LH_JLOG_ALIGN); /* not started: appends are written at once */
+    n_done = 0;
+    CHECK_EQ_INT(wait_spare(log, dir), LH_JLOG_ALIGN);
+    append(log, &v[0]); /* into the 4 KiB spare */
+    CHECK_EQ_INT(wait_spare(log, dir), 2 * LH_JLOG_ALIGN);
+    fail_fsync = 1;
+    append(log, &v[1]); /* does not fit: the move to the spare fails */
+    CHECK_EQ_INT(fail_fsync, 0);
+    append(log, &v[2]);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(v[i].status, 0);
+        CHECK_EQ_INT(SEG(v[i]), SEG(v[0]));
+    }
+    size_t n;
+    CHECK_EQ_INT(wait_spare(log, dir) > 0, 1); /* stats: the segments and the spare */
+    CHECK((long long)lh_jlog_stats(log).bytes == segs_size(dir, &n) + spare_size(dir));
+    close_all(log, NULL);
+    CHECK_SCAN(dir, v, 3);
+    remove_dir(dir);
+}
+
+/* Writes DIR/journal/next.spare of `size` bytes, as a server before would have left it. */
+static void leave_spare(const char *dir, long long size)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, LH_JLOG_DIR);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/%s/%s", dir, LH_JLOG_DIR, LH_JLOG_SPARE_NAME);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        CHECK(ftruncate(fileno(f), size) == 0);
+        fclose(f);
+    }
+}
+
+/* A spare left behind is not used when bigger than a segment may be now, nor kept by a log
+ * without --sync full. */
+static void test_leftover_spares(void)
+{
+    char dir[64], err[256];
+    rec_t w;
+    make_dir(dir, sizeof(dir));
+    leave_spare(dir, 1 << 20);
+    lh_jlog_t *log;
+    CHECK_EQ_INT(lh_jlog_open(&log, dir, 1, SEG_MAX, err, sizeof(err)), 0);
+    lh_jlog_use_spares(log, FIRST);
+    n_done = 0;
+    CHECK_EQ_INT(wait_spare(log, dir), FIRST); /* made anew, at the first size */
+    set_rec(&w, 0, 100);
+    append(log, &w);
+    CHECK_EQ_INT(w.status, 0);
+    CHECK_EQ_INT(jsize(dir, SEG(w), NULL), FIRST);
+    close_all(log, NULL);
+
+    leave_spare(dir, FIRST);
+    CHECK_EQ_INT(lh_jlog_open(&log, dir, 0, SEG_MAX, err, sizeof(err)), 0);
+    CHECK_EQ_INT(spare_size(dir), -1);
+    close_all(log, NULL);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     if (direct_usable()) {
         RUN_TEST(test_direct_round_trip);
         RUN_TEST(test_direct_reopen);
         RUN_TEST(test_direct_torn_tail);
+        RUN_TEST(test_failed_start_keeps_segment);
+        RUN_TEST(test_leftover_spares);
     }
     RUN_TEST(test_spares_opt_in);
     RUN_TEST(test_ends_wait);
