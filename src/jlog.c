@@ -146,6 +146,17 @@ static uint64_t get64(const unsigned char *p)
     return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
 }
 
+/* `n` rounded down, and up, to a whole O_DIRECT block. */
+static uint64_t block_floor(uint64_t n)
+{
+    return n / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
+}
+
+static uint64_t block_ceil(uint64_t n)
+{
+    return block_floor(n + LH_JLOG_ALIGN - 1);
+}
+
 static size_t pad8(size_t n)
 {
     return (8 - (n & 7)) & 7;
@@ -367,7 +378,7 @@ int lh_jlog_open(lh_jlog_t **out, const char *dir, int sync_full, uint64_t seg_m
     log->fd = log->dir_fd = -1;
     log->sync_full = sync_full;
     log->seg_max = seg_max ? seg_max : LH_JLOG_MAX_SEG;
-    log->seg_max = (log->seg_max + LH_JLOG_ALIGN - 1) / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
+    log->seg_max = block_ceil(log->seg_max);
     if (uv_mutex_init(&log->mu) != 0) {
         free(log->dir);
         free(log);
@@ -403,13 +414,8 @@ int lh_jlog_open(lh_jlog_t **out, const char *dir, int sync_full, uint64_t seg_m
     }
     log->last_seg = n ? segs[n - 1] : 0;
     free(segs);
-    if (!sync_full) { /* spares left by a server with --sync full: not used, not kept */
-        char path[4200];
-        snprintf(path, sizeof(path), "%s/%s", log->dir, LH_JLOG_SPARE_NAME);
-        unlink(path);
-        snprintf(path, sizeof(path), "%s/%s.tmp", log->dir, LH_JLOG_SPARE_NAME);
-        unlink(path);
-    }
+    if (!sync_full) /* a spare left by a server with --sync full: not used, not kept */
+        lh_jlog_spare_remove(log->dir);
     if (new_segment(log) != 0) {
         lh_jlog_last_error(log, err, errlen);
         goto fail;
@@ -425,7 +431,7 @@ void lh_jlog_use_spares(lh_jlog_t *log, uint64_t first)
 {
     if (!log->sync_full || log->spare != NULL || log->started)
         return;
-    log->spare_size = (first + LH_JLOG_ALIGN - 1) / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
+    log->spare_size = block_ceil(first);
     if (log->spare_size > log->seg_max)
         log->spare_size = log->seg_max;
     if ((log->spare = lh_jlog_spare_new(log->dir, log->seg_max)) != NULL)
@@ -469,8 +475,8 @@ static void fail_batch(lh_jlog_rec_t *batch, int status)
 ** block's earlier bytes (`tail`) first, the last one padded with zeros. 0 or an errno. */
 static int write_direct(lh_jlog_t *log, const struct iovec *iov, int n, uint64_t off, uint64_t end)
 {
-    uint64_t first = off / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
-    size_t len = (size_t)((end - first + LH_JLOG_ALIGN - 1) / LH_JLOG_ALIGN * LH_JLOG_ALIGN);
+    uint64_t first = block_floor(off);
+    size_t len = (size_t)block_ceil(end - first);
     if (len > log->stage_cap) {
         void *b = NULL;
         if (posix_memalign(&b, LH_JLOG_ALIGN, len) != 0)
@@ -495,7 +501,7 @@ static int write_direct(lh_jlog_t *log, const struct iovec *iov, int n, uint64_t
             return w < 0 ? errno : w == 0 ? ENOSPC : EIO;
         done += (size_t)w;
     }
-    size_t last = (size_t)((end - first) / LH_JLOG_ALIGN * LH_JLOG_ALIGN);
+    size_t last = (size_t)block_floor(end - first);
     memcpy(log->tail, log->stage + last, (size_t)(end - first) - last);
     return 0;
 }
@@ -596,7 +602,7 @@ static void write_batch(lh_jlog_t *log, lh_jlog_rec_t *batch)
     log->off = off;
     uint64_t grew = total;
     if (log->direct) {
-        uint64_t size = (off + LH_JLOG_ALIGN - 1) / LH_JLOG_ALIGN * LH_JLOG_ALIGN;
+        uint64_t size = block_ceil(off);
         grew = size > log->direct_size ? size - log->direct_size : 0;
         if (grew)
             log->direct_size = size;

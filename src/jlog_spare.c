@@ -10,7 +10,6 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -35,9 +34,9 @@ static int stopping(lh_jlog_spare_t *sp)
     return s;
 }
 
-/* Room for the spare and three segments more, and a twentieth of the file system (at most
-** RESERVE) left free: a spare must never be what fills the disk under the log or the
-** database. */
+/* Room for the spare and three segments more (four of its size), and a twentieth of the
+** file system (at most RESERVE) left free: a spare must never be what fills the disk under
+** the log or the database. */
 static int has_room(lh_jlog_spare_t *sp, uint64_t size)
 {
     struct statvfs v;
@@ -82,7 +81,7 @@ static void spare_main(void *arg)
     lh_jlog_spare_t *sp = arg;
     prctl(PR_SET_NAME, "luahook-spare", 0, 0, 0);
     /* behind the loop and the log's writer on a shared core: a spare is never urgent */
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+    setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
     uv_mutex_lock(&sp->mu);
     for (;;) {
         while (!sp->stopping && !sp->want)
@@ -115,19 +114,42 @@ static int rename_new(const char *from, const char *to)
     return 0;
 }
 
+/* The spare's path in `jdir`, and its path while it is being made; malloc'ed. 0 or -1. */
+static int spare_paths(const char *jdir, char **path, char **tmp)
+{
+    size_t n = strlen(jdir) + sizeof(LH_JLOG_SPARE_NAME) + 8;
+    *path = malloc(n);
+    *tmp = malloc(n);
+    if (*path == NULL || *tmp == NULL) {
+        free(*path), free(*tmp);
+        *path = *tmp = NULL;
+        return -1;
+    }
+    snprintf(*path, n, "%s/%s", jdir, LH_JLOG_SPARE_NAME);
+    snprintf(*tmp, n, "%s/%s.tmp", jdir, LH_JLOG_SPARE_NAME);
+    return 0;
+}
+
+void lh_jlog_spare_remove(const char *jdir)
+{
+    char *path, *tmp;
+    if (spare_paths(jdir, &path, &tmp) != 0)
+        return;
+    unlink(path);
+    unlink(tmp);
+    free(path), free(tmp);
+}
+
 lh_jlog_spare_t *lh_jlog_spare_new(const char *jdir, uint64_t max)
 {
     lh_jlog_spare_t *sp = calloc(1, sizeof(*sp));
-    size_t n = strlen(jdir) + sizeof(LH_JLOG_SPARE_NAME) + 8;
-    if (sp == NULL || (sp->path = malloc(n)) == NULL || (sp->tmp = malloc(n)) == NULL ||
+    if (sp == NULL || spare_paths(jdir, &sp->path, &sp->tmp) != 0 ||
         (sp->jdir = strdup(jdir)) == NULL) {
         if (sp != NULL)
             free(sp->path), free(sp->tmp);
         free(sp);
         return NULL;
     }
-    snprintf(sp->path, n, "%s/%s", jdir, LH_JLOG_SPARE_NAME);
-    snprintf(sp->tmp, n, "%s/%s.tmp", jdir, LH_JLOG_SPARE_NAME);
     unlink(sp->tmp); /* cut short by a crash */
     struct stat sb;
     if (stat(sp->path, &sb) == 0) {

@@ -10,9 +10,9 @@
 ** writer renames it into place when it starts a segment (lh_jlog_spare_take).
 **
 ** Never at the cost of the events: a spare is made only while the file system keeps room
-** for four more segments and a reserve (5 %, at most 256 MiB) beside it, a failed one is removed at
-*once, and where O_DIRECT is
-** not supported no spare is made (the log appends, as before).
+** for it and three more segments, and a reserve (5 %, at most 256 MiB); a failed one is
+** removed at once; where O_DIRECT is not supported no spare is made (the log appends, as
+** before).
 */
 #ifndef LH_JLOG_SPARE_H
 #define LH_JLOG_SPARE_H
@@ -35,6 +35,8 @@ void lh_jlog_spare_want(lh_jlog_spare_t *sp, uint64_t size);
 int lh_jlog_spare_take(lh_jlog_spare_t *sp, const char *path, uint64_t *size);
 /** Bytes of the ready spare; 0: none is ready. */
 uint64_t lh_jlog_spare_bytes(lh_jlog_spare_t *sp);
+/** Removes a spare left in `jdir`, ready or half made (a log that makes none). */
+void lh_jlog_spare_remove(const char *jdir);
 /** Stops the thread (a spare half made is removed; a ready one stays for the next run) and
  *  frees. NULL is a no-op. */
 void lh_jlog_spare_free(lh_jlog_spare_t *sp);

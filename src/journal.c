@@ -421,6 +421,13 @@ struct end_s {
 
 static void end_send(lh_journal_t *j, end_t *e);
 
+/* An error line about run end `e`: `what`, its handler and the storage's `error`. */
+static void log_end_error(const end_t *e, const char *error, const char *what)
+{
+    lh_field_t f[] = {LH_FIELD("handler", e->handler), LH_FIELD("error", error)};
+    lh_log_fields(LH_ERROR, what, f, 2);
+}
+
 static void end_done(void *data, lh_jlog_rec_t *r)
 {
     end_t *e = data;
@@ -428,11 +435,9 @@ static void end_done(void *data, lh_jlog_rec_t *r)
     if (r->status < 0) {
         char msg[256];
         lh_jlog_last_error(j->log, msg, sizeof(msg));
-        lh_field_t f[] = {LH_FIELD("handler", e->handler), LH_FIELD("error", msg)};
-        lh_log_fields(LH_ERROR,
+        log_end_error(e, msg,
                       "journal: a run's end could not be stored: tried again with the next look "
-                      "(a restart runs it again if it never is)",
-                      f, 2);
+                      "(a restart runs it again if it never is)");
         free(r);
         if (!j->closed) { /* a full disk may have room again in a moment */
             e->next = j->failed_ends;
@@ -513,11 +518,9 @@ static void store_flushed(void *data, int status)
             ** again once its end is stored */
             char msg[256];
             lh_state_last_error(j->st, msg, sizeof(msg));
-            lh_field_t f[] = {LH_FIELD("handler", e->handler), LH_FIELD("error", msg)};
-            lh_log_fields(LH_ERROR,
+            log_end_error(e, msg,
                           "journal: a run's store writes could not be stored: it counts as "
-                          "interrupted and runs again",
-                          f, 2);
+                          "interrupted and runs again");
             e->state = LH_RUN_PENDING;
             e->next_at = e->ended;
             e->outcome = "interrupted";

@@ -74,14 +74,17 @@ class Spare(unittest.TestCase):
             spare = os.path.join(state, SPARE)
             with h.Server(script, "--state-dir", state) as srv:
                 ids = self.post_all(srv, 0, 1, 100)
-                # the first spare (1 MiB) is taken at the first batch after it is made
-                h.wait_until(lambda: MIB in sizes(state).values() or
-                             (os.path.exists(spare) and os.path.getsize(spare) == MIB),
-                             timeout=10 * h.SLOW, what="a 1 MiB spare or segment")
-                ids.update(self.post_all(srv, 1, 2, 100))
-                self.assertIn(MIB, sizes(state).values(), sizes(state))
+                # the first spare (1 MiB) is taken by the first batch once it is ready
+                seq = [1]
+
+                def in_spare():
+                    ids.update(self.post_all(srv, seq[0], 1, 100))
+                    seq[0] += 1
+                    return MIB in sizes(state).values()
+                h.wait_until(in_spare, timeout=10 * h.SLOW, interval=0.02,
+                             what="an event written into a 1 MiB segment")
                 # 3 MB more: through the 1 MiB segment, into the 2 MiB one
-                ids.update(self.post_all(srv, 3, 100, 30000))
+                ids.update(self.post_all(srv, seq[0], 100, 30000))
                 h.wait_until(lambda: os.path.exists(spare), timeout=10 * h.SLOW,
                              what="the next spare")
                 left = os.path.getsize(spare)
@@ -102,7 +105,7 @@ class Spare(unittest.TestCase):
             # the spare left behind is the next server's first direct segment
             before = set(got)
             with h.Server(script, "--state-dir", state) as srv:
-                ids.update(self.post_all(srv, 103, 3, 100))
+                ids.update(self.post_all(srv, seq[0] + 100, 3, 100))
                 new = {s: size for s, size in sizes(state).items() if s not in before}
                 self.assertIn(left, new.values(), new)
             self.check_logged(state, ids)
