@@ -673,11 +673,13 @@ static void on_async(uv_async_t *a)
     run_done(a->data);
 }
 
-static void wake_writer(lh_jlog_t *log)
+/* `ends_due`: runs' ends alone may go too (an event's wake does not need it: left set, it
+** would let the next ends alone go at once). */
+static void wake_writer(lh_jlog_t *log, int ends_due)
 {
     log->queued = log->queued_event = 0;
     uv_mutex_lock(&log->mu);
-    log->ends_due = 1;
+    log->ends_due |= ends_due;
     uv_cond_signal(&log->cond);
     uv_mutex_unlock(&log->mu);
 }
@@ -686,7 +688,7 @@ static void on_ends_due(uv_timer_t *t)
 {
     lh_jlog_t *log = t->data;
     if (log->queued)
-        wake_writer(log);
+        wake_writer(log, 1);
 }
 
 /* The writer is woken once per turn of the loop, before it waits: a batch holds every
@@ -704,7 +706,7 @@ static void on_prepare(uv_prepare_t *p)
         return;
     }
     uv_timer_stop(&log->ends);
-    wake_writer(log);
+    wake_writer(log, 0);
 }
 
 int lh_jlog_start(lh_jlog_t *log, uv_loop_t *loop)
