@@ -31,7 +31,7 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (ptr == NULL)
         osize = 0;
     if (nsize == 0) {
-        free(ptr);
+        lh_pool_free(&vm->pool, ptr, osize);
         vm->mem_used -= osize;
         return NULL;
     }
@@ -41,7 +41,7 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         vm->oom_real = 0;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
+    void *p = lh_pool_realloc(&vm->pool, ptr, osize, nsize);
     if (p != NULL)
         vm->mem_used += nsize - osize;
     else
@@ -1018,6 +1018,7 @@ void lh_vm_free(lh_vm_t *vm)
         vm->closing = 1;
         lua_close(vm->L);
     }
+    lh_pool_drain(&vm->pool);
     for (size_t i = 0; i < vm->nhandlers; i++) {
         free(vm->handlers[i].script);
         free(vm->handlers[i].label);

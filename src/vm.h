@@ -12,6 +12,7 @@
 
 #include "app.h"
 #include "clock.h"
+#include "lua_pool.h"
 
 /*
 ** A loaded script. Its name outlives the VM (the journal, `store`, replay hang on it): the
@@ -87,6 +88,7 @@ struct lh_vm_s {
     int gc_hold_restart;
     size_t mem_used;
     size_t mem_limit;                  /* 0: none */
+    lh_pool_t pool;                    /* the state's freed small blocks, for its next ones */
     int limit_on;                      /* the limit applies while Lua code of a task runs */
     int oom_real;                      /* the last refused allocation was the system's */
     struct lh_task_s *cur_task;        /* the task running now; NULL outside one */
