@@ -479,6 +479,41 @@ static void test_strings(void)
         text[t] = '\0';
         check_string(L, text, want, w);
     }
+    /* Escaped strings around the size where one pass into the 2 KiB scratch gives way to
+     * two (unescape_short): every length decodes the same, whatever comes last. */
+    for (int n = 1840; n < 1960; n++) { /* output 1.07 bytes per n: the switch at n ~ 1900 */
+        for (int tail = 0; tail < 3; tail++) {
+            static char text[4400];
+            static char want[4400];
+            size_t t = 0;
+            size_t w = 0;
+
+            text[t++] = '"';
+            for (int i = 0; i < n; i++) {
+                if (i % 7 == 3) {
+                    memcpy(text + t, i % 2 ? "\\n" : "\\u00e9", i % 2 ? 2 : 6);
+                    t += i % 2 ? 2 : 6;
+                    memcpy(want + w, i % 2 ? "\n" : "\xc3\xa9", i % 2 ? 1 : 2);
+                    w += i % 2 ? 1 : 2;
+                } else {
+                    text[t++] = want[w++] = (char)('a' + i % 26);
+                }
+            }
+            if (tail == 1) { /* an escape last */
+                memcpy(text + t, "\\\"", 2);
+                t += 2;
+                want[w++] = '"';
+            } else if (tail == 2) { /* a run of 16 and more last */
+                for (int i = 0; i < 20; i++)
+                    text[t++] = want[w++] = 'z';
+            }
+            text[t++] = '"';
+            text[t] = '\0';
+            check_string(L, text, want, w);
+            text[t - 1] = '\0'; /* unterminated: the same message either way */
+            CHECK(strstr(decode_error(L, text), "end of input inside a string") != NULL);
+        }
+    }
     {
         /* Long strings: plain, and escaped beyond the on-stack scratch buffer. */
         size_t n = 100000;
