@@ -111,7 +111,9 @@ void lh_console_client(lh_app_t *app, const lh_conn_t *c, lh_request_t *r)
 {
     const lh_config_t *cfg = app->cfg;
     const lh_header_t *host = header(r, "host");
-    snprintf(r->remote, sizeof(r->remote), "%s", c->remote);
+    size_t rl = strnlen(c->remote, sizeof(r->remote) - 1); /* a copy, not a printf: per event */
+    memcpy(r->remote, c->remote, rl);
+    r->remote[rl] = '\0';
     r->host = host ? host->value : NULL;
     r->host_len = host ? host->value_len : 0;
     r->https = 0;
