@@ -184,12 +184,17 @@ static void conn_fail(lh_conn_t *c, const char *what, int err)
     lh_conn_close(c);
 }
 
-/* (Re)starts the timer of the current state: on entry, and on progress (a read of a body,
-** a write taken). */
+/* Sets the deadline of the current state: on entry, and on progress (a read of a body, a
+** write taken). Lazily, as nginx does: a timer due no later than the new deadline is left
+** as it is, and when it fires early it moves on to the deadline (on_timer). A keep-alive
+** request then costs one timer start (its head's shorter deadline), not four. */
 static int arm_timer(lh_conn_t *c)
 {
     uint64_t ms = state_timeout(c, c->state);
-    int r = ms ? uv_timer_start(&c->timer, on_timer, ms, 0) : uv_timer_stop(&c->timer);
+    c->deadline = ms ? uv_now(c->timer.loop) + ms : 0;
+    if (ms == 0 || (uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= ms))
+        return 0;
+    int r = uv_timer_start(&c->timer, on_timer, ms, 0);
     if (r != 0)
         conn_fail(c, "uv_timer_start", r);
     return r;
@@ -927,6 +932,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 static void on_timer(uv_timer_t *t)
 {
     lh_conn_t *c = t->data;
+    if (c->deadline == 0)
+        return; /* the state has none: the timer waits for the next one */
+    uint64_t now = uv_now(c->timer.loop);
+    if (now < c->deadline) {
+        int r = uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
+        if (r != 0)
+            conn_fail(c, "uv_timer_start", r);
+        return;
+    }
     switch (c->state) {
     case LH_CONN_READING_HEAD:
         if (!lh_request_parser_started(c->parser)) {

@@ -57,8 +57,9 @@ typedef enum {
 
 struct lh_conn_s {
     uv_tcp_t tcp;
-    uv_timer_t timer; /* the deadline of the current state */
-    uv_idle_t turn;   /* a later loop turn, to parse the rest of a read (yielded) */
+    uv_timer_t timer;  /* due at `deadline`, or before it (then it moves on: arm_timer) */
+    uint64_t deadline; /* of the current state, in the loop's ms; 0: none */
+    uv_idle_t turn;    /* a later loop turn, to parse the rest of a read (yielded) */
     uv_shutdown_t shutdown;
     lh_server_t *server; /* borrowed */
     lh_conn_t *prev, *next;
