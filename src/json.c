@@ -342,6 +342,28 @@ static char *put_utf8(char *o, unsigned long cp)
     return o;
 }
 
+#if defined(__SSE2__) && defined(__GNUC__)
+/* Copies the 16 bytes at *q to *o, then moves both on to the first special byte among them
+ * (1), or by 16 (0). The caller leaves room for the whole store. */
+static inline int copy16(const char **q, char **o)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)*q);
+    int bits = _mm_movemask_epi8(special16(v));
+    int n = bits != 0 ? __builtin_ctz((unsigned)bits) : 16;
+
+    _mm_storeu_si128((__m128i *)(void *)*o, v);
+    *q += n;
+    *o += n;
+    return bits != 0;
+}
+#endif
+
+/* The byte each one-letter escape stands for (\" \\ \/ \b \f \n \r \t); 0: not one. */
+static const char unescaped[256] = {
+    ['"'] = '"',  ['\\'] = '\\', ['/'] = '/',  ['b'] = '\b',
+    ['f'] = '\f', ['n'] = '\n',  ['r'] = '\r', ['t'] = '\t',
+};
+
 /* Slow path of parse_string: the body [p, close) contains escapes; q is the first backslash.
  * Every escape decodes to no more bytes than it occupies, so close - p bytes of output suffice
  * (a \uXXXX escape is 6 bytes for at most 3 of UTF-8, a surrogate pair 12 for 4).
@@ -371,32 +393,10 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
             long cp;
 
             q++; /* q < close: the body cannot end in a lone backslash */
-            switch (*q++) {
-            case '"':
-                *o++ = '"';
-                break;
-            case '\\':
-                *o++ = '\\';
-                break;
-            case '/':
-                *o++ = '/';
-                break;
-            case 'b':
-                *o++ = '\b';
-                break;
-            case 'f':
-                *o++ = '\f';
-                break;
-            case 'n':
-                *o++ = '\n';
-                break;
-            case 'r':
-                *o++ = '\r';
-                break;
-            case 't':
-                *o++ = '\t';
-                break;
-            case 'u':
+            unsigned char e = (unsigned char)*q++;
+            if (unescaped[e]) {
+                *o++ = unescaped[e];
+            } else if (e == 'u') {
                 if (close - q < 4 || (cp = hex4(q)) < 0)
                     return fail(d, esc, "invalid \\u escape in string: expected 4 hex digits");
                 q += 4;
@@ -418,8 +418,7 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }
                 o = put_utf8(o, (unsigned long)cp);
-                break;
-            default:
+            } else {
                 if (q[-1] > 0x20 && q[-1] < 0x7f)
                     return fail(d, esc, "invalid escape '\\%c' in string", q[-1]);
                 return fail(d, esc, "invalid escape in string: backslash followed by byte 0x%02X",
@@ -438,19 +437,7 @@ static const char *parse_escaped(Decoder *d, const char *p, const char *q, const
             /* Copy 16 bytes, then keep those before the first special one. The store stays in
              * buf: the output never runs ahead of the input (o - buf <= q - p). */
             if (close - q >= 16) {
-                __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
-                int bits = _mm_movemask_epi8(special16(v));
-
-                _mm_storeu_si128((__m128i *)(void *)o, v);
-                if (bits != 0) {
-                    int n = __builtin_ctz((unsigned)bits);
-
-                    q += n;
-                    o += n;
-                    continue;
-                }
-                q += 16;
-                o += 16;
+                copy16(&q, &o);
                 continue;
             }
 #endif
@@ -495,38 +482,14 @@ static const char *unescape_short(Decoder *d, const char *p, const char *q)
         }
         if (*q != '\\' || end - q < 2 || o > lim)
             return NULL;
-        switch (q[1]) {
-        case '"':
-            *o++ = '"';
-            break;
-        case '\\':
-            *o++ = '\\';
-            break;
-        case '/':
-            *o++ = '/';
-            break;
-        case 'b':
-            *o++ = '\b';
-            break;
-        case 'f':
-            *o++ = '\f';
-            break;
-        case 'n':
-            *o++ = '\n';
-            break;
-        case 'r':
-            *o++ = '\r';
-            break;
-        case 't':
-            *o++ = '\t';
-            break;
-        case 'u':
-            if (end - q < 6 || (cp = hex4(q + 2)) < 0 || (cp >= 0xD800 && cp <= 0xDFFF))
-                return NULL;
+        unsigned char e = (unsigned char)q[1];
+        if (unescaped[e]) {
+            *o++ = unescaped[e];
+        } else if (e == 'u' && end - q >= 6 && (cp = hex4(q + 2)) >= 0 &&
+                   (cp < 0xD800 || cp > 0xDFFF)) {
             o = put_utf8(o, (unsigned long)cp);
             q += 4;
-            break;
-        default:
+        } else {
             return NULL;
         }
         q += 2;
@@ -537,17 +500,8 @@ static const char *unescape_short(Decoder *d, const char *p, const char *q)
                 break;
             if (o > lim)
                 return NULL;
-            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
-            int bits = _mm_movemask_epi8(special16(v));
-            _mm_storeu_si128((__m128i *)(void *)o, v);
-            if (bits != 0) {
-                int n = __builtin_ctz((unsigned)bits);
-                q += n;
-                o += n;
+            if (copy16(&q, &o))
                 goto special;
-            }
-            q += 16;
-            o += 16;
         }
 #endif
         {
