@@ -12,7 +12,8 @@
 **
 ** Sizes are rounded up to glibc's own (16n - 8 usable bytes), so a block costs no more memory
 ** than malloc would give it. A pool belongs to one state: not thread-safe, as a state is not.
-** Under AddressSanitizer a kept block is poisoned, so a use after free is still caught.
+** Under AddressSanitizer a kept block is poisoned but for its link, so a use after free is
+** still caught.
 */
 #ifndef LH_LUA_POOL_H
 #define LH_LUA_POOL_H

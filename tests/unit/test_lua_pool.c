@@ -20,6 +20,7 @@
 #endif
 #ifdef POOL_ASAN
 #include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
 #endif
 
 void *__real_malloc(size_t n);
@@ -159,13 +160,39 @@ static void test_kept_blocks_are_poisoned(void)
     char *a = lh_pool_realloc(&pool, NULL, 0, 72);
     CHECK(!__asan_address_is_poisoned(a) && !__asan_address_is_poisoned(a + 71));
     lh_pool_free(&pool, a, 72);
-    CHECK(__asan_address_is_poisoned(a) && __asan_address_is_poisoned(a + 71));
+    CHECK(!__asan_address_is_poisoned(a)); /* the link */
+    CHECK(__asan_address_is_poisoned(a + sizeof(void *)) && __asan_address_is_poisoned(a + 71));
     char *b = lh_pool_realloc(&pool, NULL, 0, 64); /* the same block: 72 usable, 64 asked */
     CHECK(b == a);
     CHECK(!__asan_address_is_poisoned(b) && !__asan_address_is_poisoned(b + 63));
     CHECK(__asan_address_is_poisoned(b + 64)); /* past what was asked: an overrun is caught */
     lh_pool_free(&pool, b, 64);
     lh_pool_drain(&pool);
+}
+
+/* A state never closed keeps its pool to the end (fuzz_recipes' does): LeakSanitizer must
+** reach every kept block through the lists. */
+static lh_pool_t kept_to_exit;
+
+/* 100 blocks kept in one list; no other pointer to them is left (the array is cleared,
+** then freed, and this frame is gone when the check runs) */
+__attribute__((noinline)) static void keep_100(void)
+{
+    void **v = calloc(100, sizeof(*v));
+    for (int i = 0; i < 100; i++)
+        v[i] = lh_pool_realloc(&kept_to_exit, NULL, 0, 40);
+    for (int i = 0; i < 100; i++)
+        lh_pool_free(&kept_to_exit, v[i], 40);
+    memset(v, 0, 100 * sizeof(*v));
+    free(v);
+}
+
+static void test_kept_blocks_are_no_leak(void)
+{
+    keep_100();
+    CHECK_EQ_INT(kept_to_exit.kept, 100 * 40);
+    CHECK(__lsan_do_recoverable_leak_check() == 0);
+    lh_pool_drain(&kept_to_exit);
 }
 #endif
 
@@ -220,6 +247,7 @@ int main(void)
     RUN_TEST(test_a_shrink_never_fails);
 #ifdef POOL_ASAN
     RUN_TEST(test_kept_blocks_are_poisoned);
+    RUN_TEST(test_kept_blocks_are_no_leak);
 #endif
     RUN_TEST(test_a_lua_state_runs_on_it);
     return TEST_SUMMARY();
