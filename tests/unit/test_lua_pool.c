@@ -64,7 +64,7 @@ static void test_freed_block_serves_its_class_again(void)
     lh_pool_free(&pool, c, 100);
     lh_pool_drain(&pool);
     CHECK_EQ_INT(pool.kept, 0);
-    for (int k = 0; k < LH_POOL_CLASSES; k++)
+    for (unsigned k = 0; k < LH_POOL_CLASSES; k++)
         CHECK(pool.free[k] == NULL);
 }
 
