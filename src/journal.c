@@ -703,6 +703,10 @@ lh_journal_t *lh_journal_open(lh_state_t *st, const lh_journal_config_t *cfg, ch
         seg_max = 256u << 10;
     if (seg_max > LH_JLOG_MAX_SEG)
         seg_max = LH_JLOG_MAX_SEG;
+    /* a spare counts against the bound as the segment it will be: made ahead only where it
+    ** is a sixteenth of it at most (below 4 MiB the segments' floor makes it more, and
+    ** retention would prune what the bound has room for) */
+    j->spares = cfg->max_size == 0 || seg_max <= cfg->max_size / 16;
     /* the WAL is cut back after each checkpoint: it cannot grow without bound */
     if (lh_state_set_sync(st, cfg->sync_full, err, errlen) != 0 ||
         sqlite3_exec(db, "PRAGMA journal_size_limit = 16777216", 0, 0, 0) != SQLITE_OK ||
@@ -1296,7 +1300,8 @@ int lh_journal_start(lh_journal_t *j, uv_loop_t *loop, const lh_journal_hooks_t 
     uv_unref((uv_handle_t *)&j->take_timer);
     uv_unref((uv_handle_t *)&j->prune_timer);
     uv_unref((uv_handle_t *)&j->index_timer);
-    lh_jlog_use_spares(j->log, SPARE_FIRST);
+    if (j->spares)
+        lh_jlog_use_spares(j->log, SPARE_FIRST);
     if ((rc = lh_jlog_start(j->log, loop)) != 0)
         return rc;
     uv_timer_start(&j->take_timer, on_take_timer, 0, 0); /* what was due at start-up */

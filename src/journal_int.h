@@ -46,6 +46,7 @@ typedef struct end_s end_t;
 struct lh_journal_s {
     lh_state_t *st; /* borrowed */
     lh_jlog_t *log; /* owned: the point of durability */
+    int spares;     /* the log's segments are made ahead (lh_jlog_use_spares) */
     char *dir;      /* owned: the state folder */
     lh_journal_config_t cfg;
     sqlite3_stmt *s[S_COUNT_]; /* the writer's */

@@ -8,6 +8,7 @@ the next one; every event answered 200 is in the log, and its body reads back wh
 
 import os
 import sys
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -115,6 +116,21 @@ class Spare(unittest.TestCase):
                 self.assertEqual(len(rows), len(ids))
                 for row in rows:
                     self.assertEqual(row["body"], ids[row["delivery"]])
+
+    def test_a_small_bound_gets_no_spares(self):
+        """A spare counts against --journal-max-size: under 4 MiB, where the segments'
+        256 KiB floor makes one more than a sixteenth of the bound, none is made (retention
+        would otherwise prune what the bound has room for)."""
+        with h.TempDir() as td:
+            why = spares_refused(td.path)
+            if why is not None:
+                self.skipTest(why)
+            state, script = td.join("state"), td.script("hooks.lua", HANDLER)
+            with h.Server(script, "--state-dir", state, "--journal-max-size", "2m") as srv:
+                ids = self.post_all(srv, 0, 40, 30000)  # segments of 256 KiB fill and switch
+                time.sleep(0.5 * h.SLOW)  # a spare asked for at start would be made by now
+                self.assertFalse(os.path.exists(os.path.join(state, SPARE)))
+            self.check_logged(state, ids)
 
     def test_sync_normal_appends(self):
         with h.TempDir() as td:
