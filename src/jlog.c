@@ -628,6 +628,25 @@ static void hand_back(lh_jlog_t *log, lh_jlog_rec_t *batch)
     uv_mutex_unlock(&log->mu);
 }
 
+/* `batch` with its runs' ends first, each kind in the order queued. An end's event is always
+** in an earlier batch, so the ends of a batch and the events before them form a prefix of
+** the log that pairs every event with its end: the index writes such a pair as its final
+** rows at once (journal.c). */
+static lh_jlog_rec_t *ends_first(lh_jlog_rec_t *batch)
+{
+    lh_jlog_rec_t *ends = NULL, **et = &ends, *events = NULL, **vt = &events;
+    for (lh_jlog_rec_t *r = batch, *next; r; r = next) {
+        next = r->next;
+        r->next = NULL;
+        if (r->type == LH_JLOG_END)
+            *et = r, et = &r->next;
+        else
+            *vt = r, vt = &r->next;
+    }
+    *et = events;
+    return ends;
+}
+
 static void writer_main(void *arg)
 {
     lh_jlog_t *log = arg;
@@ -643,6 +662,7 @@ static void writer_main(void *arg)
         int stopping = log->stopping;
         uv_mutex_unlock(&log->mu);
         if (batch != NULL) {
+            batch = ends_first(batch);
             write_batch(log, batch);
             hand_back(log, batch);
             uv_async_send(&log->async);

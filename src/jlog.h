@@ -25,7 +25,8 @@
 **
 ** One thread writes: the loop queues records (lh_jlog_append), the log's own thread writes
 ** what is queued with one write and one fdatasync (group commit), and the loop learns
-** the outcome of each record through its `done` callback, in the order queued. A segment
+** the outcome of each record through its `done` callback, in the order written: a batch's
+** runs' ends first, then its events, each kind in the order queued. A segment
 ** is appended to (pwritev), or, once lh_jlog_use_spares made a file of zeros for it ahead
 ** of time, written over those zeros with O_DIRECT, whole blocks at a time: a sync then
 ** writes no metadata. Either way the bytes after the last valid record read as invalid.
@@ -57,6 +58,7 @@ struct lh_jlog_rec_s {
     size_t body_len;
     void (*done)(void *data, lh_jlog_rec_t *r); /* on the loop; the record is its own */
     void *data;
+    uint64_t mark; /* the caller's, once `done` ran */
     uint32_t type;
     uint32_t meta_len;
     unsigned char meta[];

@@ -121,6 +121,14 @@ static uint64_t r_u64(rbuf_t *r)
     return lo | (uint64_t)r_u32(r) << 32;
 }
 
+int64_t lh_jrec_id(const unsigned char *meta, size_t len)
+{
+    if (len < 8)
+        return 0;
+    rbuf_t r = {meta, meta + len, 0};
+    return (int64_t)r_u64(&r);
+}
+
 static double r_f64(rbuf_t *r)
 {
     uint64_t v = r_u64(r);

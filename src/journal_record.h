@@ -50,6 +50,9 @@ int lh_jrec_event_read(const unsigned char *meta, size_t len, lh_jrec_event_t *e
 /** After lh_jrec_event_read: the next handler id (NULL after the last, or if malformed). */
 const char *lh_jrec_event_handler(lh_jrec_event_t *e, size_t *len);
 
+/** The delivery id a record's meta starts with (an event's or an end's); 0 when too short. */
+int64_t lh_jrec_id(const unsigned char *meta, size_t len);
+
 size_t lh_jrec_end_size(const lh_jrec_end_t *e);
 void lh_jrec_end_write(unsigned char *out, const lh_jrec_end_t *e);
 int lh_jrec_end_read(const unsigned char *meta, size_t len, lh_jrec_end_t *e);

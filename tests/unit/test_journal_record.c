@@ -362,6 +362,34 @@ static void test_end_all_fields(void)
     check_end(&e, 1);
 }
 
+/* lh_jrec_id: the id both kinds of meta start with, as written; 0 from a meta too short. */
+static void test_id_of_either_kind(void)
+{
+    unsigned char ev[256], end[256];
+    lh_jrec_event_t v = {.id = INT64_C(0x0102030405060708),
+                         .delivery = "d",
+                         .delivery_len = 1,
+                         .path = "/",
+                         .path_len = 1,
+                         .headers = "{}",
+                         .headers_len = 2};
+    lh_jrec_end_t e = {.id = 77,
+                       .attempt = 1,
+                       .handler = "h",
+                       .handler_len = 1,
+                       .outcome = "ok",
+                       .outcome_len = 2,
+                       .state = LH_RUN_OK};
+    CHECK(lh_jrec_event_size(&v) <= sizeof(ev) && lh_jrec_end_size(&e) <= sizeof(end));
+    lh_jrec_event_write(ev, &v);
+    lh_jrec_end_write(end, &e);
+    CHECK(lh_jrec_id(ev, lh_jrec_event_size(&v)) == INT64_C(0x0102030405060708));
+    CHECK(lh_jrec_id(end, lh_jrec_end_size(&e)) == 77);
+    CHECK(lh_jrec_id(end, 8) == 77);
+    CHECK(lh_jrec_id(end, 7) == 0);
+    CHECK(lh_jrec_id(NULL, 0) == 0);
+}
+
 static void test_end_nulls_empties_states(void)
 {
     lh_jrec_end_t e = {
@@ -745,6 +773,7 @@ static void test_end_layout(void)
 int main(void)
 {
     RUN_TEST(test_event_all_fields);
+    RUN_TEST(test_id_of_either_kind);
     RUN_TEST(test_event_nulls_and_minimal);
     RUN_TEST(test_event_empty_strings);
     RUN_TEST(test_event_each_flag_alone);
