@@ -45,6 +45,8 @@ struct lh_jlog_s {
     ** blocks at a time; `tail` holds the bytes of the last block written so far */
     lh_jlog_spare_t *spare; /* NULL: every segment is appended to */
     uint64_t spare_size;    /* of the next spare asked for: doubles up to seg_max */
+    uint64_t seg_start_ns;  /* when the segment being written was started (uv_hrtime) */
+    uint64_t zero_rate;     /* see lh_jlog_use_spares */
     int direct;             /* the segment being written is one */
     uint64_t direct_size;   /* of its file: the spare's, or more once a batch went past */
     unsigned char *stage;   /* a batch's blocks, aligned */
@@ -321,10 +323,14 @@ static int new_segment(lh_jlog_t *log)
     put64(h + 8, seg);
     uint64_t size = 0;
     int e = 0, fd = direct_segment(log, path, h, &size), direct = fd >= 0;
+    uint64_t now = uv_hrtime();
     if (log->spare != NULL) { /* for the next segment: twice this one, or as asked before */
         if (direct)
             log->spare_size = size * 2 < log->seg_max ? size * 2 : log->seg_max;
-        lh_jlog_spare_want(log->spare, log->spare_size);
+        /* of a kind for the rate at which the segment before filled (none: unknown) */
+        int zeros = log->fd < 0 || log->seg_start_ns == 0 ||
+                    lh_jlog_spare_zeros(log->off, now - log->seg_start_ns, log->zero_rate);
+        lh_jlog_spare_want(log->spare, log->spare_size, zeros);
     }
     if (!direct) {
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -356,6 +362,7 @@ static int new_segment(lh_jlog_t *log)
     }
     log->last_seg = seg;
     log->off = LH_JLOG_HEADER;
+    log->seg_start_ns = now;
     uv_mutex_lock(&log->mu);
     log->seg = seg;
     log->bytes += direct ? size : LH_JLOG_HEADER;
@@ -427,15 +434,16 @@ fail:
     return -1;
 }
 
-void lh_jlog_use_spares(lh_jlog_t *log, uint64_t first)
+void lh_jlog_use_spares(lh_jlog_t *log, uint64_t first, uint64_t zero_rate)
 {
     if (!log->sync_full || log->spare != NULL || log->started)
         return;
+    log->zero_rate = zero_rate;
     log->spare_size = block_ceil(first);
     if (log->spare_size > log->seg_max)
         log->spare_size = log->seg_max;
     if ((log->spare = lh_jlog_spare_new(log->dir, log->seg_max)) != NULL)
-        lh_jlog_spare_want(log->spare, log->spare_size);
+        lh_jlog_spare_want(log->spare, log->spare_size, 1);
 }
 
 /* ------------------------------------------------------------------ writing */

@@ -27,9 +27,10 @@
 ** what is queued with one write and one fdatasync (group commit), and the loop learns
 ** the outcome of each record through its `done` callback, in the order written: a batch's
 ** runs' ends first, then its events, each kind in the order queued. A segment
-** is appended to (pwritev), or, once lh_jlog_use_spares made a file of zeros for it ahead
-** of time, written over those zeros with O_DIRECT, whole blocks at a time: a sync then
-** writes no metadata. Either way the bytes after the last valid record read as invalid.
+** is appended to (pwritev), or, once lh_jlog_use_spares made its file ahead of time (zeros
+** or allocated blocks, jlog_spare.h), written over it with O_DIRECT, whole blocks at a time:
+** a sync then writes no file size or new blocks. Either way the bytes after the last valid
+** record read as invalid (zeros).
 */
 #ifndef LH_JLOG_H
 #define LH_JLOG_H
@@ -42,6 +43,8 @@
 #define LH_JLOG_DIR     "journal"
 #define LH_JLOG_HEADER  16u /* a segment's header, and a record's */
 #define LH_JLOG_MAX_SEG (64u << 20)
+/* The journal's zero_rate (lh_jlog_use_spares): 32 MiB a second, 6 000 typical events. */
+#define LH_JLOG_ZERO_RATE (32u << 20)
 
 enum { LH_JLOG_EVENT = 1, LH_JLOG_END = 2 };
 
@@ -80,12 +83,14 @@ int lh_jlog_open(lh_jlog_t **out, const char *dir, int sync_full, uint64_t seg_m
                  size_t errlen);
 
 /**
- * With sync_full, segments from now on are written with O_DIRECT over files of zeros made
- * ahead of time (jlog_spare.h): a sync then writes data and no metadata. The first such file
+ * With sync_full, segments from now on are written with O_DIRECT over files made ahead of
+ * time (jlog_spare.h): a sync then writes no file size or new blocks. The first such file
  * has `first` bytes, each next one twice the last, up to seg_max; until one is ready, and
- * wherever O_DIRECT is refused, segments are appended to. Before lh_jlog_start.
+ * wherever O_DIRECT is refused, segments are appended to. A file is written with zeros while
+ * the segment before filled at less than `zero_rate` bytes a second (the first always),
+ * else allocated (lh_jlog_spare_zeros). Before lh_jlog_start.
  */
-void lh_jlog_use_spares(lh_jlog_t *log, uint64_t first);
+void lh_jlog_use_spares(lh_jlog_t *log, uint64_t first, uint64_t zero_rate);
 /** Starts the writing thread; `done` callbacks run on `loop`. 0 or a negative UV_E*. */
 int lh_jlog_start(lh_jlog_t *log, uv_loop_t *loop);
 

@@ -19,6 +19,7 @@
 struct lh_jlog_spare_s {
     char *path, *tmp, *jdir;
     uint64_t size; /* of the one ready, or being made */
+    int zeros;     /* the one being made: written with zeros, else allocated */
     uv_mutex_t mu;
     uv_cond_t cond;
     uv_thread_t thread;
@@ -46,16 +47,27 @@ static int has_room(lh_jlog_spare_t *sp, uint64_t size)
     return avail >= 4 * size + (total / 20 < RESERVE ? total / 20 : RESERVE);
 }
 
-/* Writes the spare: `size` zeros with O_DIRECT into next.spare.tmp, synced, renamed. 0 or
-** an errno. */
-static int make(lh_jlog_spare_t *sp, uint64_t size)
+int lh_jlog_spare_zeros(uint64_t bytes, uint64_t ns, uint64_t zero_rate)
+{
+    return ns == 0 || (double)bytes * 1e9 / (double)ns < (double)zero_rate;
+}
+
+/* Makes the spare in next.spare.tmp: `size` bytes allocated or (`zeros`, or where the file
+** system cannot allocate) zeros written with O_DIRECT; synced, renamed. 0 or an errno. The
+** file is opened with O_DIRECT either way: where that is refused (EINVAL), no spare is made. */
+static int make(lh_jlog_spare_t *sp, uint64_t size, int zeros_wanted)
 {
     int fd = open(sp->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0600);
     if (fd < 0)
         return errno;
     void *zeros = NULL;
-    int e = posix_memalign(&zeros, LH_JLOG_ALIGN, CHUNK);
-    if (e == 0) {
+    int e = 0;
+    if (!zeros_wanted && fallocate(fd, 0, 0, (off_t)size) != 0) {
+        e = errno;
+        if (e == EOPNOTSUPP || e == ENOSYS) /* not here: zeros */
+            zeros_wanted = 1, e = 0;
+    }
+    if (zeros_wanted && (e = posix_memalign(&zeros, LH_JLOG_ALIGN, CHUNK)) == 0) {
         memset(zeros, 0, CHUNK);
         for (uint64_t off = 0; off < size && e == 0; off += CHUNK) {
             size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
@@ -89,8 +101,9 @@ static void spare_main(void *arg)
         if (sp->stopping)
             break;
         uint64_t size = sp->size;
+        int zeros = sp->zeros;
         uv_mutex_unlock(&sp->mu);
-        int e = has_room(sp, size) ? make(sp, size) : ENOSPC;
+        int e = has_room(sp, size) ? make(sp, size, zeros) : ENOSPC;
         uv_mutex_lock(&sp->mu);
         sp->want = 0;
         if (e == 0)
@@ -176,12 +189,13 @@ fail:
     return NULL;
 }
 
-void lh_jlog_spare_want(lh_jlog_spare_t *sp, uint64_t size)
+void lh_jlog_spare_want(lh_jlog_spare_t *sp, uint64_t size, int zeros)
 {
     uv_mutex_lock(&sp->mu);
     if (!sp->ready && !sp->want && !sp->unsupported) {
         sp->want = 1;
         sp->size = size;
+        sp->zeros = zeros;
         uv_cond_signal(&sp->cond);
     }
     uv_mutex_unlock(&sp->mu);

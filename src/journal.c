@@ -1363,7 +1363,7 @@ int lh_journal_start(lh_journal_t *j, uv_loop_t *loop, const lh_journal_hooks_t 
     uv_unref((uv_handle_t *)&j->prune_timer);
     uv_unref((uv_handle_t *)&j->index_timer);
     if (j->spares)
-        lh_jlog_use_spares(j->log, SPARE_FIRST);
+        lh_jlog_use_spares(j->log, SPARE_FIRST, LH_JLOG_ZERO_RATE);
     if ((rc = lh_jlog_start(j->log, loop)) != 0)
         return rc;
     uv_timer_start(&j->take_timer, on_take_timer, 0, 0); /* what was due at start-up */

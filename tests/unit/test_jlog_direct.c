@@ -10,10 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <uv.h>
 
 #include "jlog.h"
@@ -229,7 +232,7 @@ static lh_jlog_t *direct_log(char *dir, uv_loop_t *loop, rec_t *v, int n)
     n_done = 0;
     append(log, &v[0]);
     append(log, &v[1]);
-    lh_jlog_use_spares(log, FIRST);
+    lh_jlog_use_spares(log, FIRST, UINT64_MAX);
     CHECK_EQ_INT(uv_loop_init(loop), 0);
     CHECK_EQ_INT(lh_jlog_start(log, loop), 0);
     CHECK_EQ_INT(wait_spare(log, dir), FIRST);
@@ -296,7 +299,7 @@ static void test_direct_reopen(void)
 
     CHECK_EQ_INT(lh_jlog_open(&log, dir, 1, SEG_MAX, err, sizeof(err)), 0);
     CHECK_EQ_INT(lh_jlog_stats(log).segment, last + 1);
-    lh_jlog_use_spares(log, FIRST);
+    lh_jlog_use_spares(log, FIRST, UINT64_MAX);
     CHECK_EQ_INT(lh_jlog_stats(log).bytes, segs_size(dir, NULL) + left); /* ready at once */
     CHECK_EQ_INT(uv_loop_init(&loop), 0);
     CHECK_EQ_INT(lh_jlog_start(log, &loop), 0);
@@ -380,7 +383,7 @@ static void check_appended(int sync_full, int spares)
         set_rec(&v[i], i, 100 + (size_t)i * 271);
     CHECK_EQ_INT(lh_jlog_open(&log, dir, sync_full, 4096, err, sizeof(err)), 0);
     if (spares)
-        lh_jlog_use_spares(log, FIRST);
+        lh_jlog_use_spares(log, FIRST, UINT64_MAX);
     CHECK_EQ_INT(uv_loop_init(&loop), 0);
     CHECK_EQ_INT(lh_jlog_start(log, &loop), 0);
     n_done = 0;
@@ -528,7 +531,8 @@ static void test_failed_start_keeps_segment(void)
     set_rec(&v[2], 3, 100);
     lh_jlog_t *log;
     CHECK_EQ_INT(lh_jlog_open(&log, dir, 1, 4 * LH_JLOG_ALIGN, err, sizeof(err)), 0);
-    lh_jlog_use_spares(log, LH_JLOG_ALIGN); /* not started: appends are written at once */
+    lh_jlog_use_spares(log, LH_JLOG_ALIGN,
+                       UINT64_MAX); /* not started: appends are written at once */
     n_done = 0;
     CHECK_EQ_INT(wait_spare(log, dir), LH_JLOG_ALIGN);
     append(log, &v[0]); /* into the 4 KiB spare */
@@ -574,7 +578,7 @@ static void test_leftover_spares(void)
     leave_spare(dir, 1 << 20);
     lh_jlog_t *log;
     CHECK_EQ_INT(lh_jlog_open(&log, dir, 1, SEG_MAX, err, sizeof(err)), 0);
-    lh_jlog_use_spares(log, FIRST);
+    lh_jlog_use_spares(log, FIRST, UINT64_MAX);
     n_done = 0;
     CHECK_EQ_INT(wait_spare(log, dir), FIRST); /* made anew, at the first size */
     set_rec(&w, 0, 100);
@@ -590,6 +594,117 @@ static void test_leftover_spares(void)
     remove_dir(dir);
 }
 
+/* ------------------------------------------------------------------ allocated spares */
+
+/* Whether DIR/journal/`name` (or segment `seg`) has an unwritten extent: 1, 0, or -1 when the
+ * file system cannot say (FIEMAP). */
+static int unwritten(const char *dir, uint32_t seg, const char *name)
+{
+    char path[512];
+    if (name)
+        snprintf(path, sizeof(path), "%s/%s/%s", dir, LH_JLOG_DIR, name);
+    else
+        lh_jlog_segment_path(dir, seg, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    enum { MAX = 64 };
+    static union {
+        struct fiemap fm;
+        char room[sizeof(struct fiemap) + MAX * sizeof(struct fiemap_extent)];
+    } u;
+    memset(&u, 0, sizeof(u));
+    u.fm.fm_length = ~0ull;
+    u.fm.fm_flags = FIEMAP_FLAG_SYNC;
+    u.fm.fm_extent_count = MAX;
+    int rc = ioctl(fd, FS_IOC_FIEMAP, &u.fm);
+    close(fd);
+    if (rc != 0)
+        return -1;
+    for (unsigned i = 0; i < u.fm.fm_mapped_extents; i++)
+        if (u.fm.fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN)
+            return 1;
+    return 0;
+}
+
+/* The rule: zeros while the segment before filled slower than the rate, or nothing is known. */
+static void test_spare_kind_rule(void)
+{
+    const uint64_t s = 1000000000ull, rate = 32u << 20;
+    CHECK(lh_jlog_spare_zeros(16u << 20, s, rate));
+    CHECK(!lh_jlog_spare_zeros(64u << 20, s, rate));
+    CHECK(lh_jlog_spare_zeros((32u << 20) - 1, s, rate));
+    CHECK(!lh_jlog_spare_zeros(32u << 20, s, rate));
+    CHECK(lh_jlog_spare_zeros(64u << 20, 0, rate)); /* unknown */
+    CHECK(!lh_jlog_spare_zeros(1, 60 * s, 0));      /* 0: never zeros, once something is known */
+    CHECK(lh_jlog_spare_zeros(64u << 20, 1000000, UINT64_MAX)); /* UINT64_MAX: always */
+}
+
+/* A spare asked for without zeros is allocated, not written; with zeros, written. */
+static void test_spare_kinds(void)
+{
+    char dir[64], jdir[96], seg[128];
+    make_dir(dir, sizeof(dir));
+    snprintf(jdir, sizeof(jdir), "%s/%s", dir, LH_JLOG_DIR);
+    CHECK_EQ_INT(mkdir(jdir, 0700), 0);
+    lh_jlog_spare_t *sp = lh_jlog_spare_new(jdir, SEG_MAX);
+    CHECK(sp != NULL);
+    for (int zeros = 0; sp != NULL && zeros < 2; zeros++) {
+        lh_jlog_spare_want(sp, FIRST, zeros);
+        for (int i = 0; i < 10000 && lh_jlog_spare_bytes(sp) == 0; i++)
+            usleep(1000);
+        CHECK_EQ_INT(lh_jlog_spare_bytes(sp), FIRST);
+        CHECK_EQ_INT(spare_size(dir), FIRST);
+        int u = unwritten(dir, 0, LH_JLOG_SPARE_NAME);
+        if (u < 0)
+            printf("skip: no FIEMAP in %s\n", dir);
+        else
+            CHECK_EQ_INT(u, !zeros);
+        uint64_t size = 0;
+        snprintf(seg, sizeof(seg), "%s/taken%d", jdir, zeros);
+        CHECK_EQ_INT(lh_jlog_spare_take(sp, seg, &size), 0);
+        CHECK_EQ_INT(size, FIRST);
+    }
+    lh_jlog_spare_free(sp);
+    remove_dir(dir);
+}
+
+/* With a zero_rate of 0, every spare after the first is allocated: records written over its
+ * blocks scan and read back, and its unwritten end reads as zeros. */
+static void test_allocated_round_trip(void)
+{
+    enum { N = 200 };
+    static rec_t v[N];
+    char dir[64], err[256];
+    uv_loop_t loop;
+    lh_jlog_t *log;
+    set_recs(v, N);
+    make_dir(dir, sizeof(dir));
+    CHECK_EQ_INT(lh_jlog_open(&log, dir, 1, SEG_MAX, err, sizeof(err)), 0);
+    n_done = 0;
+    lh_jlog_use_spares(log, FIRST, 0);
+    CHECK_EQ_INT(uv_loop_init(&loop), 0);
+    CHECK_EQ_INT(lh_jlog_start(log, &loop), 0);
+    fill(log, &loop, dir, v, 0, N);
+    check_written(dir, v, N);
+    close_all(log, &loop);
+    CHECK_SCAN(dir, v, N);
+    uint32_t last = SEG(v[N - 1]);
+    CHECK(last >= 4);
+    int allocated = 0;
+    for (uint32_t s = 3; s <= last; s++) { /* 2: the first spare, zeros */
+        int j = N - 1;
+        while (j > 0 && SEG(v[j]) != s)
+            j--;
+        if (SEG(v[j]) == s && !zeros_after(dir, s, OFF(v[j].end)))
+            TEST_FAILED_("segment %u: not zeros after its last record", s);
+        allocated += unwritten(dir, s, NULL) != 0; /* its end unwritten (or unknown) */
+    }
+    CHECK(allocated > 0);
+    CHECK_EQ_INT(unwritten(dir, 2, NULL) == 1, 0);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     if (direct_usable()) {
@@ -598,7 +713,10 @@ int main(void)
         RUN_TEST(test_direct_torn_tail);
         RUN_TEST(test_failed_start_keeps_segment);
         RUN_TEST(test_leftover_spares);
+        RUN_TEST(test_spare_kinds);
+        RUN_TEST(test_allocated_round_trip);
     }
+    RUN_TEST(test_spare_kind_rule);
     RUN_TEST(test_spares_opt_in);
     RUN_TEST(test_ends_wait);
     return TEST_SUMMARY();
