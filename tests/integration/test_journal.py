@@ -121,10 +121,12 @@ class Journal(unittest.TestCase):
 
     def test_a_run_that_ended_is_indexed_with_its_event(self):
         # an event waits a moment in front of the index for its run's end, so that a run
-        # that ended ok is written so at once: never written running, then rewritten
+        # that ended ok is written so at once: never written running, then rewritten. One
+        # client posting one event after another, as Label Studio does: each event's end
+        # comes in the log before the next event, and every commit of the index can close
+        # on whole pairs
         with h.TempDir() as td:
-            st, clients, each = td.join("st"), 8, 25
-            n = clients * each
+            st, n = td.join("st"), 100
             with h.Server(SCRIPT, "--state-dir", st):
                 pass  # the database
             db = sqlite3.connect(os.path.join(st, DB))
@@ -133,19 +135,13 @@ class Journal(unittest.TestCase):
                              " BEGIN INSERT INTO test_run_updates VALUES (1); END;")
             db.close()
             with h.Server(SCRIPT, "--state-dir", st) as srv:
-                def send(c):  # under load, as splitting an event from its end was
-                    for i in range(each):
-                        post(srv, json.dumps({"action": "OK", "n": c * each + i}).encode())
-                threads = [threading.Thread(target=send, args=(c,)) for c in range(clients)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
+                for i in range(n):
+                    post(srv, json.dumps({"action": "OK", "n": i}).encode())
                 with journal.Journal(st) as j:
                     j.wait_final(timeout=WAIT, at_least=n)
             self.assertEqual(query(st, "SELECT count(*) FROM runs WHERE state = 'ok'"), [(n,)])
             (updates,), = query(st, "SELECT count(*) FROM test_run_updates")
-            self.assertLess(updates, n // 25)  # 16 to 24 when an event went alone
+            self.assertLessEqual(updates, 2)  # 4 to 8 when the index took events alone
 
     def test_neither_the_secret_header_nor_authorization_stored(self):
         # with --auth-header, Authorization carries no secret of ours, but may carry a proxy's
