@@ -284,8 +284,8 @@ static size_t index_send(lh_journal_t *j, int all)
     return n;
 }
 
-/* Sends what waits for the index: under load at most every INDEX_EVERY_MS, held events when
-** they may go; everything at once when someone waits for it. */
+/* Sends what waits for the index: at most every INDEX_EVERY_MS, up to an event that waits for
+** its end (index_ripe); everything at once when someone waits for it. */
 static void index_kick(lh_journal_t *j)
 {
     if (j->ix_busy || j->ix_head == NULL)
