@@ -31,13 +31,15 @@
 #define INDEX_EVERY_MS 50
 #define INDEX_MAX      8192
 #define INDEX_RETRY_MS 500
-/* An event waits up to INDEX_HOLD_MS for its run's end before it goes to the index: the two
-** in one commit are two rows written once; apart, the run and the status are written open,
-** then rewritten (two more statements, and index entries made and removed again), which cost
-** the writer 40 % more at 15 000 events a second. A held event is looked at again every
-** INDEX_LOOK_MS. */
-#define INDEX_HOLD_MS 20
-#define INDEX_LOOK_MS 2
+/* An event waits for its run's end before it goes to the index: the two in one commit are
+** two rows written once; apart, the run and the status are written open, then rewritten (two
+** more statements, and index entries made and removed again), which cost the writer 40 %
+** more at 15 000 events a second. An end comes a log batch or two after its event: the wait
+** is INDEX_HOLD_MS and four of the log's recent commit times, at most INDEX_HOLD_MAX_MS (a
+** slow disk). A held event is looked at again every INDEX_LOOK_MS. */
+#define INDEX_HOLD_MS     20
+#define INDEX_HOLD_MAX_MS 500
+#define INDEX_LOOK_MS     2
 /* Segments looked at per retention pass. */
 #define RETIRE_MAX 8
 
@@ -218,8 +220,15 @@ static void index_done(void *data, int status)
         index_kick(j);
 }
 
+/* How long an event may wait for its run's end (ms). */
+static uint64_t index_hold(const lh_journal_t *j)
+{
+    double ms = INDEX_HOLD_MS + 4 * j->commit_ms;
+    return ms < INDEX_HOLD_MAX_MS ? (uint64_t)ms : INDEX_HOLD_MAX_MS;
+}
+
 /* How many records may go to the index now, the last of them in *last: those before the
-** first event younger than INDEX_HOLD_MS whose run's end has not come (`all`: every one).
+** first event younger than index_hold() whose run's end has not come (`all`: every one).
 ** What the index holds is always a prefix of the log. */
 static size_t index_ripe(lh_journal_t *j, int all, lh_jlog_rec_t **last)
 {
@@ -227,7 +236,7 @@ static size_t index_ripe(lh_journal_t *j, int all, lh_jlog_rec_t **last)
     while (cap < j->ix_n * 2)
         cap *= 2;
     int64_t *ends = all ? NULL : calloc(cap, sizeof(*ends)); /* ids of the ends, hashed */
-    uint64_t now = j->loop != NULL ? uv_now(j->loop) : 0;
+    uint64_t now = j->loop != NULL ? uv_now(j->loop) : 0, hold = index_hold(j);
     for (lh_jlog_rec_t *r = j->ix_head; ends && r; r = r->next) {
         int64_t id = r->type == LH_JLOG_END ? lh_jrec_id(r->meta, r->meta_len) : 0;
         if (id > 0) {
@@ -238,7 +247,7 @@ static size_t index_ripe(lh_journal_t *j, int all, lh_jlog_rec_t **last)
         }
     }
     for (lh_jlog_rec_t *r = j->ix_head; r; r = r->next) {
-        if (ends != NULL && r->type == LH_JLOG_EVENT && r->mark + INDEX_HOLD_MS > now) {
+        if (ends != NULL && r->type == LH_JLOG_EVENT && r->mark + hold > now) {
             int64_t id = lh_jrec_id(r->meta, r->meta_len);
             size_t i = (size_t)id & (cap - 1);
             while (ends[i] != 0 && ends[i] != id)
@@ -303,7 +312,7 @@ static void index_kick(lh_journal_t *j)
         return;
     }
     if (index_send(j, 0) == 0) { /* the first record is an event waiting for its end */
-        uint64_t ripe = j->ix_head->mark + INDEX_HOLD_MS;
+        uint64_t ripe = j->ix_head->mark + index_hold(j);
         uint64_t wait = ripe > now ? ripe - now : 1;
         uv_timer_start(&j->index_timer, on_index_timer, wait < INDEX_LOOK_MS ? wait : INDEX_LOOK_MS,
                        0);
@@ -357,6 +366,8 @@ static void accept_done(void *data, lh_jlog_rec_t *r)
     lh_journal_t *j = a->j;
     char why[400];
     double secs = (double)(uv_hrtime() - a->queued_ns) / 1e9;
+    if (r->status == 0) /* a moving average, for index_hold */
+        j->commit_ms += (secs * 1000 - j->commit_ms) / 16;
     if (j->metrics != NULL && r->status == 0) {
         lh_metrics_t *m = j->metrics;
         for (int i = 0; i < LH_JOURNAL_COMMIT_BUCKETS; i++)

@@ -76,6 +76,7 @@ struct lh_journal_s {
     struct ix_waiter_s *waiters;    /* lh_journal_index_wait */
     int ix_busy;                    /* an index op is queued */
     uint64_t ix_last;               /* uv_now of the last index commit's end */
+    double commit_ms;               /* the log's commit time per event, averaged */
     lh_dedup_t dedup;               /* --dedup-window */
 };
 
