@@ -328,8 +328,8 @@ static int new_segment(lh_jlog_t *log)
         if (direct)
             log->spare_size = size * 2 < log->seg_max ? size * 2 : log->seg_max;
         /* of a kind for the rate at which the segment before filled (none: unknown) */
-        int zeros = log->fd < 0 || log->seg_start_ns == 0 ||
-                    lh_jlog_spare_zeros(log->off, now - log->seg_start_ns, log->zero_rate);
+        int zeros =
+            log->fd < 0 || lh_jlog_spare_zeros(log->off, now - log->seg_start_ns, log->zero_rate);
         lh_jlog_spare_want(log->spare, log->spare_size, zeros);
     }
     if (!direct) {

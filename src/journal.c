@@ -227,6 +227,16 @@ static uint64_t index_hold(const lh_journal_t *j)
     return ms < INDEX_HOLD_MAX_MS ? (uint64_t)ms : INDEX_HOLD_MAX_MS;
 }
 
+/* The slot of `id` in `ids`, an open-addressed table of `cap` (a power of two): where it is,
+** or the empty one (0) where it would go. */
+static size_t id_slot(const int64_t *ids, size_t cap, int64_t id)
+{
+    size_t i = (size_t)id & (cap - 1);
+    while (ids[i] != 0 && ids[i] != id)
+        i = (i + 1) & (cap - 1);
+    return i;
+}
+
 /* How many records may go to the index now, the last of them in *last: those before the
 ** first event younger than index_hold() whose run's end has not come (`all`: every one).
 ** What the index holds is always a prefix of the log. */
@@ -239,20 +249,13 @@ static size_t index_ripe(lh_journal_t *j, int all, lh_jlog_rec_t **last)
     uint64_t now = j->loop != NULL ? uv_now(j->loop) : 0, hold = index_hold(j);
     for (lh_jlog_rec_t *r = j->ix_head; ends && r; r = r->next) {
         int64_t id = r->type == LH_JLOG_END ? lh_jrec_id(r->meta, r->meta_len) : 0;
-        if (id > 0) {
-            size_t i = (size_t)id & (cap - 1);
-            while (ends[i] != 0 && ends[i] != id)
-                i = (i + 1) & (cap - 1);
-            ends[i] = id;
-        }
+        if (id > 0)
+            ends[id_slot(ends, cap, id)] = id;
     }
     for (lh_jlog_rec_t *r = j->ix_head; r; r = r->next) {
         if (ends != NULL && r->type == LH_JLOG_EVENT && r->mark + hold > now) {
             int64_t id = lh_jrec_id(r->meta, r->meta_len);
-            size_t i = (size_t)id & (cap - 1);
-            while (ends[i] != 0 && ends[i] != id)
-                i = (i + 1) & (cap - 1);
-            if (ends[i] != id)
+            if (ends[id_slot(ends, cap, id)] != id)
                 break;
         }
         *last = r;
